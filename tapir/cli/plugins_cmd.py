@@ -1,0 +1,106 @@
+"""``tapir plugins`` and ``tapir models``: what is installed."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from tapir.plugins import ROLES, get_plugin_manager
+
+
+def plugin_rows() -> list[dict]:
+    pm = get_plugin_manager()
+    reg = pm.registry
+    rows = []
+    for name, info in sorted(pm.infos.items()):
+        components = {
+            role: [
+                {"name": c.name, "available": c.available, "reason": c.reason, "description": c.description}
+                for c in sorted(reg.by_role[role].values(), key=lambda c: c.name)
+                if c.plugin == name
+            ]
+            for role in ROLES
+        }
+        rows.append(
+            {
+                "name": name,
+                "module": info.module,
+                "version": info.version,
+                "hooks": info.hooks,
+                "available": info.error is None,
+                "error": info.error,
+                "components": {r: c for r, c in components.items() if c},
+            }
+        )
+    # Plugins registered in-process (tests, notebooks) without an entry point.
+    for name, plugin in pm.list_name_plugin():
+        if name not in pm.infos and not name.startswith("_"):
+            rows.append(
+                {
+                    "name": name,
+                    "module": getattr(plugin, "__name__", repr(plugin)),
+                    "version": None,
+                    "hooks": sorted(h.name for h in pm.get_hookcallers(plugin) or []),
+                    "available": True,
+                    "error": None,
+                    "components": {},
+                }
+            )
+    return rows
+
+
+def register(cli):
+    @cli.command()
+    @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+    def plugins(as_json):
+        """List installed plugins and what each offers."""
+        rows = plugin_rows()
+        if as_json:
+            click.echo(json.dumps(rows, indent=2))
+            return
+        for row in rows:
+            status = "ok" if row["available"] else f"UNAVAILABLE: {row['error']}"
+            version = f" {row['version']}" if row["version"] else ""
+            click.echo(f"{row['name']}{version}  ({row['module']})  {status}")
+            for role, comps in row["components"].items():
+                for c in comps:
+                    mark = "" if c["available"] else f"  [unavailable: {c['reason']}]"
+                    desc = f" - {c['description']}" if c["description"] else ""
+                    click.echo(f"    {role[:-1]:<10} {c['name']}{desc}{mark}")
+
+    @cli.command()
+    @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+    def models(as_json):
+        """List named models and the backends that serve any other id."""
+        reg = get_plugin_manager().registry
+        named = [
+            {
+                "id": c.name,
+                "backend": c.options.get("backend"),
+                "model": c.options.get("model"),
+                "plugin": c.plugin,
+                "description": c.description,
+                "available": c.available,
+                "reason": c.reason,
+            }
+            for c in sorted(reg.by_role["models"].values(), key=lambda c: c.name)
+        ]
+        backends = [
+            {"name": c.name, "plugin": c.plugin, "available": c.available, "reason": c.reason,
+             "description": c.description}
+            for c in sorted(reg.by_role["backends"].values(), key=lambda c: c.name)
+        ]
+        if as_json:
+            click.echo(json.dumps({"models": named, "backends": backends}, indent=2))
+            return
+        click.echo("Named models:")
+        for m in named:
+            mark = "" if m["available"] else f"  [unavailable: {m['reason']}]"
+            click.echo(f"  {m['id']:<28} {m['backend']}:{m['model']}{mark}")
+            if m["description"]:
+                click.echo(f"  {'':<28} {m['description']}")
+        click.echo("Backends (any model id as BACKEND:NAME):")
+        for b in backends:
+            mark = "" if b["available"] else f"  [unavailable: {b['reason']}]"
+            click.echo(f"  {b['name']:<28} {b['description']}{mark}")

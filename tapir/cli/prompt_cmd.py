@@ -1,0 +1,44 @@
+"""``tapir prompt``: ask any model one question, through the cache and store."""
+
+from __future__ import annotations
+
+import click
+
+
+def register(cli):
+    @cli.command()
+    @click.argument("text")
+    @click.option("-m", "--model", "model_id", default="smollm2-135m-instruct", show_default=True)
+    @click.option("--system", default=None, help="System message.")
+    @click.option("--max-new-tokens", default=128, show_default=True)
+    @click.option("--temperature", default=0.0, show_default=True)
+    @click.option("--sample", default=0, show_default=True, help="Sample index (distinct samples at temperature > 0).")
+    @click.option("-o", "--option", "options", multiple=True, help="Backend option KEY=VALUE (repeatable).")
+    @click.pass_obj
+    def prompt(obj, text, model_id, system, max_new_tokens, temperature, sample, options):
+        """Answer TEXT with a model; the call is recorded in llm_calls and a
+        second identical call is served from the cache."""
+        from tapir.models import load_cached
+        from tapir.roles import GenerationParams, GenerationRequest
+        from tapir.store import open_store
+
+        opts = dict(_parse_option(o) for o in options)
+        store = open_store(obj["db"])
+        backend = load_cached(model_id, store, options=opts)
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
+        params = GenerationParams(max_new_tokens=max_new_tokens, temperature=temperature)
+        (completion,) = backend.generate([GenerationRequest(messages, params, sample)])
+        if completion.error:
+            raise click.ClickException(f"{model_id} failed: {completion.error}")
+        click.echo(completion.text)
+        where = "cache" if completion.cached else f"{completion.latency_s:.2f}s"
+        click.echo(f"[{model_id}, {where}, llm_calls id {completion.call_id} in {store.path}]", err=True)
+
+
+def _parse_option(text: str) -> tuple[str, object]:
+    import yaml
+
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise click.BadParameter(f"'{text}': expected KEY=VALUE", param_hint="--option")
+    return key.strip(), yaml.safe_load(value)

@@ -1,0 +1,266 @@
+"""YAML config -> validated, typed objects.
+
+Every mistake becomes one :class:`~tapir.errors.ConfigError` naming the file,
+the key and what is allowed, raised before anything is written. Validation is
+in three layers: YAML syntax, shape and types (pydantic, unknown keys
+forbidden), then references (plugin and model names, files) checked against
+what is installed.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from tapir.errors import ConfigError, TapirError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Generation(Section):
+    max_new_tokens: int = Field(256, ge=1)
+    temperature: float = Field(0.0, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    batch_size: int = Field(16, ge=1)
+
+
+class ModelRef(Section):
+    """A model id plus backend options (device, dtype, api_base, concurrency...)."""
+
+    model: str
+    options: dict[str, Any] = Field(default_factory=dict)
+    generation: Generation = Field(default_factory=Generation)
+
+
+class DataConfig(Section):
+    path: str | None = None  # JSONL / JSON / CSV / parquet file
+    hf_dataset: str | None = None  # a hub id or local datasets folder
+    hf_config: str | None = None
+    split: str = "train"
+    fields: dict[str, str] = Field(default_factory=dict)  # our name -> column
+    limit: int | None = Field(None, ge=1)
+    on_bad_row: Literal["skip", "error"] = "skip"
+    use_dataset_answers: bool = False
+
+
+class RoleConfig(Section):
+    """A role implementation by plugin name, over an optional model."""
+
+    name: str
+    model: ModelRef | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class MFDConfig(Section):
+    delta: float | None = 2.0
+    top_fraction: float | None = Field(None, gt=0.0, le=1.0)
+    quantile: float | None = Field(None, ge=0.0, lt=1.0)
+    both_orders: bool = True
+
+
+class ResampleConfig(Section):
+    weights: Literal["paper", "uniform"] | dict[str, float] = "paper"
+
+
+class CurriculumConfig(Section):
+    rounds: int = Field(3, ge=1)
+    alpha: float = Field(0.3, ge=0.0, le=1.0)
+    alpha_step: float = 0.2
+    seed_size: int | None = Field(None, ge=1)
+    expand_per_round: list[int] = Field(default_factory=lambda: [30000, 20000, 20000])
+    recompute_mfd: bool = False
+    examples_per_round: int | None = Field(None, ge=1)
+
+
+class ExpansionConfig(Section):
+    examples_in_prompt: int = Field(3, ge=1)
+    dedup: Literal["rouge", "embedding", "none"] = "rouge"
+    dedup_threshold: float = Field(0.7, gt=0.0, le=1.0)
+    max_attempts_factor: float = Field(3.0, ge=1.0)
+
+
+class TrainerConfig(Section):
+    name: str = "hf"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class PipelineConfig(Section):
+    name: str
+    db: str | None = None
+    output_dir: str = "tapir-out"
+    seed: int = 0
+    data: DataConfig
+    teacher: RoleConfig
+    student: ModelRef
+    judge: RoleConfig
+    classifier: RoleConfig
+    rewriter: RoleConfig | None = None
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    mfd: MFDConfig = Field(default_factory=MFDConfig)
+    resample: ResampleConfig = Field(default_factory=ResampleConfig)
+    curriculum: CurriculumConfig = Field(default_factory=CurriculumConfig)
+    expansion: ExpansionConfig = Field(default_factory=ExpansionConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty")
+        return v
+
+
+# --- error formatting -------------------------------------------------------
+
+
+def _loc(loc: tuple) -> str:
+    parts = []
+    for p in loc:
+        if isinstance(p, int):
+            parts.append(f"[{p}]")
+        else:
+            parts.append(("." if parts else "") + str(p))
+    return "".join(parts)
+
+
+def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model class that owns the key at ``loc`` (for 'allowed' lists)."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int) or not (isinstance(current, type) and issubclass(current, BaseModel)):
+            continue
+        field = current.model_fields.get(part)
+        if field is None:
+            return None
+        annotation = field.annotation
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        current = next(
+            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)),
+            None,
+        )
+        if current is None:
+            return None
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def format_validation_error(exc: ValidationError, model: type[BaseModel], source: str) -> str:
+    lines = []
+    seen = set()
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-", "literal["))))
+        # Unions report one error per branch; keep the first per location.
+        key = _loc(loc)
+        if key in seen:
+            continue
+        seen.add(key)
+        if err["type"] == "extra_forbidden":
+            owner = _model_at(model, loc)
+            allowed = sorted(owner.model_fields) if owner else []
+            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            lines.append(f"{source}: unknown key '{key}'.{hint} Allowed here: {', '.join(allowed)}")
+        elif err["type"] == "missing":
+            lines.append(f"{source}: missing required key '{key}'")
+        else:
+            got = err.get("input")
+            got_text = f" (got {got!r:.60})" if got is not None and not isinstance(got, dict) else ""
+            lines.append(f"{source}: '{key}': {err['msg']}{got_text}")
+    return "\n".join(lines)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}. Pass the path of a YAML file (see configs/ for examples).")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{p}{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: the top level must be a mapping of keys (name:, data:, teacher:, ...)")
+    return data
+
+
+def parse(data: dict[str, Any], model: type[BaseModel] = PipelineConfig, source: str = "config"):
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, model, source)) from None
+
+
+def load_config(path: str | Path, check_references: bool = True) -> PipelineConfig:
+    data = read_yaml(path)
+    config = parse(data, PipelineConfig, str(path))
+    base = Path(path).resolve().parent
+    if check_references:
+        problems = check_pipeline_references(config, base, str(path))
+        if problems:
+            raise ConfigError("\n".join(problems))
+    return config
+
+
+def resolve_path(value: str, base: Path) -> Path:
+    p = Path(value).expanduser()
+    if p.is_absolute() or p.exists():
+        return p
+    return base / p
+
+
+def check_pipeline_references(config: PipelineConfig, base: Path, source: str) -> list[str]:
+    """Plugin names, model ids and files named by the config must exist."""
+    from tapir import models
+    from tapir.plugins import registry
+
+    reg = registry()
+    problems: list[str] = []
+
+    def check_component(role: str, key: str, name: str):
+        table = reg.by_role[role]
+        if name not in table:
+            allowed = ", ".join(sorted(table)) or "none installed"
+            problems.append(f"{source}: '{key}': unknown {role[:-1]} '{name}'. Available: {allowed}")
+        elif not table[name].available:
+            problems.append(f"{source}: '{key}': {role[:-1]} '{name}' is unavailable: {table[name].reason}")
+
+    def check_model(key: str, ref: ModelRef | None):
+        if ref is None:
+            return
+        try:
+            spec = models.resolve(ref.model, ref.options)
+        except TapirError as exc:
+            problems.append(f"{source}: '{key}.model': {exc}")
+            return
+        check_component("backends", f"{key}.model", spec.backend)
+
+    data = config.data
+    if not data.path and not data.hf_dataset:
+        problems.append(f"{source}: 'data': give 'path' (a JSONL/JSON/CSV/parquet file) or 'hf_dataset'")
+    if data.path and not resolve_path(data.path, base).exists():
+        problems.append(f"{source}: 'data.path': file not found: {data.path} (relative paths are read from {base})")
+    check_component("teachers", "teacher.name", config.teacher.name)
+    check_model("teacher", config.teacher.model)
+    check_model("student", config.student)
+    check_component("judges", "judge.name", config.judge.name)
+    check_model("judge", config.judge.model)
+    check_component("classifiers", "classifier.name", config.classifier.name)
+    check_model("classifier", config.classifier.model)
+    if config.rewriter is not None:
+        check_component("rewriters", "rewriter.name", config.rewriter.name)
+        check_model("rewriter", config.rewriter.model)
+    check_component("trainers", "trainer.name", config.trainer.name)
+    if isinstance(config.resample.weights, dict):
+        from tapir.tasks import TASK_TYPES
+
+        for label in config.resample.weights:
+            if label not in TASK_TYPES:
+                problems.append(
+                    f"{source}: 'resample.weights.{label}': unknown task type. Allowed: {', '.join(TASK_TYPES)}"
+                )
+    return problems

@@ -1,0 +1,237 @@
+"""Plugin loading and the registry of components the plugins offer.
+
+Plugins are found through the ``tapir`` entry-point group, built-ins
+included. Two environment variables steer loading:
+
+``TAPIR_PLUGINS``
+    Comma-separated plugin names; only these load. Empty string: none.
+``TAPIR_TRACE_HOOKS``
+    Any non-empty value prints every hook call and its result to stderr.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, Callable
+
+import pluggy
+
+from tapir import hookspecs
+from tapir.errors import TapirError
+
+ROLES = (
+    "backends",
+    "models",
+    "teachers",
+    "judges",
+    "classifiers",
+    "rewriters",
+    "trainers",
+    "evaluators",
+)
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    module: str
+    version: str | None = None
+    hooks: list[str] = field(default_factory=list)
+    error: str | None = None  # set when the plugin could not be imported
+
+
+@dataclass
+class Component:
+    """One named thing a plugin registered: a backend, judge, evaluator, ..."""
+
+    role: str
+    name: str
+    plugin: str
+    factory: Callable[..., Any] | str
+    description: str = ""
+    requires: tuple[str, ...] = ()
+    extra: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def missing(self) -> list[str]:
+        return [m for m in self.requires if importlib.util.find_spec(m) is None]
+
+    @property
+    def available(self) -> bool:
+        return not self.missing
+
+    @property
+    def reason(self) -> str | None:
+        missing = self.missing
+        if not missing:
+            return None
+        hint = f"pip install 'tapir[{self.extra}]'" if self.extra else f"pip install {' '.join(missing)}"
+        return f"needs {', '.join(missing)} ({hint})"
+
+    def load(self) -> Callable[..., Any]:
+        if not self.available:
+            raise TapirError(f"{self.role[:-1]} '{self.name}' is unavailable: {self.reason}")
+        if isinstance(self.factory, str):
+            module_name, _, attr = self.factory.partition(":")
+            obj: Any = importlib.import_module(module_name)
+            for part in attr.split(".") if attr else []:
+                obj = getattr(obj, part)
+            return obj
+        return self.factory
+
+    def create(self, *args, **kwargs):
+        return self.load()(*args, **kwargs)
+
+
+class Registry:
+    """All components, by role and name, gathered from the register_* hooks."""
+
+    def __init__(self, pm: pluggy.PluginManager):
+        self.by_role: dict[str, dict[str, Component]] = {role: {} for role in ROLES}
+        plugins = pm.get_plugins()
+        for role in ROLES:
+            hook_name = f"register_{role}"
+            for impl in getattr(pm.hook, hook_name).get_hookimpls():
+                # Call each plugin through pluggy (so tracing sees it), one at a
+                # time, so every component knows which plugin registered it.
+                others = [p for p in plugins if p is not impl.plugin]
+                caller = pm.subset_hook_caller(hook_name, remove_plugins=others)
+                caller(register=self._register_fn(role, pm.get_name(impl.plugin) or "?"))
+
+    def _register_fn(self, role: str, plugin_name: str):
+        def register(name, factory=None, *, description="", requires=(), extra=None, **options):
+            if role == "models":
+                # register(model_id, backend=..., model=..., description=..., options=...)
+                comp = Component(role, name, plugin_name, factory or "", description,
+                                 tuple(requires), extra, options)
+            else:
+                if factory is None:
+                    raise TapirError(f"plugin {plugin_name} registered {role[:-1]} '{name}' without a factory")
+                comp = Component(role, name, plugin_name, factory, description,
+                                 tuple(requires), extra, options)
+            self.by_role[role][name] = comp
+
+        return register
+
+    def get(self, role: str, name: str) -> Component:
+        table = self.by_role[role]
+        if name not in table:
+            allowed = ", ".join(sorted(table)) or "none installed"
+            raise TapirError(f"unknown {role[:-1]} '{name}'. Available: {allowed}")
+        return table[name]
+
+    def names(self, role: str) -> list[str]:
+        return sorted(self.by_role[role])
+
+
+class TapirPluginManager(pluggy.PluginManager):
+    def __init__(self):
+        super().__init__("tapir")
+        self.add_hookspecs(hookspecs)
+        self.infos: dict[str, PluginInfo] = {}
+        self._registry: Registry | None = None
+
+    @property
+    def registry(self) -> Registry:
+        if self._registry is None:
+            self._registry = Registry(self)
+        return self._registry
+
+    def invalidate(self) -> None:
+        self._registry = None
+
+    def register(self, plugin, name=None):  # type: ignore[override]
+        result = super().register(plugin, name)
+        self.invalidate()
+        return result
+
+    def unregister(self, plugin=None, name=None):  # type: ignore[override]
+        result = super().unregister(plugin, name)
+        self.invalidate()
+        return result
+
+
+def _allowed_plugins() -> set[str] | None:
+    value = os.environ.get("TAPIR_PLUGINS")
+    if value is None:
+        return None
+    return {p.strip() for p in value.split(",") if p.strip()}
+
+
+def load_entry_points(pm: TapirPluginManager) -> None:
+    allowed = _allowed_plugins()
+    for ep in sorted(entry_points(group="tapir"), key=lambda e: e.name):
+        if allowed is not None and ep.name not in allowed:
+            continue
+        if pm.has_plugin(ep.name) or ep.name in pm.infos:
+            continue
+        version = ep.dist.version if ep.dist else None
+        info = PluginInfo(ep.name, ep.value, version)
+        try:
+            module = ep.load()
+        except Exception as exc:  # a broken or half-installed plugin must not break tapir
+            info.error = f"{type(exc).__name__}: {exc}"
+            pm.infos[ep.name] = info
+            continue
+        pm.register(module, name=ep.name)
+        info.hooks = sorted(h.name for h in pm.get_hookcallers(module) or [])
+        pm.infos[ep.name] = info
+
+
+def check_pending(pm: TapirPluginManager) -> None:
+    """Fail with a clear message when a plugin implements a hook tapir does not define."""
+    for name, plugin in pm.list_name_plugin():
+        for attr in dir(plugin):
+            opts = pm.parse_hookimpl_opts(plugin, attr)
+            if opts is not None and not hasattr(pm.hook, attr):
+                known = ", ".join(sorted(h for h in dir(hookspecs) if h.startswith(("register_", "resolve_"))))
+                raise TapirError(
+                    f"plugin '{name}' implements unknown hook '{attr}' (misspelled?). Known hooks: {known}"
+                )
+    pm.check_pending()
+
+
+def _enable_tracing(pm: TapirPluginManager) -> None:
+    def before(hook_name, hook_impls, kwargs):
+        names = ", ".join(pm.get_name(i.plugin) or "?" for i in hook_impls)
+        print(f"[tapir hook] {hook_name}({', '.join(kwargs)}) -> [{names}]", file=sys.stderr)
+
+    def after(outcome, hook_name, hook_impls, kwargs):
+        try:
+            result = outcome.get_result()
+        except BaseException as exc:  # pragma: no cover - traced only
+            result = exc
+        print(f"[tapir hook] {hook_name} returned {result!r:.200}", file=sys.stderr)
+
+    pm.add_hookcall_monitoring(before, after)
+
+
+_pm: TapirPluginManager | None = None
+
+
+def get_plugin_manager() -> TapirPluginManager:
+    global _pm
+    if _pm is None:
+        pm = TapirPluginManager()
+        if os.environ.get("TAPIR_TRACE_HOOKS"):
+            _enable_tracing(pm)
+        load_entry_points(pm)
+        check_pending(pm)
+        _pm = pm
+    return _pm
+
+
+def reset_plugin_manager() -> None:
+    """Forget the loaded plugins (tests; after installing a plugin at run time)."""
+    global _pm
+    _pm = None
+
+
+def registry() -> Registry:
+    return get_plugin_manager().registry

@@ -1,0 +1,199 @@
+"""The small, batch-first protocols each role implements, and the records
+they pass around.
+
+A teacher, judge or rewriter is a prompt over a :class:`Backend`; backends
+are separate plugins (local transformers, litellm, vLLM). Everything works on
+lists, so a backend can batch on a GPU or run requests concurrently against
+an API.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+
+Message = dict[str, str]  # {"role": "user" | "assistant" | "system", "content": "..."}
+
+
+@dataclass
+class GenerationParams:
+    """Sampling parameters every backend understands.
+
+    ``top_logprobs`` > 0 asks for the most likely tokens at each position
+    (judges read scores from them); backends that cannot do it leave
+    :attr:`Completion.logprobs` as ``None``.
+    """
+
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    top_logprobs: int = 0
+    seed: int | None = None
+
+    def resolved(self) -> dict[str, Any]:
+        """The parameters as they enter the cache key (greedy ignores top_p/seed)."""
+        data = {
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": float(self.temperature),
+            "stop": list(self.stop),
+            "top_logprobs": self.top_logprobs,
+        }
+        if self.temperature > 0:
+            data["top_p"] = float(self.top_p)
+            data["seed"] = self.seed
+        return data
+
+
+@dataclass
+class GenerationRequest:
+    messages: list[Message]
+    params: GenerationParams = field(default_factory=GenerationParams)
+    sample: int = 0  # index of the sample when n distinct samples are wanted
+
+
+@dataclass
+class TokenLogprob:
+    token: str
+    logprob: float
+    top: list[tuple[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class Completion:
+    text: str = ""
+    logprobs: list[TokenLogprob] | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cost: float | None = None
+    latency_s: float | None = None
+    error: str | None = None
+    cached: bool = False
+    call_id: int | None = None  # row id in llm_calls
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+OnResult = Callable[[int, Completion], None]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A model that answers chat requests.
+
+    ``model_id`` names the model for the cache key: two backends serving
+    different weights must never share one.
+    """
+
+    model_id: str
+
+    def generate(self, requests: Sequence[GenerationRequest], on_result: OnResult | None = None) -> list[Completion]:
+        """Answer every request. Call ``on_result(index, completion)`` as each
+        finishes (so a crash mid-batch loses nothing already paid for).
+        Failures are returned as completions with ``error`` set, never raised.
+        """
+        ...
+
+
+class ScoringBackend(Backend, Protocol):
+    def score(self, prompts: Sequence[list[Message]], continuations: Sequence[str]) -> list[list[float]]:
+        """Per-token log-probabilities of each continuation after its prompt."""
+        ...
+
+
+@dataclass
+class Item:
+    """One instruction (with optional input and reference answer)."""
+
+    id: str
+    instruction: str
+    input: str = ""
+    output: str | None = None
+    task_type: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def prompt(self) -> str:
+        return f"{self.instruction}\n\n{self.input}" if self.input else self.instruction
+
+
+@dataclass
+class Judgment:
+    """A judge's verdict. ``raw`` keeps the judge's text so parsing can be
+    redone; a failed parse sets ``error`` and leaves scores ``None``.
+    """
+
+    score_a: float | None = None
+    score_b: float | None = None
+    preference: float | None = None  # P(b preferred), for preference judges
+    raw: list[str] = field(default_factory=list)
+    error: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class JudgeRequest:
+    """What a judge looks at: a question and one answer (single grading) or
+    two answers (pairwise / preference), optionally a reference answer and
+    earlier turns."""
+
+    question: str
+    answer_a: str
+    answer_b: str | None = None
+    reference: str | None = None
+    category: str | None = None
+    turns: list[dict[str, str]] | None = None
+    item_id: str | None = None
+
+
+class Teacher(Protocol):
+    def answer(self, items: Sequence[Item]) -> list[Completion]: ...
+
+
+class Judge(Protocol):
+    name: str
+
+    def judge(self, requests: Sequence[JudgeRequest]) -> list[Judgment]: ...
+
+
+class Classifier(Protocol):
+    labels: Sequence[str]
+
+    def classify(self, texts: Sequence[str]) -> list[tuple[str, float]]:
+        """(label, confidence) per text."""
+        ...
+
+
+class Rewriter(Protocol):
+    def rewrite(self, items: Sequence[Item]) -> list[Item | None]:
+        """A refined item per input (``None`` when the rewrite failed)."""
+        ...
+
+
+@dataclass
+class TrainExample:
+    prompt: list[Message]
+    response: str
+    weight: float = 1.0
+
+
+class Trainer(Protocol):
+    def train(self, base_model: str, examples: Sequence[TrainExample], output_dir: str, **options) -> dict[str, Any]:
+        """Fine-tune ``base_model`` and save a loadable HF folder in
+        ``output_dir``. Returns metrics (loss, tokens/s, ...)."""
+        ...
+
+
+class Evaluator(Protocol):
+    name: str
+
+    def run(self, model: str, store: Any, **options) -> list[dict[str, Any]]:
+        """Run the benchmark on ``model`` and return metric rows
+        (``task, metric, value, stderr, n``) that the caller stores."""
+        ...

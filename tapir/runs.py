@@ -1,0 +1,139 @@
+"""Runs and stages: what makes every command resumable.
+
+A run is identified by the hash of its config, so re-running a command with
+the same config finds the same run. Each stage (name, round) is marked
+``running`` when it starts and ``done`` when it finishes; a re-run skips done
+stages, and a stage that was cut off runs again, where it skips the items it
+already wrote (each stage checks its own rows).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+from tapir import __version__
+from tapir.store.db import Store, dumps, utcnow
+
+_SECRET = re.compile(r"(api[_-]?key|secret|password|token(?!s|izer|_)|authorization)", re.I)
+
+
+def redact(value: Any) -> Any:
+    """Drop values of secret-looking keys, so keys never reach the store."""
+    if isinstance(value, dict):
+        return {k: ("<redacted>" if _SECRET.search(str(k)) else redact(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    return hashlib.sha256(dumps(redact(config)).encode()).hexdigest()
+
+
+@dataclass
+class Stage:
+    run_id: str
+    name: str
+    round: int
+    status: str
+    info: dict[str, Any]
+
+
+class Run:
+    def __init__(self, store: Store, run_id: str, name: str):
+        self.store = store
+        self.id = run_id
+        self.name = name
+
+    @classmethod
+    def start(cls, store: Store, config: dict[str, Any], name: str | None = None) -> "Run":
+        digest = config_hash(config)
+        run_id = digest[:16]
+        now = utcnow()
+        table = store["runs"]
+        with store.db.conn:
+            if table.count_where("id = ?", [run_id]):
+                table.update(run_id, {"status": "running", "updated_at": now})
+            else:
+                table.insert(
+                    {
+                        "id": run_id,
+                        "name": name or run_id,
+                        "config": dumps(redact(config)),
+                        "config_hash": digest,
+                        "tapir_version": __version__,
+                        "status": "running",
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                )
+        return cls(store, run_id, name or run_id)
+
+    def finish(self, status: str = "done") -> None:
+        with self.store.db.conn:
+            self.store["runs"].update(self.id, {"status": status, "updated_at": utcnow()})
+
+    def _row(self, name: str, round: int) -> dict | None:
+        rows = list(self.store["stages"].rows_where("run_id = ? and name = ? and round = ?", [self.id, name, round]))
+        return rows[0] if rows else None
+
+    def is_done(self, name: str, round: int = 0) -> bool:
+        row = self._row(name, round)
+        return bool(row and row["status"] == "done")
+
+    def stages(self) -> list[dict]:
+        return list(self.store["stages"].rows_where("run_id = ?", [self.id], order_by="id"))
+
+    @contextmanager
+    def stage(self, name: str, round: int = 0) -> Iterator[dict[str, Any]]:
+        """Mark a stage running, then done (or failed). The yielded dict is
+        stored as the stage's ``info`` (counts, figures)."""
+        info: dict[str, Any] = {}
+        started = time.perf_counter()
+        table = self.store["stages"]
+        row = self._row(name, round)
+        with self.store.db.conn:
+            if row is None:
+                table.insert(
+                    {"run_id": self.id, "name": name, "round": round, "status": "running", "started_at": utcnow()}
+                )
+            else:
+                table.update(row["id"], {"status": "running", "started_at": utcnow()})
+        row = self._row(name, round)
+        try:
+            yield info
+        except BaseException as exc:
+            with self.store.db.conn:
+                table.update(
+                    row["id"],
+                    {"status": "failed", "finished_at": utcnow(), "info": dumps({**info, "error": repr(exc)})},
+                )
+            raise
+        with self.store.db.conn:
+            table.update(
+                row["id"],
+                {
+                    "status": "done",
+                    "finished_at": utcnow(),
+                    "seconds": round_(time.perf_counter() - started),
+                    "info": dumps(info),
+                },
+            )
+
+    def step(self, name: str, fn: Callable[[dict[str, Any]], Any], round: int = 0) -> bool:
+        """Run ``fn(info)`` as stage (name, round) unless it is done already.
+        Returns True when it ran."""
+        if self.is_done(name, round):
+            return False
+        with self.stage(name, round) as info:
+            fn(info)
+        return True
+
+
+def round_(seconds: float) -> float:
+    return float(f"{seconds:.3f}")
