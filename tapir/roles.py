@@ -191,9 +191,16 @@ class Trainer(Protocol):
 
 
 class Evaluator(Protocol):
+    """A benchmark runner. The caller (``tapir bench``) starts a run for
+    (benchmark, model, options) with :meth:`tapir.runs.Run.start`, calls
+    ``run``, and upserts the returned rows into ``benchmark_results``.
+    Evaluators keep their own answers and judgments in the store under
+    ``run_id`` (items, responses, judgments), so a re-run repeats nothing.
+    """
+
     name: str
 
-    def run(self, model: str, store: Any, **options) -> list[dict[str, Any]]:
-        """Run the benchmark on ``model`` and return metric rows
-        (``task, metric, value, stderr, n``) that the caller stores."""
+    def run(self, model: str, store: Any, *, run_id: str, **options) -> list[dict[str, Any]]:
+        """Run the benchmark on ``model``; return metric rows, each a dict
+        with ``task, metric, value, stderr, n`` and optional ``meta``."""
         ...

@@ -1,0 +1,1 @@
+"""Task-type classifiers: LLM prompt, fine-tuned encoder, nearest centroid."""

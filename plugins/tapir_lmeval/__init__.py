@@ -1,0 +1,1 @@
+"""Open LLM Leaderboard tasks (and any lm-eval task) through lm-eval's Python API."""

@@ -1,0 +1,1 @@
+"""Teacher, expansion and task-aware rewriting prompts over any backend."""

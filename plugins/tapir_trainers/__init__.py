@@ -1,0 +1,1 @@
+"""Training backends: transformers full fine-tuning and LoRA (peft)."""

@@ -1,0 +1,54 @@
+"""Shared fixtures. Every test runs offline."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+import pytest  # noqa: E402
+
+from tapir.plugins import get_plugin_manager, reset_plugin_manager  # noqa: E402
+from tapir.store import open_store  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """Path of a tiny random Llama folder (tokenizer trained locally)."""
+    from tapir.testing import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-llama")
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = open_store(tmp_path / "test.db")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def pm():
+    """A fresh plugin manager; forgotten again after the test."""
+    reset_plugin_manager()
+    manager = get_plugin_manager()
+    yield manager
+    reset_plugin_manager()
+
+
+@pytest.fixture
+def register_plugin(pm):
+    """Register an in-process plugin object for one test."""
+    registered = []
+
+    def _register(plugin, name):
+        pm.register(plugin, name=name)
+        registered.append(name)
+        return plugin
+
+    yield _register
