@@ -75,7 +75,6 @@ class CurriculumConfig(Section):
     seed_size: int | None = Field(None, ge=1)
     expand_per_round: list[int] = Field(default_factory=lambda: [30000, 20000, 20000])
     recompute_mfd: bool = False
-    examples_per_round: int | None = Field(None, ge=1)
 
 
 class ExpansionConfig(Section):
@@ -148,11 +147,52 @@ def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
+def _is_tag(part: Any) -> bool:
+    """A union-branch tag in an error location ('literal[...]', 'dict[str,float]',
+    'function-after[...]'), not a key the user wrote."""
+    return isinstance(part, str) and (part.startswith("function-") or "[" in part)
+
+
+def _merge_union_branches(errors: list[dict]) -> list[dict]:
+    """Pydantic reports one error per branch of a union, each under a tag.
+    Keep the branches that got past the union's own level (the input had
+    their shape, so their errors are the real ones); when none did, merge the
+    branches into one error at the union's key: "should be A, or B"."""
+    out: list[dict] = []
+    groups: dict[tuple, list[tuple[int, dict]]] = {}
+    for err in errors:
+        loc = tuple(err["loc"])
+        tag_at = next((i for i, p in enumerate(loc) if _is_tag(p)), None)
+        if tag_at is None:
+            out.append(err)
+            continue
+        union_loc = loc[:tag_at]
+        if union_loc not in groups:
+            groups[union_loc] = []
+            out.append({"_union": union_loc})
+        groups[union_loc].append((tag_at, err))
+    merged: list[dict] = []
+    for err in out:
+        if "_union" not in err:
+            merged.append(err)
+            continue
+        union_loc = err["_union"]
+        branches = groups[union_loc]
+        deeper = [e for tag_at, e in branches if len(e["loc"]) > tag_at + 1]
+        if deeper:
+            merged.extend({**e, "loc": tuple(p for p in e["loc"] if not _is_tag(p))} for e in deeper)
+            continue
+        msgs = list(dict.fromkeys(e["msg"] for _, e in branches))
+        msg = msgs[0] + "".join(", or " + m.removeprefix("Input should be ") for m in msgs[1:])
+        merged.append({**branches[0][1], "loc": union_loc, "msg": msg})
+    return merged
+
+
 def format_validation_error(exc: ValidationError, model: type[BaseModel], source: str) -> str:
     lines = []
     seen = set()
-    for err in exc.errors():
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-", "literal["))))
+    for err in _merge_union_branches(exc.errors()):
+        loc = tuple(p for p in err["loc"] if not _is_tag(p))
         # Unions report one error per branch; keep the first per location.
         key = _loc(loc)
         if key in seen:

@@ -36,9 +36,9 @@ def cli(ctx, db_path):
 
 
 def _add_commands() -> None:
-    from tapir.cli import plugins_cmd, prompt_cmd, runs_cmd
+    from tapir.cli import bench_cmd, distill_cmd, plugins_cmd, prompt_cmd, runs_cmd
 
-    for module in (plugins_cmd, prompt_cmd, runs_cmd):
+    for module in (plugins_cmd, prompt_cmd, runs_cmd, distill_cmd, bench_cmd):
         module.register(cli)
     from tapir.plugins import get_plugin_manager
 

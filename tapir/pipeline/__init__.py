@@ -1,0 +1,1 @@
+"""The TAPIR distillation pipeline: resumable stages over the store."""

@@ -1,0 +1,112 @@
+"""Test plugins and config for the pipeline tests (imported by the tests and
+by the subprocess of the crash-and-resume test)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import signal
+from pathlib import Path
+
+import yaml
+
+from tapir import hookimpl
+from tapir.roles import Completion
+
+ROOT = Path(__file__).resolve().parents[1]
+SEED_DATA = ROOT / "data" / "seed_instructions.jsonl"
+WORDS = (
+    "river mountain ledger violin protein harvest orbit lantern glacier canyon satellite compiler "
+    "sonnet fossil courtroom vaccine tariff prism meadow algorithm parliament enzyme marathon comet "
+    "sculpture ballad gravity vineyard archive molecule"
+).split()
+
+
+class ScriptTeacher:
+    """Deterministic stand-in for an API teacher: new instructions built from
+    a hash of (prompt, sample), answers that echo the question.
+
+    With TAPIR_TEST_CRASH_AT=N the process kills itself (SIGKILL) when the
+    N-th request arrives, to test resuming after a hard crash."""
+
+    calls = 0
+
+    def __init__(self, name: str, **options):
+        self.model_id = f"script:{name}"
+
+    def generate(self, requests, on_result=None):
+        out = []
+        crash_at = int(os.environ.get("TAPIR_TEST_CRASH_AT", "0"))
+        for i, req in enumerate(requests):
+            ScriptTeacher.calls += 1
+            if ScriptTeacher.calls == crash_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+            text = req.messages[-1]["content"]
+            system = req.messages[0]["content"] if req.messages[0]["role"] == "system" else ""
+            digest = hashlib.sha256(f"{text}|{req.sample}".encode()).digest()
+            if text.startswith("You write new tasks"):
+                rng = random.Random(digest)
+                answer = "Explain how " + " ".join(rng.sample(WORDS, 6)) + " relate."
+            elif system.startswith("You improve"):
+                answer = "Step by step: " + text.split("Draft answer:")[-1].strip()[:80]
+            else:
+                answer = "An answer about " + text[:60]
+            c = Completion(text=answer, prompt_tokens=len(text.split()), completion_tokens=len(answer.split()))
+            out.append(c)
+            if on_result:
+                on_result(i, c)
+        return out
+
+
+class ScriptPlugin:
+    @hookimpl
+    def register_backends(self, register):
+        register("script", ScriptTeacher, description="test teacher")
+
+
+class SpyTrainer:
+    """Wraps the real trainer and keeps what each round was given."""
+
+    seen: list = []
+
+    def __init__(self, **options):
+        from tapir.plugins import registry
+
+        self.inner = registry().get("trainers", "hf").create(**options)
+
+    def train(self, base_model, examples, output_dir, **overrides):
+        SpyTrainer.seen.append((output_dir, list(examples)))
+        return self.inner.train(base_model, examples, output_dir, **overrides)
+
+
+class SpyPlugin:
+    @hookimpl
+    def register_trainers(self, register):
+        register("spy", SpyTrainer)
+
+
+def write_config(tmp_path: Path, tiny_model: Path, **overrides) -> Path:
+    config = {
+        "name": "tiny-pipeline",
+        "output_dir": str(tmp_path / "out"),
+        "data": {"path": str(SEED_DATA), "limit": 16},
+        "teacher": {"name": "default", "model": {"model": "script:teacher"}},
+        "student": {"model": f"hf:{tiny_model}", "generation": {"max_new_tokens": 12, "batch_size": 16}},
+        "judge": {"name": "reference-similarity", "options": {"method": "rouge"}},
+        "classifier": {"name": "centroid", "options": {"labels_path": str(SEED_DATA)}},
+        "rewriter": {"name": "task-aware", "model": {"model": "script:rewriter"}},
+        "trainer": {
+            "name": "spy",
+            "options": {"epochs": 1, "batch_size": 8, "micro_batch_size": 8, "max_length": 96, "lr": 1e-3},
+        },
+        "mfd": {"delta": None, "top_fraction": 0.5},
+        "curriculum": {"rounds": 3, "alpha": 0.3, "alpha_step": 0.2, "expand_per_round": [6, 4, 4]},
+    }
+    for key, value in overrides.items():
+        config[key] = value
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+

@@ -1,0 +1,115 @@
+"""The whole TAPIR pipeline on the tiny model, asserting the numbers that
+must hold: MFD arithmetic, the seed cut, re-sampled task proportions, alpha
+per round, the weights reaching the trainer, and rows per stage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pipeline_helpers import ScriptPlugin, SpyPlugin, SpyTrainer, write_config
+
+from tapir.tasks import paper_weights
+
+
+@pytest.fixture
+def pipeline_plugins(register_plugin):
+    register_plugin(ScriptPlugin(), "test-script")
+    register_plugin(SpyPlugin(), "test-spy")
+    SpyTrainer.seen = []
+
+
+def test_pipeline_numbers(tmp_path, tiny_model, pipeline_plugins, monkeypatch):
+    from rouge_score import rouge_scorer
+
+    from tapir.pipeline.runner import distill
+    from tapir.pipeline.taskmix import allocate
+
+    monkeypatch.setenv("TAPIR_QUIET", "1")
+    cfg = write_config(tmp_path, tiny_model)
+    ctx = distill(cfg, str(tmp_path / "t.db"))
+    db = ctx.store.db
+    run_id = ctx.run.id
+
+    def count(sql, *params):
+        return db.execute(sql, [run_id, *params]).fetchone()[0]
+
+    # Rows per stage.
+    assert count("select count(*) from items where run_id = ? and origin = 'seed'") == 16
+    assert count("select count(*) from responses where run_id = ? and role = 'teacher' and round = 0") == 16
+    assert count("select count(*) from responses where run_id = ? and role = 'student' and round = 0") == 16
+    assert count("select count(*) from judgments where run_id = ? and round = 0") == 16
+    assert count("select count(*) from classifications where run_id = ?") == 16
+    assert count("select count(*) from checkpoints where run_id = ?") == 4
+    expanded = count("select count(*) from items where run_id = ? and origin = 'expanded'")
+    assert expanded == 6 + 4 + 4
+    stages = {(s["name"], s["round"]): s for s in ctx.run.stages()}
+    assert all(s["status"] == "done" for s in stages.values())
+
+    # MFD arithmetic: teacher score 10, student 1 + 9 * ROUGE-L F1, MFD = difference.
+    scorer = rouge_scorer.RougeScorer(["rougeL"])
+    teacher = {r["item_id"]: r["text"] for r in db.query(
+        "select item_id, text from responses where run_id = ? and role = 'teacher' and round = 0", [run_id])}
+    student = {r["item_id"]: r["text"] for r in db.query(
+        "select item_id, text from responses where run_id = ? and role = 'student' and round = 0", [run_id])}
+    mfd = ctx.scores("mfd", 0)
+    assert len(mfd) == 16
+    for item_id, value in mfd.items():
+        sim = scorer.score(teacher[item_id], student[item_id])["rougeL"].fmeasure
+        assert value == pytest.approx(10 - (1 + 9 * sim), abs=1e-6)
+        t, s = ctx.scores("teacher_score", 0)[item_id], ctx.scores("student_score", 0)[item_id]
+        assert value == pytest.approx(t - s)
+
+    # The seed cut: top half by MFD.
+    hard = {i for i, v in ctx.scores("hard", 0).items() if v == 1.0}
+    assert len(hard) == 8
+    assert min(mfd[i] for i in hard) >= max(mfd[i] for i in mfd if i not in hard)
+
+    # Re-sampled task proportions follow the weights over the types present.
+    weights = paper_weights()
+    for r, total in ((1, 6), (2, 4), (3, 4)):
+        info = json.loads(stages[("resample", r)]["info"])
+        pool_types = [t for t, v in info["per_task"].items() if v["pool"] > 0]
+        expected = allocate(total, weights, pool_types)
+        drawn = {t: v["drawn"] for t, v in info["per_task"].items() if v["drawn"]}
+        assert drawn == expected
+        assert sum(drawn.values()) == total
+
+    # Alpha per round, and the weights that reached the trainer.
+    assert [p for p, _ in SpyTrainer.seen][0].endswith("round-0")
+    for r, alpha in ((1, 0.3), (2, 0.5), (3, 0.7)):
+        info = json.loads(stages[("train", r)]["info"])
+        assert info["alpha"] == pytest.approx(alpha)
+        _, examples = SpyTrainer.seen[r]
+        n_hard = info["hard_examples"]
+        total_weight = sum(e.weight for e in examples)
+        assert total_weight == pytest.approx(len(examples))
+        hard_weight = sum(e.weight for e in examples[:n_hard])
+        assert hard_weight / total_weight == pytest.approx(alpha)
+        # hard set = D_S plus everything expanded so far, rewritten
+        assert n_hard == 8 + sum((6, 4, 4)[:r])
+        assert all(e.response.startswith("Step by step") for e in examples[:n_hard])
+
+    # Exports.
+    out = Path(ctx.out_dir)
+    rows = [json.loads(line) for line in (out / "dataset.jsonl").read_text().splitlines()]
+    assert len(rows) == 8 + 14 + 8
+    assert (out / "dataset" / "dataset_info.json").exists()
+    card = (out / "checkpoints" / "round-3" / "README.md").read_text()
+    assert "round 3 of 3" in card and "0.70 / 0.30" in card
+
+
+def test_rerun_makes_no_calls(tmp_path, tiny_model, pipeline_plugins, monkeypatch):
+    from tapir.pipeline.runner import distill
+
+    monkeypatch.setenv("TAPIR_QUIET", "1")
+    cfg = write_config(tmp_path, tiny_model, curriculum={"rounds": 1, "expand_per_round": [4]})
+    ctx = distill(cfg, str(tmp_path / "t.db"))
+    calls = ctx.store.execute("select count(*) from llm_calls").fetchone()[0]
+    tables = {t: ctx.store[t].count for t in ("items", "responses", "judgments", "scores", "checkpoints")}
+    ctx.store.close()
+    ctx2 = distill(cfg, str(tmp_path / "t.db"))
+    assert ctx2.store.execute("select count(*) from llm_calls").fetchone()[0] == calls
+    assert {t: ctx2.store[t].count for t in tables} == tables
+    assert len(SpyTrainer.seen) == 2  # S0 and S1 trained once each
