@@ -32,6 +32,8 @@ def resolve(model_id: str, options: dict[str, Any] | None = None) -> ModelSpec:
     opts = dict(options or {})
     named = reg.by_role["models"].get(model_id)
     if named is not None:
+        if not named.available:
+            raise TapirError(f"model '{model_id}' is unavailable: {named.reason}")
         merged = {**named.options.get("options", {}), **opts}
         return ModelSpec(model_id, named.options["backend"], named.options.get("model", model_id), merged)
     prefix, sep, rest = model_id.partition(":")

@@ -45,6 +45,15 @@ class PluginInfo:
     error: str | None = None  # set when the plugin could not be imported
 
 
+def _importable(module: str) -> bool:
+    """Whether ``module`` can be imported, without importing it (for a dotted
+    name, find_spec imports the parents, and raises if a parent is missing)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 @dataclass
 class Component:
     """One named thing a plugin registered: a backend, judge, evaluator, ..."""
@@ -60,7 +69,7 @@ class Component:
 
     @property
     def missing(self) -> list[str]:
-        return [m for m in self.requires if importlib.util.find_spec(m) is None]
+        return [m for m in self.requires if not _importable(m)]
 
     @property
     def available(self) -> bool:
@@ -166,7 +175,15 @@ def _allowed_plugins() -> set[str] | None:
 
 def load_entry_points(pm: TapirPluginManager) -> None:
     allowed = _allowed_plugins()
-    for ep in sorted(entry_points(group="tapir"), key=lambda e: e.name):
+    found = sorted(entry_points(group="tapir"), key=lambda e: e.name)
+    # A name in TAPIR_PLUGINS that nothing offers (a typo) lists as an error
+    # instead of silently loading nothing.
+    for name in sorted((allowed or set()) - {ep.name for ep in found}):
+        installed = ", ".join(sorted({ep.name for ep in found})) or "none"
+        pm.infos[name] = PluginInfo(name, "", None, error=(
+            f"TAPIR_PLUGINS names '{name}' but no installed package offers it (entry-point group 'tapir'; "
+            f"installed: {installed})"))
+    for ep in found:
         if allowed is not None and ep.name not in allowed:
             continue
         if pm.has_plugin(ep.name) or ep.name in pm.infos:
@@ -175,11 +192,13 @@ def load_entry_points(pm: TapirPluginManager) -> None:
         info = PluginInfo(ep.name, ep.value, version)
         try:
             module = ep.load()
+            # pluggy validates hook signatures here (PluginValidationError):
+            # a plugin with a bad hook lists as broken, the others still load.
+            pm.register(module, name=ep.name)
         except Exception as exc:  # a broken or half-installed plugin must not break tapir
             info.error = f"{type(exc).__name__}: {exc}"
             pm.infos[ep.name] = info
             continue
-        pm.register(module, name=ep.name)
         info.hooks = sorted(h.name for h in pm.get_hookcallers(module) or [])
         pm.infos[ep.name] = info
 
@@ -189,10 +208,16 @@ def check_pending(pm: TapirPluginManager) -> None:
     for name, plugin in pm.list_name_plugin():
         for attr in dir(plugin):
             opts = pm.parse_hookimpl_opts(plugin, attr)
-            if opts is not None and not hasattr(pm.hook, attr):
+            # pluggy adds a spec-less caller to pm.hook for every implemented
+            # name, so "unknown" means "has no spec", not "no attribute".
+            if opts is None or opts.get("optionalhook"):
+                continue
+            hook_name = opts.get("specname") or attr
+            caller = getattr(pm.hook, hook_name, None)
+            if caller is None or not caller.has_spec():
                 known = ", ".join(sorted(h for h in dir(hookspecs) if h.startswith(("register_", "resolve_"))))
                 raise TapirError(
-                    f"plugin '{name}' implements unknown hook '{attr}' (misspelled?). Known hooks: {known}"
+                    f"plugin '{name}' implements unknown hook '{hook_name}' (misspelled?). Known hooks: {known}"
                 )
     pm.check_pending()
 

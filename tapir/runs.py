@@ -19,15 +19,30 @@ from typing import Any, Callable, Iterator
 from tapir import __version__
 from tapir.store.db import Store, dumps, utcnow
 
-_SECRET = re.compile(r"(api[_-]?key|secret|password|token(?!s|izer|_)|authorization)", re.I)
+# Secret-looking keys. "token" alone or with an auth-ish prefix (hf_token,
+# access_token), but not tokenizer settings such as pad_token / eos_token:
+# those change the run, and redacting them would merge two runs' ids.
+_SECRET = re.compile(
+    r"(api[_-]?key|secret|password|passwd|credential|authorization"
+    r"|^token$|(^|[_-])(hf|hub|access|auth|api|bearer|refresh|session|github)[_-]?token$)",
+    re.I,
+)
+# Secret-looking values, whatever their key: provider key prefixes.
+_SECRET_VALUE = re.compile(
+    r"^(?:(?:sk-|sk_|gsk_|xai-|ghp_|github_pat_)[A-Za-z0-9_\-]{20,}|hf_[A-Za-z0-9]{30,}"
+    r"|AIza[A-Za-z0-9_\-]{30,}|Bearer\s+\S{16,})$"
+)
 
 
 def redact(value: Any) -> Any:
-    """Drop values of secret-looking keys, so keys never reach the store."""
+    """Drop values of secret-looking keys (and values that look like API
+    keys), so keys never reach the store."""
     if isinstance(value, dict):
         return {k: ("<redacted>" if _SECRET.search(str(k)) else redact(v)) for k, v in value.items()}
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return [redact(v) for v in value]
+    if isinstance(value, str) and _SECRET_VALUE.match(value.strip()):
+        return "<redacted>"
     return value
 
 

@@ -13,7 +13,8 @@ def plugin_rows() -> list[dict]:
     pm = get_plugin_manager()
     reg = pm.registry
     rows = []
-    for name, info in sorted(pm.infos.items()):
+
+    def components_of(name: str) -> dict:
         components = {
             role: [
                 {"name": c.name, "available": c.available, "reason": c.reason, "description": c.description}
@@ -22,6 +23,9 @@ def plugin_rows() -> list[dict]:
             ]
             for role in ROLES
         }
+        return {r: c for r, c in components.items() if c}
+
+    for name, info in sorted(pm.infos.items()):
         rows.append(
             {
                 "name": name,
@@ -30,7 +34,7 @@ def plugin_rows() -> list[dict]:
                 "hooks": info.hooks,
                 "available": info.error is None,
                 "error": info.error,
-                "components": {r: c for r, c in components.items() if c},
+                "components": components_of(name),
             }
         )
     # Plugins registered in-process (tests, notebooks) without an entry point.
@@ -44,7 +48,7 @@ def plugin_rows() -> list[dict]:
                     "hooks": sorted(h.name for h in pm.get_hookcallers(plugin) or []),
                     "available": True,
                     "error": None,
-                    "components": {},
+                    "components": components_of(name),
                 }
             )
     return rows

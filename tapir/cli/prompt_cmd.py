@@ -18,13 +18,15 @@ def register(cli):
     def prompt(obj, text, model_id, system, max_new_tokens, temperature, sample, options):
         """Answer TEXT with a model; the call is recorded in llm_calls and a
         second identical call is served from the cache."""
-        from tapir.models import load_cached
+        from tapir.cache import CachedBackend
+        from tapir.models import load_backend
         from tapir.roles import GenerationParams, GenerationRequest
         from tapir.store import open_store
 
         opts = dict(_parse_option(o) for o in options)
+        raw = load_backend(model_id, opts)  # an unknown model fails before the database is touched
         store = open_store(obj["db"])
-        backend = load_cached(model_id, store, options=opts)
+        backend = CachedBackend(raw, store)
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
         params = GenerationParams(max_new_tokens=max_new_tokens, temperature=temperature)
         (completion,) = backend.generate([GenerationRequest(messages, params, sample)])

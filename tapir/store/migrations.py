@@ -18,19 +18,41 @@ def migration(fn):
 
 
 def migrate(db: sqlite_utils.Database) -> list[str]:
-    """Apply pending migrations; return the names applied."""
-    if "_migrations" not in db.table_names():
-        db["_migrations"].create({"name": str, "applied_at": str}, pk="name")
-    done = {row["name"] for row in db["_migrations"].rows}
+    """Apply pending migrations; return the names applied.
+
+    Each migration runs in one ``BEGIN IMMEDIATE`` transaction together with
+    its ``_migrations`` row: one that fails halfway leaves nothing behind
+    (SQLite DDL is transactional, but Python's sqlite3 autocommits DDL
+    outside an explicit BEGIN), and two processes opening a blank database
+    at once do not both try to create the tables (the second waits for the
+    write lock, then finds the migration applied).
+    """
+    done = set()
+    if "_migrations" in db.table_names():
+        done = {row[0] for row in db.execute("select name from _migrations")}
     applied = []
     for name, fn in MIGRATIONS:
         if name in done:
             continue
-        with db.conn:
+        db.conn.execute("BEGIN IMMEDIATE")
+        try:
+            db["_migrations"].create({"name": str, "applied_at": str}, pk="name", if_not_exists=True)
+            if _is_applied(db, name):  # another process got there first
+                db.conn.execute("COMMIT")
+                continue
             fn(db)
-            db["_migrations"].insert({"name": name, "applied_at": _now(db)})
+            db.execute("insert into _migrations (name, applied_at) values (?, ?)", [name, _now(db)])
+            db.conn.execute("COMMIT")
+        except BaseException:
+            if db.conn.in_transaction:
+                db.conn.execute("ROLLBACK")
+            raise
         applied.append(name)
     return applied
+
+
+def _is_applied(db: sqlite_utils.Database, name: str) -> bool:
+    return db.execute("select 1 from _migrations where name = ?", [name]).fetchone() is not None
 
 
 def _now(db) -> str:
