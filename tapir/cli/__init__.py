@@ -52,3 +52,4 @@ def main(argv=None):
         click.echo(f"Error: {exc}", err=True)
         raise SystemExit(1) from None
     cli.main(args=argv, prog_name="tapir")
+

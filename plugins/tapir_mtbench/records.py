@@ -1,0 +1,147 @@
+"""Reading and writing a benchmark run's own rows: items, responses and
+judgments, keyed so that a re-run finds what it already has.
+
+Both benchmark runners (MT-Bench and AlpacaEval) use these helpers; every
+write is an insert-or-ignore (items, responses) or an upsert (judgments) on
+the unique indexes of :mod:`tapir.store.migrations`, so no duplicate rows
+appear whatever is re-run.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from tapir.roles import Judgment
+from tapir.store.db import Store, dumps, utcnow
+
+ORIGIN = "benchmark"
+
+
+@dataclass
+class StoredJudgment:
+    """One row of ``judgments`` as the runners need it back."""
+
+    item_id: str
+    position: str
+    round: int
+    score_a: float | None
+    score_b: float | None
+    preference: float | None
+    raw: list[str]
+    error: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def save_items(store: Store, run_id: str, items: Iterable[dict[str, Any]]) -> None:
+    """Insert the benchmark's items (``id``, ``instruction``, ``output``,
+    ``task_type``, ``meta``) under ``run_id``; existing ones are kept."""
+    rows = []
+    for item in items:
+        rows.append(
+            {
+                "run_id": run_id,
+                "id": item["id"],
+                "origin": ORIGIN,
+                "round": 0,
+                "instruction": item["instruction"],
+                "input": item.get("input", ""),
+                "output": item.get("output"),
+                "task_type": item.get("task_type"),
+                "meta": dumps(item.get("meta", {})),
+            }
+        )
+    with store.db.conn:
+        store["items"].insert_all(rows, pk=("run_id", "id"), ignore=True)
+
+
+def load_responses(store: Store, run_id: str, role: str, model: str) -> dict[tuple[str, int], tuple[int, str]]:
+    """``{(item_id, round): (response id, text)}`` for one role and model."""
+    rows = store.execute(
+        "select id, item_id, round, text from responses where run_id = ? and role = ? and model = ? and sample = 0",
+        [run_id, role, model],
+    ).fetchall()
+    return {(item_id, rnd): (rid, text) for rid, item_id, rnd, text in rows}
+
+
+def save_responses(
+    store: Store, run_id: str, role: str, model: str, rows: Iterable[tuple[str, int, str, int | None]]
+) -> None:
+    """Insert responses ``(item_id, round, text, llm_call_id)``; an existing
+    (run, item, role, model, round, sample 0) row is kept as it is."""
+    now = utcnow()
+    records = [
+        {
+            "run_id": run_id,
+            "item_id": item_id,
+            "role": role,
+            "model": model,
+            "round": rnd,
+            "sample": 0,
+            "text": text,
+            "llm_call_id": call_id,
+            "created_at": now,
+        }
+        for item_id, rnd, text, call_id in rows
+    ]
+    if records:
+        with store.db.conn:
+            store["responses"].insert_all(records, ignore=True)
+
+
+def load_judgments(store: Store, run_id: str, judge: str) -> dict[tuple[str, str, int], StoredJudgment]:
+    """``{(item_id, position, round): StoredJudgment}`` for one judge."""
+    rows = store.execute(
+        "select item_id, position, round, score_a, score_b, preference, raw, error from judgments "
+        "where run_id = ? and judge = ?",
+        [run_id, judge],
+    ).fetchall()
+    out = {}
+    for item_id, position, rnd, sa, sb, pref, raw, error in rows:
+        out[(item_id, position, rnd)] = StoredJudgment(
+            item_id, position, rnd, sa, sb, pref, json.loads(raw) if raw else [], error
+        )
+    return out
+
+
+_UPSERT = (
+    "insert into judgments (run_id, item_id, judge, model, kind, position, round, response_a_id, response_b_id, "
+    "score_a, score_b, preference, raw, error, created_at) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "on conflict (run_id, item_id, judge, position, round) do update set model = excluded.model, "
+    "kind = excluded.kind, response_a_id = excluded.response_a_id, response_b_id = excluded.response_b_id, "
+    "score_a = excluded.score_a, score_b = excluded.score_b, preference = excluded.preference, "
+    "raw = excluded.raw, error = excluded.error, created_at = excluded.created_at"
+)
+
+
+@dataclass
+class JudgmentRow:
+    """A judgment to write, with where it belongs."""
+
+    item_id: str
+    position: str
+    round: int
+    judgment: Judgment
+    response_a_id: int | None = None
+    response_b_id: int | None = None
+
+
+def save_judgments(store: Store, run_id: str, judge: str, judge_model: str, kind: str,
+                   rows: Iterable[JudgmentRow]) -> None:
+    """Upsert judgments on (run, item, judge, position, round)."""
+    now = utcnow()
+    params = [
+        (
+            run_id, r.item_id, judge, judge_model, kind, r.position, r.round, r.response_a_id, r.response_b_id,
+            r.judgment.score_a, r.judgment.score_b, r.judgment.preference,
+            json.dumps(list(r.judgment.raw), ensure_ascii=False), r.judgment.error, now,
+        )
+        for r in rows
+    ]
+    if params:
+        with store.db.conn:
+            store.db.conn.executemany(_UPSERT, params)

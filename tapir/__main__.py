@@ -1,0 +1,3 @@
+from tapir.cli import main
+
+main()
