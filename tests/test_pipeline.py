@@ -97,7 +97,7 @@ def test_pipeline_numbers(tmp_path, tiny_model, pipeline_plugins, monkeypatch):
     assert len(rows) == 8 + 14 + 8
     assert (out / "dataset" / "dataset_info.json").exists()
     card = (out / "checkpoints" / "round-3" / "README.md").read_text()
-    assert "round 3 of 3" in card and "0.70 / 0.30" in card
+    assert "| round | 3 of 3 |" in card and "| 0.70 / 0.30 |" in card
 
 
 def test_rerun_makes_no_calls(tmp_path, tiny_model, pipeline_plugins, monkeypatch):
