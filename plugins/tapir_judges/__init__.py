@@ -1,2 +1,39 @@
 """Judges: pairwise (TAPIR), single-answer grading (MT-Bench), preference
-with logprobs (AlpacaEval 2.0), reference similarity and student loss."""
+with logprobs (AlpacaEval 2.0), reference similarity and student loss.
+
+Each factory is called as ``factory(backend, **options)`` and returns an
+object with ``name``, ``kind``, ``needs_student`` and ``judge(requests)``.
+"""
+
+from __future__ import annotations
+
+from tapir import hookimpl
+
+
+@hookimpl
+def register_judges(register):
+    register(
+        "pairwise",
+        "tapir_judges.pairwise:PairwiseJudge",
+        description="TAPIR pairwise 1-10 judge (helpfulness, relevance, accuracy, detail), both orders averaged",
+    )
+    register(
+        "mtbench-single",
+        "tapir_judges.single:MTBenchSingleJudge",
+        description="MT-Bench single-answer grading 1-10 with its judge prompts ([[rating]]; reference, multi-turn)",
+    )
+    register(
+        "preference",
+        "tapir_judges.preference:PreferenceJudge",
+        description="AlpacaEval 2.0-style preference: P(model output better), weighted by verdict-token logprobs",
+    )
+    register(
+        "reference-similarity",
+        "tapir_judges.reference:ReferenceSimilarityJudge",
+        description="no LLM: student answer scored by MiniLM-embedding (or ROUGE-L) similarity to the teacher's",
+    )
+    register(
+        "student-loss",
+        "tapir_judges.student_loss:StudentLossJudge",
+        description="no judge model: the student's per-token loss on the teacher's answer (needs a local student)",
+    )

