@@ -23,6 +23,9 @@ from tapir.roles import Backend, Completion, GenerationRequest, OnResult, TokenL
 from tapir.store.db import Store, dumps, utcnow
 
 _LOOKUP_CHUNK = 500
+_COLUMNS = ("key", "model", "params", "messages", "sample", "response", "logprobs", "prompt_tokens",
+            "completion_tokens", "cost", "latency_s", "error", "run_id", "created_at")
+_INSERT_SQL = f"insert into llm_calls ({', '.join(_COLUMNS)}) values ({', '.join('?' * len(_COLUMNS))})"
 
 
 def cache_key(model_id: str, request: GenerationRequest) -> str:
@@ -104,8 +107,12 @@ class CachedBackend:
                 "run_id": self.run_id,
                 "created_at": utcnow(),
             }
-            with self.store.db.conn:
-                completion.call_id = self.store["llm_calls"].insert(row).last_pk
+            # One committed row per call, so a crash loses nothing already
+            # paid for; a prepared INSERT is ~10x cheaper than table.insert().
+            conn = self.store.db.conn
+            with conn:
+                cursor = conn.execute(_INSERT_SQL, [row[c] for c in _COLUMNS])
+            completion.call_id = cursor.lastrowid
             self.calls_made += 1
 
     def generate(self, requests: Sequence[GenerationRequest], on_result: OnResult | None = None) -> list[Completion]:

@@ -19,6 +19,9 @@ def register_backends(register):
 
 @hookimpl(trylast=True)
 def resolve_model(model_id):
-    if "/" in model_id and ":" not in model_id.split("/", 1)[0]:
-        return ("litellm", model_id, {})
-    return None
+    """Any ``provider/model`` id (answered last, after every other plugin);
+    never a filesystem path such as ``./out/student`` or ``/models/x``."""
+    provider, sep, name = model_id.partition("/")
+    if not sep or not provider or not name or ":" in provider or provider in (".", "..", "~"):
+        return None
+    return ("litellm", model_id, {})

@@ -64,6 +64,11 @@ def open_store(path: str | os.PathLike | None = None, *, memory: bool = False) -
         conn = sqlite3.connect(str(resolved), check_same_thread=False, timeout=30)
         db = sqlite_utils.Database(conn)
         db.enable_wal()
+        # With WAL, synchronous=NORMAL skips the fsync per commit: a process
+        # crash still loses nothing committed and the file never corrupts;
+        # only a power cut may drop the last commits. Each LLM call is
+        # committed on its own, and an fsync each throttles fast API backends.
+        db.execute("PRAGMA synchronous=NORMAL")
     db.execute("PRAGMA foreign_keys = ON")
     migrate(db)
     return Store(db, resolved)

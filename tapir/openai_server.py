@@ -1,0 +1,578 @@
+"""A local OpenAI-compatible HTTP server for TESTS AND BENCHMARKS ONLY.
+
+Nothing in the product uses this module; it exists so tests and speed
+benchmarks can drive real HTTP clients (litellm, the ``openai`` package)
+against a server on ``127.0.0.1`` with no network and no API key. It uses
+only the standard library (``http.server.ThreadingHTTPServer``).
+
+Scripting API
+=============
+
+.. code-block:: python
+
+    from tapir.openai_server import OpenAIServer, Faults, fault, token_distribution
+
+    def reply(messages, body):
+        # messages: the request's chat messages; body: the whole JSON request
+        return "Rating: [[8]]"                      # a plain answer, or
+        return {"text": "8", "logprobs": token_distribution({"8": .7, "7": .2, "9": .1})}
+
+    with OpenAIServer(reply=reply, latency=0.1) as srv:
+        srv.base_url        # "http://127.0.0.1:PORT/v1"; use model "openai/<anything>"
+        # tapir: load_backend("openai/judge", {"api_base": srv.base_url}) (any key works)
+        # litellm: acompletion(model="openai/m", api_base=srv.base_url, api_key="x", ...)
+        srv.requests        # chat-completion requests received (faulty ones included)
+        srv.peak_in_flight  # most requests being handled at one moment
+        srv.status_counts   # Counter: {200: 37, 429: 2, 500: 1, "drop": 1}
+        srv.faults_injected # Counter by fault kind
+        srv.bodies          # every request body received, in arrival order
+        srv.headers         # their HTTP headers (lower-case names)
+        srv.stats()         # all counters in one dict; srv.reset_counts() zeroes them
+
+Endpoints: ``POST /v1/chat/completions``, ``GET /v1/models``. A request is
+answered in the OpenAI format with ``usage`` (prompt tokens = whitespace
+words of each message + 3 per message, completion tokens = whitespace
+pieces of the answer, unless ``reply`` gives its own counts).
+``peak_in_flight`` counts a request from arrival until just before its
+answer is written, so a client that keeps N requests open sees exactly N.
+
+``reply(messages, body)`` returns
+
+* a ``str``: the answer text;
+* a ``dict`` with ``text`` and optionally ``logprobs`` (a list of per-token
+  entries, each ``(token, logprob, [(alt, logprob), ...])`` or an OpenAI
+  ``{"token", "logprob", "top_logprobs"}`` dict; :func:`token_distribution`
+  builds a one-token entry from ``{token: probability}``), ``prompt_tokens``,
+  ``completion_tokens``, ``finish_reason``;
+* ``fault(kind)``: inject a fault for this request (see below), e.g. to make
+  one particular question always fail.
+
+The default reply echoes the last user message as ``"echo: ..."``.
+
+When the request has ``logprobs: true`` the answer carries
+``choices[0].logprobs.content`` with ``top_logprobs`` alternatives (at most
+``top_logprobs`` of them). If ``reply`` gave no logprobs, each
+whitespace-separated piece of the text becomes a token with logprob 0.
+
+``latency``: seconds every answer waits (a float), or ``fn(index, body)``.
+
+Fault injection (``faults=``), deterministic by request index (arrival
+order, counting from 0):
+
+* ``Faults(rates={"429": .1, "500": .1, "slow": .05, "malformed": .05,
+  "drop": .05}, seed=0)``: each request index draws its fault from a
+  ``random.Random`` seeded by ``(seed, index)``;
+* ``Faults(pattern=["429", None, "500"])`` (or a plain list): explicit kinds
+  for the first requests, normal answers after;
+* a callable ``fn(index, body) -> kind | None``;
+* a ``dict`` is read as ``rates``.
+
+Kinds: ``"429"`` (rate limited, with a ``Retry-After`` header of
+``Faults.retry_after`` seconds), any other HTTP status as a string such as
+``"500"`` or ``"503"``, ``"slow"`` (answers after ``Faults.slow_seconds``,
+meant to exceed the client's timeout), ``"malformed"`` (status 200 with a
+body that is not JSON), ``"empty"`` (status 200, JSON without choices),
+``"drop"`` (the connection is closed with no response).
+
+The server runs in a daemon thread on an ephemeral port; ``stop()`` (or
+leaving the ``with`` block) shuts it down and wakes sleeping slow answers.
+
+``process=True`` serves from a forked child process instead, so the
+server's CPU work does not compete with the client under test for the GIL
+(benchmarks use it; a real API is in another process too). The counters
+read the same (they are fetched from the child over HTTP, ``GET
+/_tapir/stats``); ``reset_counts()`` works; changing ``reply``, ``latency``
+or ``faults`` after ``start()`` does not reach the child. ``stats()``
+returns all counters in one dict.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import socket
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable, Sequence
+
+__all__ = ["OpenAIServer", "Faults", "Fault", "fault", "token_distribution"]
+
+FAULT_KINDS = ("429", "500", "502", "503", "slow", "malformed", "empty", "drop")
+
+Reply = Callable[[list[dict], dict], Any]
+
+
+@dataclass(frozen=True)
+class Fault:
+    """Returned by a reply function to inject a fault for one request."""
+
+    kind: str
+
+
+def fault(kind: str) -> Fault:
+    """A fault for one request: ``"429"``, ``"500"``, ``"slow"``, ``"malformed"``,
+    ``"empty"``, ``"drop"`` (any HTTP status string also works)."""
+    return Fault(str(kind))
+
+
+def token_distribution(dist: dict[str, float], chosen: str | None = None) -> list[tuple[str, float, list]]:
+    """One-token logprobs from ``{token: probability}``: the chosen token
+    (default the most likely) with every entry as a top alternative,
+    most likely first."""
+    top = [(tok, math.log(p)) for tok, p in sorted(dist.items(), key=lambda kv: -kv[1]) if p > 0]
+    token = chosen if chosen is not None else top[0][0]
+    logprob = dict(top).get(token, -100.0)
+    return [(token, logprob, top)]
+
+
+@dataclass
+class Faults:
+    """Which requests fail, and how (see the module docstring)."""
+
+    rates: dict[str, float] = field(default_factory=dict)
+    pattern: Sequence[str | None] = ()
+    seed: int = 0
+    retry_after: float = 0.01
+    slow_seconds: float = 5.0
+
+    def pick(self, index: int) -> str | None:
+        if index < len(self.pattern):
+            kind = self.pattern[index]
+            return None if kind in (None, "", "ok") else str(kind)
+        if self.rates:
+            draw = random.Random(f"{self.seed}:{index}").random()
+            edge = 0.0
+            for kind, rate in self.rates.items():
+                edge += rate
+                if draw < edge:
+                    return str(kind)
+        return None
+
+
+def _default_reply(messages: list[dict], body: dict) -> str:
+    last = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "user"), "")
+    return f"echo: {last}"
+
+
+def _tokens(text: str) -> list[str]:
+    return re.findall(r"\s*\S+", text) or ([text] if text else [])
+
+
+def _count_prompt_tokens(messages: list[dict]) -> int:
+    total = 0
+    for m in messages:
+        content = m.get("content") or ""
+        if isinstance(content, list):  # content parts
+            content = " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+        total += len(str(content).split()) + 3
+    return total
+
+
+def _logprob_entry(entry: Any, k: int) -> dict:
+    if isinstance(entry, dict):
+        token, logprob = entry["token"], float(entry["logprob"])
+        top = [(t["token"], float(t["logprob"])) for t in entry.get("top_logprobs", [])]
+    else:
+        alternatives = entry[2] if len(entry) > 2 else []
+        token, logprob, top = entry[0], float(entry[1]), [(t, float(lp)) for t, lp in alternatives]
+    if not top:
+        top = [(token, logprob)]
+    return {
+        "token": token,
+        "logprob": logprob,
+        "bytes": list(token.encode()),
+        "top_logprobs": [{"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in top[: max(k, 0)]],
+    }
+
+
+class OpenAIServer:
+    """An OpenAI-compatible chat-completions server on 127.0.0.1 (tests and
+    benchmarks only). Use as a context manager, or call start()/stop()."""
+
+    def __init__(
+        self,
+        reply: Reply | None = None,
+        *,
+        latency: float | Callable[[int, dict], float] = 0.0,
+        faults: Faults | dict | Sequence[str | None] | Callable[[int, dict], str | None] | None = None,
+        model: str = "test-model",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        process: bool = False,
+    ):
+        self.reply = reply or _default_reply
+        self.latency = latency
+        if isinstance(faults, dict):
+            faults = Faults(rates=faults)
+        elif isinstance(faults, (list, tuple)):
+            faults = Faults(pattern=list(faults))
+        self.faults = faults
+        self.model = model
+        self.host = host
+        self.port = port
+        self.process = process
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._child = None
+        self._pipe = None
+        self._reset_local()
+
+    # -- counters -----------------------------------------------------------
+    def _reset_local(self) -> None:
+        with self._lock:
+            self._requests = 0
+            self._in_flight = 0
+            self._peak = 0
+            self._statuses: Counter = Counter()
+            self._faults_seen: Counter = Counter()
+            self._bodies: list[dict] = []
+            self._headers: list[dict[str, str]] = []
+
+    def reset_counts(self) -> None:
+        """Zero every counter (requests, peak, statuses, faults, bodies)."""
+        if self._child is not None:
+            self._remote("POST", "/_tapir/reset")
+        else:
+            self._reset_local()
+
+    def stats(self, bodies: bool = False) -> dict[str, Any]:
+        """A snapshot of the counters as one dict (``bodies`` too if asked)."""
+        if self._child is not None:
+            data = self._remote("GET", "/_tapir/stats" + ("?bodies=1" if bodies else ""))
+            data["status_counts"] = Counter({int(k) if k.isdigit() else k: v for k, v in data["status_counts"].items()})
+            data["faults_injected"] = Counter(data["faults_injected"])
+            return data
+        with self._lock:
+            data = {
+                "requests": self._requests,
+                "in_flight": self._in_flight,
+                "peak_in_flight": self._peak,
+                "status_counts": Counter(self._statuses),
+                "faults_injected": Counter(self._faults_seen),
+            }
+            if bodies:
+                data["bodies"] = list(self._bodies)
+                data["headers"] = list(self._headers)
+        return data
+
+    @property
+    def requests(self) -> int:
+        """Chat-completion requests received (faulty ones included)."""
+        return self.stats()["requests"]
+
+    @property
+    def in_flight(self) -> int:
+        return self.stats()["in_flight"]
+
+    @property
+    def peak_in_flight(self) -> int:
+        """The most requests in progress at one moment since the last reset."""
+        return self.stats()["peak_in_flight"]
+
+    @property
+    def status_counts(self) -> Counter:
+        """Responses by HTTP status (``"drop"`` for closed connections)."""
+        return self.stats()["status_counts"]
+
+    @property
+    def faults_injected(self) -> Counter:
+        return self.stats()["faults_injected"]
+
+    @property
+    def bodies(self) -> list[dict]:
+        """Every request body received, in arrival order."""
+        return self.stats(bodies=True)["bodies"]
+
+    @property
+    def headers(self) -> list[dict[str, str]]:
+        """The HTTP headers of every request (lower-case names), in arrival order."""
+        return self.stats(bodies=True)["headers"]
+
+    def _remote(self, method: str, path: str) -> Any:
+        import urllib.request
+
+        request = urllib.request.Request(f"http://{self.host}:{self.port}{path}", method=method,
+                                         data=b"{}" if method == "POST" else None)
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    # -- lifecycle ----------------------------------------------------------
+    def start(self) -> "OpenAIServer":
+        """Start serving (in a thread, or in a forked child with ``process=True``)."""
+        if self.process:
+            return self._start_process()
+        server = self
+
+        class Handler(_Handler):
+            owner = server
+
+        class HTTPServer(ThreadingHTTPServer):
+            daemon_threads = True
+            request_queue_size = 256  # many clients connect at once
+
+        self._stop.clear()
+        self._httpd = HTTPServer((self.host, self.port), Handler)
+        self.port = self._httpd.server_address[1]
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name=f"openai-server-{self.port}", daemon=True)
+        self._thread.start()
+        return self
+
+    def _start_process(self) -> "OpenAIServer":
+        # fork: the reply function may be any callable, closures included.
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("fork")
+        parent_end, child_end = ctx.Pipe()
+        self._child = ctx.Process(target=_serve_child, args=(self, child_end), daemon=True,
+                                  name="tapir-openai-server")
+        self._child.start()
+        child_end.close()
+        if not parent_end.poll(30):
+            self._child.kill()
+            self._child = None
+            raise RuntimeError("the OpenAI test server process did not start within 30 s")
+        self.port = parent_end.recv()
+        self._pipe = parent_end
+        return self
+
+    def stop(self) -> None:
+        """Stop serving; sleeping slow answers wake up and end."""
+        if self._child is not None:
+            try:
+                self._pipe.send("stop")
+            except OSError:
+                pass
+            self._child.join(timeout=5)
+            if self._child.is_alive():
+                self._child.kill()
+                self._child.join(timeout=5)
+            self._pipe.close()
+            self._child = self._pipe = None
+            return
+        self._stop.set()
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> "OpenAIServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- request handling (called from handler threads) ---------------------
+    def _begin(self, body: dict, headers: dict[str, str] | None = None) -> tuple[int, str | None]:
+        with self._lock:
+            index = self._requests
+            self._requests += 1
+            self._bodies.append(body)
+            self._headers.append(headers or {})
+            self._in_flight += 1
+            self._peak = max(self._peak, self._in_flight)
+        kind = None
+        if callable(self.faults):
+            kind = self.faults(index, body)
+        elif self.faults is not None:
+            kind = self.faults.pick(index)
+        if kind:
+            self._mark_fault(kind)
+        return index, kind
+
+    def _end(self, status: int | str, kind: str | None) -> None:
+        with self._lock:
+            self._in_flight -= 1
+            self._statuses[status] += 1
+
+    def _mark_fault(self, kind: str) -> None:
+        with self._lock:
+            self._faults_seen[kind] += 1
+
+    def _sleep(self, seconds: float) -> bool:
+        """Sleep unless the server stops first; False if it stopped."""
+        if seconds > 0:
+            return not self._stop.wait(seconds)
+        return True
+
+    def _completion(self, index: int, body: dict, answer: Any) -> dict:
+        if isinstance(answer, str):
+            answer = {"text": answer}
+        text = str(answer.get("text", ""))
+        messages = body.get("messages") or []
+        completion = {
+            "id": f"chatcmpl-{index}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model", self.model),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": answer.get("finish_reason", "stop"),
+                    "logprobs": None,
+                }
+            ],
+            "usage": {},
+        }
+        toks = _tokens(text)
+        if body.get("logprobs"):
+            k = int(body.get("top_logprobs") or 0)
+            entries = answer.get("logprobs")
+            if entries is None:
+                entries = [(t, 0.0, [(t, 0.0)]) for t in toks]
+            completion["choices"][0]["logprobs"] = {"content": [_logprob_entry(e, k) for e in entries]}
+        pt = int(answer.get("prompt_tokens", _count_prompt_tokens(messages)))
+        ct = int(answer.get("completion_tokens", len(toks)))
+        completion["usage"] = {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct}
+        return completion
+
+
+def _serve_child(server: OpenAIServer, conn) -> None:
+    """Body of the forked server process: serve until the parent says stop."""
+    import os
+
+    try:
+        server.process = False
+        server._child = server._pipe = None
+        server.start()
+        conn.send(server.port)
+        try:
+            conn.recv()  # "stop", or EOF when the parent dies
+        except EOFError:
+            pass
+        server.stop()
+    finally:
+        os._exit(0)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    owner: OpenAIServer
+
+    def log_message(self, format, *args):  # silence the default stderr log
+        pass
+
+    def handle(self):
+        try:
+            super().handle()
+        except (BrokenPipeError, ConnectionResetError):  # the client went away mid-answer
+            pass
+
+    def _send(self, status: int, payload: bytes, headers: dict[str, str] | None = None,
+              content_type: str = "application/json") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        try:
+            self.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up (e.g. timed out)
+            self.close_connection = True
+
+    def _json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
+        self._send(status, json.dumps(obj).encode(), headers)
+
+    def do_GET(self):
+        if self.path.startswith("/_tapir/stats"):
+            data = self.owner.stats(bodies="bodies=1" in self.path)
+            for name in ("status_counts", "faults_injected"):
+                data[name] = {str(k): v for k, v in data[name].items()}
+            self._json(200, data)
+        elif self.path.rstrip("/").endswith("/models"):
+            self._json(200, {"object": "list", "data": [{"id": self.owner.model, "object": "model",
+                                                          "created": 0, "owned_by": "tapir-test"}]})
+        else:
+            self._json(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
+
+    def do_POST(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        if self.path == "/_tapir/reset":
+            self.owner.reset_counts()
+            self._json(200, {"ok": True})
+            return
+        if not self.path.rstrip("/").endswith("/chat/completions"):
+            self._json(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
+            return
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            self._json(400, {"error": {"message": "request body is not JSON", "type": "invalid_request_error"}})
+            return
+        srv = self.owner
+        index, kind = srv._begin(body, {k.lower(): v for k, v in self.headers.items()})
+        counted = False
+
+        def end(status: int | str) -> None:
+            # Counted before the response is written: the client cannot see
+            # an answer (and start its next request) while this one counts.
+            nonlocal counted
+            counted = True
+            srv._end(status, kind)
+
+        try:
+            answer: Any = None
+            if kind is None or kind == "slow":
+                try:
+                    answer = srv.reply(body.get("messages") or [], body)
+                except Exception as exc:  # a broken reply function is a visible 500
+                    answer = {"__error__": f"{type(exc).__name__}: {exc}"}
+                if isinstance(answer, Fault):
+                    kind = answer.kind
+                    srv._mark_fault(kind)
+            delay = srv.latency(index, body) if callable(srv.latency) else float(srv.latency)
+            if kind == "slow":
+                delay = max(delay, srv.faults.slow_seconds if isinstance(srv.faults, Faults) else 5.0)
+            if not srv._sleep(delay):
+                end("stopped")
+                self.close_connection = True
+                return
+            if kind == "drop":
+                end("drop")
+                self.close_connection = True
+                try:
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            elif kind == "malformed":
+                end(200)
+                self._send(200, b'{"id": "chatcmpl-broken", "choices": [{"message": {"content": "trunc')
+            elif kind == "empty":
+                end(200)
+                self._json(200, {"id": "chatcmpl-empty", "object": "chat.completion", "choices": []})
+            elif kind is not None and kind != "slow":
+                status = int(kind) if kind.isdigit() else 500
+                headers = {}
+                if status == 429:
+                    retry = srv.faults.retry_after if isinstance(srv.faults, Faults) else 0.01
+                    headers["Retry-After"] = f"{retry:g}"
+                end(status)
+                self._json(status, {"error": {"message": f"injected fault {kind}", "type": "server_error",
+                                              "code": status}}, headers)
+            elif isinstance(answer, dict) and "__error__" in answer:
+                end(500)
+                self._json(500, {"error": {"message": answer["__error__"], "type": "server_error"}})
+            else:
+                payload = json.dumps(srv._completion(index, body, answer)).encode()
+                end(200)
+                self._send(200, payload)
+        finally:
+            if not counted:
+                srv._end("error", kind)
