@@ -76,7 +76,9 @@ def register_judges(register):
 @hookspec
 def register_classifiers(register):
     """Register task-type classifiers. The factory is called as
-    ``factory(**options)`` and returns a :class:`tapir.roles.Classifier`.
+    ``factory(backend, **options)`` (``backend`` is ``None`` unless the config
+    names a model, as the LLM classifier needs) and returns a
+    :class:`tapir.roles.Classifier`.
     """
 
 

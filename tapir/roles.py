@@ -44,6 +44,15 @@ class GenerationParams:
             data["seed"] = self.seed
         return data
 
+    def sample_seed(self, sample: int) -> int:
+        """The random seed for sample ``sample``: derived from (seed, sample)
+        so distinct samples differ and each one is reproducible, whatever
+        else is batched with it. Backends that sample use this."""
+        import hashlib
+
+        digest = hashlib.sha256(f"{self.seed or 0}:{sample}".encode()).digest()
+        return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
 
 @dataclass
 class GenerationRequest:
