@@ -1,1 +1,42 @@
-"""Task-type classifiers: LLM prompt, fine-tuned encoder, nearest centroid."""
+"""Task-type classifiers: LLM prompt, fine-tuned encoder, nearest centroid.
+
+Each factory is called as ``factory(backend, **options)`` and returns an
+object with ``labels`` and ``classify(texts) -> [(label, confidence)]``.
+``tapir classifier train|eval|label`` live in :mod:`tapir_classifiers.cli`.
+"""
+
+from __future__ import annotations
+
+from tapir import hookimpl
+
+_TORCH = ("torch", "transformers")
+
+
+@hookimpl
+def register_classifiers(register):
+    register(
+        "llm",
+        "tapir_classifiers.llm:LLMClassifier",
+        description="a chat model picks one task type from the list (lenient parsing, one nudge, else Others)",
+    )
+    register(
+        "encoder",
+        "tapir_classifiers.encoder:EncoderClassifier",
+        description="MiniLM (or any encoder) fine-tuned with a classification head on labelled instructions",
+        requires=_TORCH,
+        extra="local",
+    )
+    register(
+        "centroid",
+        "tapir_classifiers.centroid:CentroidClassifier",
+        description="nearest centroid of labelled examples on MiniLM sentence embeddings; no training",
+        requires=_TORCH,
+        extra="local",
+    )
+
+
+@hookimpl
+def register_commands(cli):
+    from tapir_classifiers.cli import register
+
+    register(cli)

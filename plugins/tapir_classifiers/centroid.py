@@ -1,0 +1,65 @@
+"""Nearest-centroid task classifier on sentence embeddings (no training).
+
+Each task type's centroid is the normalised mean of the MiniLM embeddings of
+its labelled examples; a text gets the label of the most cosine-similar
+centroid. Confidence is a softmax over the similarities divided by a
+temperature.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from tapir_classifiers.labelled import Example, load_labelled, present_labels
+
+DEFAULT_TEMPERATURE = 0.05
+
+
+class CentroidClassifier:
+    """Nearest centroid over ``tapir_hf.encoder.embed`` embeddings."""
+
+    def __init__(
+        self,
+        backend: Any = None,
+        *,
+        labels_path: str | Path | None = None,
+        examples: Sequence[Example] | None = None,
+        encoder: str = "minilm",
+        temperature: float = DEFAULT_TEMPERATURE,
+    ):
+        self.encoder = encoder
+        self.temperature = float(temperature)
+        self.fit(list(examples) if examples is not None else load_labelled(labels_path))
+
+    def fit(self, examples: Sequence[Example]) -> "CentroidClassifier":
+        import numpy as np
+        from tapir_hf.encoder import embed
+
+        self.labels = present_labels(examples)
+        vectors = embed([ex.text for ex in examples], self.encoder)
+        index = {label: i for i, label in enumerate(self.labels)}
+        sums = np.zeros((len(self.labels), vectors.shape[1]), dtype="float32")
+        for ex, vec in zip(examples, vectors):
+            sums[index[ex.label]] += vec
+        norms = np.linalg.norm(sums, axis=1, keepdims=True)
+        self.centroids = sums / np.maximum(norms, 1e-9)
+        return self
+
+    def similarities(self, texts: Sequence[str]):
+        """Cosine similarity of each text to each centroid (rows: texts)."""
+        from tapir_hf.encoder import embed
+
+        return embed(list(texts), self.encoder) @ self.centroids.T
+
+    def classify(self, texts: Sequence[str]) -> list[tuple[str, float]]:
+        import numpy as np
+
+        if not texts:
+            return []
+        logits = self.similarities(texts) / self.temperature
+        logits -= logits.max(axis=1, keepdims=True)
+        probs = np.exp(logits)
+        probs /= probs.sum(axis=1, keepdims=True)
+        best = probs.argmax(axis=1)
+        return [(self.labels[j], float(probs[i, j])) for i, j in enumerate(best)]

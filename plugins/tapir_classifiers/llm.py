@@ -1,0 +1,237 @@
+"""LLM task classifier: a prompt over any tapir backend.
+
+The prompt lists the task types and asks for exactly one. The answer is
+parsed leniently (case, spacing, punctuation, common synonyms, a label named
+inside a sentence, then the closest label by ``difflib``). Answers that still
+do not parse are asked again once, with a nudge that repeats the allowed
+names; what fails twice becomes ``Others`` with confidence 0.0 and is counted
+in :attr:`LLMClassifier.stats`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections import Counter
+from typing import Any, Sequence
+
+from tapir.roles import GenerationParams, GenerationRequest
+from tapir.tasks import TASK_TYPES
+
+FALLBACK = "Others"
+
+PROMPT = """Which type of task does the instruction below ask for? Pick exactly one task type from this list:
+
+{labels}
+
+Instruction:
+\"\"\"
+{text}
+\"\"\"
+
+Reply with the name of one task type from the list and nothing else."""
+
+NUDGE = "That is not one of the task types. Reply with exactly one of these names and nothing else: {labels}."
+
+# Lower-cased alternative names a model may use -> task type.
+SYNONYMS: dict[str, str] = {
+    "maths": "Math", "mathematics": "Math", "arithmetic": "Math", "math problem": "Math",
+    "coding": "Code Generation", "code": "Code Generation", "programming": "Code Generation",
+    "code writing": "Code Generation", "codegen": "Code Generation",
+    "debugging": "Code Debug", "debug": "Code Debug", "bug fix": "Code Debug", "bug fixing": "Code Debug",
+    "code debugging": "Code Debug", "code fix": "Code Debug",
+    "creative writing": "Writing", "composition": "Writing",
+    "cs": "Computer Science", "computing": "Computer Science", "computer": "Computer Science",
+    "logic": "Reasoning", "logical reasoning": "Reasoning", "puzzle": "Reasoning",
+    "formatting": "Complex Format", "format": "Complex Format", "structured output": "Complex Format",
+    "common sense": "Common-Sense", "commonsense": "Common-Sense",
+    "hypothetical": "Counterfactual", "what if": "Counterfactual",
+    "translation": "Multilingual", "translate": "Multilingual", "language": "Multilingual",
+    "role play": "Roleplay", "role-play": "Roleplay", "role playing": "Roleplay",
+    "biological": "Biology", "tech": "Technology", "ethical": "Ethics", "morality": "Ethics",
+    "sports": "Sport", "soccer": "Sport", "football": "Sport", "athletics": "Sport", "legal": "Law", "medical": "Medicine", "healthcare": "Medicine",
+    "literary": "Literature", "fun": "Entertainment", "movies": "Entertainment", "games": "Entertainment", "arts": "Art",
+    "toxic": "Toxicity", "offensive": "Toxicity", "economics": "Economy", "finance": "Economy",
+    "business": "Economy", "physical": "Physics", "historical": "History", "chemical": "Chemistry",
+    "philosophical": "Philosophy", "wellness": "Health", "fitness": "Health",
+    "environment": "Ecology", "environmental": "Ecology", "ecological": "Ecology",
+    "grammatical": "Grammar", "grammar correction": "Grammar", "paraphrasing": "Paraphrase",
+    "rephrase": "Paraphrase", "rewording": "Paraphrase", "rewriting": "Paraphrase",
+    "other": "Others", "misc": "Others", "miscellaneous": "Others", "none": "Others", "general": "Others",
+}
+
+_PREFIX = re.compile(r"^\s*(?:the\s+)?(?:task\s*type|type|category|label|answer)\s*(?:is)?\s*[:\-=]?\s*", re.I)
+
+
+def _squash(text: str) -> str:
+    return "".join(ch for ch in text.lower() if ch.isalnum())
+
+
+class LabelParser:
+    """Maps free model text to one of ``labels``; ``parse`` returns
+    ``(label, how)`` with ``how`` in exact | lenient | fuzzy, or ``(None, "none")``."""
+
+    def __init__(self, labels: Sequence[str] = TASK_TYPES, fuzzy_cutoff: float = 0.75):
+        self.labels = list(labels)
+        self.fuzzy_cutoff = fuzzy_cutoff
+        self._squashed = {_squash(label): label for label in self.labels}
+        self._synonyms = {_squash(k): v for k, v in SYNONYMS.items() if v in self.labels}
+        # Longest first so that "Code Debug" wins over a shorter name inside it.
+        names = sorted(self.labels, key=len, reverse=True)
+        self._mention = re.compile(
+            r"(?<![a-z0-9])(" + "|".join(re.escape(n).replace(r"\ ", r"[\s_-]*").replace(r"\-", r"[\s_-]*")
+                                        for n in names) + r")(?![a-z0-9])",
+            re.I,
+        )
+
+    def parse(self, text: str | None) -> tuple[str | None, str]:
+        if not text or not text.strip():
+            return None, "none"
+        first = next((line for line in text.strip().splitlines() if line.strip()), "")
+        first = _PREFIX.sub("", first.strip().strip("*_`#>-• ")).strip()
+        first = first.strip("\"'*_`.,;:!()[]{} ")
+        if first in self.labels:
+            return first, "exact"
+        key = _squash(first)
+        if key in self._squashed:
+            return self._squashed[key], "lenient"
+        if key in self._synonyms:
+            return self._synonyms[key], "lenient"
+        # A sentence that names exactly one task type ("The task type is Law.").
+        # One that names several (a weak model echoing the list) is ambiguous.
+        mentioned = {self._squashed[_squash(m)] for m in self._mention.findall(text)}
+        if len(mentioned) == 1:
+            return mentioned.pop(), "lenient"
+        if mentioned or len(first.split()) > 4:
+            return None, "none"
+        # A short answer: a synonym inside it, else the closest name.
+        words = first.lower().replace("-", " ").split()
+        phrases = [" ".join(words[i:j]) for i in range(len(words)) for j in range(len(words), i, -1)]
+        for phrase in sorted(phrases, key=len, reverse=True):
+            if _squash(phrase) in self._synonyms:
+                return self._synonyms[_squash(phrase)], "lenient"
+        close = difflib.get_close_matches(key, list(self._squashed), n=1, cutoff=self.fuzzy_cutoff) if key else []
+        if close:
+            return self._squashed[close[0]], "fuzzy"
+        return None, "none"
+
+
+CONFIDENCE = {"exact": 1.0, "lenient": 0.8, "fuzzy": 0.5}
+RETRY_FACTOR = 0.8
+
+
+class LLMClassifier:
+    """Classify with a chat model. ``backend`` is any tapir backend (the
+    pipeline passes a CachedBackend, so re-runs cost nothing).
+
+    Options: ``labels`` (default all task types), ``max_new_tokens`` (16),
+    ``retry`` (True: ask unparseable answers once more with a nudge),
+    ``few_shot`` (0: how many labelled examples, of distinct types, precede
+    the question as worked chat turns; taken from ``examples`` or
+    ``labels_path``, default the shipped seed set).
+    ``stats`` counts exact / lenient / fuzzy / retried / fallback answers and
+    backend errors, over the classifier's life.
+    """
+
+    def __init__(
+        self,
+        backend: Any,
+        *,
+        labels: Sequence[str] | None = None,
+        max_new_tokens: int = 16,
+        retry: bool = True,
+        few_shot: int = 0,
+        examples: Sequence[Any] | None = None,
+        labels_path: str | None = None,
+    ):
+        if backend is None:
+            from tapir.errors import TapirError
+
+            raise TapirError("the llm classifier needs a model: set classifier.model (e.g. smollm2-135m-instruct)")
+        self.backend = backend
+        self.labels = list(labels) if labels else list(TASK_TYPES)
+        if FALLBACK not in self.labels:
+            self.labels.append(FALLBACK)
+        self.parser = LabelParser(self.labels)
+        self.params = GenerationParams(max_new_tokens=max_new_tokens, temperature=0.0)
+        self.retry = retry
+        self.shots = self._pick_shots(few_shot, examples, labels_path)
+        self.stats: Counter[str] = Counter()
+        self.raw: list[list[str]] = []  # model texts per classified item, in call order
+
+    def _pick_shots(self, k: int, examples: Sequence[Any] | None, labels_path: str | None) -> list[tuple[str, str]]:
+        """``k`` labelled (text, label) pairs of distinct labels: the first
+        example of each of the first ``k`` labels (in ``self.labels`` order)."""
+        if k <= 0:
+            return []
+        if examples is None:
+            from tapir_classifiers.labelled import load_labelled
+
+            examples = load_labelled(labels_path)
+        first: dict[str, Any] = {}
+        for ex in examples:
+            first.setdefault(ex.label, ex)
+        chosen = [first[label] for label in self.labels if label in first][:k]
+        return [(ex.text, ex.label) for ex in chosen]
+
+    def _messages(self, text: str) -> list[dict[str, str]]:
+        """The prompt, after ``few_shot`` worked examples as earlier chat turns."""
+        names = ", ".join(self.labels)
+        turns: list[dict[str, str]] = []
+        for shot, label in self.shots:
+            turns.append({"role": "user", "content": PROMPT.format(labels=names, text=shot.strip())})
+            turns.append({"role": "assistant", "content": label})
+        turns.append({"role": "user", "content": PROMPT.format(labels=names, text=text.strip())})
+        return turns
+
+    def classify(self, texts: Sequence[str]) -> list[tuple[str, float]]:
+        if not texts:
+            return []
+        messages = [self._messages(t) for t in texts]
+        first = self.backend.generate([GenerationRequest(m, self.params) for m in messages])
+        results: list[tuple[str, float] | None] = [None] * len(texts)
+        raws: list[list[str]] = [[c.text if c.ok else f"<error: {c.error}>"] for c in first]
+        pending: list[int] = []
+        for i, completion in enumerate(first):
+            if not completion.ok:
+                self.stats["errors"] += 1
+            label, how = self.parser.parse(completion.text if completion.ok else None)
+            if label is None:
+                pending.append(i)
+            else:
+                self.stats[how] += 1
+                results[i] = (label, CONFIDENCE[how])
+        if pending and self.retry:
+            nudge = NUDGE.format(labels=", ".join(self.labels))
+            again = [
+                GenerationRequest(
+                    [*messages[i], {"role": "assistant", "content": first[i].text or ""},
+                     {"role": "user", "content": nudge}],
+                    self.params,
+                )
+                for i in pending
+            ]
+            second = self.backend.generate(again)
+            still: list[int] = []
+            for i, completion in zip(pending, second):
+                self.stats["retried"] += 1
+                raws[i].append(completion.text if completion.ok else f"<error: {completion.error}>")
+                if not completion.ok:
+                    self.stats["errors"] += 1
+                label, how = self.parser.parse(completion.text if completion.ok else None)
+                if label is None:
+                    still.append(i)
+                else:
+                    self.stats[how] += 1
+                    results[i] = (label, CONFIDENCE[how] * RETRY_FACTOR)
+            pending = still
+        for i in pending:
+            self.stats["fallback"] += 1
+            results[i] = (FALLBACK, 0.0)
+        self.raw.extend(raws)
+        return [r for r in results if r is not None]
+
+    @property
+    def fallbacks(self) -> int:
+        """How many texts fell back to ``Others`` because no answer parsed."""
+        return self.stats["fallback"]

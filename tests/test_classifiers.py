@@ -1,0 +1,383 @@
+"""Task-type classifiers: the seed set, splits, centroid, encoder, LLM parsing, CLI."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tapir.tasks import TASK_TYPES
+from tests.fakes import ScriptedBackend
+from tapir.roles import Completion
+
+from tapir_classifiers.labelled import (
+    Example,
+    evaluate,
+    kfold,
+    load_labelled,
+    stratified_split,
+)
+
+SEED = Path(__file__).resolve().parents[1] / "data" / "seed_instructions.jsonl"
+
+
+def _subset(examples, labels, per_label):
+    out, seen = [], Counter()
+    for ex in examples:
+        if ex.label in labels and seen[ex.label] < per_label:
+            out.append(ex)
+            seen[ex.label] += 1
+    return out
+
+
+def _write(path: Path, examples) -> Path:
+    path.write_text(
+        "".join(json.dumps({"id": e.id, "instruction": e.instruction, "input": e.input, "task_type": e.label}) + "\n"
+                for e in examples),
+        encoding="utf-8",
+    )
+    return path
+
+
+# --- the seed set -----------------------------------------------------------
+
+
+def test_seed_set_covers_every_task_type():
+    rows = [json.loads(line) for line in SEED.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) >= 8 * len(TASK_TYPES)
+    counts = Counter(r["task_type"] for r in rows)
+    assert set(counts) == set(TASK_TYPES)
+    assert min(counts.values()) >= 8
+    ids = [r["id"] for r in rows]
+    assert len(set(ids)) == len(ids)
+    instructions = [" ".join(r["instruction"].lower().split()) for r in rows]
+    assert len(set(instructions)) == len(instructions)
+    for r in rows:
+        assert set(r) == {"id", "instruction", "input", "task_type"}
+        assert r["instruction"].strip() and isinstance(r["input"], str)
+    # Code Debug items carry the code to debug.
+    assert all(r["input"] for r in rows if r["task_type"] == "Code Debug")
+
+
+def test_load_labelled_normalises_labels_and_reports_bad_lines(tmp_path):
+    good = tmp_path / "a.jsonl"
+    good.write_text('{"instruction": "hi", "label": "code generation"}\n\n'
+                    '{"instruction": "x", "task_type": "common sense", "input": "y"}\n')
+    exs = load_labelled(good)
+    assert [e.label for e in exs] == ["Code Generation", "Common-Sense"]
+    assert exs[1].text == "x\n\ny"
+    bad = tmp_path / "b.jsonl"
+    bad.write_text('{"instruction": "hi", "task_type": "Math"}\n{"instruction": "yo", "task_type": "Cooking"}\n')
+    from tapir.errors import TapirError
+
+    with pytest.raises(TapirError, match=r"b.jsonl:2: unknown task type 'Cooking'"):
+        load_labelled(bad)
+
+
+def test_stratified_split_and_kfold():
+    examples = load_labelled(SEED)
+    train, test = stratified_split(examples, 0.2, seed=0)
+    assert len(test) == 2 * len(TASK_TYPES) and len(train) + len(test) == len(examples)
+    assert Counter(e.label for e in test) == Counter({t: 2 for t in TASK_TYPES})
+    assert not {e.id for e in train} & {e.id for e in test}
+    assert stratified_split(examples, 0.2, seed=0) == (train, test)  # deterministic
+    folds = kfold(examples, 5, seed=0)
+    held = [e.id for _, test in folds for e in test]
+    assert sorted(held) == sorted(e.id for e in examples)
+    assert all(len(test) == 64 for _, test in folds)
+
+
+def test_evaluate_counts_per_label():
+    class Always:
+        labels = TASK_TYPES
+
+        def classify(self, texts):
+            return [("Math", 1.0) for _ in texts]
+
+    exs = [Example("1", "a", "", "Math"), Example("2", "b", "", "Math"), Example("3", "c", "", "Law")]
+    r = evaluate(Always(), exs)
+    assert r["accuracy"] == pytest.approx(2 / 3) and r["n"] == 3
+    assert r["per_label"]["Math"] == {"n": 2, "correct": 2, "accuracy": 1.0}
+    assert r["per_label"]["Law"]["accuracy"] == 0.0
+    assert r["confusions"] == [["Law", "Math", 1]]
+
+
+# --- LLM classifier parsing ---------------------------------------------------
+
+
+def _llm(reply):
+    from tapir_classifiers.llm import LLMClassifier
+
+    backend = ScriptedBackend(reply)
+    return LLMClassifier(backend), backend
+
+
+def test_llm_prompt_lists_every_type_and_batches():
+    clf, backend = _llm(lambda m: "Math")
+    assert clf.classify(["What is 2+2?", "Solve x+1=3"]) == [("Math", 1.0), ("Math", 1.0)]
+    assert len(backend.requests) == 2
+    prompt = backend.requests[0].messages[0]["content"]
+    assert all(t in prompt for t in TASK_TYPES) and "What is 2+2?" in prompt
+    assert backend.requests[0].params.temperature == 0.0
+    assert clf.stats["exact"] == 2 and clf.fallbacks == 0
+    assert list(clf.labels) == list(TASK_TYPES)
+
+
+@pytest.mark.parametrize(
+    "answer,label,conf",
+    [
+        ("Code Debug", "Code Debug", 1.0),
+        ("code debug", "Code Debug", 0.8),
+        ("**Common Sense**", "Common-Sense", 0.8),
+        ("Task type: Complex-Format.", "Complex Format", 0.8),
+        ("The task type is Roleplay because the user asks to act.", "Roleplay", 0.8),
+        ("roleplay\nExplanation: ...", "Roleplay", 0.8),
+        ("Translation", "Multilingual", 0.8),
+        ("Sports", "Sport", 0.8),
+        ("Economics", "Economy", 0.8),
+        ("Philosphy", "Philosophy", 0.5),  # misspelt: closest match by difflib
+        ("Chemestry", "Chemistry", 0.5),
+    ],
+)
+def test_llm_lenient_parsing(answer, label, conf):
+    clf, _ = _llm(lambda m: answer)
+    assert clf.classify(["x"]) == [(label, conf)]
+    assert clf.stats["retried"] == 0
+
+
+def test_llm_nudge_retry_then_fallback_counted():
+    def reply(messages):
+        text = messages[0]["content"]
+        if len(messages) == 1:
+            return "I am not sure what you mean." if "hard" in text else "Physics"
+        assert messages[1]["role"] == "assistant" and "Reply with exactly one" in messages[2]["content"]
+        return "History" if "second" in text else "banana"
+
+    clf, backend = _llm(reply)
+    out = clf.classify(["easy one", "hard second", "hard third"])
+    assert out == [("Physics", 1.0), ("History", 0.8), ("Others", 0.0)]
+    assert len(backend.requests) == 5  # 3 first asks + 2 nudges
+    assert clf.stats["retried"] == 2 and clf.stats["fallback"] == 1 and clf.fallbacks == 1
+    assert clf.raw[2] == ["I am not sure what you mean.", "banana"]
+
+
+@pytest.mark.parametrize("answer", ['The task type is "Math, Code Generation, Writing', "15% of 240 is 36.", ""])
+def test_llm_ambiguous_or_off_topic_answers_do_not_parse(answer):
+    # A weak model that echoes the list (several types named) or just answers
+    # the instruction must not be read as the first type it happens to name.
+    clf, backend = _llm(lambda m: answer)
+    assert clf.classify(["What is 15% of 240?"]) == [("Others", 0.0)]
+    assert clf.stats["retried"] == 1 and clf.fallbacks == 1 and len(backend.requests) == 2
+
+
+def test_llm_backend_errors_fall_back():
+    clf, _ = _llm(lambda m: Completion(error="boom"))
+    assert clf.classify(["a"]) == [("Others", 0.0)]
+    assert clf.stats["errors"] == 2 and clf.fallbacks == 1
+
+
+def test_llm_few_shot_turns():
+    from tapir_classifiers.llm import LLMClassifier
+
+    exs = [Example("1", "What is 2+2?", "", "Math"), Example("2", "Add 3 and 4", "", "Math"),
+           Example("3", "Fix it", "x = = 1", "Code Debug")]
+    backend = ScriptedBackend(lambda m: "Code Debug")
+    clf = LLMClassifier(backend, few_shot=2, examples=exs)
+    assert clf.classify(["Why does this fail?"]) == [("Code Debug", 1.0)]
+    msgs = backend.requests[0].messages
+    assert [m["role"] for m in msgs] == ["user", "assistant", "user", "assistant", "user"]
+    assert "What is 2+2?" in msgs[0]["content"] and msgs[1]["content"] == "Math"
+    assert "Fix it\n\nx = = 1" in msgs[2]["content"] and msgs[3]["content"] == "Code Debug"
+    assert "Why does this fail?" in msgs[4]["content"]
+
+
+def test_llm_needs_a_backend():
+    from tapir.errors import TapirError
+    from tapir_classifiers.llm import LLMClassifier
+
+    with pytest.raises(TapirError, match="needs a model"):
+        LLMClassifier(None)
+
+
+def test_registered_classifiers(pm):
+    from tapir.plugins import registry
+
+    assert {"llm", "encoder", "centroid"} <= set(registry().names("classifiers"))
+    clf = registry().get("classifiers", "llm").create(ScriptedBackend(lambda m: "Law"))
+    assert clf.classify(["Is a verbal contract binding?"]) == [("Law", 1.0)]
+
+
+# --- embedding classifiers (MiniLM) ----------------------------------------------
+
+# Measured: centroid held-out accuracy 0.781 on the 80/20 split (seed 0), 0.746 in
+# 5-fold CV; chance is 1/32 = 0.031.
+CENTROID_HELDOUT = 0.78
+
+
+def test_centroid_beats_chance_on_heldout():
+    from tapir.plugins import registry
+
+    train, test = stratified_split(load_labelled(SEED), 0.2, seed=0)
+    clf = registry().get("classifiers", "centroid").create(None, examples=train)
+    assert list(clf.labels) == list(TASK_TYPES)
+    result = evaluate(clf, test)
+    assert result["n"] == 64
+    assert result["accuracy"] >= CENTROID_HELDOUT - 0.05
+    preds = clf.classify(["Translate 'good night' into German.", "Fix this bug:\n\nfor i in range(10) print(i)"])
+    assert [p[0] for p in preds] == ["Multilingual", "Code Debug"]
+    assert all(0.0 < p[1] <= 1.0 for p in preds)
+
+
+def test_centroid_reads_labels_path(tmp_path):
+    from tapir_classifiers.centroid import CentroidClassifier
+
+    exs = _subset(load_labelled(SEED), {"Math", "Music"}, 4)
+    clf = CentroidClassifier(labels_path=_write(tmp_path / "l.jsonl", exs))
+    assert clf.labels == ["Math", "Music"]
+    assert clf.classify([]) == []
+    assert clf.classify(["Who composed this symphony?"])[0][0] == "Music"
+
+
+def test_encoder_trains_saves_and_reloads(tmp_path):
+    from tapir_classifiers.encoder import META_FILE, EncoderClassifier
+
+    labels = ["Math", "Code Debug", "Multilingual", "History"]
+    exs = _subset(load_labelled(SEED), set(labels), 5)
+    path = _write(tmp_path / "small.jsonl", exs)
+    model_dir = tmp_path / "clf"
+    clf = EncoderClassifier(model_dir=model_dir, labels_path=path, epochs=1, holdout=0.2, seed=0,
+                            batch_size=8, max_length=48)
+    meta = json.loads((model_dir / META_FILE).read_text())
+    assert meta["labels"] == labels  # TASK_TYPES order
+    assert meta["n_train"] == 16 and meta["n_heldout"] == 4 and meta["base"] == "minilm"
+    assert 0.0 <= meta["accuracy"] <= 1.0 and len(meta["train_loss"]) == 1
+    texts = [e.text for e in exs[:6]] + ["Translate 'cat' into French."]
+    first = clf.classify(texts)
+    assert all(lab in labels and 0.0 < conf <= 1.0 for lab, conf in first)
+    # Reload from the folder alone: same labels, identical predictions.
+    again = EncoderClassifier(model_dir=model_dir)
+    assert again.labels == labels
+    second = again.classify(texts)
+    assert [p[0] for p in second] == [p[0] for p in first]
+    assert [p[1] for p in second] == pytest.approx([p[1] for p in first], abs=1e-5)
+
+
+def test_encoder_without_model_dir_trains_once_into_the_cache(tmp_path, monkeypatch):
+    from tapir_classifiers import encoder
+
+    monkeypatch.setenv("TAPIR_CACHE_DIR", str(tmp_path / "cache"))
+    exs = _subset(load_labelled(SEED), {"Law", "Art"}, 4)
+    path = _write(tmp_path / "l.jsonl", exs)
+    first = encoder.EncoderClassifier(labels_path=path, epochs=1, max_length=32)
+    assert first.model_dir.parent == tmp_path / "cache" / "classifiers"
+    assert first.labels == ["Law", "Art"] and first.meta["n_heldout"] == 2
+
+    def no_training(*a, **k):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(encoder, "train_encoder", no_training)
+    again = encoder.EncoderClassifier(labels_path=path, epochs=1, max_length=32)
+    assert again.model_dir == first.model_dir
+    assert [p.name for p in first.model_dir.parent.iterdir()] == [first.model_dir.name]
+
+
+# --- CLI ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def runner(pm):
+    from click.testing import CliRunner
+
+    from tapir.cli import _add_commands
+
+    _add_commands()
+    return CliRunner()
+
+
+def test_cli_train_stores_accuracy(runner, tmp_path):
+    from tapir.cli import cli
+    from tapir.store import open_store
+
+    exs = _subset(load_labelled(SEED), {"Math", "Grammar", "Sport"}, 5)
+    labels = _write(tmp_path / "small.jsonl", exs)
+    db = tmp_path / "t.db"
+    out = tmp_path / "enc"
+    result = runner.invoke(cli, ["--db", str(db), "classifier", "train", "--labels", str(labels), "--out", str(out),
+                                 "--epochs", "1", "--holdout", "0.2", "--seed", "0"])
+    assert result.exit_code == 0, result.output
+    assert "held-out accuracy:" in result.output
+    rows = list(open_store(db)["benchmark_results"].rows)
+    assert len(rows) == 1
+    row = rows[0]
+    assert (row["benchmark"], row["model"], row["task"], row["metric"]) == ("classifier", str(out), "task-type",
+                                                                            "accuracy")
+    assert row["n"] == 3 and 0.0 <= row["value"] <= 1.0
+    meta = json.loads(row["meta"])
+    assert meta["base"] == "minilm" and meta["seed"] == 0
+    assert sum(v["n"] for v in meta["per_label"].values()) == 3
+    assert json.loads((out / "tapir_classifier.json").read_text())["accuracy"] == pytest.approx(row["value"])
+
+    # eval on the same split loads the trained folder and reproduces its accuracy.
+    result = runner.invoke(cli, ["--db", str(db), "classifier", "eval", "--labels", str(labels), "--name", "encoder",
+                                 "-o", f"model_dir={out}", "--no-store"])
+    assert result.exit_code == 0, result.output
+    assert f"encoder: accuracy {row['value']:.3f} (n=3" in result.output and "warning" not in result.output
+
+    # without a model folder, eval trains a throw-away encoder on the training split.
+    result = runner.invoke(cli, ["--db", str(db), "classifier", "eval", "--labels", str(labels), "--name", "encoder",
+                                 "-o", "epochs=1", "-o", "max_length=32", "--no-store"])
+    assert result.exit_code == 0, result.output
+    assert "encoder: accuracy" in result.output and "n=3," in result.output
+
+
+def test_cli_eval_centroid_and_llm(runner, tmp_path, monkeypatch):
+    from tapir.cli import cli
+    from tapir.store import open_store
+
+    exs = _subset(load_labelled(SEED), {"Math", "Music", "Law", "Art"}, 5)
+    labels = _write(tmp_path / "small.jsonl", exs)
+    db = tmp_path / "t.db"
+    result = runner.invoke(cli, ["--db", str(db), "classifier", "eval", "--labels", str(labels),
+                                 "--name", "centroid"])
+    assert result.exit_code == 0, result.output
+    assert "centroid: accuracy" in result.output and "n=4" in result.output
+    row = next(open_store(db)["benchmark_results"].rows_where("model = ?", ["centroid"]))
+    assert row["n"] == 4 and row["value"] >= 0.5
+
+    # llm with a scripted model, resolved through the models registry.
+    from tapir import hookimpl
+
+    class Plugin:
+        @staticmethod
+        @hookimpl
+        def register_backends(register):
+            register("scripted", lambda name, **o: ScriptedBackend(lambda m: "Math", model_id="scripted:" + name))
+
+    from tapir.plugins import get_plugin_manager
+
+    get_plugin_manager().register(Plugin(), name="scripted-test")
+    result = runner.invoke(cli, ["--db", str(db), "classifier", "eval", "--labels", str(labels),
+                                 "--name", "llm", "--model", "scripted:x"])
+    assert result.exit_code == 0, result.output
+    row = next(open_store(db)["benchmark_results"].rows_where("model = ?", ["llm:scripted:x"]))
+    assert row["value"] == pytest.approx(0.25) and row["n"] == 4
+
+    # label: writes task types the llm produced.
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"instruction": "What is 3*3?"}\n{"instruction": "Hi", "input": "there"}\n')
+    out = tmp_path / "out.jsonl"
+    result = runner.invoke(cli, ["--db", str(db), "classifier", "label", "--model", "scripted:x", str(src), str(out)])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["task_type"] for r in rows] == ["Math", "Math"]
+    assert rows[1]["input"] == "there" and rows[0]["classifier"] == "llm:scripted:x"
+
+
+def test_cli_llm_without_model_is_a_clean_error(runner, tmp_path):
+    from tapir.cli import cli
+
+    result = runner.invoke(cli, ["--db", str(tmp_path / "t.db"), "classifier", "eval", "--labels", str(SEED),
+                                 "--name", "llm"])
+    assert result.exit_code == 1 and "needs --model" in result.output
