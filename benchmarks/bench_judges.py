@@ -24,7 +24,6 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from tapir.judging import parse_pair, parse_rating  # noqa: E402
 from tapir.openai_server import OpenAIServer  # noqa: E402
-from tapir.plugins import registry  # noqa: E402
 from tapir.roles import GenerationRequest, JudgeRequest  # noqa: E402
 
 EXPLAINED = ("Assistant 1 is accurate and gives a worked example; Assistant 2 misses a case.\n"

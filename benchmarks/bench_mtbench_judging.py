@@ -41,7 +41,7 @@ def judge_reply(messages, body):
 
 
 def _write_answers(store, run_id: str, questions, tag: str = "") -> None:
-    from tapir_mtbench import records
+    from tapir.store import records
 
     records.save_responses(store, run_id, "answer", MODEL, [
         (q.item_id, t, f"{tag}Answer of the student to turn {t} of question {q.question_id}. " * 8, None)

@@ -122,7 +122,7 @@ def test_order_is_randomised_per_instruction_and_seed():
 
     assert mapped("ab", 0.8) == 0.8 and mapped("ba", 0.8) == pytest.approx(0.2)
     from tapir_alpacaeval.runner import judge_preference
-    from tapir_mtbench.records import StoredJudgment
+    from tapir.store.records import StoredJudgment
 
     def stored(sa=None, sb=None, pref=None):
         return StoredJudgment("alpaca-0", "ab", 0, sa, sb, pref, [], None)

@@ -311,7 +311,7 @@ def test_cli_errors(cli, fake, tmp_path):
     result = runner.invoke(cli, ["--db", db, "bench", "nope", "--model", "m1"])
     assert result.exit_code == 1 and "unknown evaluator 'nope'. Available:" in result.output
     result = runner.invoke(cli, ["--db", db, "bench", "fake", "--model", "m1", "-o", "novalue"])
-    assert result.exit_code == 1 and "not key=value" in result.output
+    assert result.exit_code == 1 and "not KEY=VALUE" in result.output
     result = runner.invoke(cli, ["--db", db, "bench", "suite", "quick", "--model", "m1", "-o", "fail=true"])
     assert result.exit_code == 1
     result = runner.invoke(cli, ["--db", db, "compare"])

@@ -12,7 +12,6 @@ import textwrap
 from importlib.util import find_spec
 from pathlib import Path
 
-import click
 import pytest
 from click.testing import CliRunner
 

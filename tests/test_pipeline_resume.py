@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import sqlite_utils
 from pipeline_helpers import write_config
 

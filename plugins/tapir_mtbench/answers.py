@@ -14,7 +14,7 @@ from typing import Any
 from tapir.models import load_cached
 from tapir.roles import GenerationParams, GenerationRequest, Message
 
-from tapir_mtbench import records
+from tapir.store import records
 from tapir_mtbench.data import DEFAULT_TEMPERATURE, Question, temperature_config
 
 ROLE = "answer"

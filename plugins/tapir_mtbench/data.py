@@ -15,13 +15,13 @@ Packages are found with :func:`importlib.util.find_spec`, never imported.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tapir.errors import TapirError
+from tapir.resources import package_dir
 
 CATEGORIES = ("writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities")
 REFERENCE_CATEGORIES = ("math", "reasoning", "coding")  # graded against a reference answer
@@ -96,13 +96,9 @@ def temperature_config() -> dict[str, float]:
 
 
 def _package_data_dir(module: str, relative: str | None) -> Path | None:
-    try:
-        spec = importlib.util.find_spec(module)
-    except (ImportError, ValueError):
+    root = package_dir(module)
+    if root is None:
         return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    root = Path(list(spec.submodule_search_locations)[0])
     if relative is not None:
         path = root / relative
         return path if (path / "question.jsonl").is_file() else None

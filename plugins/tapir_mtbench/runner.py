@@ -24,7 +24,7 @@ from tapir.models import load_cached
 from tapir.plugins import registry
 from tapir.roles import Judgment, JudgeRequest
 
-from tapir_mtbench import records
+from tapir.store import records
 from tapir_mtbench.answers import ROLE, AnswerSettings, generate_answers
 from tapir_mtbench.data import CATEGORIES, REFERENCE_CATEGORIES, MTBenchData, Question, load_mtbench
 from tapir_mtbench.options import as_bool, as_dict, as_int, as_list, check_known

@@ -12,24 +12,7 @@ from typing import Any
 
 import click
 
-from tapir.errors import TapirError
-
-
-def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
-    """``key=value`` pairs; values are read as YAML (``5``, ``true``, ``[a, b]``)."""
-    import yaml
-
-    options: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise TapirError(f"option '{pair}' is not key=value")
-        try:
-            parsed = yaml.safe_load(value) if value.strip() else ""
-        except yaml.YAMLError:
-            parsed = value
-        options[key.strip()] = parsed
-    return options
+from tapir.cli.options import parse_options
 
 
 def format_rows(rows: list[dict[str, Any]]) -> str:

@@ -50,7 +50,7 @@ def register(cli):
         """Show the MFD distribution of CONFIG's run, to help pick delta."""
         from tapir.config import load_config
         from tapir.pipeline.mfd import distribution, histogram
-        from tapir.runs import Run, config_hash
+        from tapir.runs import config_hash
         from tapir.store import open_store
 
         cfg = load_config(config, check_references=False)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from tapir.cli.options import parse_options
+
 
 def register(cli):
     @cli.command()
@@ -23,7 +25,7 @@ def register(cli):
         from tapir.roles import GenerationParams, GenerationRequest
         from tapir.store import open_store
 
-        opts = dict(_parse_option(o) for o in options)
+        opts = parse_options(options)
         raw = load_backend(model_id, opts)  # an unknown model fails before the database is touched
         store = open_store(obj["db"])
         backend = CachedBackend(raw, store)
@@ -36,11 +38,3 @@ def register(cli):
         where = "cache" if completion.cached else f"{completion.latency_s:.2f}s"
         click.echo(f"[{model_id}, {where}, llm_calls id {completion.call_id} in {store.path}]", err=True)
 
-
-def _parse_option(text: str) -> tuple[str, object]:
-    import yaml
-
-    key, sep, value = text.partition("=")
-    if not sep:
-        raise click.BadParameter(f"'{text}': expected KEY=VALUE", param_hint="--option")
-    return key.strip(), yaml.safe_load(value)

@@ -1,0 +1,25 @@
+"""``-o KEY=VALUE`` options shared by the commands that take them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tapir.errors import TapirError
+
+
+def parse_options(pairs: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """``key=value`` pairs; values are read as YAML (``5``, ``true``,
+    ``[a, b]``, ``{r: 8}``), and kept as text when they are not YAML."""
+    import yaml
+
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise TapirError(f"option '{pair}' is not KEY=VALUE")
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            parsed = value
+        options[key.strip()] = parsed
+    return options
