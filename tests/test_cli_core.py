@@ -269,10 +269,11 @@ def test_prompt_records_the_call_then_serves_it_from_cache(register_plugin, cli,
     ]
 
 
-def test_prompt_bad_option_is_a_usage_error(register_plugin, cli, tmp_path):
+def test_prompt_bad_option_is_an_error_and_writes_nothing(register_plugin, cli, tmp_path):
     register_plugin(ScriptedPlugin(), "scripted-plugin")
-    result = invoke(cli, ["--db", str(tmp_path / "x.db"), "prompt", "hi", "-m", "scripted:x", "-o", "nokey"], code=2)
-    assert "expected KEY=VALUE" in result.stderr
+    result = invoke(cli, ["--db", str(tmp_path / "x.db"), "prompt", "hi", "-m", "scripted:x", "-o", "nokey"], code=1)
+    assert "option 'nokey' is not KEY=VALUE" in result.stderr
+    assert not (tmp_path / "x.db").exists()
 
 
 def test_prompt_backend_error_exits_non_zero(register_plugin, cli, tmp_path):
