@@ -113,3 +113,25 @@ def test_rerun_makes_no_calls(tmp_path, tiny_model, pipeline_plugins, monkeypatc
     assert ctx2.store.execute("select count(*) from llm_calls").fetchone()[0] == calls
     assert {t: ctx2.store[t].count for t in tables} == tables
     assert len(SpyTrainer.seen) == 2  # S0 and S1 trained once each
+
+
+def test_student_loss_judge_needs_no_student_answers(tmp_path, tiny_model, pipeline_plugins, monkeypatch):
+    import math
+
+    from tapir.pipeline.runner import distill
+
+    monkeypatch.setenv("TAPIR_QUIET", "1")
+    cfg = write_config(tmp_path, tiny_model, judge={"name": "student-loss"},
+                       curriculum={"rounds": 1, "expand_per_round": [4]})
+    ctx = distill(cfg, str(tmp_path / "t.db"))
+    db = ctx.store.db
+    assert db.execute("select count(*) from responses where role = 'student'").fetchone()[0] == 0
+    assert not ctx.run.is_done("student_answers", 0)
+    rows = list(db.query("select item_id, raw, score_a, score_b, kind from judgments"))
+    assert len(rows) == 16 and {r["kind"] for r in rows} == {"loss"}
+    mfd = ctx.scores("mfd", 0)
+    for r in rows:
+        nll = json.loads(r["raw"])["details"]["nll"]
+        assert r["score_b"] == pytest.approx(10 * math.exp(-nll))
+        assert mfd[r["item_id"]] == pytest.approx(10 - 10 * math.exp(-nll))
+    assert len({round(v, 6) for v in mfd.values()}) > 8  # a spread, not a constant

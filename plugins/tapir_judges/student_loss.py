@@ -25,6 +25,7 @@ class StudentLossJudge:
     name = "student-loss"
     kind = "loss"
     needs_student = True  # the pipeline passes the student's backend
+    reads_student_answer = False  # scores the teacher's answer under the student; no student answers needed
 
     def __init__(self, backend: Any, *, system: str | None = None):
         if backend is None or not callable(getattr(backend, "score", None)):

