@@ -96,8 +96,9 @@ def model_card(ctx: Context, path: str, round: int, examples: int, alpha: float 
     (Path(path) / "README.md").write_text(text, encoding="utf-8")
 
 
-def plot_mfd(ctx: Context, rounds: Sequence[int]) -> str | None:
-    """Histogram of MFD per round (how the distribution moves), as a PNG."""
+def plot_mfd(ctx: Context, rounds: Sequence[int], cut: tuple[float, str] | None = None) -> str | None:
+    """Histogram of MFD per round (how the distribution moves), with the
+    seed cut (threshold, rule) marked, as a PNG."""
     series = {r: list(ctx.scores("mfd", r).values()) for r in rounds}
     series = {r: v for r, v in series.items() if v}
     if not series:
@@ -110,9 +111,9 @@ def plot_mfd(ctx: Context, rounds: Sequence[int]) -> str | None:
     fig, ax = plt.subplots(figsize=(7, 4))
     for r, values in series.items():
         ax.hist(values, bins=20, alpha=0.5, label=f"student S{r} (n={len(values)})")
-    delta = ctx.config.mfd.delta
-    if delta is not None and ctx.config.mfd.top_fraction is None and ctx.config.mfd.quantile is None:
-        ax.axvline(delta, color="k", linestyle="--", label=f"delta = {delta:g}")
+    if cut is not None:
+        threshold, rule = cut
+        ax.axvline(threshold, color="k", linestyle="--", label=f"seed cut: {rule} ({threshold:.2f})")
     ax.set_xlabel("MFD = score(teacher) - score(student)")
     ax.set_ylabel("instructions")
     ax.set_title(f"Model Fitting Difficulty: {ctx.config.name}")

@@ -104,7 +104,8 @@ def distill(config_path: str | Path, db: str | None = None) -> Context:
     hard_flags = ctx.scores("hard", 0)
     hard = [it for it in seed if hard_flags.get(it.id) == 1.0]
     easy = [it for it in seed if hard_flags.get(it.id) != 1.0]
-    seed_info.update(hard=len(hard), easy=len(easy), rule=_stage_info(ctx, "select_seed").get("rule", "?"))
+    cut = _stage_info(ctx, "select_seed")
+    seed_info.update(hard=len(hard), easy=len(easy), rule=cut.get("rule", "?"))
     weights = taskmix.task_weights(cfg.resample.weights)
     prev = s0
     last_examples: list = []
@@ -150,7 +151,7 @@ def distill(config_path: str | Path, db: str | None = None) -> Context:
     def do_export(info):
         export.write_dataset(ctx, export.dataset_rows(last_examples, last_items), info)
         rounds = [0] + (list(range(1, cfg.curriculum.rounds + 1)) if cfg.curriculum.recompute_mfd else [])
-        plot = export.plot_mfd(ctx, rounds)
+        plot = export.plot_mfd(ctx, rounds, (cut["threshold"], cut["rule"]) if "threshold" in cut else None)
         if plot:
             info["mfd_plot"] = plot
 
