@@ -103,6 +103,12 @@ class Registry:
 
     def __init__(self, pm: pluggy.PluginManager):
         self.by_role: dict[str, dict[str, Component]] = {role: {} for role in ROLES}
+        # plugin name -> what went wrong in its register_* hooks; it keeps
+        # what it registered before the error, and the others load normally.
+        self.errors: dict[str, str] = {}
+        # (role, name, replaced plugin, winning plugin): a later registration
+        # of the same name wins (an in-process plugin can override a built-in).
+        self.overridden: list[tuple[str, str, str, str]] = []
         plugins = pm.get_plugins()
         for role in ROLES:
             hook_name = f"register_{role}"
@@ -111,7 +117,11 @@ class Registry:
                 # time, so every component knows which plugin registered it.
                 others = [p for p in plugins if p is not impl.plugin]
                 caller = pm.subset_hook_caller(hook_name, remove_plugins=others)
-                caller(register=self._register_fn(role, pm.get_name(impl.plugin) or "?"))
+                plugin_name = pm.get_name(impl.plugin) or "?"
+                try:
+                    caller(register=self._register_fn(role, plugin_name))
+                except Exception as exc:  # a broken plugin must not break tapir
+                    self.errors.setdefault(plugin_name, f"{hook_name}: {type(exc).__name__}: {exc}")
 
     def _register_fn(self, role: str, plugin_name: str):
         def register(name, factory=None, *, description="", requires=(), extra=None, **options):
@@ -124,6 +134,9 @@ class Registry:
                     raise TapirError(f"plugin {plugin_name} registered {role[:-1]} '{name}' without a factory")
                 comp = Component(role, name, plugin_name, factory, description,
                                  tuple(requires), extra, options)
+            previous = self.by_role[role].get(name)
+            if previous is not None and previous.plugin != plugin_name:
+                self.overridden.append((role, name, previous.plugin, plugin_name))
             self.by_role[role][name] = comp
 
         return register

@@ -96,7 +96,7 @@ def test_plugins_json(cli):
     by_name = {r["name"]: r for r in rows}
     assert BUILTINS <= set(by_name)
     for row in rows:
-        assert set(row) == {"name", "module", "version", "hooks", "available", "error", "components"}
+        assert set(row) == {"name", "module", "version", "hooks", "available", "error", "components", "overrides"}
     hf = by_name["hf"]
     assert hf["available"] is True and hf["error"] is None
     assert "register_backends" in hf["hooks"]

@@ -391,3 +391,35 @@ def test_misspelled_hook_in_installed_plugin_stops_loading(fake_entry_points):
     with pytest.raises(TapirError) as exc:
         get_plugin_manager()
     assert "plugin 'typo' implements unknown hook 'register_judgez'" in str(exc.value)
+
+
+def test_register_hook_that_raises_is_listed_and_others_load(register_plugin, pm):
+    from tapir.cli.plugins_cmd import plugin_rows
+
+    class Broken:
+        @hookimpl
+        def register_judges(self, register):
+            register("half", lambda backend, **o: None)
+            raise RuntimeError("config file missing")
+
+    register_plugin(Broken(), "broken-plugin")
+    rows = {r["name"]: r for r in plugin_rows()}
+    assert rows["broken-plugin"]["available"] is False
+    assert rows["broken-plugin"]["error"] == "register_judges: RuntimeError: config file missing"
+    assert "half" in pm.registry.by_role["judges"]  # what it registered before failing stays
+    assert "pairwise" in pm.registry.by_role["judges"]  # the built-ins still load
+
+
+def test_same_name_from_two_plugins_is_reported(register_plugin, pm):
+    from tapir.cli.plugins_cmd import plugin_rows
+
+    class Override:
+        @hookimpl
+        def register_judges(self, register):
+            register("pairwise", lambda backend, **o: "mine")
+
+    register_plugin(Override(), "my-judges")
+    assert pm.registry.get("judges", "pairwise").plugin == "my-judges"
+    assert ("judges", "pairwise", "judges", "my-judges") in pm.registry.overridden
+    rows = {r["name"]: r for r in plugin_rows()}
+    assert rows["my-judges"]["overrides"] == ["its judge 'pairwise' replaces judges's"]

@@ -25,16 +25,21 @@ def plugin_rows() -> list[dict]:
         }
         return {r: c for r, c in components.items() if c}
 
+    def overrides_of(name: str) -> list[str]:
+        return [f"its {role[:-1]} '{comp}' replaces {old}'s" for role, comp, old, new in reg.overridden if new == name]
+
     for name, info in sorted(pm.infos.items()):
+        error = info.error or reg.errors.get(name)
         rows.append(
             {
                 "name": name,
                 "module": info.module,
                 "version": info.version,
                 "hooks": info.hooks,
-                "available": info.error is None,
-                "error": info.error,
+                "available": error is None,
+                "error": error,
                 "components": components_of(name),
+                "overrides": overrides_of(name),
             }
         )
     # Plugins registered in-process (tests, notebooks) without an entry point.
@@ -46,9 +51,10 @@ def plugin_rows() -> list[dict]:
                     "module": getattr(plugin, "__name__", repr(plugin)),
                     "version": None,
                     "hooks": sorted(h.name for h in pm.get_hookcallers(plugin) or []),
-                    "available": True,
-                    "error": None,
+                    "available": name not in reg.errors,
+                    "error": reg.errors.get(name),
                     "components": components_of(name),
+                    "overrides": overrides_of(name),
                 }
             )
     return rows
@@ -67,6 +73,8 @@ def register(cli):
             status = "ok" if row["available"] else f"UNAVAILABLE: {row['error']}"
             version = f" {row['version']}" if row["version"] else ""
             click.echo(f"{row['name']}{version}  ({row['module']})  {status}")
+            for note in row["overrides"]:
+                click.echo(f"    note: {note}")
             for role, comps in row["components"].items():
                 for c in comps:
                     mark = "" if c["available"] else f"  [unavailable: {c['reason']}]"
