@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tapir.errors import TapirError
+from tapir.jsonl import read_jsonl
 
 HUB_REPO = "tatsu-lab/alpaca_eval"
 DEFAULT_CONFIG = "alpaca_eval_gpt4_baseline"
@@ -62,14 +63,13 @@ def load_file(path: str | Path) -> list[Instruction]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise TapirError(f"AlpacaEval data_path {path} does not exist")
-    text = path.read_text(encoding="utf-8")
-    try:
-        if path.suffix == ".jsonl":
-            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-        else:
-            rows = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise TapirError(f"{path}: not valid JSON{' lines' if path.suffix == '.jsonl' else ''} ({exc})") from None
+    if path.suffix == ".jsonl":
+        rows = [row for _, row in read_jsonl(path)]
+    else:
+        try:
+            rows = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise TapirError(f"{path}: not valid JSON ({exc})") from None
     if isinstance(rows, dict):  # {"eval": [...]} or a column dict
         rows = rows.get("eval", rows)
     if not isinstance(rows, list):

@@ -14,6 +14,7 @@ import click
 
 from tapir.cli.options import parse_options
 from tapir.errors import TapirError
+from tapir.jsonl import read_jsonl
 
 BENCHMARK = "classifier"
 TASK = "task-type"
@@ -212,13 +213,7 @@ def register(cli: click.Group) -> None:
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     rows = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise TapirError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+    for lineno, row in read_jsonl(path):
         if not isinstance(row, dict) or not str(row.get("instruction") or "").strip():
             raise TapirError(f"{path}:{lineno}: expected an object with an 'instruction'")
         rows.append(row)

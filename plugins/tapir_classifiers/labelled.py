@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from tapir.errors import TapirError
+from tapir.jsonl import read_jsonl
 from tapir.tasks import TASK_TYPES
 
 SEED_FILE = "seed_instructions.jsonl"
@@ -93,24 +94,15 @@ def load_labelled(path: str | Path | None = None, labels: Sequence[str] = TASK_T
 
 
 def _read_rows(file: Path) -> list[tuple[int, Any]]:
-    text = file.read_text(encoding="utf-8")
     if file.suffix == ".json":
         try:
-            data = json.loads(text)
+            data = json.loads(file.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise TapirError(f"{file}: not valid JSON ({exc})") from None
         if not isinstance(data, list):
             raise TapirError(f"{file}: expected a JSON list of objects")
         return [(i + 1, row) for i, row in enumerate(data)]
-    rows = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append((lineno, json.loads(line)))
-        except json.JSONDecodeError as exc:
-            raise TapirError(f"{file}:{lineno}: not valid JSON ({exc.msg})") from None
-    return rows
+    return read_jsonl(file)
 
 
 def stratified_split(

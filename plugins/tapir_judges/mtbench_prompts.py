@@ -12,11 +12,11 @@ from, in order:
 
 from __future__ import annotations
 
-import json
 from functools import lru_cache
 from pathlib import Path
 
 from tapir.errors import TapirError
+from tapir.jsonl import read_jsonl
 from tapir.resources import package_dir
 
 SINGLE = "single-v1"
@@ -59,16 +59,7 @@ def find_prompts_file(prompts_path: str | Path | None = None) -> Path:
 
 @lru_cache(maxsize=8)
 def _load(path: str) -> dict[str, dict]:
-    prompts: dict[str, dict] = {}
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise TapirError(f"{path}:{lineno}: not JSON ({exc})") from None
-            prompts[row["name"]] = row
+    prompts: dict[str, dict] = {row["name"]: row for _, row in read_jsonl(path)}
     missing = [name for name in REQUIRED if name not in prompts]
     if missing:
         raise TapirError(f"{path} lacks the MT-Bench judge prompt(s) {', '.join(missing)}")

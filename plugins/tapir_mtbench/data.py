@@ -15,12 +15,12 @@ Packages are found with :func:`importlib.util.find_spec`, never imported.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tapir.errors import TapirError
+from tapir.jsonl import read_jsonl
 from tapir.resources import package_dir
 
 CATEGORIES = ("writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities")
@@ -140,24 +140,11 @@ def find_data_dir(data_dir: str | Path | None = None) -> tuple[Path, str]:
     )
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise TapirError(f"{path}:{lineno}: not JSON ({exc})") from None
-    return rows
-
-
 def load_references(path: Path) -> dict[str, list[str]]:
     """``{str(question_id): [turn-1 reference, turn-2 reference]}`` from a
     FastChat model-answer file (``choices[0].turns``)."""
     out = {}
-    for row in _read_jsonl(path):
+    for _, row in read_jsonl(path):
         try:
             out[str(row["question_id"])] = list(row["choices"][0]["turns"])
         except (KeyError, IndexError, TypeError):
@@ -177,7 +164,7 @@ def load_mtbench(data_dir: str | Path | None = None, *, reference_model: str = "
     path, source = find_data_dir(data_dir)
     if standard is None:
         standard = data_dir is None
-    rows = _read_jsonl(path / "question.jsonl")
+    rows = [row for _, row in read_jsonl(path / "question.jsonl")]
     questions = []
     for row in rows:
         qid, category, turns = row.get("question_id"), row.get("category"), row.get("turns")
