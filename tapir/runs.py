@@ -10,10 +10,10 @@ already wrote (each stage checks its own rows).
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 from tapir import __version__
@@ -48,15 +48,6 @@ def redact(value: Any) -> Any:
 
 def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(dumps(redact(config)).encode()).hexdigest()
-
-
-@dataclass
-class Stage:
-    run_id: str
-    name: str
-    round: int
-    status: str
-    info: dict[str, Any]
 
 
 class Run:
@@ -101,6 +92,11 @@ class Run:
         row = self._row(name, round)
         return bool(row and row["status"] == "done")
 
+    def stage_info(self, name: str, round: int = 0) -> dict[str, Any]:
+        """The ``info`` a stage stored (counts, figures); empty if none yet."""
+        row = self._row(name, round)
+        return json.loads(row["info"]) if row and row["info"] else {}
+
     def stages(self) -> list[dict]:
         return list(self.store["stages"].rows_where("run_id = ?", [self.id], order_by="id"))
 
@@ -135,7 +131,7 @@ class Run:
                 {
                     "status": "done",
                     "finished_at": utcnow(),
-                    "seconds": round_(time.perf_counter() - started),
+                    "seconds": float(f"{time.perf_counter() - started:.3f}"),  # (`round` is a parameter here)
                     "info": dumps(info),
                 },
             )
@@ -149,6 +145,3 @@ class Run:
             fn(info)
         return True
 
-
-def round_(seconds: float) -> float:
-    return float(f"{seconds:.3f}")

@@ -104,7 +104,7 @@ def distill(config_path: str | Path, db: str | None = None) -> Context:
     hard_flags = ctx.scores("hard", 0)
     hard = [it for it in seed if hard_flags.get(it.id) == 1.0]
     easy = [it for it in seed if hard_flags.get(it.id) != 1.0]
-    cut = _stage_info(ctx, "select_seed")
+    cut = run.stage_info("select_seed")
     seed_info.update(hard=len(hard), easy=len(easy), rule=cut.get("rule", "?"))
     weights = taskmix.task_weights(cfg.resample.weights)
     prev = s0
@@ -160,11 +160,3 @@ def distill(config_path: str | Path, db: str | None = None) -> Context:
     run.finish("done")
     return ctx
 
-
-def _stage_info(ctx: Context, name: str, round: int = 0) -> dict:
-    import json
-
-    rows = ctx.store.execute(
-        "select info from stages where run_id = ? and name = ? and round = ?", [ctx.run.id, name, round]
-    ).fetchall()
-    return json.loads(rows[0][0]) if rows and rows[0][0] else {}
