@@ -144,13 +144,16 @@ class Context:
             out.append(Item(iid, instruction, input_text or "", output, task_type, m))
         return out
 
-    def responses(self, role: str, round: int, model: str | None = None) -> dict[str, dict]:
+    def responses(self, role: str, round: int) -> dict[str, dict]:
+        """This round's responses of ``role``, by item id."""
         sql = "select * from responses where run_id = ? and role = ? and round = ?"
-        params: list = [self.run.id, role, round]
-        if model is not None:
-            sql += " and model = ?"
-            params.append(model)
-        return {r["item_id"]: r for r in self.store.db.query(sql, params)}
+        return {r["item_id"]: r for r in self.store.db.query(sql, [self.run.id, role, round])}
+
+    def teacher_responses(self, up_to_round: int) -> dict[str, dict]:
+        """The teacher's answers from rounds 0..up_to_round, by item id (each
+        item is answered in the round it was added)."""
+        sql = "select * from responses where run_id = ? and role = 'teacher' and round <= ?"
+        return {r["item_id"]: r for r in self.store.db.query(sql, [self.run.id, up_to_round])}
 
     def save_response(self, item_id: str, role: str, model: str, round: int, completion: Completion) -> None:
         with self.store.db.conn:

@@ -15,9 +15,7 @@ from tapir.store.db import dumps, utcnow
 
 def with_teacher_answers(ctx: Context, items: Sequence[Item], round: int) -> list[Item]:
     """Items with their teacher answer (from any round up to ``round``)."""
-    answers = {}
-    for r in range(round + 1):
-        answers.update(ctx.responses("teacher", r))
+    answers = ctx.teacher_responses(round)
     return [replace(it, output=answers[it.id]["text"]) for it in items if it.id in answers]
 
 

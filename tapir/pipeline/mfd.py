@@ -21,8 +21,7 @@ def judge_mfd(ctx: Context, items: Sequence[Item], student_path: str, round: int
     judge = ctx.judge(student_path)
     judge_name = ctx.config.judge.name
     judge_model = ctx.config.judge.model.model if ctx.config.judge.model else judge_name
-    teacher = ctx.responses("teacher", 0)
-    teacher.update(ctx.responses("teacher", round))
+    teacher = ctx.teacher_responses(round)
     reads_answer = ctx.judge_reads_student_answer()
     student = ctx.responses("student", round) if reads_answer else {}
     judged = {
