@@ -97,22 +97,21 @@ def parse_rating(text: str, *, short_reply: bool = False) -> Found | None:
 
 
 _LABEL = r"(?:assistant|answer|response)\s*[\(\[]?\s*({tag})\s*[\)\]]?"
-_LABELLED = {
-    tag: re.compile(
-        r"(?<![\w])[\*_#\s]*" + _LABEL.format(tag=tag) + r"(?:'s)?[\*_\s]*(?:score|rating)?[\*_\s]*[:=\-]?[\*_\s]*"
-        + _NUM + r"(?:\s*/\s*10)?(?!\d)",
+
+
+def _labelled_score(tag: str, separator: str) -> re.Pattern:
+    """'Assistant 1: 8', 'Answer B - 7/10', '**Response 2 score** 6' ..."""
+    return re.compile(
+        r"(?<![\w])[\*_#\s]*" + _LABEL.format(tag=tag) + r"(?:'s)?[\*_\s]*(?:score|rating)?[\*_\s]*"
+        + separator + r"[\*_\s]*" + _NUM + r"(?:\s*/\s*10)?(?!\d)",
         re.IGNORECASE,
     )
-    for tag in ("1", "2")
-}
-_LABELLED_AB = {
-    tag: re.compile(
-        r"(?<![\w])[\*_#\s]*" + _LABEL.format(tag=tag) + r"(?:'s)?[\*_\s]*(?:score|rating)?[\*_\s]*[:=\-][\*_\s]*"
-        + _NUM + r"(?:\s*/\s*10)?(?!\d)",
-        re.IGNORECASE,
-    )
-    for tag in ("a", "b")
-}
+
+
+_LABELLED = {tag: _labelled_score(tag, r"[:=\-]?") for tag in ("1", "2")}
+# After a letter label (A/B) a separator is required; after a digit it is optional.
+_LABELLED_AB = {tag: _labelled_score(tag, r"[:=\-]") for tag in ("a", "b")}
+
 _DOUBLE_BRACKET_PAIR = re.compile(r"\[\[\s*" + _NUM + r"\s*[,;/ ]\s*" + _NUM + r"\s*\]\]")
 _PAIR_LINE = re.compile(r"^\W*" + _NUM + r"\s*(?:[,;/]|\s|and|vs\.?)\s*" + _NUM + r"\W*$", re.IGNORECASE)
 
