@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tapir.errors import TapirError
-from tapir.runs import Run, config_hash
+from tapir.runs import Run, run_id_for
 from tapir.store.db import Store, dumps, utcnow
 
 # --------------------------------------------------------------------------- models
@@ -40,7 +40,7 @@ def bench_config(benchmark: str, model: str, options: dict[str, Any] | None) -> 
 
 def bench_run_id(benchmark: str, model: str, options: dict[str, Any] | None) -> str:
     """The id :func:`run_benchmark` gives this run (same hashing as Run.start)."""
-    return config_hash(bench_config(benchmark, model, options))[:16]
+    return run_id_for(bench_config(benchmark, model, options))
 
 
 # --------------------------------------------------------------------------- rows

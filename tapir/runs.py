@@ -50,6 +50,11 @@ def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(dumps(redact(config)).encode()).hexdigest()
 
 
+def run_id_for(config: dict[str, Any]) -> str:
+    """The id :meth:`Run.start` gives a run of this config."""
+    return config_hash(config)[:16]
+
+
 class Run:
     def __init__(self, store: Store, run_id: str, name: str):
         self.store = store
@@ -59,7 +64,7 @@ class Run:
     @classmethod
     def start(cls, store: Store, config: dict[str, Any], name: str | None = None) -> "Run":
         digest = config_hash(config)
-        run_id = digest[:16]
+        run_id = run_id_for(config)
         now = utcnow()
         table = store["runs"]
         with store.db.conn:

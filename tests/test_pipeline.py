@@ -135,3 +135,27 @@ def test_student_loss_judge_needs_no_student_answers(tmp_path, tiny_model, pipel
         assert r["score_b"] == pytest.approx(10 * math.exp(-nll))
         assert mfd[r["item_id"]] == pytest.approx(10 - 10 * math.exp(-nll))
     assert len({round(v, 6) for v in mfd.values()}) > 8  # a spread, not a constant
+
+
+def test_mfd_command_shows_the_runs_distribution(tmp_path, tiny_model, pipeline_plugins, monkeypatch):
+    from click.testing import CliRunner
+
+    from tapir.cli import _add_commands, cli
+    from tapir.pipeline.runner import distill
+
+    monkeypatch.setenv("TAPIR_QUIET", "1")
+    cfg = write_config(tmp_path, tiny_model, judge={"name": "student-loss"},
+                       curriculum={"rounds": 1, "expand_per_round": [2]})
+    db = str(tmp_path / "t.db")
+    ctx = distill(cfg, db)
+    expected = sorted(ctx.scores("mfd", 0).values())
+    _add_commands()
+    result = CliRunner().invoke(cli, ["--db", db, "mfd", str(cfg), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["run_id"] == ctx.run.id
+    assert sorted(data["values"]) == pytest.approx(expected)
+    assert data["n"] == 16
+    text = CliRunner().invoke(cli, ["--db", db, "mfd", str(cfg)]).stdout
+    kept = sum(v > 2 for v in expected)
+    assert f"delta   2: {kept} of 16 kept" in text

@@ -50,12 +50,12 @@ def register(cli):
         """Show the MFD distribution of CONFIG's run, to help pick delta."""
         from tapir.config import load_config
         from tapir.pipeline.mfd import distribution, histogram
-        from tapir.runs import config_hash
+        from tapir.runs import run_id_for
         from tapir.store import open_store
 
         cfg = load_config(config, check_references=False)
         store = open_store(obj["db"] or cfg.db)
-        run_id = config_hash(cfg.model_dump(mode="json"))[:16]
+        run_id = run_id_for(cfg.model_dump(mode="json"))
         values = [
             r[0]
             for r in store.execute(
