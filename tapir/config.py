@@ -27,7 +27,6 @@ class Generation(Section):
     max_new_tokens: int = Field(256, ge=1)
     temperature: float = Field(0.0, ge=0.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    batch_size: int = Field(16, ge=1)
 
 
 class ModelRef(Section):

@@ -92,7 +92,7 @@ def write_config(tmp_path: Path, tiny_model: Path, **overrides) -> Path:
         "output_dir": str(tmp_path / "out"),
         "data": {"path": str(SEED_DATA), "limit": 16},
         "teacher": {"name": "default", "model": {"model": "script:teacher"}},
-        "student": {"model": f"hf:{tiny_model}", "generation": {"max_new_tokens": 12, "batch_size": 16}},
+        "student": {"model": f"hf:{tiny_model}", "options": {"batch_size": 16}, "generation": {"max_new_tokens": 12}},
         "judge": {"name": "reference-similarity", "options": {"method": "rouge"}},
         "classifier": {"name": "centroid", "options": {"labels_path": str(SEED_DATA)}},
         "rewriter": {"name": "task-aware", "model": {"model": "script:rewriter"}},

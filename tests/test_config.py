@@ -136,7 +136,7 @@ def test_unknown_nested_key_lists_that_level(write):
     path = write(edit('    model: "fake:teacher-model"\n',
                       '    model: "fake:teacher-model"\n    generation:\n      temprature: 0.7\n'))
     assert one_error(path) == (f"{path}: unknown key 'teacher.model.generation.temprature'. Did you mean "
-                               "'temperature'? Allowed here: batch_size, max_new_tokens, temperature, top_p")
+                               "'temperature'? Allowed here: max_new_tokens, temperature, top_p")
 
 
 def test_wrong_type(write):

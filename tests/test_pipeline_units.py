@@ -144,3 +144,24 @@ def test_classifier_gets_model_dir_only_when_it_takes_one():
     assert _accepts(lambda backend, model_dir=None: None, "model_dir")
     assert _accepts(lambda backend, **kw: None, "model_dir")
     assert not _accepts(lambda backend, labels_path=None: None, "model_dir")
+
+
+def test_paper_config_api_backends_build(tmp_path):
+    """configs/paper.yaml's teacher, judge and rewriter load their litellm
+    backends with the options the config gives (no call is made)."""
+    from pathlib import Path
+
+    from tapir.config import load_config
+    from tapir.pipeline.context import Context
+    from tapir.runs import Run
+    from tapir.store import open_store
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_config(root / "configs" / "paper.yaml")
+    store = open_store(tmp_path / "t.db")
+    run = Run.start(store, cfg.model_dump(mode="json"), name=cfg.name)
+    ctx = Context(cfg, store, run, root / "configs", tmp_path / "out")
+    for ref in (cfg.teacher.model, cfg.judge.model, cfg.rewriter.model, cfg.classifier.model):
+        backend = ctx.backend(ref)
+        assert backend.model_id == f"litellm:{ref.model}"
+    store.close()

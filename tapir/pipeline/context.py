@@ -44,8 +44,6 @@ class Context:
 
         model_id = ref if isinstance(ref, str) else ref.model
         opts = dict(options or {}) if isinstance(ref, str) else {**ref.options, **(options or {})}
-        if isinstance(ref, ModelRef):
-            opts.setdefault("batch_size", ref.generation.batch_size)
         key = dumps([model_id, opts])
         if key not in self._backends:
             self._backends[key] = load_cached(model_id, self.store, self.run.id, opts)
