@@ -56,7 +56,7 @@ def load_backend(model_id: str, options: dict[str, Any] | None = None):
     """The raw backend (no cache). Most callers want :func:`load_cached`."""
     spec = resolve(model_id, options)
     component = get_plugin_manager().registry.get("backends", spec.backend)
-    return component.create(spec.name, **spec.options)
+    return component.create(spec.name, options=spec.options)
 
 
 def load_cached(model_id: str, store, run_id: str | None = None, options: dict[str, Any] | None = None):

@@ -73,7 +73,7 @@ class SpyTrainer:
     def __init__(self, **options):
         from tapir.plugins import registry
 
-        self.inner = registry().get("trainers", "hf").create(**options)
+        self.inner = registry().get("trainers", "hf").create(options=options)
 
     def train(self, base_model, examples, output_dir, **overrides):
         SpyTrainer.seen.append((output_dir, list(examples)))

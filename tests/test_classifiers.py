@@ -220,7 +220,7 @@ def test_centroid_beats_chance_on_heldout():
     from tapir.plugins import registry
 
     train, test = stratified_split(load_labelled(SEED), 0.2, seed=0)
-    clf = registry().get("classifiers", "centroid").create(None, examples=train)
+    clf = registry().get("classifiers", "centroid").create(None, options={"examples": train})
     assert list(clf.labels) == list(TASK_TYPES)
     result = evaluate(clf, test)
     assert result["n"] == 64

@@ -31,7 +31,7 @@ def recorded(name: str) -> str:
 def make(name: str, backend, **options):
     from tapir.plugins import registry
 
-    return registry().get("judges", name).create(backend, **options)
+    return registry().get("judges", name).create(backend, options=options)
 
 
 def user_text(messages) -> str:

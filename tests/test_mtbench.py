@@ -120,9 +120,9 @@ def test_temperatures_are_fastchats():
 
 def test_unknown_option_lists_the_known_ones():
     with pytest.raises(TapirError, match="unknown option.*judge_model"):
-        registry().get("evaluators", "mtbench").create(judge_modle="x")
+        registry().get("evaluators", "mtbench").create(options={"judge_modle": "x"})
     with pytest.raises(TapirError, match="baseline_model"):
-        registry().get("evaluators", "mtbench").create(mode="pairwise")
+        registry().get("evaluators", "mtbench").create(options={"mode": "pairwise"})
 
 
 # -- end to end ---------------------------------------------------------------

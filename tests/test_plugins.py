@@ -97,11 +97,11 @@ def test_registry_sees_each_hook_with_plugin_name(register_plugin, pm):
     judge = reg.get("judges", "demo-judge")
     assert judge.plugin == "demo-plugin"
     assert judge.load() is json.dumps  # the lazy "module:attr" factory resolved
-    assert judge.create({"b": 1, "a": 2}, sort_keys=True) == '{"a": 2, "b": 1}'
+    assert judge.create({"b": 1, "a": 2}, options={"sort_keys": True}) == '{"a": 2, "b": 1}'
 
     bench = reg.get("evaluators", "demo-bench")
     assert bench.plugin == "demo-plugin"
-    assert bench.create(n=3) == ("bench", {"n": 3})
+    assert bench.create(options={"n": 3}) == ("bench", {"n": 3})
     assert "demo" in reg.names("backends") and "demo-judge" in reg.names("judges")
 
 

@@ -36,7 +36,7 @@ def _mixed_examples(n: int = 24) -> list[TrainExample]:
 def _trainer(**options):
     from tapir.plugins import registry
 
-    return registry().get("trainers", "hf").create(**options)
+    return registry().get("trainers", "hf").create(options=options)
 
 
 FAST = dict(batch_size=4, micro_batch_size=4, epochs=1, lr=1e-3, seed=0, save_steps=1000)
@@ -74,7 +74,7 @@ def test_registered_lazily():
     comp = registry().get("trainers", "hf")
     assert comp.factory == "tapir_trainers.hf_trainer:HFTrainer"
     assert comp.available
-    trainer = comp.create(lr=1e-4)
+    trainer = comp.create(options={"lr": 1e-4})
     assert hasattr(trainer, "train")
 
 

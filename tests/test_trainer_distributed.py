@@ -25,7 +25,7 @@ SCRIPT = textwrap.dedent(
         TrainExample([{"role": "user", "content": f"What is {i} plus {i}?"}], f"The answer is {2 * i}.", 1.0 + i % 2)
         for i in range(16)
     ]
-    trainer = registry().get("trainers", "hf").create(batch_size=8, micro_batch_size=2, epochs=2, lr=1e-3, seed=0)
+    trainer = registry().get("trainers", "hf").create(options=dict(batch_size=8, micro_batch_size=2, epochs=2, lr=1e-3, seed=0))
     metrics = trainer.train(model, examples, out)
     packed = trainer.train(model, examples, out + "-packed", packing=True, weighting="sampling", epochs=1)
     rank = int(os.environ["RANK"])

@@ -230,7 +230,7 @@ class AlpacaEval:
                          JudgeRequest(question=ins.instruction, answer_a=a[1], answer_b=b[1], item_id=ins.item_id)))
         if todo:
             backend = load_cached(s.judge_model, store, run_id, options=s.judge_options or None)
-            judge = registry().get("judges", s.judge).create(backend, **s.judge_args)
+            judge = registry().get("judges", s.judge).create(backend, options=s.judge_args)
             judgments = judge.judge([t[-1] for t in todo])
             if len(judgments) != len(todo):
                 raise TapirError(f"the judge returned {len(judgments)} judgments for {len(todo)} requests")

@@ -232,7 +232,7 @@ def _create(name: str, model: str | None, opts: dict[str, Any], obj: dict[str, A
         backend = load_cached(model, open_store(obj["db"]))
     elif name == "llm":
         raise TapirError("the llm classifier needs --model (e.g. smollm2-135m-instruct or openai/gpt-4o-mini)")
-    return component.create(backend, **{**opts, **extra})
+    return component.create(backend, options={**opts, **extra})
 
 
 def _build(name, model, opts, train_set, n_test, labels_path, holdout, seed, obj, fold):

@@ -175,7 +175,7 @@ class MTBench:
         prompts = _prompts_beside(settings.data_dir)
         if settings.judge == "mtbench-single" and prompts is not None:
             args.setdefault("prompts_path", str(prompts))
-        return registry().get("judges", settings.judge).create(backend, **args)
+        return registry().get("judges", settings.judge).create(backend, options=args)
 
     def _single(self, settings: Settings, store, run_id: str, questions: list[Question],
                 answers: dict, meta: dict) -> list[dict[str, Any]]:

@@ -55,7 +55,7 @@ class Context:
         gen = {}
         if ref is not None:
             gen = {"max_new_tokens": ref.generation.max_new_tokens, "temperature": ref.generation.temperature}
-        return component.create(backend, **{**gen, **options, **extra})
+        return component.create(backend, options={**gen, **options, **extra})
 
     @cached_property
     def teacher(self):
@@ -102,7 +102,7 @@ class Context:
 
     @cached_property
     def trainer(self):
-        return registry().get("trainers", self.config.trainer.name).create(**self.config.trainer.options)
+        return registry().get("trainers", self.config.trainer.name).create(options=self.config.trainer.options)
 
     def path(self, value: str) -> Path:
         from tapir.config import resolve_path
