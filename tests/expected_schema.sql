@@ -22,7 +22,7 @@ CREATE TABLE "stages" (
    "finished_at" TEXT,
    "seconds" REAL,
    "info" TEXT
-);
+, "key" TEXT, "reused_from" TEXT);
 CREATE UNIQUE INDEX "idx_stages_run_id_name_round"
     ON "stages" ("run_id", "name", "round");
 CREATE TABLE "items" (
@@ -53,7 +53,7 @@ CREATE TABLE "llm_calls" (
    "error" TEXT,
    "run_id" TEXT,
    "created_at" TEXT
-);
+, "stage_key" TEXT, "role" TEXT, "item_id" TEXT, "round" INTEGER, "finish_reason" TEXT);
 CREATE INDEX "idx_llm_calls_key"
     ON "llm_calls" ("key");
 CREATE TABLE "responses" (
@@ -105,7 +105,7 @@ CREATE TABLE "rewrites" (
    "new_item_id" TEXT,
    "rewriter" TEXT,
    "round" INTEGER,
-   "created_at" TEXT,
+   "created_at" TEXT, "instruction" TEXT, "refined_instruction" TEXT, "error" TEXT,
    PRIMARY KEY ("run_id", "item_id", "rewriter", "round")
 );
 CREATE TABLE "checkpoints" (
@@ -143,3 +143,28 @@ CREATE TABLE "benchmark_results" (
 );
 CREATE UNIQUE INDEX "idx_benchmark_results_benchmark_model_task_metric"
     ON "benchmark_results" ("benchmark", "model", "task", "metric");
+CREATE INDEX "idx_stages_key"
+    ON "stages" ("key");
+CREATE TABLE "outcomes" (
+   "stage_key" TEXT,
+   "item_id" TEXT,
+   "status" TEXT,
+   "reason" TEXT,
+   "error_kind" TEXT,
+   "http_status" INTEGER,
+   "llm_call_id" INTEGER REFERENCES "llm_calls"("id"),
+   "attempts" INTEGER,
+   "updated_at" TEXT,
+   PRIMARY KEY ("stage_key", "item_id")
+);
+CREATE INDEX "idx_outcomes_stage_key_status"
+    ON "outcomes" ("stage_key", "status");
+CREATE TABLE "locks" (
+   "name" TEXT PRIMARY KEY,
+   "pid" INTEGER,
+   "host" TEXT,
+   "acquired_at" TEXT,
+   "heartbeat_at" REAL
+);
+CREATE INDEX "idx_llm_calls_stage_key"
+    ON "llm_calls" ("stage_key");

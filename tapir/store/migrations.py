@@ -228,3 +228,51 @@ def m001_initial(db: sqlite_utils.Database):
         pk="id",
     )
     db["benchmark_results"].create_index(["benchmark", "model", "task", "metric"], unique=True)
+
+
+@migration
+def m002_stage_keys_outcomes_locks(db: sqlite_utils.Database):
+    """Stages keyed by what they read, item outcomes, locks, a call log with meaning.
+
+    Pipeline rows (items, responses, judgments, scores, classifications,
+    rewrites, checkpoints) carry in ``run_id`` the *scope* that wrote them:
+    the key of the pipeline stage (or the benchmark run's id). A run lists
+    its stages, each with its key, in ``stages``; a stage whose key is done
+    in any run is reused, never recomputed.
+    """
+    db["stages"].add_column("key", str)
+    db["stages"].add_column("reused_from", str)  # run id whose stage of the same key this run reused
+    db["stages"].create_index(["key"])
+    db["outcomes"].create(
+        {
+            "stage_key": str,
+            "item_id": str,
+            "status": str,  # ok | failed
+            "reason": str,  # a line a person can read
+            "error_kind": str,  # http_429, timeout, parse, duplicate, ...
+            "http_status": int,
+            "llm_call_id": int,
+            "attempts": int,
+            "updated_at": str,
+        },
+        pk=("stage_key", "item_id"),
+        foreign_keys=[("llm_call_id", "llm_calls", "id")],
+    )
+    db["outcomes"].create_index(["stage_key", "status"])
+    db["locks"].create(
+        {
+            "name": str,  # run:<id> | stage:<key> | call:<cache key>
+            "pid": int,
+            "host": str,
+            "acquired_at": str,
+            "heartbeat_at": float,  # unix time
+        },
+        pk="name",
+    )
+    for column, kind in (("stage_key", str), ("role", str), ("item_id", str), ("round", int),
+                         ("finish_reason", str)):
+        db["llm_calls"].add_column(column, kind)
+    db["llm_calls"].create_index(["stage_key"])
+    db["rewrites"].add_column("instruction", str)
+    db["rewrites"].add_column("refined_instruction", str)
+    db["rewrites"].add_column("error", str)
