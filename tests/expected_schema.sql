@@ -141,8 +141,6 @@ CREATE TABLE "benchmark_results" (
    "meta" TEXT,
    "created_at" TEXT
 );
-CREATE UNIQUE INDEX "idx_benchmark_results_benchmark_model_task_metric"
-    ON "benchmark_results" ("benchmark", "model", "task", "metric");
 CREATE INDEX "idx_stages_key"
     ON "stages" ("key");
 CREATE TABLE "outcomes" (
@@ -168,3 +166,7 @@ CREATE TABLE "locks" (
 );
 CREATE INDEX "idx_llm_calls_stage_key"
     ON "llm_calls" ("stage_key");
+CREATE UNIQUE INDEX "idx_benchmark_results_run_id_benchmark_model_task_metric"
+    ON "benchmark_results" ("run_id", "benchmark", "model", "task", "metric");
+CREATE INDEX "idx_benchmark_results_benchmark_model"
+    ON "benchmark_results" ("benchmark", "model");

@@ -276,3 +276,13 @@ def m002_stage_keys_outcomes_locks(db: sqlite_utils.Database):
     db["rewrites"].add_column("instruction", str)
     db["rewrites"].add_column("refined_instruction", str)
     db["rewrites"].add_column("error", str)
+
+
+@migration
+def m003_benchmark_results_per_run(db: sqlite_utils.Database):
+    """Benchmark rows are kept per run: two runs of one model and benchmark
+    with different settings (a subset, another judge) keep their own rows
+    instead of overwriting each other's (benchmark, model, task, metric)."""
+    db.execute("drop index if exists idx_benchmark_results_benchmark_model_task_metric")
+    db["benchmark_results"].create_index(["run_id", "benchmark", "model", "task", "metric"], unique=True)
+    db["benchmark_results"].create_index(["benchmark", "model"])
