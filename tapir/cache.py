@@ -9,12 +9,18 @@ messages and the sample index, so
 
 Every call (hit or miss) is recorded with tokens, cost, latency and error;
 only calls without an error are served as answers later.
+
+A call is claimed before it is sent (a ``call:<key>`` row in ``locks``), so
+two processes on one database never pay for the same call at once: the
+second waits for the first's answer, and sends the call itself only when
+the first failed or died.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 import time
 from typing import Sequence
@@ -24,7 +30,10 @@ from tapir.store.db import Store, dumps, utcnow
 
 _LOOKUP_CHUNK = 500
 _COLUMNS = ("key", "model", "params", "messages", "sample", "response", "logprobs", "prompt_tokens",
-            "completion_tokens", "cost", "latency_s", "error", "run_id", "created_at")
+            "completion_tokens", "cost", "latency_s", "error", "run_id", "created_at", "stage_key", "role",
+            "item_id", "round", "finish_reason")
+_META = ("stage_key", "role", "item_id", "round")
+_WAIT_POLL_S = 0.2
 _INSERT_SQL = f"insert into llm_calls ({', '.join(_COLUMNS)}) values ({', '.join('?' * len(_COLUMNS))})"
 
 
@@ -53,13 +62,15 @@ def _logprobs_from_json(text: str | None) -> list[TokenLogprob] | None:
 class CachedBackend:
     """Wraps any backend so that every call goes through ``llm_calls``."""
 
-    def __init__(self, backend: Backend, store: Store, run_id: str | None = None):
+    def __init__(self, backend: Backend, store: Store, run_id: str | None = None, refresh: bool = False):
         self.backend = backend
         self.store = store
         self.run_id = run_id
+        self.refresh = refresh  # skip look-ups (``--force``); new calls are still recorded
         self.model_id = backend.model_id
         self.calls_made = 0  # misses sent to the backend in this object's life
         self.hits = 0
+        self.waited = 0  # calls another process was paying for, whose answer we waited for
         self._lock = threading.Lock()
 
     def __getattr__(self, name):  # score(), tokenizer, ... pass through
@@ -106,6 +117,8 @@ class CachedBackend:
                 "error": completion.error,
                 "run_id": self.run_id,
                 "created_at": utcnow(),
+                "finish_reason": completion.finish_reason,
+                **{k: request.meta.get(k) for k in _META},
             }
             # One committed row per call, so a crash loses nothing already
             # paid for; a prepared INSERT is ~10x cheaper than table.insert().
@@ -117,35 +130,126 @@ class CachedBackend:
 
     def generate(self, requests: Sequence[GenerationRequest], on_result: OnResult | None = None) -> list[Completion]:
         keys = [cache_key(self.model_id, r) for r in requests]
-        hits = self.lookup(keys)
+        hits = {} if self.refresh else self.lookup(keys)
         results: list[Completion | None] = [None] * len(requests)
         todo: dict[str, list[int]] = {}
         for i, key in enumerate(keys):
             if key in hits:
-                results[i] = hits[key]
+                self._deliver(results, [i], hits[key], on_result)
                 self.hits += 1
-                if on_result:
-                    on_result(i, hits[key])
             else:
                 todo.setdefault(key, []).append(i)
-        if todo:
-            miss_keys = list(todo)
-            miss_requests = [requests[todo[k][0]] for k in miss_keys]
+        while todo:
+            mine, theirs = self._claim(list(todo))
+            if mine:
+                self._send(requests, todo, mine, results, on_result)
+            for key in mine:
+                del todo[key]
+            if theirs:
+                self._wait_for(todo, theirs, results, on_result)
+        return [r if r is not None else Completion(error="no result") for r in results]
 
-            def record(j: int, completion: Completion) -> None:
-                key = miss_keys[j]
-                if completion.latency_s is None:
-                    completion.latency_s = time.perf_counter() - started
-                self._record(key, miss_requests[j], completion)
-                for i in todo[key]:
-                    results[i] = completion
-                    if on_result:
-                        on_result(i, completion)
+    @staticmethod
+    def _deliver(results, indices, completion, on_result) -> None:
+        for i in indices:
+            results[i] = completion
+            if on_result:
+                on_result(i, completion)
 
-            started = time.perf_counter()
+    def _send(self, requests, todo, keys, results, on_result) -> None:
+        miss_requests = [requests[todo[k][0]] for k in keys]
+        started = time.perf_counter()
+
+        def record(j: int, completion: Completion) -> None:
+            key = keys[j]
+            if completion.latency_s is None:
+                completion.latency_s = time.perf_counter() - started
+            self._record(key, miss_requests[j], completion)
+            self._unclaim([key])
+            self._deliver(results, todo[key], completion, on_result)
+
+        try:
             returned = self.backend.generate(miss_requests, on_result=record)
             # Backends must call on_result; tolerate ones that only return.
             for j, completion in enumerate(returned):
-                if results[todo[miss_keys[j]][0]] is None:
+                if results[todo[keys[j]][0]] is None:
                     record(j, completion)
-        return [r if r is not None else Completion(error="no result") for r in results]
+        finally:
+            self._unclaim(keys)
+
+    # -- claims: one process pays for a call at a time ---------------------------
+
+    def _claim(self, keys: list[str]) -> tuple[list[str], list[str]]:
+        """Split ``keys`` into those this process now owns and those a live
+        process is sending. In-memory stores have no other process."""
+        if self.store.path is None:
+            return keys, []
+        from tapir.locks import HOST, holder_alive
+
+        conn = self.store.db.conn
+        pid = os.getpid()
+        mine, theirs = [], []
+        with self._lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                held: dict[str, tuple] = {}
+                for start in range(0, len(keys), _LOOKUP_CHUNK):
+                    chunk = keys[start : start + _LOOKUP_CHUNK]
+                    marks = ",".join("?" * len(chunk))
+                    for name, opid, host, beat in conn.execute(
+                        f"select name, pid, host, heartbeat_at from locks where name in ({marks})",
+                        ["call:" + k for k in chunk],
+                    ):
+                        held[name[5:]] = (opid, host, beat)
+                now = time.time()
+                for key in keys:
+                    other = held.get(key)
+                    if other and not (other[0] == pid and other[1] == HOST) and holder_alive(*other):
+                        theirs.append(key)
+                    else:
+                        mine.append(key)
+                conn.executemany(
+                    "insert or replace into locks (name, pid, host, acquired_at, heartbeat_at) values (?, ?, ?, ?, ?)",
+                    [("call:" + k, pid, HOST, utcnow(), now) for k in mine],
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        return mine, theirs
+
+    def _unclaim(self, keys: Sequence[str]) -> None:
+        if self.store.path is None or not keys:
+            return
+        from tapir.locks import HOST
+
+        with self._lock:
+            conn = self.store.db.conn
+            with conn:
+                conn.executemany("delete from locks where name = ? and pid = ? and host = ?",
+                                 [("call:" + k, os.getpid(), HOST) for k in keys])
+
+    def _wait_for(self, todo, keys, results, on_result) -> None:
+        """Wait until another process's calls are answered (served from the
+        cache) or released unanswered (then they are claimed again)."""
+        from tapir.locks import holder_alive
+
+        pending = set(keys)
+        while pending:
+            time.sleep(_WAIT_POLL_S)
+            found = self.lookup(list(pending))
+            for key, completion in found.items():
+                self.waited += 1
+                self._deliver(results, todo.pop(key), completion, on_result)
+                pending.discard(key)
+            if not pending:
+                return
+            marks = ",".join("?" * len(pending))
+            rows = self.store.execute(
+                f"select name, pid, host, heartbeat_at from locks where name in ({marks})",
+                ["call:" + k for k in pending],
+            ).fetchall()
+            still = {name[5:] for name, pid, host, beat in rows if holder_alive(pid, host, beat)}
+            # Released without an answer (their call failed) or holder died: ours to send.
+            pending &= still

@@ -59,7 +59,10 @@ def load_backend(model_id: str, options: dict[str, Any] | None = None):
     return component.create(spec.name, options=spec.options)
 
 
-def load_cached(model_id: str, store, run_id: str | None = None, options: dict[str, Any] | None = None):
+def load_cached(model_id: str, store, run_id: str | None = None, options: dict[str, Any] | None = None,
+                refresh: bool = False):
+    """The backend for ``model_id`` behind the LLM-call cache (``refresh``:
+    skip look-ups, so every call is sent again and recorded)."""
     from tapir.cache import CachedBackend
 
-    return CachedBackend(load_backend(model_id, options), store, run_id)
+    return CachedBackend(load_backend(model_id, options), store, run_id, refresh=refresh)

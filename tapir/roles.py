@@ -59,6 +59,9 @@ class GenerationRequest:
     messages: list[Message]
     params: GenerationParams = field(default_factory=GenerationParams)
     sample: int = 0  # index of the sample when n distinct samples are wanted
+    # Who asks (role, stage_key, item_id, round): recorded with the call in
+    # llm_calls, never part of the cache key.
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -79,6 +82,8 @@ class Completion:
     error: str | None = None
     cached: bool = False
     call_id: int | None = None  # row id in llm_calls
+    finish_reason: str | None = None  # "stop", "length" (cut at max_new_tokens), ...
+    http_status: int | None = None  # of the failed request, when there was one
 
     @property
     def ok(self) -> bool:
