@@ -168,7 +168,7 @@ def test_mtbench_single_uses_installed_prompt_and_parses_rating():
     from tapir_judges.mtbench_prompts import load_prompts
 
     backend = CountingBackend(lambda m: recorded("single_rating.txt"))
-    judge = make("mtbench-single", backend)
+    judge = make("mtbench-single", backend, judge_mode="robust")
     [j] = judge.judge([JudgeRequest("What is the capital of France?", "Paris.")])
     assert j.ok and j.score_a == 8.0 and j.details["prompt"] == "single-v1"
     assert j.raw == [recorded("single_rating.txt")] and j.details["retried"] is False
@@ -184,7 +184,7 @@ def test_mtbench_reference_guided_math_grading():
     from tapir_judges.mtbench_prompts import load_prompts
 
     backend = ScriptedBackend(lambda m: recorded("single_math_reference.txt"))
-    judge = make("mtbench-single", backend)
+    judge = make("mtbench-single", backend, judge_mode="robust")
     request = JudgeRequest("Area of the triangle (0,0), (-1,1), (3,3)?", "The area is 6.",
                            reference="The area is 3.", category="math")
     [j] = judge.judge([request])
@@ -197,7 +197,7 @@ def test_mtbench_reference_guided_math_grading():
 
 def test_mtbench_math_without_reference_falls_back_and_says_so():
     backend = ScriptedBackend(lambda m: "Rating: [[4]]")
-    [j] = make("mtbench-single", backend).judge([JudgeRequest("2+2?", "5", category="math")])
+    [j] = make("mtbench-single", backend, judge_mode="robust").judge([JudgeRequest("2+2?", "5", category="math")])
     assert j.score_a == 4.0 and j.details["prompt"] == "single-v1" and j.details["missing_reference"] is True
 
 
@@ -205,7 +205,7 @@ def test_mtbench_multi_turn_prompt_for_two_turns():
     from tapir_judges.mtbench_prompts import load_prompts
 
     backend = ScriptedBackend(lambda m: recorded("single_multi_turn.txt"))
-    judge = make("mtbench-single", backend)
+    judge = make("mtbench-single", backend, judge_mode="robust")
     turns = [{"question": "Write a haiku about the sea.", "answer": "Waves fold into foam..."},
              {"question": "Now say it like a pirate.", "answer": "Arr, the waves be foamin'..."}]
     math_turns = [{"question": "3*4?", "answer": "12", "reference": "12"},
@@ -237,7 +237,7 @@ def test_unparseable_then_fixed_by_nudge_in_one_batched_retry():
         return recorded("single_no_rating.txt") if "poem" in user_text(messages) else "Rating: [[9]]"
 
     backend = CountingBackend(reply)
-    judge = make("mtbench-single", backend)
+    judge = make("mtbench-single", backend, judge_mode="robust")
     requests = [JudgeRequest("Write a short poem.", "Roses..."), JudgeRequest("Q2", "A2"),
                 JudgeRequest("Another poem please.", "Violets...")]
     js = judge.judge(requests)
@@ -255,7 +255,7 @@ def test_unparseable_then_fixed_by_nudge_in_one_batched_retry():
 def test_unparseable_twice_is_an_error_with_both_texts():
     answers = iter([recorded("single_no_rating.txt"), "Still no number here."])
     backend = ScriptedBackend(lambda m: next(answers))
-    [j] = make("mtbench-single", backend).judge([JudgeRequest("Write a short poem.", "Roses...")])
+    [j] = make("mtbench-single", backend, judge_mode="robust").judge([JudgeRequest("Write a short poem.", "Roses...")])
     assert not j.ok and j.error.startswith("parse:") and j.score_a is None
     assert j.raw == [recorded("single_no_rating.txt"), "Still no number here."]
     assert j.details["retried"] is True and len(backend.requests) == 2
@@ -263,7 +263,7 @@ def test_unparseable_twice_is_an_error_with_both_texts():
 
 def test_backend_error_is_recorded_not_retried():
     backend = CountingBackend(lambda m: Completion(error="HTTP 500: server exploded"))
-    js = make("mtbench-single", backend).judge([JudgeRequest("Q", "A")])
+    js = make("mtbench-single", backend, judge_mode="robust").judge([JudgeRequest("Q", "A")])
     assert js[0].error == "backend: HTTP 500: server exploded" and js[0].score_a is None
     assert backend.batches == [1]
     assert summarize(js)["failed"] == 1
@@ -271,10 +271,10 @@ def test_backend_error_is_recorded_not_retried():
 
 def test_params_option_overrides_and_rejects_unknown():
     backend = ScriptedBackend(lambda m: "[[7]]")
-    make("mtbench-single", backend, params={"max_new_tokens": 64}).judge([JudgeRequest("Q", "A")])
+    make("mtbench-single", backend, judge_mode="robust", params={"max_new_tokens": 64}).judge([JudgeRequest("Q", "A")])
     assert backend.requests[0].params.max_new_tokens == 64
     with pytest.raises(TapirError, match="max_tokens"):
-        make("mtbench-single", backend, params={"max_tokens": 5})
+        make("mtbench-single", backend, judge_mode="robust", params={"max_tokens": 5})
 
 
 def test_nudge_changes_the_cache_key(store):
@@ -282,11 +282,11 @@ def test_nudge_changes_the_cache_key(store):
 
     answers = {"first": "no score", "nudged": "Rating: [[5]]"}
     raw = ScriptedBackend(lambda m: answers["nudged" if len(m) > 2 else "first"])
-    judge = make("mtbench-single", CachedBackend(raw, store))
+    judge = make("mtbench-single", CachedBackend(raw, store), judge_mode="robust")
     [j] = judge.judge([JudgeRequest("Q", "A")])
     assert j.score_a == 5.0 and len(raw.requests) == 2
     # a re-run is served from the cache: the same two prompts, no new calls
-    [again] = make("mtbench-single", CachedBackend(raw, store)).judge([JudgeRequest("Q", "A")])
+    [again] = make("mtbench-single", CachedBackend(raw, store), judge_mode="robust").judge([JudgeRequest("Q", "A")])
     assert again.score_a == 5.0 and again.raw == j.raw and len(raw.requests) == 2
 
 
@@ -296,21 +296,21 @@ def test_nudge_changes_the_cache_key(store):
 def test_mtbench_single_reads_expected_value_from_logprobs():
     lps = tokens("Rating", ":", " [[", {"7": 0.5, "9": 0.5}, "]]")
     backend = ScriptedBackend(lambda m: Completion(text=text_of(lps), logprobs=lps))
-    [j] = make("mtbench-single", backend, use_logprobs=True).judge([JudgeRequest("Q", "A")])
+    [j] = make("mtbench-single", backend, judge_mode="robust", use_logprobs=True).judge([JudgeRequest("Q", "A")])
     assert j.score_a == pytest.approx(8.0) and j.details["logprobs"] is True and j.details["parsed"] == 7.0
     assert backend.requests[0].params.top_logprobs == 20
 
 
 def test_logprob_mode_falls_back_to_text_without_logprobs():
     backend = ScriptedBackend(lambda m: "Rating: [[7]]")
-    [j] = make("mtbench-single", backend, use_logprobs=True).judge([JudgeRequest("Q", "A")])
+    [j] = make("mtbench-single", backend, judge_mode="robust", use_logprobs=True).judge([JudgeRequest("Q", "A")])
     assert j.score_a == 7.0 and j.details["logprobs"] is False
 
 
 def test_score_only_mode_for_small_models():
     lps = tokens({"6": 0.25, "8": 0.75})
     backend = ScriptedBackend(lambda m: Completion(text=text_of(lps), logprobs=lps))
-    [j] = make("mtbench-single", backend, use_logprobs=True, score_only=True).judge([JudgeRequest("Q", "A")])
+    [j] = make("mtbench-single", backend, judge_mode="robust", use_logprobs=True, score_only=True).judge([JudgeRequest("Q", "A")])
     assert j.score_a == pytest.approx(7.5)
     assert backend.requests[0].params.max_new_tokens == 16
     assert user_text(backend.requests[0].messages).endswith("[[5]].")
@@ -321,12 +321,12 @@ def test_score_only_reads_first_token_digits_when_no_number_is_written():
     lps = [TokenLogprob("The", math.log(0.8), [("The", math.log(0.8)), ("7", math.log(0.1)), ("9", math.log(0.1))]),
            TokenLogprob(" answer", 0.0, [])]
     backend = ScriptedBackend(lambda m: Completion(text="The answer", logprobs=lps))
-    [j] = make("mtbench-single", backend, use_logprobs=True, score_only=True).judge([JudgeRequest("Q", "A")])
+    [j] = make("mtbench-single", backend, judge_mode="robust", use_logprobs=True, score_only=True).judge([JudgeRequest("Q", "A")])
     assert j.score_a == pytest.approx(8.0) and j.details["first_token"] is True
     assert j.details["digit_mass"] == pytest.approx(0.2) and j.details["parsed"] is None
     assert len(backend.requests) == 1  # no retry needed
     # with the explanation prompt a reply without a rating is a parse failure
-    [k] = make("mtbench-single", backend, use_logprobs=True).judge([JudgeRequest("Q", "A")])
+    [k] = make("mtbench-single", backend, judge_mode="robust", use_logprobs=True).judge([JudgeRequest("Q", "A")])
     assert k.error.startswith("parse:")
 
 
@@ -564,7 +564,7 @@ def test_pairwise_and_preference_through_litellm_and_local_server(store):
     pytest.importorskip("litellm")
     backend_mod = pytest.importorskip("tapir_litellm.backend")
     from tapir.cache import CachedBackend
-    from tapir.openai_server import OpenAIServer, token_distribution
+    from tapir_testing.openai_server import OpenAIServer, token_distribution
 
     def reply(messages, body):
         text = user_text(messages)
@@ -605,7 +605,7 @@ def test_judges_on_the_embedded_smollm2(store):
     backend = load_cached("smollm2-135m-instruct", store)
     requests = [JudgeRequest("What is the capital of France?", "The capital of France is Paris.",
                              "Berlin is the capital of France.")]
-    single = make("mtbench-single", backend, use_logprobs=True, score_only=True,
+    single = make("mtbench-single", backend, judge_mode="robust", use_logprobs=True, score_only=True,
                   params={"max_new_tokens": 4}).judge(requests)
     pref = make("preference", backend).judge(requests)
     for j in single:
@@ -616,6 +616,6 @@ def test_judges_on_the_embedded_smollm2(store):
     counts = summarize(single + pref)
     assert counts["ok"] + counts["failed"] == counts["n"] == 2
     again = load_cached("smollm2-135m-instruct", store)
-    rerun = make("mtbench-single", again, use_logprobs=True, score_only=True,
+    rerun = make("mtbench-single", again, judge_mode="robust", use_logprobs=True, score_only=True,
                  params={"max_new_tokens": 4}).judge(requests)
     assert again.calls_made == 0 and [j.score_a for j in rerun] == [j.score_a for j in single]

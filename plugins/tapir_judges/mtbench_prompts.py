@@ -69,3 +69,57 @@ def _load(path: str) -> dict[str, dict]:
 def load_prompts(prompts_path: str | Path | None = None) -> dict[str, dict]:
     """Judge prompts by name (``system_prompt``, ``prompt_template``, ...)."""
     return _load(str(find_prompts_file(prompts_path)))
+
+
+# --------------------------------------------------------------------------
+# FastChat's rating parser (reference mode)
+
+NO_RATING = "no rating in judge reply"
+
+
+@lru_cache(maxsize=1)
+def fastchat_rating_patterns() -> tuple[tuple, str]:
+    """The two rating patterns of FastChat's single-answer grading, in the
+    order it tries them, and where they came from.
+
+    They are ``fastchat.llm_judge.common.one_score_pattern`` and
+    ``one_score_pattern_backup`` when that module imports (it needs the
+    ``anthropic`` package and torch). Otherwise tapir's own spelling of the
+    same two rules is used: a number in double brackets, else a number in
+    single brackets, digits with at most one decimal point. The parity test
+    (tests/test_parity_mtbench.py) checks both against FastChat's code.
+    """
+    try:
+        from fastchat.llm_judge import common  # type: ignore
+
+        return (common.one_score_pattern, common.one_score_pattern_backup), "fastchat.llm_judge.common"
+    except Exception:  # anthropic missing, or the pre-1.0 openai API gone: fastchat's module cannot import
+        import re
+
+        number = r"(\d+\.?\d*)"
+        return (re.compile(r"\[\[" + number + r"\]\]"), re.compile(r"\[" + number + r"\]")), "tapir"
+
+
+def reference_rating(text: str) -> tuple[float | int, str | None]:
+    """The rating FastChat's ``run_judge_single`` reads from a judge reply:
+    the FIRST match of the double-bracket pattern, else the first match of
+    the single-bracket one, evaluated as a Python literal (an int or a
+    float, out of range kept as it is). ``(-1, reason)`` when there is no
+    match (FastChat's -1, which ``show_result`` drops); a match that is no
+    Python literal (``[[08]]``, on which FastChat's loop stops with an
+    exception) is also ``(-1, reason)``."""
+    import ast
+
+    patterns, _ = fastchat_rating_patterns()
+    match = None
+    for pattern in patterns:
+        match = pattern.search(text or "")
+        if match:
+            break
+    if not match:
+        return -1, NO_RATING
+    try:
+        value = ast.literal_eval(match.groups()[0])
+    except (ValueError, SyntaxError):
+        return -1, f"unreadable rating {match.group(0)!r} in judge reply"
+    return value, None

@@ -3,16 +3,29 @@
 Uses MT-Bench's own judge prompts (read from the installed data file):
 ``single-v1``; ``single-math-v1`` when a reference answer is given; and the
 ``-multi-turn`` variants when the request carries two turns (the second
-turn's answer is graded). The rating is parsed from ``[[rating]]`` (and
-lenient variants), or, with ``use_logprobs``, read as the expected value
-over the digit tokens at the rating's position.
+turn's answer is graded).
+
+Two modes (option ``judge_mode``):
+
+* ``reference`` (default): FastChat 0.2.36's ``run_judge_single``. The
+  system and user messages as FastChat sends them to an OpenAI judge,
+  temperature 0, 2048 new tokens, one request per judgment and no re-ask;
+  the rating is the first ``[[n]]`` (else the first ``[n]``) in the reply,
+  kept as it is when out of 1-10; a reply without one is FastChat's -1,
+  returned as a failed judgment (``details["rating"] == -1``, error
+  ``parse: no rating in judge reply``).
+* ``robust``: tapir's lenient parser (``Rating: 8``, ``8/10``, the last
+  ``[[n]]``, only 1-10), one re-ask with a nudge for an unparseable reply,
+  512 new tokens; ``use_logprobs`` / ``score_only`` / ``params`` are
+  available here only.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
+import tapir.options as opt
 from tapir.errors import TapirError
 from tapir.judging import (
     digit_distribution,
@@ -22,7 +35,7 @@ from tapir.judging import (
     run_with_retry,
     scores_from_logprobs,
 )
-from tapir.roles import Completion, JudgeRequest, Judgment, Message
+from tapir.roles import Completion, GenerationParams, GenerationRequest, JudgeRequest, Judgment, Message, OnResult
 
 from tapir_judges import mtbench_prompts as mp
 from tapir_judges.prompts import SINGLE_NUDGE, SINGLE_SCORE_ONLY
@@ -36,43 +49,53 @@ class _Rating:
     digit_mass: float | None = None  # set when the score was read from the first token's digits
 
 
-class MTBenchSingleJudge:
-    """Single-answer grading with MT-Bench's prompts.
+REFERENCE_PARAMS = {"max_new_tokens": 2048, "temperature": 0.0}  # run_judge_single's OpenAI call
 
-    Options: ``use_logprobs`` (ask for ``top_logprobs`` and read the rating
-    as an expected value; falls back to the text when the backend returns
-    none), ``score_only`` (append a request for the bare rating and cap
-    the reply length: the fast path for small models; with
-    ``use_logprobs`` a reply holding no number is read from its first
-    token's digit alternatives, see :meth:`_first_token_digits`), ``params``
-    (GenerationParams overrides), ``prompts_path`` (a judge_prompts.jsonl),
-    ``top_logprobs`` (default 20).
-    """
+
+class MTBenchSingleJudge:
+    """Single-answer grading with MT-Bench's prompts (see the module docstring)."""
 
     name = "mtbench-single"
     kind = "single"
     needs_student = False
 
-    def __init__(
-        self,
-        backend: Any,
-        *,
-        use_logprobs: bool = False,
-        score_only: bool = False,
-        params: dict[str, Any] | None = None,
-        prompts_path: str | None = None,
-        top_logprobs: int = 20,
-    ):
+    class Options(opt.Options):
+        judge_mode: Literal["reference", "robust"] = opt.option(
+            "reference", "'reference': FastChat's request, parser and -1 rule, no re-ask; "
+            "'robust': tapir's lenient parser with one nudge re-ask")
+        use_logprobs: bool = opt.option(
+            False, "robust mode: ask for top_logprobs and read the rating as an expected value "
+            "(falls back to the text when the backend returns none)")
+        score_only: bool = opt.option(
+            False, "robust mode: ask for the bare rating with a short reply (small judges); with "
+            "use_logprobs a reply without a number is read from its first token's digits")
+        params: dict[str, Any] | None = opt.option(None, "robust mode: GenerationParams overrides")
+        prompts_path: str | None = opt.option(None, "a judge_prompts.jsonl (default: the installed MT-Bench data)")
+        top_logprobs: int = opt.option(20, "robust mode with use_logprobs: alternatives per token", ge=1)
+
+    def __init__(self, backend: Any, options: "MTBenchSingleJudge.Options"):
         if backend is None:
             raise TapirError("judge 'mtbench-single' needs a judge model (set judge.model in the config)")
         self.backend = backend
-        self.use_logprobs = use_logprobs
-        self.score_only = score_only
-        self.prompts = mp.load_prompts(prompts_path)
-        defaults: dict[str, Any] = {"max_new_tokens": 16 if score_only else 512, "temperature": 0.0}
-        if use_logprobs:
-            defaults["top_logprobs"] = top_logprobs
-        self.params = judge_params(defaults, params)
+        self.options = options
+        self.judge_mode = options.judge_mode
+        self.reference = options.judge_mode == "reference"
+        if self.reference:
+            extra = [k for k in ("use_logprobs", "score_only", "params") if getattr(options, k)]
+            if extra:
+                raise TapirError(
+                    f"mtbench-single: {', '.join(extra)} change FastChat's request or parser; "
+                    "they need judge_mode=robust (judge_mode=reference reproduces FastChat)")
+        self.use_logprobs = options.use_logprobs
+        self.score_only = options.score_only
+        self.prompts = mp.load_prompts(options.prompts_path)
+        if self.reference:
+            self.params = GenerationParams(**REFERENCE_PARAMS)
+        else:
+            defaults: dict[str, Any] = {"max_new_tokens": 16 if self.score_only else 512, "temperature": 0.0}
+            if self.use_logprobs:
+                defaults["top_logprobs"] = options.top_logprobs
+            self.params = judge_params(defaults, options.params)
 
     # -- prompts ---------------------------------------------------------
 
@@ -115,7 +138,10 @@ class MTBenchSingleJudge:
             raise TapirError(f"MT-Bench prompt {name} needs the field {exc}; check the prompts file") from None
         if self.score_only:
             user += SINGLE_SCORE_ONLY
-        return name, [{"role": "system", "content": prompt["system_prompt"]}, {"role": "user", "content": user}]
+        # FastChat: conv.set_system_message(...) then to_openai_api_messages(),
+        # which leaves an empty system message out.
+        system = [{"role": "system", "content": prompt["system_prompt"]}] if prompt["system_prompt"] != "" else []
+        return name, [*system, {"role": "user", "content": user}]
 
     # -- parsing ---------------------------------------------------------
 
@@ -149,14 +175,19 @@ class MTBenchSingleJudge:
 
     # -- judging ---------------------------------------------------------
 
-    def judge(self, requests: Sequence[JudgeRequest]) -> list[Judgment]:
+    def judge(self, requests: Sequence[JudgeRequest], on_result: OnResult | None = None) -> list[Judgment]:
+        """Grade every request in one backend call. ``on_result(index,
+        completion)`` is called as each judge reply arrives (progress);
+        in robust mode only for the first round."""
+        if self.reference:
+            return self._judge_reference(requests, on_result)
         built = [self.messages(r) for r in requests]
         outcomes = run_with_retry(
-            self.backend, [m for _, m in built], self.params, self.parse, SINGLE_NUDGE, what="[[rating]]"
+            self.backend, [m for _, m in built], self.params, self.parse, SINGLE_NUDGE, what="[[rating]]",
         )
         out = []
         for request, (name, _), o in zip(requests, built, outcomes):
-            details: dict[str, Any] = {"prompt": name, "retried": o.retried}
+            details: dict[str, Any] = {"prompt": name, "retried": o.retried, "judge_mode": "robust"}
             if request.category in mp.REFERENCE_CATEGORIES and name in (mp.SINGLE, mp.SINGLE_MULTI):
                 details["missing_reference"] = True
             if o.value is not None:
@@ -171,4 +202,30 @@ class MTBenchSingleJudge:
                     details=details,
                 )
             )
+        return out
+
+    def _judge_reference(self, requests: Sequence[JudgeRequest], on_result: OnResult | None) -> list[Judgment]:
+        """FastChat's run_judge_single: one request each, no re-ask, its parser."""
+        built = [self.messages(r) for r in requests]
+        sent = [GenerationRequest(messages=list(m), params=self.params) for _, m in built]
+        if not sent:
+            completions = []
+        elif on_result is not None:
+            completions = self.backend.generate(sent, on_result=on_result)
+        else:
+            completions = self.backend.generate(sent)
+        out = []
+        for request, (name, _), completion in zip(requests, built, completions):
+            details: dict[str, Any] = {"prompt": name, "retried": False, "judge_mode": "reference"}
+            if request.category in mp.REFERENCE_CATEGORIES and name in (mp.SINGLE, mp.SINGLE_MULTI):
+                details["missing_reference"] = True
+            if completion.error is not None:
+                out.append(Judgment(error=f"backend: {completion.error}", details=details))
+                continue
+            rating, problem = mp.reference_rating(completion.text)
+            details["rating"] = rating
+            if problem is not None:
+                out.append(Judgment(raw=[completion.text], error=f"parse: {problem}", details=details))
+            else:
+                out.append(Judgment(score_a=float(rating), raw=[completion.text], details=details))
         return out
