@@ -16,6 +16,8 @@ the litellm backend (each answer waits ``--latency`` s):
 
 from __future__ import annotations
 
+import _support  # noqa: F401  (puts tests/support, the tapir_testing helpers, on sys.path)
+
 import argparse
 import os
 import time
@@ -23,7 +25,7 @@ import time
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from tapir.judging import parse_pair, parse_rating  # noqa: E402
-from tapir.openai_server import OpenAIServer  # noqa: E402
+from tapir_testing.openai_server import OpenAIServer  # noqa: E402
 from tapir.roles import GenerationRequest, JudgeRequest  # noqa: E402
 
 EXPLAINED = ("Assistant 1 is accurate and gives a worked example; Assistant 2 misses a case.\n"

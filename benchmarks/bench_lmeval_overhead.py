@@ -22,6 +22,8 @@ Target: ratio <= 1.05.
 
 from __future__ import annotations
 
+import _support  # noqa: F401  (puts tests/support, the tapir_testing helpers, on sys.path)
+
 import argparse
 import json
 import os
@@ -88,7 +90,7 @@ def measure(args: argparse.Namespace, work: Path) -> None:
 
     from tapir.bench import run_benchmark
     from tapir.store import open_store
-    from tapir.testing import build_tiny_model
+    from tapir_testing.models import build_tiny_model
 
     model = args.model or str(build_tiny_model(work / "tiny"))
     task = write_task(work, args.questions)

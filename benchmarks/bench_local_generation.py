@@ -23,6 +23,8 @@ default model is converted once into $TAPIR_CACHE_DIR on first use (~20 s).
 
 from __future__ import annotations
 
+import _support  # noqa: F401  (puts tests/support, the tapir_testing helpers, on sys.path)
+
 import argparse
 import os
 import statistics
@@ -99,7 +101,7 @@ def main(argv=None):
     if args.model:
         model_name = args.model
     elif args.tiny:
-        from tapir.testing import build_tiny_model
+        from tapir_testing.models import build_tiny_model
 
         model_name = str(build_tiny_model(os.path.join(tempfile.gettempdir(), "tapir-bench-tiny")))
     else:

@@ -15,6 +15,8 @@ the runner shows the re-run cost (zero server calls).
 
 from __future__ import annotations
 
+import _support  # noqa: F401  (puts tests/support, the tapir_testing helpers, on sys.path)
+
 import argparse
 import os
 import re
@@ -27,7 +29,7 @@ from pathlib import Path
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("TAPIR_QUIET", "1")
 
-from tapir.openai_server import OpenAIServer  # noqa: E402
+from tapir_testing.openai_server import OpenAIServer  # noqa: E402
 from tapir.store import open_store  # noqa: E402
 
 MODEL = "bench/student"

@@ -20,6 +20,8 @@ padding waste with packing < 10%.
 
 from __future__ import annotations
 
+import _support  # noqa: F401  (puts tests/support, the tapir_testing helpers, on sys.path)
+
 import argparse
 import os
 import random
@@ -53,7 +55,7 @@ def make_examples(n: int, seed: int = 0):
 
 def resolve_model(name: str, workdir: Path) -> str:
     if name == "tiny":
-        from tapir.testing import build_tiny_model
+        from tapir_testing.models import build_tiny_model
 
         return str(build_tiny_model(workdir / "bench-llama-256x4", hidden_size=256, layers=4))
     from tapir_trainers.hf_trainer import resolve_base_model

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
+
+# The test helpers (tapir_testing: the local OpenAI-compatible server, the tiny
+# model) live in tests/support, outside the runtime package.
+sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -20,7 +26,7 @@ from tapir.store import open_store  # noqa: E402
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
     """Path of a tiny random Llama folder (tokenizer trained locally)."""
-    from tapir.testing import build_tiny_model
+    from tapir_testing.models import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-llama")
 

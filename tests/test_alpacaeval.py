@@ -36,7 +36,7 @@ def _parts(messages) -> tuple[int, bool]:
 
 
 def _reply(messages, body):
-    from tapir.openai_server import token_distribution
+    from tapir_testing.openai_server import token_distribution
 
     i, ref_is_a = _parts(messages)
     if i == FAIL:
@@ -150,7 +150,7 @@ def test_lc_unavailable_is_a_row_not_a_crash(monkeypatch):
 @pytest.mark.filterwarnings("ignore")
 def test_alpacaeval_end_to_end(pm, store, tiny_model, monkeypatch, tmp_path):
     pytest.importorskip("alpaca_eval.metrics", reason="alpaca-eval==0.6.6 (the bench extra) is not installed")
-    from tapir.openai_server import OpenAIServer
+    from tapir_testing.openai_server import OpenAIServer
 
     model = f"hf:{tiny_model}"
     evaluator = registry().get("evaluators", "alpacaeval").create()

@@ -194,7 +194,7 @@ def test_cached_backend_second_run_makes_no_calls(backend, store):
 
 
 def test_model_ids_identify_weights(tiny_model, tmp_path):
-    from tapir.testing import build_tiny_model
+    from tapir_testing.models import build_tiny_model
 
     other = build_tiny_model(tmp_path / "other", seed=1)
     a, b = HFBackend(str(tiny_model)), HFBackend(str(other))

@@ -1,5 +1,5 @@
 """The litellm backend over real HTTP: litellm -> a local OpenAI-compatible
-server (tapir.openai_server) on 127.0.0.1. Offline; small latencies and
+server (tapir_testing.openai_server) on 127.0.0.1. Offline; small latencies and
 backoffs keep the file fast."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ pytest.importorskip("litellm")
 
 from tapir.cache import CachedBackend  # noqa: E402
 from tapir.errors import TapirError  # noqa: E402
-from tapir.openai_server import Faults, OpenAIServer, fault, token_distribution  # noqa: E402
+from tapir_testing.openai_server import Faults, OpenAIServer, fault, token_distribution  # noqa: E402
 from tapir.roles import GenerationParams, GenerationRequest  # noqa: E402
 from tapir_litellm.backend import LiteLLMBackend  # noqa: E402
 

@@ -129,7 +129,7 @@ def test_unknown_option_lists_the_known_ones():
 
 
 def test_mtbench_end_to_end_scores_failures_and_rerun(pm, store, tiny_model):
-    from tapir.openai_server import OpenAIServer
+    from tapir_testing.openai_server import OpenAIServer
 
     model = f"hf:{tiny_model}"
     evaluator = registry().get("evaluators", "mtbench").create()
@@ -200,7 +200,7 @@ def test_mtbench_end_to_end_scores_failures_and_rerun(pm, store, tiny_model):
 def test_mtbench_through_run_benchmark_twice(pm, store, tiny_model):
     """With tapir.bench (another engineer's), results land in benchmark_results once."""
     bench = pytest.importorskip("tapir.bench")
-    from tapir.openai_server import OpenAIServer
+    from tapir_testing.openai_server import OpenAIServer
 
     with OpenAIServer(reply=_reply) as srv:
         opts = _options(srv, categories="writing,humanities")
@@ -223,7 +223,7 @@ def test_mtbench_pairwise_with_inconsistent_verdicts(pm, store, tiny_model, tmp_
     gets the higher score in question 1 (position bias: inconsistent), the
     model wins question 2 in both orders, loses question 7, ties question 8;
     question 3 always fails to parse."""
-    from tapir.openai_server import OpenAIServer
+    from tapir_testing.openai_server import OpenAIServer
 
     data = tmp_path / "mt"
     shutil.copytree(DATA, data)

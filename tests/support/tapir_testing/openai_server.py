@@ -10,7 +10,7 @@ Scripting API
 
 .. code-block:: python
 
-    from tapir.openai_server import OpenAIServer, Faults, fault, token_distribution
+    from tapir_testing.openai_server import OpenAIServer, Faults, fault, token_distribution
 
     def reply(messages, body):
         # messages: the request's chat messages; body: the whole JSON request
@@ -462,6 +462,7 @@ def _serve_child(server: OpenAIServer, conn) -> None:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # TCP_NODELAY on every accepted connection
     owner: OpenAIServer
 
     def log_message(self, format, *args):  # silence the default stderr log
@@ -475,14 +476,19 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, payload: bytes, headers: dict[str, str] | None = None,
               content_type: str = "application/json") -> None:
+        """Status line, headers and body in ONE write (with TCP_NODELAY set):
+        the stdlib's two writes (headers, then body) with Nagle on stall each
+        answer ~40 ms on delayed ACKs, which is what a benchmark would time."""
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(payload)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
-        self.end_headers()
+        self._headers_buffer.append(b"\r\n")
+        data = b"".join(self._headers_buffer) + payload
+        self._headers_buffer = []
         try:
-            self.wfile.write(payload)
+            self.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):  # the client gave up (e.g. timed out)
             self.close_connection = True
 

@@ -1,0 +1,168 @@
+"""Near-duplicate filtering at the paper's sizes (tapir.dedup).
+
+The expansion stage of configs/paper.yaml filters about 59K new
+instructions against a pool of about 70K (the seed set and earlier rounds).
+This measures, for pools of 1K, 10K and 70K texts and 59/70 as many
+candidates:
+
+* the wall time of ``NearDuplicateFilter(method, 0.7, pool).accept_many(candidates)``
+  for ``minhash`` (verified, the default), ``minhash`` without verification and
+  the exact ``rouge`` index (pool construction included);
+* recall and precision of each minhash variant against exact ROUGE-L F1 >= 0.7,
+  on a sample of candidates checked against the fixed pool
+  (``duplicates()``): the truth is the exact ``rouge`` index, itself checked
+  against a brute-force scan of the whole pool on a smaller sample.
+
+The corpus is synthetic and seeded: instructions built from the shipped seed
+instructions' templates with their content words replaced by Zipf-distributed
+words, and a sixth of the candidates edited copies of pool texts (0-60 % of
+their words substituted, deleted, inserted or swapped), so that pairs fall on
+both sides of the threshold. Run::
+
+    .venv/bin/python benchmarks/bench_dedup.py            # 1K, 10K, 70K
+    .venv/bin/python benchmarks/bench_dedup.py --sizes 1000 --sample 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+from tapir.dedup import NearDuplicateFilter, rouge_l, tokenize
+
+ROOT = Path(__file__).resolve().parents[1]
+STOP = set("a an the of to in on for and or is are be with by as at from this that it your you i what how why "
+           "which who when where can do does me my write give explain list describe".split())
+
+
+def corpus(n_pool: int, n_candidates: int, seed: int = 0, dup_share: float = 1 / 6) -> tuple[list[str], list[str]]:
+    """(pool, candidates), seeded; see the module docstring."""
+    rng = random.Random(seed)
+    seeds = [json.loads(line)["instruction"] for line in (ROOT / "data" / "seed_instructions.jsonl").open()]
+    templates = [s.split() for s in seeds]
+    syllables = ["ka", "lo", "mi", "ren", "sa", "tu", "vo", "zel", "qui", "dra", "pen", "sho", "bar", "lin", "fo"]
+    vocab = sorted({"".join(rng.choice(syllables) for _ in range(rng.randint(2, 4))) for _ in range(30000)})
+    weights = [1.0 / (rank + 1) ** 1.05 for rank in range(len(vocab))]
+    cum = []
+    total = 0.0
+    for w in weights:
+        total += w
+        cum.append(total)
+
+    def word() -> str:
+        import bisect
+
+        return vocab[bisect.bisect_left(cum, rng.random() * total)]
+
+    def fresh() -> str:
+        out = []
+        for tok in rng.choice(templates):
+            out.append(tok if tok.lower().strip("?.,!") in STOP or rng.random() < 0.25 else word())
+        if rng.random() < 0.3:  # some longer ones, as real instructions have
+            out += [word() if rng.random() < 0.7 else rng.choice(list(STOP)) for _ in range(rng.randint(5, 25))]
+        return " ".join(out)
+
+    def edited(text: str) -> str:
+        toks = text.split()
+        rate = rng.uniform(0.0, 0.6)
+        out = []
+        for tok in toks:
+            r = rng.random()
+            if r < rate / 4:
+                continue  # delete
+            if r < rate / 2:
+                out.append(word())  # substitute
+            elif r < 3 * rate / 4:
+                out += [tok, word()]  # insert
+            else:
+                out.append(tok)
+        if len(out) > 2 and rng.random() < rate:
+            i = rng.randrange(len(out) - 1)
+            out[i], out[i + 1] = out[i + 1], out[i]
+        return " ".join(out) or text
+
+    pool = [fresh() for _ in range(n_pool)]
+    candidates = [edited(rng.choice(pool)) if rng.random() < dup_share else fresh() for _ in range(n_candidates)]
+    return pool, candidates
+
+
+def brute_force(pool_tokens: list[list[str]], text: str, threshold: float) -> bool:
+    toks = tokenize(text)
+    return any(rouge_l(toks, other) >= threshold for other in pool_tokens)
+
+
+def timed(method: str, pool: list[str], candidates: list[str], threshold: float, **kw) -> tuple[float, dict]:
+    started = time.perf_counter()
+    f = NearDuplicateFilter(method, threshold, pool, **kw)
+    kept = f.accept_many(candidates)
+    seconds = time.perf_counter() - started
+    return seconds, {"kept": sum(kept), **f.stats}
+
+
+def recall_precision(pred: list[bool], truth: list[bool]) -> tuple[float, float, int]:
+    tp = sum(p and t for p, t in zip(pred, truth))
+    fp = sum(p and not t for p, t in zip(pred, truth))
+    fn = sum(t and not p for p, t in zip(pred, truth))
+    recall = tp / (tp + fn) if tp + fn else float("nan")
+    precision = tp / (tp + fp) if tp + fp else float("nan")
+    return recall, precision, tp + fn
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="1000,10000,70000", help="pool sizes, comma-separated")
+    ap.add_argument("--threshold", type=float, default=0.7)
+    ap.add_argument("--sample", type=int, default=3000, help="candidates sampled for recall/precision")
+    ap.add_argument("--brute", type=int, default=40, help="of those, checked by a brute-force scan of the pool")
+    ap.add_argument("--no-exact-timing", action="store_true", help="skip timing the exact rouge index")
+    args = ap.parse_args(argv)
+    t = args.threshold
+    rows = []
+    for n_pool in [int(s) for s in args.sizes.split(",")]:
+        n_cand = round(n_pool * 59 / 70)
+        pool, candidates = corpus(n_pool, n_cand, seed=n_pool)
+        row = {"pool": n_pool, "candidates": n_cand}
+        row["minhash_s"], st = timed("minhash", pool, candidates, t)
+        row["minhash_kept"], row["minhash_pairs"] = st["kept"], st["candidates"]
+        row["minhash_nv_s"], st = timed("minhash", pool, candidates, t, verify=False)
+        row["minhash_nv_kept"] = st["kept"]
+        if not args.no_exact_timing:
+            row["rouge_s"], st = timed("rouge", pool, candidates, t)
+            row["rouge_kept"], row["rouge_pairs"] = st["kept"], st["candidates"]
+        # recall / precision on a sample, against the fixed pool
+        rng = random.Random(1)
+        sample = rng.sample(candidates, min(args.sample, len(candidates)))
+        truth = NearDuplicateFilter("rouge", t, pool).duplicates(sample)
+        pool_tokens = [tokenize(p) for p in pool]
+        brute = sample[: args.brute]
+        row["exact_checked"] = len(brute)
+        row["exact_agrees"] = sum(brute_force(pool_tokens, s, t) == d for s, d in zip(brute, truth))
+        for name, kw in (("minhash", {}), ("minhash_nv", {"verify": False})):
+            pred = NearDuplicateFilter("minhash", t, pool, **kw).duplicates(sample)
+            row[f"{name}_recall"], row[f"{name}_precision"], row["positives"] = recall_precision(pred, truth)
+        row["sample"] = len(sample)
+        rows.append(row)
+        print(json.dumps(row), file=sys.stderr, flush=True)
+    print(f"\nnear-duplicate filtering, ROUGE-L F1 >= {t}, {os.cpu_count()} CPUs "
+          f"(candidates = 59/70 of the pool; accept_many, pool construction included)\n")
+    head = (f"| {'pool':>6} | {'cands':>6} | {'minhash s':>9} | {'exact rouge s':>13} | {'minhash (no verify) s':>21} "
+            f"| {'kept mh / exact':>15} | {'recall':>6} | {'precision':>9} | {'recall nv':>9} | {'precision nv':>12} "
+            f"| {'sample (dups)':>13} | {'exact = brute force':>19} |")
+    print(head)
+    print("|" + "|".join("-" * (len(c) + 2) for c in head.strip("|").split("|")[:-0 or None]) + "|")
+    for r in rows:
+        print(f"| {r['pool']:>6} | {r['candidates']:>6} | {r['minhash_s']:>9.2f} | {r.get('rouge_s', float('nan')):>13.2f} "
+              f"| {r['minhash_nv_s']:>21.2f} | {r['minhash_kept']:>6} / {r.get('rouge_kept', 0):>6} "
+              f"| {r['minhash_recall']:>6.3f} | {r['minhash_precision']:>9.3f} | {r['minhash_nv_recall']:>9.3f} "
+              f"| {r['minhash_nv_precision']:>12.3f} | {r['sample']:>5} ({r['positives']:>4}) "
+              f"| {r['exact_agrees']:>8}/{r['exact_checked']:<10} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
