@@ -1,4 +1,8 @@
-"""Teacher, expansion and task-aware rewriting prompts over any backend."""
+"""Teacher, expansion and task-aware rewriting prompts over any backend.
+
+``tapir rewriter train`` (train an instruction-refinement model) lives in
+:mod:`tapir_teachers.cli`.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,8 @@ from tapir import hookimpl
 def register_teachers(register):
     register(
         "default",
-        "tapir_teachers.teacher:PromptTeacher",
-        description="answers instructions and writes new ones of a task type (expansion)",
+        "tapir_teachers.teacher:Teacher",
+        description="answers instructions and writes new ones of a task type (expansion, Table 7 prompt)",
     )
 
 
@@ -19,5 +23,13 @@ def register_rewriters(register):
     register(
         "task-aware",
         "tapir_teachers.rewriter:TaskAwareRewriter",
-        description="step by step for math/reasoning, explained code for coding, better answers elsewhere",
+        description="refines the instruction, the teacher answers it task-aware (step by step for math/reasoning, "
+        "explained code for coding); or polishes the teacher's answer",
     )
+
+
+@hookimpl
+def register_commands(cli):
+    from tapir_teachers.cli import register
+
+    register(cli)

@@ -3,70 +3,93 @@
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from typing import Literal, Sequence
 
+from tapir import options as opt
+from tapir.errors import TapirError
 from tapir.roles import Completion, GenerationParams, GenerationRequest, Item
 
-from tapir_teachers.prompts import CREATE_INSTRUCTION
+from tapir_teachers.prompts import TABLE7_BANNED, expansion_messages
 
-_PREFIX = re.compile(r"^\s*(?:new\s+)?(?:instruction|task|question)\s*[:\-]\s*", re.I)
+_PREFIX = re.compile(
+    r"^\s*(?:#\s*created\s+instruction\s*#|(?:new|created)?\s*(?:instruction|task|question))\s*[:\-]\s*", re.I)
 _NUMBERING = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s+")
+_ANSWER_LINE = re.compile(r"^\s*(answer|response|output|solution)\s*:", re.I)
+_GIVEN_MARKER = re.compile(r"#\s*given\s+instruction\s*#", re.I)
 
 
-def _params(max_new_tokens: int, temperature: float, top_p: float = 1.0) -> GenerationParams:
-    return GenerationParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
+class Teacher:
+    """A prompt over a backend. ``answer`` replies to items;
+    ``create_instructions`` writes one new instruction per (task type,
+    examples) group, with the paper's Table 7 prompt by default."""
 
+    class Options(opt.Options):
+        system_prompt: str | None = opt.option(None, "system prompt for answers (none: the user turn only)")
+        expansion_prompt: Literal["table7", "tapir-examples"] = opt.option(
+            "table7", "expansion prompt: 'table7' (the paper's Table 7, one given instruction) or "
+            "'tapir-examples' (tapir's earlier prompt listing several examples)")
+        min_words: int = opt.option(3, "a created instruction with fewer words is malformed", ge=1)
+        max_chars: int = opt.option(1000, "a created instruction with more characters is malformed", ge=1)
 
-class PromptTeacher:
-    """A prompt over a backend. ``answer`` replies to items; ``create_instructions``
-    writes new instructions like a set of seed examples (the TAPIR creator)."""
-
-    def __init__(self, backend, system_prompt: str | None = None, max_new_tokens: int = 512,
-                 temperature: float = 0.0, top_p: float = 1.0, create_temperature: float = 0.7,
-                 create_max_new_tokens: int = 96, **_ignored):
+    def __init__(self, backend, options: "Teacher.Options"):
         if backend is None:
-            from tapir.errors import TapirError
-
             raise TapirError("the teacher needs a model: set teacher.model in the config")
         self.backend = backend
-        self.system_prompt = system_prompt
-        self.params = _params(max_new_tokens, temperature, top_p)
-        self.create_params = _params(create_max_new_tokens, create_temperature, 0.95)
+        self.options = options
 
     def messages(self, item: Item) -> list[dict]:
-        msgs = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        system = self.options.system_prompt
+        msgs = [{"role": "system", "content": system}] if system else []
         return msgs + [{"role": "user", "content": item.prompt}]
 
-    def answer(self, items: Sequence[Item], on_result=None) -> list[Completion]:
-        requests = [GenerationRequest(self.messages(it), self.params) for it in items]
+    def answer(self, items: Sequence[Item], params: GenerationParams, on_result=None) -> list[Completion]:
+        requests = [GenerationRequest(self.messages(it), params) for it in items]
         return self.backend.generate(requests, on_result=on_result)
 
+    def expansion_messages(self, task_type: str, examples: Sequence[Item]) -> list[dict]:
+        return expansion_messages(self.options.expansion_prompt, task_type, [ex.prompt for ex in examples])
+
     def create_instructions(self, groups: Sequence[tuple[str, Sequence[Item]]], samples: Sequence[int],
-                            on_result=None) -> list[Completion]:
+                            params: GenerationParams, on_result=None) -> list[Completion]:
         """One new instruction per (task type, example items) group; ``samples``
-        gives each group's sample index, so asking again yields new text."""
-        requests = []
-        for (task_type, examples), sample in zip(groups, samples):
-            listing = "\n".join(f"{i}. {ex.prompt}" for i, ex in enumerate(examples, 1))
-            prompt = CREATE_INSTRUCTION.format(task_type=task_type, examples=listing)
-            requests.append(GenerationRequest([{"role": "user", "content": prompt}], self.create_params, sample))
+        gives each group's sample index, so asking again yields new text (with
+        ``params.temperature`` > 0). Table 7 shows the first example only."""
+        if len(groups) != len(samples):
+            raise ValueError(f"{len(groups)} groups but {len(samples)} sample indexes")
+        requests = [
+            GenerationRequest(self.expansion_messages(task_type, examples), params, sample)
+            for (task_type, examples), sample in zip(groups, samples)
+        ]
         return self.backend.generate(requests, on_result=on_result)
+
+    def clean_instruction(self, text: str) -> str | None:
+        """The instruction in a creator reply, or None when it is malformed."""
+        return clean_instruction(text, self.options.min_words, self.options.max_chars)
 
 
 def clean_instruction(text: str, min_words: int = 3, max_chars: int = 1000) -> str | None:
-    """The instruction in a creator reply, or None when it is malformed."""
+    """The instruction in a creator reply, or None when it is malformed:
+    empty, too short or long, or containing a phrase Table 7 bans.
+
+    A leading label ("#Created Instruction#:", "Instruction:", numbering) is
+    dropped; the reply stops at an answer line ("Answer: ...") or at a new
+    "#Given Instruction#" block."""
+    text = _GIVEN_MARKER.split(text or "", maxsplit=1)[0]
     lines = [ln for ln in text.strip().splitlines() if ln.strip()]
     if not lines:
         return None
     first = _NUMBERING.sub("", _PREFIX.sub("", lines[0])).strip().strip('"').strip()
     # Keep following lines that belong to the instruction (an input block),
     # stop at anything that looks like an answer.
-    body = [first]
+    body = [first] if first else []
     for line in lines[1:]:
-        if re.match(r"^\s*(answer|response|output|solution)\s*:", line, re.I):
+        if _ANSWER_LINE.match(line):
             break
         body.append(line.rstrip())
     result = "\n".join(body).strip()
     if len(result.split()) < min_words or len(result) > max_chars:
+        return None
+    lowered = result.lower()
+    if any(phrase.lower() in lowered for phrase in TABLE7_BANNED):
         return None
     return result
