@@ -79,14 +79,46 @@ def test_registered_lazily():
 
 
 def test_unknown_option_and_bad_weights(tiny_model, tmp_path):
-    with pytest.raises(TapirError, match="unknown hf trainer option"):
-        _trainer(learning_rate=1e-3)
-    with pytest.raises(TapirError, match="weighting must be"):
-        _trainer(weighting="both").train(str(tiny_model), _examples(2), str(tmp_path))
+    from tapir.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown option 'learning_rat'.*Did you mean 'learning_rate'"):
+        _trainer(learning_rat=1e-3)
+    with pytest.raises(ConfigError, match="weighting must be"):
+        _trainer(weighting="both")
     with pytest.raises(TapirError, match="weight 0"):
         _trainer().train(str(tiny_model), _examples(2, weight=0.0), str(tmp_path))
     with pytest.raises(TapirError, match=">= 0"):
         _trainer().train(str(tiny_model), _examples(2, weight=-1.0), str(tmp_path))
+
+
+def test_familiar_names_and_aliases():
+    """transformers' TrainingArguments names; the short names are aliases; both together is an error."""
+    from tapir.errors import ConfigError
+    from tapir_trainers.hf_trainer import HFTrainer
+
+    t = _trainer(learning_rate=1e-4, num_train_epochs=2, per_device_train_batch_size=4,
+                 gradient_accumulation_steps=3, warmup_ratio=0.1, weight_decay=0.01, lr_scheduler_type="linear",
+                 max_grad_norm=0.5, seed=7, logging_steps=2, gradient_checkpointing=True, bf16=False)
+    o = t.options
+    assert (o.lr, o.num_train_epochs, o.batch_arithmetic(1), o.max_grad_norm) == (1e-4, 2, (4, 3), 0.5)
+    old = _trainer(lr=3e-4, epochs=1, batch_size=16, micro_batch_size=4).options
+    assert (old.learning_rate, old.num_train_epochs, old.total_batch_size) == (3e-4, 1, 16)
+    assert old.batch_arithmetic(1) == (4, 4) and old.batch_arithmetic(2) == (4, 2)
+    with pytest.raises(ConfigError, match="'lr' is an alias of 'learning_rate'"):
+        _trainer(lr=1e-3, learning_rate=1e-3)
+    with pytest.raises(ConfigError, match="not both"):
+        _trainer(batch_size=32, gradient_accumulation_steps=2)
+    with pytest.raises(ConfigError, match="bf16 and fp16"):
+        _trainer(bf16=True, fp16=True)
+    # per-call overrides may use either name and replace the configured value
+    merged = old.merged({"learning_rate": 1e-5, "gradient_accumulation_steps": 2})
+    assert merged.lr == 1e-5 and merged.batch_arithmetic(1) == (4, 2)
+    with pytest.raises(ValueError, match="alias"):
+        old.merged({"lr": 1e-5, "learning_rate": 1e-5})
+    lora = HFTrainer(HFTrainer.Options(lora={"r": 4})).options.lora
+    assert (lora.r, lora.alpha, lora.target_modules) == (4, 32, "all-linear")
+    with pytest.raises(ConfigError, match="lora.rank"):
+        _trainer(lora={"rank": 4})
 
 
 # ---- labels -----------------------------------------------------------------------------
@@ -197,15 +229,21 @@ def test_zero_weight_example_adds_no_gradient(model, tokenizer, tmp_path):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
-def test_weight_scale_does_not_change_training(tiny_model, tmp_path):
-    """Weights are normalised to mean 1: w and 2w train identically."""
+def test_weights_are_used_as_given_unless_normalize_weights(tiny_model, tmp_path):
+    """Default: weights reach the loss as given (Eq. 4: alpha_r, 1 - alpha_r), so 2w doubles the
+    loss; normalize_weights=True rescales them to mean 1, so w and 2w train identically."""
     a = _trainer(**FAST).train(str(tiny_model), _examples(8, 1.0), str(tmp_path / "a"))
     b = _trainer(**FAST).train(str(tiny_model), _examples(8, 2.0), str(tmp_path / "b"))
-    assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+    assert b["loss_history"][0][1] == pytest.approx(2 * a["loss_history"][0][1], rel=1e-5)
+    assert b["weight_sum"] == 16.0 and b["normalize_weights"] is False
+    an = _trainer(**FAST, normalize_weights=True).train(str(tiny_model), _examples(8, 0.3), str(tmp_path / "an"))
+    bn = _trainer(**FAST, normalize_weights=True).train(str(tiny_model), _examples(8, 2.0), str(tmp_path / "bn"))
+    assert an["train_loss"] == pytest.approx(bn["train_loss"], rel=1e-5)
+    assert an["train_loss"] == pytest.approx(a["train_loss"], rel=1e-5)
     skewed = _examples(8)
     for i, ex in enumerate(skewed):
         ex.weight = 5.0 if i < 2 else 0.1
-    c = _trainer(**FAST).train(str(tiny_model), skewed, str(tmp_path / "c"))
+    c = _trainer(**FAST, normalize_weights=True).train(str(tiny_model), skewed, str(tmp_path / "c"))
     assert abs(c["train_loss"] - a["train_loss"]) > 1e-4
 
 
@@ -267,9 +305,10 @@ def test_lora_saves_merged_model_and_adapter(tiny_model, tmp_path):
 def test_lora_default_lr():
     from tapir_trainers.hf_trainer import HFTrainer
 
-    assert HFTrainer()._options({})["lr"] == 2e-5
-    assert HFTrainer(lora=True)._options({})["lr"] == 2e-4
-    assert HFTrainer(lora=True)._options({})["lora"]["target_modules"] == "all-linear"
+    assert HFTrainer().options.lr == 2e-5
+    assert HFTrainer(HFTrainer.Options(lora=True)).options.lr == 2e-4
+    assert HFTrainer(HFTrainer.Options(lora=True)).options.lora.target_modules == "all-linear"
+    assert HFTrainer(HFTrainer.Options(lora=False)).options.lora is None
 
 
 # ---- resume ------------------------------------------------------------------------------------------
@@ -302,6 +341,35 @@ def test_resume_after_interruption_matches_uninterrupted(tiny_model, tmp_path, e
 
     fresh = _trainer(**opts).train(str(tiny_model), _examples(8), str(tmp_path / "noresume"), resume=False)
     assert fresh["resumed_from"] is None
+
+
+def test_never_resumes_another_jobs_checkpoint(tiny_model, tmp_path):
+    """Measured in issue 12: a second training on other data resumed checkpoint-4 and ran 2 of 6
+    steps. A folder's checkpoints are resumed only when its fingerprint (base model, examples,
+    options) matches; otherwise the folder starts fresh."""
+    opts = dict(batch_size=2, micro_batch_size=2, epochs=1, lr=1e-3, seed=0, save_steps=2)
+    out = tmp_path / "round"
+    first = _trainer(**opts).train(str(tiny_model), _examples(8), str(out))
+    assert first["steps"] == 4 and (out / "checkpoint-4").is_dir()
+    fp = json.loads((out / "tapir-train.json").read_text())
+    assert fp["n_examples"] == 8 and fp["trainer"] == "hf"
+
+    other = [TrainExample(e.prompt, e.response + " Indeed.", 1.0) for e in _examples(12)]
+    second = _trainer(**opts).train(str(tiny_model), other, str(out))
+    assert second["resumed_from"] is None and second["steps"] == 6  # all of its own steps
+    assert json.loads((out / "tapir-train.json").read_text())["fingerprint"] != fp["fingerprint"]
+    assert not (out / "checkpoint-4").exists() and (out / "checkpoint-6").is_dir()
+
+    # other options that change what is learned: fresh too; options that don't (logging): same job
+    third = _trainer(**{**opts, "lr": 5e-4}).train(str(tiny_model), other, str(out))
+    assert third["resumed_from"] is None and third["steps"] == 6
+    again = _trainer(**{**opts, "lr": 5e-4, "logging_steps": 3}).train(str(tiny_model), other, str(out))
+    assert again["resumed_from"] == str(out / "checkpoint-6")
+
+    # a checkpoint without a fingerprint (written by something else) is never resumed
+    (out / "tapir-train.json").unlink()
+    fourth = _trainer(**{**opts, "lr": 5e-4}).train(str(tiny_model), other, str(out))
+    assert fourth["resumed_from"] is None and fourth["steps"] == 6
 
 
 # ---- packing -------------------------------------------------------------------------------------------------

@@ -1,11 +1,11 @@
-"""Per-sample weights: validation, normalisation, and a weighted sampler.
+"""Per-sample weights: validation, optional normalisation, and a weighted sampler.
 
 Two ways a sample's weight reaches training (``weighting`` option):
 
 ``"loss"``
-    every token loss of the sample is multiplied by its weight; weights are
-    normalised so that their mean over the training set is 1, so the scale of
-    the weights never changes the effective learning rate.
+    every token loss of the sample is multiplied by its weight, exactly as
+    given (Eq. 4's alpha_r and 1 - alpha_r); only with ``normalize_weights``
+    are the weights first rescaled to mean 1 over the training set.
 ``"sampling"``
     each epoch draws ``n`` samples with replacement, with probability
     proportional to the weight; every drawn sample has loss weight 1.
@@ -21,8 +21,8 @@ from tapir.errors import TapirError
 WEIGHTINGS = ("loss", "sampling")
 
 
-def normalise_weights(weights: Sequence[float]) -> list[float]:
-    """Weights scaled so that their mean is 1. Raises on negative, NaN or all-zero weights."""
+def validate_weights(weights: Sequence[float]) -> list[float]:
+    """The weights as floats. Raises on negative, NaN or all-zero weights."""
     values = [float(w) for w in weights]
     for i, w in enumerate(values):
         if not math.isfinite(w) or w < 0:
@@ -33,7 +33,13 @@ def normalise_weights(weights: Sequence[float]) -> list[float]:
     total = sum(values)
     if total <= 0:
         raise TapirError("every training example has weight 0: nothing to learn from (check the round's alpha)")
-    mean = total / len(values)
+    return values
+
+
+def normalise_weights(weights: Sequence[float]) -> list[float]:
+    """Weights scaled so that their mean is 1 (the ``normalize_weights`` option)."""
+    values = validate_weights(weights)
+    mean = sum(values) / len(values)
     return [w / mean for w in values]
 
 
