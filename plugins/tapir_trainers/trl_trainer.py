@@ -1,0 +1,188 @@
+"""The ``trl`` trainer: TRL's ``SFTTrainer`` with tapir's example weighting
+and response-only loss (``pip install 'tapir[trl]'``).
+
+What TRL does: the training loop and config (``SFTConfig``), dataset
+preparation of a tokenised dataset, its padding collator, and its loss — the
+fused LM head (per-token log-probabilities computed in chunks without
+materialising the logits), normalised by the learned tokens of the whole
+accumulated batch on all ranks — plus its metrics (entropy, token accuracy).
+
+What tapir adds, so that both trainers learn exactly the same thing:
+
+* the examples are tokenised by tapir (:func:`tapir_trainers.collate.encode_examples`):
+  the same prompt tokens generation sees, labels ``-100`` on the prompt, the
+  response cut after the end-of-turn token. TRL's own prompt-completion
+  tokenisation would also learn the template's trailing newline;
+* each example's weight multiplies its tokens' log-probabilities before TRL
+  sums them (a forward hook on the model), so the loss of a step is
+  ``sum(weight x token cross-entropy) / learned tokens`` as in the ``hf`` trainer.
+
+Packing and weighted sampling are ``hf`` trainer features only.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from tapir.errors import TapirError
+
+from .hf_trainer import (claim_output_dir, finish, job_metrics, load_model_for_training, prepare_examples,
+                         resolve_base_model, training_arguments, _resolve, _same_job_before_init)
+from .options import TrainOptions
+
+
+class TRLTrainer:
+    """Fine-tunes a causal LM with ``trl.SFTTrainer``; the same ``train`` call and metrics as ``hf``."""
+
+    name = "trl"
+
+    class Options(TrainOptions):
+        pass
+
+    def __init__(self, options: "TRLTrainer.Options | None" = None):
+        self.options = options if options is not None else self.Options()
+
+    def train(self, base_model: str, examples: Sequence[Any], output_dir: str, *, progress=None,
+              callbacks: Sequence[Any] = (), **overrides: Any) -> dict[str, Any]:
+        """As :meth:`tapir_trainers.hf_trainer.HFTrainer.train`."""
+        opts = _resolve(self.options, overrides)
+        if not examples:
+            raise TapirError("no training examples given")
+        if opts.launcher != "none":
+            from .launch import launch
+
+            return launch(self, base_model, examples, output_dir, opts)
+        return self._train_here(base_model, examples, output_dir, opts, progress, callbacks)
+
+    def _train_here(self, base_model, examples, output_dir, opts, progress, callbacks) -> dict[str, Any]:
+        import os
+
+        from transformers import set_seed
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+        from trl import SFTConfig
+
+        from .trainer_core import MetricsCallback, ProgressCallbackFn, TqdmCallback
+
+        out = Path(output_dir)
+        model_path = resolve_base_model(base_model)
+        set_seed(int(opts.seed))
+        tokenizer, encoded, dropped, weights = prepare_examples(model_path, examples, opts)
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        micro, grad_accum = opts.batch_arithmetic(world_size)
+        group_by_length = True if opts.group_by_length is None else opts.group_by_length
+        same_job = _same_job_before_init(self.name, out, model_path, examples, opts)
+        kwargs = training_arguments(opts, out, micro, grad_accum, world_size, group_by_length)
+        kwargs.update(
+            gradient_checkpointing=bool(opts.gradient_checkpointing),  # SFTConfig defaults it to True
+            max_length=int(opts.max_length),
+            packing=False,
+            shuffle_dataset=False,  # the Trainer's sampler shuffles, as in the hf trainer
+            dataset_num_proc=None,
+        )
+        import warnings
+
+        with warnings.catch_warnings():  # gradient_checkpointing: its deprecation warning, not ours
+            warnings.simplefilter("ignore", FutureWarning)
+            args = SFTConfig(**kwargs)
+        resumed_from = claim_output_dir(self.name, out, model_path, examples, opts, args, same_job)
+        model = load_model_for_training(model_path, opts)
+
+        metrics_cb = MetricsCallback()
+        all_callbacks: list[Any] = [metrics_cb, *callbacks]
+        all_callbacks.append(ProgressCallbackFn(progress) if progress is not None else TqdmCallback())
+        trainer = build_sft_trainer(model, args, tokenizer, encoded, weights, all_callbacks)
+        for noisy in (PrinterCallback, ProgressCallback):
+            trainer.remove_callback(noisy)
+
+        start = time.perf_counter()
+        result = trainer.train(resume_from_checkpoint=resumed_from)
+        seconds = time.perf_counter() - start
+        real, total = trainer.token_counts()
+        finish(trainer, tokenizer, out, opts)
+        return {
+            **job_metrics(trainer, result, metrics_cb, opts, encoded, dropped, examples, real, total, seconds,
+                          resumed_from, micro, grad_accum, out),
+            "packing": False,
+            "weighting": "loss",
+            "trainer": "trl",
+        }
+
+
+def build_sft_trainer(model, args, tokenizer, encoded, weights, callbacks=()):
+    """An ``SFTTrainer`` over tapir-tokenised rows with per-example loss weights."""
+    import datasets
+
+    cls = weighted_sft_trainer_class()
+    data = datasets.Dataset.from_dict({
+        "input_ids": [r.input_ids for r in encoded],
+        "labels": [r.labels for r in encoded],
+        "weight": [float(w) for w in weights],
+    })
+    return cls(model=model, args=args, train_dataset=data, processing_class=tokenizer, callbacks=list(callbacks))
+
+
+_CLASS = None
+
+
+def weighted_sft_trainer_class():
+    """``SFTTrainer`` subclass (built on first use: it imports trl and torch)."""
+    global _CLASS
+    if _CLASS is not None:
+        return _CLASS
+    import torch
+    from trl import SFTTrainer
+
+    class WeightedSFTTrainer(SFTTrainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            base = self.data_collator
+
+            def collate(features):
+                weights = [float(f.pop("weight")) for f in features]
+                batch = base(features)
+                width = batch["labels"].shape[1]
+                batch["token_weights"] = torch.tensor(weights, dtype=torch.float32)[:, None].expand(-1, width)
+                mask = batch.get("attention_mask")
+                batch["real_tokens"] = mask.sum() if mask is not None else torch.tensor(batch["input_ids"].numel())
+                return batch
+
+            self.data_collator = collate
+            self._token_weights = None
+            self._real = torch.zeros((), dtype=torch.long)
+            self._all = 0
+            self.model.register_forward_hook(self._weigh_log_probs)
+
+        def _weigh_log_probs(self, module, inputs, output):
+            # TRL sums -log_probs (B, T-1, aligned with labels[:, 1:]); weigh them per example.
+            w = self._token_weights
+            if w is not None and getattr(output, "log_probs", None) is not None:
+                output.log_probs = output.log_probs * w[:, 1:].to(output.log_probs.device, output.log_probs.dtype)
+            return output
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            inputs = dict(inputs)
+            self._token_weights = inputs.pop("token_weights", None)
+            real = inputs.pop("real_tokens", None)
+            if model.training:
+                if real is not None:
+                    self._real = self._real + real.detach().to("cpu")
+                self._all += int(inputs["input_ids"].numel())
+            try:
+                return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                            num_items_in_batch=num_items_in_batch)
+            finally:
+                self._token_weights = None
+
+        def token_counts(self) -> tuple[int, int]:
+            counts = torch.tensor([float(self._real), float(self._all)], device=self.args.device)
+            if self.accelerator.num_processes > 1:
+                counts = self.accelerator.reduce(counts, reduction="sum")
+            return int(counts[0].item()), int(counts[1].item())
+
+        def _save_checkpoint(self, model, trial):  # no TRL model card in every checkpoint
+            return super(SFTTrainer, self)._save_checkpoint(model, trial)
+
+    _CLASS = WeightedSFTTrainer
+    return _CLASS
