@@ -56,6 +56,14 @@ def _options(srv, **extra):
     }
 
 
+def _mtbench(**options):
+    return registry().get("evaluators", "mtbench").create(options=options)
+
+
+def _run(model, store, run_id, **options):
+    return _mtbench(**options).run(model, store, run_id=run_id)
+
+
 def _rows(rows):
     return {(r["task"], r["metric"]): r for r in rows}
 
@@ -120,9 +128,9 @@ def test_temperatures_are_fastchats():
 
 def test_unknown_option_lists_the_known_ones():
     with pytest.raises(TapirError, match="unknown option.*judge_model"):
-        registry().get("evaluators", "mtbench").create(options={"judge_modle": "x"})
+        _mtbench(judge_modle="x")
     with pytest.raises(TapirError, match="baseline_model"):
-        registry().get("evaluators", "mtbench").create(options={"mode": "pairwise"})
+        _mtbench(mode="pairwise")
 
 
 # -- end to end ---------------------------------------------------------------
@@ -132,10 +140,11 @@ def test_mtbench_end_to_end_scores_failures_and_rerun(pm, store, tiny_model):
     from tapir_testing.openai_server import OpenAIServer
 
     model = f"hf:{tiny_model}"
-    evaluator = registry().get("evaluators", "mtbench").create()
-    assert evaluator.name == "mtbench"
+    assert _mtbench().name == "mtbench"
+    # tapir's lenient judging (robust) and chat-template answers through the backend
+    robust = {"judge_mode": "robust", "conv_template": "chat_template"}
     with OpenAIServer(reply=_reply) as srv:
-        rows = _rows(evaluator.run(model, store, run_id="r1", **_options(srv)))
+        rows = _rows(_run(model, store, "r1", **_options(srv, **robust)))
         # 16 judgments, plus one re-ask of the answer that gave no rating
         assert srv.requests == 17
 
@@ -190,7 +199,7 @@ def test_mtbench_end_to_end_scores_failures_and_rerun(pm, store, tiny_model):
 
         # A re-run asks nothing and writes no new rows.
         counts = {t: _count(store, t) for t in ("items", "responses", "judgments", "llm_calls")}
-        again = _rows(evaluator.run(model, store, run_id="r1", **_options(srv)))
+        again = _rows(_run(model, store, "r1", **_options(srv, **robust)))
         assert srv.requests == 17
         assert {t: _count(store, t) for t in counts} == counts
         assert again[("overall", "score")]["value"] == pytest.approx(94 / 15)
@@ -203,7 +212,7 @@ def test_mtbench_through_run_benchmark_twice(pm, store, tiny_model):
     from tapir_testing.openai_server import OpenAIServer
 
     with OpenAIServer(reply=_reply) as srv:
-        opts = _options(srv, categories="writing,humanities")
+        opts = _options(srv, categories="writing,humanities", judge_mode="robust")
         bench.run_benchmark(store, "mtbench", f"hf:{tiny_model}", opts)
         first = srv.requests
         n = _count(store, "benchmark_results")
@@ -247,8 +256,7 @@ def test_mtbench_pairwise_with_inconsistent_verdicts(pm, store, tiny_model, tmp_
 
     with OpenAIServer(reply=reply) as srv:
         opts = _options(srv, data_dir=str(data), mode="pairwise", baseline_model="base")
-        evaluator = registry().get("evaluators", "mtbench").create()
-        rows = _rows(evaluator.run(f"hf:{tiny_model}", store, run_id="p1", **opts))
+        rows = _rows(_run(f"hf:{tiny_model}", store, "p1", **opts))
         overall = rows[("pairwise/overall", "win_rate_adjusted")]
         # 16 question-turns, q3's two failed -> 14: wins q2 x2, losses q7 x2,
         # inconsistent q1 x2, ties q4,q5,q6,q8 x2 = 8
@@ -263,7 +271,7 @@ def test_mtbench_pairwise_with_inconsistent_verdicts(pm, store, tiny_model, tmp_
         positions = {r[0] for r in store.execute("select position from judgments")}
         assert positions == {"ab", "ba"}
         requests = srv.requests
-        evaluator.run(f"hf:{tiny_model}", store, run_id="p1", **opts)
+        _run(f"hf:{tiny_model}", store, "p1", **opts)
         assert srv.requests == requests
 
 
@@ -293,15 +301,14 @@ def test_generation_failure_is_counted_and_retried_on_rerun(pm, store, register_
             register("scripted", lambda name, **kw: student if name == "student" else judge)
 
     register_plugin(Plugin(), "scripted-backends")
-    opts = {"data_dir": str(DATA), "judge_model": "scripted:judge", "max_new_tokens": 8}
-    evaluator = registry().get("evaluators", "mtbench").create()
-    rows = _rows(evaluator.run("scripted:student", store, run_id="g1", **opts))
+    opts = {"data_dir": str(DATA), "judge_model": "scripted:judge", "max_new_tokens": 8, "judge_mode": "robust"}
+    rows = _rows(_run("scripted:student", store, "g1", **opts))
     assert rows[("generation", "failures")]["value"] == 2 and rows[("generation", "failures")]["n"] == 16
     assert rows[("judge", "failures")]["value"] == 1 and rows[("judge", "failures")]["n"] == 14
     assert rows[("category/math", "score")]["value"] == 5.0 and rows[("category/math", "score")]["n"] == 1
     assert rows[("overall", "score")]["n"] == 13
     assert len(student.requests) == 15 and len(judge.requests) == 15  # 14 + one re-ask
 
-    rows = _rows(evaluator.run("scripted:student", store, run_id="g1", **opts))
+    rows = _rows(_run("scripted:student", store, "g1", **opts))
     assert len(student.requests) == 16 and len(judge.requests) == 15
     assert rows[("generation", "failures")]["value"] == 2

@@ -78,6 +78,7 @@ class MTBenchData:
     standard: bool  # the 80 questions of the installed/FastChat set
     reference_model: str
     meta: dict = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)  # the files read (question.jsonl, the reference answers)
 
     def by_item_id(self) -> dict[str, Question]:
         return {q.item_id: q for q in self.questions}
@@ -204,4 +205,5 @@ def load_mtbench(data_dir: str | Path | None = None, *, reference_model: str = "
     return MTBenchData(
         questions, source, bool(standard), reference_model,
         meta={"categories": dict(counts), "missing_references": missing},
+        files=[path / "question.jsonl", *([ref_path] if ref_path.is_file() else [])],
     )

@@ -1,106 +1,407 @@
 """The ``mtbench`` evaluator: answers, judgments and scores for one model.
 
-Single mode (default): the model answers both turns of every question
-(FastChat's per-category temperatures, turn two after its own turn-one
-answer); a judge (default ``mtbench-single``) grades each turn 1-10, with
-the reference answer for math, reasoning and coding. Pairwise mode
-(``mode=pairwise``): the model's answers against ``baseline_model``'s, both
-presentation orders, with inconsistent verdicts recorded.
+Single mode (default): the model answers both turns of every question the
+way FastChat 0.2.36's ``gen_model_answer`` does (see
+:mod:`tapir_mtbench.answers`); a judge grades each turn 1-10, with the
+reference answer for math, reasoning and coding. ``judge_mode=reference``
+(the default) is FastChat's ``gen_judgment`` single mode and
+``show_result``: the ``mtbench-single`` judge with FastChat's request and
+parser, no re-ask, a reply without a rating scored -1 and left out of the
+means (and counted in ``meta.failures``). ``judge_mode=robust`` is tapir's
+lenient parser with one nudge re-ask; its judgments are stored under their
+own judge key and never mixed with reference ones.
+
+Pairwise mode (``mode=pairwise``): the model's answers against
+``baseline_model``'s with tapir's pairwise judge in both orders (not
+FastChat's pairwise prompts, so only ``judge_mode=robust``).
 
 Everything lands in the store under the run id (items ``mtbench-<id>``,
-responses with role ``answer`` and round = turn, judgments with round =
-turn), and what is there already is reused, so a re-run makes no LLM call.
+responses with role ``mtbench-answer`` and round = turn, judgments with
+round = turn), and what is there already is reused, so a re-run makes no
+LLM call; failed answers and judgments are tried again on a re-run.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import dataclass
+from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import field_validator, model_validator
+
+import tapir.options as opt
 from tapir.errors import TapirError
 from tapir.models import load_cached
 from tapir.plugins import registry
+from tapir.progress import bar
 from tapir.roles import Judgment, JudgeRequest
 
 from tapir.store import records
-from tapir_mtbench.answers import ROLE, AnswerSettings, generate_answers
+from tapir_mtbench.answers import ROLE, AnswerSettings, check_conv_template, generate_answers, template_name
 from tapir_mtbench.data import CATEGORIES, REFERENCE_CATEGORIES, MTBenchData, Question, load_mtbench
-from tapir_mtbench.options import as_bool, as_dict, as_int, as_list, check_known
 from tapir_mtbench.scoring import combine_orders, pairwise_rows, single_rows, verdict
 
-OPTIONS = {
-    "data_dir": "folder in FastChat's layout (question.jsonl, reference_answer/); default: an installed copy",
-    "reference_model": "reference answer file name under reference_answer/ (default gpt-4)",
-    "categories": "only these categories (comma-separated)",
-    "mode": "single (default) or pairwise",
-    "judge": "judge plugin (default mtbench-single; pairwise mode: pairwise)",
-    "judge_model": "model id of the judge (default openai/gpt-4)",
-    "judge_options": "backend options of the judge model, e.g. {\"api_base\": ...}",
-    "judge_args": "options of the judge plugin itself, e.g. {\"use_logprobs\": true}",
-    "baseline_model": "pairwise mode: the model compared against",
-    "baseline_options": "pairwise mode: backend options of the baseline model",
-    "max_new_tokens": "answer length limit (default 1024, as FastChat)",
-    "seed": "sampling seed for the categories with temperature > 0 (default 0)",
-    "system_prompt": "system message for the answering model (default none)",
-    "model_options": "backend options of the answering model, e.g. {\"batch_size\": 8}",
-    "temperatures": "per-category temperature overrides, e.g. {\"writing\": 0.0}",
-    "retry_failed": "judge again the answers whose judgment failed (default false)",
-}
-
 DEFAULT_JUDGE_MODEL = "openai/gpt-4"
+SINGLE_JUDGE = "mtbench-single"
 
 
-@dataclass
-class Settings:
-    data_dir: str | None = None
-    reference_model: str = "gpt-4"
-    categories: list[str] | None = None
-    mode: str = "single"
-    judge: str | None = None
-    judge_model: str = DEFAULT_JUDGE_MODEL
-    judge_options: dict[str, Any] | None = None
-    judge_args: dict[str, Any] | None = None
-    baseline_model: str | None = None
-    baseline_options: dict[str, Any] | None = None
-    retry_failed: bool = False
-    answers: AnswerSettings | None = None
+def _names(value: Any) -> Any:
+    """A list option given as a list, a comma-separated string or one value."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (list, tuple)):
+        return [str(v).strip() for v in value]
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return [str(v) for v in json.loads(text)]
+            except json.JSONDecodeError:
+                pass
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return [str(value)]
 
-    @classmethod
-    def parse(cls, options: dict[str, Any]) -> "Settings":
-        check_known("mtbench", options, OPTIONS)
-        o = dict(options)
-        mode = str(o.get("mode", "single"))
-        if mode not in ("single", "pairwise"):
-            raise TapirError(f"mtbench: mode must be single or pairwise, not {mode!r}")
-        categories = as_list("categories", o.get("categories"))
-        for c in categories or []:
-            if c not in CATEGORIES:
-                raise TapirError(f"mtbench: unknown category {c!r} (known: {', '.join(CATEGORIES)})")
-        if mode == "pairwise" and not o.get("baseline_model"):
-            raise TapirError("mtbench: mode=pairwise needs -o baseline_model=MODEL (the model compared against)")
-        temperatures = {k: float(v) for k, v in as_dict("temperatures", o.get("temperatures")).items()}
-        return cls(
-            data_dir=o.get("data_dir"),
-            reference_model=str(o.get("reference_model", "gpt-4")),
-            categories=categories,
-            mode=mode,
-            judge=o.get("judge") or ("pairwise" if mode == "pairwise" else "mtbench-single"),
-            judge_model=str(o.get("judge_model") or DEFAULT_JUDGE_MODEL),
-            judge_options=as_dict("judge_options", o.get("judge_options")),
-            judge_args=as_dict("judge_args", o.get("judge_args")),
-            baseline_model=o.get("baseline_model"),
-            baseline_options=as_dict("baseline_options", o.get("baseline_options")),
-            retry_failed=as_bool("retry_failed", o.get("retry_failed", False)),
-            answers=AnswerSettings(
-                max_new_tokens=as_int("max_new_tokens", o.get("max_new_tokens", 1024)),
-                seed=as_int("seed", o.get("seed", 0)),
-                system_prompt=o.get("system_prompt") or None,
-                model_options=as_dict("model_options", o.get("model_options")),
-                temperatures=temperatures,
-            ),
-        )
+
+def _mapping(value: Any) -> Any:
+    """A dict option given as a dict or a JSON object string."""
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value  # pydantic reports it
+    return value
+
+
+class MTBench:
+    """MT-Bench evaluator (see the module docstring and
+    docs/benchmarks-mtbench-alpacaeval.md for the options)."""
+
+    name = "mtbench"
+
+    class Options(opt.Options):
+        data_dir: str | None = opt.option(
+            None, "folder in FastChat's layout (question.jsonl, reference_answer/); default: an installed copy")
+        reference_model: str = opt.option("gpt-4", "reference answer file name under reference_answer/")
+        categories: list[str] | None = opt.option(None, "only these categories (comma-separated); a subset")
+        question_ids: list[str] | None = opt.option(None, "only these question ids (comma-separated); a subset")
+        limit: int | None = opt.option(None, "only the first N questions (after the filters above); a subset",
+                                       ge=1)
+        mode: Literal["single", "pairwise"] = opt.option("single", "single-answer grading or pairwise")
+        judge_mode: Literal["reference", "robust"] | None = opt.option(
+            None, "'reference' (single mode's default): FastChat's judging and -1 rule; 'robust': tapir's "
+            "lenient parser and one re-ask (pairwise mode's only mode)")
+        judge: str | None = opt.option(None, "judge plugin (default mtbench-single; pairwise mode: pairwise)")
+        judge_model: str = opt.option(DEFAULT_JUDGE_MODEL, "model id of the judge")
+        judge_options: dict[str, Any] = opt.option({}, "backend options of the judge model, e.g. {api_base: ...}")
+        judge_args: dict[str, Any] = opt.option({}, "options of the judge plugin itself, e.g. {prompts_path: ...}")
+        baseline_model: str | None = opt.option(None, "pairwise mode: the model compared against")
+        baseline_options: dict[str, Any] = opt.option({}, "pairwise mode: backend options of the baseline model")
+        max_new_tokens: int = opt.option(1024, "answer length limit (FastChat's max_new_token)", ge=1)
+        seed: int = opt.option(0, "torch seed before each question (FastChat: the choice index, 0)")
+        conv_template: str = opt.option(
+            "auto", "prompt format: 'auto' (FastChat's template for the model name), a FastChat template "
+            "name, or 'chat_template' (plain chat messages: the tokenizer's template; not FastChat's)")
+        system_prompt: str | None = opt.option(None, "replace the template's system message (not FastChat's)")
+        model_options: dict[str, Any] = opt.option({}, "backend options of the answering model, e.g. {batch_size: 8}")
+        temperatures: dict[str, float] = opt.option({}, "per-category temperature overrides, e.g. {writing: 0.0} (not FastChat's)")
+        retry_failed: bool = opt.option(True, "judge again, on a re-run, the answers whose judgment failed")
+
+        _lists = field_validator("categories", "question_ids", mode="before")(_names)
+        _dicts = field_validator("judge_options", "judge_args", "baseline_options", "model_options",
+                                 "temperatures", mode="before")(_mapping)
+
+        @field_validator("categories")
+        @classmethod
+        def _known_categories(cls, value):
+            for c in value or []:
+                if c not in CATEGORIES:
+                    raise ValueError(f"unknown category {c!r} (known: {', '.join(CATEGORIES)})")
+            return value
+
+        @model_validator(mode="after")
+        def _consistent(self):
+            if self.mode == "pairwise" and not self.baseline_model:
+                raise ValueError("mode=pairwise needs baseline_model=MODEL (the model compared against)")
+            judge = self.judge or ("pairwise" if self.mode == "pairwise" else SINGLE_JUDGE)
+            if self.judge_mode == "reference" and (self.mode != "single" or judge != SINGLE_JUDGE):
+                raise ValueError("judge_mode=reference is FastChat's single-answer grading: it needs mode=single "
+                                 f"and judge {SINGLE_JUDGE}; use judge_mode=robust")
+            mode_arg = (self.judge_args or {}).get("judge_mode")
+            if mode_arg is not None and self.judge_mode is not None and mode_arg != self.judge_mode:
+                raise ValueError("judge_args.judge_mode and judge_mode disagree; set judge_mode only")
+            return self
+
+        # -- derived ------------------------------------------------------
+
+        @property
+        def judge_name(self) -> str:
+            return self.judge or ("pairwise" if self.mode == "pairwise" else SINGLE_JUDGE)
+
+        @property
+        def resolved_judge_mode(self) -> str:
+            if self.judge_mode is not None:
+                return self.judge_mode
+            given = (self.judge_args or {}).get("judge_mode")
+            if given in ("reference", "robust"):
+                return given
+            return "reference" if self.mode == "single" and self.judge_name == SINGLE_JUDGE else "robust"
+
+        @property
+        def judge_key(self) -> str:
+            """The judge column of the stored judgments: plugin and mode, so
+            reference and robust verdicts are never read for each other."""
+            return f"{self.judge_name}/{self.resolved_judge_mode}"
+
+        @property
+        def subset(self) -> str | None:
+            parts = []
+            if self.categories:
+                parts.append("categories=" + ",".join(self.categories))
+            if self.question_ids:
+                parts.append("question_ids=" + ",".join(self.question_ids))
+            if self.limit:
+                parts.append(f"limit={self.limit}")
+            return " ".join(parts) or None
+
+        def answer_settings(self, model_options: dict[str, Any] | None = None) -> AnswerSettings:
+            return AnswerSettings(
+                max_new_tokens=self.max_new_tokens, seed=self.seed, conv_template=self.conv_template,
+                system_prompt=self.system_prompt,
+                model_options=self.model_options if model_options is None else model_options,
+                temperatures={k: float(v) for k, v in (self.temperatures or {}).items()},
+            )
+
+    def __init__(self, options: "MTBench.Options | None" = None):
+        self.options = options if options is not None else self.Options()
+
+    # -- checks before anything is written ------------------------------------
+
+    def preflight(self, model: str) -> list[str]:
+        """Problems found without generating anything: data, prompts, template, model ids."""
+        o = self.options
+        problems = []
+        try:
+            self._questions(self._data())
+        except TapirError as exc:
+            problems.append(str(exc))
+        try:
+            check_conv_template(o.conv_template)
+        except TapirError as exc:
+            problems.append(str(exc))
+        if o.judge_name == SINGLE_JUDGE:
+            from tapir_judges.mtbench_prompts import find_prompts_file
+
+            try:
+                find_prompts_file(self._judge_args().get("prompts_path"))
+            except TapirError as exc:
+                problems.append(str(exc))
+        try:
+            from tapir.bench import model_problems
+        except ImportError:  # pragma: no cover - an older core
+            return problems
+        problems += model_problems(model, o.model_options, what="model")
+        problems += model_problems(o.judge_model, o.judge_options, what="judge model")
+        if o.mode == "pairwise" and o.baseline_model:
+            given = _baseline_file(o.data_dir, o.baseline_model)
+            if given is None:
+                problems += model_problems(o.baseline_model, o.baseline_options, what="baseline model")
+        return problems
+
+    def _data(self) -> MTBenchData:
+        return load_mtbench(self.options.data_dir, reference_model=self.options.reference_model)
+
+    def _questions(self, data: MTBenchData) -> list[Question]:
+        o = self.options
+        questions = [q for q in data.questions if not o.categories or q.category in o.categories]
+        if o.question_ids:
+            known = {str(q.question_id) for q in data.questions}
+            unknown = [i for i in o.question_ids if i not in known]
+            if unknown:
+                raise TapirError(f"mtbench: unknown question id(s) {', '.join(unknown)} in {data.source}")
+            wanted = set(o.question_ids)
+            questions = [q for q in questions if str(q.question_id) in wanted]
+        if o.limit:
+            questions = questions[: o.limit]
+        if not questions:
+            raise TapirError(f"mtbench: no questions left after the filters ({o.subset})")
+        return questions
+
+    def _judge_args(self) -> dict[str, Any]:
+        args = dict(self.options.judge_args or {})
+        if self.options.judge_name == SINGLE_JUDGE:
+            args["judge_mode"] = self.options.resolved_judge_mode
+            prompts = _prompts_beside(self.options.data_dir)
+            if prompts is not None:
+                args.setdefault("prompts_path", str(prompts))
+        return args
+
+    # -- the run --------------------------------------------------------------
+
+    def run(self, model: str, store, *, run_id: str, force: bool = False) -> list[dict[str, Any]]:
+        o = self.options
+        check_conv_template(o.conv_template)
+        data = self._data()
+        questions = self._questions(data)
+        self._force = force
+        records.save_items(store, run_id, _items(data))
+        settings = o.answer_settings()
+        settings.refresh = force
+        answers, gen_info = generate_answers(model, store, run_id, questions, settings)
+        judge_mode = o.resolved_judge_mode
+        meta = {
+            "judge": o.judge_model,
+            "judge_mode": judge_mode,
+            "data_version": _data_version(data, self._prompts_file()),
+            "subset": o.subset,
+            "source": data.source,
+            "questions": len(questions),
+            "mode": o.mode,
+            "judge_plugin": o.judge_name,
+            "reference_model": data.reference_model,
+            "temperatures": gen_info["temperatures"],
+            "max_new_tokens": o.max_new_tokens,
+            "conv_template": template_name(model, o.answer_settings()),
+        }
+        gen_failures = _generation_failures(questions, answers, gen_info)
+        if o.mode == "pairwise":
+            baseline, base_info = self._baseline_answers(data, store, run_id, questions)
+            meta["baseline_model"] = o.baseline_model
+            base_failures = _generation_failures(questions, baseline, base_info, who="baseline answer")
+            rows = self._pairwise(store, run_id, questions, answers, baseline, meta,
+                                  [*gen_failures, *base_failures])
+            missing_base = 2 * len(questions) - len(_present(baseline, questions))
+            rows.append({"task": "pairwise/generation", "metric": "baseline_failures", "value": float(missing_base),
+                         "stderr": None, "n": 2 * len(questions),
+                         "meta": {**_common(meta, base_failures), "errors": base_info.get("errors", [])[:20]}})
+            prefix = "pairwise/"
+        else:
+            rows = self._single(store, run_id, questions, answers, meta, gen_failures)
+            prefix = ""
+        missing = 2 * len(questions) - len(_present(answers, questions))
+        rows.append({"task": f"{prefix}generation", "metric": "failures", "value": float(missing), "stderr": None,
+                     "n": 2 * len(questions),
+                     "meta": {**_common(meta, gen_failures), "errors": gen_info["errors"][:20]}})
+        return rows
+
+    # -- judges -----------------------------------------------------------------
+
+    def _prompts_file(self) -> Path | None:
+        if self.options.judge_name != SINGLE_JUDGE:
+            return None
+        from tapir_judges.mtbench_prompts import find_prompts_file
+
+        return find_prompts_file(self._judge_args().get("prompts_path"))
+
+    def _judge(self, store, run_id: str):
+        o = self.options
+        extra = {"refresh": True} if getattr(self, "_force", False) else {}
+        backend = load_cached(o.judge_model, store, run_id, options=o.judge_options or None, **extra)
+        return registry().get("judges", o.judge_name).create(backend, options=self._judge_args())
+
+    def _single(self, store, run_id: str, questions: list[Question], answers: dict, meta: dict,
+                gen_failures: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        o = self.options
+        stored = records.load_judgments(store, run_id, o.judge_key)
+        todo: list[tuple[Question, int, JudgeRequest]] = []
+        for q in questions:
+            for turn in (1, 2):
+                if (q.item_id, turn) not in answers:
+                    continue
+                have = stored.get((q.item_id, "single", turn))
+                if have is not None and (have.ok or not o.retry_failed):
+                    continue
+                todo.append((q, turn, _single_request(q, turn, answers)))
+        if todo:
+            judge = self._judge(store, run_id)
+            with bar(f"mtbench judging ({o.judge_model}, {o.resolved_judge_mode})", total=len(todo)) as progress:
+                judgments = _judge_with_progress(judge, [r for _, _, r in todo], progress)
+            _check_count(judgments, todo)
+            records.save_judgments(
+                store, run_id, o.judge_key, o.judge_model, getattr(judge, "kind", "single"),
+                [records.JudgmentRow(q.item_id, "single", turn, j, answers[(q.item_id, turn)][0])
+                 for (q, turn, _), j in zip(todo, judgments)],
+            )
+            stored = records.load_judgments(store, run_id, o.judge_key)
+        graded = []
+        failures = list(gen_failures)
+        for q in questions:
+            for turn in (1, 2):
+                j = stored.get((q.item_id, "single", turn))
+                if j is None:
+                    continue
+                ok = j.ok and j.score_a is not None
+                graded.append((q.category, turn, j.score_a if ok else None))
+                if not ok:
+                    failures.append((f"{q.item_id} turn {turn}", _reason(j.error)))
+        return single_rows(graded, CATEGORIES, _common(meta, failures))
+
+    def _baseline_answers(self, data: MTBenchData, store, run_id: str, questions: list[Question]):
+        """The baseline's answers: FastChat's ``model_answer/<name>.jsonl``
+        beside the questions when there is one, else generated."""
+        o = self.options
+        name = o.baseline_model
+        path = _baseline_file(o.data_dir, name)
+        if path is not None:
+            from tapir_mtbench.data import load_references
+
+            given = load_references(path)
+            rows = [(q.item_id, t, given[str(q.question_id)][t - 1], None)
+                    for q in questions if str(q.question_id) in given for t in (1, 2)]
+            records.save_responses(store, run_id, ROLE, name, rows)
+            return records.load_responses(store, run_id, ROLE, name), {"source": str(path), "errors": []}
+        settings = o.answer_settings(model_options=o.baseline_options)
+        settings.refresh = getattr(self, "_force", False)
+        return generate_answers(name, store, run_id, questions, settings)
+
+    def _pairwise(self, store, run_id: str, questions: list[Question], answers: dict, baseline: dict,
+                  meta: dict, gen_failures: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        o = self.options
+        stored = records.load_judgments(store, run_id, o.judge_key)
+        todo = []
+        for q in questions:
+            for turn in (1, 2):
+                key = (q.item_id, turn)
+                if key not in answers or key not in baseline:
+                    continue
+                have = [stored.get((q.item_id, pos, turn)) for pos in ("ab", "ba")]
+                both = stored.get((q.item_id, "both", turn))
+                done = all(h is not None for h in have) or both is not None
+                failed = any(h is not None and not h.ok for h in have) or (both is not None and not both.ok)
+                if done and not (failed and o.retry_failed):
+                    continue
+                todo.append((q, turn, _pair_request(q, turn, answers, baseline)))
+        if todo:
+            judge = self._judge(store, run_id)
+            with bar(f"mtbench pairwise judging ({o.judge_model})", total=len(todo)) as progress:
+                judgments = _judge_with_progress(judge, [r for _, _, r in todo], progress)
+            _check_count(judgments, todo)
+            rows = []
+            for (q, turn, _), j in zip(todo, judgments):
+                ids = (answers[(q.item_id, turn)][0], baseline[(q.item_id, turn)][0])
+                rows += [records.JudgmentRow(q.item_id, pos, turn, pj, *ids) for pos, pj in _split_orders(j)]
+            records.save_judgments(store, run_id, o.judge_key, o.judge_model, getattr(judge, "kind", "pairwise"),
+                                   rows)
+            stored = records.load_judgments(store, run_id, o.judge_key)
+        outcomes = []
+        failures = list(gen_failures)
+        for q in questions:
+            for turn in (1, 2):
+                if (q.item_id, turn) not in answers or (q.item_id, turn) not in baseline:
+                    continue
+                outcome = _outcome(stored, q.item_id, turn)
+                outcomes.append((q.category, turn, outcome))
+                if outcome == "error":
+                    errors = [j.error for pos in ("ab", "ba", "both")
+                              if (j := stored.get((q.item_id, pos, turn))) is not None and j.error]
+                    failures.append((f"{q.item_id} turn {turn}", _reason(errors[0] if errors else None)))
+        return pairwise_rows(outcomes, "pairwise", _common(meta, failures))
+
+
+# -- helpers ---------------------------------------------------------------------
 
 
 def _reference(q: Question, turn: int) -> str | None:
@@ -121,144 +422,67 @@ def _items(data: MTBenchData) -> list[dict[str, Any]]:
     ]
 
 
-class MTBench:
-    """MT-Bench evaluator (see the module docstring and
-    docs/benchmarks-mtbench-alpacaeval.md for the options)."""
+def _judge_with_progress(judge, requests: list[JudgeRequest], progress) -> list[Judgment]:
+    """``judge.judge(requests)``, ticking the bar per reply when the judge
+    reports replies (mtbench-single), else once at the end."""
+    from tapir_judges.single import MTBenchSingleJudge
 
-    name = "mtbench"
+    if isinstance(judge, MTBenchSingleJudge):
+        return judge.judge(requests, on_result=lambda i, c: progress.update())
+    judgments = judge.judge(requests)
+    progress.update(len(requests))
+    return judgments
 
-    def __init__(self, **options: Any):
-        self.options = options
-        Settings.parse(options)  # fail early on a bad option
 
-    # -- the run --------------------------------------------------------------
+def _reason(error: str | None) -> str:
+    """The failure reason of a stored judgment error (its kind prefix dropped)."""
+    if not error:
+        return "not judged"
+    for prefix in ("parse: ", "backend: "):
+        if error.startswith(prefix):
+            error = error[len(prefix):]
+    return error.splitlines()[0][:200] if error else "not judged"
 
-    def run(self, model: str, store, *, run_id: str, **options: Any) -> list[dict[str, Any]]:
-        settings = Settings.parse({**self.options, **options})
-        data = load_mtbench(settings.data_dir, reference_model=settings.reference_model)
-        questions = [q for q in data.questions if not settings.categories or q.category in settings.categories]
-        if not questions:
-            raise TapirError(f"mtbench: no questions left after the category filter {settings.categories}")
-        records.save_items(store, run_id, _items(data))
-        answers, gen_info = generate_answers(model, store, run_id, questions, settings.answers)
-        meta = {
-            "source": data.source,
-            "questions": len(questions),
-            "mode": settings.mode,
-            "judge": settings.judge,
-            "judge_model": settings.judge_model,
-            "reference_model": data.reference_model,
-            "temperatures": gen_info["temperatures"],
-            "max_new_tokens": settings.answers.max_new_tokens,
-        }
-        if settings.mode == "pairwise":
-            baseline, base_info = self._baseline_answers(settings, data, store, run_id, questions)
-            meta["baseline_model"] = settings.baseline_model
-            rows = self._pairwise(settings, store, run_id, questions, answers, baseline, meta)
-            missing_base = 2 * len(questions) - len(_present(baseline, questions))
-            rows.append({"task": "pairwise/generation", "metric": "baseline_failures", "value": float(missing_base),
-                         "stderr": None, "n": 2 * len(questions), "meta": {"errors": base_info.get("errors", [])[:20]}})
-            prefix = "pairwise/"
-        else:
-            rows = self._single(settings, store, run_id, questions, answers, meta)
-            prefix = ""
-        missing = 2 * len(questions) - len(_present(answers, questions))
-        rows.append({"task": f"{prefix}generation", "metric": "failures", "value": float(missing), "stderr": None,
-                     "n": 2 * len(questions), "meta": {"errors": gen_info["errors"][:20]}})
-        return rows
 
-    # -- judges -----------------------------------------------------------------
+def _generation_failures(questions: list[Question], answers: dict, info: dict,
+                         who: str = "answer") -> list[tuple[str, str]]:
+    """(where, reason) for every question-turn without an answer."""
+    errors = {}
+    for text in info.get("errors", []):
+        where, _, reason = text.partition(": ")
+        errors[where] = reason
+    out = []
+    for q in questions:
+        for turn in (1, 2):
+            if (q.item_id, turn) in answers:
+                continue
+            where = f"{q.item_id} turn {turn}"
+            reason = errors.get(where) or ("turn one has no answer" if turn == 2 else "no answer")
+            out.append((where, f"{who} failed: {reason.splitlines()[0][:200]}"))
+    return out
 
-    def _judge(self, settings: Settings, store, run_id: str):
-        backend = load_cached(settings.judge_model, store, run_id, options=settings.judge_options or None)
-        args = dict(settings.judge_args or {})
-        prompts = _prompts_beside(settings.data_dir)
-        if settings.judge == "mtbench-single" and prompts is not None:
-            args.setdefault("prompts_path", str(prompts))
-        return registry().get("judges", settings.judge).create(backend, options=args)
 
-    def _single(self, settings: Settings, store, run_id: str, questions: list[Question],
-                answers: dict, meta: dict) -> list[dict[str, Any]]:
-        stored = records.load_judgments(store, run_id, settings.judge)
-        todo: list[tuple[Question, int, JudgeRequest]] = []
-        for q in questions:
-            for turn in (1, 2):
-                if (q.item_id, turn) not in answers:
-                    continue
-                have = stored.get((q.item_id, "single", turn))
-                if have is not None and (have.ok or not settings.retry_failed):
-                    continue
-                todo.append((q, turn, _single_request(q, turn, answers)))
-        if todo:
-            judge = self._judge(settings, store, run_id)
-            judgments = judge.judge([r for _, _, r in todo])
-            _check_count(judgments, todo)
-            records.save_judgments(
-                store, run_id, settings.judge, settings.judge_model, getattr(judge, "kind", "single"),
-                [records.JudgmentRow(q.item_id, "single", turn, j, answers[(q.item_id, turn)][0])
-                 for (q, turn, _), j in zip(todo, judgments)],
-            )
-            stored = records.load_judgments(store, run_id, settings.judge)
-        graded = []
-        for q in questions:
-            for turn in (1, 2):
-                j = stored.get((q.item_id, "single", turn))
-                if j is not None:
-                    graded.append((q.category, turn, j.score_a if j.ok and j.score_a is not None else None))
-        return single_rows(graded, CATEGORIES, meta)
+def _common(meta: dict, failures: list[tuple[str, str]]) -> dict[str, Any]:
+    """The row meta of the benchmark-row contract, with the failures."""
+    reasons = Counter(reason for _, reason in failures)
+    example = f"{failures[0][0]}: {failures[0][1]}" if failures else None
+    return {**meta, "failures": len(failures), "failure_reasons": dict(reasons), "failure_example": example}
 
-    def _baseline_answers(self, settings: Settings, data: MTBenchData, store, run_id: str,
-                          questions: list[Question]):
-        """The baseline's answers: FastChat's ``model_answer/<name>.jsonl``
-        beside the questions when there is one, else generated."""
-        name = settings.baseline_model
-        folder = Path(settings.data_dir).expanduser() if settings.data_dir else None
-        path = folder / "model_answer" / f"{Path(name).name}.jsonl" if folder else None
-        if path is not None and path.is_file():
-            from tapir_mtbench.data import load_references
 
-            given = load_references(path)
-            rows = [(q.item_id, t, given[str(q.question_id)][t - 1], None)
-                    for q in questions if str(q.question_id) in given for t in (1, 2)]
-            records.save_responses(store, run_id, ROLE, name, rows)
-            return records.load_responses(store, run_id, ROLE, name), {"source": str(path)}
-        base_settings = AnswerSettings(**{**settings.answers.__dict__, "model_options": settings.baseline_options})
-        return generate_answers(name, store, run_id, questions, base_settings)
+def _data_version(data: MTBenchData, prompts: Path | None) -> str:
+    """A hash of what the numbers depend on: the question file, the
+    reference answers and the judge prompts."""
+    digest = hashlib.sha256()
+    for path in data.files + ([prompts] if prompts is not None else []):
+        digest.update(Path(path).name.encode() + b"\0" + Path(path).read_bytes())
+    return "sha256:" + digest.hexdigest()[:16]
 
-    def _pairwise(self, settings: Settings, store, run_id: str, questions: list[Question], answers: dict,
-                  baseline: dict, meta: dict) -> list[dict[str, Any]]:
-        stored = records.load_judgments(store, run_id, settings.judge)
-        todo = []
-        for q in questions:
-            for turn in (1, 2):
-                key = (q.item_id, turn)
-                if key not in answers or key not in baseline:
-                    continue
-                have = [stored.get((q.item_id, pos, turn)) for pos in ("ab", "ba")]
-                both = stored.get((q.item_id, "both", turn))
-                done = all(h is not None for h in have) or both is not None
-                failed = any(h is not None and not h.ok for h in have) or (both is not None and not both.ok)
-                if done and not (failed and settings.retry_failed):
-                    continue
-                todo.append((q, turn, _pair_request(q, turn, answers, baseline)))
-        if todo:
-            judge = self._judge(settings, store, run_id)
-            judgments = judge.judge([r for _, _, r in todo])
-            _check_count(judgments, todo)
-            rows = []
-            for (q, turn, _), j in zip(todo, judgments):
-                ids = (answers[(q.item_id, turn)][0], baseline[(q.item_id, turn)][0])
-                rows += [records.JudgmentRow(q.item_id, pos, turn, pj, *ids) for pos, pj in _split_orders(j)]
-            records.save_judgments(store, run_id, settings.judge, settings.judge_model,
-                                   getattr(judge, "kind", "pairwise"), rows)
-            stored = records.load_judgments(store, run_id, settings.judge)
-        outcomes = []
-        for q in questions:
-            for turn in (1, 2):
-                if (q.item_id, turn) not in answers or (q.item_id, turn) not in baseline:
-                    continue
-                outcomes.append((q.category, turn, _outcome(stored, q.item_id, turn)))
-        return pairwise_rows(outcomes, "pairwise", meta)
+
+def _baseline_file(data_dir: str | None, name: str | None) -> Path | None:
+    if not data_dir or not name:
+        return None
+    path = Path(data_dir).expanduser() / "model_answer" / f"{Path(name).name}.jsonl"
+    return path if path.is_file() else None
 
 
 def _prompts_beside(data_dir: str | None) -> Path | None:

@@ -56,13 +56,13 @@ def single_rows(graded: Iterable[tuple[str, int, float | None]], categories: Seq
     meta = meta or {}
     rows = [row("overall", "score", overall, meta)]
     for turn in sorted(by_turn):
-        rows.append(row(f"turn{turn}", "score", by_turn[turn]))
+        rows.append(row(f"turn{turn}", "score", by_turn[turn], meta))
     for category in categories:
         if category in by_cat:
             per_turn = {f"turn{t}": mean_stderr(by_cat_turn[(category, t)])[0] for t in (1, 2)}
-            rows.append(row(f"category/{category}", "score", by_cat[category], {"per_turn": per_turn}))
+            rows.append(row(f"category/{category}", "score", by_cat[category], {**meta, "per_turn": per_turn}))
     rows.append({"task": "judge", "metric": "failures", "value": float(failures), "stderr": None, "n": attempted,
-                 "meta": {"excluded": failures}})
+                 "meta": {**meta, "excluded": failures}})
     return rows
 
 
@@ -111,12 +111,14 @@ def pairwise_rows(outcomes: Iterable[tuple[str, int, str]], prefix: str = "pairw
         results = groups[key]
         counts = {o: results.count(o) for o in ("win", "loss", "tie", "inconsistent")}
         task = f"{prefix}/{key}"
-        first_meta = meta if key == "overall" else {}
-        rows.append(row(task, "win_rate_adjusted", [_VALUE[o] for o in results], {**(first_meta or {}), **counts}))
-        rows.append(row(task, "win_rate", [1.0 if o == "win" else 0.0 for o in results], {"primary": False}))
-        rows.append(row(task, "loss_rate", [1.0 if o == "loss" else 0.0 for o in results], {"primary": False}))
+        meta = meta or {}
+        rows.append(row(task, "win_rate_adjusted", [_VALUE[o] for o in results], {**meta, **counts}))
+        rows.append(row(task, "win_rate", [1.0 if o == "win" else 0.0 for o in results], {**meta, "primary": False}))
+        rows.append(row(task, "loss_rate", [1.0 if o == "loss" else 0.0 for o in results],
+                        {**meta, "primary": False}))
+    meta = meta or {}
     rows.append({"task": f"{prefix}/judge", "metric": "inconsistent", "value": float(inconsistent), "stderr": None,
-                 "n": attempted - failures, "meta": {"primary": False}})
+                 "n": attempted - failures, "meta": {**meta, "primary": False}})
     rows.append({"task": f"{prefix}/judge", "metric": "failures", "value": float(failures), "stderr": None,
-                 "n": attempted, "meta": {"excluded": failures}})
+                 "n": attempted, "meta": {**meta, "excluded": failures}})
     return rows
