@@ -130,8 +130,8 @@ def register(cli: click.Group) -> None:
     @click.option("--dry-run", is_flag=True, help="Count the pairs and stop (no training).")
     def train(base, out_dir, jsonl_path, run_id, lora, epochs, lr, batch_size, micro_batch_size, max_length,
               max_steps, seed, limit, options, dry_run):
-        """Fine-tune BASE into an instruction rewriter on stored
-        (instruction, refined instruction) pairs."""
+        """Fine-tune a causal LM (--base) into an instruction rewriter on
+        stored (instruction, refined instruction) pairs."""
         trainer_options = {
             "keep_checkpoints": False,
             **{k: v for k, v in {"epochs": epochs, "lr": lr, "batch_size": batch_size,
