@@ -71,6 +71,7 @@ class CachedBackend:
         self.calls_made = 0  # misses sent to the backend in this object's life
         self.hits = 0
         self.waited = 0  # calls another process was paying for, whose answer we waited for
+        self.tags: dict = {}  # role, stage_key, round recorded with each call (request.meta wins)
         self._lock = threading.Lock()
 
     def __getattr__(self, name):  # score(), tokenizer, ... pass through
@@ -118,7 +119,7 @@ class CachedBackend:
                 "run_id": self.run_id,
                 "created_at": utcnow(),
                 "finish_reason": completion.finish_reason,
-                **{k: request.meta.get(k) for k in _META},
+                **{k: request.meta.get(k, self.tags.get(k)) for k in _META},
             }
             # One committed row per call, so a crash loses nothing already
             # paid for; a prepared INSERT is ~10x cheaper than table.insert().

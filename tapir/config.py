@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tapir.errors import ConfigError, TapirError
 
@@ -60,7 +60,10 @@ class MFDConfig(Section):
     delta: float | None = 2.0
     top_fraction: float | None = Field(None, gt=0.0, le=1.0)
     quantile: float | None = Field(None, ge=0.0, lt=1.0)
-    both_orders: bool = True
+    # A pairwise judgment with one of its two orders failed: "retry" keeps the
+    # item unjudged (retried on re-run); "accept" scores it from the order
+    # that answered (recorded as position ab or ba).
+    one_order_failed: Literal["retry", "accept"] = "retry"
 
 
 class ResampleConfig(Section):
@@ -72,15 +75,56 @@ class CurriculumConfig(Section):
     alpha: float = Field(0.3, ge=0.0, le=1.0)
     alpha_step: float = 0.2
     seed_size: int | None = Field(None, ge=1)
-    expand_per_round: list[int] = Field(default_factory=lambda: [30000, 20000, 20000])
+    # New instructions per round (the paper: 19K, then 20K, 20K); one entry per round.
+    expand_per_round: list[Annotated[int, Field(ge=0)]] = Field(
+        default_factory=lambda: [19000, 20000, 20000], min_length=1)
     recompute_mfd: bool = False
+    # Eq. 4 as written: each hard example weighs alpha_r, each easy one 1 - alpha_r
+    # ("eq4"); "share": hard examples share alpha_r of the total weight.
+    weighting: Literal["eq4", "share"] = "eq4"
+
+    @model_validator(mode="after")
+    def _rounds(self):
+        if len(self.expand_per_round) != self.rounds:
+            raise ValueError(f"expand_per_round has {len(self.expand_per_round)} entries for {self.rounds} "
+                             f"round(s); give one per round")
+        for r in range(1, self.rounds + 1):
+            a = self.alpha + (r - 1) * self.alpha_step
+            if not 0.0 <= a <= 1.0:
+                raise ValueError(f"alpha + (r - 1) * alpha_step = {a:.2f} in round {r}, outside [0, 1]; "
+                                 f"lower alpha_step or rounds")
+        return self
 
 
 class ExpansionConfig(Section):
     examples_in_prompt: int = Field(3, ge=1)
-    dedup: Literal["rouge", "embedding", "none"] = "rouge"
+    dedup: Literal["minhash", "rouge", "embedding", "none"] = "rouge"
     dedup_threshold: float = Field(0.7, gt=0.0, le=1.0)
+    encoder: str = "minilm"  # the encoder component for dedup: embedding
     max_attempts_factor: float = Field(3.0, ge=1.0)
+
+
+class FailuresConfig(Section):
+    # Largest failed share per stage before the run stops (exit 1), e.g.
+    # {teacher_answers: 0.05}; stages not named keep their defaults (docs/pipeline.md).
+    max_failure_rate: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]] = Field(default_factory=dict)
+    # Re-runs retry failed items (the CLI's --no-retry turns it off).
+    retry: bool = True
+
+
+class AddStage(Section):
+    stage: str  # a stage a plugin registered (register_stages)
+    after: str  # the stage it follows (its upstream node): e.g. train
+    round: int = Field(0, ge=0)
+    options: dict[str, Any] = Field(default_factory=dict)  # part of its key
+
+
+class RecipeConfig(Section):
+    add: list[AddStage] = Field(default_factory=list)
+    # Stages left out of the recipe: "rewrite" (train on the teacher's answers),
+    # "resample" (expansion seeds keep the natural task mix), "seed_cut" (every
+    # judged item is hard), "expand" (no new instructions).
+    skip: list[Literal["rewrite", "resample", "seed_cut", "expand"]] = Field(default_factory=list)
 
 
 class TrainerConfig(Section):
@@ -104,6 +148,8 @@ class PipelineConfig(Section):
     resample: ResampleConfig = Field(default_factory=ResampleConfig)
     curriculum: CurriculumConfig = Field(default_factory=CurriculumConfig)
     expansion: ExpansionConfig = Field(default_factory=ExpansionConfig)
+    failures: FailuresConfig = Field(default_factory=FailuresConfig)
+    recipe: RecipeConfig = Field(default_factory=RecipeConfig)
 
     @field_validator("name")
     @classmethod

@@ -58,6 +58,28 @@ def resolve_model(model_id: str):
     """
 
 
+@hookspec(firstresult=True)
+def resolve_trainable(backend: str, model_name: str):
+    """The local folder or hub id a trainer loads for a student that
+    resolved to (``backend``, ``model_name``): e.g. the converted folder of
+    an embedded model. Return ``None`` when this plugin does not serve it;
+    no answer means ``model_name`` itself."""
+
+
+@hookspec
+def register_encoders(register):
+    """Register sentence encoders (used by embedding de-duplication and
+    embedding judges). The factory is called as ``factory(options)`` and
+    returns an object with ``embed(texts: list[str]) -> numpy array`` of
+    L2-normalised rows."""
+
+
+@hookspec
+def register_stages(register):
+    """Register pipeline stages a recipe can name. The factory is called with
+    no arguments and returns a :class:`tapir.pipeline.engine.Stage`."""
+
+
 @hookspec
 def register_teachers(register):
     """Register teacher prompts. The factory is called as

@@ -33,6 +33,8 @@ ROLES = (
     "rewriters",
     "trainers",
     "evaluators",
+    "encoders",
+    "stages",
 )
 
 

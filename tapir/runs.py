@@ -46,6 +46,27 @@ def redact(value: Any) -> Any:
     return value
 
 
+# Secrets inside free text: provider key shapes, bearer tokens, key=value
+# query parameters and user:password@ in URLs.
+_SECRET_IN_TEXT = re.compile(
+    r"(?:sk-|sk_|gsk_|xai-|ghp_|github_pat_)[A-Za-z0-9_\-]{16,}|hf_[A-Za-z0-9]{30,}|AIza[A-Za-z0-9_\-]{30,}"
+    r"|(?P<bearer>Bearer )\S{8,}"
+    r"|(?P<param>[?&](?:api[-_]?key|key|token|access_token|secret|password)=)[^&\s'\"]+"
+    r"|(?P<scheme>://)[^/\s:@'\"]+:[^/\s@'\"]+@",
+    re.I,
+)
+
+
+def _redact_match(m: re.Match) -> str:
+    prefix = m.group("bearer") or m.group("param") or m.group("scheme") or ""
+    return prefix + "<redacted>" + ("@" if m.group("scheme") else "")
+
+
+def redact_text(text: str) -> str:
+    """``text`` with anything that looks like a key replaced by ``<redacted>``."""
+    return _SECRET_IN_TEXT.sub(_redact_match, text) if text else text
+
+
 def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(dumps(redact(config)).encode()).hexdigest()
 
@@ -140,6 +161,26 @@ class Run:
                     "info": dumps(info),
                 },
             )
+
+    def mark_stage(self, name: str, round: int, key: str, status: str, info: dict[str, Any] | None = None,
+                   seconds: float | None = None, reused_from: str | None = None) -> None:
+        """Record this run's view of pipeline node (name, round): its key
+        and status (running | done | failed), info, and the run it reused."""
+        now = utcnow()
+        values = {"key": key, "status": status, "reused_from": reused_from}
+        if status == "running":
+            values.update(started_at=now, finished_at=None)
+        else:
+            values.update(finished_at=now, seconds=None if seconds is None else float(f"{seconds:.3f}"),
+                          info=dumps(info or {}))
+        table = self.store["stages"]
+        with self.store.db.conn:
+            row = self._row(name, round)
+            if row is None:
+                table.insert({"run_id": self.id, "name": name, "round": round,
+                              "started_at": now, **values})
+            else:
+                table.update(row["id"], values)
 
     def step(self, name: str, fn: Callable[[dict[str, Any]], Any], round: int = 0) -> bool:
         """Run ``fn(info)`` as stage (name, round) unless it is done already.

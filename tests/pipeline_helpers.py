@@ -23,6 +23,11 @@ WORDS = (
 ).split()
 
 
+# The task-aware answer templates end the prompt with one of these.
+ENHANCED_MARKERS = ("\n\nSolve this step by step", "\n\nGive correct, runnable code",
+                    "\n\nGive a helpful, accurate and detailed answer")
+
+
 class ScriptTeacher:
     """Deterministic stand-in for an API teacher: new instructions built from
     a hash of (prompt, sample), answers that echo the question.
@@ -45,11 +50,15 @@ class ScriptTeacher:
             text = req.messages[-1]["content"]
             system = req.messages[0]["content"] if req.messages[0]["role"] == "system" else ""
             digest = hashlib.sha256(f"{text}|{req.sample}".encode()).digest()
-            if text.startswith("You write new tasks"):
+            if text.startswith(("You write new tasks", "Act as an Instruction Creator")):
                 rng = random.Random(digest)
                 answer = "Explain how " + " ".join(rng.sample(WORDS, 6)) + " relate."
             elif system.startswith("You improve"):
                 answer = "Step by step: " + text.split("Draft answer:")[-1].strip()[:80]
+            elif system.startswith("You refine instructions"):
+                answer = "Refined: " + text[:80]
+            elif any(t in text for t in ENHANCED_MARKERS):
+                answer = "Step by step: an enhanced answer about " + text[:60]
             else:
                 answer = "An answer about " + text[:60]
             c = Completion(text=answer, prompt_tokens=len(text.split()), completion_tokens=len(answer.split()))

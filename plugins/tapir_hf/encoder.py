@@ -11,6 +11,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Sequence
 
+from tapir.options import Options as _Options, option
 from tapir.resources import package_dir
 
 EMBEDDED_ENCODER = "minilm"
@@ -60,3 +61,19 @@ def embed(texts: Sequence[str], name: str = EMBEDDED_ENCODER, batch_size: int = 
     if not out:
         return np.zeros((0, model.config.hidden_size), dtype="float32")
     return np.concatenate(out).astype("float32")
+
+
+class MiniLMEncoder:
+    """The ``minilm`` encoder component: ``embed(texts)`` as above."""
+
+    class Options(_Options):
+        name: str = option(EMBEDDED_ENCODER, "encoder folder or hub id ('minilm': the embedded all-MiniLM-L6-v2)")
+        batch_size: int = option(64, "texts per forward pass", ge=1)
+        max_length: int = option(256, "tokens kept per text", ge=1)
+
+    def __init__(self, options: "MiniLMEncoder.Options"):
+        self.options = options
+
+    def embed(self, texts: Sequence[str]):
+        o = self.options
+        return embed(texts, o.name, batch_size=o.batch_size, max_length=o.max_length)

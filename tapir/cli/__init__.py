@@ -9,14 +9,21 @@ from tapir import __version__
 from tapir.errors import TapirError
 
 
+class _Failure(click.ClickException):
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 class TapirGroup(click.Group):
-    """Turns a :class:`TapirError` into one clean message and exit code 1."""
+    """Turns a :class:`TapirError` into one clean message and its exit code
+    (2: config / input mistakes found before anything ran; 1: work failed)."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except TapirError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise _Failure(str(exc), exc.exit_code) from None
 
 
 @click.group(cls=TapirGroup)

@@ -7,39 +7,64 @@ import json
 import click
 
 
-def _summary(ctx) -> str:
-    lines = [f"run {ctx.run.id} ({ctx.config.name}) finished.", "", "stage                 round  status    seconds"]
+def stage_table(rows) -> list[str]:
+    """The per-stage summary: items ok / failed / reused, calls, tokens, cost, time."""
+    lines = [f"{'stage':<24}{'round':>5}  {'status':<9}{'ok':>7}{'failed':>7}{'calls':>7}{'tokens':>9}"
+             f"{'cost $':>9}{'trunc':>6}{'seconds':>9}"]
     total = 0.0
-    for s in ctx.run.stages():
-        secs = s["seconds"] or 0.0
-        total += secs
-        lines.append(f"{s['name']:<22}{s['round']:>5}  {s['status']:<8}{secs:>9.1f}")
-    lines.append(f"{'total':<22}{'':>5}  {'':<8}{total:>9.1f}")
-    ckpts = ctx.store.execute(
-        "select round, path from checkpoints where run_id = ? order by round", [ctx.run.id]
-    ).fetchall()
-    lines += ["", f"database:    {ctx.store.path}   (browse: datasette {ctx.store.path})",
+    for r in rows:
+        total += r["seconds"] or 0.0
+        status = "reused" if r.get("reused_from") else r["status"]
+        lines.append(f"{r['name']:<24}{r['round']:>5}  {status:<9}{r.get('ok', 0):>7}{r.get('failed', 0):>7}"
+                     f"{r.get('calls', 0):>7}{r.get('tokens', 0):>9}{r.get('cost', 0.0):>9.4f}"
+                     f"{r.get('truncated', 0):>6}{(r['seconds'] or 0.0):>9.1f}")
+    lines.append(f"{'total':<24}{'':>5}  {'':<9}{'':>7}{'':>7}{'':>7}{'':>9}{'':>9}{'':>6}{total:>9.1f}")
+    return lines
+
+
+def summary_rows(results) -> list[dict]:
+    return [
+        {"name": r.step.stage, "round": r.step.round, "status": r.status, "reused_from": r.reused_from,
+         "ok": r.ok, "failed": r.failed, "calls": r.calls if r.status != "reused" else 0,
+         "tokens": r.tokens if r.status != "reused" else 0, "cost": r.cost if r.status != "reused" else 0.0,
+         "truncated": r.truncated, "seconds": r.seconds, "key": r.key}
+        for r in results
+    ]
+
+
+def _summary(outcome) -> str:
+    ctx = outcome.ctx
+    results = outcome.results
+    failed = sum(r.failed for r in results)
+    head = f"run {ctx.run.id} ({ctx.config.name}) finished" + (
+        f" with {failed} failed item(s): re-run to retry them" if failed else "") + "."
+    lines = [head, "", *stage_table(summary_rows(results))]
+    lines += ["", f"database:    {ctx.store.path}   (details: tapir runs show {ctx.run.id})",
               f"outputs:     {ctx.out_dir}"]
-    for rnd, path in ckpts:
-        lines.append(f"checkpoint:  S{rnd} -> {path}")
-    for name in ("dataset.jsonl", "dataset", "mfd.png"):
-        p = ctx.out_dir / name
-        if p.exists():
-            lines.append(f"export:      {p}")
+    export = next((r for r in results if r.step.stage == "export"), None)
+    if export is not None:
+        for name, path in sorted(export.info.get("checkpoints", {}).items()):
+            lines.append(f"checkpoint:  {name} -> {path}")
+        for key in ("jsonl", "datasets_folder", "mfd_plot"):
+            if export.info.get(key):
+                lines.append(f"export:      {export.info[key]}")
     return "\n".join(lines)
 
 
 def register(cli):
     @cli.command()
     @click.argument("config", type=click.Path(dir_okay=False))
+    @click.option("--no-retry", is_flag=True, help="Keep failed items failed (default: a re-run retries them).")
+    @click.option("--wait", is_flag=True, help="Wait for another process writing this run instead of exiting.")
     @click.pass_obj
-    def distill(obj, config):
+    def distill(obj, config, no_retry, wait):
         """Run the TAPIR pipeline described by CONFIG (YAML). Safe to re-run:
-        finished stages and items are skipped and no LLM call is paid twice."""
+        stages whose inputs are unchanged are reused, failed items are
+        retried, and no LLM call is paid twice."""
         from tapir.pipeline.runner import distill as run_distill
 
-        ctx = run_distill(config, obj["db"])
-        click.echo(_summary(ctx))
+        outcome = run_distill(config, obj["db"], retry=False if no_retry else None, wait=wait)
+        click.echo(_summary(outcome))
 
     @cli.command()
     @click.argument("config", type=click.Path(dir_okay=False))
@@ -47,30 +72,25 @@ def register(cli):
     @click.option("--json", "as_json", is_flag=True)
     @click.pass_obj
     def mfd(obj, config, round_, as_json):
-        """Show the MFD distribution of CONFIG's run, to help pick delta."""
-        from tapir.config import load_config
+        """Show the MFD distribution of CONFIG's judge stage, to help pick
+        delta. Works on an edited config whenever its judge stage has the
+        same inputs (editing mfd.delta does not change it)."""
+        from tapir.pipeline.inspect import stage_key_for
         from tapir.pipeline.mfd import distribution, histogram
-        from tapir.runs import run_id_for
-        from tapir.store import open_store
 
-        cfg = load_config(config, check_references=False)
-        store = open_store(obj["db"] or cfg.db)
-        run_id = run_id_for(cfg.model_dump(mode="json"))
-        values = [
-            r[0]
-            for r in store.execute(
-                "select value from scores where run_id = ? and name = 'mfd' and round = ?", [run_id, round_]
-            ).fetchall()
-        ]
+        store, key = stage_key_for(config, obj["db"], ("judge", round_))
+        values = [r[0] for r in store.execute(
+            "select value from scores where run_id = ? and name = 'mfd'", [key]).fetchall()] if key else []
         if not values:
             raise click.ClickException(
-                f"no MFD scores for run {run_id} round {round_} in {store.path}; run `tapir distill {config}` first"
-            )
+                f"no MFD scores for the judge stage (round {round_}) of {config} in {store.path}: run "
+                f"`tapir distill {config}` first (an edit upstream of the judge, e.g. of the teacher or the "
+                f"trainer, means new judgments)")
         stats = distribution(values)
         if as_json:
-            click.echo(json.dumps({"run_id": run_id, "round": round_, **stats, "values": values}))
+            click.echo(json.dumps({"stage_key": key, "round": round_, **stats, "values": values}))
             return
-        click.echo(f"MFD of run {run_id}, student S{round_}: " + ", ".join(f"{k} {v}" for k, v in stats.items()))
+        click.echo(f"MFD of student S{round_} (judge stage {key}): " + ", ".join(f"{k} {v}" for k, v in stats.items()))
         click.echo(histogram(values))
         for delta in (0.5, 1, 2, 3):
             kept = sum(v > delta for v in values)

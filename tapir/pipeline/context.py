@@ -1,5 +1,11 @@
-"""What every pipeline stage shares: config, store, run, output folder, and
-the role components built from the config (loaded once, on first use)."""
+"""What every pipeline stage shares: the config, the store, the run, the
+output folder, and the role components built from the config (once, on
+first use), plus the scoped reads and writes stages make.
+
+Rows are written under a *scope*: the key of the stage that wrote them
+(see :mod:`tapir.pipeline.engine`). Reads name the scope they read, so a
+stage never sees another key's rows.
+"""
 
 from __future__ import annotations
 
@@ -7,24 +13,25 @@ import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from tapir.config import ModelRef, PipelineConfig
 from tapir.errors import TapirError
 from tapir.plugins import registry
-from tapir.roles import Completion, Item
+from tapir.roles import Completion, GenerationParams, Item
 from tapir.runs import Run
 from tapir.store.db import Store, dumps, utcnow
 
+# Backend options that change speed, not results: left out of stage keys.
+SPEED_OPTIONS = frozenset({"batch_size", "concurrency", "max_batch_tokens", "timeout", "max_retries"})
 
-def _accepts(factory, name: str) -> bool:
-    import inspect
 
-    try:
-        params = inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        return False
-    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+def params_of(ref: ModelRef | None) -> GenerationParams:
+    """The generation parameters a role's model config asks for."""
+    if ref is None:
+        return GenerationParams()
+    g = ref.generation
+    return GenerationParams(max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p)
 
 
 @dataclass
@@ -35,27 +42,33 @@ class Context:
     base_dir: Path  # where relative paths in the config are read from
     out_dir: Path
     _backends: dict[str, Any] = field(default_factory=dict)
+    _tags: dict[str, Any] = field(default_factory=dict)
+    loaded: Any = None  # the data's LoadReport, read before anything was written
 
     # --- models and roles ------------------------------------------------
 
-    def backend(self, ref: ModelRef | str, options: dict[str, Any] | None = None):
-        """A cached backend for a model reference (loaded once per run)."""
+    def backend(self, role: str, model_id: str, options: dict[str, Any] | None = None):
+        """A cached backend for ``model_id`` in ``role`` (loaded once per run;
+        its calls are tagged with the role and the stage being run)."""
         from tapir.models import load_cached
 
-        model_id = ref if isinstance(ref, str) else ref.model
-        opts = dict(options or {}) if isinstance(ref, str) else {**ref.options, **(options or {})}
-        key = dumps([model_id, opts])
+        key = dumps([role, model_id, options or {}])
         if key not in self._backends:
-            self._backends[key] = load_cached(model_id, self.store, self.run.id, opts)
+            backend = load_cached(model_id, self.store, self.run.id, dict(options or {}))
+            backend.tags = {**self._tags, "role": role}
+            self._backends[key] = backend
         return self._backends[key]
 
-    def _role(self, role: str, name: str, ref: ModelRef | None, options: dict[str, Any], **extra):
+    def tag_calls(self, **tags: Any) -> None:
+        """Tag every backend's next calls (stage key, round)."""
+        self._tags.update(tags)
+        for backend in self._backends.values():
+            backend.tags.update(tags)
+
+    def _role(self, role: str, name: str, ref: ModelRef | None, options: dict[str, Any]):
         component = registry().get(role, name)
-        backend = self.backend(ref) if ref is not None else None
-        gen = {}
-        if ref is not None:
-            gen = {"max_new_tokens": ref.generation.max_new_tokens, "temperature": ref.generation.temperature}
-        return component.create(backend, options={**gen, **options, **extra})
+        backend = self.backend(role[:-1], ref.model, ref.options) if ref is not None else None
+        return component.create(backend, options=options, where=f"{role[:-1]}.options")
 
     @cached_property
     def teacher(self):
@@ -74,47 +87,70 @@ class Context:
         cfg = self.config.classifier
         options = dict(cfg.options)
         for key in ("labels_path", "model_dir"):
-            if key in options and options[key]:
+            if options.get(key):
                 options[key] = str(self.path(options[key]))
-        if _accepts(registry().get("classifiers", cfg.name).load(), "model_dir"):
+        component = registry().get("classifiers", cfg.name)
+        if "model_dir" in component.options_model().model_fields:
             # A trained classifier lives with the run's outputs unless the config says where.
             options.setdefault("model_dir", str(self.out_dir / "classifier"))
         return self._role("classifiers", cfg.name, cfg.model, options)
 
-    def judge(self, student_path: str | None = None):
-        """The MFD judge. Judges with ``needs_student`` score with the student."""
-        cfg = self.config.judge
-        component = registry().get("judges", cfg.name)
-        factory = component.load()
-        if getattr(factory, "needs_student", False):
-            if student_path is None:
-                raise TapirError(f"judge '{cfg.name}' needs the student model")
-            backend = self.backend(f"hf:{student_path}", self.config.student.options)
-            return factory(backend, **cfg.options)
-        backend = self.backend(cfg.model) if cfg.model is not None else None
-        return factory(backend, **cfg.options)
+    def judge_class(self):
+        return registry().get("judges", self.config.judge.name).load()
+
+    def judge_needs_student(self) -> bool:
+        return bool(_declared(self.judge_class(), "needs_student"))
 
     def judge_reads_student_answer(self) -> bool:
         """False for judges (student-loss) that score the teacher's answer
         under the student: then the student need not answer at all."""
-        factory = registry().get("judges", self.config.judge.name).load()
-        return getattr(factory, "reads_student_answer", True)
+        return bool(_declared(self.judge_class(), "reads_student_answer"))
+
+    def judge(self, student_path: str | None = None):
+        """The MFD judge; judges that need the student score with it."""
+        cfg = self.config.judge
+        component = registry().get("judges", cfg.name)
+        if self.judge_needs_student():
+            if student_path is None:
+                raise TapirError(f"judge '{cfg.name}' needs the student model")
+            backend = self.backend("judge", f"hf:{student_path}", self.config.student.options)
+        else:
+            backend = self.backend("judge", cfg.model.model, cfg.model.options) if cfg.model is not None else None
+        return component.create(backend, options=cfg.options, where="judge.options")
 
     @cached_property
     def trainer(self):
-        return registry().get("trainers", self.config.trainer.name).create(options=self.config.trainer.options)
+        return registry().get("trainers", self.config.trainer.name).create(
+            options=self.config.trainer.options, where="trainer.options")
+
+    def encoder(self, name: str):
+        return registry().get("encoders", name).create(options={}, where="expansion.encoder")
+
+    def student_base(self) -> str:
+        """The folder or hub id the trainer loads for the student's S0."""
+        from tapir.models import resolve
+        from tapir.plugins import get_plugin_manager
+
+        spec = resolve(self.config.student.model, self.config.student.options)
+        if spec.backend != "hf":
+            raise TapirError(
+                f"student.model '{self.config.student.model}' resolves to backend '{spec.backend}'; "
+                "the student must be a local transformers model (a folder, hub id, or hf:NAME)"
+            )
+        answer = get_plugin_manager().hook.resolve_trainable(backend=spec.backend, model_name=spec.name)
+        return answer or spec.name
 
     def path(self, value: str) -> Path:
         from tapir.config import resolve_path
 
         return resolve_path(value, self.base_dir)
 
-    # --- items and responses ------------------------------------------------
+    # --- scoped rows -----------------------------------------------------------
 
-    def add_items(self, items: Iterable[Item], origin: str, round: int) -> None:
+    def add_items(self, scope: str, items: Iterable[Item], origin: str, round: int) -> None:
         rows = [
             {
-                "run_id": self.run.id,
+                "run_id": scope,
                 "id": it.id,
                 "origin": origin,
                 "round": round,
@@ -129,12 +165,12 @@ class Context:
         with self.store.db.conn:
             self.store["items"].insert_all(rows, ignore=True)
 
-    def items(self, where: str = "1", params: list | tuple = ()) -> list[Item]:
+    def items(self, scope: str | None) -> list[Item]:
+        if scope is None:
+            return []
         rows = self.store.execute(
-            f"select id, instruction, input, output, task_type, meta, origin, round from items "
-            f"where run_id = ? and ({where}) order by rowid",
-            [self.run.id, *params],
-        ).fetchall()
+            "select id, instruction, input, output, task_type, meta, origin, round from items "
+            "where run_id = ? order by rowid", [scope]).fetchall()
         out = []
         for iid, instruction, input_text, output, task_type, meta, origin, rnd in rows:
             m = json.loads(meta) if meta else {}
@@ -142,22 +178,18 @@ class Context:
             out.append(Item(iid, instruction, input_text or "", output, task_type, m))
         return out
 
-    def responses(self, role: str, round: int) -> dict[str, dict]:
-        """This round's responses of ``role``, by item id."""
-        sql = "select * from responses where run_id = ? and role = ? and round = ?"
-        return {r["item_id"]: r for r in self.store.db.query(sql, [self.run.id, role, round])}
+    def responses(self, scope: str | None, role: str) -> dict[str, dict]:
+        if scope is None:
+            return {}
+        sql = "select * from responses where run_id = ? and role = ?"
+        return {r["item_id"]: r for r in self.store.db.query(sql, [scope, role])}
 
-    def teacher_responses(self, up_to_round: int) -> dict[str, dict]:
-        """The teacher's answers from rounds 0..up_to_round, by item id (each
-        item is answered in the round it was added)."""
-        sql = "select * from responses where run_id = ? and role = 'teacher' and round <= ?"
-        return {r["item_id"]: r for r in self.store.db.query(sql, [self.run.id, up_to_round])}
-
-    def save_response(self, item_id: str, role: str, model: str, round: int, completion: Completion) -> None:
+    def save_response(self, scope: str, item_id: str, role: str, model: str, round: int,
+                      completion: Completion) -> None:
         with self.store.db.conn:
             self.store["responses"].insert(
                 {
-                    "run_id": self.run.id,
+                    "run_id": scope,
                     "item_id": item_id,
                     "role": role,
                     "model": model,
@@ -170,15 +202,30 @@ class Context:
                 ignore=True,
             )
 
-    def set_score(self, item_id: str, name: str, round: int, value: float) -> None:
-        self.store["scores"].upsert(
-            {"run_id": self.run.id, "item_id": item_id, "name": name, "round": round, "value": value},
-            pk=("run_id", "item_id", "name", "round"),
-        )
+    def set_scores(self, scope: str, rows: Sequence[tuple[str, str, int, float]]) -> None:
+        """Upsert (item_id, name, round, value) scores under ``scope``."""
+        with self.store.db.conn:
+            self.store.db.conn.executemany(
+                "insert or replace into scores (run_id, item_id, name, round, value) values (?, ?, ?, ?, ?)",
+                [(scope, *row) for row in rows],
+            )
 
-    def scores(self, name: str, round: int) -> dict[str, float]:
+    def scores(self, scope: str | None, name: str) -> dict[str, float]:
+        if scope is None:
+            return {}
         rows = self.store.execute(
-            "select item_id, value from scores where run_id = ? and name = ? and round = ?",
-            [self.run.id, name, round],
-        ).fetchall()
+            "select item_id, value from scores where run_id = ? and name = ?", [scope, name]).fetchall()
         return dict(rows)
+
+    def labels(self, scope: str | None) -> dict[str, str]:
+        if scope is None:
+            return {}
+        return dict(self.store.execute(
+            "select item_id, label from classifications where run_id = ?", [scope]).fetchall())
+
+
+def _declared(factory: Any, name: str) -> Any:
+    """A class attribute every judge declares (see tapir.roles.Judge)."""
+    if name not in dir(factory):
+        raise TapirError(f"judge class {factory.__name__} does not declare '{name}' (see tapir.roles.Judge)")
+    return getattr(factory, name)

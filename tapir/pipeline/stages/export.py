@@ -1,35 +1,78 @@
-"""Exports: the distilled dataset (JSONL and a datasets folder), a model card
-per checkpoint, the MFD plot and a short report."""
+"""export: the distilled dataset of the last round (JSONL and a datasets
+folder), the MFD plot, and ``checkpoints/round-N`` links to this run's
+checkpoints. It runs for every run (its key includes the run id): the files
+in ``output_dir`` are this run's."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Sequence
 
-from tapir.pipeline.context import Context
-from tapir.roles import TrainExample
+from tapir.pipeline.engine import Job
 
 
-def write_dataset(ctx: Context, rows: Sequence[dict], info: dict) -> None:
-    out = ctx.out_dir / "dataset.jsonl"
+class Export:
+    name = "export"
+    reads = ("output_dir", "name")
+    version = "1"
+    max_failure_rate = 0.0
+
+    def run(self, job: Job) -> None:
+        from tapir.pipeline.stages.train import training_set, weighted_examples
+
+        ctx = job.ctx
+        cfg = ctx.config
+        last = max(r for (name, r) in job.engine.by_node if name == "train")
+        hard, easy, alpha = training_set(job, last)
+        examples = weighted_examples(hard, easy, alpha, cfg.curriculum.weighting)
+        write_dataset(job, dataset_rows(examples, hard + easy))
+        links = {}
+        for (name, r) in sorted(job.engine.by_node):
+            if name != "train":
+                continue
+            path = job.upstream_info("train", r).get("path")
+            if path:
+                links[f"round-{r}"] = link_checkpoint(ctx.out_dir / "checkpoints" / f"round-{r}", Path(path))
+        job.info["checkpoints"] = links
+        rounds = sorted(r for (name, r) in job.engine.by_node if name == "judge")
+        cut = job.upstream_info("seed_cut")
+        plot = plot_mfd(job, rounds, (cut["threshold"], cut["rule"]) if "threshold" in cut else None)
+        if plot:
+            job.info["mfd_plot"] = plot
+
+
+def link_checkpoint(link: Path, target: Path) -> str:
+    link.parent.mkdir(parents=True, exist_ok=True)
+    tmp = link.with_name(link.name + ".tmp")
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    os.symlink(os.path.relpath(target, link.parent), tmp)
+    os.replace(tmp, link)
+    return str(link)
+
+
+def write_dataset(job: Job, rows: Sequence[dict]) -> None:
+    out = job.ctx.out_dir / "dataset.jsonl"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".jsonl.tmp")
     with tmp.open("w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     tmp.replace(out)
-    info["jsonl"] = str(out)
+    job.info["jsonl"] = str(out)
+    job.info["rows"] = len(rows)
     try:
         import datasets
     except ImportError:  # pragma: no cover - datasets is part of the local extra
         return
-    folder = ctx.out_dir / "dataset"
+    folder = job.ctx.out_dir / "dataset"
     datasets.Dataset.from_list(list(rows)).save_to_disk(str(folder))
-    info["datasets_folder"] = str(folder)
+    job.info["datasets_folder"] = str(folder)
 
 
-def dataset_rows(examples: Sequence[TrainExample], items) -> list[dict]:
+def dataset_rows(examples, items) -> list[dict]:
     rows = []
     for ex, it in zip(examples, items):
         rows.append(
@@ -41,6 +84,7 @@ def dataset_rows(examples: Sequence[TrainExample], items) -> list[dict]:
                 "task_type": it.task_type,
                 "origin": it.meta.get("origin"),
                 "round": it.meta.get("round"),
+                "refined_instruction": it.meta.get("refined_instruction"),
                 "weight": round(ex.weight, 6),
             }
         )
@@ -53,8 +97,8 @@ tags: [tapir, distillation, instruction-tuning]
 ---
 # {name} (round {round})
 
-Distilled with [tapir](https://pypi.org/project/tapir/) (TAPIR: Task-Aware
-Curriculum Planning for Instruction Refinement).
+Distilled with tapir (TAPIR: Task-Aware Curriculum Planning for Instruction
+Refinement).
 
 | | |
 |---|---|
@@ -64,42 +108,34 @@ Curriculum Planning for Instruction Refinement).
 | rewriter | {rewriter} |
 | round | {round} of {rounds} |
 | training examples this round | {examples} |
-| hard / easy weight share (alpha) | {alpha} |
-| seed set D_S | {hard} of {total} instructions ({rule}) |
+| weight of a hard / easy example (alpha) | {alpha} |
 | trainer | {trainer} {trainer_options} |
-
-Load it with `AutoModelForCausalLM.from_pretrained("{path}")`.
 """
 
 
-def model_card(ctx: Context, path: str, round: int, examples: int, alpha: float | None, seed_info: dict) -> None:
-    cfg = ctx.config
+def model_card(job: Job, path: str, round: int, examples: int, alpha: float | None) -> None:
+    cfg = job.config
     text = MODEL_CARD.format(
         name=cfg.name,
         base=cfg.student.model,
         teacher=cfg.teacher.model.model if cfg.teacher.model else "dataset answers",
         judge=f"{cfg.judge.name}" + (f" ({cfg.judge.model.model})" if cfg.judge.model else ""),
         rewriter=(cfg.rewriter.name + (f" ({cfg.rewriter.model.model})" if cfg.rewriter.model else ""))
-        if cfg.rewriter
-        else "none",
+        if cfg.rewriter else "none",
         round=round,
         rounds=cfg.curriculum.rounds,
         examples=examples,
         alpha="n/a (S0: all data, weight 1)" if alpha is None else f"{alpha:.2f} / {1 - alpha:.2f}",
-        hard=seed_info.get("hard", "?"),
-        total=seed_info.get("hard", 0) + seed_info.get("easy", 0),
-        rule=seed_info.get("rule", "?"),
         trainer=cfg.trainer.name,
         trainer_options=json.dumps(cfg.trainer.options, sort_keys=True),
-        path=path,
     )
     (Path(path) / "README.md").write_text(text, encoding="utf-8")
 
 
-def plot_mfd(ctx: Context, rounds: Sequence[int], cut: tuple[float, str] | None = None) -> str | None:
+def plot_mfd(job: Job, rounds: Sequence[int], cut: tuple[float, str] | None = None) -> str | None:
     """Histogram of MFD per round (how the distribution moves), with the
     seed cut (threshold, rule) marked, as a PNG."""
-    series = {r: list(ctx.scores("mfd", r).values()) for r in rounds}
+    series = {r: list(job.ctx.scores(job.scope("judge", r), "mfd").values()) for r in rounds}
     series = {r: v for r, v in series.items() if v}
     if not series:
         return None
@@ -111,14 +147,14 @@ def plot_mfd(ctx: Context, rounds: Sequence[int], cut: tuple[float, str] | None 
     fig, ax = plt.subplots(figsize=(7, 4))
     for r, values in series.items():
         ax.hist(values, bins=20, alpha=0.5, label=f"student S{r} (n={len(values)})")
-    if cut is not None:
+    if cut is not None and cut[0] != float("-inf"):
         threshold, rule = cut
         ax.axvline(threshold, color="k", linestyle="--", label=f"seed cut: {rule} ({threshold:.2f})")
     ax.set_xlabel("MFD = score(teacher) - score(student)")
     ax.set_ylabel("instructions")
-    ax.set_title(f"Model Fitting Difficulty: {ctx.config.name}")
+    ax.set_title(f"Model Fitting Difficulty: {job.config.name}")
     ax.legend()
-    out = ctx.out_dir / "mfd.png"
+    out = job.ctx.out_dir / "mfd.png"
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)

@@ -1,0 +1,420 @@
+"""Running a recipe: stage keys, reuse, item outcomes, retries, failure
+thresholds and the run lock.
+
+A *node* of a recipe is one stage at one round with its upstream nodes. Its
+**key** is a hash of exactly what it reads: the stage's name, round and code
+version, the config fields it declares, and the key and output fingerprint
+of every upstream node. Every row a stage writes carries its key (in the
+``run_id`` column of the data tables, the stage's *scope*), and every file
+it writes lives in a folder named after it, so
+
+* a node whose key is done (in this run or any other run on the database)
+  is reused, never recomputed, and nothing ever reads another key's output;
+* editing a config field recomputes exactly the nodes that read it and those
+  downstream of them.
+
+Every item a stage handles ends ``ok`` or ``failed`` with its reason in
+``outcomes``. A re-run retries the failed items (``retry=False`` keeps them);
+a stage whose failed share exceeds its ``max_failure_rate`` ends the run with
+:class:`StageFailed` (exit code 1) naming the stage, the count and the most
+common reasons.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Protocol, Sequence
+
+from tapir import progress
+from tapir.errors import TapirError
+from tapir.store.db import Store, dumps, utcnow
+
+Node = tuple[str, int]  # (stage name, round)
+
+
+class StageFailed(TapirError):
+    """A stage ended above its failure threshold (the CLI exits 1)."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class Step:
+    """One node of a recipe: a stage at a round, its upstream nodes and the
+    recipe's options for it (part of its key)."""
+
+    stage: str
+    round: int = 0
+    after: tuple[Node, ...] = ()
+    options: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def node(self) -> Node:
+        return (self.stage, self.round)
+
+    @property
+    def label(self) -> str:
+        return f"{self.stage}" + (f" (round {self.round})" if self.round else "")
+
+    def option(self, name: str, default: Any = None) -> Any:
+        return dict(self.options).get(name, default)
+
+
+class Stage(Protocol):
+    """What the engine calls. ``reads`` names the config fields the stage
+    depends on (dotted paths); ``version`` changes when its code changes what
+    it produces; ``max_failure_rate`` is its default failure threshold."""
+
+    name: str
+    reads: tuple[str, ...]
+    version: str
+    max_failure_rate: float
+
+    def run(self, job: "Job") -> None: ...
+
+
+def config_value(config: Any, path: str) -> Any:
+    """The value at dotted ``path`` of a pydantic config (JSON-ready)."""
+    value: Any = config
+    for part in path.split("."):
+        if value is None:
+            return None
+        if isinstance(value, dict):
+            value = value.get(part)
+        else:
+            value = getattr(value, part)
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    return value
+
+
+@dataclass
+class StageResult:
+    """What a run learns about a node: its key, status and counts."""
+
+    step: Step
+    key: str
+    status: str = "pending"  # pending | done | failed | reused
+    reused_from: str | None = None
+    ok: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    calls: int = 0
+    tokens: int = 0
+    cost: float = 0.0
+    truncated: int = 0
+    info: dict[str, Any] = field(default_factory=dict)
+    fingerprint: str = ""
+
+
+class Job:
+    """What a stage sees while it runs: its step and key, the pipeline
+    context (config, roles, store), the keys of its upstream nodes, and the
+    outcome recorder."""
+
+    def __init__(self, engine: "Engine", step: Step, key: str, retry: bool):
+        self.engine = engine
+        self.step = step
+        self.key = key
+        self.round = step.round
+        self.ctx = engine.ctx
+        self.config = engine.ctx.config
+        self.store: Store = engine.ctx.store
+        self.retry = retry
+        self.info: dict[str, Any] = {}
+        self._outcomes: list[tuple] = []
+        self._known: dict[str, str] | None = None
+
+    # -- upstream -------------------------------------------------------------
+
+    def scope(self, stage: str, round: int = 0) -> str | None:
+        """The key of upstream node (stage, round), or None when the recipe has none."""
+        return self.engine.key_of((stage, round))
+
+    def upstream_info(self, stage: str, round: int = 0) -> dict[str, Any]:
+        result = self.engine.results.get((stage, round))
+        return result.info if result else {}
+
+    # -- outcomes -------------------------------------------------------------
+
+    def known(self) -> dict[str, str]:
+        """item id -> status for the items this key already handled."""
+        if self._known is None:
+            rows = self.store.execute("select item_id, status from outcomes where stage_key = ?", [self.key])
+            self._known = dict(rows.fetchall())
+        return self._known
+
+    def todo(self, item_ids: Iterable[str]) -> list[str]:
+        """The items still to do: not ok yet (failed ones only when retrying)."""
+        known = self.known()
+        return [i for i in item_ids if known.get(i) != "ok" and (self.retry or known.get(i) != "failed")]
+
+    def ok(self, item_id: str, call_id: int | None = None, attempts: int = 1) -> None:
+        self._outcomes.append((self.key, item_id, "ok", None, None, None, call_id, attempts, utcnow()))
+        self.known()[item_id] = "ok"
+        self._maybe_flush()
+
+    def fail(self, item_id: str, reason: str, kind: str = "error", http_status: int | None = None,
+             call_id: int | None = None, attempts: int = 1) -> None:
+        from tapir.runs import redact_text
+
+        self._outcomes.append((self.key, item_id, "failed", redact_text(reason)[:2000], kind, http_status,
+                               call_id, attempts, utcnow()))
+        self.known()[item_id] = "failed"
+        self._maybe_flush()
+
+    def fail_completion(self, item_id: str, completion, what: str = "") -> None:
+        """Record a failed LLM call as the item's failure, with its kind and status."""
+        error = completion.error or "empty reply"
+        self.fail(item_id, (what + ": " if what else "") + error, error_kind(completion), completion.http_status,
+                  completion.call_id)
+
+    def _maybe_flush(self) -> None:
+        if len(self._outcomes) >= 64:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._outcomes:
+            return
+        with self.store.db.conn:
+            self.store.db.conn.executemany(
+                "insert or replace into outcomes (stage_key, item_id, status, reason, error_kind, http_status, "
+                "llm_call_id, attempts, updated_at) values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                self._outcomes,
+            )
+        self._outcomes = []
+
+    # -- artifacts --------------------------------------------------------------
+
+    def artifact_dir(self, label: str) -> Path:
+        """A folder for this key's files (checkpoints, exports): never shared with another key."""
+        path = self.ctx.out_dir / "stages" / f"{label}-{self.key[:12]}"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+def error_kind(completion) -> str:
+    status = completion.http_status
+    if status:
+        return f"http_{status}"
+    text = (completion.error or "").lower()
+    for word, kind in (("timeout", "timeout"), ("timed out", "timeout"), ("connect", "connection"),
+                       ("credential", "credentials"), ("api key", "credentials"), ("parse", "parse"),
+                       ("empty", "empty")):
+        if word in text:
+            return kind
+    return "error" if completion.error else "empty"
+
+
+class Engine:
+    """Runs the steps of a recipe in order for one run of one config."""
+
+    def __init__(self, ctx, steps: Sequence[Step], stages: dict[str, Stage], *, retry: bool = True,
+                 max_failure_rate: dict[str, float] | None = None):
+        self.ctx = ctx
+        self.steps = list(steps)
+        self.stages = stages
+        self.retry = retry
+        self.thresholds = dict(max_failure_rate or {})
+        self.results: dict[Node, StageResult] = {}
+        self._keys: dict[Node, str] = {}
+        self.by_node = {s.node: s for s in self.steps}
+
+    # -- keys -------------------------------------------------------------------
+
+    def key_of(self, node: Node) -> str | None:
+        if node not in self.by_node:
+            return None
+        if node not in self._keys:
+            self._keys[node] = self.compute_key(self.by_node[node])
+        return self._keys[node]
+
+    def compute_key(self, step: Step) -> str:
+        stage = self.stages[step.stage]
+        upstream = []
+        for node in step.after:
+            key = self.key_of(node)
+            if key is None:
+                continue
+            upstream.append([node[0], node[1], key, self.fingerprint(node)])
+        payload = {
+            "stage": step.stage,
+            "round": step.round,
+            "version": stage.version,
+            "reads": {path: config_value(self.ctx.config, path) for path in stage.reads},
+            "options": [list(o) for o in step.options],
+            "after": upstream,
+        }
+        return hashlib.sha256(dumps(payload).encode()).hexdigest()[:24]
+
+    def fingerprint(self, node: Node) -> str:
+        """What a node produced, as far as downstream keys are concerned:
+        the ids of its ok items plus any figure the stage pins. Unknown
+        (not run yet) is 'pending'."""
+        result = self.results.get(node)
+        if result is None:
+            row = self._done_row(self.key_of(node))
+            return row["fingerprint"] if row else "pending"
+        return result.fingerprint or "pending"
+
+    # -- the store's view of keys ------------------------------------------------
+
+    def _done_row(self, key: str | None) -> dict | None:
+        if key is None:
+            return None
+        rows = self.ctx.store.execute(
+            "select run_id, info, seconds from stages where key = ? and status = 'done' order by id desc limit 1",
+            [key],
+        ).fetchall()
+        if not rows:
+            return None
+        import json
+
+        info = json.loads(rows[0][1]) if rows[0][1] else {}
+        return {"run_id": rows[0][0], "info": info, "seconds": rows[0][2],
+                "fingerprint": info.get("_fingerprint", "")}
+
+    def failed_count(self, key: str) -> int:
+        return self.ctx.store.execute(
+            "select count(*) from outcomes where stage_key = ? and status = 'failed'", [key]
+        ).fetchone()[0]
+
+    # -- running ----------------------------------------------------------------
+
+    def plan(self) -> list[tuple[Step, str, str]]:
+        """(step, key, what would happen: reuse | retry failures | run | depends)."""
+        out = []
+        for step in self.steps:
+            key = self.key_of(step.node)
+            row = self._done_row(key)
+            pending_up = any(self.fingerprint(n) == "pending" for n in step.after if n in self.by_node)
+            if row and not (self.retry and self.failed_count(key)):
+                out.append((step, key, "reuse"))
+            elif row:
+                out.append((step, key, "retry failures"))
+            elif pending_up:
+                out.append((step, key, "run (after upstream)"))
+            else:
+                out.append((step, key, "run"))
+        return out
+
+    def run(self, on_step: Callable[[StageResult], None] | None = None) -> list[StageResult]:
+        for step in self.steps:
+            result = self.run_step(step)
+            if on_step:
+                on_step(result)
+        return [self.results[s.node] for s in self.steps]
+
+    def run_step(self, step: Step) -> StageResult:
+        from tapir.locks import Lock
+
+        key = self.key_of(step.node)
+        stage = self.stages[step.stage]
+        result = StageResult(step, key)
+        self.results[step.node] = result
+        run = self.ctx.run
+        row = self._done_row(key)
+        if row and not (self.retry and self.failed_count(key)):
+            self._reuse(step, result, row)
+            return result
+        with Lock(self.ctx.store, f"stage:{key}"):  # another run may be computing the same key
+            row = self._done_row(key)
+            if row and not (self.retry and self.failed_count(key)):
+                self._reuse(step, result, row)
+                return result
+            job = Job(self, step, key, self.retry)
+            self.ctx.tag_calls(stage_key=key, round=step.round)
+            started_at = utcnow()
+            started = time.perf_counter()
+            run.mark_stage(step.stage, step.round, key, "running")
+            progress.say(f"-> {step.label}")
+            try:
+                stage.run(job)
+                job.flush()
+            except BaseException as exc:
+                job.flush()
+                result.seconds = time.perf_counter() - started
+                self._count(result, started_at)
+                result.status = "failed"
+                result.info = {**job.info, "error": _reason(exc)}
+                run.mark_stage(step.stage, step.round, key, "failed", result.info, result.seconds)
+                raise
+            result.seconds = time.perf_counter() - started
+            result.info = job.info
+            self._count(result, started_at)
+            result.fingerprint = self._fingerprint(key, job.info)
+            info = {**job.info, "_fingerprint": result.fingerprint, "ok": result.ok, "failed": result.failed,
+                    "calls": result.calls, "tokens": result.tokens, "cost": result.cost,
+                    "truncated": result.truncated}
+            threshold = self.thresholds.get(step.stage, stage.max_failure_rate)
+            total = result.ok + result.failed
+            if result.failed and total and result.failed / total > threshold:
+                result.status = "failed"
+                message = self.failure_message(step, key, result, threshold)
+                info["error"] = message
+                run.mark_stage(step.stage, step.round, key, "failed", info, result.seconds)
+                raise StageFailed(message)
+            result.status = "done"
+            run.mark_stage(step.stage, step.round, key, "done", info, result.seconds)
+            progress.say(f"   {step.label}: {result.ok} ok" + (f", {result.failed} failed" if result.failed else "")
+                         + f", {result.seconds:.1f}s")
+            return result
+
+    def _reuse(self, step: Step, result: StageResult, row: dict) -> None:
+        info = row["info"]
+        result.status = "reused"
+        result.reused_from = row["run_id"]
+        result.info = info
+        result.fingerprint = row["fingerprint"]
+        result.ok = info.get("ok", 0)
+        result.failed = info.get("failed", 0)
+        self.ctx.run.mark_stage(step.stage, step.round, result.key, "done", info, 0.0,
+                                reused_from=row["run_id"])
+        progress.say(f"-> {step.label}: reused (same inputs as run {row['run_id']})")
+
+    def _fingerprint(self, key: str, info: dict) -> str:
+        ids = [r[0] for r in self.ctx.store.execute(
+            "select item_id from outcomes where stage_key = ? and status = 'ok' order by item_id", [key])]
+        payload = dumps([ids, info.get("pin")])
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def _count(self, result: StageResult, since: str) -> None:
+        store = self.ctx.store
+        result.ok, result.failed = store.execute(
+            "select coalesce(sum(status = 'ok'), 0), coalesce(sum(status = 'failed'), 0) from outcomes "
+            "where stage_key = ?", [result.key]).fetchone()
+        calls, tokens, cost, truncated = store.execute(
+            "select count(*), coalesce(sum(coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0)), 0), "
+            "coalesce(sum(cost), 0), coalesce(sum(finish_reason = 'length'), 0) "
+            "from llm_calls where stage_key = ? and created_at >= ?", [result.key, since]).fetchone()
+        result.calls, result.tokens, result.cost, result.truncated = calls, tokens, round(cost, 6), truncated
+
+    def failure_message(self, step: Step, key: str, result: StageResult, threshold: float) -> str:
+        rows = self.ctx.store.execute(
+            "select item_id, reason, error_kind from outcomes where stage_key = ? and status = 'failed'", [key]
+        ).fetchall()
+        kinds = Counter(kind or "error" for _, _, kind in rows)
+        examples = {}
+        for item_id, reason, kind in rows:
+            examples.setdefault(kind or "error", (item_id, reason))
+        total = result.ok + result.failed
+        lines = [f"stage {step.label} failed: {result.failed} of {total} items failed "
+                 f"({result.failed / total:.0%}, above max_failure_rate {threshold:.0%})."]
+        for kind, count in kinds.most_common(3):
+            item_id, reason = examples[kind]
+            lines.append(f"  {count} x {kind}, e.g. item {item_id}: {reason}")
+        lines.append("Fix the cause, then re-run the same command: only the failed items are retried "
+                     "(nothing already paid for is sent again).")
+        return "\n".join(lines)
+
+
+def _reason(exc: BaseException) -> str:
+    from tapir.runs import redact_text
+
+    if isinstance(exc, TapirError):
+        return redact_text(str(exc))
+    return redact_text(f"{type(exc).__name__}: {exc}")

@@ -1,0 +1,33 @@
+"""Reading a config's stages without running anything: their keys, computed
+from the config and what the database already holds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tapir.errors import TapirError
+
+
+def engine_without_run(config_path: str | Path, db: str | None):
+    """An engine over CONFIG's recipe, against an existing database, with no
+    run row written (keys of finished upstream stages come from the store)."""
+    from tapir.config import load_config
+    from tapir.pipeline.context import Context
+    from tapir.pipeline.runner import engine_for
+    from tapir.runs import Run, run_id_for
+    from tapir.store import open_store
+    from tapir.store.db import resolve_db_path
+
+    cfg = load_config(config_path, check_references=False)
+    path = resolve_db_path(db or cfg.db)
+    if not path.is_file():
+        raise TapirError(f"no database at {path}: run `tapir distill {config_path}` first, or pass --db")
+    store = open_store(path)
+    run = Run(store, run_id_for(cfg.model_dump(mode="json")), cfg.name)
+    ctx = Context(cfg, store, run, Path(config_path).resolve().parent, Path(cfg.output_dir).resolve())
+    return engine_for(ctx)
+
+
+def stage_key_for(config_path, db, node):
+    engine = engine_without_run(config_path, db)
+    return engine.ctx.store, engine.key_of(node)

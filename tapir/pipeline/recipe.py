@@ -1,0 +1,89 @@
+"""The stage list of a run, assembled from the config.
+
+The TAPIR recipe (Algorithm 1)::
+
+    ingest -> teacher_answers -> train S0 -> [student_answers] -> judge -> seed_cut
+    classify
+    for r in 1..N: [resample] -> [expand -> teacher_answers] -> [rewrite] -> train S_r
+                   [-> student_answers -> judge]   (curriculum.recompute_mfd)
+    export
+
+Variants are config, not code: ``curriculum.rounds: 1`` (one round),
+``rewriter: null`` or ``recipe.skip: [rewrite]`` (no rewriting),
+``recipe.skip: [resample]`` (expansion seeds keep the natural task mix),
+``recipe.skip: [seed_cut]`` (every judged item is hard), ``recipe.skip:
+[expand]`` (no new instructions), ``resample.weights: uniform``. A plugin
+adds a stage with the ``register_stages`` hook and ``recipe.add``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from tapir.pipeline.engine import Node, Stage, Step
+
+
+def data_digest(config, base_dir: Path) -> str:
+    """What identifies the data's content: the file's bytes, or the hub id."""
+    from tapir.config import resolve_path
+
+    data = config.data
+    if data.path:
+        path = resolve_path(data.path, base_dir)
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        return "sha256:" + h.hexdigest()
+    return f"hub:{data.hf_dataset}:{data.hf_config}:{data.split}"
+
+
+def stage_table() -> dict[str, Stage]:
+    """Built-in stages, then those plugins register (a plugin may override one)."""
+    from tapir.pipeline.stages import BUILTIN
+    from tapir.plugins import registry
+
+    table: dict[str, Stage] = {name: cls() for name, cls in BUILTIN.items()}
+    for name, component in registry().by_role["stages"].items():
+        table[name] = component.load()()
+    return table
+
+
+def build(config, *, run_id: str, digest: str, judge_reads_answer: bool) -> list[Step]:
+    skip = set(config.recipe.skip)
+    rounds = config.curriculum.rounds
+    steps: list[Step] = []
+
+    def add(stage: str, round: int = 0, after: tuple[Node, ...] = (), **options) -> Node:
+        steps.append(Step(stage, round, tuple(n for n in after if n is not None), tuple(sorted(options.items()))))
+        return (stage, round)
+
+    ingest = add("ingest", digest=digest)
+    answers = {0: add("teacher_answers", 0, (ingest,))}
+    train = {0: add("train", 0, (ingest, answers[0]))}
+    student = add("student_answers", 0, (ingest, train[0])) if judge_reads_answer else None
+    judges = [add("judge", 0, (ingest, answers[0], train[0], student))]
+    cut = add("seed_cut", 0, (judges[0],), all="seed_cut" in skip)
+    classify = add("classify", 0, (ingest,))
+    expanded: list[Node] = []
+    rewrites: list[Node] = []
+    for r in range(1, rounds + 1):
+        base = (ingest, cut, classify, *expanded)
+        resample = add("resample", r, base) if "resample" not in skip else None
+        if "expand" not in skip and config.curriculum.expand_per_round[r - 1] > 0:
+            expanded.append(add("expand", r, (*base, resample)))
+            answers[r] = add("teacher_answers", r, (expanded[-1],))
+        if config.rewriter is not None and "rewrite" not in skip:
+            rewrites.append(add("rewrite", r, (ingest, cut, classify, *expanded, *answers.values())))
+        train[r] = add("train", r, (train[r - 1], ingest, cut, classify, *expanded, *answers.values(), *rewrites))
+        if config.curriculum.recompute_mfd:
+            student_r = add("student_answers", r, (ingest, train[r])) if judge_reads_answer else None
+            judges.append(add("judge", r, (ingest, answers[0], train[r], student_r)))
+    for extra in config.recipe.add:
+        anchor = (extra.after, extra.round)
+        position = next(i for i, s in enumerate(steps) if s.node == anchor) + 1
+        steps.insert(position, Step(extra.stage, extra.round, (anchor,), tuple(sorted(extra.options.items()))))
+    add("export", 0, (ingest, cut, classify, *train.values(), *judges, *expanded, *rewrites, *answers.values()),
+        run=run_id)
+    return steps

@@ -1,0 +1,91 @@
+"""expand: the teacher writes one new instruction per draw (same task type,
+similar difficulty); malformed ones and near-duplicates of everything
+already in the pool are asked again with a new sample index, up to
+``expansion.max_attempts_factor`` tries. A failed call is not a try: the
+draw stays failed and is retried with the same request on re-run."""
+
+from __future__ import annotations
+
+import random
+
+from tapir import progress
+from tapir.pipeline.context import params_of
+from tapir.pipeline.data import item_id
+from tapir.pipeline.engine import Job
+from tapir.pipeline.stages.resample import draws_for, expanded_before, pool_for
+from tapir.roles import Item
+
+
+class Expand:
+    name = "expand"
+    reads = ("expansion", "teacher", "seed")
+    version = "1"
+    max_failure_rate = 0.2
+
+    def run(self, job: Job) -> None:
+        from tapir.dedup import NearDuplicateFilter
+
+        ctx = job.ctx
+        cfg = ctx.config.expansion
+        r = job.round
+        draws = draws_for(job, r)
+        pool = pool_for(job, r)
+        existing = {it.meta.get("draw"): it for it in ctx.items(job.key)}
+        texts = [it.instruction for it in ctx.items(job.scope("ingest"))]
+        texts += [it.instruction for it in expanded_before(job, r)]
+        texts += [it.instruction for it in existing.values()]
+        embed = ctx.encoder(cfg.encoder).embed if cfg.dedup == "embedding" else None
+        dedup = NearDuplicateFilter(cfg.dedup, cfg.dedup_threshold, texts, embed=embed)
+        rng = random.Random(ctx.config.seed * 1000 + r)
+        by_type: dict[str, list[Item]] = {}
+        for it in pool:
+            by_type.setdefault(it.task_type or "Others", []).append(it)
+        groups = []
+        for seed_item in draws:
+            same = [it for it in by_type.get(seed_item.task_type or "Others", []) if it.id != seed_item.id]
+            others = rng.sample(same, min(len(same), cfg.examples_in_prompt - 1))
+            groups.append((seed_item.task_type or "Others", [seed_item, *others]))
+        for j in existing:
+            job.ok(f"draw-{j}")
+        pending = [j for j in job.todo(f"draw-{j}" for j in range(len(draws)))]
+        pending = [int(d.split("-")[1]) for d in pending if int(d.split("-")[1]) not in existing]
+        attempts = {j: 0 for j in pending}
+        max_attempts = max(1, int(cfg.max_attempts_factor))
+        stats = {"malformed": 0, "duplicates": 0, "call_errors": 0, "calls": 0}
+        params = params_of(ctx.config.teacher.model)
+        with progress.bar(f"expanding (round {r})", len(pending)) as bar:
+            while pending:
+                completions = ctx.teacher.create_instructions(
+                    [groups[j] for j in pending], [r * 1000 + attempts[j] for j in pending], params)
+                stats["calls"] += len(pending)
+                retry = []
+                for j, completion in zip(pending, completions):
+                    if not completion.ok:
+                        stats["call_errors"] += 1
+                        job.fail_completion(f"draw-{j}", completion, "new instruction")
+                        bar.update()
+                        continue
+                    attempts[j] += 1
+                    text = ctx.teacher.clean_instruction(completion.text)
+                    problem = None
+                    if text is None:
+                        stats["malformed"] += 1
+                        problem = ("malformed", "the reply held no usable instruction")
+                    elif not dedup.accept(text):
+                        stats["duplicates"] += 1
+                        problem = ("duplicate", "a near-duplicate of an instruction in the pool")
+                    if problem is None:
+                        task_type, examples = groups[j]
+                        new = Item(item_id(text), text, "", None, task_type,
+                                   {"draw": j, "seed_id": examples[0].id, "examples": [e.id for e in examples]})
+                        ctx.add_items(job.key, [new], "expanded", r)
+                        job.ok(f"draw-{j}", completion.call_id, attempts[j])
+                        bar.update()
+                    elif attempts[j] < max_attempts:
+                        retry.append(j)
+                    else:
+                        job.fail(f"draw-{j}", f"{problem[1]} after {attempts[j]} tries", problem[0],
+                                 call_id=completion.call_id, attempts=attempts[j])
+                        bar.update()
+                pending = retry
+        job.info.update(requested=len(draws), accepted=len(ctx.items(job.key)), **stats)

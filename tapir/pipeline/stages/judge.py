@@ -1,0 +1,90 @@
+"""judge: score the teacher's and the student's answers; MFD =
+score(teacher) - score(student). An item whose judgment failed (or, with
+``mfd.one_order_failed: retry``, lost one of its two orders) stays unjudged:
+neither hard nor easy until a re-run judges it."""
+
+from __future__ import annotations
+
+from tapir import progress
+from tapir.pipeline.engine import Job
+from tapir.pipeline.stages.answers import student_path
+from tapir.roles import JudgeRequest
+from tapir.store.db import dumps, utcnow
+
+CHUNK = 64
+
+
+class JudgeMFD:
+    name = "judge"
+    reads = ("judge", "mfd.one_order_failed")
+    version = "1"
+    max_failure_rate = 0.05
+
+    def run(self, job: Job) -> None:
+        ctx = job.ctx
+        needs_student = ctx.judge_needs_student()
+        reads_answer = ctx.judge_reads_student_answer()
+        judge = ctx.judge(student_path(job, job.round) if needs_student else None)
+        cfg = ctx.config.judge
+        judge_model = cfg.model.model if cfg.model else cfg.name
+        items = ctx.items(job.scope("ingest"))
+        teacher = ctx.responses(job.scope("teacher_answers", 0), "teacher")
+        student = ctx.responses(job.scope("student_answers", job.round), "student") if reads_answer else {}
+        todo_ids = set(job.todo(it.id for it in items))
+        todo = []
+        for it in items:
+            if it.id not in todo_ids:
+                continue
+            if it.id not in teacher:
+                continue  # no teacher answer (that item failed upstream): not judged, not counted
+            if reads_answer and it.id not in student:
+                continue
+            todo.append(it)
+        accept_one = ctx.config.mfd.one_order_failed == "accept"
+        with progress.bar(f"judging MFD (S{job.round})", len(todo)) as bar:
+            for start in range(0, len(todo), CHUNK):
+                chunk = todo[start : start + CHUNK]
+                requests = [
+                    JudgeRequest(question=it.prompt, answer_a=teacher[it.id]["text"],
+                                 answer_b=student[it.id]["text"] if reads_answer else "", item_id=it.id,
+                                 category=it.task_type)
+                    for it in chunk
+                ]
+                judgments = judge.judge(requests)
+                scores = []
+                with ctx.store.db.conn:
+                    for it, j in zip(chunk, judgments):
+                        orders = j.details.get("orders_used")
+                        partial = orders == 1 and getattr(judge, "kind", "") == "pairwise"
+                        error = j.error
+                        if error is None and (j.score_a is None or j.score_b is None):
+                            error = "the judge gave no score"
+                        if error is None and partial and not accept_one:
+                            error = "one of the two orders failed: " + str(j.details.get("order_errors") or "?")
+                        ctx.store["judgments"].insert(
+                            {
+                                "run_id": job.key, "item_id": it.id, "judge": cfg.name, "model": judge_model,
+                                "kind": getattr(judge, "kind", "mfd"),
+                                "position": (j.details.get("position") or "ab") if partial else "both",
+                                "round": job.round,
+                                "response_a_id": teacher[it.id]["id"],
+                                "response_b_id": student[it.id]["id"] if reads_answer else None,
+                                "score_a": j.score_a, "score_b": j.score_b, "preference": j.preference,
+                                "raw": dumps({"raw": j.raw, "details": j.details}), "error": error,
+                                "created_at": utcnow(),
+                            },
+                            replace=True,
+                        )
+                        if error is None:
+                            scores += [(it.id, "teacher_score", job.round, j.score_a),
+                                       (it.id, "student_score", job.round, j.score_b),
+                                       (it.id, "mfd", job.round, j.score_a - j.score_b)]
+                            job.ok(it.id)
+                        else:
+                            kind = "partial" if partial else ("parse" if j.raw else "error")
+                            job.fail(it.id, error, kind)
+                ctx.set_scores(job.key, scores)
+                bar.update(len(chunk))
+        from tapir.pipeline.mfd import distribution
+
+        job.info.update(judged=len(todo), **distribution(list(ctx.scores(job.key, "mfd").values())))

@@ -1,0 +1,70 @@
+"""rewrite: task-aware rewriting (Appendix C). The rewriter refines the
+instruction, the teacher answers the refined instruction with the template
+of its task type, and training keeps the *original* instruction with the
+enhanced answer; both instructions are stored in ``rewrites``. Round 1
+rewrites D_S and the round's new items, later rounds their new items."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from tapir import progress
+from tapir.pipeline.context import params_of
+from tapir.pipeline.engine import Job
+from tapir.pipeline.stages.answers import teacher_answers_upto, with_answers
+from tapir.pipeline.stages.resample import hard_seed
+from tapir.store.db import utcnow
+
+
+def rewrite_targets(job: Job, round: int):
+    items = job.ctx.items(job.scope("expand", round)) if job.scope("expand", round) else []
+    if round == 1:
+        items = hard_seed(job) + items
+    return with_answers(items, teacher_answers_upto(job, round))
+
+
+class Rewrite:
+    name = "rewrite"
+    reads = ("rewriter", "teacher")
+    version = "1"
+    max_failure_rate = 0.1
+
+    def run(self, job: Job) -> None:
+        ctx = job.ctx
+        items = rewrite_targets(job, job.round)
+        todo_ids = set(job.todo(it.id for it in items))
+        todo = [it for it in items if it.id in todo_ids]
+        name = ctx.config.rewriter.name
+        params = params_of(ctx.config.rewriter.model)
+        teacher_params = params_of(ctx.config.teacher.model)
+        with progress.bar(f"rewriting (round {job.round})", len(todo)) as bar:
+
+            def on_result(i: int, rw) -> None:
+                bar.update()
+                it = todo[i]
+                call = rw.call_ids[-1] if rw.call_ids else None
+                if rw.error:
+                    job.fail(it.id, rw.error, "rewrite", call_id=call)
+                    return
+                new = replace(it, id=f"{it.id}~rw{job.round}", output=rw.answer,
+                              meta={**it.meta, "source_id": it.id, "refined_instruction": rw.instruction})
+                ctx.add_items(job.key, [new], "rewritten", job.round)
+                with ctx.store.db.conn:
+                    ctx.store["rewrites"].insert(
+                        {"run_id": job.key, "item_id": it.id, "new_item_id": new.id, "rewriter": name,
+                         "round": job.round, "instruction": it.instruction,
+                         "refined_instruction": rw.instruction, "error": None, "created_at": utcnow()},
+                        replace=True)
+                job.ok(it.id, call)
+
+            ctx.rewriter.rewrite(todo, ctx.teacher, params, on_result=on_result, teacher_params=teacher_params)
+        job.info.update(items=len(items), asked=len(todo))
+
+
+def rewritten(job: Job, round: int) -> dict[str, object]:
+    """Source item id -> its latest rewritten item over rounds 1..round."""
+    out = {}
+    for r in range(1, round + 1):
+        for it in job.ctx.items(job.scope("rewrite", r)):
+            out[it.meta["source_id"]] = it
+    return out
