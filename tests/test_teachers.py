@@ -207,7 +207,8 @@ def test_task_templates_say_what_the_paper_asks():
 
     assert "step by step" in ANSWER_TEMPLATES["math"]
     assert "code" in ANSWER_TEMPLATES["code"] and "explain how it works" in ANSWER_TEMPLATES["code"]
-    assert "better" not in ANSWER_TEMPLATES["general"] and "helpful" in ANSWER_TEMPLATES["general"]
+    assert "helpful, accurate and detailed" in ANSWER_TEMPLATES["general"]
+    assert all(t.startswith("{instruction}\n\n") for t in ANSWER_TEMPLATES.values())
 
 
 def test_refine_mode_with_input_without_examples_and_templates(tmp_path):
