@@ -11,6 +11,7 @@ tokens, so every answer is "[invalid]" and the 2 of 4 items whose target is
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -58,17 +59,33 @@ def test_lmeval_end_to_end_matches_simple_evaluate(store, tiny_model, tmp_path, 
     assert meta["run_id"] == bench_run_id("lmeval", str(tiny_model), options)
     assert meta["task_config"]["dataset_kwargs"]["data_files"]["test"] == "mc12.jsonl"
 
-    # The same run straight through lm-eval's API gives the same numbers.
+    # The benchmark-row contract: no judge, no failures, a data version, the full set.
+    for row in rows:
+        m = row["meta"]
+        assert (m["judge"], m["judge_mode"], m["failures"], m["failure_reasons"], m["failure_example"],
+                m["subset"]) == (None, "reference", 0, {}, None, None)
+    mc_digest = hashlib.sha256((TASKS / "mc12.jsonl").read_bytes()).hexdigest()[:12]
+    assert meta["data_version"] == f"lm_eval {lm_eval.__version__}, tapir_mc12 v1.0, json sha256:{mc_digest}"
+
+    # Parity: the same run straight through lm-eval's API gives the same numbers,
+    # every metric and every stderr, exactly.
     monkeypatch.chdir(TASKS)
     direct = lm_eval.simple_evaluate(
         model="hf", model_args={"pretrained": str(tiny_model), "dtype": "float32"}, tasks=["tapir_mc12", "tapir_gen4"],
         task_manager=TaskManager(include_path=str(TASKS), include_defaults=False), device="cpu", batch_size=4,
         log_samples=False,
     )["results"]
-    assert got[("tapir_mc12", "acc_norm")]["value"] == direct["tapir_mc12"]["acc_norm,none"]
-    assert got[("tapir_mc12", "acc_norm")]["stderr"] == direct["tapir_mc12"]["acc_norm_stderr,none"]
-    assert acc["value"] == direct["tapir_mc12"]["acc,none"]
-    assert em["value"] == direct["tapir_gen4"]["exact_match,get-answer"]
+    compared = 0
+    for task, entry in direct.items():
+        for key, value in entry.items():
+            metric, sep, filt = key.partition(",")
+            if not sep or "_stderr" in metric:
+                continue
+            row = got[(task, metric if filt == "none" else key)]
+            assert row["value"] == value, (task, key)
+            assert row["stderr"] == entry[f"{metric}_stderr,{filt}"], (task, key)
+            compared += 2
+    assert compared == 6 == 2 * len(rows)  # 3 metrics and their 3 stderrs, identical
 
     # results.json next to the request cache, in the run's output folder.
     out = Path(meta["output_dir"])
@@ -77,7 +94,7 @@ def test_lmeval_end_to_end_matches_simple_evaluate(store, tiny_model, tmp_path, 
     assert saved["results"]["tapir_mc12"]["acc_norm,none"] == direct["tapir_mc12"]["acc_norm,none"]
 
 
-def test_rerun_uses_store_then_lm_eval_cache(store, tiny_model, monkeypatch):
+def test_rerun_uses_store_and_force_scores_everything_again(store, tiny_model, monkeypatch):
     import lm_eval
     from lm_eval.models.huggingface import HFLM
     from sqlitedict import SqliteDict
@@ -87,6 +104,7 @@ def test_rerun_uses_store_then_lm_eval_cache(store, tiny_model, monkeypatch):
     cache = Path(first[0]["meta"]["output_dir"]) / "lm-eval-cache_rank0.db"
     with SqliteDict(str(cache)) as d:
         assert len(d) == 6 * 4 + 4  # 4 choices per question, 4 generations
+    assert {r["meta"]["subset"] for r in first} == {"limit=6"}
 
     def boom(*args, **kwargs):
         raise AssertionError("must not run")
@@ -95,12 +113,26 @@ def test_rerun_uses_store_then_lm_eval_cache(store, tiny_model, monkeypatch):
     monkeypatch.setattr(lm_eval, "simple_evaluate", boom)
     assert run_benchmark(store, "lmeval", str(tiny_model), options) == first
     monkeypatch.undo()
-    # Forced: lm-eval runs, but every request comes from its cache (the model is never called).
-    monkeypatch.setattr(HFLM, "_model_call", boom)
-    monkeypatch.setattr(HFLM, "_model_generate", boom)
+    # Forced: the run's request cache is deleted, every request is scored again (and cached anew).
+    seen = []
+    real_tokens, real_generate = HFLM._loglikelihood_tokens, HFLM.generate_until
+
+    def count_ll(self, requests, *args, **kwargs):
+        seen.append(("ll", len(requests)))
+        return real_tokens(self, requests, *args, **kwargs)
+
+    def count_gen(self, requests, *args, **kwargs):
+        seen.append(("gen", len(requests)))
+        return real_generate(self, requests, *args, **kwargs)
+
+    monkeypatch.setattr(HFLM, "_loglikelihood_tokens", count_ll)
+    monkeypatch.setattr(HFLM, "generate_until", count_gen)
     again = run_benchmark(store, "lmeval", str(tiny_model), options, force=True)
-    assert [(r["task"], r["metric"], r["value"]) for r in again] == [
-        (r["task"], r["metric"], r["value"]) for r in first]
+    assert seen == [("ll", 24), ("gen", 4)]
+    assert [(r["task"], r["metric"], r["value"], r["stderr"]) for r in again] == [
+        (r["task"], r["metric"], r["value"], r["stderr"]) for r in first]
+    with SqliteDict(str(cache)) as d:
+        assert len(d) == 6 * 4 + 4
     assert store["benchmark_results"].count == 3
 
 
@@ -209,9 +241,26 @@ def test_model_resolution(tiny_model, tmp_path, monkeypatch, pm):
             lm_spec(str(tiny_model), {"backend": "vllm"})
 
 
-def test_unknown_option_is_refused(store, tiny_model):
-    with pytest.raises(TapirError, match="unknown lmeval option.*taks.*Options: preset, tasks"):
+def test_unknown_option_is_refused_before_anything_is_written(store, tiny_model):
+    from tapir.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"unknown option 'taks'. Did you mean 'tasks'\? Allowed: .*preset"):
         run_benchmark(store, "lmeval", str(tiny_model), {"taks": [MC]})
+    with pytest.raises(ConfigError, match="option 'limit': Input should be greater than 0"):
+        run_benchmark(store, "lmeval", str(tiny_model), {"tasks": [MC], "limit": 0})
+    assert store["runs"].count == 0
+
+
+def test_preflight_catches_bad_tasks_and_models_before_a_run_row(store, tiny_model, tmp_path):
+    from tapir.bench import PreflightFailed
+
+    with pytest.raises(PreflightFailed, match="unknown lm-eval task 'tapir_mc21'"):
+        run_benchmark(store, "lmeval", str(tiny_model), {"tasks": ["tapir_mc21"], "include_path": str(TASKS)})
+    with pytest.raises(PreflightFailed, match="lm-eval needs model weights"):
+        run_benchmark(store, "lmeval", "gpt-4o-mini", {"tasks": [MC]})
+    with pytest.raises(PreflightFailed, match="lmeval needs tasks"):
+        run_benchmark(store, "lmeval", str(tiny_model), {})
+    assert store["runs"].count == 0 and store["stages"].count == 0
 
 
 def test_rows_from_results_headlines_and_stderr():
@@ -276,3 +325,28 @@ def test_chat_template_and_samples(store, tiny_model):
     context, continuation = samples[0]["arguments"][0]
     assert continuation.startswith("The quick brown fox")
     assert context.startswith("<|im_start|>user\nQuestion: What colour is the sky?")
+
+
+def test_progress_shown_and_git_noise_silenced_unless_verbose(store, tiny_model, tmp_path, monkeypatch, capfd):
+    """Outside a git repository lm-eval's git call prints `fatal: not a git
+    repository`; tapir silences it (and other libraries' logs) unless
+    TAPIR_VERBOSE, and says what each phase does."""
+    import subprocess
+
+    outside = tmp_path / "not-a-repo"
+    outside.mkdir()
+    monkeypatch.chdir(outside)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
+    assert subprocess.run(["git", "describe", "--always"], capture_output=True).stderr.startswith(b"fatal")
+    monkeypatch.delenv("TAPIR_VERBOSE", raising=False)
+    monkeypatch.delenv("TAPIR_QUIET", raising=False)
+    capfd.readouterr()
+    run_benchmark(store, "lmeval", str(tiny_model), {"tasks": [MC], "limit": 2, "batch_size": 4})
+    err = capfd.readouterr().err
+    assert "fatal: not a git repository" not in err
+    for phase in ("lmeval: loading 1 task(s)", "lmeval: scoring", "Running loglikelihood requests",
+                  "lmeval: scored in", "rows stored in"):
+        assert phase in err, phase
+    monkeypatch.setenv("TAPIR_VERBOSE", "1")
+    run_benchmark(store, "lmeval", str(tiny_model), {"tasks": [MC], "limit": 2, "batch_size": 4}, force=True)
+    assert "fatal: not a git repository" in capfd.readouterr().err

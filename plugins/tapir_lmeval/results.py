@@ -9,6 +9,8 @@ with the default ``,none`` filter suffix dropped (``acc``,
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
 from typing import Any
 
 # Settings from results["config"] worth keeping with every row.
@@ -44,13 +46,56 @@ def _sample_count(results: dict, name: str, key: str, entry: dict) -> int | None
     return None
 
 
+def _file_digest(paths: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def data_version(name: str, results: dict[str, Any], version: str, yaml_dir: Path | None = None) -> str:
+    """What supplied a task's documents: lm-eval's version, the task's version
+    and its dataset (hub path, name and revision; for local ``data_files`` a
+    sha256 of the files, looked up from the working directory, then from the
+    task YAML's folder)."""
+    parts = [f"lm_eval {version}"]
+    task_version = results.get("versions", {}).get(name)
+    if task_version is not None:
+        parts.append(f"{name} v{task_version}")
+    config = results.get("configs", {}).get(name) or {}
+    dataset = config.get("dataset_path")
+    if dataset:
+        kwargs = config.get("dataset_kwargs") or {}
+        text = dataset + (f"/{config['dataset_name']}" if config.get("dataset_name") else "")
+        if kwargs.get("revision"):
+            text += f"@{kwargs['revision']}"
+        files = kwargs.get("data_files")
+        if files:
+            names = [files] if isinstance(files, str) else (
+                [f for v in files.values() for f in ([v] if isinstance(v, str) else v)]
+                if isinstance(files, dict) else list(files))
+            found = []
+            for f in dict.fromkeys(names):
+                path = Path(f)
+                if not path.is_file() and yaml_dir is not None:
+                    path = yaml_dir / f
+                if path.is_file():
+                    found.append(path)
+            if found and len(found) == len(dict.fromkeys(names)):
+                text += f" sha256:{_file_digest(found)}"
+        parts.append(text)
+    return ", ".join(parts)
+
+
 def rows_from_results(results: dict[str, Any], primary: dict[str, tuple[str, ...] | None],
-                      settings: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+                      settings: dict[str, Any] | None = None,
+                      yaml_dirs: dict[str, Path] | None = None) -> list[dict[str, Any]]:
     """One row per (task or group, metric) in lm-eval's results.
 
     ``primary`` maps top-level task/group names to their headline metrics
     (``None``: the task's first metric); those rows get
-    ``meta["primary"] = True``, every other row False.
+    ``meta["primary"] = True``, every other row False. ``yaml_dirs`` (task
+    name -> folder of its YAML) locates local data files for ``data_version``.
     """
     import importlib.metadata
 
@@ -60,6 +105,7 @@ def rows_from_results(results: dict[str, Any], primary: dict[str, tuple[str, ...
     rows = []
     for name, entry in results.get("results", {}).items():
         first = None
+        version_text = data_version(name, results, version, (yaml_dirs or {}).get(name))
         for key, raw in entry.items():
             parsed = metric_name(key)
             value = _number(raw)
@@ -91,6 +137,7 @@ def rows_from_results(results: dict[str, Any], primary: dict[str, tuple[str, ...
                         "config": config,
                         "task_config": results.get("configs", {}).get(name),
                         **(settings or {}),
+                        "data_version": version_text,
                     },
                 }
             )

@@ -2,11 +2,17 @@
 
 ``tapir bench NAME --model M`` is short for ``tapir bench run NAME --model M``.
 Heavy libraries (lm_eval, torch, matplotlib) load only inside the commands.
+
+Exit codes: 0 done; 1 the run failed (an error, or more failed judgments
+than ``--max-failure-rate`` allows: the rows are stored flagged and a re-run
+retries only the failures); 2 nothing was run or written (bad options,
+unknown model, missing credentials, unknown names given to compare).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -17,18 +23,50 @@ from tapir.cli.options import parse_options
 
 def format_rows(rows: list[dict[str, Any]]) -> str:
     """The stored rows of one benchmark run as an aligned text table."""
-    header = ["task", "metric", "value", "stderr", "n"]
-    body = [
-        [str(r["task"]), str(r["metric"]),
-         "" if r["value"] is None else f"{r['value']:.4f}",
-         "" if r.get("stderr") is None else f"{r['stderr']:.4f}",
-         "" if r.get("n") is None else str(r["n"])]
-        for r in rows
-    ]
+    with_failures = any("failures" in (r.get("meta") or {}) for r in rows)
+    header = ["task", "metric", "value", "stderr", "n"] + (["failures"] if with_failures else [])
+    body = []
+    for r in rows:
+        cells = [str(r["task"]), str(r["metric"]),
+                 "" if r["value"] is None else f"{r['value']:.4f}",
+                 "" if r.get("stderr") is None else f"{r['stderr']:.4f}",
+                 "" if r.get("n") is None else str(r["n"])]
+        if with_failures:
+            failures = (r.get("meta") or {}).get("failures")
+            cells.append("?" if failures is None else str(failures))
+        body.append(cells)
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(header)]
     lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
              for cells in [header, *body]]
     return "\n".join(line.rstrip() for line in lines)
+
+
+def describe_run(rows: list[dict[str, Any]]) -> str:
+    """One line naming the run and what its numbers mean (judge, mode, subset, data)."""
+    from tapir.compare import _one
+
+    metas = [r.get("meta") or {} for r in rows]
+    if not rows:
+        return "no rows"
+
+    def shown(key: str, none: str = "-") -> str:
+        value = _one(metas, key)
+        return none if value is None else str(value)
+
+    return (f"run {rows[0].get('run_id')}: judge {shown('judge')} ({shown('judge_mode')}), "
+            f"subset {shown('subset', 'full')}, data {shown('data_version')}"
+            + (", FAILED" if any(m.get("run_failed") for m in metas) else ""))
+
+
+def _verbose(flag: bool) -> None:
+    """-v: let other libraries' logs and warnings through (evaluators read TAPIR_VERBOSE)."""
+    if flag:
+        os.environ["TAPIR_VERBOSE"] = "1"
+
+
+def _exit_on(exc: Exception, code: int):
+    click.echo(f"Error: {exc}", err=True)
+    sys.exit(code)
 
 
 class BenchGroup(click.Group):
@@ -58,21 +96,43 @@ def register(cli):
     @click.argument("name")
     @click.option("--model", "-m", "model", required=True, help="Model id, folder or checkpoint path.")
     @click.option("-o", "--option", "pairs", multiple=True, help=_OPTION_HELP)
-    @click.option("--force", is_flag=True, help="Run again even when the results are stored.")
+    @click.option("--force", is_flag=True,
+                  help="Redo everything: delete this run's stored answers and judgments, bypass the LLM cache.")
+    @click.option("--max-failure-rate", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
+                  help="Share of items that may fail to be scored before the run fails (0: any failure fails).")
     @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+    @click.option("-v", "--verbose", is_flag=True, help="Show other libraries' logs and warnings.")
     @click.pass_obj
-    def run_cmd(obj, name, model, pairs, force, as_json):
+    def run_cmd(obj, name, model, pairs, force, max_failure_rate, as_json, verbose):
         """Run benchmark NAME on a model and print its rows."""
-        from tapir.bench import is_done, run_benchmark
+        from tapir.bench import BenchFailed, create_evaluator, is_done, preflight, run_benchmark
+        from tapir.errors import ConfigError
+        from tapir.store import resolve_db_path
 
+        _verbose(verbose)
         options = parse_options(pairs)
+        fresh = not resolve_db_path(obj["db"]).exists()
+        try:
+            evaluator = create_evaluator(name, options)  # bad options: exit 2 before the database is opened
+            if fresh:  # nothing can be stored yet: check before creating the database
+                preflight(evaluator, name, model)
+        except ConfigError as exc:
+            _exit_on(exc, 2)
         store = _store(obj)
         if not force and is_done(store, name, model, options):
             click.echo(f"{name} on {model}: already in the store (use --force to run again)", err=True)
-        rows = run_benchmark(store, name, model, options, force=force)
+        try:
+            rows = run_benchmark(store, name, model, options, force=force, max_failure_rate=max_failure_rate,
+                                 evaluator=evaluator, checked=fresh)
+        except ConfigError as exc:
+            _exit_on(exc, 2)
+        except BenchFailed as exc:
+            click.echo(json.dumps(exc.rows, indent=2, default=str) if as_json else format_rows(exc.rows))
+            _exit_on(exc, 1)
         if as_json:
             click.echo(json.dumps(rows, indent=2, default=str))
         else:
+            click.echo(describe_run(rows), err=True)
             click.echo(format_rows(rows))
 
     @bench.command("list")
@@ -109,12 +169,17 @@ def register(cli):
                   help="key=value added to every benchmark's options; repeatable.")
     @click.option("--force", is_flag=True, help="Run pairs again even when their results are stored.")
     @click.option("--fail-fast", is_flag=True, help="Stop at the first failing pair.")
+    @click.option("--max-failure-rate", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
+                  help="Share of items per pair that may fail to be scored (0: any failure fails the pair).")
+    @click.option("-v", "--verbose", is_flag=True, help="Show other libraries' logs and warnings.")
     @click.pass_obj
-    def suite_cmd(obj, suite, models, pairs, force, fail_fast):
+    def suite_cmd(obj, suite, models, pairs, force, fail_fast, max_failure_rate, verbose):
         """Run SUITE (a built-in name or a YAML list of {benchmark, options})
         on every --model, skipping pairs already in the store."""
         from tapir.bench import load_suite, run_suite
+        from tapir.errors import ConfigError
 
+        _verbose(verbose)
         entries = load_suite(suite)
         extra = parse_options(pairs)
         for entry in entries:
@@ -131,7 +196,11 @@ def register(cli):
             else:
                 click.echo(f"[{i}/{total}]   done: {len(result.rows)} rows in {result.seconds:.1f}s", err=True)
 
-        results = run_suite(store, entries, list(models), force=force, fail_fast=fail_fast, on_progress=progress)
+        try:
+            results = run_suite(store, entries, list(models), force=force, fail_fast=fail_fast,
+                                on_progress=progress, max_failure_rate=max_failure_rate)
+        except ConfigError as exc:
+            _exit_on(exc, 2)
         counts = {s: sum(r.status == s for r in results) for s in ("ran", "skipped", "failed")}
         click.echo(f"{counts['ran']} ran, {counts['skipped']} skipped, {counts['failed']} failed")
         if counts["failed"]:
@@ -139,7 +208,7 @@ def register(cli):
 
     @cli.command()
     @click.argument("refs", nargs=-1)
-    @click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "json"]), default="markdown",
+    @click.option("--format", "fmt", type=click.Choice(["markdown", "table", "json", "csv"]), default="markdown",
                   show_default=True)
     @click.option("--base", "bases", multiple=True,
                   help="Base model for models with no checkpoint record: BASE, or MODEL=BASE; repeatable.")
@@ -149,14 +218,19 @@ def register(cli):
     @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Also write a bar chart (PNG).")
     @click.pass_obj
     def compare(obj, refs, fmt, bases, benchmarks, all_metrics, no_delta, plot_path):
-        """Benchmark scores side by side: REFS are models, checkpoint paths or
-        run ids (all stored models when none). Each backbone's base model
-        comes first, with every student's delta against it."""
+        """Benchmark scores side by side, one row per benchmark run: REFS are
+        models, checkpoint paths or run ids (all stored models when none).
+        Each row names its run, settings, subset, judge and mode, data
+        version, n and failures; each backbone's base model comes first, with
+        every student's delta against the base run with the same settings."""
         from tapir import compare as cmp
 
         store = _store(obj)
-        table = cmp.build(store, list(refs), list(bases), all_metrics=all_metrics,
-                          benchmarks=list(benchmarks) or None)
+        try:
+            table = cmp.build(store, list(refs), list(bases), all_metrics=all_metrics,
+                              benchmarks=list(benchmarks) or None)
+        except cmp.UnknownReference as exc:
+            _exit_on(exc, 2)
         click.echo(cmp.render(table, fmt, delta=not no_delta), nl=False)
         if plot_path:
             cmp.plot(table, plot_path)
