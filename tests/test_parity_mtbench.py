@@ -417,3 +417,37 @@ def test_api_backend_turn_two_messages_are_fastchats(fastchat, mtdata, store, pm
     assert [r.messages for r in student.requests] == expected
     assert [r.params.temperature for r in student.requests] == [0.7, 0.7]
     assert all(r.params.max_new_tokens == 1024 for r in student.requests)
+
+
+def test_local_transformers_answers_equal_fastchats(fastchat, mtdata, store, pm, tiny_model, tmp_path, monkeypatch):
+    """On a real (tiny, random) transformers model: FastChat's
+    get_model_answers and tapir's hf path give the same answers, sampled
+    categories included (torch seeded per question, generation_config
+    defaults, stop string, special tokens, strip)."""
+    import torch
+
+    from tapir_hf.backend import load_model
+
+    tok, model = load_model(str(tiny_model), device="cpu")
+    ids = [81, 111]  # a sampled category (0.7) and a greedy one
+    questions = [q for q in fastchat.common.load_questions(str(mtdata.folder / "question.jsonl"), None, None)
+                 if q["question_id"] in ids]
+    monkeypatch.setattr(fastchat.gen_model_answer, "load_model", lambda *a, **k: (model, tok))
+    monkeypatch.setattr(torch.Tensor, "cuda", lambda self, *a, **k: self)
+    answer_file = tmp_path / "answers.jsonl"
+    fastchat.gen_model_answer.get_model_answers(str(tiny_model), MODEL_NAME, questions, str(answer_file), 12, 1, 1,
+                                                None, dtype=None, revision="main")
+    monkeypatch.setattr(torch.Tensor, "cuda", torch.Tensor.cuda)
+    theirs = {row["question_id"]: row["choices"][0]["turns"]
+              for row in map(json.loads, answer_file.read_text().splitlines())}
+
+    evaluator = registry().get("evaluators", "mtbench").create(options={
+        "question_ids": ids, "judge_model": "nosuch:judge", "max_new_tokens": 12, "conv_template": "one_shot"})
+    from tapir_mtbench.answers import generate_answers
+
+    answers, info = generate_answers(f"hf:{tiny_model}", store, "h1", evaluator._questions(evaluator._data()),
+                                     evaluator.options.answer_settings())
+    assert info["generation"] == "fastchat-local" and info["failures"] == 0
+    mine = {qid: [answers[(f"mtbench-{qid}", 1)][1], answers[(f"mtbench-{qid}", 2)][1]] for qid in ids}
+    assert mine == theirs
+    assert any(t for turns in mine.values() for t in turns)  # not all empty
