@@ -102,6 +102,9 @@ class ExpansionConfig(Section):
     dedup_threshold: float = Field(0.7, gt=0.0, le=1.0)
     encoder: str = "minilm"  # the encoder component for dedup: embedding
     max_attempts_factor: float = Field(3.0, ge=1.0)
+    # The teacher samples new instructions (a retry asks again with a new sample index).
+    generation: Generation = Field(default_factory=lambda: Generation(max_new_tokens=256, temperature=0.7,
+                                                                      top_p=0.95))
 
 
 class FailuresConfig(Section):

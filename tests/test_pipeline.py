@@ -28,41 +28,43 @@ def test_pipeline_numbers(tmp_path, tiny_model, pipeline_plugins, monkeypatch):
 
     monkeypatch.setenv("TAPIR_QUIET", "1")
     cfg = write_config(tmp_path, tiny_model)
-    ctx = distill(cfg, str(tmp_path / "t.db"))
-    db = ctx.store.db
-    run_id = ctx.run.id
+    out = distill(cfg, str(tmp_path / "t.db"))
+    db = out.store.db
 
-    def count(sql, *params):
-        return db.execute(sql, [run_id, *params]).fetchone()[0]
+    def count(sql, stage, round=0):
+        return db.execute(sql, [out.key(stage, round)]).fetchone()[0]
 
-    # Rows per stage.
-    assert count("select count(*) from items where run_id = ? and origin = 'seed'") == 16
-    assert count("select count(*) from responses where run_id = ? and role = 'teacher' and round = 0") == 16
-    assert count("select count(*) from responses where run_id = ? and role = 'student' and round = 0") == 16
-    assert count("select count(*) from judgments where run_id = ? and round = 0") == 16
-    assert count("select count(*) from classifications where run_id = ?") == 16
-    assert count("select count(*) from checkpoints where run_id = ?") == 4
-    expanded = count("select count(*) from items where run_id = ? and origin = 'expanded'")
+    # Rows per stage, each under its stage's key.
+    assert count("select count(*) from items where run_id = ? and origin = 'seed'", "ingest") == 16
+    assert count("select count(*) from responses where run_id = ? and role = 'teacher'", "teacher_answers") == 16
+    assert count("select count(*) from responses where run_id = ? and role = 'student'", "student_answers") == 16
+    assert count("select count(*) from judgments where run_id = ? and round = 0", "judge") == 16
+    assert count("select count(*) from classifications where run_id = ?", "classify") == 16
+    assert sum(count("select count(*) from checkpoints where run_id = ?", "train", r) for r in range(4)) == 4
+    expanded = sum(count("select count(*) from items where run_id = ? and origin = 'expanded'", "expand", r)
+                   for r in (1, 2, 3))
     assert expanded == 6 + 4 + 4
-    stages = {(s["name"], s["round"]): s for s in ctx.run.stages()}
+    stages = {(s["name"], s["round"]): s for s in out.run.stages()}
     assert all(s["status"] == "done" for s in stages.values())
+    assert len({s["key"] for s in stages.values()}) == len(stages)  # one key per node
+    assert all(r.failed == 0 for r in out.results)
 
     # MFD arithmetic: teacher score 10, student 1 + 9 * ROUGE-L F1, MFD = difference.
     scorer = rouge_scorer.RougeScorer(["rougeL"])
     teacher = {r["item_id"]: r["text"] for r in db.query(
-        "select item_id, text from responses where run_id = ? and role = 'teacher' and round = 0", [run_id])}
+        "select item_id, text from responses where run_id = ?", [out.key("teacher_answers")])}
     student = {r["item_id"]: r["text"] for r in db.query(
-        "select item_id, text from responses where run_id = ? and role = 'student' and round = 0", [run_id])}
-    mfd = ctx.scores("mfd", 0)
+        "select item_id, text from responses where run_id = ?", [out.key("student_answers")])}
+    mfd = out.scores("judge", 0, "mfd")
     assert len(mfd) == 16
     for item_id, value in mfd.items():
         sim = scorer.score(teacher[item_id], student[item_id])["rougeL"].fmeasure
         assert value == pytest.approx(10 - (1 + 9 * sim), abs=1e-6)
-        t, s = ctx.scores("teacher_score", 0)[item_id], ctx.scores("student_score", 0)[item_id]
+        t, s = out.scores("judge", 0, "teacher_score")[item_id], out.scores("judge", 0, "student_score")[item_id]
         assert value == pytest.approx(t - s)
 
     # The seed cut: top half by MFD.
-    hard = {i for i, v in ctx.scores("hard", 0).items() if v == 1.0}
+    hard = {i for i, v in out.scores("seed_cut", 0, "hard").items() if v == 1.0}
     assert len(hard) == 8
     assert min(mfd[i] for i in hard) >= max(mfd[i] for i in mfd if i not in hard)
 
@@ -76,23 +78,24 @@ def test_pipeline_numbers(tmp_path, tiny_model, pipeline_plugins, monkeypatch):
         assert drawn == expected
         assert sum(drawn.values()) == total
 
-    # Alpha per round, and the weights that reached the trainer.
-    assert [p for p, _ in SpyTrainer.seen][0].endswith("round-0")
+    # Alpha per round, and the weights that reached the trainer (Eq. 4: each
+    # hard example alpha_r, each easy one 1 - alpha_r).
+    assert Path(SpyTrainer.seen[0][0]).name == f"train-r0-{out.key('train', 0)[:12]}"
     for r, alpha in ((1, 0.3), (2, 0.5), (3, 0.7)):
         info = json.loads(stages[("train", r)]["info"])
         assert info["alpha"] == pytest.approx(alpha)
         _, examples = SpyTrainer.seen[r]
         n_hard = info["hard_examples"]
-        total_weight = sum(e.weight for e in examples)
-        assert total_weight == pytest.approx(len(examples))
-        hard_weight = sum(e.weight for e in examples[:n_hard])
-        assert hard_weight / total_weight == pytest.approx(alpha)
+        assert [e.weight for e in examples[:n_hard]] == pytest.approx([alpha] * n_hard)
+        assert [e.weight for e in examples[n_hard:]] == pytest.approx([1 - alpha] * (len(examples) - n_hard))
+        assert info["hard_weight_share"] == pytest.approx(
+            round(alpha * n_hard / (alpha * n_hard + (1 - alpha) * (len(examples) - n_hard)), 4))
         # hard set = D_S plus everything expanded so far, rewritten
         assert n_hard == 8 + sum((6, 4, 4)[:r])
         assert all(e.response.startswith("Step by step") for e in examples[:n_hard])
 
     # Exports.
-    out = Path(ctx.out_dir)
+    out = Path(out.out_dir)
     rows = [json.loads(line) for line in (out / "dataset.jsonl").read_text().splitlines()]
     assert len(rows) == 8 + 14 + 8
     assert (out / "dataset" / "dataset_info.json").exists()
@@ -105,14 +108,15 @@ def test_rerun_makes_no_calls(tmp_path, tiny_model, pipeline_plugins, monkeypatc
 
     monkeypatch.setenv("TAPIR_QUIET", "1")
     cfg = write_config(tmp_path, tiny_model, curriculum={"rounds": 1, "expand_per_round": [4]})
-    ctx = distill(cfg, str(tmp_path / "t.db"))
-    calls = ctx.store.execute("select count(*) from llm_calls").fetchone()[0]
-    tables = {t: ctx.store[t].count for t in ("items", "responses", "judgments", "scores", "checkpoints")}
-    ctx.store.close()
-    ctx2 = distill(cfg, str(tmp_path / "t.db"))
-    assert ctx2.store.execute("select count(*) from llm_calls").fetchone()[0] == calls
-    assert {t: ctx2.store[t].count for t in tables} == tables
+    out = distill(cfg, str(tmp_path / "t.db"))
+    calls = out.store.execute("select count(*) from llm_calls").fetchone()[0]
+    tables = {t: out.store[t].count for t in ("items", "responses", "judgments", "scores", "checkpoints")}
+    out.store.close()
+    out2 = distill(cfg, str(tmp_path / "t.db"))
+    assert out2.store.execute("select count(*) from llm_calls").fetchone()[0] == calls
+    assert {t: out2.store[t].count for t in tables} == tables
     assert len(SpyTrainer.seen) == 2  # S0 and S1 trained once each
+    assert {r.status for r in out2.results} == {"reused"}
 
 
 def test_student_loss_judge_needs_no_student_answers(tmp_path, tiny_model, pipeline_plugins, monkeypatch):
@@ -123,13 +127,13 @@ def test_student_loss_judge_needs_no_student_answers(tmp_path, tiny_model, pipel
     monkeypatch.setenv("TAPIR_QUIET", "1")
     cfg = write_config(tmp_path, tiny_model, judge={"name": "student-loss"},
                        curriculum={"rounds": 1, "expand_per_round": [4]})
-    ctx = distill(cfg, str(tmp_path / "t.db"))
-    db = ctx.store.db
+    out = distill(cfg, str(tmp_path / "t.db"))
+    db = out.store.db
     assert db.execute("select count(*) from responses where role = 'student'").fetchone()[0] == 0
-    assert not ctx.run.is_done("student_answers", 0)
+    assert out.key("student_answers") is None
     rows = list(db.query("select item_id, raw, score_a, score_b, kind from judgments"))
     assert len(rows) == 16 and {r["kind"] for r in rows} == {"loss"}
-    mfd = ctx.scores("mfd", 0)
+    mfd = out.scores("judge", 0, "mfd")
     for r in rows:
         nll = json.loads(r["raw"])["details"]["nll"]
         assert r["score_b"] == pytest.approx(10 * math.exp(-nll))
@@ -147,13 +151,13 @@ def test_mfd_command_shows_the_runs_distribution(tmp_path, tiny_model, pipeline_
     cfg = write_config(tmp_path, tiny_model, judge={"name": "student-loss"},
                        curriculum={"rounds": 1, "expand_per_round": [2]})
     db = str(tmp_path / "t.db")
-    ctx = distill(cfg, db)
-    expected = sorted(ctx.scores("mfd", 0).values())
+    out = distill(cfg, db)
+    expected = sorted(out.scores("judge", 0, "mfd").values())
     _add_commands()
     result = CliRunner().invoke(cli, ["--db", db, "mfd", str(cfg), "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert data["run_id"] == ctx.run.id
+    assert data["stage_key"] == out.key("judge", 0)
     assert sorted(data["values"]) == pytest.approx(expected)
     assert data["n"] == 16
     text = CliRunner().invoke(cli, ["--db", db, "mfd", str(cfg)]).stdout

@@ -1,24 +1,73 @@
-"""``pairwise``: the TAPIR pairwise judge behind MFD.
+"""``pairwise``: the pairwise judge behind MFD (the paper's Table 8 prompt by default).
 
 Both answers are rated 1-10 for helpfulness, relevance, accuracy and level
 of detail. By default the judge sees them in both orders, (a, b) and
 (b, a); the second order's scores are mapped back and the two averaged, so
-a judge's position bias cancels. When only one order parses, that order's
-scores are used and ``details["orders_used"]`` is 1 (option
-``require_both=True`` makes that an error instead); when neither parses the
-judgment is an error.
+a judge's position bias cancels (the paper, Appendix E: "we run it
+symmetrically twice ... and calculate the average score"). When only one
+order parses, that order's scores are used and ``details["orders_used"]``
+is 1 (option ``require_both`` makes that an error instead); when neither
+parses the judgment is an error.
+
+Prompts (option ``prompt``): ``table8`` (default), the paper's Table 8 in our
+own words with its output format (``Evaluation evidence: ...`` then ``Score
+of the Assistant 1: X`` and ``Score of the Assistant 2: Y``), parsed with
+that format first and with tapir's lenient parser as the fallback; and
+``tapir``, tapir's own wording (``Assistant 1: X`` lines), parsed leniently.
+``details["parsed_by"]`` records, per order, which parser read the scores
+(``table8`` or ``lenient``).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
+
+from pydantic import field_validator
 
 from tapir.errors import TapirError
-from tapir.judging import average_orders, combine_errors, judge_params, parse_pair, run_with_retry, scores_from_logprobs
+from tapir.judging import (
+    Found,
+    average_orders,
+    combine_errors,
+    judge_params,
+    parse_pair,
+    run_with_retry,
+    scores_from_logprobs,
+)
+from tapir.options import Options, option
 from tapir.roles import Completion, JudgeRequest, Judgment
 
-from tapir_judges.prompts import PAIRWISE_NUDGE, pairwise_messages
+from tapir_judges.prompts import PAIRWISE_PROMPTS
+
+_NUM = r"(?<![\d.])(\d{1,2}(?:\.\d+)?)(?!\.?\d)"
+_TABLE8_LINE = {
+    tag: re.compile(
+        r"^[\s\*_#>\-]*score\s+of\s+the\s+assistant\s*" + tag + r"[\s\*_]*:[\s\*_\[]*" + _NUM + r"(?:\s*/\s*10)?",
+        re.IGNORECASE | re.MULTILINE,
+    )
+    for tag in ("1", "2")
+}
+
+
+def parse_table8(text: str) -> tuple[Found, Found] | None:
+    """The two scores in Table 8's output format: the last ``Score of the
+    Assistant 1: X`` and ``Score of the Assistant 2: Y`` lines (case, bold
+    marks and a trailing ``/10`` tolerated), each from 1 to 10."""
+    if not text:
+        return None
+    pair = []
+    for pattern in _TABLE8_LINE.values():
+        found = None
+        for match in pattern.finditer(text):
+            value = float(match.group(1))
+            if 1.0 <= value <= 10.0:
+                found = Found(value, match.start(1), match.end(1))
+        if found is None:
+            return None
+        pair.append(found)
+    return pair[0], pair[1]
 
 
 @dataclass
@@ -26,57 +75,75 @@ class _Pair:
     scores: tuple[float, float]  # (first shown, second shown)
     parsed: tuple[float, float]  # the numbers in the text
     from_logprobs: bool
+    parsed_by: str  # "table8" | "lenient"
 
 
 class PairwiseJudge:
-    """TAPIR's pairwise 1-10 judge.
-
-    Options: ``both_orders`` (default True), ``require_both`` (default
-    False), ``use_logprobs`` (read each score as an expected value over the
-    digit-token logprobs at its position; falls back to the text when the
-    backend returns none), ``score_only`` (ask for the two scores without an
-    explanation, with a short reply: the fast path for small models),
-    ``top_logprobs`` (default 20), ``params`` (GenerationParams overrides;
-    default 512 new tokens, greedy).
-    """
+    """The pairwise 1-10 judge (both orders averaged)."""
 
     name = "pairwise"
     kind = "pairwise"
-    needs_student = False
+    needs_student = False  # judged with the judge model, not the student's backend
+    reads_student_answer = True  # compares the student's answer with the teacher's
 
-    def __init__(
-        self,
-        backend: Any,
-        *,
-        both_orders: bool = True,
-        require_both: bool = False,
-        use_logprobs: bool = False,
-        score_only: bool = False,
-        top_logprobs: int = 20,
-        params: dict[str, Any] | None = None,
-    ):
+    class Options(Options):
+        prompt: Literal["table8", "tapir"] = option(
+            "table8", "judge prompt: the paper's Table 8 (default) or tapir's own wording")
+        both_orders: bool = option(True, "judge in both orders, (a, b) and (b, a), and average")
+        require_both: bool = option(False, "a judgment where only one order parsed is an error")
+        use_logprobs: bool = option(
+            False, "read each score as the expected value over the digit-token logprobs at its position")
+        score_only: bool = option(False, "ask for the two scores without an explanation (short replies)")
+        top_logprobs: int = option(20, "alternatives per token asked for with use_logprobs", ge=1, le=20)
+        params: dict[str, Any] | None = option(
+            None, "GenerationParams overrides (default: 512 new tokens, or 24 with score_only; greedy)")
+
+        @field_validator("params")
+        @classmethod
+        def _known_params(cls, value):
+            if value:
+                try:
+                    judge_params({}, value)
+                except TapirError as exc:
+                    raise ValueError(str(exc)) from None
+            return value
+
+    def __init__(self, backend: Any, options: "PairwiseJudge.Options"):
         if backend is None:
             raise TapirError("judge 'pairwise' needs a judge model (set judge.model in the config)")
         self.backend = backend
-        self.both_orders = both_orders
-        self.require_both = require_both
-        self.use_logprobs = use_logprobs
-        self.score_only = score_only
-        defaults: dict[str, Any] = {"max_new_tokens": 24 if score_only else 512, "temperature": 0.0}
-        if use_logprobs:
-            defaults["top_logprobs"] = top_logprobs
-        self.params = judge_params(defaults, params)
+        self.options = options
+        self.prompt = options.prompt
+        self.both_orders = options.both_orders
+        self.require_both = options.require_both
+        self.use_logprobs = options.use_logprobs
+        self.score_only = options.score_only
+        self._messages, self._nudge = PAIRWISE_PROMPTS[options.prompt]
+        defaults: dict[str, Any] = {"max_new_tokens": 24 if options.score_only else 512, "temperature": 0.0}
+        if options.use_logprobs:
+            defaults["top_logprobs"] = options.top_logprobs
+        self.params = judge_params(defaults, options.params)
+
+    def find(self, text: str) -> tuple[tuple[Found, Found] | None, str]:
+        """The two scores and which parser read them: Table 8's format first
+        (with the table8 prompt), then the lenient parser."""
+        if self.prompt == "table8":
+            found = parse_table8(text)
+            if found is not None:
+                return found, "table8"
+        found = parse_pair(text, short_reply=self.score_only)
+        return found, "lenient"
 
     def parse(self, completion: Completion) -> _Pair | None:
-        found = parse_pair(completion.text, short_reply=self.score_only)
+        found, how = self.find(completion.text)
         if found is None:
             return None
         parsed = (found[0].value, found[1].value)
         if self.use_logprobs:
-            values = scores_from_logprobs(completion, lambda text: parse_pair(text, short_reply=self.score_only))
+            values = scores_from_logprobs(completion, lambda text: self.find(text)[0])
             if values:
-                return _Pair((values[0], values[1]), parsed, True)
-        return _Pair(parsed, parsed, False)
+                return _Pair((values[0], values[1]), parsed, True, how)
+        return _Pair(parsed, parsed, False, how)
 
     def judge(self, requests: Sequence[JudgeRequest]) -> list[Judgment]:
         for r in requests:
@@ -87,8 +154,8 @@ class PairwiseJudge:
         for order in orders:
             for r in requests:
                 first, second = (r.answer_a, r.answer_b) if order == "ab" else (r.answer_b, r.answer_a)
-                prompts.append(pairwise_messages(r.question, first, second, scores_only=self.score_only))
-        outcomes = run_with_retry(self.backend, prompts, self.params, self.parse, PAIRWISE_NUDGE, what="pair of scores")
+                prompts.append(self._messages(r.question, first, second, scores_only=self.score_only))
+        outcomes = run_with_retry(self.backend, prompts, self.params, self.parse, self._nudge, what="pair of scores")
         n = len(requests)
         return [self._combine({order: outcomes[k * n + i] for k, order in enumerate(orders)}) for i in range(n)]
 
@@ -103,8 +170,10 @@ class PairwiseJudge:
                 mapped[order] = (o.value.scores[1], o.value.scores[0])
         scores, used = average_orders(mapped.get("ab"), mapped.get("ba"))
         details: dict[str, Any] = {
+            "prompt": self.prompt,
             "orders": {k: list(v) for k, v in mapped.items() if v is not None},
             "orders_used": used,
+            "parsed_by": {k: o.value.parsed_by for k, o in by_order.items() if o.value is not None},
             "retried": any(o.retried for o in by_order.values()),
             "raw_by_order": {k: list(o.raw) for k, o in by_order.items()},
         }

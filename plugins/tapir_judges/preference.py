@@ -5,6 +5,12 @@ The judge answers with one letter (A or B). With logprobs the preference is
 continuous: P(b better) is the probability of the model's letter, normalised
 over the two verdict letters at the verdict token (AlpacaEval 2.0's weighted
 win). Without logprobs the letter is parsed: 1.0, 0.0, or 0.5 for a tie.
+
+This is tapir's own lenient preference judge (its prompt, A/B verdicts,
+greedy decoding, one nudge when no verdict is found). The ``alpacaeval``
+evaluator uses it only with ``judge_mode: robust``; its default reference
+mode judges with alpaca_eval's own annotator instead
+(tapir_alpacaeval.annotator).
 """
 
 from __future__ import annotations
@@ -13,8 +19,9 @@ import hashlib
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
+import tapir.options
 from tapir.errors import TapirError
 from tapir.judging import clean_token, combine_errors, judge_params, run_with_retry
 from tapir.roles import Completion, JudgeRequest, Judgment
@@ -76,40 +83,36 @@ def _swapped(request: JudgeRequest) -> bool:
 
 
 class PreferenceJudge:
-    """Which of two outputs is better, as P(answer_b better).
-
-    Options: ``use_logprobs`` (default True: ask ``top_logprobs`` and weight
-    the verdict; falls back to text when the backend gives none),
-    ``top_logprobs`` (default 5), ``order``: ``random`` (default, as
-    AlpacaEval: a stable per-item coin decides which output is shown first),
-    ``fixed`` (reference first) or ``both`` (both orders, averaged),
-    ``params`` (GenerationParams overrides; default one new token, greedy).
-    """
+    """Which of two outputs is better, as P(answer_b better) (see the
+    module docstring; options in :class:`PreferenceJudge.Options`)."""
 
     name = "preference"
     kind = "preference"
     needs_student = False
+    reads_student_answer = True
 
-    def __init__(
-        self,
-        backend: Any,
-        *,
-        use_logprobs: bool = True,
-        top_logprobs: int = 5,
-        order: str = "random",
-        params: dict[str, Any] | None = None,
-    ):
+    class Options(tapir.options.Options):
+        use_logprobs: bool = tapir.options.option(
+            True, "ask for top_logprobs and weight the verdict; falls back to the text when the backend gives none")
+        top_logprobs: int = tapir.options.option(5, "alternatives asked at the verdict token", ge=1, le=20)
+        order: Literal["random", "fixed", "both"] = tapir.options.option(
+            "random", "random: a stable per-item coin decides which output is shown first; fixed: reference "
+                      "first; both: both orders, averaged")
+        params: dict[str, Any] = tapir.options.option(
+            lambda: {}, "GenerationParams overrides (default: one new token, greedy)", factory=True)
+
+    def __init__(self, backend: Any, options: "PreferenceJudge.Options | None" = None):
+        options = options if options is not None else self.Options()
         if backend is None:
             raise TapirError("judge 'preference' needs a judge model (set judge.model in the config)")
-        if order not in ORDERS:
-            raise TapirError(f"preference judge: order must be one of {', '.join(ORDERS)}, not {order!r}")
         self.backend = backend
-        self.use_logprobs = use_logprobs
-        self.order = order
+        self.options = options
+        self.use_logprobs = options.use_logprobs
+        self.order = options.order
         defaults: dict[str, Any] = {"max_new_tokens": 1, "temperature": 0.0}
-        if use_logprobs:
-            defaults["top_logprobs"] = top_logprobs
-        self.params = judge_params(defaults, params)
+        if options.use_logprobs:
+            defaults["top_logprobs"] = options.top_logprobs
+        self.params = judge_params(defaults, options.params)
 
     def parse(self, completion: Completion) -> _Verdict | None:
         if self.use_logprobs:

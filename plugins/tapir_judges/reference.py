@@ -9,12 +9,13 @@ MFD = score_a - score_b runs from 0 (same answer) to 9 (nothing in common).
 from __future__ import annotations
 
 import importlib.util
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 from tapir.errors import TapirError
+from tapir.options import Options, option
 from tapir.roles import JudgeRequest, Judgment
 
-METHODS = ("embedding", "rouge")
+METHODS = ("embedding", "rouge")  # kept in step with Options.method
 
 
 def _clip(x: float) -> float:
@@ -22,19 +23,25 @@ def _clip(x: float) -> float:
 
 
 class ReferenceSimilarityJudge:
-    """Options: ``method`` = ``embedding`` (default: cosine of sentence
-    embeddings, clipped to [0, 1]) or ``rouge`` (ROUGE-L F1); ``encoder``:
-    the encoder for ``embedding`` (default the embedded all-MiniLM-L6-v2, or
-    any encoder folder or hub id); ``batch_size`` for the encoder."""
+    """No LLM: the student's answer scored by its similarity to the teacher's.
+
+    The encoder for ``method: embedding`` comes from the ``tapir_hf`` plugin
+    (this plugin imports it; the core never does)."""
 
     name = "reference-similarity"
     kind = "reference"
-    needs_student = False
+    needs_student = False  # needs no model at all
+    reads_student_answer = True  # compares the student's answer with the teacher's
 
-    def __init__(self, backend: Any = None, *, method: str = "embedding", encoder: str | None = None,
-                 batch_size: int = 64):
-        if method not in METHODS:
-            raise TapirError(f"reference-similarity: method must be one of {', '.join(METHODS)}, not {method!r}")
+    class Options(Options):
+        method: Literal["embedding", "rouge"] = option(
+            "embedding", "embedding: cosine of sentence embeddings, clipped to [0, 1]; rouge: ROUGE-L F1")
+        encoder: str | None = option(
+            None, "encoder for method=embedding: default the embedded all-MiniLM-L6-v2, or a folder / hub id")
+        batch_size: int = option(64, "encoder batch size", ge=1)
+
+    def __init__(self, backend: Any, options: "ReferenceSimilarityJudge.Options"):
+        method = options.method
         if method == "embedding":
             missing = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]
             if missing:
@@ -42,9 +49,10 @@ class ReferenceSimilarityJudge:
                                  "(pip install 'tapir[local]'), or use method=rouge")
         elif importlib.util.find_spec("rouge_score") is None:
             raise TapirError("reference-similarity with method=rouge needs rouge-score (pip install rouge-score)")
+        self.options = options
         self.method = method
-        self.encoder = encoder
-        self.batch_size = batch_size
+        self.encoder = options.encoder
+        self.batch_size = options.batch_size
 
     def similarities(self, references: Sequence[str], answers: Sequence[str]) -> list[float]:
         """Similarity in [0, 1] of each answer to its reference, batched."""

@@ -58,6 +58,7 @@ class MTBenchSingleJudge:
     name = "mtbench-single"
     kind = "single"
     needs_student = False
+    reads_student_answer = True
 
     class Options(opt.Options):
         judge_mode: Literal["reference", "robust"] = opt.option(

@@ -1,4 +1,6 @@
-"""``tapir runs``: runs and their stages, from the store."""
+"""``tapir runs`` and ``tapir runs show RUN``: runs, their stages, counts and
+failures, from the store. Read-only: a missing database is an error, never
+created."""
 
 from __future__ import annotations
 
@@ -6,19 +8,66 @@ import json
 
 import click
 
+from tapir.errors import TapirError
+
+
+def _open(db):
+    from tapir.store import open_store
+    from tapir.store.db import resolve_db_path
+
+    path = resolve_db_path(db)
+    if not path.is_file():
+        raise TapirError(f"no database at {path} (pass --db PATH or set TAPIR_DB)")
+    return open_store(path)
+
+
+def _stage_rows(store, run_id: str) -> list[dict]:
+    rows = []
+    for s in store["stages"].rows_where("run_id = ?", [run_id], order_by="id"):
+        info = json.loads(s["info"]) if s["info"] else {}
+        rows.append({**s, "info": info, **{k: info.get(k, 0) for k in ("ok", "failed", "calls", "tokens",
+                                                                         "cost", "truncated")}})
+    return rows
+
+
+def run_details(store, run_id: str) -> dict:
+    row = store.execute("select id, name, status, created_at, updated_at from runs where id = ? or name = ?",
+                        [run_id, run_id]).fetchone()
+    if row is None:
+        known = [r[0] for r in store.execute("select id from runs order by created_at desc limit 10")]
+        raise TapirError(f"no run '{run_id}' in {store.path}. Recent runs: {', '.join(known) or 'none'}")
+    run = dict(zip(("id", "name", "status", "created_at", "updated_at"), row))
+    stages = _stage_rows(store, run["id"])
+    failures = []
+    for s in stages:
+        if not s["key"]:
+            continue
+        for kind, count, example_item, example in store.execute(
+            "select error_kind, count(*), min(item_id), min(reason) from outcomes "
+            "where stage_key = ? and status = 'failed' group by error_kind order by count(*) desc", [s["key"]]
+        ):
+            failures.append({"stage": s["name"], "round": s["round"], "kind": kind, "count": count,
+                             "example_item": example_item, "example": example})
+    by_role = [dict(zip(("role", "calls", "errors", "tokens", "cost"), r)) for r in store.execute(
+        "select coalesce(role, '?'), count(*), sum(error is not null), "
+        "coalesce(sum(coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0)), 0), coalesce(sum(cost), 0) "
+        "from llm_calls where stage_key in (select key from stages where run_id = ?) group by role",
+        [run["id"]])]
+    return {**run, "stages": stages, "failures": failures, "calls_by_role": by_role}
+
 
 def register(cli):
-    @cli.command()
+    @cli.group(invoke_without_command=True)
     @click.option("--json", "as_json", is_flag=True)
-    @click.pass_obj
-    def runs(obj, as_json):
-        """List runs and the status of each stage."""
-        from tapir.store import open_store
-
-        store = open_store(obj["db"])
+    @click.pass_context
+    def runs(click_ctx, as_json):
+        """List runs and the status of each stage (``runs show RUN`` for one run)."""
+        if click_ctx.invoked_subcommand is not None:
+            return
+        store = _open(click_ctx.obj["db"])
         out = []
         for run in store["runs"].rows_where(order_by="created_at"):
-            stages = list(store["stages"].rows_where("run_id = ?", [run["id"]], order_by="id"))
+            stages = _stage_rows(store, run["id"])
             out.append({**{k: run[k] for k in ("id", "name", "status", "created_at")}, "stages": stages})
         if as_json:
             click.echo(json.dumps(out, indent=2))
@@ -29,4 +78,40 @@ def register(cli):
             click.echo(f"{run['id']}  {run['name']}  {run['status']}  {run['created_at']}")
             for s in run["stages"]:
                 secs = f"{s['seconds']:.1f}s" if s["seconds"] is not None else ""
-                click.echo(f"    {s['name']:<24} round {s['round']}  {s['status']:<8} {secs}")
+                status = "reused" if s.get("reused_from") else s["status"]
+                reason = f"  {s['info'].get('error', '').splitlines()[0]}" if s["status"] == "failed" and \
+                    s["info"].get("error") else ""
+                click.echo(f"    {s['name']:<24} round {s['round']}  {status:<8} {secs}{reason}")
+
+    @runs.command("show")
+    @click.argument("run_id")
+    @click.option("--json", "as_json", is_flag=True)
+    @click.pass_obj
+    def show(obj, run_id, as_json):
+        """One run: per stage the items ok / failed / reused, calls, tokens,
+        cost and time; failures with their reasons; calls by role."""
+        from tapir.cli.distill_cmd import stage_table
+
+        store = _open(obj["db"])
+        details = run_details(store, run_id)
+        if as_json:
+            click.echo(json.dumps(details, indent=2, default=str))
+            return
+        click.echo(f"run {details['id']} ({details['name']}): {details['status']}, "
+                   f"started {details['created_at']}, updated {details['updated_at']}")
+        click.echo("")
+        for line in stage_table(details["stages"]):
+            click.echo(line)
+        errors = [s for s in details["stages"] if s["status"] == "failed"]
+        for s in errors:
+            click.echo(f"\nstage {s['name']} (round {s['round']}) failed:\n  {s['info'].get('error', '?')}")
+        if details["failures"]:
+            click.echo("\nfailed items:")
+            for f in details["failures"]:
+                click.echo(f"  {f['stage']} (round {f['round']}): {f['count']} x {f['kind']}, "
+                           f"e.g. {f['example_item']}: {f['example']}")
+        if details["calls_by_role"]:
+            click.echo("\ncalls by role:")
+            for r in details["calls_by_role"]:
+                click.echo(f"  {r['role']:<12} {r['calls']:>7} calls  {r['errors'] or 0:>5} errors  "
+                           f"{r['tokens']:>9} tokens  ${r['cost']:.4f}")

@@ -9,11 +9,10 @@ from __future__ import annotations
 import random
 
 from tapir import progress
-from tapir.pipeline.context import params_of
 from tapir.pipeline.data import item_id
 from tapir.pipeline.engine import Job
 from tapir.pipeline.stages.resample import draws_for, expanded_before, pool_for
-from tapir.roles import Item
+from tapir.roles import GenerationParams, Item
 
 
 class Expand:
@@ -52,7 +51,9 @@ class Expand:
         attempts = {j: 0 for j in pending}
         max_attempts = max(1, int(cfg.max_attempts_factor))
         stats = {"malformed": 0, "duplicates": 0, "call_errors": 0, "calls": 0}
-        params = params_of(ctx.config.teacher.model)
+        g = cfg.generation
+        params = GenerationParams(max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p,
+                                  seed=ctx.config.seed)
         with progress.bar(f"expanding (round {r})", len(pending)) as bar:
             while pending:
                 completions = ctx.teacher.create_instructions(
