@@ -41,24 +41,31 @@ def redact(value: Any) -> Any:
         return {k: ("<redacted>" if _SECRET.search(str(k)) else redact(v)) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [redact(v) for v in value]
-    if isinstance(value, str) and _SECRET_VALUE.match(value.strip()):
-        return "<redacted>"
+    if isinstance(value, str):
+        if _SECRET_VALUE.match(value.strip()):
+            return "<redacted>"
+        return redact_text(value)  # a key inside a URL, header or message
     return value
 
 
 # Secrets inside free text: provider key shapes, bearer tokens, key=value
-# query parameters and user:password@ in URLs.
+# query parameters, user:password@ in URLs, and key headers or fields as an
+# error text quotes them ("Authorization: Bearer ...", "x-api-key: ...",
+# '"api_key": "..."').
 _SECRET_IN_TEXT = re.compile(
-    r"(?:sk-|sk_|gsk_|xai-|ghp_|github_pat_)[A-Za-z0-9_\-]{16,}|hf_[A-Za-z0-9]{30,}|AIza[A-Za-z0-9_\-]{30,}"
+    r"(?P<header>\b(?:proxy-)?(?:authorization|x-api-key|api-key|api_key|apikey|x-goog-api-key)[\"']?\s*[:=]\s*"
+    r"[\"']?(?:(?:bearer|basic)\s+)?)[^\s\"',;}&]+"
+    r"|(?<![A-Za-z0-9])(?:sk-|sk_|gsk_|xai-|ghp_|github_pat_)[A-Za-z0-9_\-]{16,}|hf_[A-Za-z0-9]{30,}"
+    r"|AIza[A-Za-z0-9_\-]{30,}"
     r"|(?P<bearer>Bearer )\S{8,}"
-    r"|(?P<param>[?&](?:api[-_]?key|key|token|access_token|secret|password)=)[^&\s'\"]+"
+    r"|(?P<param>[?&;](?:api[-_]?key|key|token|access_token|secret|password|sig|signature)=)[^&\s'\"]+"
     r"|(?P<scheme>://)[^/\s:@'\"]+:[^/\s@'\"]+@",
     re.I,
 )
 
 
 def _redact_match(m: re.Match) -> str:
-    prefix = m.group("bearer") or m.group("param") or m.group("scheme") or ""
+    prefix = m.group("header") or m.group("bearer") or m.group("param") or m.group("scheme") or ""
     return prefix + "<redacted>" + ("@" if m.group("scheme") else "")
 
 
