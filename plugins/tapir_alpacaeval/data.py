@@ -11,9 +11,11 @@ outputs). Any other instruction set with reference outputs works the same.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from tapir.errors import TapirError
 from tapir.jsonl import read_jsonl
@@ -40,7 +42,18 @@ class Instruction:
 class InstructionSet:
     instructions: list[Instruction]
     source: str
-    standard: bool  # the 805 AlpacaEval instructions from the hub
+    standard: bool  # the 805 AlpacaEval instructions from the hub, in full
+    version: str = ""  # where the data came from and a hash of the whole set (before any subset)
+    subset: str | None = None  # None: the whole set; else e.g. "limit=10" or "instruction_ids=3,5"
+
+
+def data_version(items: Sequence[Instruction], label: str) -> str:
+    """``label@sha256:<12 hex>`` over every instruction, reference output and generator."""
+    digest = hashlib.sha256()
+    for i in items:
+        digest.update(json.dumps([i.instruction, i.output, i.generator], ensure_ascii=False).encode())
+        digest.update(b"\n")
+    return f"{label}@sha256:{digest.hexdigest()[:12]}"
 
 
 def _records(rows: list, where: str) -> list[Instruction]:
@@ -105,13 +118,28 @@ def load_hub(config: str = DEFAULT_CONFIG) -> list[Instruction]:
 
 
 def load_instructions(data_path: str | Path | None = None, *, hub_config: str = DEFAULT_CONFIG,
-                      limit: int | None = None) -> InstructionSet:
+                      limit: int | None = None, instruction_ids: Sequence[int] | None = None) -> InstructionSet:
+    """The instruction set, or a subset of it: ``instruction_ids`` (positions
+    in the set, as in the item ids ``alpaca-<index>``), then the first
+    ``limit`` of those."""
     if data_path:
         items, source = load_file(data_path), f"data_path {data_path}"
         standard = False
+        version = data_version(items, f"file:{Path(data_path).name}")
     else:
         items, source = load_hub(hub_config), f"hub {HUB_REPO} ({hub_config})"
         standard = len(items) == STANDARD_COUNT
+        version = data_version(items, f"hub:{HUB_REPO}/{hub_config}")
+    parts = []
+    if instruction_ids is not None:
+        wanted = list(dict.fromkeys(int(i) for i in instruction_ids))
+        bad = [i for i in wanted if not 0 <= i < len(items)]
+        if bad:
+            raise TapirError(f"instruction_ids {bad[:10]} are not in the set (indices 0..{len(items) - 1})")
+        items = [items[i] for i in sorted(wanted)]
+        parts.append("instruction_ids=" + ",".join(str(i) for i in sorted(wanted)))
     if limit is not None and limit < len(items):
-        items, standard = items[:limit], False
-    return InstructionSet(items, source, standard)
+        items = items[:limit]
+        parts.append(f"limit={limit}")
+    subset = "; ".join(parts) or None
+    return InstructionSet(items, source, standard and subset is None, version, subset)

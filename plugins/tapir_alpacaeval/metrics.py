@@ -6,22 +6,30 @@ reference output (a logprob-weighted probability, or 1 / 0 / 0.5), times
 ``alpaca_eval.metrics.get_winrate`` reports.
 
 The LC win rate comes from ``alpaca_eval`` (``pip install alpaca-eval==0.6.6
-'setuptools<81'``):
+'setuptools<81'``), through its own ``get_length_controlled_winrate(...,
+save_weights_dir=None)`` (``None`` so nothing is written into the installed
+package):
 
-* the standard 805 instructions with hub access: its own
-  ``get_length_controlled_winrate(glm_name="length_controlled_v1",
-  save_weights_dir=None)`` (``save_weights_dir=None`` so nothing is written
-  into the installed package). That GLM has a per-instruction difficulty
-  term it downloads from the hub (``df_gamed.csv``) and regularises towards
-  two "gamed" baselines from the same file.
-* any other instruction set, or the hub out of reach: the GLM
-  ``length_controlled_minimal`` of ``alpaca_eval`` (length term and baseline
-  term only, no difficulty, no regularisation). ``alpaca_eval``'s top-level
-  function still downloads ``df_gamed.csv`` before it looks at the GLM
-  name, so here the design matrix is built by its own
-  ``make_dmatrix_for_model`` from that GLM's formula and fitted with its own
-  ``fit_LogisticRegressionCV``: the same computation, without the download
-  (tests check that both give the same number).
+* ``glm_name="length_controlled_v1"`` (alpaca_eval's default) for the
+  standard 805 instructions, in full. That GLM has a per-instruction
+  difficulty term and regularises towards two "gamed" baselines, both from
+  the hub file ``df_gamed.csv``;
+* ``glm_name="length_controlled_minimal"`` (length term and baseline term
+  only) for any other instruction set or any subset (``limit``,
+  ``instruction_ids``): their rows have no difficulty estimate of their own.
+
+``alpaca_eval``'s function downloads ``df_gamed.csv`` before it looks at the
+GLM name. When that download fails (offline), or a custom set has more rows
+than the file, the minimal GLM is fitted here with alpaca_eval's own
+``make_dmatrix_for_model`` and ``fit_LogisticRegressionCV`` from that GLM's
+formula: the same computation without the download (tests check that both
+give the same number); ``meta.lc_path`` says which ran. When the standard
+GLM fails the minimal one is used and the row's note says why.
+
+The frame handed to the GLM is indexed by the instruction's position in its
+set and, as in ``alpaca_eval.main.evaluate``, holds every instruction with a
+model output, a failed judgment included with a missing preference (the GLM
+trains on the judged ones and averages its prediction over all).
 
 When ``alpaca_eval`` is not installed, or the fit fails (too few
 instructions for its 5-fold cross-validation, outputs all of one length),
@@ -131,15 +139,32 @@ def minimal_lc(annotations: Sequence[Annotation]) -> tuple[float, float]:
     return float(predicted.mean() * 100), float(pd.Series(predicted).sem() * 100)
 
 
-def standard_lc(annotations: Sequence[Annotation]) -> tuple[float, float]:
-    """alpaca_eval's own LC win rate with its default GLM (needs the hub)."""
+def alpaca_eval_lc(annotations: Sequence[Annotation], glm_name: str) -> tuple[float, float]:
+    """alpaca_eval's own ``get_length_controlled_winrate`` (downloads
+    ``df_gamed.csv`` from the hub whatever the GLM)."""
     from alpaca_eval.metrics import get_length_controlled_winrate
 
     out = get_length_controlled_winrate(
-        annotations_frame(annotations), glm_name=STANDARD_GLM, save_weights_dir=None,
+        annotations_frame(annotations), glm_name=glm_name, save_weights_dir=None,
         is_add_glm_preference_inplace=False,
     )
     return float(out["length_controlled_winrate"]), float(out["lc_standard_error"])
+
+
+def standard_lc(annotations: Sequence[Annotation]) -> tuple[float, float]:
+    """alpaca_eval's own LC win rate with its default GLM (needs the hub)."""
+    return alpaca_eval_lc(annotations, STANDARD_GLM)
+
+
+def reference_winrate(annotations: Sequence[Annotation]) -> dict[str, Any]:
+    """``alpaca_eval.metrics.get_winrate`` on the annotations (a missing
+    preference is dropped, as alpaca_eval drops it)."""
+    from alpaca_eval.metrics import get_winrate
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = get_winrate(annotations_frame(annotations))
+    return {k: (float(v) if v is not None else None) for k, v in out.items()}
 
 
 def length_controlled(annotations: Sequence[Annotation], *, glm: str = "auto", standard: bool = False) -> LCResult:
@@ -147,8 +172,9 @@ def length_controlled(annotations: Sequence[Annotation], *, glm: str = "auto", s
     missing = _alpaca_eval_available()
     if missing:
         return LCResult(note=missing)
-    if len(annotations) < 10:
-        return LCResult(note=f"too few judged instructions ({len(annotations)}) for the GLM's 5-fold fit")
+    judged = sum(1 for a in annotations if a.preference == a.preference)  # NaN: a failed judgment
+    if judged < 10:
+        return LCResult(note=f"too few judged instructions ({judged}) for the GLM's 5-fold fit")
     chosen = glm if glm != "auto" else (STANDARD_GLM if standard else MINIMAL_GLM)
     if chosen not in (STANDARD_GLM, MINIMAL_GLM):
         return LCResult(note=f"unknown lc_glm {glm!r}: use auto, {STANDARD_GLM} or {MINIMAL_GLM}")
@@ -162,12 +188,20 @@ def _fit(annotations: Sequence[Annotation], chosen: str) -> LCResult:
     if chosen == STANDARD_GLM:
         try:
             value, stderr = standard_lc(annotations)
-            return LCResult(value, stderr, STANDARD_GLM)
+            return LCResult(value, stderr, STANDARD_GLM, extra={"lc_path": "alpaca_eval.get_length_controlled_winrate"})
         except Exception as exc:
             notes.append(f"{STANDARD_GLM} failed ({type(exc).__name__}: {str(exc)[:200]}); used {MINIMAL_GLM}")
+    try:
+        value, stderr = alpaca_eval_lc(annotations, MINIMAL_GLM)
+        return LCResult(value, stderr, MINIMAL_GLM, "; ".join(notes) or None,
+                        extra={"lc_path": "alpaca_eval.get_length_controlled_winrate"})
+    except Exception as exc:
+        why = f"{type(exc).__name__}: {str(exc)[:160]}"
     try:
         value, stderr = minimal_lc(annotations)
     except Exception as exc:
         notes.append(f"{MINIMAL_GLM} failed: {type(exc).__name__}: {str(exc)[:200]}")
         return LCResult(note="; ".join(notes))
-    return LCResult(value, stderr, MINIMAL_GLM, "; ".join(notes) or None)
+    return LCResult(value, stderr, MINIMAL_GLM, "; ".join(notes) or None,
+                    extra={"lc_path": "alpaca_eval glm_winrate functions, without the df_gamed.csv download",
+                           "lc_download_error": why})
