@@ -1,8 +1,10 @@
-"""AlpacaEval runner: data loading, answers through the tiny model, the
-preference judge over a local OpenAI-compatible server with preferences
-scripted per instruction (logprob-weighted and plain), order
-randomisation, win rate and stderr, LC win rate against alpaca_eval's own
-function, failures, re-runs."""
+"""AlpacaEval runner: data loading, answers through the tiny model; in
+judge_mode robust the preference judge over a local OpenAI-compatible
+server with preferences scripted per instruction (logprob-weighted and
+plain), order randomisation, win rate and stderr, LC win rate against
+alpaca_eval's own function, failures, re-runs; in reference mode (the
+default) failures with reasons retried on a re-run, subsets, options.
+Parity with alpaca_eval's own pipeline: tests/test_parity_alpacaeval.py."""
 
 from __future__ import annotations
 
@@ -61,6 +63,7 @@ def expected_prefs() -> list[float]:
 
 def _options(srv, **extra):
     return {
+        "judge_mode": "robust",
         "data_path": str(DATA),
         "judge_model": "openai/judge",
         "judge_options": {"api_base": srv.base_url, "concurrency": 8, "max_retries": 0},
@@ -148,14 +151,16 @@ def test_lc_unavailable_is_a_row_not_a_crash(monkeypatch):
 
 
 @pytest.mark.filterwarnings("ignore")
-def test_alpacaeval_end_to_end(pm, store, tiny_model, monkeypatch, tmp_path):
+def test_alpacaeval_robust_end_to_end(pm, store, tiny_model, monkeypatch, tmp_path):
+    """judge_mode robust: tapir's own preference judge (the behaviour before
+    reference mode became the default), rows under task alpaca_eval@robust."""
     pytest.importorskip("alpaca_eval.metrics", reason="alpaca-eval==0.6.6 (the bench extra) is not installed")
     from tapir_testing.openai_server import OpenAIServer
 
     model = f"hf:{tiny_model}"
-    evaluator = registry().get("evaluators", "alpacaeval").create()
     with OpenAIServer(reply=_reply) as srv:
-        rows = _rows(evaluator.run(model, store, run_id="a1", **_options(srv)))
+        evaluator = registry().get("evaluators", "alpacaeval").create(options=_options(srv))
+        rows = _rows(evaluator.run(model, store, run_id="a1"))
         assert srv.requests == N + 1  # one re-ask for the instruction with no verdict
 
         # the order was randomised: both positions shown, as model_first says
@@ -171,17 +176,21 @@ def test_alpacaeval_end_to_end(pm, store, tiny_model, monkeypatch, tmp_path):
         n = len(prefs)
         mean = sum(prefs) / n
         sd = (sum((p - mean) ** 2 for p in prefs) / (n - 1)) ** 0.5
-        wr = rows[("alpaca_eval", "win_rate")]
+        wr = rows[("alpaca_eval@robust", "win_rate")]
         assert wr["n"] == 19
         assert wr["value"] == pytest.approx(mean * 100, abs=1e-6)
         assert wr["stderr"] == pytest.approx(sd / n ** 0.5 * 100, abs=1e-6)
         assert wr["meta"]["weighted_preferences"] == 19 - len(PLAIN)
-        assert rows[("judge", "failures")]["value"] == 1 and rows[("judge", "failures")]["n"] == 20
-        assert rows[("generation", "failures")]["value"] == 0
+        assert rows[("judge@robust", "failures")]["value"] == 1 and rows[("judge@robust", "failures")]["n"] == 20
+        assert wr["meta"]["judge_mode"] == "robust" and wr["meta"]["judge"] == "openai/judge"
+        assert wr["meta"]["failures"] == 1 and wr["meta"]["failure_reasons"] == {"parse": 1}
+        assert wr["meta"]["failure_example"].startswith(f"alpaca-{FAIL}: parse:")
+        assert wr["meta"]["subset"] is None and wr["meta"]["data_version"].startswith("file:alpaca_eval_small.json@")
+        assert rows[("generation@robust", "failures")]["value"] == 0
         discrete = sum(1.0 if p > 0.5 else 0.0 for p in prefs) / n * 100
-        assert rows[("alpaca_eval", "discrete_win_rate")]["value"] == pytest.approx(discrete)
+        assert rows[("alpaca_eval@robust", "discrete_win_rate")]["value"] == pytest.approx(discrete)
         koala = [p_model(i) if i not in PLAIN else float(p_model(i) > 0.5) for i in range(0, N, 2) if i != FAIL]
-        assert rows[("dataset/koala", "win_rate")]["value"] == pytest.approx(sum(koala) / len(koala) * 100)
+        assert rows[("dataset/koala@robust", "win_rate")]["value"] == pytest.approx(sum(koala) / len(koala) * 100)
 
         # alpaca_eval's own win-rate function agrees on the same annotations
         from alpaca_eval.metrics import get_length_controlled_winrate, get_winrate
@@ -199,7 +208,7 @@ def test_alpacaeval_end_to_end(pm, store, tiny_model, monkeypatch, tmp_path):
 
         # LC win rate: a number in [0, 100], equal to alpaca_eval's function
         # (minimal GLM: a custom instruction set has no difficulty estimates)
-        lc = rows[("alpaca_eval", "length_controlled_winrate")]
+        lc = rows[("alpaca_eval@robust", "length_controlled_winrate")]
         assert lc["meta"]["glm"] == "length_controlled_minimal"
         assert isinstance(lc["value"], float) and 0 <= lc["value"] <= 100
         _fake_gamed(monkeypatch, tmp_path)
@@ -214,11 +223,11 @@ def test_alpacaeval_end_to_end(pm, store, tiny_model, monkeypatch, tmp_path):
         assert _count(store, "items") == N and _count(store, "judgments") == N
         assert _count(store, "responses") == 2 * N  # references + answers
         counts = {t: _count(store, t) for t in ("items", "responses", "judgments", "llm_calls")}
-        again = _rows(evaluator.run(model, store, run_id="a1", **_options(srv)))
+        again = _rows(evaluator.run(model, store, run_id="a1"))  # the failed one re-judged from the cache
         assert srv.requests == N + 1
         assert {t: _count(store, t) for t in counts} == counts
-        assert again[("alpaca_eval", "win_rate")]["value"] == pytest.approx(wr["value"])
-        assert again[("alpaca_eval", "length_controlled_winrate")]["value"] == pytest.approx(lc["value"])
+        assert again[("alpaca_eval@robust", "win_rate")]["value"] == pytest.approx(wr["value"])
+        assert again[("alpaca_eval@robust", "length_controlled_winrate")]["value"] == pytest.approx(lc["value"])
 
 
 @pytest.mark.filterwarnings("ignore")
@@ -256,3 +265,116 @@ def test_lc_on_the_standard_set_uses_alpaca_evals_default_glm(monkeypatch, tmp_p
         tmp_path / "df_gamed.csv", index=False)
     standard = length_controlled(anns, standard=True)
     assert standard.glm == "length_controlled_v1" and standard.note is None and 0 <= standard.value <= 100
+
+
+# -- reference mode (the default) -------------------------------------------------
+
+
+def _reference_reply(calls):
+    """alpaca_eval's prompt (m: first shown, M: second): instruction 4 fails
+    with HTTP 500 the first time, instruction 6 never has logprobs."""
+    from tapir_testing.openai_server import fault, token_distribution
+
+    def reply(messages, body):
+        user = messages[-1]["content"]
+        assert '"model_identifier": "m"' in user
+        i = int(re.search(r"INSTR(\d+)", user).group(1))
+        calls[i] = calls.get(i, 0) + 1
+        if i == 4 and calls[i] == 1:
+            return fault("500")
+        if i == 6:
+            return {"text": "m", "logprobs": []}
+        return {"text": "M", "logprobs": token_distribution({"M": 0.7, "m": 0.3})}
+
+    return reply
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_reference_failures_have_reasons_and_are_retried_on_rerun(pm, store, tiny_model):
+    pytest.importorskip("alpaca_eval.main", reason="alpaca-eval==0.6.6 (the bench extra) is not installed")
+    from tapir_testing.openai_server import OpenAIServer
+
+    model = f"hf:{tiny_model}"
+    calls: dict[int, int] = {}
+    with OpenAIServer(reply=_reference_reply(calls)) as srv:
+        options = {**_options(srv, instruction_ids="alpaca-2,4, 6,8", limit=3)}
+        del options["judge_mode"]  # the default: reference
+        evaluator = registry().get("evaluators", "alpacaeval").create(options=options)
+        assert evaluator.options.instruction_ids == [2, 4, 6, 8]
+        rows = _rows(evaluator.run(model, store, run_id="ref1"))
+        wr = rows[("alpaca_eval", "win_rate")]
+        assert srv.requests == 3 and calls == {2: 1, 4: 1, 6: 1}
+        assert wr["n"] == 1 and wr["meta"]["judge_mode"] == "reference"
+        assert wr["meta"]["subset"] == "instruction_ids=2,4,6,8; limit=3"
+        assert wr["meta"]["failures"] == 2
+        assert wr["meta"]["failure_reasons"] == {"api_error": 1, "no_logprobs": 1}
+        assert rows[("judge", "failures")]["value"] == 2
+        assert rows[("alpaca_eval", "length_controlled_winrate")]["value"] is None  # too few to fit
+        # the only judged one: P(M) = 0.7 for the output shown second
+        swapped = dict(store.execute("select item_id, position from judgments where run_id = 'ref1'").fetchall())
+        assert wr["value"] == pytest.approx(100 * (0.3 if swapped["alpaca-2"] == "ba" else 0.7))
+
+        again = _rows(registry().get("evaluators", "alpacaeval").create(options=options).run(
+            model, store, run_id="ref1"))
+        assert srv.requests == 4 and calls == {2: 1, 4: 2, 6: 1}  # the API failure re-asked; 6 re-parsed from cache
+        awr = again[("alpaca_eval", "win_rate")]
+        assert awr["n"] == 2 and awr["meta"]["failure_reasons"] == {"no_logprobs": 1}
+        assert awr["meta"]["failure_example"].startswith("alpaca-6: no_logprobs")
+        assert _count(store, "judgments") == 3
+
+
+def test_options_are_declared_and_checked(pm, tmp_path):
+    from tapir.errors import ConfigError
+
+    component = registry().get("evaluators", "alpacaeval")
+    with pytest.raises(ConfigError, match="unknown option 'judge_mdoe'.*Did you mean 'judge_mode'"):
+        component.create(options={"judge_mdoe": "robust"})
+    with pytest.raises(ConfigError, match="judge_mode"):
+        component.create(options={"judge_mode": "lenient"})
+    with pytest.raises(ConfigError, match="instruction_ids"):
+        component.create(options={"instruction_ids": "three"})
+    assert component.create(options={"instruction_ids": [1, "alpaca-7"]}).options.instruction_ids == [1, 7]
+    problems = component.create(options={"data_path": str(tmp_path / "none.json"),
+                                         "judge_options": {"api_base": "http://127.0.0.1:9/v1"}}).preflight("hf:nowhere-x")
+    assert any("does not exist" in p for p in problems)
+    robust = component.create(options={"judge_mode": "robust", "data_path": str(DATA), "judge_args": {"ordr": "x"},
+                                       "judge_options": {"api_base": "http://127.0.0.1:9/v1"}})
+    assert any("unknown option 'ordr'" in p for p in robust.preflight("openai/m"))
+    with pytest.raises(TapirError, match="not in the set"):
+        from tapir_alpacaeval.data import load_instructions
+
+        load_instructions(DATA, instruction_ids=[99])
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_reference_annotator_is_read_from_alpaca_eval():
+    """The request body and the verdict tokens come from the installed
+    alpaca_eval's annotator config, not from tapir."""
+    pytest.importorskip("alpaca_eval.main", reason="alpaca-eval==0.6.6 (the bench extra) is not installed")
+    from alpaca_eval import utils
+    from alpaca_eval.constants import EVALUATORS_CONFIG_DIR
+
+    from tapir.roles import Completion, TokenLogprob
+    from tapir_alpacaeval.annotator import Pair, ReferenceAnnotator
+
+    ann = ReferenceAnnotator()
+    config = utils.load_configs(EVALUATORS_CONFIG_DIR / "weighted_alpaca_eval_gpt4_turbo" / "configs.yaml")
+    kwargs = config["weighted_alpaca_eval_gpt4_turbo"]["completions_kwargs"]
+    assert ann.body == {"model": kwargs["model_name"], "max_tokens": kwargs["max_tokens"],
+                        "temperature": kwargs["temperature"], "top_p": 1.0, "logprobs": True,
+                        "top_logprobs": kwargs["top_logprobs"]}
+    params = ann.params()
+    assert (params.max_new_tokens, params.temperature, params.top_p, params.top_logprobs) == (1, 1.0, 1.0, 5)
+    assert ann.verdict_tokens() == ["m", "M"]
+    [plan] = ann.plan([Pair("k", "Say hi", "hello", "hi there")])
+    assert [m["role"] for m in plan.messages] == ["system", "user"] and '"""Say hi"""' in plan.messages[1]["content"]
+    # leading-space tokens are not verdicts; bare ones are read whatever else is on top
+    lp = [TokenLogprob(" m", -0.1, [(" m", -0.1), ("M", -2.0), ("m", -3.0), ("The", -4.0)])]
+    verdict = ann.parse(Completion(text=" m", logprobs=lp))
+    import math
+
+    assert verdict.shown == pytest.approx(2 - math.exp(-3.0) / (math.exp(-3.0) + math.exp(-2.0)), abs=1e-12)
+    assert ann.parse(Completion(text="m")).kind == "no_logprobs"
+    assert ann.parse(Completion(text="x", logprobs=[TokenLogprob("x", 0.0, [("x", 0.0)])])).kind == "no_verdict_token"
+    assert ann.parse(Completion(error="HTTP 500")).kind == "api_error"
+    assert ann.unswap([("a", True, 1.25), ("b", False, 1.25)]) == {"a": 1.75, "b": 1.25}
