@@ -312,3 +312,89 @@ def test_generation_failure_is_counted_and_retried_on_rerun(pm, store, register_
     rows = _rows(_run("scripted:student", store, "g1", **opts))
     assert len(student.requests) == 16 and len(judge.requests) == 15
     assert rows[("generation", "failures")]["value"] == 2
+
+
+# -- reference mode: subsets, failures, re-runs, preflight -----------------------------------
+
+
+def _scripted_pair(register_plugin, judge_reply, name="ref"):
+    from tapir import hookimpl
+
+    from fakes import ScriptedBackend
+
+    student = ScriptedBackend(lambda messages: "  an answer \n", model_id="scripted-student")
+    judge = ScriptedBackend(lambda messages: judge_reply(messages), model_id="scripted-judge")
+
+    class Plugin:
+        @hookimpl
+        def register_backends(self, register):
+            register("scripted", lambda n, **kw: student if n == "student" else judge)
+
+    register_plugin(Plugin(), f"scripted-{name}")
+    return student, judge
+
+
+def test_reference_mode_subset_failures_and_retry(pm, store, register_plugin):
+    """limit + question_ids make a labelled subset; a reply without a rating is
+    FastChat's -1 (counted, left out, no re-ask); an API error is a failure
+    with its text and is sent again on the re-run, a -1 is not (the cache)."""
+    from tapir.roles import Completion
+
+    down = {"on": True}
+
+    def reply(messages):
+        text = messages[-1]["content"]
+        if "QMARK1T2" in text and "QMARK1T1" in text:  # question 1, turn 2 (multi-turn prompt)
+            return Completion(error="HTTP 503: overloaded") if down["on"] else "[[4]]"
+        if "QMARK2T1" in text and "QMARK2T2" not in text:
+            return "Rating: 9"  # no brackets: -1
+        return "[[7]]"
+
+    student, judge = _scripted_pair(register_plugin, reply)
+    opts = {"data_dir": str(DATA), "judge_model": "scripted:judge", "question_ids": "1,2,3", "limit": 2}
+    rows = _rows(_run("scripted:student", store, "s1", **opts))
+    assert len(judge.requests) == 4 and len(student.requests) == 4  # questions 1 and 2, no re-ask
+    overall = rows[("overall", "score")]
+    assert overall["value"] == 7.0 and overall["n"] == 2
+    meta = overall["meta"]
+    assert meta["subset"] == "question_ids=1,2,3 limit=2" and meta["judge_mode"] == "reference"
+    assert meta["judge"] == "scripted:judge" and meta["failures"] == 2
+    assert meta["failure_reasons"] == {"no rating in judge reply": 1, "HTTP 503: overloaded": 1}
+    assert rows[("judge", "failures")]["value"] == 2 and rows[("judge", "failures")]["meta"]["failures"] == 2
+    assert all(r.params.max_new_tokens == 2048 and r.params.temperature == 0 for r in judge.requests)
+    assert {r[0] for r in store.execute("select text from responses")} == {"an answer"}  # stripped
+
+    down["on"] = False
+    rows = _rows(_run("scripted:student", store, "s1", **opts))
+    assert len(judge.requests) == 5 and len(student.requests) == 4  # only the API failure was sent again
+    assert rows[("overall", "score")]["n"] == 3 and rows[("overall", "score")]["meta"]["failures"] == 1
+    assert rows[("overall", "score")]["value"] == pytest.approx(6.0)
+
+    # robust mode: its own judgments (key), a re-ask for the -1, never mixed with the reference ones
+    robust = _rows(_run("scripted:student", store, "s1", **opts, judge_mode="robust"))
+    assert robust[("overall", "score")]["meta"]["judge_mode"] == "robust"
+    assert robust[("overall", "score")]["n"] == 4  # "Rating: 9" read leniently
+    keys = {r[0] for r in store.execute("select distinct judge from judgments")}
+    assert keys == {"mtbench-single/reference", "mtbench-single/robust"}
+
+
+def test_options_and_preflight_problems(pm, store):
+    with pytest.raises(TapirError, match="unknown category"):
+        _mtbench(categories="writing,poetry")
+    with pytest.raises(TapirError, match="judge_mode=reference"):
+        _mtbench(mode="pairwise", baseline_model="b", judge_mode="reference")
+    with pytest.raises(TapirError, match="limit"):
+        _mtbench(limit=0)
+    evaluator = _mtbench(data_dir=str(DATA), question_ids="1,99", conv_template="nosuch")
+    problems = evaluator.preflight("nosuchbackend:model")
+    text = "\n".join(problems)
+    assert "unknown question id(s) 99" in text and "conv_template 'nosuch'" in text
+    assert "nosuchbackend:model" in text
+
+
+def test_judge_reference_mode_refuses_robust_options():
+    from fakes import ScriptedBackend
+
+    with pytest.raises(TapirError, match="judge_mode=robust"):
+        registry().get("judges", "mtbench-single").create(ScriptedBackend(lambda m: ""),
+                                                          options={"use_logprobs": True})
