@@ -107,7 +107,8 @@ class MTBench:
             "name, or 'chat_template' (plain chat messages: the tokenizer's template; not FastChat's)")
         system_prompt: str | None = opt.option(None, "replace the template's system message (not FastChat's)")
         model_options: dict[str, Any] = opt.option({}, "backend options of the answering model, e.g. {batch_size: 8}")
-        temperatures: dict[str, float] = opt.option({}, "per-category temperature overrides, e.g. {writing: 0.0} (not FastChat's)")
+        temperatures: dict[str, float] = opt.option(
+            {}, "per-category temperature overrides, e.g. {writing: 0.0} (not FastChat's)")
         retry_failed: bool = opt.option(True, "judge again, on a re-run, the answers whose judgment failed")
 
         _lists = field_validator("categories", "question_ids", mode="before")(_names)
