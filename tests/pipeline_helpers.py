@@ -119,3 +119,53 @@ def write_config(tmp_path: Path, tiny_model: Path, **overrides) -> Path:
     return path
 
 
+
+
+def server_reply(messages, body):
+    """What a local OpenAI-compatible server answers for the pipeline's
+    prompts (teacher, expansion, refinement, pairwise judge), deterministic
+    in the request, like :class:`ScriptTeacher`."""
+    text = messages[-1]["content"]
+    system = messages[0]["content"] if messages[0]["role"] == "system" else ""
+    digest = hashlib.sha256(f"{text}|{body.get('seed')}|{body.get('temperature')}".encode()).digest()
+    if "Score of the Assistant 1" in text or "Score of the Assistant 1" in system:
+        a, b = 4 + digest[0] % 6, 1 + digest[1] % 6
+        return f"Evaluation evidence: both answers were read.\nScore of the Assistant 1: {a}\nScore of the Assistant 2: {b}"
+    if text.startswith(("You write new tasks", "Act as an Instruction Creator")):
+        rng = random.Random(digest)
+        return "Explain how " + " ".join(rng.sample(WORDS, 6)) + " relate."
+    if system.startswith("You refine instructions"):
+        return "Refined: " + text[:80]
+    if any(t in text for t in ENHANCED_MARKERS):
+        return "Step by step: an enhanced answer about " + text[:60]
+    return "An answer about " + text[:60]
+
+
+def api_config(tmp_path: Path, tiny_model: Path, teacher_url: str, judge_url: str | None = None,
+               name: str = "config.yaml", **overrides) -> Path:
+    """A small pipeline config whose teacher, rewriter and pairwise judge
+    are API models on local servers."""
+    api = {"api_key_env": "TAPIR_TEST_KEY", "timeout": 2.0, "max_retries": 2, "retry_base_seconds": 0.05,
+           "retry_max_seconds": 2.0, "concurrency": 4}
+    config = {
+        "name": "api-pipeline",
+        "output_dir": str(tmp_path / "out"),
+        "data": {"path": str(SEED_DATA), "limit": 8},
+        "teacher": {"name": "default", "model": {"model": "openai/teacher",
+                                                 "options": {**api, "api_base": teacher_url}}},
+        "student": {"model": f"hf:{tiny_model}", "options": {"batch_size": 8}, "generation": {"max_new_tokens": 8}},
+        "judge": {"name": "pairwise", "model": {"model": "openai/judge",
+                                                "options": {**api, "api_base": judge_url or teacher_url}}},
+        "classifier": {"name": "centroid", "options": {"labels_path": str(SEED_DATA)}},
+        "rewriter": {"name": "task-aware", "model": {"model": "openai/rewriter",
+                                                     "options": {**api, "api_base": teacher_url}}},
+        "trainer": {"name": "hf", "options": {"epochs": 1, "batch_size": 8, "micro_batch_size": 8,
+                                              "max_length": 64, "lr": 1e-3}},
+        "mfd": {"delta": None, "top_fraction": 0.5},
+        "curriculum": {"rounds": 1, "expand_per_round": [3]},
+    }
+    for key, value in overrides.items():
+        config[key] = value
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(config))
+    return path

@@ -8,7 +8,7 @@ import pytest
 
 from tapir.config import DataConfig, MFDConfig
 from tapir.errors import TapirError
-from tapir.pipeline.curriculum import alpha_for, weighted_examples
+from tapir.pipeline.stages.train import alpha_for, weighted_examples
 from tapir.pipeline.data import item_id, load_items
 from tapir.pipeline.mfd import distribution, select_hard
 from tapir.pipeline.taskmix import allocate, resample
@@ -117,17 +117,22 @@ def test_alpha_and_weights():
     assert alpha_for(6, 0.3, 0.2) == 1.0
     hard = [Item(f"h{i}", "q", output="a") for i in range(3)]
     easy = [Item(f"e{i}", "q", output="a") for i in range(7)]
+    # Eq. 4 as written: alpha per hard example, 1 - alpha per easy one.
     ex = weighted_examples(hard, easy, 0.3)
+    assert [e.weight for e in ex] == pytest.approx([0.3] * 3 + [0.7] * 7)
+    # "share": the hard group holds alpha of the total weight, weights average 1.
+    ex = weighted_examples(hard, easy, 0.3, "share")
     assert sum(e.weight for e in ex) == pytest.approx(10)
     assert sum(e.weight for e in ex[:3]) / 10 == pytest.approx(0.3)
-    assert all(e.weight == pytest.approx(1.0) for e in weighted_examples(hard, [], 0.3))
+    for scheme in ("eq4", "share"):
+        assert all(e.weight == pytest.approx(1.0) for e in weighted_examples(hard, [], 0.3, scheme))
 
 
 def test_near_duplicates_and_creator_cleaning():
-    from tapir.pipeline.expand import NearDuplicates
+    from tapir.dedup import NearDuplicateFilter
     from tapir_teachers.teacher import clean_instruction
 
-    d = NearDuplicates(["Write a poem about the sea in four lines."], "rouge", 0.7)
+    d = NearDuplicateFilter("rouge", 0.7, ["Write a poem about the sea in four lines."])
     assert not d.accept("Write a poem about the sea in four short lines.")
     assert d.accept("Explain how vaccines train the immune system.")
     assert not d.accept("Explain how vaccines train the immune system")
@@ -136,14 +141,6 @@ def test_near_duplicates_and_creator_cleaning():
     )
     assert clean_instruction("ok") is None
     assert clean_instruction("") is None
-
-
-def test_classifier_gets_model_dir_only_when_it_takes_one():
-    from tapir.pipeline.context import _accepts
-
-    assert _accepts(lambda backend, model_dir=None: None, "model_dir")
-    assert _accepts(lambda backend, **kw: None, "model_dir")
-    assert not _accepts(lambda backend, labels_path=None: None, "model_dir")
 
 
 def test_paper_config_api_backends_build(tmp_path):
@@ -161,7 +158,9 @@ def test_paper_config_api_backends_build(tmp_path):
     store = open_store(tmp_path / "t.db")
     run = Run.start(store, cfg.model_dump(mode="json"), name=cfg.name)
     ctx = Context(cfg, store, run, root / "configs", tmp_path / "out")
-    for ref in (cfg.teacher.model, cfg.judge.model, cfg.rewriter.model, cfg.classifier.model):
-        backend = ctx.backend(ref)
-        assert backend.model_id == f"litellm:{ref.model}"
+    for role, ref in (("teacher", cfg.teacher.model), ("judge", cfg.judge.model), ("rewriter", cfg.rewriter.model),
+                      ("classifier", cfg.classifier.model)):
+        backend = ctx.backend(role, ref.model, ref.options)
+        assert backend.model_id.startswith(f"litellm:{ref.model}")
+        assert backend.tags["role"] == role
     store.close()
