@@ -148,7 +148,7 @@ def main() -> None:
         print()
         rows: list[tuple[str, float, float]] = []  # (path, seconds, client CPU ms/call)
         ours_s, api, requests, ours_cpu = ours("auto", "")
-        rows.append(("tapir judge path (direct openai client + cache)", ours_s, ours_cpu))
+        rows.append(("tapir judge path (direct aiohttp path + cache)", ours_s, ours_cpu))
         via_litellm_s, _, _, lit_cpu = ours("litellm", "lit")
         rows.append(("tapir judge path, transport=litellm", via_litellm_s, lit_cpu))
 

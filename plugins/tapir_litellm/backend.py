@@ -278,20 +278,20 @@ class LiteLLMBackend:
         return self._clean(f"{prefix} after {attempt + 1} attempt(s): {text}")
 
     def _to_completion(self, response: Any) -> Completion:
-        choices = getattr(response, "choices", None)
+        choices = _get(response, "choices")
         if not choices:
             raise MalformedResponse("response has no choices")
         choice = choices[0]
-        message = getattr(choice, "message", None)
-        text = getattr(message, "content", None)
+        message = _get(choice, "message")
+        text = _get(message, "content")
         if not isinstance(text, str):
             raise MalformedResponse("response message has no text content")
-        usage = getattr(response, "usage", None)
+        usage = _get(response, "usage")
         return Completion(
             text=text,
-            logprobs=_logprobs(getattr(choice, "logprobs", None)),
-            prompt_tokens=getattr(usage, "prompt_tokens", None),
-            completion_tokens=getattr(usage, "completion_tokens", None),
+            logprobs=_logprobs(_get(choice, "logprobs")),
+            prompt_tokens=_get(usage, "prompt_tokens"),
+            completion_tokens=_get(usage, "completion_tokens"),
             cost=self._cost(response),
         )
 

@@ -70,7 +70,7 @@ def retry_after_of(exc: BaseException) -> float | None:
     """Seconds from a ``Retry-After`` (or ``retry-after-ms``) response header."""
     headers = None
     response_headers = getattr(getattr(exc, "response", None), "headers", None)
-    for source in (getattr(exc, "litellm_response_headers", None), response_headers):
+    for source in (getattr(exc, "headers", None), getattr(exc, "litellm_response_headers", None), response_headers):
         if source:
             headers = source
             break
@@ -86,3 +86,45 @@ def retry_after_of(exc: BaseException) -> float | None:
     except (TypeError, ValueError):
         return None  # an HTTP date: fall back to our own backoff
     return None
+
+
+_REFUSED_HINTS = ("connection refused", "connect call failed", "all connection attempts failed",
+                  "cannot connect to host", "errno 111", "name or service not known", "nodename nor servname")
+
+
+def classify(exc: BaseException) -> tuple[str, int | None]:
+    """(kind, HTTP status) of a failed attempt. Kinds: ``Timeout``,
+    ``ConnectionRefused``, ``ConnectionError``, ``AuthenticationError``
+    (401), ``PermissionDenied`` (403), ``NotFound`` (404), ``BadRequest``
+    (400, 413, 422), ``RateLimited`` (429), ``ServerError`` (5xx),
+    ``MalformedResponse``, ``HTTPError`` (other statuses), or the exception's
+    class name."""
+    import asyncio
+    import json
+
+    name = type(exc).__name__
+    lname = name.lower()
+    text = str(exc).lower()
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)) or "timeout" in lname:
+        return "Timeout", None
+    if isinstance(exc, (MalformedResponse, json.JSONDecodeError)):
+        return "MalformedResponse", None
+    # litellm reports a connection failure as APIConnectionError with status 500: it is no HTTP answer.
+    if isinstance(exc, ConnectionError) or "connection" in lname or "connect" in lname:
+        return ("ConnectionRefused" if any(h in text for h in _REFUSED_HINTS) else "ConnectionError"), None
+    status = status_of(exc)
+    if status is None:
+        return name, None
+    if status == 401:
+        return "AuthenticationError", status
+    if status == 403:
+        return "PermissionDenied", status
+    if status == 404:
+        return "NotFound", status
+    if status in (400, 413, 422):
+        return "BadRequest", status
+    if status == 429:
+        return "RateLimited", status
+    if status >= 500:
+        return "ServerError", status
+    return "HTTPError", status
