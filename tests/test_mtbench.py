@@ -245,7 +245,9 @@ def test_mtbench_pairwise_with_inconsistent_verdicts(pm, store, tiny_model, tmp_
     def reply(messages, body):
         text = messages[-1]["content"] if "could not read" not in messages[-1]["content"] else messages[-3]["content"]
         q = int(MARK.search(text).group(1))
-        base_first = text.index("BASELINE") < text.index("### Answer of Assistant 2")
+        # the second answer's marker: tapir's pairwise prompt or the paper's Table 8 prompt
+        second = next(m for m in ("### Answer of Assistant 2", "[The Start of Assistant 2's Answer]") if m in text)
+        base_first = text.index("BASELINE") < text.index(second)
         if q == 3:
             return "no scores today"
         if q == 1:
