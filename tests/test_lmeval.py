@@ -254,8 +254,14 @@ def test_unknown_option_is_refused_before_anything_is_written(store, tiny_model)
 def test_preflight_catches_bad_tasks_and_models_before_a_run_row(store, tiny_model, tmp_path):
     from tapir.bench import PreflightFailed
 
-    with pytest.raises(PreflightFailed, match="unknown lm-eval task 'tapir_mc21'"):
-        run_benchmark(store, "lmeval", str(tiny_model), {"tasks": ["tapir_mc21"], "include_path": str(TASKS)})
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("task: tapir_broken\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
+                      "    test: missing.jsonl\ntest_split: test\noutput_type: multiple_choice\n"
+                      "doc_to_text: q\ndoc_to_choice: [a, b]\ndoc_to_target: 0\n")
+    with pytest.raises(PreflightFailed, match="lmeval: could not load the tasks: FileNotFoundError"):
+        run_benchmark(store, "lmeval", str(tiny_model), {"tasks": [str(broken)]})
+    with pytest.raises(PreflightFailed, match="lmeval task file not found: missing.yaml"):
+        run_benchmark(store, "lmeval", str(tiny_model), {"tasks": ["missing.yaml"]})
     with pytest.raises(PreflightFailed, match="lm-eval needs model weights"):
         run_benchmark(store, "lmeval", "gpt-4o-mini", {"tasks": [MC]})
     with pytest.raises(PreflightFailed, match="lmeval needs tasks"):
