@@ -109,7 +109,7 @@ def main(argv=None):
     n_prompts = max(args.batch, 1)
     prompts = [INSTRUCTIONS[i % len(INSTRUCTIONS)] for i in range(n_prompts)]
 
-    ours = HFBackend(model_name, batch_size=args.batch, ignore_eos=True)
+    ours = HFBackend(model_name, HFBackend.Options(batch_size=args.batch, ignore_eos=True))
     load, (tok, model) = timed(lambda: (ours.tokenizer, ours.model))  # the first access loads
     print(f"model {ours.model_id}  device {model.device}  dtype {model.dtype}  torch threads "
           f"{torch.get_num_threads()}")
@@ -161,7 +161,7 @@ def main(argv=None):
     print(f"    same texts: {same}")
 
     # (b) batch 8 vs batch 1
-    one = HFBackend(model_name, batch_size=1, ignore_eos=True)  # shares the loaded model
+    one = HFBackend(model_name, HFBackend.Options(batch_size=1, ignore_eos=True))  # shares the loaded model
     c1, _ = timed(lambda: run_ours(one, requests(n)))
     print(f"\n(b) {len(prompts)} prompts x {n} new tokens")
     print(f"    batch 1  {c1}   {rate(tokens, c1)}")

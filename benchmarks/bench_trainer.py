@@ -8,7 +8,9 @@ Same model, same examples, same effective batch and micro-batch, one epoch:
   cost of our loss and collator alone, same padding);
 * ``tapir (group_by_length)``: our trainer with its defaults (response-only
   weighted loss, length-grouped batches);
-* ``tapir+packing``: our trainer with ``packing=True``.
+* ``tapir+packing``: our trainer with ``packing=True``;
+* ``trl SFTTrainer``: the ``trl`` trainer (TRL's SFTTrainer, fused LM-head
+  loss, with tapir's labels and weights), random order and length-grouped.
 
 Throughput is non-padding tokens per second of ``trainer.train()`` (model
 loading and tokenisation excluded for all). Targets: tapir >= 0.9x plain;
@@ -103,12 +105,13 @@ def run_plain(model_path: str, examples, args, out: str) -> dict:
             "padding_fraction": 1 - real / sum(positions), "steps": trainer.state.global_step}
 
 
-def run_tapir(model_path: str, examples, args, out: str, **options) -> dict:
-    from tapir_trainers.hf_trainer import HFTrainer
+def run_tapir(model_path: str, examples, args, out: str, trainer: str = "hf", **options) -> dict:
+    from tapir.plugins import registry
 
-    trainer = HFTrainer(batch_size=args.batch, micro_batch_size=args.micro, epochs=1, max_length=args.max_length,
-                        save_steps=10**9, seed=0, progress=lambda *a: None, **options)
-    return trainer.train(model_path, examples, out, resume=False)
+    built = registry().get("trainers", trainer).create(options=dict(
+        total_batch_size=args.batch, per_device_train_batch_size=args.micro, num_train_epochs=1,
+        max_length=args.max_length, save_steps=10**9, seed=0, resume=False, **options))
+    return built.train(model_path, examples, out, progress=lambda *a: None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--micro", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=2, help="runs per setup, interleaved; the best is kept")
+    parser.add_argument("--no-trl", action="store_true", help="leave out the trl trainer rows")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="tapir-bench-trainer-") as tmp:
@@ -132,6 +136,11 @@ def main(argv: list[str] | None = None) -> int:
             "tapir (packing)": lambda out: run_tapir(model_path, examples, args, out, packing=True,
                                                      group_by_length=False),
         }
+        if not args.no_trl:
+            setups["trl SFTTrainer (random order)"] = lambda out: run_tapir(
+                model_path, examples, args, out, trainer="trl", group_by_length=False)
+            setups["trl SFTTrainer (group_by_length)"] = lambda out: run_tapir(
+                model_path, examples, args, out, trainer="trl")
         results: dict[str, list[dict]] = {name: [] for name in setups}
         for r in range(args.repeats):
             for i, (name, fn) in enumerate(setups.items()):
@@ -150,11 +159,11 @@ def main(argv: list[str] | None = None) -> int:
     cpu_base = cpu_best["plain transformers Trainer"]
     print("wall: trainer.train() only; cpu: the whole setup (load, tokenise, train, save) in CPU seconds,")
     print("which a machine shared with other jobs disturbs far less than wall time.")
-    print(f"{'setup':<28} {'tokens':>7} {'steps':>5} {'wall s':>7} {'tok/s':>6} {'x plain':>7} "
+    print(f"{'setup':<33} {'tokens':>7} {'steps':>5} {'wall s':>7} {'tok/s':>6} {'x plain':>7} "
           f"{'tok/cpu-s':>9} {'x plain':>7} {'padding':>7}")
     for name, m in best.items():
         spread = statistics.pstdev([x["tokens_per_s"] for x in results[name]]) if len(results[name]) > 1 else 0
-        print(f"{name:<28} {m['tokens']:>7} {m['steps']:>5} {m['seconds']:>7.1f} {m['tokens_per_s']:>6.0f} "
+        print(f"{name:<33} {m['tokens']:>7} {m['steps']:>5} {m['seconds']:>7.1f} {m['tokens_per_s']:>6.0f} "
               f"{m['tokens_per_s'] / base:>6.2f}x {cpu_best[name]:>9.0f} {cpu_best[name] / cpu_base:>6.2f}x "
               f"{m['padding_fraction']:>6.1%}   (wall sd {spread:.0f} tok/s)")
     return 0

@@ -36,7 +36,7 @@ def greedy(n=12, **kw):
 
 @pytest.fixture(scope="module")
 def backend(tiny_model):
-    return HFBackend(str(tiny_model), batch_size=4)
+    return HFBackend(str(tiny_model), HFBackend.Options(batch_size=4))
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def varied(tiny_model, tmp_path_factory):
             if p.dim() == 2:
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
     model.save_pretrained(folder)
-    return HFBackend(str(folder), batch_size=4)
+    return HFBackend(str(folder), HFBackend.Options(batch_size=4))
 
 
 def test_batched_equals_one_by_one(varied):
@@ -161,7 +161,7 @@ def test_per_request_max_new_tokens_in_one_batch(varied):
 
 
 def test_errors_become_completions(tiny_model):
-    backend = HFBackend(str(tiny_model), max_length=24)
+    backend = HFBackend(str(tiny_model), HFBackend.Options(max_length=24))
     out = backend.generate([GenerationRequest(user("word " * 200)), GenerationRequest(user("x"), greedy(4))])
     assert out[0].error and "max_length" in out[0].error
     assert out[1].ok
@@ -201,7 +201,7 @@ def test_model_ids_identify_weights(tiny_model, tmp_path):
     assert a.model_id != b.model_id
     assert a.model_id.startswith("hf:" + str(tiny_model.resolve()))
     assert a._loaded is None  # naming the model loads nothing
-    assert HFBackend(str(tiny_model), chat_template=False).model_id != a.model_id
+    assert HFBackend(str(tiny_model), HFBackend.Options(chat_template=False)).model_id != a.model_id
     # Re-training into the same folder gives a new id and a fresh model.
     copy = tmp_path / "copy"
     shutil.copytree(tiny_model, copy)
@@ -215,7 +215,7 @@ def test_model_ids_identify_weights(tiny_model, tmp_path):
 
 
 def test_models_loaded_once_per_folder(tiny_model):
-    a, b = HFBackend(str(tiny_model)), HFBackend(str(tiny_model), batch_size=2)
+    a, b = HFBackend(str(tiny_model)), HFBackend(str(tiny_model), HFBackend.Options(batch_size=2))
     assert a.model is b.model and a.tokenizer is b.tokenizer
     tok, model = load_model(str(tiny_model))
     assert model is a.model
@@ -238,7 +238,7 @@ def test_use_cache_restored_after_training_left_it_off(tiny_model, tmp_path):
 
 
 def test_plain_text_prompts(tiny_model):
-    b = HFBackend(str(tiny_model), chat_template=False)
+    b = HFBackend(str(tiny_model), HFBackend.Options(chat_template=False))
     msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}]
     assert b.prompt_ids(msgs) == b.tokenizer("Be brief.\n\nHello")["input_ids"]
     (c,) = b.generate([GenerationRequest(msgs, greedy(3))])
@@ -246,8 +246,17 @@ def test_plain_text_prompts(tiny_model):
 
 
 def test_unknown_option_lists_the_known_ones(tiny_model):
-    with pytest.raises(TapirError, match="batch_size"):
-        HFBackend(str(tiny_model), batchsize=3)
+    from tapir.errors import ConfigError
+    from tapir.plugins import registry
+
+    with pytest.raises(ConfigError, match="unknown option 'batchsize'. Did you mean 'batch_size'"):
+        registry().get("backends", "hf").create(str(tiny_model), options={"batchsize": 3})
+    with pytest.raises(ConfigError, match="batch_size"):
+        registry().get("backends", "hf").create(str(tiny_model), options={"batch_size": 0})
+    with pytest.raises(ConfigError, match="dtype"):
+        registry().get("backends", "hf").create(str(tiny_model), options={"dtype": "int3"})
+    built = registry().get("backends", "hf").create(str(tiny_model), options={"batch_size": 3})
+    assert isinstance(built, HFBackend) and built.batch_size == 3
 
 
 def test_registry_resolves_folders_and_the_embedded_model(pm, tiny_model):
@@ -261,7 +270,7 @@ def test_registry_resolves_folders_and_the_embedded_model(pm, tiny_model):
 
 
 def test_ignore_eos_generates_every_token(tiny_model):
-    b = HFBackend(str(tiny_model), ignore_eos=True)
+    b = HFBackend(str(tiny_model), HFBackend.Options(ignore_eos=True))
     out = b.generate([GenerationRequest(user(p), greedy(7)) for p in PROMPTS[:3]])
     assert [c.completion_tokens for c in out] == [7, 7, 7]
     assert "ignore_eos" in b.model_id
@@ -288,7 +297,7 @@ def test_absolute_position_model_batches_and_scores_right(tiny_model, tmp_path):
                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                         pad_token_id=tok.pad_token_id, initializer_range=0.3)
     GPT2LMHeadModel(config).save_pretrained(folder)
-    b = HFBackend(str(folder), batch_size=8)
+    b = HFBackend(str(folder), HFBackend.Options(batch_size=8))
     requests = [GenerationRequest(user(p), greedy(8)) for p in PROMPTS]
     together = b.generate(requests)
     assert len({c.text for c in together}) > 1

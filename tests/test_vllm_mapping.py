@@ -89,7 +89,7 @@ def test_plugin_lists_unavailable_without_vllm(pm):
 def test_backend_without_vllm_answers_errors(tiny_model):
     from tapir_vllm.backend import VLLMBackend
 
-    backend = VLLMBackend(str(tiny_model), tensor_parallel_size=2)
+    backend = VLLMBackend(str(tiny_model), VLLMBackend.Options(tensor_parallel_size=2))
     assert backend.model_id.startswith("vllm:" + str(tiny_model.resolve()) + "@")
     seen = []
     out = backend.generate([GenerationRequest([{"role": "user", "content": "hi"}])] * 2,
@@ -104,3 +104,19 @@ def test_vllm_and_hf_ids_never_collide(tiny_model):
 
     assert VLLMBackend(str(tiny_model)).model_id != HFBackend(str(tiny_model)).model_id
     assert VLLMBackend("org/model").model_id == "vllm:org/model"
+
+
+def test_vllm_options_are_declared(tiny_model):
+    """Typed options (checked before vllm is imported): a typo is an error naming the option."""
+    from tapir.errors import ConfigError
+    from tapir.options import validate
+    from tapir_vllm.backend import VLLMBackend
+
+    with pytest.raises(ConfigError, match="Did you mean 'tensor_parallel_size'"):
+        validate(VLLMBackend.Options, {"tensor_parallel": 2}, "student.options")
+    with pytest.raises(ConfigError, match="gpu_memory_utilization"):
+        validate(VLLMBackend.Options, {"gpu_memory_utilization": 1.5}, "student.options")
+    options = validate(VLLMBackend.Options, {"max_model_len": 512, "engine_options": {"swap_space": 1}}, "x")
+    kwargs = VLLMBackend(str(tiny_model), options).engine_kwargs()
+    assert kwargs["model"] == str(tiny_model.resolve()) and kwargs["max_model_len"] == 512
+    assert kwargs["swap_space"] == 1 and "max_num_seqs" not in kwargs and kwargs["tensor_parallel_size"] == 1

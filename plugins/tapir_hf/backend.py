@@ -28,21 +28,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Sequence
 
+from typing import Literal
+
 from tapir.errors import TapirError
+from tapir.options import Options, option
 from tapir.roles import Completion, GenerationRequest, Message, OnResult, TokenLogprob
 
 from tapir_hf import embedded
-
-OPTIONS = {
-    "device": "auto: cuda when available, else cpu",
-    "dtype": "auto: float32 on cpu, bfloat16 on cuda (float32, bfloat16, float16)",
-    "batch_size": "requests per forward batch (16)",
-    "max_length": "prompt + new tokens limit (the model's max_position_embeddings)",
-    "chat_template": "apply the tokenizer's chat template (true); false joins message texts",
-    "trust_remote_code": "let transformers run code shipped with the model (false)",
-    "revision": "hub revision (hub ids only)",
-    "ignore_eos": "keep generating past EOS up to max_new_tokens (benchmarks; false)",
-}
 
 _SMALL_FILE = 1 << 20  # config/tokenizer files up to this size are hashed by content
 
@@ -197,27 +189,32 @@ def prompt_ids(tokenizer, messages: list[Message], chat_template: bool = True) -
 
 class HFBackend:
     """A local causal LM. ``model_name`` is a folder, a hub id or
-    ``embedded:smollm2-135m-instruct``; options are listed in :data:`OPTIONS`."""
+    ``embedded:smollm2-135m-instruct``; options: :class:`HFBackend.Options`."""
 
-    def __init__(self, model_name: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = 16,
-                 max_length: int | None = None, chat_template: bool = True, trust_remote_code: bool = False,
-                 revision: str | None = None, ignore_eos: bool = False, **unknown):
-        if unknown:
-            raise TapirError(
-                f"hf backend: unknown option(s) {', '.join(sorted(unknown))}. Options: "
-                + "; ".join(f"{k} ({v})" for k, v in OPTIONS.items())
-            )
-        if int(batch_size) < 1:
-            raise TapirError("hf backend: batch_size must be at least 1")
+    class Options(Options):
+        device: str = option("auto", "torch device; auto: cuda when available, else cpu")
+        dtype: Literal["auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16"] = option(
+            "auto", "weights dtype; auto: float32 on cpu, bfloat16 on cuda")
+        batch_size: int = option(16, "requests per forward batch", ge=1)
+        max_length: int | None = option(None, "prompt + new tokens limit; default the model's "
+                                              "max_position_embeddings", ge=2)
+        chat_template: bool = option(True, "apply the tokenizer's chat template; false joins the message texts")
+        trust_remote_code: bool = option(False, "let transformers run code shipped with the model")
+        revision: str | None = option(None, "hub revision (hub ids only)")
+        ignore_eos: bool = option(False, "keep generating past EOS up to max_new_tokens (benchmarks)")
+
+    def __init__(self, model_name: str, options: "HFBackend.Options | None" = None):
+        options = options if options is not None else self.Options()
+        self.options = options
         self.model_name = model_name
-        self.device = device
-        self.dtype = dtype
-        self.batch_size = int(batch_size)
-        self.max_length = max_length
-        self.chat_template = bool(chat_template)
-        self.trust_remote_code = bool(trust_remote_code)
-        self.revision = revision
-        self.ignore_eos = bool(ignore_eos)
+        self.device = options.device
+        self.dtype = options.dtype
+        self.batch_size = int(options.batch_size)
+        self.max_length = options.max_length
+        self.chat_template = bool(options.chat_template)
+        self.trust_remote_code = bool(options.trust_remote_code)
+        self.revision = options.revision
+        self.ignore_eos = bool(options.ignore_eos)
         self.model_id = self._model_id()
         self._loaded: tuple[Any, Any] | None = None
         self._token_text: dict[int, str] = {}

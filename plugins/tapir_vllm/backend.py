@@ -12,6 +12,7 @@ import threading
 import time
 from typing import Any, Sequence
 
+from tapir.options import Options, option
 from tapir.roles import Completion, GenerationRequest, OnResult
 
 from tapir_hf.backend import prompt_ids, resolve_name, weights_id
@@ -19,30 +20,60 @@ from tapir_vllm.mapping import to_completion, to_sampling_kwargs
 
 
 class VLLMBackend:
-    """``VLLMBackend(model_name, tensor_parallel_size=1, chat_template=True,
-    **engine_options)``: ``model_name`` is a hub id, a folder or
-    ``embedded:NAME``; ``engine_options`` go to ``vllm.LLM`` (dtype,
-    gpu_memory_utilization, max_model_len, trust_remote_code, ...)."""
+    """``vllm.LLM`` in this process. ``model_name`` is a hub id, a folder or
+    ``embedded:NAME``; options: :class:`VLLMBackend.Options`."""
 
-    def __init__(self, model_name: str, tensor_parallel_size: int = 1, chat_template: bool = True, **options):
+    class Options(Options):
+        tensor_parallel_size: int = option(1, "GPUs to shard the model over (vllm tensor parallelism)", ge=1)
+        chat_template: bool = option(True, "apply the tokenizer's chat template; false joins the message texts")
+        dtype: str = option("auto", "weights dtype for vllm (auto, bfloat16, float16, float32)")
+        gpu_memory_utilization: float = option(0.9, "share of GPU memory vllm may take", gt=0.0, le=1.0)
+        max_model_len: int | None = option(None, "context length; default the model's", ge=16)
+        max_num_seqs: int | None = option(None, "sequences vllm schedules at once; default vllm's", ge=1)
+        enforce_eager: bool = option(False, "no CUDA graphs (faster start, slower decoding)")
+        trust_remote_code: bool = option(False, "let transformers/vllm run code shipped with the model")
+        revision: str | None = option(None, "hub revision (hub ids only)")
+        seed: int = option(0, "engine seed (per-request seeds come from the generation params)")
+        engine_options: dict[str, Any] = option({}, "further keyword arguments for vllm.LLM, passed as given")
+
+    def __init__(self, model_name: str, options: "VLLMBackend.Options | None" = None):
         # The weights are named as the hf backend names them (folder path plus
         # content fingerprint), under a vllm: prefix: outputs of the two
         # engines differ numerically, so they never share cache entries.
-        self.model_name = model_name
-        self.tensor_parallel_size = int(tensor_parallel_size)
-        self.chat_template = bool(chat_template)
+        options = options if options is not None else self.Options()
         self.options = options
-        self.model_id = "vllm:" + weights_id(model_name, options.get("revision")) + ("" if chat_template else "|plain")
+        self.model_name = model_name
+        self.tensor_parallel_size = int(options.tensor_parallel_size)
+        self.chat_template = bool(options.chat_template)
+        self.model_id = ("vllm:" + weights_id(model_name, options.revision)
+                         + ("" if options.chat_template else "|plain"))
         self._llm: Any = None
         self._lock = threading.Lock()
+
+    def engine_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``vllm.LLM``."""
+        o = self.options
+        kwargs: dict[str, Any] = {
+            "model": resolve_name(self.model_name)[0],
+            "tensor_parallel_size": self.tensor_parallel_size,
+            "dtype": o.dtype,
+            "gpu_memory_utilization": o.gpu_memory_utilization,
+            "enforce_eager": o.enforce_eager,
+            "trust_remote_code": o.trust_remote_code,
+            "seed": o.seed,
+        }
+        for key in ("max_model_len", "max_num_seqs", "revision"):
+            if getattr(o, key) is not None:
+                kwargs[key] = getattr(o, key)
+        kwargs.update(o.engine_options)
+        return kwargs
 
     @property
     def llm(self):
         if self._llm is None:
             from vllm import LLM
 
-            self._llm = LLM(model=resolve_name(self.model_name)[0], tensor_parallel_size=self.tensor_parallel_size,
-                            **self.options)
+            self._llm = LLM(**self.engine_kwargs())
         return self._llm
 
     def generate(self, requests: Sequence[GenerationRequest], on_result: OnResult | None = None) -> list[Completion]:
