@@ -166,14 +166,58 @@ class JudgeRequest:
     item_id: str | None = None
 
 
+@dataclass
+class Rewrite:
+    """One item's rewrite (Appendix C).
+
+    ``instruction`` is the refined instruction (equal to the original when
+    the instruction was not refined); ``answer`` the enhanced answer the
+    student trains on, paired with the *original* instruction. A failed
+    rewrite sets ``error`` (a reason a person can read) and is never the
+    original item passed off as rewritten. ``call_ids`` are the
+    ``llm_calls`` rows used (:attr:`Completion.call_id`).
+    """
+
+    instruction: str
+    answer: str
+    error: str | None = None
+    call_ids: list[int] = field(default_factory=list)
+
+
+# What the pipeline calls. Every component class also declares its options
+# as a nested ``Options`` model (tapir.options) and is built as
+# ``Class(backend, options)`` (teachers, judges, classifiers, rewriters),
+# ``Class(model_name, options)`` (backends) or ``Class(options)`` (trainers,
+# evaluators, encoders).
+
+
 class Teacher(Protocol):
-    def answer(self, items: Sequence[Item]) -> list[Completion]: ...
+    def answer(self, items: Sequence[Item], params: GenerationParams,
+               on_result: OnResult | None = None) -> list[Completion]:
+        """One answer per item; ``on_result(i, completion)`` as each finishes."""
+        ...
+
+    def create_instructions(self, groups: Sequence[tuple[str, Sequence[Item]]], samples: Sequence[int],
+                            params: GenerationParams, on_result: OnResult | None = None) -> list[Completion]:
+        """One new instruction per (task type, example items) group; ``samples``
+        are the sample indices (a retry asks with a new one)."""
+        ...
+
+    def clean_instruction(self, text: str) -> str | None:
+        """The instruction in a creation reply, or ``None`` when it is malformed."""
+        ...
 
 
 class Judge(Protocol):
     name: str
+    kind: str  # pairwise | single | preference | reference | loss
+    needs_student: bool  # built over the student's backend (student-loss)
+    reads_student_answer: bool  # False: the student need not answer at all
 
-    def judge(self, requests: Sequence[JudgeRequest]) -> list[Judgment]: ...
+    def judge(self, requests: Sequence[JudgeRequest]) -> list[Judgment]:
+        """One judgment per request; failures set ``error``, never raise.
+        A pairwise judge sets ``details["orders_used"]`` (1 or 2)."""
+        ...
 
 
 class Classifier(Protocol):
@@ -185,8 +229,18 @@ class Classifier(Protocol):
 
 
 class Rewriter(Protocol):
-    def rewrite(self, items: Sequence[Item]) -> list[Item | None]:
-        """A refined item per input (``None`` when the rewrite failed)."""
+    def rewrite(self, items: Sequence[Item], teacher: Teacher, params: GenerationParams,
+                on_result: Callable[[int, Rewrite], None] | None = None, *,
+                teacher_params: GenerationParams | None = None) -> list[Rewrite]:
+        """One :class:`Rewrite` per item (its task type set; its teacher answer
+        in ``output``). ``params`` drive the rewriter model, ``teacher_params``
+        the teacher's answers to refined instructions."""
+        ...
+
+
+class Encoder(Protocol):
+    def embed(self, texts: Sequence[str]) -> Any:
+        """L2-normalised embeddings, one row per text (a numpy array)."""
         ...
 
 
@@ -198,9 +252,10 @@ class TrainExample:
 
 
 class Trainer(Protocol):
-    def train(self, base_model: str, examples: Sequence[TrainExample], output_dir: str, **options) -> dict[str, Any]:
-        """Fine-tune ``base_model`` and save a loadable HF folder in
-        ``output_dir``. Returns metrics (loss, tokens/s, ...)."""
+    def train(self, base_model: str, examples: Sequence[TrainExample], output_dir: str) -> dict[str, Any]:
+        """Fine-tune ``base_model`` on weighted examples and save a loadable
+        HF folder in ``output_dir`` (resuming only a checkpoint it wrote there
+        for the same job). Returns metrics (loss, tokens/s, ...)."""
         ...
 
 

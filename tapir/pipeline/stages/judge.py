@@ -54,18 +54,19 @@ class JudgeMFD:
                 scores = []
                 with ctx.store.db.conn:
                     for it, j in zip(chunk, judgments):
-                        orders = j.details.get("orders_used")
-                        partial = orders == 1 and getattr(judge, "kind", "") == "pairwise"
+                        # Scored, but one of the asked orders failed (pairwise).
+                        partial = j.error is None and bool(j.details.get("order_errors"))
                         error = j.error
                         if error is None and (j.score_a is None or j.score_b is None):
                             error = "the judge gave no score"
                         if error is None and partial and not accept_one:
-                            error = "one of the two orders failed: " + str(j.details.get("order_errors") or "?")
+                            error = "one of the two orders failed: " + "; ".join(
+                                f"{k}: {v}" for k, v in j.details["order_errors"].items())
                         ctx.store["judgments"].insert(
                             {
                                 "run_id": job.key, "item_id": it.id, "judge": cfg.name, "model": judge_model,
-                                "kind": getattr(judge, "kind", "mfd"),
-                                "position": (j.details.get("position") or "ab") if partial else "both",
+                                "kind": judge.kind,
+                                "position": _position(j),
                                 "round": job.round,
                                 "response_a_id": teacher[it.id]["id"],
                                 "response_b_id": student[it.id]["id"] if reads_answer else None,
@@ -88,3 +89,9 @@ class JudgeMFD:
         from tapir.pipeline.mfd import distribution
 
         job.info.update(judged=len(todo), **distribution(list(ctx.scores(job.key, "mfd").values())))
+
+
+def _position(judgment) -> str:
+    """'both' for a two-order judgment, else the order that answered (ab / ba)."""
+    orders = list(judgment.details.get("orders", {}))
+    return "both" if len(orders) == 2 else ("".join(orders) or "single")
