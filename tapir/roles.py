@@ -260,16 +260,24 @@ class Trainer(Protocol):
 
 
 class Evaluator(Protocol):
-    """A benchmark runner. The caller (``tapir bench``) starts a run for
-    (benchmark, model, options) with :meth:`tapir.runs.Run.start`, calls
-    ``run``, and upserts the returned rows into ``benchmark_results``.
+    """A benchmark runner. ``tapir bench`` validates the evaluator's
+    declared ``Options``, asks :meth:`preflight` for problems before anything
+    is written, starts a run for (benchmark, model, options), calls
+    :meth:`run`, and stores the returned rows in ``benchmark_results``.
     Evaluators keep their own answers and judgments in the store under
-    ``run_id`` (items, responses, judgments), so a re-run repeats nothing.
+    ``run_id`` (items, responses, judgments), so a re-run repeats nothing but
+    the failures; ``force`` redoes everything, bypassing the LLM cache.
     """
 
     name: str
 
-    def run(self, model: str, store: Any, *, run_id: str, **options) -> list[dict[str, Any]]:
+    def preflight(self, model: str) -> list[str]:
+        """Problems found without calling anything (unknown model, missing key, data)."""
+        ...
+
+    def run(self, model: str, store: Any, *, run_id: str, force: bool = False) -> list[dict[str, Any]]:
         """Run the benchmark on ``model``; return metric rows, each a dict
-        with ``task, metric, value, stderr, n`` and optional ``meta``."""
+        with ``task, metric, value, stderr, n`` and ``meta`` (judge,
+        judge_mode, failures, failure_reasons, failure_example, data_version,
+        subset)."""
         ...

@@ -128,6 +128,9 @@ def test_models(cli):
 
 def test_runs_on_an_empty_db(cli, tmp_path):
     db = tmp_path / "empty.db"
+    from tapir.store import open_store
+
+    open_store(db).close()
     assert invoke(cli, ["--db", str(db), "runs"]).stdout == f"no runs in {db}\n"
     assert json.loads(invoke(cli, ["--db", str(db), "runs", "--json"]).stdout) == []
 

@@ -183,26 +183,28 @@ def cli_in(tmp_path, monkeypatch):
     monkeypatch.delenv("TAPIR_DB", raising=False)
     _add_commands()
 
-    def invoke(args, env=None):
+    def invoke(args, env=None, code=0):
         result = CliRunner().invoke(cli, args, env=env)
-        assert result.exit_code == 0, result.output
+        assert result.exit_code == code, result.output
         return result
 
     return invoke
 
 
 def test_cli_default_db_is_tapir_db_in_cwd(cli_in, tmp_path):
-    cli_in(["runs"])
-    assert sorted(p.name for p in tmp_path.glob("*.db")) == ["tapir.db"]
+    # `tapir runs` reads the database it is pointed at and never creates one.
+    assert "no database at tapir.db" in cli_in(["runs"], code=1).output
+    assert list(tmp_path.glob("*.db")) == []
 
 
 def test_cli_tapir_db_env_overrides_default(cli_in, tmp_path):
-    result = cli_in(["runs"], env={"TAPIR_DB": str(tmp_path / "from-env.db")})
-    assert str(tmp_path / "from-env.db") in result.output
-    assert sorted(p.name for p in tmp_path.glob("*.db")) == ["from-env.db"]
+    out = cli_in(["runs"], env={"TAPIR_DB": str(tmp_path / "from-env.db")}, code=1).output
+    assert str(tmp_path / "from-env.db") in out
+    assert list(tmp_path.glob("*.db")) == []
 
 
 def test_cli_db_flag_beats_tapir_db(cli_in, tmp_path):
-    result = cli_in(["--db", str(tmp_path / "flag.db"), "runs"], env={"TAPIR_DB": str(tmp_path / "from-env.db")})
-    assert str(tmp_path / "flag.db") in result.output
-    assert sorted(p.name for p in tmp_path.glob("*.db")) == ["flag.db"]
+    out = cli_in(["--db", str(tmp_path / "flag.db"), "runs"], env={"TAPIR_DB": str(tmp_path / "from-env.db")},
+                 code=1).output
+    assert str(tmp_path / "flag.db") in out
+    assert list(tmp_path.glob("*.db")) == []
