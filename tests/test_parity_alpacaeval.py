@@ -34,8 +34,11 @@ LEADING_SPACE, NOT_A_VERDICT, NO_LOGPROBS, NO_VERDICT, IDENTICAL = 3, 5, 7, 9, 1
 
 
 def p_true(i: int) -> float:
-    """P(the model's output is better) for instruction i, before the bias."""
-    return round(0.08 + 0.84 * ((i * 7) % 16) / 15, 4)
+    """P(the model's output is better) for instruction i, before the bias:
+    mostly better, and more so when longer (so the LC GLM has a length term
+    and a baseline term to fit, and does not sit at 50)."""
+    delta = len(model_output(i)) - len(reference_output(i))
+    return round(min(0.95, max(0.05, 0.75 + 0.2 * math.tanh(delta / 60))), 4)
 
 
 def instruction(i: int) -> str:
