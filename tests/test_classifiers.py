@@ -107,11 +107,11 @@ def test_evaluate_counts_per_label():
 # --- LLM classifier parsing ---------------------------------------------------
 
 
-def _llm(reply):
+def _llm(reply, **options):
     from tapir_classifiers.llm import LLMClassifier
 
     backend = ScriptedBackend(reply)
-    return LLMClassifier(backend), backend
+    return LLMClassifier(backend, LLMClassifier.Options(**{"prompt": "label", **options})), backend
 
 
 def test_llm_prompt_lists_every_type_and_batches():
@@ -184,7 +184,7 @@ def test_llm_few_shot_turns():
     exs = [Example("1", "What is 2+2?", "", "Math"), Example("2", "Add 3 and 4", "", "Math"),
            Example("3", "Fix it", "x = = 1", "Code Debug")]
     backend = ScriptedBackend(lambda m: "Code Debug")
-    clf = LLMClassifier(backend, few_shot=2, examples=exs)
+    clf = LLMClassifier(backend, LLMClassifier.Options(prompt="label", few_shot=2, examples=exs))
     assert clf.classify(["Why does this fail?"]) == [("Code Debug", 1.0)]
     msgs = backend.requests[0].messages
     assert [m["role"] for m in msgs] == ["user", "assistant", "user", "assistant", "user"]
@@ -198,14 +198,86 @@ def test_llm_needs_a_backend():
     from tapir_classifiers.llm import LLMClassifier
 
     with pytest.raises(TapirError, match="needs a model"):
-        LLMClassifier(None)
+        LLMClassifier(None, LLMClassifier.Options())
+
+
+# --- the paper's classification prompt (Table 6) ----------------------------------
+
+
+def test_table6_prompt_is_the_default_and_asks_for_the_reason_first():
+    from tapir.plugins import registry
+
+    backend = ScriptedBackend(lambda m: "The user asks to compute a percentage, which is arithmetic.\nTask type: Math")
+    clf = registry().get("classifiers", "llm").create(backend, options={})
+    assert clf.classify(["What is 15% of 240?"]) == [("Math", 1.0)]
+    system, user = backend.requests[0].messages
+    assert system == {"role": "system", "content": "You are a helpful assistant."}
+    text = user["content"]
+    assert text.index("explain your reasoning") < text.index("then classify")
+    assert "task type or domain" in text
+    # the list as the table prints it, every type in order, then the markers
+    assert "['Math', 'Code Generation', 'Writing'," in text and "'Paraphrase', 'Others']" in text
+    assert all(repr(t) in text for t in TASK_TYPES)
+    assert text.index("#Given Instruction#:\nWhat is 15% of 240?") < text.index("#Task Classification#:")
+    assert text.rstrip().endswith("#Task Classification#:")
+    params = backend.requests[0].params
+    assert params.max_new_tokens == 256 and params.temperature == 0.0
+
+
+@pytest.mark.parametrize(
+    "reply,label,conf",
+    [
+        ("It asks to fix a bug in a loop, not to write new code.\nTask type: Code Debug", "Code Debug", 1.0),
+        ("#Task Classification#: Code Debug", "Code Debug", 1.0),
+        ("Reason: the user wants a story.\n**Task type:** writing", "Writing", 0.8),
+        # reason first: the reply ends with the label, though the reason named another type
+        ("This looks like Math at first, but it is really about logical deduction.\nReasoning", "Reasoning", 1.0),
+        ("The instruction asks to translate a sentence into French, so it is Multilingual.", "Multilingual", 0.8),
+        ("It is not Math; it is about Physics.\nThe answer involves forces.", "Physics", 0.8),
+        ("Classification: Common Sense\n\nBecause everyday knowledge suffices.", "Common-Sense", 0.8),
+    ],
+)
+def test_table6_reply_parsing(reply, label, conf):
+    clf, backend = _llm(lambda m: reply, prompt="table6")
+    assert clf.classify(["x"]) == [(label, conf)]
+    assert len(backend.requests) == 1
+
+
+def test_table6_reply_that_echoes_the_list_is_nudged():
+    echo = "The list is: " + ", ".join(TASK_TYPES)
+
+    def reply(messages):
+        if len(messages) == 2:
+            return echo
+        assert "Task type: <name>" in messages[-1]["content"]
+        return "Because it is about prices.\nTask type: Economy"
+
+    clf, backend = _llm(reply, prompt="table6")
+    assert clf.classify(["How do interest rates affect inflation?"]) == [("Economy", 0.8)]
+    assert clf.stats["retried"] == 1 and len(backend.requests) == 2
+
+
+def test_llm_options_are_declared_and_checked():
+    from tapir.errors import ConfigError
+    from tapir.plugins import registry
+
+    component = registry().get("classifiers", "llm")
+    backend = ScriptedBackend(lambda m: "Law")
+    clf = component.create(backend, options={"prompt": "label", "params": {"max_new_tokens": 4}})
+    assert clf.params.max_new_tokens == 4 and clf.classify(["Is a verbal contract binding?"]) == [("Law", 1.0)]
+    for bad, match in [({"max_new_tokens": 16}, "unknown option 'max_new_tokens'"),
+                       ({"prompt": "table7"}, "prompt"), ({"params": {"top_k": 3}}, "top_k")]:
+        with pytest.raises(ConfigError, match=match):
+            component.create(backend, options=bad)
+    assert "model_dir" in registry().get("classifiers", "encoder").options_model().model_fields
+    assert "model_dir" not in component.options_model().model_fields
 
 
 def test_registered_classifiers(pm):
     from tapir.plugins import registry
 
     assert {"llm", "encoder", "centroid"} <= set(registry().names("classifiers"))
-    clf = registry().get("classifiers", "llm").create(ScriptedBackend(lambda m: "Law"))
+    clf = registry().get("classifiers", "llm").create(ScriptedBackend(lambda m: "Law"), options={})
     assert clf.classify(["Is a verbal contract binding?"]) == [("Law", 1.0)]
 
 
@@ -234,7 +306,7 @@ def test_centroid_reads_labels_path(tmp_path):
     from tapir_classifiers.centroid import CentroidClassifier
 
     exs = _subset(load_labelled(SEED), {"Math", "Music"}, 4)
-    clf = CentroidClassifier(labels_path=_write(tmp_path / "l.jsonl", exs))
+    clf = CentroidClassifier(None, CentroidClassifier.Options(labels_path=str(_write(tmp_path / "l.jsonl", exs))))
     assert clf.labels == ["Math", "Music"]
     assert clf.classify([]) == []
     assert clf.classify(["Who composed this symphony?"])[0][0] == "Music"
@@ -247,8 +319,8 @@ def test_encoder_trains_saves_and_reloads(tmp_path):
     exs = _subset(load_labelled(SEED), set(labels), 5)
     path = _write(tmp_path / "small.jsonl", exs)
     model_dir = tmp_path / "clf"
-    clf = EncoderClassifier(model_dir=model_dir, labels_path=path, epochs=1, holdout=0.2, seed=0,
-                            batch_size=8, max_length=48)
+    clf = EncoderClassifier(None, EncoderClassifier.Options(model_dir=str(model_dir), labels_path=str(path), epochs=1,
+                                                            holdout=0.2, seed=0, batch_size=8, max_length=48))
     meta = json.loads((model_dir / META_FILE).read_text())
     assert meta["labels"] == labels  # TASK_TYPES order
     assert meta["n_train"] == 16 and meta["n_heldout"] == 4 and meta["base"] == "minilm"
@@ -257,7 +329,7 @@ def test_encoder_trains_saves_and_reloads(tmp_path):
     first = clf.classify(texts)
     assert all(lab in labels and 0.0 < conf <= 1.0 for lab, conf in first)
     # Reload from the folder alone: same labels, identical predictions.
-    again = EncoderClassifier(model_dir=model_dir)
+    again = EncoderClassifier(None, EncoderClassifier.Options(model_dir=str(model_dir)))
     assert again.labels == labels
     second = again.classify(texts)
     assert [p[0] for p in second] == [p[0] for p in first]
@@ -270,7 +342,8 @@ def test_encoder_without_model_dir_trains_once_into_the_cache(tmp_path, monkeypa
     monkeypatch.setenv("TAPIR_CACHE_DIR", str(tmp_path / "cache"))
     exs = _subset(load_labelled(SEED), {"Law", "Art"}, 4)
     path = _write(tmp_path / "l.jsonl", exs)
-    first = encoder.EncoderClassifier(labels_path=path, epochs=1, max_length=32)
+    opts = encoder.EncoderClassifier.Options(labels_path=str(path), epochs=1, max_length=32)
+    first = encoder.EncoderClassifier(None, opts)
     assert first.model_dir.parent == tmp_path / "cache" / "classifiers"
     assert first.labels == ["Law", "Art"] and first.meta["n_heldout"] == 2
 
@@ -278,7 +351,7 @@ def test_encoder_without_model_dir_trains_once_into_the_cache(tmp_path, monkeypa
         raise AssertionError("trained again")
 
     monkeypatch.setattr(encoder, "train_encoder", no_training)
-    again = encoder.EncoderClassifier(labels_path=path, epochs=1, max_length=32)
+    again = encoder.EncoderClassifier(None, opts)
     assert again.model_dir == first.model_dir
     assert [p.name for p in first.model_dir.parent.iterdir()] == [first.model_dir.name]
 

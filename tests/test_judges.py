@@ -343,39 +343,134 @@ def test_pairwise_reads_both_scores_from_logprobs():
 # --------------------------------------------------------------- pairwise
 
 
-def biased_pairwise_judge(quality: dict[str, float], bias: float = 2.0):
+_SHOWN = {
+    "table8": r"\[The Start of Assistant {n}'s Answer\]\n(.*?)\n\[The End of Assistant {n}'s Answer\]",
+    "tapir": r"### Answer of Assistant {n}\n(.*?)\n\n###",
+}
+
+
+def shown_answers(text: str) -> tuple[str, str]:
+    """The (first, second) answers a pairwise prompt shows, in either prompt's layout."""
+    for pattern in _SHOWN.values():
+        first = re.search(pattern.format(n=1), text, re.S)
+        if first:
+            return first.group(1), re.search(pattern.format(n=2), text, re.S).group(1)
+    raise AssertionError(f"not a pairwise prompt: {text[:200]}")
+
+
+def biased_pairwise_judge(quality: dict[str, float], bias: float = 2.0, table8: bool = True):
     """A scripted judge that knows each answer's true quality and adds
-    ``bias`` to whichever answer it sees first."""
+    ``bias`` to whichever answer it sees first; it answers in Table 8's
+    format, or in tapir's when ``table8`` is False."""
 
     def reply(messages):
-        text = user_text(messages)
-        first = re.search(r"### Answer of Assistant 1\n(.*?)\n\n###", text, re.S).group(1)
-        second = re.search(r"### Answer of Assistant 2\n(.*?)\n\n###", text, re.S).group(1)
-        return f"Explanation.\nAssistant 1: {quality[first] + bias:g}\nAssistant 2: {quality[second]:g}"
+        first, second = shown_answers(user_text(messages))
+        label = "Score of the Assistant" if table8 else "Assistant"
+        return (f"Evaluation evidence: explanation.\n{label} 1: {quality[first] + bias:g}\n"
+                f"{label} 2: {quality[second]:g}")
 
     return reply
 
 
-def test_pairwise_both_orders_cancel_position_bias():
+@pytest.mark.parametrize("prompt", ["table8", "tapir"])
+def test_pairwise_both_orders_cancel_position_bias(prompt):
     quality = {"Paris is the capital.": 7.0, "Berlin is the capital.": 4.0}
-    backend = CountingBackend(biased_pairwise_judge(quality))
-    judge = make("pairwise", backend)
+    backend = CountingBackend(biased_pairwise_judge(quality, table8=prompt == "table8"))
+    judge = make("pairwise", backend, prompt=prompt)
     [j] = judge.judge([JudgeRequest("Capital of France?", "Paris is the capital.", "Berlin is the capital.")])
     # ab: (9, 4); ba shown (Berlin, Paris): (6, 7) -> mapped (7, 6); mean (8, 5)
     assert (j.score_a, j.score_b) == (8.0, 5.0)
     assert j.score_a - j.score_b == quality["Paris is the capital."] - quality["Berlin is the capital."]
     assert j.details["orders"] == {"ab": [9.0, 4.0], "ba": [7.0, 6.0]} and j.details["orders_used"] == 2
+    assert j.details["prompt"] == prompt
+    assert j.details["parsed_by"] == {"ab": "table8" if prompt == "table8" else "lenient",
+                                      "ba": "table8" if prompt == "table8" else "lenient"}
     assert backend.batches == [2] and len(j.raw) == 2
     assert set(j.details["raw_by_order"]) == {"ab", "ba"}
     # one order only: the bias is NOT cancelled (the reason both orders is the default)
-    [single] = make("pairwise", backend, both_orders=False).judge(
+    [single] = make("pairwise", backend, both_orders=False, prompt=prompt).judge(
         [JudgeRequest("Capital of France?", "Paris is the capital.", "Berlin is the capital.")])
     assert single.score_a - single.score_b == 5.0
 
 
+def test_pairwise_default_prompt_is_table8():
+    backend = ScriptedBackend(lambda m: recorded("pairwise_table8.txt"))
+    [j] = make("pairwise", backend, both_orders=False).judge([JudgeRequest("Q?", "first answer", "second answer")])
+    assert (j.score_a, j.score_b) == (9.0, 2.0) and j.details["parsed_by"] == {"ab": "table8"}
+    system, user = backend.requests[0].messages
+    assert system["role"] == "system" and "precise assistant" in system["content"] and "quality" not in user["content"]
+    text = user["content"]
+    # the instruction and both answers between the table's markers, in order
+    assert text.startswith("[Instruction]\nQ?\n")
+    assert shown_answers(text) == ("first answer", "second answer")
+    assert text.index("[The End of Assistant 2's Answer]") < text.index("[System]")
+    # every instruction of the table, and its output format word for word
+    for phrase in ("helpfulness, relevance, accuracy and level of detail", "scale from 1 to 10",
+                   "higher score means better overall performance", "explanation of your evaluation",
+                   "bias", "order in which the responses were shown", "two lines"):
+        assert phrase in text, phrase
+    assert text.endswith("Evaluation evidence: <your evaluation explanation here>\n"
+                         "Score of the Assistant 1: <score>\nScore of the Assistant 2: <score>")
+
+
+@pytest.mark.parametrize(
+    "reply, expected, parsed_by",
+    [
+        ("Evaluation evidence: fine.\nScore of the Assistant 1: 8\nScore of the Assistant 2: 6.5", (8.0, 6.5), "table8"),
+        ("Evaluation evidence: x\n**Score of the Assistant 1:** 7/10\n**Score of the Assistant 2:** 3/10",
+         (7.0, 3.0), "table8"),
+        # the format quoted in the explanation, then the real verdict: the last lines win
+        ("Evaluation evidence: as 'Score of the Assistant 1: <score>' asks...\nscore of the assistant 1: 4\n"
+         "Score of the Assistant 2: 9", (4.0, 9.0), "table8"),
+        # not the table's format: read by the lenient parser, and recorded so
+        ("Evaluation evidence: both fine.\nAssistant 1: 8\nAssistant 2: 7", (8.0, 7.0), "lenient"),
+        ("Scores: [[6, 4]]", (6.0, 4.0), "lenient"),
+    ],
+)
+def test_pairwise_table8_format_first_then_lenient(reply, expected, parsed_by):
+    [j] = make("pairwise", ScriptedBackend(lambda m: reply), both_orders=False).judge([JudgeRequest("Q", "a", "b")])
+    assert (j.score_a, j.score_b) == expected and j.details["parsed_by"] == {"ab": parsed_by}
+    assert j.details["retried"] is False
+
+
+def test_pairwise_table8_out_of_range_falls_back_and_nudges():
+    replies = iter(["Evaluation evidence: x\nScore of the Assistant 1: 11\nScore of the Assistant 2: 0",
+                    "Score of the Assistant 1: 6\nScore of the Assistant 2: 5"])
+    backend = ScriptedBackend(lambda m: next(replies))
+    [j] = make("pairwise", backend, both_orders=False).judge([JudgeRequest("Q", "a", "b")])
+    assert (j.score_a, j.score_b) == (6.0, 5.0) and j.details["retried"] is True
+    nudge = backend.requests[1].messages[-1]["content"]
+    assert "Score of the Assistant 1: <score>\nScore of the Assistant 2: <score>" in nudge
+
+
+def test_pairwise_options_are_declared_and_checked():
+    from tapir.errors import ConfigError
+
+    judge = make("pairwise", ScriptedBackend(lambda m: ""), params={"max_new_tokens": 64})
+    assert judge.params.max_new_tokens == 64 and judge.params.temperature == 0.0
+    assert judge.needs_student is False and judge.reads_student_answer is True
+    with pytest.raises(ConfigError, match="prompt"):
+        make("pairwise", ScriptedBackend(lambda m: ""), prompt="mtbench")
+    with pytest.raises(ConfigError, match="unknown option 'temperature'"):
+        make("pairwise", ScriptedBackend(lambda m: ""), temperature=0.0)  # generation settings come via params
+    with pytest.raises(ConfigError, match="top_k"):
+        make("pairwise", ScriptedBackend(lambda m: ""), params={"top_k": 5})
+    short = make("pairwise", ScriptedBackend(lambda m: ""), score_only=True)
+    assert short.params.max_new_tokens == 24
+
+
+def test_pairwise_score_only_table8_prompt():
+    backend = ScriptedBackend(lambda m: "Score of the Assistant 1: 7\nScore of the Assistant 2: 7")
+    [j] = make("pairwise", backend, score_only=True, both_orders=False).judge([JudgeRequest("Q", "a", "b")])
+    assert (j.score_a, j.score_b) == (7.0, 7.0)
+    text = user_text(backend.requests[0].messages)
+    assert "Evaluation evidence" not in text and "two score lines only" in text
+
+
 def test_pairwise_prompt_wording():
     backend = ScriptedBackend(lambda m: recorded("pairwise_labelled.txt"))
-    make("pairwise", backend, both_orders=False).judge([JudgeRequest("Q?", "first answer", "second answer")])
+    make("pairwise", backend, both_orders=False, prompt="tapir").judge(
+        [JudgeRequest("Q?", "first answer", "second answer")])
     text = user_text(backend.requests[0].messages)
     for phrase in ("helpful", "relevant", "accurate", "detailed", "order", "1 to 10",
                    "Assistant 1: <score>\nAssistant 2: <score>"):
@@ -383,19 +478,23 @@ def test_pairwise_prompt_wording():
     assert text.index("first answer") < text.index("second answer")
 
 
-def test_pairwise_one_order_unparseable_uses_the_other():
+@pytest.mark.parametrize("prompt", ["table8", "tapir"])
+def test_pairwise_one_order_unparseable_uses_the_other(prompt):
+    good = recorded("pairwise_table8.txt" if prompt == "table8" else "pairwise_labelled.txt")
+
     def reply(messages):
         text = user_text(messages)
         if len(messages) > 2 or text.index("bad") < text.index("good"):  # the ba order, and its retry
             return recorded("pairwise_unparseable.txt")
-        return recorded("pairwise_labelled.txt")
+        return good
 
-    judge = make("pairwise", ScriptedBackend(reply))
+    judge = make("pairwise", ScriptedBackend(reply), prompt=prompt)
     [j] = judge.judge([JudgeRequest("Q", "good", "bad")])
     assert j.ok and (j.score_a, j.score_b) == (9.0, 2.0) and j.details["orders_used"] == 1
     assert j.details["order_errors"]["ba"].startswith("parse:") and j.details["retried"] is True
     assert len(j.raw) == 3  # ab text, ba text, ba retry text
-    [strict] = make("pairwise", ScriptedBackend(reply), require_both=True).judge([JudgeRequest("Q", "good", "bad")])
+    [strict] = make("pairwise", ScriptedBackend(reply), require_both=True, prompt=prompt).judge(
+        [JudgeRequest("Q", "good", "bad")])
     assert strict.error.startswith("parse:") and strict.score_a is None
 
 
@@ -572,12 +671,14 @@ def test_pairwise_and_preference_through_litellm_and_local_server(store):
             model_is_b = text.index("MODEL") > text.index("REF")
             dist = {"B": 0.8, "A": 0.2} if model_is_b else {"A": 0.8, "B": 0.2}
             return {"text": "B" if model_is_b else "A", "logprobs": token_distribution(dist)}
-        first = re.search(r"### Answer of Assistant 1\n(.*?)\n\n###", text, re.S).group(1)
-        return "Good.\nAssistant 1: 9\nAssistant 2: 5" if first.startswith("MODEL") else \
-            "Hmm.\nAssistant 1: 6\nAssistant 2: 8"
+        first, _ = shown_answers(text)
+        return ("Evaluation evidence: good.\nScore of the Assistant 1: 9\nScore of the Assistant 2: 5"
+                if first.startswith("MODEL") else
+                "Evaluation evidence: hmm.\nScore of the Assistant 1: 6\nScore of the Assistant 2: 8")
 
     with OpenAIServer(reply=reply) as srv:
-        raw = backend_mod.LiteLLMBackend("openai/judge", api_base=srv.base_url, concurrency=4, max_retries=1)
+        raw = backend_mod.LiteLLMBackend("openai/judge", backend_mod.LiteLLMBackend.Options(
+            api_base=srv.base_url, concurrency=4, max_retries=1))
         cached = CachedBackend(raw, store)
         pairs = make("pairwise", cached).judge([JudgeRequest(f"q{i}", f"MODEL {i}", f"REF {i}") for i in range(3)])
         for j in pairs:  # ab: (9, 5); ba shown (REF, MODEL): (6, 8) -> (8, 6); mean (8.5, 5.5)

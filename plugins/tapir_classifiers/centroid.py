@@ -8,29 +8,32 @@ temperature.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Sequence
 
+from tapir.options import Options, option
 from tapir_classifiers.labelled import Example, load_labelled, present_labels
 
 DEFAULT_TEMPERATURE = 0.05
 
 
 class CentroidClassifier:
-    """Nearest centroid over ``tapir_hf.encoder.embed`` embeddings."""
+    """Nearest centroid over ``tapir_hf.encoder.embed`` embeddings (the
+    encoder comes from the tapir_hf plugin; the core never imports it)."""
 
-    def __init__(
-        self,
-        backend: Any = None,
-        *,
-        labels_path: str | Path | None = None,
-        examples: Sequence[Example] | None = None,
-        encoder: str = "minilm",
-        temperature: float = DEFAULT_TEMPERATURE,
-    ):
-        self.encoder = encoder
-        self.temperature = float(temperature)
-        self.fit(list(examples) if examples is not None else load_labelled(labels_path))
+    class Options(Options):
+        labels_path: str | None = option(
+            None, "labelled JSONL the centroids are built from (default the shipped seed set)")
+        examples: list[Any] | None = option(
+            None, "in-process only: labelled Example objects to build the centroids from, instead of labels_path")
+        encoder: str = option("minilm", "sentence encoder: 'minilm' (embedded) or an encoder folder / hub id")
+        temperature: float = option(DEFAULT_TEMPERATURE, "softmax temperature of the confidence", gt=0)
+
+    def __init__(self, backend: Any, options: "CentroidClassifier.Options"):
+        self.options = options
+        self.encoder = options.encoder
+        self.temperature = float(options.temperature)
+        examples = options.examples
+        self.fit(list(examples) if examples is not None else load_labelled(options.labels_path))
 
     def fit(self, examples: Sequence[Example]) -> "CentroidClassifier":
         import numpy as np

@@ -256,7 +256,8 @@ def _build(name, model, opts, train_set, n_test, labels_path, holdout, seed, obj
         with tempfile.TemporaryDirectory(prefix="tapir-clf-") as tmp:
             train_encoder(train_set, tmp, seed=seed, progress=lambda m: click.echo(f"  {m}", err=True),
                           **{k: v for k, v in opts.items() if k in keys})
-            return EncoderClassifier(model_dir=tmp)  # loaded into memory before the folder goes
+            # loaded into memory before the folder goes
+            return EncoderClassifier(None, EncoderClassifier.Options(model_dir=tmp))
     if name == "llm" and opts.get("few_shot"):
         return _create(name, model, opts, obj, examples=train_set)  # shots never from the held-out part
     return _create(name, model, opts, obj)

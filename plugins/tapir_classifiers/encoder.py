@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from tapir.errors import TapirError
+from tapir.options import Options, option
 from tapir_classifiers.labelled import Example, evaluate, load_labelled, present_labels, stratified_split
 
 META_FILE = "tapir_classifier.json"
@@ -157,34 +158,36 @@ def train_encoder(
 class EncoderClassifier:
     """A fine-tuned sequence classifier.
 
-    Options: ``model_dir`` (a trained classifier folder); ``labels_path``
-    (labelled JSONL: when ``model_dir`` holds no trained model, train from it
-    first and save into ``model_dir``, or into a cache folder keyed by the
-    file's content and the settings when no ``model_dir`` is given; default
-    the shipped seed set); ``base``, ``epochs``, ``lr``, ``seed``,
-    ``holdout`` (fraction held out to measure accuracy, 0 trains on all),
-    ``head_lr``, ``batch_size``, ``class_weights``, ``freeze_embeddings``,
-    ``max_length``.
+    When ``model_dir`` holds no trained model, the classifier is trained first
+    from ``labels_path`` and saved into ``model_dir``, or into a cache folder
+    keyed by the file's content and the settings when no ``model_dir`` is
+    given. The pipeline reads the ``model_dir`` option to keep a trained
+    classifier with the run's outputs.
     """
 
-    def __init__(
-        self,
-        backend: Any = None,
-        *,
-        model_dir: str | Path | None = None,
-        labels_path: str | Path | None = None,
-        base: str = "minilm",
-        epochs: int = DEFAULTS["epochs"],
-        lr: float = DEFAULTS["lr"],
-        head_lr: float | None = None,
-        seed: int = 0,
-        holdout: float = 0.2,
-        batch_size: int = DEFAULTS["batch_size"],
-        class_weights: bool = False,
-        freeze_embeddings: bool = True,
-        max_length: int = DEFAULTS["max_length"],
-        batch_size_infer: int = 64,
-    ):
+    class Options(Options):
+        model_dir: str | None = option(None, "a trained classifier folder (trained into when it holds none)")
+        labels_path: str | None = option(
+            None, "labelled JSONL to train from when model_dir holds no model (default the shipped seed set)")
+        base: str = option("minilm", "encoder to fine-tune: 'minilm' (embedded) or an encoder folder / hub id")
+        epochs: int = option(DEFAULTS["epochs"], "training epochs", ge=1)
+        lr: float = option(DEFAULTS["lr"], "learning rate of the encoder body", gt=0)
+        head_lr: float | None = option(None, "learning rate of the new head (default lr)", gt=0)
+        seed: int = option(0, "seed of the split and the training")
+        holdout: float = option(0.2, "fraction held out per label to measure accuracy (0 trains on all)", ge=0, lt=1)
+        batch_size: int = option(DEFAULTS["batch_size"], "training batch size", ge=1)
+        class_weights: bool = option(False, "weight the loss by inverse label frequency")
+        freeze_embeddings: bool = option(True, "keep the token embeddings frozen")
+        max_length: int = option(DEFAULTS["max_length"], "tokens per instruction", ge=8)
+        batch_size_infer: int = option(64, "batch size when classifying", ge=1)
+
+    def __init__(self, backend: Any, options: "EncoderClassifier.Options"):
+        self.options = options
+        model_dir, labels_path = options.model_dir, options.labels_path
+        base, epochs, lr, head_lr, seed = options.base, options.epochs, options.lr, options.head_lr, options.seed
+        holdout, batch_size, class_weights = options.holdout, options.batch_size, options.class_weights
+        freeze_embeddings, max_length = options.freeze_embeddings, options.max_length
+        batch_size_infer = options.batch_size_infer
         self.batch_size_infer = batch_size_infer
         if not is_trained(model_dir):
             examples = load_labelled(labels_path)

@@ -1,11 +1,21 @@
 """LLM task classifier: a prompt over any tapir backend.
 
-The prompt lists the task types and asks for exactly one. The answer is
-parsed leniently (case, spacing, punctuation, common synonyms, a label named
-inside a sentence, then the closest label by ``difflib``). Answers that still
-do not parse are asked again once, with a nudge that repeats the allowed
-names; what fails twice becomes ``Others`` with confidence 0.0 and is counted
-in :attr:`LLMClassifier.stats`.
+Prompts (option ``prompt``):
+
+``table6`` (default)
+    The paper's Table 6 (Appendix B) in our own words: explain the reason
+    first, then classify the instruction into one task type or domain of the
+    list. The label is read from the end of the reply (a ``Task type: X`` /
+    ``#Task Classification#: X`` line, else the last line, else the task type
+    the reply names last).
+``label``
+    tapir's earlier prompt: the label only, read from the first line.
+
+Either way the label is parsed leniently (case, spacing, punctuation, common
+synonyms, a label named inside a sentence, then the closest label by
+``difflib``). Answers that still do not parse are asked again once, with a
+nudge that repeats the allowed names; what fails twice becomes ``Others``
+with confidence 0.0 and is counted in :attr:`LLMClassifier.stats`.
 """
 
 from __future__ import annotations
@@ -13,12 +23,34 @@ from __future__ import annotations
 import difflib
 import re
 from collections import Counter
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
+from pydantic import field_validator
+
+from tapir.options import Options, option
 from tapir.roles import GenerationParams, GenerationRequest
 from tapir.tasks import TASK_TYPES
 
 FALLBACK = "Others"
+
+# TAPIR paper, Appendix B, Table 6 ("task classification"; its labels trained
+# the paper's DeBERTa classifier): system prompt, then a request to explain
+# the reason first and classify the #Given Instruction# into one task type or
+# domain of the list, with the table's #Given Instruction# / #Task
+# Classification# markers. Reworded here; the list is printed as the table
+# prints it.
+TABLE6_SYSTEM = "You are a helpful assistant."
+
+TABLE6_PROMPT = """First explain your reasoning, then classify the task type or domain of the #Given Instruction#. \
+The task type or domain must be one from this list: {label_list}
+
+#Given Instruction#:
+{text}
+
+#Task Classification#:"""
+
+TABLE6_NUDGE = ("I could not tell which task type you chose. Reply again: give the reason briefly, then end with a "
+                "last line of the form 'Task type: <name>', where <name> is exactly one of: {labels}.")
 
 PROMPT = """Which type of task does the instruction below ask for? Pick exactly one task type from this list:
 
@@ -84,6 +116,13 @@ class LabelParser:
             re.I,
         )
 
+    def mentions(self, text: str) -> list[str]:
+        """The task type names in ``text``, in order, as written."""
+        return self._mention.findall(text)
+
+    def canonical(self, mention: str) -> str:
+        return self._squashed[_squash(mention)]
+
     def parse(self, text: str | None) -> tuple[str | None, str]:
         if not text or not text.strip():
             return None, "none"
@@ -116,6 +155,34 @@ class LabelParser:
         return None, "none"
 
 
+_VERDICT_LINE = re.compile(
+    r"^[\s\*_#>\-]*(?:#?\s*task\s*classification\s*#?|task\s*type(?:\s*or\s*domain)?|classification|"
+    r"category|domain|label|answer|final\s*answer)\s*(?:is)?\s*[:\-=]\s*(.+)$",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+def parse_reasoned(parser: LabelParser, text: str | None) -> tuple[str | None, str]:
+    """The label at the end of a reason-first reply (Table 6): the last
+    ``Task type: X`` / ``#Task Classification#: X`` / ``Category: X`` line,
+    else the last non-empty line, else the task type the reply names last
+    (unless it names many: a reply that echoes the list is ambiguous)."""
+    if not text or not text.strip():
+        return None, "none"
+    for value in reversed(_VERDICT_LINE.findall(text)):
+        label, how = parser.parse(value)
+        if label is not None:
+            return label, how
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    label, how = parser.parse(lines[-1])
+    if label is not None:
+        return label, how
+    mentions = [parser.canonical(m) for m in parser.mentions(text)]
+    if mentions and len(set(mentions)) <= 3:
+        return mentions[-1], "lenient"
+    return None, "none"
+
+
 CONFIDENCE = {"exact": 1.0, "lenient": 0.8, "fuzzy": 0.5}
 RETRY_FACTOR = 0.8
 
@@ -124,38 +191,57 @@ class LLMClassifier:
     """Classify with a chat model. ``backend`` is any tapir backend (the
     pipeline passes a CachedBackend, so re-runs cost nothing).
 
-    Options: ``labels`` (default all task types), ``max_new_tokens`` (16),
-    ``retry`` (True: ask unparseable answers once more with a nudge),
-    ``few_shot`` (0: how many labelled examples, of distinct types, precede
-    the question as worked chat turns; taken from ``examples`` or
-    ``labels_path``, default the shipped seed set).
     ``stats`` counts exact / lenient / fuzzy / retried / fallback answers and
-    backend errors, over the classifier's life.
+    backend errors, over the classifier's life; ``raw`` keeps the model's
+    texts per classified item.
     """
 
-    def __init__(
-        self,
-        backend: Any,
-        *,
-        labels: Sequence[str] | None = None,
-        max_new_tokens: int = 16,
-        retry: bool = True,
-        few_shot: int = 0,
-        examples: Sequence[Any] | None = None,
-        labels_path: str | None = None,
-    ):
+    class Options(Options):
+        prompt: Literal["table6", "label"] = option(
+            "table6", "table6: the paper's prompt, reason first then the label; label: the label only")
+        labels: list[str] | None = option(None, "the task types to choose from (default all; Others is added)")
+        retry: bool = option(True, "ask an unparseable answer once more, with a nudge")
+        few_shot: int = option(
+            0, "labelled examples of distinct types shown first as worked chat turns (label prompt only)", ge=0)
+        examples: list[Any] | None = option(
+            None, "in-process only: the labelled Example objects the few-shot turns come from")
+        labels_path: str | None = option(
+            None, "labelled JSONL the few-shot turns come from (default the shipped seed set)")
+        params: dict[str, Any] | None = option(
+            None, "GenerationParams overrides (default: greedy, 256 new tokens for table6, 16 for label)")
+
+        @field_validator("params")
+        @classmethod
+        def _known_params(cls, value):
+            if value:
+                from tapir.judging import judge_params
+                from tapir.errors import TapirError
+
+                try:
+                    judge_params({}, value)
+                except TapirError as exc:
+                    raise ValueError(str(exc).replace("judge generation", "generation")) from None
+            return value
+
+    def __init__(self, backend: Any, options: "LLMClassifier.Options"):
         if backend is None:
             from tapir.errors import TapirError
 
             raise TapirError("the llm classifier needs a model: set classifier.model (e.g. smollm2-135m-instruct)")
         self.backend = backend
-        self.labels = list(labels) if labels else list(TASK_TYPES)
+        self.options = options
+        self.prompt = options.prompt
+        self.labels = list(options.labels) if options.labels else list(TASK_TYPES)
         if FALLBACK not in self.labels:
             self.labels.append(FALLBACK)
         self.parser = LabelParser(self.labels)
-        self.params = GenerationParams(max_new_tokens=max_new_tokens, temperature=0.0)
-        self.retry = retry
-        self.shots = self._pick_shots(few_shot, examples, labels_path)
+        from tapir.judging import judge_params
+
+        defaults = {"max_new_tokens": 256 if options.prompt == "table6" else 16, "temperature": 0.0}
+        self.params: GenerationParams = judge_params(defaults, options.params)
+        self.retry = options.retry
+        self.shots = self._pick_shots(options.few_shot if options.prompt == "label" else 0,
+                                      options.examples, options.labels_path)
         self.stats: Counter[str] = Counter()
         self.raw: list[list[str]] = []  # model texts per classified item, in call order
 
@@ -175,7 +261,11 @@ class LLMClassifier:
         return [(ex.text, ex.label) for ex in chosen]
 
     def _messages(self, text: str) -> list[dict[str, str]]:
-        """The prompt, after ``few_shot`` worked examples as earlier chat turns."""
+        """The prompt (label prompt: after ``few_shot`` worked examples as earlier chat turns)."""
+        if self.prompt == "table6":
+            label_list = "[" + ", ".join(repr(label) for label in self.labels) + "]"
+            return [{"role": "system", "content": TABLE6_SYSTEM},
+                    {"role": "user", "content": TABLE6_PROMPT.format(label_list=label_list, text=text.strip())}]
         names = ", ".join(self.labels)
         turns: list[dict[str, str]] = []
         for shot, label in self.shots:
@@ -195,14 +285,14 @@ class LLMClassifier:
         for i, completion in enumerate(first):
             if not completion.ok:
                 self.stats["errors"] += 1
-            label, how = self.parser.parse(completion.text if completion.ok else None)
+            label, how = self._parse(completion.text if completion.ok else None)
             if label is None:
                 pending.append(i)
             else:
                 self.stats[how] += 1
                 results[i] = (label, CONFIDENCE[how])
         if pending and self.retry:
-            nudge = NUDGE.format(labels=", ".join(self.labels))
+            nudge = (TABLE6_NUDGE if self.prompt == "table6" else NUDGE).format(labels=", ".join(self.labels))
             again = [
                 GenerationRequest(
                     [*messages[i], {"role": "assistant", "content": first[i].text or ""},
@@ -218,7 +308,7 @@ class LLMClassifier:
                 raws[i].append(completion.text if completion.ok else f"<error: {completion.error}>")
                 if not completion.ok:
                     self.stats["errors"] += 1
-                label, how = self.parser.parse(completion.text if completion.ok else None)
+                label, how = self._parse(completion.text if completion.ok else None)
                 if label is None:
                     still.append(i)
                 else:
@@ -230,6 +320,11 @@ class LLMClassifier:
             results[i] = (FALLBACK, 0.0)
         self.raw.extend(raws)
         return [r for r in results if r is not None]
+
+    def _parse(self, text: str | None) -> tuple[str | None, str]:
+        if self.prompt == "table6":
+            return parse_reasoned(self.parser, text)
+        return self.parser.parse(text)
 
     @property
     def fallbacks(self) -> int:

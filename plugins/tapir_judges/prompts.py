@@ -1,5 +1,6 @@
-"""tapir's own judge prompts: the TAPIR pairwise prompt, the preference
-prompt, and the nudges sent when a reply could not be parsed.
+"""Judge prompts: the paper's pairwise prompt (Table 8), tapir's own pairwise
+prompt, the preference prompt, and the nudges sent when a reply could not be
+parsed.
 
 (MT-Bench's single-answer prompts are not here: they are read at run time
 from the installed data file, see :mod:`tapir_judges.mtbench_prompts`.)
@@ -9,7 +10,66 @@ from __future__ import annotations
 
 from tapir.roles import Message
 
-# -- pairwise (TAPIR / MFD) -------------------------------------------------
+# -- pairwise, the paper's prompt (Table 8) -----------------------------------
+#
+# TAPIR paper, Appendix B, Table 8 ("Prompt template of ChatGPT for judging the
+# 'goodness' of responses"): its system prompt, the instruction and both
+# answers between start/end markers, then a [System] request, reworded here
+# clause by clause, with its output format kept word for word:
+#
+#     Evaluation evidence: <your evaluation explanation here>
+#     Score of the Assistant 1: <score>
+#     Score of the Assistant 2: <score>
+#
+# The table's typos (the start marker of Assistant 2 printed twice,
+# "[Answer_2}") are not reproduced. tapir_judges.pairwise parses this format
+# first and falls back to the lenient parser (tapir.judging.parse_pair).
+
+TABLE8_SYSTEM = "You are a helpful and precise assistant whose job is to check how good an answer is."
+
+TABLE8_TEMPLATE = """[Instruction]
+{question}
+
+[The Start of Assistant 1's Answer]
+{answer_1}
+[The End of Assistant 1's Answer]
+
+[The Start of Assistant 2's Answer]
+{answer_2}
+[The End of Assistant 2's Answer]
+
+[System]
+Please give us your feedback on how well the two AI assistants responded to the user instruction and input shown \
+above. Rate the helpfulness, relevance, accuracy and level of detail of their responses. Each assistant gets one \
+overall score on a scale from 1 to 10, where a higher score means better overall performance. {format}"""
+
+TABLE8_FORMAT_EXPLAINED = """First give a thorough explanation of your evaluation, avoiding any possible bias and \
+making sure that the order in which the responses were shown does not influence your judgment. Then write two lines \
+with the scores of Assistant 1 and Assistant 2, in that order. Use exactly this output format:
+Evaluation evidence: <your evaluation explanation here>
+Score of the Assistant 1: <score>
+Score of the Assistant 2: <score>"""
+
+# option score_only (a tapir extension, not in the paper): no explanation.
+TABLE8_FORMAT_SCORES_ONLY = """Avoid any possible bias and make sure that the order in which the responses were shown \
+does not influence your judgment. Reply with the two score lines only, in exactly this output format:
+Score of the Assistant 1: <score>
+Score of the Assistant 2: <score>"""
+
+TABLE8_NUDGE = """I could not read the two scores in your reply. Reply again and end with exactly these two lines, \
+where each <score> is a number from 1 to 10:
+Score of the Assistant 1: <score>
+Score of the Assistant 2: <score>"""
+
+
+def table8_messages(question: str, answer_1: str, answer_2: str, *, scores_only: bool = False) -> list[Message]:
+    """The paper's pairwise prompt (Table 8) for one presentation order."""
+    fmt = TABLE8_FORMAT_SCORES_ONLY if scores_only else TABLE8_FORMAT_EXPLAINED
+    user = TABLE8_TEMPLATE.format(question=question, answer_1=answer_1, answer_2=answer_2, format=fmt)
+    return [{"role": "system", "content": TABLE8_SYSTEM}, {"role": "user", "content": user}]
+
+
+# -- pairwise, tapir's own wording (option prompt: tapir) ----------------------
 
 PAIRWISE_SYSTEM = (
     "You are a helpful and precise judge of the answers that AI assistants give. "
@@ -49,10 +109,17 @@ Assistant 2: <score>"""
 
 
 def pairwise_messages(question: str, answer_1: str, answer_2: str, *, scores_only: bool = False) -> list[Message]:
-    """The TAPIR pairwise prompt for one presentation order."""
+    """tapir's own pairwise prompt for one presentation order."""
     fmt = PAIRWISE_FORMAT_SCORES_ONLY if scores_only else PAIRWISE_FORMAT_EXPLAINED
     user = PAIRWISE_TEMPLATE.format(question=question, answer_1=answer_1, answer_2=answer_2, format=fmt)
     return [{"role": "system", "content": PAIRWISE_SYSTEM}, {"role": "user", "content": user}]
+
+
+# name -> (messages builder, nudge), for the pairwise judge's ``prompt`` option
+PAIRWISE_PROMPTS = {
+    "table8": (table8_messages, TABLE8_NUDGE),
+    "tapir": (pairwise_messages, PAIRWISE_NUDGE),
+}
 
 
 # -- single grading (MT-Bench) extras -----------------------------------------

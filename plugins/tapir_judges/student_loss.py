@@ -15,26 +15,31 @@ import math
 from typing import Any, Sequence
 
 from tapir.errors import TapirError
+from tapir.options import Options, option
 from tapir.roles import JudgeRequest, Judgment
 
 
 class StudentLossJudge:
-    """Options: ``system`` (an optional system message put before the
-    question, to match how the student was trained)."""
+    """The student's own per-token loss on the teacher's answer."""
 
     name = "student-loss"
     kind = "loss"
     needs_student = True  # the pipeline passes the student's backend
     reads_student_answer = False  # scores the teacher's answer under the student; no student answers needed
 
-    def __init__(self, backend: Any, *, system: str | None = None):
+    class Options(Options):
+        system: str | None = option(
+            None, "a system message put before the question, to match how the student was trained")
+
+    def __init__(self, backend: Any, options: "StudentLossJudge.Options"):
         if backend is None or not callable(getattr(backend, "score", None)):
             raise TapirError(
                 "judge 'student-loss' needs the student's backend with a score() method "
                 "(a local transformers model through the 'hf' backend)"
             )
         self.backend = backend
-        self.system = system
+        self.options = options
+        self.system = options.system
 
     def _prompt(self, question: str) -> list[dict[str, str]]:
         messages = [{"role": "system", "content": self.system}] if self.system else []
