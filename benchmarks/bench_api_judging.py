@@ -128,8 +128,8 @@ def main() -> None:
         store = open_store(tmp / "bench.db")
 
         def ours(transport: str, tag: str) -> tuple[float, LiteLLMBackend, list[GenerationRequest], float]:
-            api = LiteLLMBackend("openai/judge", api_base=srv.base_url, concurrency=args.concurrency,
-                                 transport=transport)
+            api = LiteLLMBackend("openai/judge", LiteLLMBackend.Options(
+                api_base=srv.base_url, concurrency=args.concurrency, transport=transport))
             # Warm-up call (client creation, first-use imports) on another prompt, not timed.
             CachedBackend(api, store).generate(judge_requests(1, tag=f"warm{tag}"))
             srv.reset_counts()

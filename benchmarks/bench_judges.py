@@ -61,8 +61,9 @@ def main() -> None:
     for label, bad in (("(a) all parse", False), ("(b) 10% nudged", True)):
         args.bad = bad
         with OpenAIServer(reply=reply, latency=args.latency) as srv:
-            backend = LiteLLMBackend("openai/judge", api_base=srv.base_url, concurrency=args.concurrency)
-            judge = PairwiseJudge(backend)
+            backend = LiteLLMBackend("openai/judge", LiteLLMBackend.Options(api_base=srv.base_url,
+                                                                     concurrency=args.concurrency))
+            judge = PairwiseJudge(backend, PairwiseJudge.Options(prompt="tapir"))  # the replies are in its format
             prompts = [pairwise_messages(r.question, a, b) for order in ("ab", "ba") for r in requests
                        for a, b in [((r.answer_a, r.answer_b) if order == "ab" else (r.answer_b, r.answer_a))]]
             backend.generate([GenerationRequest(prompts[0], judge.params)])  # warm litellm up

@@ -28,10 +28,15 @@ def reqs(n: int, prefix: str = "q", **params) -> list[GenerationRequest]:
             for i in range(n)]
 
 
+def lb(model_name: str, **options) -> LiteLLMBackend:
+    """The backend with declared, validated options."""
+    return LiteLLMBackend(model_name, LiteLLMBackend.Options(**options))
+
+
 def backend(srv: OpenAIServer, **options) -> LiteLLMBackend:
     """Through litellm unless the test picks ``transport="auto"`` (the direct
-    OpenAI-client path that ``openai/<name>`` + api_base takes by default)."""
-    return LiteLLMBackend("openai/test-model", api_base=srv.base_url, **{**FAST, "transport": "litellm", **options})
+    aiohttp path that ``openai/<name>`` + api_base takes by default)."""
+    return lb("openai/test-model", api_base=srv.base_url, **{**FAST, "transport": "litellm", **options})
 
 
 BOTH = pytest.mark.parametrize("transport", ["litellm", "auto"])
@@ -252,24 +257,36 @@ def test_api_key_from_env_is_sent_but_never_stored(store, monkeypatch, tmp_path,
 
 
 def test_model_id_names_model_server_and_extra():
-    a = LiteLLMBackend("openai/m", api_base="http://127.0.0.1:1/v1/")
-    b = LiteLLMBackend("openai/m", api_base="http://127.0.0.1:2/v1")
+    a = lb("openai/m", api_base="http://127.0.0.1:1/v1/")
+    b = lb("openai/m", api_base="http://127.0.0.1:2/v1")
     assert a.model_id == "litellm:openai/m@http://127.0.0.1:1/v1"
     assert a.model_id != b.model_id
-    assert LiteLLMBackend("openai/gpt-4o-mini").model_id == "litellm:openai/gpt-4o-mini"
-    c = LiteLLMBackend("openai/m", extra={"reasoning_effort": "low"})
-    assert c.model_id.startswith("litellm:openai/m#") and c.model_id != LiteLLMBackend("openai/m").model_id
+    assert lb("openai/gpt-4o-mini").model_id == "litellm:openai/gpt-4o-mini"
+    c = lb("openai/m", extra={"reasoning_effort": "low"})
+    assert c.model_id.startswith("litellm:openai/m#") and c.model_id != lb("openai/m").model_id
 
 
-def test_bad_options_are_user_errors(monkeypatch):
+def test_bad_options_are_user_errors(monkeypatch, pm):
+    from tapir.errors import ConfigError
+    from tapir.plugins import registry
+
+    component = registry().get("backends", "litellm")
+    with pytest.raises(ConfigError, match="unknown option 'temprature'"):
+        component.create("openai/m", options={"temprature": 0.3})
+    with pytest.raises(ConfigError, match="concurrency"):
+        component.create("openai/m", options={"concurrency": 0})
+    with pytest.raises(ConfigError, match="transport"):
+        component.create("openai/m", options={"transport": "grpc"})
+    with pytest.raises(TapirError, match="not both"):
+        component.create("openai/m", options={"api_base": "http://a/v1", "api_bases": ["http://b/v1"]})
+    assert lb("openai/m").generate([]) == []
+    # A missing key variable is found without a call: by preflight, and by generate before sending.
     monkeypatch.delenv("TAPIR_NO_SUCH_KEY", raising=False)
+    be = component.create("openai/m", options={"api_key_env": "TAPIR_NO_SUCH_KEY"})
+    [problem] = LiteLLMBackend.preflight("openai/m", {"api_key_env": "TAPIR_NO_SUCH_KEY"})
+    assert "TAPIR_NO_SUCH_KEY" in problem and "No request was sent" in problem
     with pytest.raises(TapirError, match="TAPIR_NO_SUCH_KEY"):
-        LiteLLMBackend("openai/m", api_key_env="TAPIR_NO_SUCH_KEY")
-    with pytest.raises(TapirError, match="unknown option"):
-        LiteLLMBackend("openai/m", temprature=0.3)
-    with pytest.raises(TapirError, match="concurrency"):
-        LiteLLMBackend("openai/m", concurrency=0)
-    assert LiteLLMBackend("openai/m").generate([]) == []
+        be.generate(reqs(1))
 
 
 def test_provider_model_ids_resolve_to_this_backend(pm):
@@ -285,12 +302,12 @@ def test_provider_model_ids_resolve_to_this_backend(pm):
 
 def test_transport_choice():
     local = "http://127.0.0.1:9/v1"
-    assert LiteLLMBackend("openai/m", api_base=local).transport == "openai"  # lean direct path
-    assert LiteLLMBackend("openai/m", api_base=local, transport="litellm").transport == "litellm"
-    assert LiteLLMBackend("openai/m", api_base=local, extra={"custom_llm_provider": "x"}).transport == "litellm"
-    assert LiteLLMBackend("openai/gpt-4o-mini").transport == "litellm"
-    assert LiteLLMBackend("anthropic/claude-3-5-haiku-latest").transport == "litellm"
-    assert LiteLLMBackend("openai/m", api_base=local).model_id == LiteLLMBackend(
+    assert lb("openai/m", api_base=local).transport == "openai"  # lean direct path
+    assert lb("openai/m", api_base=local, transport="litellm").transport == "litellm"
+    assert lb("openai/m", api_base=local, extra={"custom_llm_provider": "x"}).transport == "litellm"
+    assert lb("openai/gpt-4o-mini").transport == "litellm"
+    assert lb("anthropic/claude-3-5-haiku-latest").transport == "litellm"
+    assert lb("openai/m", api_base=local).model_id == lb(
         "openai/m", api_base=local, transport="litellm").model_id  # same answers, same cache
 
 
@@ -300,7 +317,7 @@ def test_cost_comes_from_litellm_price_map():
     litellm.register_model({"openai/tapir-priced-test-model": {
         "input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6, "litellm_provider": "openai", "mode": "chat"}})
     with OpenAIServer(reply=lambda m, b: "a b c") as srv:
-        [c] = LiteLLMBackend("openai/tapir-priced-test-model", api_base=srv.base_url, transport="litellm").generate(
+        [c] = lb("openai/tapir-priced-test-model", api_base=srv.base_url, transport="litellm").generate(
             [GenerationRequest([{"role": "user", "content": "x y"}])])
     assert (c.prompt_tokens, c.completion_tokens) == (5, 3)
     assert math.isclose(c.cost, 5e-6 + 6e-6)

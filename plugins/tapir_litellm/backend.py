@@ -1,10 +1,12 @@
 """The litellm backend: any ``provider/model`` litellm can reach, called
-concurrently with retries, token and cost accounting.
+concurrently with retries, failover over several servers, token and cost
+accounting, and optionally through the provider's batch API.
 
-``LiteLLMBackend("openai/gpt-4o-mini")`` reads ``OPENAI_API_KEY`` from the
-environment (litellm does that per provider). For an OpenAI-compatible
-server (vLLM, FastChat, Ollama's /v1, ...) use ``openai/<served name>`` with
-``api_base``. See docs/backends-api.md.
+``LiteLLMBackend("openai/gpt-4o-mini", LiteLLMBackend.Options())`` reads
+``OPENAI_API_KEY`` from the environment (litellm does that per provider).
+For an OpenAI-compatible server (vLLM, FastChat, Ollama's /v1, ...) use
+``openai/<served name>`` with ``api_base`` (or ``api_bases`` for several).
+See docs/backends-api.md.
 """
 
 from __future__ import annotations
@@ -18,18 +20,23 @@ import queue
 import random
 import time
 import warnings
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence, Union
 
 from tapir.errors import TapirError
+from tapir.options import Options as _Options
+from tapir.options import option
 from tapir.roles import Completion, GenerationRequest, OnResult, TokenLogprob
 
-from tapir_litellm import direct
+from tapir_litellm import direct, endpoints
 from tapir_litellm.loop import get_loop, semaphore
-from tapir_litellm.retry import MalformedResponse, RetryPolicy, is_retryable, retry_after_of, status_of
+from tapir_litellm.pool import SERVER_FAILURES, ServerPool
+from tapir_litellm.retry import MalformedResponse, RetryPolicy, classify, is_retryable, retry_after_of
 
-_PLACEHOLDER_KEY = "sk-no-key-needed"  # local OpenAI-compatible servers accept any key
 _litellm = None
 _no_cost_models: set[str] = set()  # models litellm has no price for (skip the look-up)
+_pools: dict[tuple, ServerPool] = {}
+
+BATCH_PRICE_FACTOR = 0.5  # OpenAI-style batch endpoints bill half the synchronous price
 
 
 def _import_litellm():
@@ -51,100 +58,145 @@ def _import_litellm():
     return _litellm
 
 
+class ServerOption(_Options):
+    """One server of a model served by several (an entry of ``api_bases``)."""
+
+    url: str = option(..., "base URL of this server (http://host:8000/v1)")
+    concurrency: int | None = option(None, "requests in flight to this server (default: the model's concurrency)",
+                                     ge=1)
+
+
+def check_credentials(model_name: str, options: Any = None) -> str | None:
+    """What keeps a call to ``model_name`` from being sent (a missing key,
+    naming its variable), or None. Sends nothing."""
+    opts = endpoints.options_of(options)
+    missing = endpoints.missing_variables(model_name, _first_base(opts), opts.get("api_key_env"))
+    if not missing:
+        return None
+    names = " or ".join(missing)
+    how = "named by api_key_env" if opts.get("api_key_env") else f"the key for provider '{endpoints.provider_of(model_name)}'"
+    return (f"model '{model_name}': no credentials: environment variable {names} ({how}) is not set. "
+            f"Export it before running (export {missing[0]}=...), or name another variable with "
+            f"options.api_key_env. No request was sent.")
+
+
+def _first_base(opts: dict[str, Any]) -> str | None:
+    if opts.get("api_base"):
+        return opts["api_base"]
+    bases = opts.get("api_bases") or []
+    if bases:
+        first = bases[0]
+        return first if isinstance(first, str) else dict(first).get("url")
+    return None
+
+
 class LiteLLMBackend:
-    """A :class:`tapir.roles.Backend` over ``litellm.acompletion``.
+    """A :class:`tapir.roles.Backend` over ``litellm.acompletion`` (or, for
+    self-hosted OpenAI-compatible servers, a lean aiohttp client)."""
 
-    Options:
+    class Options(_Options):
+        api_base: str | None = option(
+            None, "base URL of the server (http://host:8000/v1 for OpenAI-compatible ones); default: the "
+                  "provider's, or its environment variable (OPENAI_BASE_URL / OPENAI_API_BASE for openai/)")
+        api_bases: list[Union[str, ServerOption]] | None = option(
+            None, "several servers of the same model: URLs or {url, concurrency}; load spreads by per-server "
+                  "concurrency, with failover when one dies (instead of api_base)")
+        api_key_env: str | None = option(
+            None, "name of the environment variable holding the key (default: the provider's, e.g. "
+                  "OPENAI_API_KEY); the key itself is never stored or logged")
+        concurrency: int = option(8, "requests in flight to this model (per server with api_bases), shared by "
+                                     "every backend of the same model id in the process", ge=1)
+        timeout: float = option(60.0, "seconds per attempt", gt=0)
+        max_retries: int = option(5, "further attempts after the first", ge=0)
+        retry_max_seconds: float = option(120.0, "the most seconds one request may spend waiting between attempts",
+                                          ge=0)
+        retry_base_seconds: float = option(1.0, "first backoff wait in seconds (doubles each attempt, with jitter)",
+                                           ge=0)
+        retry_cap_seconds: float = option(30.0, "longest backoff wait in seconds", ge=0)
+        extra: dict[str, Any] = option(lambda: {}, "passed through to litellm.acompletion (e.g. {reasoning_effort: low}); "
+                                             "enters the model id as a hash", factory=True)
+        transport: Literal["auto", "litellm"] = option(
+            "auto", "auto: openai/<name> on a self-hosted server goes through a lean aiohttp client, the rest "
+                    "through litellm; litellm: always litellm")
 
-    ``api_base``
-        Base URL of the server (``http://host:8000/v1`` for OpenAI-compatible ones).
-    ``api_key_env``
-        Name of the environment variable holding the key (default: litellm's
-        per-provider variable, e.g. ``OPENAI_API_KEY``). The key itself is
-        never stored or logged.
-    ``concurrency``
-        Requests in flight to this model, shared by every backend of the same
-        ``model_id`` in the process (default 8).
-    ``timeout``
-        Seconds per attempt (default 60).
-    ``max_retries`` / ``retry_max_seconds``
-        Further attempts after the first (default 5) and the most seconds one
-        request may spend waiting between attempts (default 120).
-    ``retry_base_seconds`` / ``retry_cap_seconds``
-        First backoff wait (default 1) and the longest one (default 30).
-    ``extra``
-        A dict passed through to ``litellm.acompletion`` (e.g.
-        ``{"reasoning_effort": "low"}``); it enters the model id as a hash.
-    ``transport``
-        ``auto`` (default): ``openai/<name>`` with an ``api_base`` (a
-        self-hosted OpenAI-compatible server) is called with the ``openai``
-        async client directly, which saves litellm's per-call overhead;
-        everything else goes through ``litellm.acompletion``. ``litellm``:
-        always litellm.
-    """
-
-    def __init__(
-        self,
-        model_name: str,
-        *,
-        api_base: str | None = None,
-        api_key_env: str | None = None,
-        concurrency: int = 8,
-        timeout: float = 60.0,
-        max_retries: int = 5,
-        retry_max_seconds: float = 120.0,
-        retry_base_seconds: float = 1.0,
-        retry_cap_seconds: float = 30.0,
-        extra: dict[str, Any] | None = None,
-        transport: str = "auto",
-        **unknown: Any,
-    ):
-        if unknown:
-            raise TapirError(
-                f"litellm backend for '{model_name}': unknown option(s) {', '.join(sorted(unknown))}. "
-                "Known: api_base, api_key_env, concurrency, timeout, max_retries, retry_max_seconds, "
-                "retry_base_seconds, retry_cap_seconds, extra (a dict passed to litellm), transport."
-            )
-        if transport not in ("auto", "litellm"):
-            raise TapirError(f"litellm backend for '{model_name}': transport must be 'auto' or 'litellm', "
-                             f"got {transport!r}")
-        if int(concurrency) < 1:
-            raise TapirError(f"litellm backend for '{model_name}': concurrency must be >= 1, got {concurrency}")
-        if api_key_env and api_key_env not in os.environ:
-            raise TapirError(
-                f"litellm backend for '{model_name}': environment variable {api_key_env} (named by api_key_env) "
-                f"is not set. Export it before running, e.g. `export {api_key_env}=...`."
-            )
+    def __init__(self, model_name: str, options: "LiteLLMBackend.Options | None" = None):
+        options = options if options is not None else self.Options()
+        if isinstance(options, dict):
+            options = self.Options.model_validate(options)
+        if options.api_base and options.api_bases:
+            raise TapirError(f"litellm backend for '{model_name}': give api_base or api_bases, not both")
+        self.options = options
         self.model_name = model_name
-        self.api_base = api_base.rstrip("/") if api_base else None
-        self.api_key_env = api_key_env
-        self.concurrency = int(concurrency)
-        self.timeout = float(timeout)
-        self.policy = RetryPolicy(int(max_retries), float(retry_max_seconds), float(retry_base_seconds),
-                                  float(retry_cap_seconds))
-        self.extra = dict(extra or {})
+        self.api_key_env = options.api_key_env
+        self.concurrency = int(options.concurrency)
+        self.timeout = float(options.timeout)
+        self.policy = RetryPolicy(int(options.max_retries), float(options.retry_max_seconds),
+                                  float(options.retry_base_seconds), float(options.retry_cap_seconds))
+        self.extra = dict(options.extra or {})
+        if options.api_bases:
+            servers = []
+            for entry in options.api_bases:
+                url, cap = (entry, None) if isinstance(entry, str) else (entry.url, entry.concurrency)
+                servers.append((url.rstrip("/"), int(cap or self.concurrency)))
+            if len({u for u, _ in servers}) != len(servers):
+                raise TapirError(f"litellm backend for '{model_name}': api_bases lists a server twice")
+            self.servers = servers
+            self.api_base, self.api_base_source = servers[0][0], "option"
+        else:
+            self.api_base, self.api_base_source = endpoints.effective_base(model_name, options.api_base)
+            self.servers = [(self.api_base, self.concurrency)] if self.api_base else []
         model_id = f"litellm:{model_name}"
-        if self.api_base:
-            model_id += f"@{self.api_base}"
+        if self.servers:
+            model_id += "@" + "|".join(sorted(endpoints.clean(u) for u, _ in self.servers))
         if self.extra:
             digest = hashlib.sha256(json.dumps(self.extra, sort_keys=True, default=str).encode()).hexdigest()
             model_id += f"#{digest[:12]}"
         self.model_id = model_id
-        self.transport = "openai" if transport == "auto" and direct.usable(model_name, self.api_base, self.extra) \
-            else "litellm"
+        direct_ok = self.servers and all(direct.usable(model_name, u, self.extra) for u, _ in self.servers)
+        self.transport = "openai" if options.transport == "auto" and direct_ok else "litellm"
+        self._pool_key = (model_id, tuple(self.servers)) if len(self.servers) > 1 else None
         self._rng = random.Random()
 
     def __repr__(self) -> str:  # never shows a key
         return f"LiteLLMBackend({self.model_id!r}, concurrency={self.concurrency})"
 
+    # -- checks without a call ----------------------------------------------
+    @classmethod
+    def missing_credentials(cls, model_name: str, options: Any = None) -> list[str]:
+        """Environment variables a call needs and does not find (sends nothing)."""
+        opts = endpoints.options_of(options)
+        return endpoints.missing_variables(model_name, _first_base(opts), opts.get("api_key_env"))
+
+    @classmethod
+    def preflight(cls, model_name: str, options: Any = None) -> list[str]:
+        """Every problem found without sending anything (credentials, option
+        conflicts), one line each."""
+        opts = endpoints.options_of(options)
+        problems = []
+        if opts.get("api_base") and opts.get("api_bases"):
+            problems.append(f"model '{model_name}': give options.api_base or options.api_bases, not both")
+        problem = check_credentials(model_name, opts)
+        if problem:
+            problems.append(problem)
+        return problems
+
+    def server_stats(self) -> dict[str, dict]:
+        """Per server (with api_bases): answers, failures, in flight, down now."""
+        pool = _pools.get(self._pool_key) if self._pool_key else None
+        return pool.stats() if pool else {}
+
     # -- the Backend protocol ----------------------------------------------
     def generate(self, requests: Sequence[GenerationRequest], on_result: OnResult | None = None) -> list[Completion]:
         """Answer every request concurrently (at most ``concurrency`` in
         flight); ``on_result(i, completion)`` runs in this thread as each
-        finishes. Failures come back as ``Completion(error=...)``."""
+        finishes. Failures come back as ``Completion(error=...)``; missing
+        credentials raise :class:`TapirError` before anything is sent."""
         results: list[Completion | None] = [None] * len(requests)
         if not requests:
             return []
+        problem = check_credentials(self.model_name, self.options)
+        if problem:
+            raise TapirError(problem)
         if self.transport == "litellm":
             _import_litellm()
         done: queue.SimpleQueue = queue.SimpleQueue()
@@ -170,12 +222,21 @@ class LiteLLMBackend:
         return [r if r is not None else Completion(error="no result") for r in results]
 
     # -- on the event loop --------------------------------------------------
+    def _pool(self) -> ServerPool | None:
+        if self._pool_key is None:
+            return None
+        pool = _pools.get(self._pool_key)
+        if pool is None:
+            pool = _pools[self._pool_key] = ServerPool(self.servers)
+        return pool
+
     async def _run_all(self, requests: list[GenerationRequest], done: queue.SimpleQueue) -> None:
-        sem = semaphore(self.model_id, self.concurrency)
+        pool = self._pool()
+        sem = None if pool else semaphore(self.model_id, self.concurrency)
 
         async def one(i: int, request: GenerationRequest) -> None:
             try:
-                completion = await self._call_with_retries(request, sem)
+                completion = await self._call_with_retries(request, sem, pool)
             except asyncio.CancelledError:
                 raise
             except BaseException as exc:  # never let one request break the batch
@@ -184,24 +245,42 @@ class LiteLLMBackend:
 
         await asyncio.gather(*(one(i, r) for i, r in enumerate(requests)))
 
-    async def _call_with_retries(self, request: GenerationRequest, sem: asyncio.Semaphore) -> Completion:
+    async def _call_with_retries(self, request: GenerationRequest, sem: asyncio.Semaphore | None,
+                                 pool: ServerPool | None) -> Completion:
         call = direct.acompletion if self.transport == "openai" else None
         if call is None:
             litellm = _import_litellm()
 
             async def call(kw: dict[str, Any]) -> Any:
+                if "?" in (kw.get("api_base") or "") and self.model_name.startswith("openai/"):
+                    kw = _with_query_client(kw)  # litellm would put the URL's query into the body
                 return await litellm.acompletion(**kw)
 
         kwargs = self._kwargs(request)
         started: float | None = None  # from the first attempt, not from queueing for a slot
         waited = 0.0
         attempt = 0
+        history: list[str] = []
         while True:
+            server = None
             try:
-                async with sem:
-                    if started is None:
-                        started = time.perf_counter()
-                    response = await _within(call(kwargs), self.timeout * 1.5 + 5)
+                if pool is not None:
+                    server = await pool.acquire()
+                    kwargs["api_base"] = server.url
+                    try:
+                        if started is None:
+                            started = time.perf_counter()
+                        response = await _within(call(kwargs), self.timeout * 1.5 + 5)
+                    except BaseException as exc:
+                        kind = classify(exc)[0] if isinstance(exc, Exception) else "cancelled"
+                        await pool.release(server, kind)
+                        raise
+                    await pool.release(server, None)
+                else:
+                    async with sem:
+                        if started is None:
+                            started = time.perf_counter()
+                        response = await _within(call(kwargs), self.timeout * 1.5 + 5)
                 completion = self._to_completion(response)
                 completion.latency_s = time.perf_counter() - started
                 return completion
@@ -209,16 +288,22 @@ class LiteLLMBackend:
                 raise
             except Exception as exc:
                 started = started or time.perf_counter()
-                error = self._describe(exc, attempt)
+                kind, status = classify(exc)
+                error = self._describe(exc, attempt, history, server.url if server else self.api_base)
+                history.append(kind + (f" {status}" if status else ""))
                 if not is_retryable(exc) or attempt >= self.policy.max_retries:
-                    return Completion(error=error, latency_s=time.perf_counter() - started)
-                delay = self.policy.wait(attempt, retry_after_of(exc), self._rng)
+                    return Completion(error=error, latency_s=time.perf_counter() - started, http_status=status)
+                if pool is not None and server is not None and kind in SERVER_FAILURES and pool.other_server_up(server):
+                    delay = 0.0  # fail over at once
+                else:
+                    delay = self.policy.wait(attempt, retry_after_of(exc), self._rng)
                 if waited + delay > self.policy.max_seconds:
                     return Completion(error=f"{error} (retry time budget of {self.policy.max_seconds:g}s spent)",
-                                      latency_s=time.perf_counter() - started)
+                                      latency_s=time.perf_counter() - started, http_status=status)
                 waited += delay
                 attempt += 1
-                await asyncio.sleep(delay)
+                if delay:
+                    await asyncio.sleep(delay)
 
     # -- helpers ------------------------------------------------------------
     def _kwargs(self, request: GenerationRequest) -> dict[str, Any]:
@@ -245,37 +330,46 @@ class LiteLLMBackend:
             kwargs["top_logprobs"] = int(p.top_logprobs)
         if self.api_base:
             kwargs["api_base"] = self.api_base
-        key = self._api_key()
+        key = endpoints.api_key(self.model_name, self.api_base, self.api_key_env)
         if key:
             kwargs["api_key"] = key
         kwargs.update(self.extra)
         return kwargs
 
-    def _api_key(self) -> str | None:
-        """The key, read from the environment at call time (never kept)."""
-        if self.api_key_env:
-            return os.environ.get(self.api_key_env)
-        if self.api_base and self.model_name.startswith("openai/") and not os.environ.get("OPENAI_API_KEY"):
-            return _PLACEHOLDER_KEY
-        return None
-
     def _clean(self, text: str) -> str:
-        """An error text with the API key (if any) cut out."""
-        key = os.environ.get(self.api_key_env) if self.api_key_env else None
-        for secret in filter(None, (key, os.environ.get("OPENAI_API_KEY"))):
-            if len(secret) >= 4:
-                text = text.replace(secret, "<redacted>")
-        return text[:2000]
+        """An error text with every key (the environment's, and any in URLs or headers) cut out."""
+        return endpoints.clean(text, self.api_key_env)
 
-    def _describe(self, exc: BaseException, attempt: int) -> str:
-        status = status_of(exc)
-        kind = type(exc).__name__
-        if isinstance(exc, asyncio.TimeoutError):
-            kind, text = "Timeout", f"no answer within {self.timeout:g}s"
-        else:
-            text = str(exc)
-        prefix = f"{kind}" + (f" (HTTP {status})" if status else "")
-        return self._clean(f"{prefix} after {attempt + 1} attempt(s): {text}")
+    def _describe(self, exc: BaseException, attempt: int, history: list[str], base: str | None) -> str:
+        """One actionable line per failure kind (what happened, where, what to do)."""
+        kind, status = classify(exc)
+        text = str(exc)
+        where = f" from {base}" if base else ""
+        key_var = self.api_key_env or endpoints.key_env_var(endpoints.provider_of(self.model_name))
+        if kind == "Timeout":
+            text = f"no answer within {self.timeout:g}s{where} (raise options.timeout for slow models)"
+        elif kind == "ConnectionRefused":
+            text = (f"nothing answers at {base or 'the provider'}: is the server running, on this host and port? "
+                    f"({text})")
+        elif kind == "ConnectionError":
+            text = f"the connection to {base or 'the provider'} failed or broke mid-answer ({text})"
+        elif kind == "AuthenticationError":
+            text = (f"the server refused the credentials: check {key_var} (or options.api_key_env names the "
+                    f"right variable) ({text})")
+        elif kind == "PermissionDenied":
+            text = f"the key in {key_var} is not allowed to use '{self.model_name}' ({text})"
+        elif kind == "NotFound":
+            text = f"no such model or route{where} ({text}).{endpoints.hint_404(base)}"
+        elif kind == "BadRequest":
+            text = f"the server rejected the request as invalid; no retry will fix it ({text})"
+        prefix = kind + (f" (HTTP {status})" if status else "")
+        earlier = ""
+        if history:
+            counts: dict[str, int] = {}
+            for h in history:
+                counts[h] = counts.get(h, 0) + 1
+            earlier = " [earlier: " + ", ".join(f"{k} x{n}" for k, n in counts.items()) + "]"
+        return self._clean(f"{prefix} after {attempt + 1} attempt(s){earlier}: {text}")
 
     def _to_completion(self, response: Any) -> Completion:
         choices = _get(response, "choices")
@@ -293,6 +387,7 @@ class LiteLLMBackend:
             prompt_tokens=_get(usage, "prompt_tokens"),
             completion_tokens=_get(usage, "completion_tokens"),
             cost=self._cost(response),
+            finish_reason=_get(choice, "finish_reason"),
         )
 
     def _cost(self, response: Any) -> float | None:
@@ -312,6 +407,27 @@ class LiteLLMBackend:
         except Exception:
             _no_cost_models.add(self.model_name)
             return None
+
+
+_query_clients: dict[tuple, Any] = {}
+
+
+def _with_query_client(kw: dict[str, Any]) -> dict[str, Any]:
+    """For an api_base with query parameters (``?api-key=...``): an openai
+    client that sends them on every request, handed to litellm as ``client``."""
+    import openai
+    from urllib.parse import parse_qsl
+
+    kw = dict(kw)
+    base, _, query = kw.pop("api_base").partition("?")
+    key = kw.get("api_key") or endpoints.PLACEHOLDER_KEY
+    ident = (id(asyncio.get_running_loop()), base, query, hashlib.sha256(key.encode()).hexdigest())
+    client = _query_clients.get(ident)
+    if client is None:
+        client = _query_clients[ident] = openai.AsyncOpenAI(base_url=base, api_key=key, max_retries=0,
+                                                            default_query=dict(parse_qsl(query)))
+    kw["client"] = client
+    return kw
 
 
 async def _within(awaitable: Any, seconds: float) -> Any:

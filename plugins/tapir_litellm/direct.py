@@ -121,7 +121,12 @@ async def acompletion(kwargs: dict[str, Any]) -> dict[str, Any]:
     import aiohttp
 
     body, extra_headers, query = body_of(kwargs)
-    url = kwargs["api_base"].rstrip("/") + "/chat/completions"
+    base, _, base_query = kwargs["api_base"].partition("?")  # a key may ride in the URL (?api-key=...)
+    if base_query:
+        from urllib.parse import parse_qsl
+
+        query = {**dict(parse_qsl(base_query)), **query}
+    url = base.rstrip("/") + "/chat/completions"
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {kwargs.get('api_key') or 'sk-no-key-needed'}",
                **extra_headers}
     timeout = aiohttp.ClientTimeout(total=float(kwargs["timeout"]))

@@ -109,9 +109,15 @@ def classify(exc: BaseException) -> tuple[str, int | None]:
         return "Timeout", None
     if isinstance(exc, (MalformedResponse, json.JSONDecodeError)):
         return "MalformedResponse", None
-    # litellm reports a connection failure as APIConnectionError with status 500: it is no HTTP answer.
-    if isinstance(exc, ConnectionError) or "connection" in lname or "connect" in lname:
-        return ("ConnectionRefused" if any(h in text for h in _REFUSED_HINTS) else "ConnectionError"), None
+    # litellm reports a connection failure as an InternalServerError (HTTP 500)
+    # over openai's APIConnectionError: no HTTP answer came, so look down the chain.
+    chain = _chain(exc)
+    if any(isinstance(e, ConnectionError) or "connect" in type(e).__name__.lower() for e in chain):
+        refused = any(isinstance(e, ConnectionRefusedError) or any(h in str(e).lower() for h in _REFUSED_HINTS)
+                      for e in chain)
+        return ("ConnectionRefused" if refused else "ConnectionError"), None
+    if any("timeout" in type(e).__name__.lower() for e in chain[1:]):
+        return "Timeout", None
     status = status_of(exc)
     if status is None:
         return name, None
@@ -128,3 +134,12 @@ def classify(exc: BaseException) -> tuple[str, int | None]:
     if status >= 500:
         return "ServerError", status
     return "HTTPError", status
+
+
+def _chain(exc: BaseException, limit: int = 8) -> list[BaseException]:
+    """``exc`` and its causes (``__cause__`` / ``__context__``), outermost first."""
+    out: list[BaseException] = []
+    while exc is not None and len(out) < limit and exc not in out:
+        out.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return out

@@ -510,6 +510,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
+        self.path = self.path.partition("?")[0]  # query parameters (e.g. ?api-key=) are not routes
         if self.path == "/_tapir/reset":
             self.owner.reset_counts()
             self._json(200, {"ok": True})
