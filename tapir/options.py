@@ -32,9 +32,10 @@ class Options(BaseModel):
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, protected_namespaces=())
 
 
-def option(default: Any = ..., doc: str = "", **constraints: Any) -> Any:
-    """A declared option: its default and one line of doc (``ge=``, ``le=`` ... pass through)."""
-    if callable(default) and not isinstance(default, type) and constraints.pop("factory", False):
+def option(default: Any = ..., doc: str = "", *, factory: bool = False, **constraints: Any) -> Any:
+    """A declared option: its default and one line of doc (``ge=``, ``le=`` ... pass through).
+    ``factory=True``: ``default`` is called for each instance (``option(dict, "...", factory=True)``)."""
+    if factory:
         return Field(default_factory=default, description=doc, **constraints)
     return Field(default, description=doc, **constraints)
 

@@ -74,19 +74,24 @@ class ScriptPlugin:
         register("script", ScriptTeacher, description="test teacher")
 
 
+def _hf_trainer_class():
+    from tapir_trainers.hf_trainer import HFTrainer
+
+    return HFTrainer
+
+
 class SpyTrainer:
-    """Wraps the real trainer and keeps what each round was given."""
+    """Wraps the real trainer (same options) and keeps what each round was given."""
 
     seen: list = []
+    Options = _hf_trainer_class().Options
 
-    def __init__(self, **options):
-        from tapir.plugins import registry
+    def __init__(self, options):
+        self.inner = _hf_trainer_class()(options)
 
-        self.inner = registry().get("trainers", "hf").create(options=options)
-
-    def train(self, base_model, examples, output_dir, **overrides):
+    def train(self, base_model, examples, output_dir):
         SpyTrainer.seen.append((output_dir, list(examples)))
-        return self.inner.train(base_model, examples, output_dir, **overrides)
+        return self.inner.train(base_model, examples, output_dir)
 
 
 class SpyPlugin:

@@ -56,11 +56,20 @@ def register(cli):
     @click.argument("config", type=click.Path(dir_okay=False))
     @click.option("--no-retry", is_flag=True, help="Keep failed items failed (default: a re-run retries them).")
     @click.option("--wait", is_flag=True, help="Wait for another process writing this run instead of exiting.")
+    @click.option("--dry-run", is_flag=True,
+                  help="Check everything and print the plan (stages, reuse, calls, tokens, cost, training steps); "
+                       "write nothing, call nothing.")
     @click.pass_obj
-    def distill(obj, config, no_retry, wait):
-        """Run the TAPIR pipeline described by CONFIG (YAML). Safe to re-run:
-        stages whose inputs are unchanged are reused, failed items are
-        retried, and no LLM call is paid twice."""
+    def distill(obj, config, no_retry, wait, dry_run):
+        """Run the TAPIR pipeline described by CONFIG (YAML). Everything is
+        checked first (exit 2, nothing written). Safe to re-run: stages whose
+        inputs are unchanged are reused, failed items are retried, and no LLM
+        call is paid twice."""
+        if dry_run:
+            from tapir.pipeline.preflight import check, plan, render
+
+            click.echo(render(plan(check(config, obj["db"]), retry=not no_retry)))
+            return
         from tapir.pipeline.runner import distill as run_distill
 
         outcome = run_distill(config, obj["db"], retry=False if no_retry else None, wait=wait)

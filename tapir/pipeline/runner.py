@@ -46,8 +46,7 @@ class Outcome:
         return self.engine.results[(stage, round)].info
 
 
-def open_run(config: PipelineConfig, base_dir: Path, db: str | None = None, *, loaded=None) -> Context:
-    store = open_store(db or config.db)
+def open_run(config: PipelineConfig, base_dir: Path, store, *, loaded=None) -> Context:
     run = Run.start(store, config.model_dump(mode="json"), name=config.name)
     out_dir = Path(config.output_dir)
     if not out_dir.is_absolute():
@@ -67,22 +66,57 @@ def engine_for(ctx: Context, retry: bool | None = None) -> Engine:
                   max_failure_rate=cfg.failures.max_failure_rate)
 
 
-def distill(config_path: str | Path, db: str | None = None, *, retry: bool | None = None,
-            wait: bool = False) -> Outcome:
-    from tapir.locks import Lock
+def planning_engine(checked, retry: bool = True) -> Engine:
+    """An engine over a checked config for the dry run: it reads what an
+    existing database already holds (read-only) and writes nothing."""
+    import sqlite3
 
-    config = load_config(config_path)
-    base_dir = Path(config_path).resolve().parent
-    report = load_items(config.data, base_dir)
+    import sqlite_utils
+
+    from tapir.runs import run_id_for
+    from tapir.store import open_store
+    from tapir.store.db import Store
+
+    cfg = checked.config
+    store = None
+    if checked.db_path.is_file():
+        try:
+            conn = sqlite3.connect(f"file:{checked.db_path.resolve()}?mode=ro", uri=True)
+            conn.execute("select key from stages limit 1")
+            store = Store(sqlite_utils.Database(conn), checked.db_path)
+        except sqlite3.Error:
+            store = None  # an older or foreign database: nothing to reuse
+    if store is None:
+        store = open_store(memory=True)
+    run = Run(store, run_id_for(cfg.model_dump(mode="json")), cfg.name)
+    ctx = Context(cfg, store, run, checked.base_dir, Path(cfg.output_dir).resolve(), loaded=checked.loaded)
+    return engine_for(ctx, retry)
+
+
+def distill(config_path: str | Path, db: str | None = None, *, retry: bool | None = None,
+            wait: bool = False, overrides: list[str] | None = None) -> Outcome:
+    """Preflight (every problem at once, nothing written), then the recipe
+    under the run lock."""
+    from tapir.locks import Lock
+    from tapir.pipeline.preflight import check
+
+    checked = check(config_path, db, overrides)
+    config, report = checked.config, checked.loaded
     for line in report.bad_rows[:20]:
         progress.say(f"   skipped bad row: {line}")
     if len(report.bad_rows) > 20:
         progress.say(f"   ... and {len(report.bad_rows) - 20} more bad rows skipped")
-    ctx = open_run(config, base_dir, db, loaded=report)
-    lock = Lock(ctx.store, f"run:{ctx.run.id}")
-    lock.acquire(wait=wait)
+    from tapir.runs import run_id_for
+
+    store = open_store(checked.db_path)
+    lock = Lock(store, f"run:{run_id_for(config.model_dump(mode='json'))}")
     try:
-        ctx.run.finish("running")
+        lock.acquire(wait=wait)
+    except BaseException:
+        store.close()
+        raise
+    try:
+        ctx = open_run(config, checked.base_dir, store, loaded=report)
         ctx.out_dir.mkdir(parents=True, exist_ok=True)
         progress.say(f"run {ctx.run.id} ({config.name}) in {ctx.store.path}; outputs in {ctx.out_dir}")
         engine = engine_for(ctx, retry)

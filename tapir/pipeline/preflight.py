@@ -1,0 +1,326 @@
+"""Preflight: every mistake found before the first paid call, and the plan.
+
+:func:`check` reads the config, builds nothing that costs, and collects every
+problem at once: the config's shape, every component's options against its
+declared ``Options``, every model id (the student must be a trainable local
+model; API models need their credentials), the data file, the output folder
+and the database. Problems raise one :class:`~tapir.errors.ConfigError`
+(exit 2); nothing is written and nothing is called.
+
+:func:`plan` turns a checked config into the dry run: the stages in order,
+which would be reused, LLM calls per role and round, estimated tokens and
+cost from litellm's price map (assumptions printed), and training examples
+and steps per round.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tapir.config import ModelRef, PipelineConfig, load_config
+from tapir.errors import ConfigError, TapirError
+
+# Roles whose components always talk to a model.
+_NEEDS_MODEL = {"teachers", "rewriters"}
+
+
+@dataclass
+class Checked:
+    """A config that passed preflight, with what was read to check it."""
+
+    config: PipelineConfig
+    path: Path
+    base_dir: Path
+    loaded: Any  # the data's LoadReport
+    db_path: Path
+
+
+def check(config_path: str | Path, db: str | None = None, overrides: list[str] | None = None) -> Checked:
+    from tapir.pipeline.data import load_items
+    from tapir.store.db import resolve_db_path
+
+    config = load_config(config_path, overrides=overrides) if overrides else load_config(config_path)
+    source = str(config_path)
+    base_dir = Path(config_path).resolve().parent
+    problems: list[str] = []
+    problems += component_problems(config, base_dir, source)
+    problems += model_problems(config, source)
+    loaded = None
+    try:
+        loaded = load_items(config.data, base_dir)
+    except TapirError as exc:
+        problems.append(str(exc))
+    problems += output_problems(config, source)
+    db_path = resolve_db_path(db or config.db)
+    problems += store_problems(db_path)
+    if problems:
+        raise ConfigError("\n".join(dict.fromkeys(problems)))
+    return Checked(config, Path(config_path), base_dir, loaded, db_path)
+
+
+def component_problems(config: PipelineConfig, base_dir: Path, source: str) -> list[str]:
+    """Every component's options against its declared schema, and the model
+    it needs."""
+    from tapir.config import resolve_path
+    from tapir.plugins import registry
+
+    reg = registry()
+    problems: list[str] = []
+
+    def check_role(role: str, key: str, name: str, options: dict, model: ModelRef | None):
+        if name not in reg.by_role[role] or not reg.by_role[role][name].available:
+            return  # reported by the config's reference check
+        component = reg.get(role, name)
+        problems.extend(component.check_options(options, f"{source}: '{key}.options'"))
+        factory = component.load()
+        needs = role in _NEEDS_MODEL or bool(factory.__dict__.get("needs_model", False)) or any(
+            klass.__dict__.get("needs_model", False) for klass in getattr(factory, "__mro__", ()))
+        if needs and model is None:
+            problems.append(f"{source}: '{key}': {role[:-1]} '{name}' needs a model: add {key}.model "
+                            f"(e.g. model: openai/gpt-4o-mini, or a local folder)")
+
+    cfg = config
+    check_role("teachers", "teacher", cfg.teacher.name, cfg.teacher.options, cfg.teacher.model)
+    check_role("judges", "judge", cfg.judge.name, cfg.judge.options, cfg.judge.model)
+    classifier_options = dict(cfg.classifier.options)
+    check_role("classifiers", "classifier", cfg.classifier.name, classifier_options, cfg.classifier.model)
+    for key in ("labels_path",):
+        value = classifier_options.get(key)
+        if value and not resolve_path(str(value), base_dir).exists():
+            problems.append(f"{source}: 'classifier.options.{key}': file not found: {value} "
+                            f"(relative paths are read from {base_dir})")
+    if cfg.rewriter is not None:
+        check_role("rewriters", "rewriter", cfg.rewriter.name, cfg.rewriter.options, cfg.rewriter.model)
+    if cfg.trainer.name in reg.by_role["trainers"] and reg.by_role["trainers"][cfg.trainer.name].available:
+        problems.extend(reg.get("trainers", cfg.trainer.name).check_options(
+            cfg.trainer.options, f"{source}: 'trainer.options'"))
+    if cfg.expansion.dedup == "embedding" and cfg.expansion.encoder not in reg.by_role["encoders"]:
+        known = ", ".join(reg.names("encoders")) or "none installed"
+        problems.append(f"{source}: 'expansion.encoder': unknown encoder '{cfg.expansion.encoder}'. Available: {known}")
+    for extra in cfg.recipe.add:
+        if extra.stage not in reg.by_role["stages"]:
+            known = ", ".join(reg.names("stages")) or "none installed"
+            problems.append(f"{source}: 'recipe.add': unknown stage '{extra.stage}'. Plugin stages: {known}")
+    return problems
+
+
+def model_problems(config: PipelineConfig, source: str) -> list[str]:
+    """Every model id resolves; the student to a trainable local model; API
+    models have their credentials (named by variable)."""
+    from tapir.bench import model_problems as call_problems
+    from tapir.models import resolve
+
+    problems: list[str] = []
+    roles = [("teacher", config.teacher.model), ("judge", config.judge.model),
+             ("classifier", config.classifier.model)]
+    if config.rewriter is not None:
+        roles.append(("rewriter", config.rewriter.model))
+    for key, ref in roles:
+        if ref is not None:
+            problems += [f"{source}: '{key}.model': {p}" for p in call_problems(ref.model, ref.options, what="model")]
+    try:
+        spec = resolve(config.student.model, config.student.options)
+    except TapirError as exc:
+        problems.append(f"{source}: 'student.model': {exc}")
+    else:
+        if spec.backend != "hf":
+            hint = ""
+            if "/" in config.student.model and not config.student.model.startswith("hf:"):
+                hint = f" Did you mean hf:{config.student.model}?"
+            problems.append(
+                f"{source}: 'student.model': '{config.student.model}' resolves to backend '{spec.backend}', but the "
+                f"student is trained here: it must be a local transformers model (a folder, a named local model, "
+                f"or hf:org/name for a hub id).{hint}")
+    return problems
+
+
+def output_problems(config: PipelineConfig, source: str) -> list[str]:
+    out = Path(config.output_dir).expanduser()
+    probe = out
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        return [f"{source}: 'output_dir': {probe} is a file, not a folder; choose another output_dir"]
+    if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
+        return [f"{source}: 'output_dir': {probe} is not writable; choose another output_dir"]
+    return []
+
+
+def store_problems(db_path: Path) -> list[str]:
+    try:
+        from tapir.store.db import check_store
+    except ImportError:  # pragma: no cover - older store module
+        return []
+    return list(check_store(db_path))
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+@dataclass
+class PlannedStage:
+    label: str
+    key: str
+    action: str  # reuse | run | ...
+    calls: dict[str, int] = field(default_factory=dict)  # role -> calls
+    examples: int | None = None
+    steps: int | None = None
+
+
+@dataclass
+class Plan:
+    stages: list[PlannedStage]
+    calls: dict[tuple[str, str], int]  # (role, model) -> calls
+    tokens: dict[tuple[str, str], tuple[int, int]]  # (role, model) -> (input, output) tokens
+    prices: dict[tuple[str, str], float | None]  # (role, model) -> estimated $ (None: no price known)
+    assumptions: list[str]
+    sizes: dict[str, int]
+
+
+def plan(checked: Checked, retry: bool = True) -> Plan:
+    """The dry run: nothing written, nothing called."""
+    from tapir.pipeline.runner import planning_engine
+
+    cfg = checked.config
+    engine = planning_engine(checked, retry)
+    items = checked.loaded.items if checked.loaded else []
+    n = len(items)
+    mean_words = (sum(len(it.prompt.split()) for it in items) / n) if n else 50.0
+    in_tokens = int(mean_words * 1.35) + 40
+    assumptions = [f"{n} working instructions of ~{in_tokens} prompt tokens each (words x 1.35 + template)"]
+    if cfg.curriculum.seed_size is not None:
+        seed = min(cfg.curriculum.seed_size, n)
+        assumptions.append(f"the seed cut keeps seed_size = {seed} items (the cap; the real count depends on the MFD)")
+    elif cfg.mfd.top_fraction is not None:
+        seed = max(1, round(cfg.mfd.top_fraction * n))
+    else:
+        seed = n // 2
+        assumptions.append(f"the seed cut keeps about half the items ({seed}); the real count depends on the MFD")
+    assumptions.append("each answer uses its role's max_new_tokens x 0.6; expansion asks 1.2 times per draw "
+                       "(malformed and duplicate replies are asked again)")
+    judge_orders = 1
+    if cfg.judge.name == "pairwise":
+        judge_orders = 1 if cfg.judge.options.get("both_orders") is False else 2
+    sizes = {"seed": seed}
+    hard = seed
+    calls: dict[tuple[str, str], int] = {}
+    tokens: dict[tuple[str, str], tuple[int, int]] = {}
+    stages: list[PlannedStage] = []
+    refine = cfg.rewriter is not None and cfg.rewriter.options.get("mode", "refine-instruction") == "refine-instruction"
+
+    def add(role: str, ref: ModelRef | None, count: int, prompt_tokens: int, planned: PlannedStage):
+        if ref is None or count <= 0:
+            return
+        key = (role, ref.model)
+        calls[key] = calls.get(key, 0) + count
+        out = int(ref.generation.max_new_tokens * 0.6)
+        i, o = tokens.get(key, (0, 0))
+        tokens[key] = (i + count * prompt_tokens, o + count * out)
+        planned.calls[role] = planned.calls.get(role, 0) + count
+
+    rounds_examples: dict[int, int] = {}
+    for step, key, action in engine.plan():
+        planned = PlannedStage(step.label, key, action)
+        stages.append(planned)
+        if action == "reuse":
+            continue
+        r = step.round
+        if step.stage == "teacher_answers":
+            count = n if r == 0 else cfg.curriculum.expand_per_round[r - 1]
+            if not (cfg.data.use_dataset_answers and r == 0):
+                add("teacher", cfg.teacher.model, count, in_tokens, planned)
+        elif step.stage == "judge":
+            add("judge", cfg.judge.model, n * judge_orders, 2 * in_tokens + 300, planned)
+        elif step.stage == "classify":
+            add("classifier", cfg.classifier.model, n, in_tokens + 400, planned)
+        elif step.stage == "expand":
+            add("teacher", cfg.teacher.model, int(cfg.curriculum.expand_per_round[r - 1] * 1.2), in_tokens + 250,
+                planned)
+        elif step.stage == "rewrite":
+            count = (hard if r == 1 else 0) + cfg.curriculum.expand_per_round[r - 1]
+            add("rewriter", cfg.rewriter.model, count, in_tokens + (600 if refine else 2 * in_tokens), planned)
+            if refine:
+                add("teacher", cfg.teacher.model, count, in_tokens + 80, planned)
+        elif step.stage == "train":
+            if r == 0:
+                examples = n
+            else:
+                hard += cfg.curriculum.expand_per_round[r - 1]
+                examples = hard + (n - seed)
+                sizes[f"round {r} hard"] = hard
+            rounds_examples[r] = examples
+            planned.examples = examples
+            planned.steps = steps_for(cfg, examples)
+    prices = {key: price(key[1], *tokens.get(key, (0, 0))) for key in calls}
+    return Plan(stages, calls, tokens, prices, assumptions, sizes)
+
+
+def steps_for(config: PipelineConfig, examples: int) -> int | None:
+    """Optimizer steps of one training round, from the trainer's own options."""
+    from tapir.plugins import registry
+
+    try:
+        component = registry().get("trainers", config.trainer.name)
+        options = component.options_model().model_validate(config.trainer.options)
+    except Exception:  # noqa: BLE001 - reported by preflight already
+        return None
+    fields = type(options).model_fields
+    if "max_steps" in fields and (options.max_steps or -1) > 0:
+        return int(options.max_steps)
+    if "total_batch_size" in fields and "num_train_epochs" in fields:
+        return math.ceil(examples / max(1, int(options.total_batch_size))) * math.ceil(float(options.num_train_epochs))
+    return None
+
+
+def price(model: str, input_tokens: int, output_tokens: int) -> float | None:
+    """Estimated $ from litellm's local price map (None when the model has no price)."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    os.environ.setdefault("LITELLM_LOG", "ERROR")
+    try:
+        import litellm
+    except ImportError:  # pragma: no cover - the api extra
+        return None
+    name = model.split("/", 1)[1] if model.startswith("openai/") else model
+    entry = litellm.model_cost.get(model) or litellm.model_cost.get(name)
+    if not entry:
+        return None
+    return input_tokens * float(entry.get("input_cost_per_token") or 0) + output_tokens * float(
+        entry.get("output_cost_per_token") or 0)
+
+
+BATCH_DISCOUNT = 0.5  # OpenAI-style batch endpoints cost half
+
+
+def render(p: Plan) -> str:
+    lines = ["dry run: nothing was written and no model was called.", "", "stages:"]
+    for s in p.stages:
+        extra = ""
+        if s.calls:
+            extra += "  calls: " + ", ".join(f"{role} {count:,}" for role, count in s.calls.items())
+        if s.examples is not None:
+            extra += f"  training examples {s.examples:,}" + (f", ~{s.steps:,} steps" if s.steps else "")
+        lines.append(f"  {s.label:<28} {s.action:<22}{extra}")
+    lines += ["", "LLM calls, tokens and cost (estimates):"]
+    total = 0.0
+    priced = True
+    for (role, model), count in sorted(p.calls.items()):
+        i, o = p.tokens[(role, model)]
+        cost = p.prices.get((role, model))
+        if cost is None:
+            priced = False
+            cost_text = "no price in litellm's map"
+        else:
+            total += cost
+            cost_text = f"${cost:,.2f} (batch API ${cost * BATCH_DISCOUNT:,.2f})"
+        lines.append(f"  {role:<10} {model:<32} {count:>9,} calls  {i:>12,} in  {o:>12,} out  {cost_text}")
+    lines.append(f"  total: ${total:,.2f} (batch API ${total * BATCH_DISCOUNT:,.2f})"
+                 + ("" if priced else " + models without a known price"))
+    lines += ["", "sizes: " + ", ".join(f"{k} {v:,}" for k, v in p.sizes.items()), "", "assumptions:"]
+    lines += [f"  - {a}" for a in p.assumptions]
+    return "\n".join(lines)
