@@ -8,7 +8,7 @@ that doubles with each failure in a row (0.5 s up to 30 s); its requests are
 retried on the others at once (no backoff while another server is up). After
 the cool-down it gets one probe request at a time until one succeeds, then
 its full concurrency again. When every server is down, requests wait for the
-first cool-down to end (and the retry policy's bounds still hold).
+server back soonest, one probe at a time, paced by the retry policy alone.
 """
 
 from __future__ import annotations
@@ -56,7 +56,11 @@ class ServerPool:
         async with self.cond:
             while True:
                 now = time.monotonic()
-                free = [s for s in self.healthy(now) if s.in_flight < s.limit()]
+                healthy = self.healthy(now)
+                # All down: no server to fail over to, so the cool-down would only add
+                # to the retry policy's own backoff; probe the one back soonest.
+                pool = healthy or sorted(self.servers, key=lambda s: s.down_until)[:1]
+                free = [s for s in pool if s.in_flight < s.limit()]
                 if free:
                     server = min(free, key=lambda s: (s.in_flight / s.capacity, -s.capacity))
                     server.in_flight += 1
@@ -77,7 +81,8 @@ class ServerPool:
             else:
                 server.failed += 1
                 server.kinds[kind] = server.kinds.get(kind, 0) + 1
-                if kind in SERVER_FAILURES:
+                if kind in SERVER_FAILURES and server.down_until <= time.monotonic():
+                    # (requests that were in flight when it died count once)
                     server.failures_in_a_row += 1
                     wait = min(self.cooldown_cap, self.cooldown_base * 2 ** (server.failures_in_a_row - 1))
                     server.down_until = max(server.down_until, time.monotonic() + wait)

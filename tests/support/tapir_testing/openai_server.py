@@ -370,6 +370,20 @@ class OpenAIServer:
             self._thread.join(timeout=5)
             self._thread = None
 
+    def kill(self) -> None:
+        """Die abruptly: SIGKILL the child (``process=True``), or in thread mode
+        stop listening and close every connection without an answer."""
+        if self._child is not None:
+            self._child.kill()
+            self._child.join(timeout=5)
+            try:
+                self._pipe.close()
+            except OSError:
+                pass
+            self._child = self._pipe = None
+            return
+        self.stop()
+
     def __enter__(self) -> "OpenAIServer":
         return self.start()
 
