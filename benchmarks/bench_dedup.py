@@ -21,6 +21,18 @@ both sides of the threshold. Run::
 
     .venv/bin/python benchmarks/bench_dedup.py            # 1K, 10K, 70K
     .venv/bin/python benchmarks/bench_dedup.py --sizes 1000 --sample 500
+
+Measured (2 CPU cores shared with other jobs; wall s, CPU s in brackets;
+num_perm 256, 51 bands of 5 rows; the exact index is timed up to 10K):
+
+| pool | cands | minhash s (cpu) | exact rouge s | minhash no-verify s | recall | precision | recall nv | precision nv | sample (dups) |
+|------|-------|-----------------|---------------|---------------------|--------|-----------|-----------|--------------|---------------|
+| 1000 | 843 | 0.70 (0.64) | 0.27 | 0.20 | 0.968 | 1.000 | 0.929 | 0.780 | 843 (156) |
+| 10000 | 8429 | 9.61 (3.34) | 31.11 | 6.64 | 0.979 | 1.000 | 0.949 | 0.803 | 2000 (584) |
+| 70000 | 59000 | 38.05 (33.13) | - | 30.51 | 0.991 | 1.000 | 0.954 | 0.797 | 2000 (739) |
+
+The exact index agreed with a brute-force scan on 40 of 40 sampled
+candidates at every size.
 """
 
 from __future__ import annotations
@@ -157,8 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     print(head)
     print("|" + "|".join("-" * (len(c) + 2) for c in head.strip("|").split("|")[:-0 or None]) + "|")
     for r in rows:
-        print(f"| {r['pool']:>6} | {r['candidates']:>6} | {r['minhash_s']:>6.2f} ({r['minhash_cpu_s']:>6.2f}) | {r.get('rouge_s', float('nan')):>13.2f} "
-              f"| {r['minhash_nv_s']:>21.2f} | {r['minhash_kept']:>6} / {r.get('rouge_kept', 0):>6} "
+        exact_s = f"{r['rouge_s']:>13.2f}" if "rouge_s" in r else f"{'-':>13}"
+        exact_kept = f"{r['rouge_kept']:>6}" if "rouge_kept" in r else f"{'-':>6}"
+        print(f"| {r['pool']:>6} | {r['candidates']:>6} | {r['minhash_s']:>6.2f} ({r['minhash_cpu_s']:>6.2f}) | {exact_s} "
+              f"| {r['minhash_nv_s']:>21.2f} | {r['minhash_kept']:>6} / {exact_kept} "
               f"| {r['minhash_recall']:>6.3f} | {r['minhash_precision']:>9.3f} | {r['minhash_nv_recall']:>9.3f} "
               f"| {r['minhash_nv_precision']:>12.3f} | {r['sample']:>5} ({r['positives']:>4}) "
               f"| {r['exact_agrees']:>8}/{r['exact_checked']:<10} |")
