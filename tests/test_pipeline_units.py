@@ -63,7 +63,7 @@ def test_csv_json_parquet(tmp_path):
     csv_file = write(tmp_path / "d.csv", ["instruction,input,output", "Sum 1 and 1,,2", ",,"])
     report = load_items(DataConfig(path=str(csv_file)), tmp_path)
     assert [it.instruction for it in report.items] == ["Sum 1 and 1"]
-    assert report.bad_rows == [f"{csv_file} line 3: no 'instruction' or 'messages' field"]
+    assert report.bad_rows == [f"{csv_file} line 3: 'instruction' is empty"]
     json_file = tmp_path / "d.json"
     json_file.write_text(json.dumps([{"instruction": "A"}, {"instruction": "B", "output": "b"}]))
     assert [it.output for it in load_items(DataConfig(path=str(json_file)), tmp_path).items] == [None, "b"]

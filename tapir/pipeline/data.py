@@ -7,9 +7,18 @@ Understood shapes (field names configurable with ``data.fields``):
   assistant turn after it the answer)
 * optional ``id`` and ``task_type`` columns
 
-Bad rows are reported with their line (or row) number; ``on_bad_row: skip``
-drops them with a warning, ``error`` rejects the whole file. Nothing is
-written to the store until the whole input has been read and checked.
+Files: ``.jsonl``/``.ndjson`` (one JSON object a line), ``.json`` (a list of
+objects, or ``{"data": [...]}``), ``.csv`` (a header row naming the columns;
+read strictly: a broken quote is an error, never a row), ``.parquet``, and a
+folder written by ``datasets``' ``save_to_disk``. Text must be UTF-8 (a BOM
+is accepted).
+
+Bad rows are reported with their line (or row) number and the reason;
+``on_bad_row: skip`` drops them with a warning, ``error`` rejects the whole
+file. A file whose every row is bad, or that cannot be read at all, is a
+:class:`~tapir.errors.ConfigError` naming the file, the line and the fix.
+Nothing is written to the store until the whole input has been read and
+checked.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from tapir.errors import TapirError
+from tapir.errors import ConfigError
 from tapir.roles import Item
 
 DEFAULT_FIELDS = {
@@ -33,12 +42,17 @@ DEFAULT_FIELDS = {
     "task_type": "task_type",
 }
 
+SHOWN_BAD_ROWS = 20
+_DATASET_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
+_SUFFIXES = ".jsonl, .ndjson, .json, .csv or .parquet"
+
 
 @dataclass
 class LoadReport:
     items: list[Item] = field(default_factory=list)
-    bad_rows: list[str] = field(default_factory=list)  # "line N: why"
+    bad_rows: list[str] = field(default_factory=list)  # "SOURCE line N: why"
     duplicates: int = 0
+    rows: int = 0  # rows read (good, bad and duplicate)
 
 
 def item_id(instruction: str, input_text: str = "") -> str:
@@ -46,109 +60,299 @@ def item_id(instruction: str, input_text: str = "") -> str:
     return "i-" + hashlib.sha256(f"{instruction}\x00{input_text}".encode()).hexdigest()[:12]
 
 
-def _rows_from_file(path: Path) -> Iterator[tuple[int, Any]]:
-    suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
-    suffix = suffix.lower()
-    if suffix in (".jsonl", ".ndjson"):
-        with path.open(encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    yield n, json.loads(line)
-                except json.JSONDecodeError as exc:
-                    yield n, ValueError(f"not valid JSON ({exc.msg})")
-    elif suffix == ".json":
+class _BadRow(ValueError):
+    """One row is unusable; the message is the reason."""
+
+
+# --------------------------------------------------------------------------- reading files
+
+
+def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of a UTF-8 file (BOM dropped), line ends kept;
+    a byte that is not UTF-8 is a ConfigError naming the line."""
+    with path.open("rb") as f:
+        for n, raw in enumerate(f, 1):
+            if n == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                yield n, raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ConfigError(
+                    f"{path} line {n}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}). "
+                    f"Save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8 {path.name} > fixed{path.suffix}`)"
+                ) from None
+
+
+def _read_text(path: Path) -> str:
+    return "".join(text for _, text in _decoded_lines(path))
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, (int, float)):
+        return f"a number ({value!r})"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, str):
+        return "text"
+    return type(value).__name__
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[str, Any]]:
+    for n, line in _decoded_lines(path):
+        if not line.strip():
+            continue
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise TapirError(f"{path}: not valid JSON at line {exc.lineno}: {exc.msg}") from None
-        if isinstance(data, dict):
-            data = data.get("data") or data.get("rows") or [data]
-        if not isinstance(data, list):
-            raise TapirError(f"{path}: expected a JSON list of records")
-        for n, row in enumerate(data, 1):
-            yield n, row
-    elif suffix == ".csv":
-        with path.open(encoding="utf-8", newline="") as f:
-            for n, row in enumerate(csv.DictReader(f), 2):  # line 1 is the header
-                yield n, row
-    elif suffix == ".parquet":
+            yield f"line {n}", _BadRow(f"not valid JSON ({exc.msg} at column {exc.colno})")
+            continue
+        if not isinstance(row, dict):
+            row = _BadRow(f"expected a JSON object {{...}}, got {_kind(row)}")
+        yield f"line {n}", row
+
+
+def _json_rows(path: Path) -> Iterator[tuple[str, Any]]:
+    text = _read_text(path)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        hint = " (one JSON object per line? name the file .jsonl)" if exc.msg == "Extra data" else ""
+        raise ConfigError(f"{path} line {exc.lineno}: not valid JSON: {exc.msg} at column {exc.colno}{hint}. "
+                          f"Fix the file, or convert it to JSONL") from None
+    if isinstance(data, list):
+        # Parse the list again element by element, to know each record's line.
+        decoder = json.JSONDecoder()
+        i = text.index("[") + 1
+        line = text.count("\n", 0, i) + 1
+        for row in data:
+            while text[i] in " \t\r\n,":
+                if text[i] == "\n":
+                    line += 1
+                i += 1
+            _, end = decoder.raw_decode(text, i)
+            yield f"line {line}", (row if isinstance(row, dict) else
+                                   _BadRow(f"expected a JSON object {{...}}, got {_kind(row)}"))
+            line += text.count("\n", i, end)
+            i = end
+        return
+    if isinstance(data, dict):
+        records = next((data[k] for k in ("data", "rows") if isinstance(data.get(k), list)), None)
+        if records is None:
+            records = [data]
+        for n, row in enumerate(records, 1):
+            yield f"record {n}", (row if isinstance(row, dict) else
+                                  _BadRow(f"expected a JSON object {{...}}, got {_kind(row)}"))
+        return
+    raise ConfigError(f"{path}: expected a JSON list of records [{{...}}, ...], got {_kind(data)}")
+
+
+def _csv_rows(path: Path, names: dict[str, str]) -> Iterator[tuple[str, Any]]:
+    lines = (text for _, text in _decoded_lines(path))
+    reader = csv.reader(lines, strict=True)
+    header: list[str] | None = None
+    start = 1
+    while True:
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise ConfigError(
+                f"{path} line {start}: broken CSV quoting ({exc}): a quoted field opened here is never closed, "
+                f"or text follows a closing quote. Close the quote, and write a quote inside a quoted field "
+                f"as two (\"\")"
+            ) from None
+        first, start = start, reader.line_num + 1
+        if not record:
+            continue  # a blank line
+        if header is None:
+            header = [cell.strip() for cell in record]
+            if names["instruction"] not in header and names["messages"] not in header:
+                shown = ", ".join(repr(c) for c in header[:6]) + (", ..." if len(header) > 6 else "")
+                raise ConfigError(
+                    f"{path} line {first}: the header row names no '{names['instruction']}' column "
+                    f"(it reads {shown}). The first line of a CSV file must name the columns, e.g. "
+                    f"instruction,input,output; or map yours with data.fields: {{instruction: COLUMN}}"
+                )
+            continue
+        if len(record) > len(header):
+            yield f"line {first}", _BadRow(f"{len(record)} fields, but the header names {len(header)} "
+                                            f"(an unquoted comma? quote fields that contain commas)")
+            continue
+        yield f"line {first}", dict(zip(header, record))
+
+
+def _parquet_rows(path: Path) -> Iterator[tuple[str, Any]]:
+    try:
         import pyarrow.parquet as pq
 
-        for n, row in enumerate(pq.read_table(path).to_pylist(), 1):
-            yield n, row
-    else:
-        raise TapirError(f"{path}: unknown file type '{path.suffix}'. Use .jsonl, .json, .csv or .parquet")
+        table = pq.read_table(path)
+    except ImportError:
+        raise ConfigError(f"{path}: reading parquet needs pyarrow (pip install pyarrow)") from None
+    except Exception as exc:  # ArrowInvalid, OSError ...: a corrupt or truncated file
+        raise ConfigError(f"{path}: not a readable parquet file ({type(exc).__name__}: {exc}). "
+                          f"Write it again (e.g. with pandas.DataFrame.to_parquet), or use JSONL") from None
+    for n, row in enumerate(table.to_pylist(), 1):
+        yield f"row {n}", row
 
 
-def _rows_from_hub(name: str, config: str | None, split: str) -> Iterator[tuple[int, Any]]:
+def _datasets_folder_rows(path: Path, split: str) -> Iterator[tuple[str, Any]]:
+    try:
+        import datasets
+
+        ds = datasets.load_from_disk(str(path))
+        if isinstance(ds, datasets.DatasetDict):
+            if split not in ds:
+                raise ConfigError(f"{path}: the saved dataset has no split '{split}' "
+                                  f"(it has: {', '.join(ds)}). Set data.split")
+            ds = ds[split]
+    except ConfigError:
+        raise
+    except ImportError:
+        raise ConfigError(f"{path}: a datasets folder needs the datasets package (pip install datasets)") from None
+    except Exception as exc:
+        raise ConfigError(f"{path}: not a readable datasets folder ({type(exc).__name__}: {exc}). "
+                          f"Write it again with Dataset.save_to_disk, or export it to JSONL") from None
+    for n, row in enumerate(ds, 1):
+        yield f"row {n}", row
+
+
+def _rows_from_file(path: Path, names: dict[str, str] | None = None, split: str = "train"
+                    ) -> Iterator[tuple[str, Any]]:
+    names = {**DEFAULT_FIELDS, **(names or {})}
+    if path.is_dir():
+        if any((path / marker).exists() for marker in _DATASET_MARKERS):
+            return _datasets_folder_rows(path, split)
+        inside = sorted(p.name for p in path.iterdir() if p.suffix.lower() in (".jsonl", ".json", ".csv", ".parquet"))
+        hint = f" It holds {', '.join(inside[:3])}: point data.path at one of them." if inside else ""
+        raise ConfigError(f"data.path: {path} is a folder, not a data file.{hint} Give a {_SUFFIXES} file, or a "
+                          f"folder written by datasets' save_to_disk")
+    if not path.is_file():
+        raise ConfigError(f"data.path: {path} is not a regular file. Give a {_SUFFIXES} file")
+    suffix = path.suffix.lower()
+    if suffix == ".gz":
+        raise ConfigError(f"data.path: {path}: compressed files are not read; decompress it first (gunzip)")
+    readers = {".jsonl": _jsonl_rows, ".ndjson": _jsonl_rows, ".json": _json_rows, ".parquet": _parquet_rows}
+    if suffix not in readers and suffix != ".csv":
+        raise ConfigError(f"data.path: {path}: unknown file type '{path.suffix}'. Use {_SUFFIXES} "
+                          f"(or a datasets folder)")
+    try:
+        if path.stat().st_size == 0:
+            raise ConfigError(f"data.path: {path} is empty (0 bytes). Give a file with one instruction per row")
+        with path.open("rb"):
+            pass
+    except PermissionError:
+        raise ConfigError(f"data.path: {path} cannot be read (permission denied). Fix its permissions") from None
+    if suffix == ".csv":
+        return _csv_rows(path, names)
+    return readers[suffix](path)
+
+
+def _rows_from_hub(name: str, config: str | None, split: str) -> Iterator[tuple[str, Any]]:
     import datasets
 
     local = Path(name)
     try:
-        saved = ("dataset_info.json", "state.json", "dataset_dict.json")
-        if local.is_dir() and any((local / marker).exists() for marker in saved):
+        if local.is_dir() and any((local / marker).exists() for marker in _DATASET_MARKERS):
             ds = datasets.load_from_disk(str(local))
             if isinstance(ds, datasets.DatasetDict):
                 ds = ds[split]
         else:
             ds = datasets.load_dataset(name, config, split=split)
     except Exception as exc:  # offline, unknown id, missing split ...
-        raise TapirError(
+        raise ConfigError(
             f"data.hf_dataset '{name}' (split {split}) could not be loaded: {exc}. "
             "Check the id and split, or download it once with network access (HF_HUB_OFFLINE unset)."
         ) from None
     for n, row in enumerate(ds, 1):
-        yield n, row
+        yield f"row {n}", row
 
 
-def _from_messages(messages: Any) -> tuple[str, str | None]:
-    if not isinstance(messages, list) or not messages:
-        raise ValueError("'messages' must be a non-empty list of {role, content}")
+# --------------------------------------------------------------------------- rows -> items
+
+
+def _text_problem(key: str, value: Any) -> str:
+    if value is None:
+        return f"'{key}' is null"
+    if isinstance(value, str):
+        return f"'{key}' is empty" if value == "" else f"'{key}' is only whitespace"
+    return f"'{key}' is {_kind(value)}, not text"
+
+
+def _from_messages(messages: Any, key: str = "messages") -> tuple[str, str | None]:
+    if not isinstance(messages, list):
+        raise _BadRow(f"'{key}' is {_kind(messages)}, not a list of {{role, content}} turns")
+    if not messages:
+        raise _BadRow(f"'{key}' is an empty list")
     instruction = answer = None
-    for m in messages:
-        if not isinstance(m, dict) or "role" not in m or "content" not in m:
-            raise ValueError("each message needs 'role' and 'content'")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise _BadRow(f"'{key}'[{i}] is {_kind(m)}, not a {{role, content}} object")
+        missing = [k for k in ("role", "content") if k not in m]
+        if missing:
+            raise _BadRow(f"'{key}'[{i}] has no {' or '.join(repr(k) for k in missing)}")
         if m["role"] == "user" and instruction is None:
+            if not isinstance(m["content"], str) or not m["content"].strip():
+                raise _BadRow(_text_problem(f"{key}[{i}].content", m["content"]) + " (the first user turn)")
             instruction = m["content"]
         elif m["role"] == "assistant" and instruction is not None and answer is None:
+            if not isinstance(m["content"], str):
+                raise _BadRow(f"'{key}'[{i}].content is {_kind(m['content'])}, not text")
             answer = m["content"]
-    if not instruction:
-        raise ValueError("'messages' has no user turn")
+    if instruction is None:
+        roles = ", ".join(dict.fromkeys(str(m["role"]) for m in messages))
+        raise _BadRow(f"'{key}' has no user turn (roles: {roles})")
     return instruction, answer
 
 
-def rows_to_items(rows: Iterable[tuple[int, Any]], fields: dict[str, str], source: str,
+def _instruction_of(row: dict, names: dict[str, str]) -> tuple[str, Any]:
+    key, mkey = names["instruction"], names["messages"]
+    value = row.get(key)
+    if isinstance(value, str) and value.strip():
+        return value, row.get(names["output"])
+    if row.get(mkey) not in (None, ""):
+        return _from_messages(row[mkey], mkey)
+    if key in row:
+        raise _BadRow(_text_problem(key, value))
+    found = ", ".join(repr(str(k)) for k in list(row)[:8]) or "none"
+    mapped = " (data.fields maps the instruction to this name)" if key != DEFAULT_FIELDS["instruction"] else ""
+    raise _BadRow(f"no '{key}' or '{mkey}' field{mapped}; fields: {found}")
+
+
+def rows_to_items(rows: Iterable[tuple[Any, Any]], fields: dict[str, str], source: str,
                   limit: int | None = None) -> LoadReport:
     names = {**DEFAULT_FIELDS, **fields}
     report = LoadReport()
     seen: set[str] = set()
-    for n, row in rows:
+    for where, row in rows:
         if limit is not None and len(report.items) >= limit:
             break
+        report.rows += 1
+        where = f"line {where}" if isinstance(where, int) else where
         try:
             if isinstance(row, Exception):
-                raise row
+                raise _BadRow(str(row))
             if not isinstance(row, dict):
-                raise ValueError("expected a record (mapping of fields)")
-            if row.get(names["instruction"]) not in (None, ""):
-                instruction = row[names["instruction"]]
-                answer = row.get(names["output"])
-            elif row.get(names["messages"]) is not None:
-                instruction, answer = _from_messages(row[names["messages"]])
-            else:
-                raise ValueError(f"no '{names['instruction']}' or '{names['messages']}' field")
-            if not isinstance(instruction, str) or not instruction.strip():
-                raise ValueError("the instruction is empty or not text")
-            input_text = row.get(names["input"]) or ""
+                raise _BadRow(f"expected a record (mapping of fields), got {_kind(row)}")
+            instruction, answer = _instruction_of(row, names)
+            input_text = row.get(names["input"])
+            if input_text is None:
+                input_text = ""
             if not isinstance(input_text, str):
-                raise ValueError(f"'{names['input']}' is not text")
+                raise _BadRow(f"'{names['input']}' is {_kind(input_text)}, not text")
             if answer is not None and not isinstance(answer, str):
-                raise ValueError(f"'{names['output']}' is not text")
+                raise _BadRow(f"'{names['output']}' is {_kind(answer)}, not text")
             task_type = row.get(names["task_type"]) or None
-        except ValueError as exc:
-            report.bad_rows.append(f"{source} line {n}: {exc}")
+            if task_type is not None and not isinstance(task_type, str):
+                raise _BadRow(f"'{names['task_type']}' is {_kind(task_type)}, not text")
+        except _BadRow as exc:
+            report.bad_rows.append(f"{source} {where}: {exc}")
             continue
         iid = str(row.get(names["id"]) or item_id(instruction.strip(), input_text.strip()))
         if iid in seen:
@@ -161,27 +365,47 @@ def rows_to_items(rows: Iterable[tuple[int, Any]], fields: dict[str, str], sourc
     return report
 
 
+def _bad_row_lines(bad_rows: list[str]) -> str:
+    shown = "\n  ".join(bad_rows[:SHOWN_BAD_ROWS])
+    more = len(bad_rows) - SHOWN_BAD_ROWS
+    return f"\n  {shown}" + (f"\n  ... and {more} more bad row(s)" if more > 0 else "")
+
+
 def load_items(data_config, base_dir: Path) -> LoadReport:
-    """Read all items per ``data_config`` (a :class:`tapir.config.DataConfig`)."""
+    """Read all items per ``data_config`` (a :class:`tapir.config.DataConfig`).
+
+    Raises :class:`ConfigError` when the input cannot be read, when no row
+    is usable (each bad row with its line and reason, first 20 shown), or
+    when any row is bad under ``on_bad_row: error``."""
     from tapir.config import resolve_path
 
     if data_config.path:
         path = resolve_path(data_config.path, base_dir)
         if not path.exists():
-            raise TapirError(f"data.path: file not found: {path}")
-        rows = _rows_from_file(path)
+            raise ConfigError(f"data.path: file not found: {path} (relative paths are read from {base_dir}). "
+                              f"Fix data.path in the config")
+        rows = _rows_from_file(path, data_config.fields, data_config.split)
         source = str(path)
-    else:
+    elif data_config.hf_dataset:
         rows = _rows_from_hub(data_config.hf_dataset, data_config.hf_config, data_config.split)
         source = data_config.hf_dataset
+    else:
+        raise ConfigError("data: give 'path' (a JSONL/JSON/CSV/parquet file) or 'hf_dataset'")
     report = rows_to_items(rows, data_config.fields, source, data_config.limit)
     if report.bad_rows and data_config.on_bad_row == "error":
-        shown = "\n  ".join(report.bad_rows[:20])
-        more = f"\n  ... and {len(report.bad_rows) - 20} more" if len(report.bad_rows) > 20 else ""
-        raise TapirError(
-            f"{len(report.bad_rows)} bad row(s) in {source}; nothing was loaded "
-            f"(set data.on_bad_row: skip to drop them):\n  {shown}{more}"
+        raise ConfigError(
+            f"{source}: {len(report.bad_rows)} bad row(s); nothing was loaded "
+            f"(fix them, or set data.on_bad_row: skip to drop them):{_bad_row_lines(report.bad_rows)}"
         )
     if not report.items:
-        raise TapirError(f"no usable instructions in {source}")
+        if report.bad_rows:
+            every = "the only row is" if report.rows == 1 else f"all {len(report.bad_rows)} rows are"
+            if report.duplicates:
+                every = f"{len(report.bad_rows)} of {report.rows} rows are"
+            raise ConfigError(
+                f"{source}: no usable instructions: {every} bad. Fix the rows, or map your column names "
+                f"with data.fields (e.g. data.fields: {{instruction: prompt}}):{_bad_row_lines(report.bad_rows)}"
+            )
+        raise ConfigError(f"{source}: no rows (the file holds only blank lines or an empty list). "
+                          f"Give at least one instruction")
     return report
