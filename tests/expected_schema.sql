@@ -170,3 +170,25 @@ CREATE UNIQUE INDEX "idx_benchmark_results_run_id_benchmark_model_task_metric"
     ON "benchmark_results" ("run_id", "benchmark", "model", "task", "metric");
 CREATE INDEX "idx_benchmark_results_benchmark_model"
     ON "benchmark_results" ("benchmark", "model");
+CREATE TABLE "api_batches" (
+   "id" TEXT PRIMARY KEY,
+   "model" TEXT,
+   "provider_batch_id" TEXT,
+   "input_file_id" TEXT,
+   "output_file_id" TEXT,
+   "error_file_id" TEXT,
+   "status" TEXT,
+   "n_requests" INTEGER,
+   "error" TEXT,
+   "created_at" TEXT,
+   "updated_at" TEXT
+);
+CREATE INDEX "idx_api_batches_model_status"
+    ON "api_batches" ("model", "status");
+CREATE TABLE "api_batch_requests" (
+   "batch_id" TEXT REFERENCES "api_batches"("id"),
+   "request_key" TEXT,
+   PRIMARY KEY ("batch_id", "request_key")
+);
+CREATE INDEX "idx_api_batch_requests_request_key"
+    ON "api_batch_requests" ("request_key");

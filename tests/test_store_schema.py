@@ -30,6 +30,7 @@ EXPECTED = (Path(__file__).parent / "expected_schema.sql").read_text()
 TABLES = [
     "_migrations", "runs", "stages", "items", "llm_calls", "responses", "judgments",
     "classifications", "rewrites", "checkpoints", "scores", "benchmark_results", "outcomes", "locks",
+    "api_batches", "api_batch_requests",
 ]
 
 

@@ -286,3 +286,33 @@ def m003_benchmark_results_per_run(db: sqlite_utils.Database):
     db.execute("drop index if exists idx_benchmark_results_benchmark_model_task_metric")
     db["benchmark_results"].create_index(["run_id", "benchmark", "model", "task", "metric"], unique=True)
     db["benchmark_results"].create_index(["benchmark", "model"])
+
+
+@migration
+def m004_api_batches(db: sqlite_utils.Database):
+    """Provider batch jobs (OpenAI-style files + batches endpoints): one row
+    per submitted batch, and which requests (by cache key) it carries, so a
+    re-run (also after kill -9) polls and collects instead of resubmitting."""
+    db["api_batches"].create(
+        {
+            "id": str,  # ours, sent as metadata.tapir_batch
+            "model": str,  # the backend's model id (keys redacted)
+            "provider_batch_id": str,
+            "input_file_id": str,
+            "output_file_id": str,
+            "error_file_id": str,
+            "status": str,  # submitting | validating | in_progress | completed | collected | failed | expired | cancelled
+            "n_requests": int,
+            "error": str,
+            "created_at": str,
+            "updated_at": str,
+        },
+        pk="id",
+    )
+    db["api_batches"].create_index(["model", "status"])
+    db["api_batch_requests"].create(
+        {"batch_id": str, "request_key": str},
+        pk=("batch_id", "request_key"),
+        foreign_keys=[("batch_id", "api_batches", "id")],
+    )
+    db["api_batch_requests"].create_index(["request_key"])
