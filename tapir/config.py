@@ -10,6 +10,7 @@ what is installed.
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -98,7 +99,7 @@ class CurriculumConfig(Section):
 
 class ExpansionConfig(Section):
     examples_in_prompt: int = Field(3, ge=1)
-    dedup: Literal["minhash", "rouge", "embedding", "none"] = "rouge"
+    dedup: Literal["minhash", "rouge", "embedding", "none"] = "minhash"
     dedup_threshold: float = Field(0.7, gt=0.0, le=1.0)
     encoder: str = "minilm"  # the encoder component for dedup: embedding
     max_attempts_factor: float = Field(3.0, ge=1.0)
@@ -135,6 +136,20 @@ class TrainerConfig(Section):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class PushToHub(Section):
+    """Upload each round's checkpoint folder to the Hugging Face Hub (export stage)."""
+
+    repo_id: str  # "user/name"; "{round}" in it gives one repo per round
+    private: bool = True
+    # Folder in the repo for round r: default "round-{round}" in one repo,
+    # the repo's root when repo_id has "{round}".
+    path_in_repo: str | None = None
+
+
+class ExportConfig(Section):
+    push_to_hub: PushToHub | None = None
+
+
 class PipelineConfig(Section):
     name: str
     db: str | None = None
@@ -153,6 +168,7 @@ class PipelineConfig(Section):
     expansion: ExpansionConfig = Field(default_factory=ExpansionConfig)
     failures: FailuresConfig = Field(default_factory=FailuresConfig)
     recipe: RecipeConfig = Field(default_factory=RecipeConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
 
     @field_validator("name")
     @classmethod
@@ -283,12 +299,117 @@ def parse(data: dict[str, Any], model: type[BaseModel] = PipelineConfig, source:
         raise ConfigError(format_validation_error(exc, model, source)) from None
 
 
-def load_config(path: str | Path, check_references: bool = True) -> PipelineConfig:
-    data = read_yaml(path)
-    config = parse(data, PipelineConfig, str(path))
-    base = Path(path).resolve().parent
+def config_base(source: str | Path | dict) -> Path:
+    """The folder relative paths in a config are read from: the YAML file's
+    folder, or the working directory for a config given as a dict."""
+    return Path.cwd() if isinstance(source, dict) else Path(source).resolve().parent
+
+
+def _set_parts(item: str) -> tuple[list[str], Any]:
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set {item}: give KEY=VALUE, e.g. --set mfd.delta=1.5 or "
+                          f"--set curriculum.expand_per_round.0=5")
+    parts = key.split(".")
+    if any(not p for p in parts):
+        raise ConfigError(f"--set {item}: '{key}' has an empty part; write dotted keys such as trainer.options.lr")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {item}: the value is not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if isinstance(value, str) and _FLOAT.fullmatch(raw.strip()):
+        value = float(value)  # PyYAML reads 1e-4 (no dot) as a string
+    return parts, value
+
+
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def _check_key(parts: list[str], item: str) -> None:
+    """Every part of a dotted key names a field of the config (up to a
+    free-form mapping such as ``trainer.options``)."""
+    current: Any = PipelineConfig
+    in_list = False  # current is the item model of a list field: the next part is an index
+    for i, part in enumerate(parts):
+        if in_list and part.lstrip("-").isdigit():
+            in_list = False
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return  # a dict of options, a list of scalars, or a scalar: checked on validation
+        if part not in current.model_fields:
+            allowed = sorted(current.model_fields)
+            close = difflib.get_close_matches(part, allowed, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"--set {item}: unknown key '{'.'.join(parts[: i + 1])}'.{hint} "
+                              f"Allowed here: {', '.join(allowed)}")
+        annotation = current.model_fields[part].annotation
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        in_list = getattr(annotation, "__origin__", None) is list
+
+
+def apply_overrides(data: dict[str, Any], sets: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """A copy of config ``data`` with each ``KEY=VALUE`` of ``sets`` applied:
+    dotted keys (``trainer.options.lr=1e-4``), list indices
+    (``curriculum.expand_per_round.0=5``; the index one past the end
+    appends), YAML-parsed values (``3``, ``null``, ``[1, 2]``, ``{a: 1}``).
+    Mappings on the way are created when missing. A key the config does not
+    have is a :class:`ConfigError` naming it; values are validated with the
+    rest of the config."""
+    import copy
+
+    out = copy.deepcopy(data)
+    for item in sets or ():
+        parts, value = _set_parts(item)
+        _check_key(parts, item)
+        node: Any = out
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            where = ".".join(parts[:i]) or "the config"
+            if isinstance(node, list):
+                if not part.lstrip("-").isdigit():
+                    raise ConfigError(f"--set {item}: '{where}' is a list; index it with a number, got '{part}'")
+                index = int(part)
+                if not -len(node) <= index <= len(node):
+                    raise ConfigError(f"--set {item}: index {index} is outside '{where}' "
+                                      f"({len(node)} entries; {len(node)} appends)")
+                if index == len(node):
+                    node.append({} if not last else None)
+                if last:
+                    node[index] = value
+                else:
+                    if node[index] is None:
+                        node[index] = {}
+                    node = node[index]
+            elif isinstance(node, dict):
+                if last:
+                    node[part] = value
+                else:
+                    if node.get(part) is None:
+                        node[part] = {}
+                    node = node[part]
+            else:
+                raise ConfigError(f"--set {item}: '{where}' is {type(node).__name__} {node!r:.40}, "
+                                  f"not a mapping or a list")
+    return out
+
+
+def load_config(path: str | Path | dict[str, Any], check_references: bool = True,
+                overrides: list[str] | tuple[str, ...] | None = None) -> PipelineConfig:
+    """The validated config of a YAML file (or of a dict: relative paths are
+    then read from the working directory), with ``--set`` ``overrides``
+    applied before validation."""
+    if isinstance(path, dict):
+        data, source = dict(path), "config"
+    else:
+        data, source = read_yaml(path), str(path)
+    if overrides:
+        data = apply_overrides(data, list(overrides))
+        source += " (with --set " + " ".join(overrides) + ")"
+    config = parse(data, PipelineConfig, source)
     if check_references:
-        problems = check_pipeline_references(config, base, str(path))
+        problems = check_pipeline_references(config, config_base(path), source)
         if problems:
             raise ConfigError("\n".join(problems))
     return config
