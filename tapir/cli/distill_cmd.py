@@ -51,6 +51,12 @@ def _summary(outcome) -> str:
     return "\n".join(lines)
 
 
+SET_OPTION = click.option(
+    "--set", "sets", multiple=True, metavar="KEY=VALUE",
+    help="Override a config key (repeatable; checked like the file): dotted keys, list indices, YAML values, "
+         "e.g. --set mfd.delta=1.5 --set curriculum.expand_per_round.0=5 --set trainer.options.lora=null.")
+
+
 def register(cli):
     @cli.command()
     @click.argument("config", type=click.Path(dir_okay=False))
@@ -59,8 +65,9 @@ def register(cli):
     @click.option("--dry-run", is_flag=True,
                   help="Check everything and print the plan (stages, reuse, calls, tokens, cost, training steps); "
                        "write nothing, call nothing.")
+    @SET_OPTION
     @click.pass_obj
-    def distill(obj, config, no_retry, wait, dry_run):
+    def distill(obj, config, no_retry, wait, dry_run, sets):
         """Run the TAPIR pipeline described by CONFIG (YAML). Everything is
         checked first (exit 2, nothing written). Safe to re-run: stages whose
         inputs are unchanged are reused, failed items are retried, and no LLM
@@ -68,26 +75,28 @@ def register(cli):
         if dry_run:
             from tapir.pipeline.preflight import check, plan, render
 
-            click.echo(render(plan(check(config, obj["db"]), retry=not no_retry)))
+            click.echo(render(plan(check(config, obj["db"], list(sets)), retry=not no_retry)))
             return
         from tapir.pipeline.runner import distill as run_distill
 
-        outcome = run_distill(config, obj["db"], retry=False if no_retry else None, wait=wait)
+        outcome = run_distill(config, obj["db"], retry=False if no_retry else None, wait=wait,
+                              overrides=list(sets))
         click.echo(_summary(outcome))
 
     @cli.command()
     @click.argument("config", type=click.Path(dir_okay=False))
     @click.option("--round", "round_", default=0, show_default=True, help="Student round (0 = S0).")
     @click.option("--json", "as_json", is_flag=True)
+    @SET_OPTION
     @click.pass_obj
-    def mfd(obj, config, round_, as_json):
+    def mfd(obj, config, round_, as_json, sets):
         """Show the MFD distribution of CONFIG's judge stage, to help pick
         delta. Works on an edited config whenever its judge stage has the
         same inputs (editing mfd.delta does not change it)."""
         from tapir.pipeline.inspect import stage_key_for
         from tapir.pipeline.mfd import distribution, histogram
 
-        store, key = stage_key_for(config, obj["db"], ("judge", round_))
+        store, key = stage_key_for(config, obj["db"], ("judge", round_), overrides=list(sets))
         values = [r[0] for r in store.execute(
             "select value from scores where run_id = ? and name = 'mfd'", [key]).fetchall()] if key else []
         if not values:

@@ -8,7 +8,7 @@ from pathlib import Path
 from tapir.errors import TapirError
 
 
-def engine_without_run(config_path: str | Path, db: str | None):
+def engine_without_run(config_path: str | Path, db: str | None, overrides: list[str] | None = None):
     """An engine over CONFIG's recipe, against an existing database, with no
     run row written (keys of finished upstream stages come from the store)."""
     from tapir.config import load_config
@@ -18,7 +18,7 @@ def engine_without_run(config_path: str | Path, db: str | None):
     from tapir.store import open_store
     from tapir.store.db import resolve_db_path
 
-    cfg = load_config(config_path, check_references=False)
+    cfg = load_config(config_path, check_references=False, overrides=overrides)
     path = resolve_db_path(db or cfg.db)
     if not path.is_file():
         raise TapirError(f"no database at {path}: run `tapir distill {config_path}` first, or pass --db")
@@ -28,6 +28,6 @@ def engine_without_run(config_path: str | Path, db: str | None):
     return engine_for(ctx)
 
 
-def stage_key_for(config_path, db, node):
-    engine = engine_without_run(config_path, db)
+def stage_key_for(config_path, db, node, overrides=None):
+    engine = engine_without_run(config_path, db, overrides)
     return engine.ctx.store, engine.key_of(node)
