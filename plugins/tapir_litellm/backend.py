@@ -118,6 +118,13 @@ class LiteLLMBackend:
         transport: Literal["auto", "litellm"] = option(
             "auto", "auto: openai/<name> on a self-hosted server goes through a lean aiohttp client, the rest "
                     "through litellm; litellm: always litellm")
+        batch: bool = option(False, "send requests through the provider's batch API (files + batches; half price, "
+                                    "answers within 24 h); batch ids are kept in the database, a re-run collects")
+        batch_poll_seconds: float = option(30.0, "seconds between polls of a running batch", gt=0)
+        batch_max_wait_seconds: float = option(
+            86400.0, "how long generate waits for batches; then their requests fail as BatchPending (re-run to "
+                     "collect, nothing is resubmitted)", ge=0)
+        batch_max_requests: int = option(50000, "requests per batch (OpenAI's limit is 50,000)", ge=1)
 
     def __init__(self, model_name: str, options: "LiteLLMBackend.Options | None" = None):
         options = options if options is not None else self.Options()
@@ -156,6 +163,21 @@ class LiteLLMBackend:
         self.transport = "openai" if options.transport == "auto" and direct_ok else "litellm"
         self._pool_key = (model_id, tuple(self.servers)) if len(self.servers) > 1 else None
         self._rng = random.Random()
+        self._store = None
+        from tapir_litellm import batch as _batch
+
+        problems = _batch.problems(model_name, options.model_dump())
+        if problems:
+            raise TapirError(problems[0])
+
+    def attach_store(self, store: Any) -> None:
+        """The database where batch jobs are kept (needed with ``batch: true``)."""
+        self._store = store
+
+    @property
+    def price_factor(self) -> float:
+        """What a call costs relative to litellm's synchronous price (0.5 through a batch API)."""
+        return BATCH_PRICE_FACTOR if self.options.batch else 1.0
 
     def __repr__(self) -> str:  # never shows a key
         return f"LiteLLMBackend({self.model_id!r}, concurrency={self.concurrency})"
@@ -178,7 +200,9 @@ class LiteLLMBackend:
         problem = check_credentials(model_name, opts)
         if problem:
             problems.append(problem)
-        return problems
+        from tapir_litellm import batch as _batch
+
+        return problems + _batch.problems(model_name, opts)
 
     def server_stats(self) -> dict[str, dict]:
         """Per server (with api_bases): answers, failures, in flight, down now."""
@@ -197,6 +221,10 @@ class LiteLLMBackend:
         problem = check_credentials(self.model_name, self.options)
         if problem:
             raise TapirError(problem)
+        if self.options.batch:
+            from tapir_litellm.batch import BatchRunner, require_store
+
+            return BatchRunner(self, require_store(self)).run(requests, on_result)
         if self.transport == "litellm":
             _import_litellm()
         done: queue.SimpleQueue = queue.SimpleQueue()

@@ -29,6 +29,16 @@ Scripting API
         srv.headers         # their HTTP headers (lower-case names)
         srv.stats()         # all counters in one dict; srv.reset_counts() zeroes them
 
+Batch API (OpenAI's files and batches endpoints): ``POST /v1/files``
+(multipart upload), ``GET /v1/files/{id}`` and ``/v1/files/{id}/content``,
+``POST /v1/batches``, ``GET /v1/batches`` (list, newest first),
+``GET /v1/batches/{id}``, ``POST /v1/batches/{id}/cancel``. A batch's lines
+are answered by ``reply`` (a ``fault(...)`` becomes a line in the error
+file) after ``batch_latency`` seconds, and only once ``batch_hold`` (a
+``threading.Event``) is set when one is given; ``stats()["batch_counts"]``
+counts ``files_created``, ``batches_created`` and ``batch_lines``. Batch
+lines do not count as chat-completion ``requests``.
+
 Endpoints: ``POST /v1/chat/completions``, ``GET /v1/models``. A request is
 answered in the OpenAI format with ``usage`` (prompt tokens = whitespace
 words of each message + 3 per message, completion tokens = whitespace
@@ -204,8 +214,14 @@ class OpenAIServer:
         host: str = "127.0.0.1",
         port: int = 0,
         process: bool = False,
+        batch_latency: float = 0.0,
+        batch_hold: threading.Event | None = None,
     ):
         self.reply = reply or _default_reply
+        self.batch_latency = batch_latency  # seconds a batch stays in_progress before it completes
+        self.batch_hold = batch_hold  # if given, batches complete only once it is set
+        self._files: dict[str, dict] = {}
+        self._batches: dict[str, dict] = {}
         self.latency = latency
         if isinstance(faults, dict):
             faults = Faults(rates=faults)
@@ -234,6 +250,7 @@ class OpenAIServer:
             self._faults_seen: Counter = Counter()
             self._bodies: list[dict] = []
             self._headers: list[dict[str, str]] = []
+            self._batch_counts: Counter = Counter()  # files_created, batches_created, batch_lines, ...
 
     def reset_counts(self) -> None:
         """Zero every counter (requests, peak, statuses, faults, bodies)."""
@@ -248,6 +265,7 @@ class OpenAIServer:
             data = self._remote("GET", "/_tapir/stats" + ("?bodies=1" if bodies else ""))
             data["status_counts"] = Counter({int(k) if k.isdigit() else k: v for k, v in data["status_counts"].items()})
             data["faults_injected"] = Counter(data["faults_injected"])
+            data["batch_counts"] = Counter(data.get("batch_counts", {}))
             return data
         with self._lock:
             data = {
@@ -256,6 +274,7 @@ class OpenAIServer:
                 "peak_in_flight": self._peak,
                 "status_counts": Counter(self._statuses),
                 "faults_injected": Counter(self._faults_seen),
+                "batch_counts": Counter(self._batch_counts),
             }
             if bodies:
                 data["bodies"] = list(self._bodies)
@@ -456,6 +475,91 @@ class OpenAIServer:
         return completion
 
 
+# -- files and batches (the OpenAI batch API) ---------------------------------
+def _file_object(meta: dict) -> dict:
+    return {k: v for k, v in meta.items() if k != "data"}
+
+
+def _new_file(srv: OpenAIServer, data: bytes, filename: str, purpose: str) -> dict:
+    with srv._lock:
+        file_id = f"file-{len(srv._files) + 1:06d}"
+        meta = {"id": file_id, "object": "file", "bytes": len(data), "created_at": int(time.time()),
+                "filename": filename, "purpose": purpose, "status": "processed", "data": data}
+        srv._files[file_id] = meta
+        srv._batch_counts["files_created"] += 1
+    return meta
+
+
+def _create_batch(srv: OpenAIServer, body: dict) -> tuple[int, dict]:
+    input_id = body.get("input_file_id")
+    if input_id not in srv._files:
+        return 400, {"error": {"message": f"no file {input_id}", "type": "invalid_request_error"}}
+    with srv._lock:
+        batch_id = f"batch_{len(srv._batches) + 1:06d}"
+        batch = {"id": batch_id, "object": "batch", "endpoint": body.get("endpoint"), "errors": None,
+                 "input_file_id": input_id, "completion_window": body.get("completion_window", "24h"),
+                 "status": "validating", "output_file_id": None, "error_file_id": None,
+                 "created_at": int(time.time()), "metadata": body.get("metadata") or None,
+                 "request_counts": {"total": 0, "completed": 0, "failed": 0}}
+        srv._batches[batch_id] = batch
+        srv._batch_counts["batches_created"] += 1
+    threading.Thread(target=_run_batch, args=(srv, batch_id), daemon=True, name=f"batch-{batch_id}").start()
+    return 200, dict(batch)
+
+
+def _run_batch(srv: OpenAIServer, batch_id: str) -> None:
+    """Answer every line of the batch's input file with the server's reply
+    function, after ``batch_latency`` (and once ``batch_hold`` is set)."""
+    batch = srv._batches[batch_id]
+    lines = [json.loads(line) for line in srv._files[batch["input_file_id"]]["data"].splitlines() if line.strip()]
+    with srv._lock:
+        batch["status"] = "in_progress"
+        batch["request_counts"]["total"] = len(lines)
+    if srv.batch_hold is not None:
+        while not srv.batch_hold.wait(0.05):
+            if srv._stop.is_set():
+                return
+    if not srv._sleep(srv.batch_latency):
+        return
+    out, errors = [], []
+    for n, line in enumerate(lines):
+        body = line.get("body") or {}
+        try:
+            answer = srv.reply(body.get("messages") or [], body)
+        except Exception as exc:  # noqa: BLE001 - a broken reply function is a failed line
+            answer = Fault(f"500:{exc}")
+        if isinstance(answer, Fault):
+            errors.append({"id": f"batch_req_{n}", "custom_id": line.get("custom_id"), "response": None,
+                           "error": {"code": answer.kind, "message": f"injected fault {answer.kind}"}})
+            continue
+        completion = srv._completion(n, body, answer)
+        out.append({"id": f"batch_req_{n}", "custom_id": line.get("custom_id"),
+                    "response": {"status_code": 200, "request_id": f"req_{n}", "body": completion}, "error": None})
+    with srv._lock:
+        srv._batch_counts["batch_lines"] += len(lines)
+    output = _new_file(srv, "".join(json.dumps(o) + "\n" for o in out).encode(), f"{batch_id}_output.jsonl",
+                       "batch_output")
+    error_file = _new_file(srv, "".join(json.dumps(o) + "\n" for o in errors).encode(),
+                           f"{batch_id}_errors.jsonl", "batch_output") if errors else None
+    with srv._lock:
+        batch.update(status="completed", output_file_id=output["id"],
+                     error_file_id=error_file["id"] if error_file else None, completed_at=int(time.time()))
+        batch["request_counts"].update(completed=len(out), failed=len(errors))
+
+
+def _parse_multipart(content_type: str, raw: bytes) -> dict[str, tuple[str | None, bytes]]:
+    """multipart/form-data -> {field: (filename, bytes)} (stdlib email parser)."""
+    from email.parser import BytesParser
+    from email.policy import HTTP
+
+    message = BytesParser(policy=HTTP).parsebytes(b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + raw)
+    fields = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        fields[name] = (part.get_filename(), part.get_payload(decode=True) or b"")
+    return fields
+
+
 def _serve_child(server: OpenAIServer, conn) -> None:
     """Body of the forked server process: serve until the parent says stop."""
     import os
@@ -515,11 +619,61 @@ class _Handler(BaseHTTPRequestHandler):
             for name in ("status_counts", "faults_injected"):
                 data[name] = {str(k): v for k, v in data[name].items()}
             self._json(200, data)
+        elif "/files/" in self.path or "/batches" in self.path:
+            self._batch_api_get(self.path.partition("?")[0].rstrip("/"))
         elif self.path.rstrip("/").endswith("/models"):
             self._json(200, {"object": "list", "data": [{"id": self.owner.model, "object": "model",
                                                           "created": 0, "owned_by": "tapir-test"}]})
         else:
             self._json(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
+
+    def _batch_api_get(self, path: str) -> None:
+        srv = self.owner
+        parts = path.split("/")
+        if parts[-1] == "content" and parts[-3] == "files":
+            meta = srv._files.get(parts[-2])
+            if meta is None:
+                return self._json(404, {"error": {"message": f"no file {parts[-2]}", "type": "not_found"}})
+            return self._send(200, meta["data"], content_type="application/octet-stream")
+        if parts[-2] == "files":
+            meta = srv._files.get(parts[-1])
+            if meta is None:
+                return self._json(404, {"error": {"message": f"no file {parts[-1]}", "type": "not_found"}})
+            return self._json(200, _file_object(meta))
+        if parts[-1] == "batches":
+            with srv._lock:
+                data = [dict(b) for b in reversed(list(srv._batches.values()))]
+            return self._json(200, {"object": "list", "data": data, "has_more": False,
+                                    "first_id": data[0]["id"] if data else None,
+                                    "last_id": data[-1]["id"] if data else None})
+        if parts[-2] == "batches":
+            with srv._lock:
+                batch = srv._batches.get(parts[-1])
+                batch = dict(batch) if batch else None
+            if batch is None:
+                return self._json(404, {"error": {"message": f"no batch {parts[-1]}", "type": "not_found"}})
+            return self._json(200, batch)
+        self._json(404, {"error": {"message": f"no route {path}", "type": "not_found"}})
+
+    def _batch_api_post(self, path: str, raw: bytes) -> None:
+        srv = self.owner
+        if path.endswith("/files"):
+            fields = _parse_multipart(self.headers.get("Content-Type", ""), raw)
+            filename, data = fields.get("file", (None, b""))
+            purpose = fields.get("purpose", (None, b""))[1].decode()
+            return self._json(200, _file_object(_new_file(srv, data, filename or "upload.jsonl", purpose)))
+        if path.endswith("/batches"):
+            status, obj = _create_batch(srv, json.loads(raw or b"{}"))
+            return self._json(status, obj)
+        if path.endswith("/cancel"):
+            batch = srv._batches.get(path.split("/")[-2])
+            if batch is None:
+                return self._json(404, {"error": {"message": "no such batch", "type": "not_found"}})
+            with srv._lock:
+                if batch["status"] not in ("completed", "failed", "expired"):
+                    batch["status"] = "cancelled"
+            return self._json(200, dict(batch))
+        self._json(404, {"error": {"message": f"no route {path}", "type": "not_found"}})
 
     def do_POST(self):
         length = int(self.headers.get("Content-Length") or 0)
@@ -529,7 +683,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.owner.reset_counts()
             self._json(200, {"ok": True})
             return
-        if not self.path.rstrip("/").endswith("/chat/completions"):
+        route = self.path.rstrip("/")
+        if route.endswith(("/files", "/batches", "/cancel")):
+            self._batch_api_post(route, raw)
+            return
+        if not route.endswith("/chat/completions"):
             self._json(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
             return
         try:

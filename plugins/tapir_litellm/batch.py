@@ -1,0 +1,283 @@
+"""Provider batch APIs (OpenAI's files + batches endpoints, which OpenAI
+and OpenAI-compatible servers offer at half the price of synchronous calls).
+
+``generate`` with ``batch: true``:
+
+1. Each request's cache key (:func:`tapir.cache.cache_key`) is looked up in
+   ``api_batch_requests``: a request already in a live batch (submitted,
+   running or completed but not yet collected) is collected from that batch,
+   never sent again.
+2. The others are written as JSONL (``custom_id`` = cache key), in chunks of
+   ``batch_max_requests``: a row in ``api_batches`` (status ``submitting``)
+   and its request keys are committed first, then the file is uploaded and
+   the batch created with ``metadata.tapir_batch`` = our id, then the
+   provider's batch id is stored. A process killed between the create and
+   the store is found out on the next run: the provider's batch list is
+   searched for our id before anything is resubmitted.
+3. Live batches are polled every ``batch_poll_seconds`` until done or
+   ``batch_max_wait_seconds`` have passed; a completed batch's output (and
+   error) file is read and every line handed to ``on_result`` (the cache
+   records it); then the batch is marked ``collected``. Requests of a
+   batch still running at the deadline come back as ``BatchPending``
+   errors (not cached): re-run to collect. A failed, expired or cancelled
+   batch makes its requests errors, and the next run submits them anew.
+
+Through the ``openai`` client (files.create, batches.create / retrieve /
+list, files.content); kill -9 at any point loses nothing and pays nothing
+twice (tests/test_litellm_batch.py).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import TYPE_CHECKING, Any, Sequence
+
+from tapir.errors import TapirError
+from tapir.roles import Completion, GenerationRequest, OnResult
+
+from tapir_litellm import direct, endpoints
+
+if TYPE_CHECKING:
+    from tapir_litellm.backend import LiteLLMBackend
+
+LIVE = ("submitting", "validating", "in_progress", "finalizing", "completed", "cancelling")
+DEAD = ("failed", "expired", "cancelled")
+
+
+def problems(model_name: str, opts: dict[str, Any]) -> list[str]:
+    """Why ``batch: true`` cannot work for this model (found without a call)."""
+    if not opts.get("batch"):
+        return []
+    if not model_name.startswith("openai/"):
+        return [f"model '{model_name}': batch: true needs an OpenAI-style batch API: openai/<name> on OpenAI or "
+                f"on an OpenAI-compatible server (api_base); provider '{endpoints.provider_of(model_name)}' is "
+                "not supported"]
+    if opts.get("api_bases"):
+        return [f"model '{model_name}': batch: true takes one server (api_base), not api_bases"]
+    return []
+
+
+def _now() -> str:
+    from tapir.store.db import utcnow
+
+    return utcnow()
+
+
+class BatchRunner:
+    def __init__(self, backend: "LiteLLMBackend", store: Any):
+        self.be = backend
+        self.store = store
+        self.conn = store.db.conn
+        self._client = None
+
+    # -- the provider -------------------------------------------------------
+    @property
+    def client(self):
+        if self._client is None:
+            import openai
+
+            base = self.be.api_base
+            key = endpoints.api_key(self.be.model_name, base, self.be.api_key_env) or __import__("os").environ.get(
+                "OPENAI_API_KEY")
+            self._client = openai.OpenAI(base_url=base, api_key=key or endpoints.PLACEHOLDER_KEY,
+                                         max_retries=3, timeout=max(self.be.timeout, 60.0))
+        return self._client
+
+    # -- the database -------------------------------------------------------
+    def _update(self, batch_id: str, **fields: Any) -> None:
+        fields["updated_at"] = _now()
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        with self.conn:
+            self.conn.execute(f"update api_batches set {sets} where id = ?", [*fields.values(), batch_id])
+
+    def _live_batches_of(self, keys: Sequence[str]) -> dict[str, str]:
+        """cache key -> our batch id, for keys in a live batch of this model."""
+        found: dict[str, str] = {}
+        marks_live = ",".join("?" * len(LIVE))
+        for start in range(0, len(keys), 500):
+            chunk = list(keys[start:start + 500])
+            rows = self.conn.execute(
+                f"select r.request_key, b.id from api_batch_requests r join api_batches b on b.id = r.batch_id "
+                f"where b.model = ? and b.status in ({marks_live}) and r.request_key in ({','.join('?' * len(chunk))}) "
+                f"order by b.created_at", [self.be.model_id, *LIVE, *chunk]).fetchall()
+            for key, batch_id in rows:
+                found.setdefault(key, batch_id)
+        return found
+
+    def _batch(self, batch_id: str) -> dict[str, Any]:
+        cur = self.conn.execute("select * from api_batches where id = ?", [batch_id])
+        return dict(zip([d[0] for d in cur.description], cur.fetchone()))
+
+    # -- submit -------------------------------------------------------------
+    def _line(self, key: str, request: GenerationRequest) -> str:
+        kwargs = self.be._kwargs(request)
+        body, _, _ = direct.body_of(kwargs)
+        return json.dumps({"custom_id": key, "method": "POST", "url": "/v1/chat/completions", "body": body})
+
+    def _submit(self, keys: list[str], by_key: dict[str, GenerationRequest]) -> str:
+        batch_id = f"tapir-{uuid.uuid4().hex[:16]}"
+        now = _now()
+        with self.conn:  # recorded before anything is sent
+            self.conn.execute("insert into api_batches (id, model, status, n_requests, created_at, updated_at) "
+                              "values (?, ?, 'submitting', ?, ?, ?)", [batch_id, self.be.model_id, len(keys), now, now])
+            self.conn.executemany("insert into api_batch_requests (batch_id, request_key) values (?, ?)",
+                                  [(batch_id, k) for k in keys])
+        self._upload_and_create(batch_id, keys, by_key)
+        return batch_id
+
+    def _upload_and_create(self, batch_id: str, keys: list[str], by_key: dict[str, GenerationRequest]) -> None:
+        data = "".join(self._line(k, by_key[k]) + "\n" for k in keys).encode()
+        file = self.client.files.create(file=(f"{batch_id}.jsonl", data), purpose="batch")
+        self._update(batch_id, input_file_id=file.id)
+        created = self.client.batches.create(input_file_id=file.id, endpoint="/v1/chat/completions",
+                                             completion_window="24h", metadata={"tapir_batch": batch_id})
+        self._update(batch_id, provider_batch_id=created.id, status=created.status)
+
+    def _adopt_or_resubmit(self, batch_id: str, by_key: dict[str, GenerationRequest]) -> None:
+        """A batch left in ``submitting`` (the process died mid-submit)."""
+        for remote in self.client.batches.list(limit=100):
+            if (remote.metadata or {}).get("tapir_batch") == batch_id:
+                self._update(batch_id, provider_batch_id=remote.id, input_file_id=remote.input_file_id,
+                             status=remote.status)
+                return
+        keys = [r[0] for r in self.conn.execute("select request_key from api_batch_requests where batch_id = ?",
+                                                [batch_id])]
+        if any(k not in by_key for k in keys):  # we cannot rebuild its lines: let these go again
+            self._update(batch_id, status="failed", error="submit was interrupted; requests resubmitted")
+            return
+        self._upload_and_create(batch_id, keys, by_key)
+
+    # -- collect ------------------------------------------------------------
+    def _collect(self, batch_id: str, want: set[str], deliver) -> bool:
+        """Poll once; deliver every wanted line of a finished batch. True when done."""
+        row = self._batch(batch_id)
+        remote = self.client.batches.retrieve(row["provider_batch_id"])
+        if remote.status != row["status"]:
+            self._update(batch_id, status=remote.status)
+        if remote.status in DEAD:
+            errors = getattr(remote, "errors", None)
+            text = f"BatchFailed: batch {remote.id} ended {remote.status}" + (f" ({errors})" if errors else "") + \
+                   "; re-run to submit these requests again"
+            self._update(batch_id, error=endpoints.clean(text))
+            for key in want:
+                deliver(key, Completion(error=endpoints.clean(text)))
+            return True
+        if remote.status != "completed":
+            return False
+        self._update(batch_id, output_file_id=remote.output_file_id, error_file_id=remote.error_file_id)
+        seen: set[str] = set()
+        for file_id in filter(None, (remote.output_file_id, remote.error_file_id)):
+            for line in self.client.files.content(file_id).text.splitlines():
+                if not line.strip():
+                    continue
+                entry = json.loads(line)
+                key = entry.get("custom_id")
+                if key not in want or key in seen:
+                    continue
+                seen.add(key)
+                deliver(key, self._completion(entry))
+        for key in want - seen:
+            deliver(key, Completion(error=f"BatchFailed: batch {remote.id} has no line for this request; "
+                                          "re-run to submit it again"))
+        self._update(batch_id, status="collected")
+        return True
+
+    def _completion(self, entry: dict[str, Any]) -> Completion:
+        response = entry.get("response") or {}
+        status = response.get("status_code")
+        if entry.get("error") or not status or status >= 400:
+            error = entry.get("error") or (response.get("body") or {}).get("error") or {}
+            message = error.get("message") if isinstance(error, dict) else str(error)
+            return Completion(error=endpoints.clean(f"BatchLineFailed (HTTP {status or '?'}): {message}"),
+                              http_status=status if isinstance(status, int) else None)
+        try:
+            completion = self.be._to_completion(response["body"])
+        except Exception as exc:  # noqa: BLE001 - a malformed line is that request's failure
+            return Completion(error=f"MalformedResponse in batch output: {exc}")
+        completion.cost = batch_cost(self.be.model_name, completion.prompt_tokens, completion.completion_tokens)
+        return completion
+
+    # -- the whole thing ----------------------------------------------------
+    def run(self, requests: Sequence[GenerationRequest], on_result: OnResult | None) -> list[Completion]:
+        from tapir.cache import cache_key
+
+        opts = self.be.options
+        keys = [cache_key(self.be.model_id, r) for r in requests]
+        positions: dict[str, list[int]] = {}
+        for i, key in enumerate(keys):
+            positions.setdefault(key, []).append(i)
+        by_key = {k: requests[idx[0]] for k, idx in positions.items()}
+        results: list[Completion | None] = [None] * len(requests)
+
+        def deliver(key: str, completion: Completion) -> None:
+            for i in positions.get(key, []):
+                if results[i] is None:
+                    results[i] = completion
+                    if on_result is not None:
+                        on_result(i, completion)
+
+        live = self._live_batches_of(list(by_key))
+        fresh = [k for k in by_key if k not in live]
+        for start in range(0, len(fresh), opts.batch_max_requests):
+            chunk = fresh[start:start + opts.batch_max_requests]
+            batch_id = self._submit(chunk, by_key)
+            live.update({k: batch_id for k in chunk})
+        wanted: dict[str, set[str]] = {}
+        for key, batch_id in live.items():
+            wanted.setdefault(batch_id, set()).add(key)
+        for batch_id in list(wanted):
+            if self._batch(batch_id)["status"] == "submitting":
+                self._adopt_or_resubmit(batch_id, by_key)
+                if self._batch(batch_id)["status"] == "failed":  # could not adopt: submit these anew
+                    keys_again = sorted(wanted.pop(batch_id))
+                    new_id = self._submit(keys_again, by_key)
+                    wanted[new_id] = set(keys_again)
+        deadline = time.monotonic() + opts.batch_max_wait_seconds
+        pending = dict(wanted)
+        while pending:
+            for batch_id in list(pending):
+                if self._collect(batch_id, pending[batch_id], deliver):
+                    pending.pop(batch_id)
+            if not pending:
+                break
+            if time.monotonic() >= deadline:
+                for batch_id, keys_left in pending.items():
+                    row = self._batch(batch_id)
+                    for key in keys_left:
+                        deliver(key, Completion(error=f"BatchPending: batch {row['provider_batch_id']} is "
+                                                      f"{row['status']}; re-run to collect (nothing is resubmitted)"))
+                break
+            time.sleep(min(opts.batch_poll_seconds, max(0.0, deadline - time.monotonic())))
+        return [r if r is not None else Completion(error="no result") for r in results]
+
+
+def batch_cost(model_name: str, prompt_tokens: int | None, completion_tokens: int | None) -> float | None:
+    """USD for a batch call: litellm's batch prices where its map has them,
+    else :data:`BATCH_PRICE_FACTOR` x the synchronous price; None if unpriced."""
+    from tapir_litellm.backend import BATCH_PRICE_FACTOR, _import_litellm
+
+    if prompt_tokens is None or completion_tokens is None:
+        return None
+    litellm = _import_litellm()
+    name = model_name.split("/", 1)[1] if model_name.startswith("openai/") else model_name
+    info = litellm.model_cost.get(name) or litellm.model_cost.get(model_name)
+    if not info:
+        return None
+    pin = info.get("input_cost_per_token_batches")
+    pout = info.get("output_cost_per_token_batches")
+    if pin is not None and pout is not None:
+        return float(pin) * prompt_tokens + float(pout) * completion_tokens
+    pin, pout = info.get("input_cost_per_token"), info.get("output_cost_per_token")
+    if pin is None or pout is None:
+        return None
+    return BATCH_PRICE_FACTOR * (float(pin) * prompt_tokens + float(pout) * completion_tokens)
+
+
+def require_store(backend: "LiteLLMBackend") -> Any:
+    store = backend._store
+    if store is None:
+        raise TapirError(f"model '{backend.model_name}': batch: true keeps its batch ids in the database; the backend "
+                         "needs it attached (backend.attach_store(store)) before generate")
+    return store
