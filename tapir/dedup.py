@@ -258,7 +258,7 @@ class NearDuplicateFilter:
         try:
             import numpy as np
         except ImportError:  # pragma: no cover - depends on the install
-            raise TapirError("de-dup method 'minhash' needs numpy (pip install 'tapir[local]'), "
+            raise TapirError("de-dup method 'minhash' needs numpy (pip install 'tapir-distill[local]'), "
                              "or use method=rouge") from None
 
         self._jaccard = jaccard_for_rouge(self.threshold)

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import pluggy
 
-from tapir import hookspecs
+from tapir import DISTRIBUTION, hookspecs
 from tapir.errors import TapirError
 
 ROLES = (
@@ -82,7 +82,7 @@ class Component:
         missing = self.missing
         if not missing:
             return None
-        hint = f"pip install 'tapir[{self.extra}]'" if self.extra else f"pip install {' '.join(missing)}"
+        hint = f"pip install '{DISTRIBUTION}[{self.extra}]'" if self.extra else f"pip install {' '.join(missing)}"
         return f"needs {', '.join(missing)} ({hint})"
 
     def load(self) -> Callable[..., Any]:

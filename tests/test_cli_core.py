@@ -105,7 +105,7 @@ def test_plugins_json(cli):
     vllm = by_name["vllm"]["components"]["backends"][0]
     if find_spec("vllm") is None:
         assert vllm["available"] is False
-        assert vllm["reason"] == "needs vllm (pip install 'tapir[vllm]')"
+        assert vllm["reason"] == "needs vllm (pip install 'tapir-distill[vllm]')"
 
 
 def test_models(cli):

@@ -279,7 +279,7 @@ def test_component_with_missing_requirement_lists_unavailable(register_plugin, p
     needy = reg.get("backends", "needy")
     assert needy.available is False
     assert needy.missing == ["tapir_no_such_module_xyz"]
-    assert needy.reason == "needs tapir_no_such_module_xyz (pip install 'tapir[local]')"
+    assert needy.reason == "needs tapir_no_such_module_xyz (pip install 'tapir-distill[local]')"
     with pytest.raises(TapirError) as exc:
         needy.create("x")
     assert str(exc.value) == f"backend 'needy' is unavailable: {needy.reason}"
@@ -302,10 +302,10 @@ def test_unavailable_component_shows_in_tapir_plugins(register_plugin):
     rows = {r["name"]: r for r in json.loads(result.stdout)}
     comps = {c["name"]: c for c in rows["needy-plugin"]["components"]["backends"]}
     assert comps["needy"]["available"] is False
-    assert comps["needy"]["reason"] == "needs tapir_no_such_module_xyz (pip install 'tapir[local]')"
+    assert comps["needy"]["reason"] == "needs tapir_no_such_module_xyz (pip install 'tapir-distill[local]')"
     text = CliRunner().invoke(cli, ["plugins"]).stdout
     assert ("    backend    needy - needs a module that is not installed"
-            "  [unavailable: needs tapir_no_such_module_xyz (pip install 'tapir[local]')]") in text.splitlines()
+            "  [unavailable: needs tapir_no_such_module_xyz (pip install 'tapir-distill[local]')]") in text.splitlines()
     assert "needy-plugin  (" in text  # in-process plugins are listed too
 
 

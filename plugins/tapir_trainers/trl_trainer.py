@@ -1,5 +1,5 @@
 """The ``trl`` trainer: TRL's ``SFTTrainer`` with tapir's example weighting
-and response-only loss (``pip install 'tapir[trl]'``).
+and response-only loss (``pip install 'tapir-distill[trl]'``).
 
 What TRL does: the training loop and config (``SFTConfig``), dataset
 preparation of a tokenised dataset, its padding collator, and its loss — the

@@ -1,4 +1,4 @@
-"""vLLM in-process generation, for GPU machines (``pip install 'tapir[vllm]'``)."""
+"""vLLM in-process generation, for GPU machines (``pip install 'tapir-distill[vllm]'``)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The ``vllm`` backend: in-process ``vllm.LLM.generate`` on GPU machines.
 
 vLLM pins its own torch and transformers, so it lives in its own
-environment (``pip install 'tapir[vllm]'``) and is imported only when the
+environment (``pip install 'tapir-distill[vllm]'``) and is imported only when the
 first request is generated. Prompts are rendered with the model's chat
 template (tokenizer of the loaded engine) and passed as token ids.
 """
@@ -95,7 +95,7 @@ class VLLMBackend:
                     for out, r in zip(outputs, requests)
                 ]
             except ImportError as exc:
-                error = f"vllm is not installed (pip install 'tapir[vllm]' on a GPU machine): {exc}"
+                error = f"vllm is not installed (pip install 'tapir-distill[vllm]' on a GPU machine): {exc}"
                 results = [Completion(error=error) for _ in requests]
             except Exception as exc:  # noqa: BLE001 - failures are answers, never raised
                 results = [Completion(error=f"{type(exc).__name__}: {exc}") for _ in requests]
