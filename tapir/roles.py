@@ -211,6 +211,7 @@ class Teacher(Protocol):
 class Judge(Protocol):
     name: str
     kind: str  # pairwise | single | preference | reference | loss
+    needs_model: bool  # needs judge.model
     needs_student: bool  # built over the student's backend (student-loss)
     reads_student_answer: bool  # False: the student need not answer at all
 
@@ -222,6 +223,7 @@ class Judge(Protocol):
 
 class Classifier(Protocol):
     labels: Sequence[str]
+    needs_model: bool  # needs classifier.model (the llm classifier)
 
     def classify(self, texts: Sequence[str]) -> list[tuple[str, float]]:
         """(label, confidence) per text."""

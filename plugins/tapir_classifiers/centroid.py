@@ -20,6 +20,8 @@ class CentroidClassifier:
     """Nearest centroid over ``tapir_hf.encoder.embed`` embeddings (the
     encoder comes from the tapir_hf plugin; the core never imports it)."""
 
+    needs_model = False
+
     class Options(Options):
         labels_path: str | None = option(
             None, "labelled JSONL the centroids are built from (default the shipped seed set)")

@@ -165,6 +165,8 @@ class EncoderClassifier:
     classifier with the run's outputs.
     """
 
+    needs_model = False
+
     class Options(Options):
         model_dir: str | None = option(None, "a trained classifier folder (trained into when it holds none)")
         labels_path: str | None = option(

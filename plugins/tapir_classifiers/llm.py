@@ -196,6 +196,8 @@ class LLMClassifier:
     texts per classified item.
     """
 
+    needs_model = True  # a chat model (classifier.model) is required
+
     class Options(Options):
         prompt: Literal["table6", "label"] = option(
             "table6", "table6: the paper's prompt, reason first then the label; label: the label only")

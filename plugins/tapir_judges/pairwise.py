@@ -85,6 +85,7 @@ class PairwiseJudge:
     kind = "pairwise"
     needs_student = False  # judged with the judge model, not the student's backend
     reads_student_answer = True  # compares the student's answer with the teacher's
+    needs_model = True  # a judge model (judge.model) is required
 
     class Options(Options):
         prompt: Literal["table8", "tapir"] = option(

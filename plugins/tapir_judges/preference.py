@@ -89,6 +89,7 @@ class PreferenceJudge:
     name = "preference"
     kind = "preference"
     needs_student = False
+    needs_model = True  # a judge model (judge.model) is required
     reads_student_answer = True
 
     class Options(tapir.options.Options):

@@ -32,6 +32,7 @@ class ReferenceSimilarityJudge:
     kind = "reference"
     needs_student = False  # needs no model at all
     reads_student_answer = True  # compares the student's answer with the teacher's
+    needs_model = False
 
     class Options(Options):
         method: Literal["embedding", "rouge"] = option(

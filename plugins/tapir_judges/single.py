@@ -58,6 +58,7 @@ class MTBenchSingleJudge:
     name = "mtbench-single"
     kind = "single"
     needs_student = False
+    needs_model = True  # a judge model (judge.model) is required
     reads_student_answer = True
 
     class Options(opt.Options):

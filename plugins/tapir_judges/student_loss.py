@@ -25,6 +25,7 @@ class StudentLossJudge:
     name = "student-loss"
     kind = "loss"
     needs_student = True  # the pipeline passes the student's backend
+    needs_model = False  # the student is the model
     reads_student_answer = False  # scores the teacher's answer under the student; no student answers needed
 
     class Options(Options):

@@ -40,26 +40,32 @@ class Checked:
 
 
 def check(config_path: str | Path, db: str | None = None, overrides: list[str] | None = None) -> Checked:
+    from tapir.config import resolve_path
     from tapir.pipeline.data import load_items
     from tapir.store.db import resolve_db_path
 
-    config = load_config(config_path, overrides=overrides) if overrides else load_config(config_path)
-    source = str(config_path)
-    base_dir = Path(config_path).resolve().parent
-    problems: list[str] = []
+    from tapir.config import check_pipeline_references, config_base
+
+    kwargs = {"overrides": overrides} if overrides else {}
+    config = load_config(config_path, check_references=False, **kwargs)  # shape and types: stop here if wrong
+    source = "config" if isinstance(config_path, dict) else str(config_path)
+    base_dir = config_base(config_path)  # a dict's relative paths: from the working directory
+    problems: list[str] = check_pipeline_references(config, base_dir, source)
     problems += component_problems(config, base_dir, source)
     problems += model_problems(config, source)
     loaded = None
-    try:
-        loaded = load_items(config.data, base_dir)
-    except TapirError as exc:
-        problems.append(str(exc))
+    if config.data.hf_dataset or (config.data.path and resolve_path(config.data.path, base_dir).exists()):
+        try:
+            loaded = load_items(config.data, base_dir)
+        except TapirError as exc:
+            problems.append(str(exc))
     problems += output_problems(config, source)
     db_path = resolve_db_path(db or config.db)
     problems += store_problems(db_path)
     if problems:
         raise ConfigError("\n".join(dict.fromkeys(problems)))
-    return Checked(config, Path(config_path), base_dir, loaded, db_path)
+    return Checked(config, None if isinstance(config_path, dict) else Path(config_path), base_dir, loaded,
+                   db_path)
 
 
 def component_problems(config: PipelineConfig, base_dir: Path, source: str) -> list[str]:
@@ -77,9 +83,11 @@ def component_problems(config: PipelineConfig, base_dir: Path, source: str) -> l
         component = reg.get(role, name)
         problems.extend(component.check_options(options, f"{source}: '{key}.options'"))
         factory = component.load()
-        needs = role in _NEEDS_MODEL or bool(factory.__dict__.get("needs_model", False)) or any(
-            klass.__dict__.get("needs_model", False) for klass in getattr(factory, "__mro__", ()))
-        if needs and model is None:
+        if role not in _NEEDS_MODEL and "needs_model" not in dir(factory):
+            problems.append(f"{source}: '{key}.name': {role[:-1]} '{name}' ({component.plugin}) does not declare "
+                            f"needs_model, which tapir.roles asks of every {role[:-1]}; update the plugin")
+            return
+        if model is None and (role in _NEEDS_MODEL or factory.needs_model):
             problems.append(f"{source}: '{key}': {role[:-1]} '{name}' needs a model: add {key}.model "
                             f"(e.g. model: openai/gpt-4o-mini, or a local folder)")
 

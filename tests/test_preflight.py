@@ -1,0 +1,185 @@
+"""Preflight: every config mistake is found before the first call, with one
+message naming the key, exit code 2, no LLM call, an existing database left
+byte-for-byte unchanged and no new one created. And the dry run of the
+paper's config on a local 52K-row stand-in for Alpaca."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from pipeline_helpers import SEED_DATA, ScriptPlugin, ScriptTeacher, write_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def cli(register_plugin, monkeypatch):
+    from tapir.cli import _add_commands, cli as group
+
+    monkeypatch.setenv("TAPIR_QUIET", "1")
+    register_plugin(ScriptPlugin(), "test-script")
+    _add_commands()
+    return group
+
+
+def _set(data: dict, dotted: str, value) -> None:
+    parts = dotted.split(".")
+    node = data
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    if value is _DELETE:
+        node.pop(parts[-1], None)
+    else:
+        node[parts[-1]] = value
+
+
+_DELETE = object()
+PAIRWISE = {"name": "pairwise", "model": {"model": "script:judge"}}
+
+# (case id, [(dotted key, value)], what the message must name)
+CASES = [
+    ("empty expand_per_round", [("curriculum.expand_per_round", [])], "curriculum.expand_per_round"),
+    ("expand_per_round shorter than rounds", [("curriculum.expand_per_round", [4])], "expand_per_round has 1 entries"),
+    ("negative alpha_step", [("curriculum.alpha_step", -0.5)], "alpha_step"),
+    ("alpha above 1 in a later round", [("curriculum.alpha", 0.9)], "outside [0, 1]"),
+    ("judge option typo", [("judge", {**PAIRWISE, "options": {"both_order": False}})], "both_order"),
+    ("trainer option typo", [("trainer.options.learning_rat", 0.1)], "learning_rat"),
+    ("trainer option wrong type", [("trainer.options.num_train_epochs", "three")], "num_train_epochs"),
+    ("pairwise judge without a model", [("judge", {"name": "pairwise"})], "needs a model"),
+    ("rewriter without a model", [("rewriter", {"name": "task-aware"})], "rewriter"),
+    ("teacher option typo", [("teacher.options", {"sytem_prompt": "x"})], "sytem_prompt"),
+    ("rewriter option typo", [("rewriter.options", {"refine_instructions": True})], "refine_instructions"),
+    ("removed mfd.both_orders", [("mfd.both_orders", False)], "both_orders"),
+    ("unknown top-level key", [("curriculm", {})], "curriculm"),
+    ("top_fraction above 1", [("mfd.top_fraction", 1.5)], "mfd.top_fraction"),
+    ("unknown judge", [("judge", {"name": "pairwise-judge"})], "judge.name"),
+    ("unknown classifier", [("classifier", {"name": "nearest"})], "classifier.name"),
+    ("unknown trainer", [("trainer.name", "deepspeed")], "trainer.name"),
+    ("classifier labels file missing", [("classifier.options.labels_path", "nosuch.jsonl")], "nosuch.jsonl"),
+    ("classifier option typo", [("classifier.options.label_path", "x")], "label_path"),
+    ("data file missing", [("data.path", "nosuch-data.jsonl")], "nosuch-data.jsonl"),
+    ("API model as the student", [("student.model", "openai/gpt-4o-mini")], "student.model"),
+    ("hub id as the student without hf:", [("student.model", "HuggingFaceTB/SmolLM2-135M-Instruct")],
+     "hf:HuggingFaceTB/SmolLM2-135M-Instruct"),
+    ("unknown model", [("teacher.model.model", "nosuch-model")], "teacher.model"),
+    ("student max_new_tokens 0", [("student.generation.max_new_tokens", 0)], "max_new_tokens"),
+    ("failure rate above 1", [("failures.max_failure_rate", {"teacher_answers": 2})], "max_failure_rate"),
+    ("unknown recipe skip", [("recipe.skip", ["judge"])], "recipe.skip"),
+    ("unknown plugin stage", [("recipe.add", [{"stage": "nosuch", "after": "train"}])], "nosuch"),
+    ("unknown dedup method", [("expansion.dedup", "exact")], "expansion.dedup"),
+    ("unknown encoder", [("expansion.dedup", "embedding"), ("expansion.encoder", "nosuch-encoder")],
+     "expansion.encoder"),
+    ("unknown task type weight", [("resample.weights", {"Maths": 1.0})], "Maths"),
+    ("missing teacher", [("teacher", _DELETE)], "teacher"),
+    ("api teacher without a key", [("teacher.model", {"model": "openai/gpt-4o-mini",
+                                                      "options": {"api_key_env": "TAPIR_NO_SUCH_KEY"}})],
+     "TAPIR_NO_SUCH_KEY"),
+]
+
+
+def _config(tmp_path: Path, tiny_model: Path, edits) -> Path:
+    base = yaml.safe_load(write_config(tmp_path, tiny_model).read_text())
+    base["trainer"]["name"] = "hf"
+    data = copy.deepcopy(base)
+    for key, value in edits:
+        _set(data, key, value)
+    path = tmp_path / "case.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize("case,edits,expected", CASES, ids=[c[0] for c in CASES])
+def test_config_mistakes_are_found_before_anything_runs(case, edits, expected, tmp_path, tiny_model, cli):
+    from tapir.store import open_store
+
+    db = tmp_path / "existing.db"
+    open_store(db).close()
+    before = db.read_bytes()
+    cfg = _config(tmp_path, tiny_model, edits)
+    ScriptTeacher.calls = 0
+    result = CliRunner().invoke(cli, ["--db", str(db), "distill", str(cfg)])
+    assert result.exit_code == 2, (case, result.output)
+    assert expected in result.output, (case, result.output)
+    assert "Traceback" not in result.output
+    assert ScriptTeacher.calls == 0
+    assert db.read_bytes() == before
+    assert not (tmp_path / "out").exists()
+    # No database is created where there was none.
+    fresh = tmp_path / "fresh.db"
+    result = CliRunner().invoke(cli, ["--db", str(fresh), "distill", str(cfg)])
+    assert result.exit_code == 2 and not fresh.exists()
+
+
+def test_all_problems_are_reported_at_once(tmp_path, tiny_model, cli):
+    cfg = _config(tmp_path, tiny_model, [("teacher.options", {"sytem_prompt": "x"}),
+                                         ("trainer.options.learning_rat", 0.1),
+                                         ("judge", {"name": "pairwise"})])
+    result = CliRunner().invoke(cli, ["--db", str(tmp_path / "t.db"), "distill", str(cfg)])
+    assert result.exit_code == 2
+    for word in ("sytem_prompt", "learning_rat", "needs a model"):
+        assert word in result.output
+
+
+def _paper_with_local_data(tmp_path: Path) -> Path:
+    rows = tmp_path / "alpaca52k.jsonl"
+    words = "river mountain ledger violin protein harvest orbit lantern glacier canyon".split()
+    with rows.open("w") as f:
+        for i in range(52002):
+            f.write(json.dumps({"instruction": f"Explain item {i}: how {words[i % 10]} and "
+                                               f"{words[(i // 10) % 10]} relate.", "input": "", "output": ""}) + "\n")
+    data = yaml.safe_load((ROOT / "configs" / "paper.yaml").read_text())
+    data["data"] = {"path": str(rows)}
+    data["output_dir"] = str(tmp_path / "paper-out")
+    cfg = tmp_path / "paper.yaml"
+    cfg.write_text(yaml.safe_dump(data))
+    return cfg
+
+
+def test_paper_config_dry_run_shows_the_papers_sizes_and_a_price(tmp_path, cli, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key-000000000")
+    cfg = _paper_with_local_data(tmp_path)
+    db = tmp_path / "t.db"
+    result = CliRunner().invoke(cli, ["--db", str(db), "distill", str(cfg), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "nothing was written and no model was called" in out
+    assert "seed 11,000, round 1 hard 30,000, round 2 hard 50,000, round 3 hard 70,000" in out
+    assert "teacher_answers (round 1)" in out and "calls: teacher 19,000" in out
+    assert out.count("calls: teacher 20,000") == 2
+    assert "judge      openai/gpt-4o" in out and "104,004 calls" in out  # both orders
+    teacher_line = next(line for line in out.splitlines() if line.strip().startswith("teacher    openai/gpt-4o"))
+    assert "$" in teacher_line and "batch API $" in teacher_line
+    assert "training examples 52,002" in out
+    assert not db.exists() and not (tmp_path / "paper-out").exists()
+
+
+def test_paper_config_passes_preflight_without_a_key_only_for_the_key(tmp_path, cli, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    cfg = _paper_with_local_data(tmp_path)
+    result = CliRunner().invoke(cli, ["--db", str(tmp_path / "t.db"), "distill", str(cfg), "--dry-run"])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines and all("OPENAI_API_KEY" in line for line in lines[:4]), result.output
+
+
+def test_dry_run_says_what_would_be_reused(tmp_path, tiny_model, cli):
+    cfg = write_config(tmp_path, tiny_model, curriculum={"rounds": 1, "expand_per_round": [2]},
+                       judge={"name": "student-loss"}, trainer={"name": "hf", "options": {"max_steps": 1}})
+    db = tmp_path / "t.db"
+    assert CliRunner().invoke(cli, ["--db", str(db), "distill", str(cfg)]).exit_code == 0
+    data = yaml.safe_load(cfg.read_text())
+    data["mfd"]["top_fraction"] = 0.25
+    cfg.write_text(yaml.safe_dump(data))
+    before = db.read_bytes()
+    result = CliRunner().invoke(cli, ["--db", str(db), "distill", str(cfg), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[0] + (line.split()[1] if line.split()[1].startswith("(") else ""): line
+             for line in result.output.splitlines() if line.startswith("  ") and len(line.split()) > 1}
+    assert "reuse" in lines["teacher_answers"] and "reuse" in lines["train"] and "reuse" in lines["judge"]
+    assert "reuse" not in lines["seed_cut"]
+    assert db.read_bytes() == before
