@@ -1,17 +1,26 @@
 """Resolving a model id to a backend, and loading it behind the cache.
 
-A model id is one of
+One rule for every command (docs/models.md), tried in this order:
 
-* a named model that some plugin registered (``tapir models`` lists them),
-* ``BACKEND:NAME`` to pick a backend explicitly (``hf:./my-student``,
-  ``vllm:meta-llama/Llama-3-8B``),
-* anything a plugin's ``resolve_model`` hook accepts (the litellm plugin
-  takes any ``provider/model``; the hf plugin takes local folders).
+1. a named model that some plugin registered (``tapir models`` lists them);
+2. ``BACKEND:NAME`` picks a backend explicitly (``hf:org/name`` for a hub
+   model run locally by transformers, ``hf:./my-student``,
+   ``vllm:meta-llama/Llama-3-8B``);
+3. a local folder holding a transformers model (``config.json``) is ``hf``;
+4. ``PROVIDER/MODEL`` where PROVIDER is a litellm provider
+   (``openai/gpt-4o-mini``, ``anthropic/...``, ``hosted_vllm/...``) is an API
+   model served by litellm;
+5. anything else a plugin's ``resolve_model`` hook accepts.
+
+``org/name`` whose ``org`` is not a litellm provider is none of these: it is
+refused with ``did you mean hf:org/name?`` (a hub id is never guessed to be
+an API model, nor the other way round).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tapir.errors import TapirError
@@ -45,11 +54,48 @@ def resolve(model_id: str, options: dict[str, Any] | None = None) -> ModelSpec:
         return ModelSpec(model_id, backend, name, {**(extra or {}), **opts})
     known = ", ".join(reg.names("models")) or "none"
     backends = ", ".join(reg.names("backends")) or "none"
+    org = hub_org(model_id)
+    if org is not None and "hf" in reg.by_role["backends"]:
+        folder = Path(model_id).expanduser()
+        if folder.is_dir():
+            raise TapirError(
+                f"unknown model '{model_id}': the folder {folder} holds no config.json, so it is not a "
+                f"transformers model. Point at the folder that has config.json (e.g. a checkpoint's), or "
+                f"write hf:{model_id} for the hub model of that name. See docs/models.md"
+            )
+        litellm = ("'" + org + "' is not a litellm provider, and " if "litellm" in reg.by_role["backends"]
+                   else "the litellm plugin is not loaded, and ")
+        raise TapirError(
+            f"unknown model '{model_id}': did you mean hf:{model_id}? {litellm}no local folder has that name. "
+            f"A Hugging Face hub model run locally by transformers is written hf:ORG/NAME; an API model is "
+            f"PROVIDER/MODEL with a litellm provider (openai/gpt-4o-mini, anthropic/..., hosted_vllm/...). "
+            f"Named models: {known}. See docs/models.md"
+        )
     raise TapirError(
         f"unknown model '{model_id}'. Named models: {known}. "
         f"Or write BACKEND:NAME with a backend from: {backends}; "
         f"API models need the litellm plugin (provider/model, e.g. openai/gpt-4o-mini)."
     )
+
+
+def hub_org(model_id: str) -> str | None:
+    """``org`` when ``model_id`` is shaped like a hub repo id ``org/name``
+    (one slash, no scheme or path prefix), else None."""
+    if model_id.startswith(("/", ".", "~")) or ":" in model_id or "\\" in model_id:
+        return None
+    org, sep, name = model_id.partition("/")
+    if not sep or not org or not name or "/" in name or " " in model_id:
+        return None
+    return org
+
+
+def error_hint(model_id: str, error: str | None) -> str:
+    """A hint to add to a backend's error about ``model_id``: litellm's
+    "LLM Provider NOT provided" for a hub-shaped id means hf:org/name was meant."""
+    if error and "LLM Provider NOT provided" in error and hub_org(model_id) is not None:
+        return (f" -- did you mean hf:{model_id}? '{hub_org(model_id)}' is not a litellm provider; a Hugging Face "
+                f"hub model run locally is written hf:ORG/NAME (see docs/models.md)")
+    return ""
 
 
 def load_backend(model_id: str, options: dict[str, Any] | None = None):

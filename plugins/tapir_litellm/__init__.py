@@ -19,9 +19,16 @@ def register_backends(register):
 
 @hookimpl(trylast=True)
 def resolve_model(model_id):
-    """Any ``provider/model`` id (answered last, after every other plugin);
-    never a filesystem path such as ``./out/student`` or ``/models/x``."""
+    """Any ``provider/model`` id whose provider litellm knows (answered last,
+    after every other plugin); never a filesystem path such as
+    ``./out/student`` or a hub id such as ``meta-llama/Llama-2-7b-hf``
+    (``meta-llama`` is no litellm provider: the core then says ``did you
+    mean hf:meta-llama/Llama-2-7b-hf?``)."""
+    from tapir_litellm.providers import is_provider
+
     provider, sep, name = model_id.partition("/")
     if not sep or not provider or not name or ":" in provider or provider in (".", "..", "~"):
+        return None
+    if not is_provider(provider):
         return None
     return ("litellm", model_id, {})

@@ -33,7 +33,9 @@ def register(cli):
         params = GenerationParams(max_new_tokens=max_new_tokens, temperature=temperature)
         (completion,) = backend.generate([GenerationRequest(messages, params, sample)])
         if completion.error:
-            raise click.ClickException(f"{model_id} failed: {completion.error}")
+            from tapir.models import error_hint
+
+            raise click.ClickException(f"{model_id} failed: {completion.error}{error_hint(model_id, completion.error)}")
         click.echo(completion.text)
         where = "cache" if completion.cached else f"{completion.latency_s:.2f}s"
         click.echo(f"[{model_id}, {where}, llm_calls id {completion.call_id} in {store.path}]", err=True)
