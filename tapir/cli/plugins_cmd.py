@@ -62,9 +62,14 @@ def plugin_rows() -> list[dict]:
 
 def register(cli):
     @cli.command()
+    @click.argument("name", required=False)
     @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-    def plugins(as_json):
-        """List installed plugins and what each offers."""
+    def plugins(name, as_json):
+        """List installed plugins and what each offers; with NAME, the
+        options every component of that name declares (type, default, doc)."""
+        if name:
+            _show_component(name, as_json)
+            return
         rows = plugin_rows()
         if as_json:
             click.echo(json.dumps(rows, indent=2))
@@ -116,3 +121,32 @@ def register(cli):
         for b in backends:
             mark = "" if b["available"] else f"  [unavailable: {b['reason']}]"
             click.echo(f"  {b['name']:<28} {b['description']}{mark}")
+
+
+def _show_component(name: str, as_json: bool) -> None:
+    from tapir.errors import TapirError
+    from tapir.options import describe
+
+    reg = get_plugin_manager().registry
+    found = [c for role in ROLES for c in reg.by_role[role].values() if c.name == name or c.plugin == name]
+    if not found:
+        names = sorted({c.name for role in ROLES for c in reg.by_role[role].values()})
+        raise TapirError(f"no component or plugin named '{name}'. Components: {', '.join(names)}")
+    out = []
+    for c in found:
+        entry = {"role": c.role[:-1], "name": c.name, "plugin": c.plugin, "description": c.description,
+                 "available": c.available, "reason": c.reason,
+                 "options": describe(c.options_model()) if c.available else []}
+        out.append(entry)
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    for e in out:
+        click.echo(f"{e['role']} {e['name']} ({e['plugin']}): {e['description']}")
+        if not e["available"]:
+            click.echo(f"    unavailable: {e['reason']}")
+            continue
+        if not e["options"]:
+            click.echo("    (no options)")
+        for o in e["options"]:
+            click.echo(f"    {o['name']:<28} {o['type']:<22} default {o['default']:<14} {o['doc']}")
