@@ -35,7 +35,6 @@ import html
 import io
 import json
 import math
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -46,6 +45,8 @@ from tapir.tasks import TASK_TYPES
 
 ABLATION_TAG = "/ablation:"
 ABLATION_FILE = "ablation.json"
+# Benchmarks whose score falls as the model gets better (the pipeline's held-out loss).
+LOWER_IS_BETTER = frozenset({"heldout-loss"})
 
 
 # --------------------------------------------------------------------------- pieces of a page
@@ -96,20 +97,13 @@ class Report:
 # --------------------------------------------------------------------------- store access
 
 
-def open_readonly(path: str | Path) -> Store:
-    """The database at ``path``, opened read-only: a missing file is an
-    error, never a new database, and no migration runs."""
-    import sqlite_utils
+def open_readonly(path: str | Path | None = None) -> Store:
+    """The database at ``path`` (see :func:`tapir.store.db.resolve_db_path`),
+    opened read-only: a missing file is an error, never a new database, and
+    no migration runs."""
+    from tapir.store import open_store
 
-    path = Path(path)
-    if not path.is_file():
-        raise TapirError(f"no database at {path} (pass --db PATH or set TAPIR_DB)")
-    try:
-        conn = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True, check_same_thread=False)
-        conn.execute("select id, name from runs limit 1")
-    except sqlite3.Error as exc:
-        raise TapirError(f"{path} is not a tapir database ({exc})") from None
-    return Store(sqlite_utils.Database(conn), path)
+    return open_store(path, readonly=True)
 
 
 def find_run(store: Store, ref: str) -> dict[str, Any]:
@@ -527,7 +521,8 @@ def benchmark_rounds(store: Store, stages: list[dict[str, Any]], max_panels: int
                 ax.plot([xs.index(x) for x in px], [points[x] for x in px], marker="o", color=f"C{k}",
                         label=_short(label, 40))
             ax.set_xticks(range(len(xs)), xs)
-            ax.set_title(_short(f"{key[0]}: {key[1]}", 50), fontsize=9)
+            better = " (lower is better)" if key[0] in LOWER_IS_BETTER else ""
+            ax.set_title(_short(f"{key[0]}: {key[1]}", 50) + better, fontsize=9)
             ax.grid(alpha=0.3)
             if len(panels[key]) > 1:
                 ax.legend(fontsize=6)

@@ -23,9 +23,8 @@ def register(cli):
         ablation table (Table 5) and per-stage time, calls, tokens, cost and
         failures."""
         from tapir.report import load_ablation, open_readonly, write_report
-        from tapir.store.db import resolve_db_path
 
-        store = open_readonly(resolve_db_path(obj["db"]))
+        store = open_readonly(obj["db"])
         try:
             pairs = load_ablation(ablation_file) if ablation_file else None
             path = write_report(store, run_id, output, ablation=pairs)
