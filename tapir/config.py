@@ -150,6 +150,26 @@ class ExportConfig(Section):
     push_to_hub: PushToHub | None = None
 
 
+class TruncationConfig(Section):
+    """What to do with answers cut at max_new_tokens (finish reason "length")."""
+
+    # flag: keep them and warn with the count (default); drop: the item fails
+    # ("truncated", counted against failures.max_failure_rate); keep: keep them silently.
+    teacher: Literal["flag", "drop", "keep"] = "flag"
+
+
+class HeldoutConfig(Section):
+    path: str  # JSONL / JSON / CSV / parquet of instructions no round trains on
+    skip: int = Field(0, ge=0)  # rows to skip first (e.g. the rows data.limit takes)
+    limit: int = Field(32, ge=1)
+
+
+class EvaluationConfig(Section):
+    # Held-out loss: the teacher answers these instructions once; the base
+    # model and every S_r are scored by their per-token NLL of those answers.
+    heldout: HeldoutConfig | None = None
+
+
 class PipelineConfig(Section):
     name: str
     db: str | None = None
@@ -167,8 +187,10 @@ class PipelineConfig(Section):
     curriculum: CurriculumConfig = Field(default_factory=CurriculumConfig)
     expansion: ExpansionConfig = Field(default_factory=ExpansionConfig)
     failures: FailuresConfig = Field(default_factory=FailuresConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     recipe: RecipeConfig = Field(default_factory=RecipeConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    truncation: TruncationConfig = Field(default_factory=TruncationConfig)
 
     @field_validator("name")
     @classmethod

@@ -41,6 +41,14 @@ def _summary(outcome) -> str:
     lines = [head, "", *stage_table(summary_rows(results))]
     lines += ["", f"database:    {ctx.store.path}   (details: tapir runs show {ctx.run.id})",
               f"outputs:     {ctx.out_dir}"]
+    evaluated = [r for r in results if r.step.stage in ("evaluate_base", "evaluate") and "nll" in r.info]
+    if evaluated:
+        lines += ["", "held-out loss (teacher answers to instructions no round trained on; lower is better):"]
+        base = next((r.info["nll"] for r in evaluated if r.step.stage == "evaluate_base"), None)
+        for r in evaluated:
+            delta = f"  ({r.info['nll'] - base:+.4f} vs base)" if base is not None and r.step.stage == "evaluate" else ""
+            lines.append(f"  {r.info['label']:<6} nll {r.info['nll']:.4f}  perplexity {r.info['perplexity']:.2f}  "
+                         f"n {r.info['n']}{delta}")
     export = next((r for r in results if r.step.stage == "export"), None)
     if export is not None:
         for name, path in sorted(export.info.get("checkpoints", {}).items()):

@@ -80,6 +80,11 @@ def build(config, *, run_id: str, digest: str, judge_reads_answer: bool) -> list
         if config.curriculum.recompute_mfd:
             student_r = add("student_answers", r, (ingest, train[r])) if judge_reads_answer else None
             judges.append(add("judge", r, (ingest, answers[0], train[r], student_r)))
+    evaluations: list[Node] = []
+    if config.evaluation.heldout is not None:
+        heldout = add("heldout_answers", 0, (ingest,))
+        evaluations.append(add("evaluate_base", 0, (heldout,)))
+        evaluations += [add("evaluate", r, (heldout, train[r])) for r in sorted(train)]
     for extra in config.recipe.add:
         anchor = (extra.after, extra.round)
         position = next(i for i, s in enumerate(steps) if s.node == anchor) + 1

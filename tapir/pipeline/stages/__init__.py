@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from tapir.pipeline.stages.answers import StudentAnswers, TeacherAnswers
 from tapir.pipeline.stages.classify import Classify
+from tapir.pipeline.stages.evaluate import Evaluate, EvaluateBase, HeldoutAnswers
 from tapir.pipeline.stages.expand import Expand
 from tapir.pipeline.stages.export import Export
 from tapir.pipeline.stages.ingest import Ingest
@@ -17,5 +18,5 @@ from tapir.pipeline.stages.train import Train
 BUILTIN = {
     cls.name: cls
     for cls in (Ingest, TeacherAnswers, Train, StudentAnswers, JudgeMFD, SeedCut, Classify, Resample, Expand,
-                Rewrite, Export)
+                Rewrite, Export, HeldoutAnswers, Evaluate, EvaluateBase)
 }
