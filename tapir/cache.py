@@ -84,11 +84,11 @@ class CachedBackend:
             chunk = unique[start : start + _LOOKUP_CHUNK]
             marks = ",".join("?" * len(chunk))
             rows = self.store.execute(
-                f"select id, key, response, logprobs, prompt_tokens, completion_tokens, cost "
+                f"select id, key, response, logprobs, prompt_tokens, completion_tokens, cost, finish_reason "
                 f"from llm_calls where error is null and key in ({marks}) order by id",
                 chunk,
             ).fetchall()
-            for call_id, key, response, logprobs, pt, ct, cost in rows:
+            for call_id, key, response, logprobs, pt, ct, cost, finish in rows:
                 if key not in found:
                     found[key] = Completion(
                         text=response,
@@ -98,6 +98,7 @@ class CachedBackend:
                         cost=cost,
                         cached=True,
                         call_id=call_id,
+                        finish_reason=finish,
                     )
         return found
 
@@ -159,12 +160,17 @@ class CachedBackend:
 
     def _send(self, requests, todo, keys, results, on_result) -> None:
         miss_requests = [requests[todo[k][0]] for k in keys]
-        started = time.perf_counter()
+        last = [time.perf_counter()]
 
         def record(j: int, completion: Completion) -> None:
             key = keys[j]
+            now = time.perf_counter()
             if completion.latency_s is None:
-                completion.latency_s = time.perf_counter() - started
+                # A backend that times nothing: the time since the previous
+                # result (or the start), so a call's latency is its own and
+                # the sum over a batch is the batch's time, not n times it.
+                completion.latency_s = now - last[0]
+            last[0] = now
             self._record(key, miss_requests[j], completion)
             self._unclaim([key])
             self._deliver(results, todo[key], completion, on_result)

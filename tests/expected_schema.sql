@@ -70,26 +70,6 @@ CREATE TABLE "responses" (
 );
 CREATE UNIQUE INDEX "idx_responses_run_id_item_id_role_model_round_sample"
     ON "responses" ("run_id", "item_id", "role", "model", "round", "sample");
-CREATE TABLE "judgments" (
-   "id" INTEGER PRIMARY KEY,
-   "run_id" TEXT,
-   "item_id" TEXT,
-   "judge" TEXT,
-   "model" TEXT,
-   "kind" TEXT,
-   "position" TEXT,
-   "round" INTEGER,
-   "response_a_id" INTEGER,
-   "response_b_id" INTEGER,
-   "score_a" REAL,
-   "score_b" REAL,
-   "preference" REAL,
-   "raw" TEXT,
-   "error" TEXT,
-   "created_at" TEXT
-);
-CREATE UNIQUE INDEX "idx_judgments_run_id_item_id_judge_position_round"
-    ON "judgments" ("run_id", "item_id", "judge", "position", "round");
 CREATE TABLE "classifications" (
    "run_id" TEXT,
    "item_id" TEXT,
@@ -192,3 +172,102 @@ CREATE TABLE "api_batch_requests" (
 );
 CREATE INDEX "idx_api_batch_requests_request_key"
     ON "api_batch_requests" ("request_key");
+CREATE TABLE "judgments" (
+   "id" INTEGER PRIMARY KEY,
+   "run_id" TEXT,
+   "item_id" TEXT,
+   "judge" TEXT,
+   "model" TEXT,
+   "kind" TEXT,
+   "position" TEXT,
+   "round" INTEGER,
+   "response_a_id" INTEGER REFERENCES "responses"("id"),
+   "response_b_id" INTEGER REFERENCES "responses"("id"),
+   "score_a" REAL,
+   "score_b" REAL,
+   "preference" REAL,
+   "raw" TEXT,
+   "error" TEXT,
+   "created_at" TEXT
+);
+CREATE UNIQUE INDEX "idx_judgments_run_id_item_id_judge_position_round"
+    ON "judgments" ("run_id", "item_id", "judge", "position", "round");
+CREATE VIEW stage_summary as select s.run_id, r.name as run_name, s.name as stage, s.round, s.status,
+       case when s.reused_from is not null then 'reused from ' || s.reused_from end as reused,
+       case when json_valid(s.info) then json_extract(s.info, '$.ok') end as ok, case when json_valid(s.info) then json_extract(s.info, '$.failed') end as failed,
+       case when json_valid(s.info) then json_extract(s.info, '$.calls') end as calls, case when json_valid(s.info) then json_extract(s.info, '$.tokens') end as tokens,
+       case when json_valid(s.info) then json_extract(s.info, '$.cost') end as cost, case when json_valid(s.info) then json_extract(s.info, '$.truncated') end as truncated,
+       s.seconds, case when json_valid(s.info) then json_extract(s.info, '$.error') end as error, s.started_at, s.finished_at, s.key as stage_key
+from stages s left join runs r on r.id = s.run_id;
+CREATE VIEW item_outcomes as select s.run_id, s.name as stage, s.round, o.item_id, o.status, o.reason, o.error_kind, o.http_status,
+       o.attempts, o.llm_call_id, o.updated_at, o.stage_key
+from outcomes o join stages s on s.key = o.stage_key;
+CREATE VIEW hard_items as select cut.run_id, hard.item_id, item.instruction, item.input, label.label as task_type,
+       teacher.text as teacher_answer, student.text as student_answer,
+       tscore.value as teacher_score, sscore.value as student_score, mfd.value as mfd,
+       (select group_concat(j.position || ': ' || coalesce(j.raw, ''), char(10)) from judgments j
+         where j.run_id = judge.key and j.item_id = hard.item_id) as judge_raw,
+       (select group_concat(j.error, '; ') from judgments j
+         where j.run_id = judge.key and j.item_id = hard.item_id) as judge_error,
+       cut.key as seed_cut_key
+from stages cut
+join scores hard on hard.run_id = cut.key and hard.name = 'hard' and hard.value = 1
+left join stages ingest on ingest.run_id = cut.run_id and ingest.name = 'ingest' and ingest.round = 0
+left join items item on item.run_id = ingest.key and item.id = hard.item_id
+left join stages ta on ta.run_id = cut.run_id and ta.name = 'teacher_answers' and ta.round = 0
+left join responses teacher on teacher.run_id = ta.key and teacher.item_id = hard.item_id
+     and teacher.role = 'teacher' and teacher.sample = 0
+left join stages sa on sa.run_id = cut.run_id and sa.name = 'student_answers' and sa.round = 0
+left join responses student on student.run_id = sa.key and student.item_id = hard.item_id
+     and student.role = 'student' and student.sample = 0
+left join stages judge on judge.run_id = cut.run_id and judge.name = 'judge' and judge.round = 0
+left join scores tscore on tscore.run_id = judge.key and tscore.item_id = hard.item_id
+     and tscore.name = 'teacher_score'
+left join scores sscore on sscore.run_id = judge.key and sscore.item_id = hard.item_id
+     and sscore.name = 'student_score'
+left join scores mfd on mfd.run_id = judge.key and mfd.item_id = hard.item_id and mfd.name = 'mfd'
+left join stages cls on cls.run_id = cut.run_id and cls.name = 'classify' and cls.round = 0
+left join classifications label on label.run_id = cls.key and label.item_id = hard.item_id
+where cut.name = 'seed_cut';
+CREATE VIEW calls_by_role as select c.run_id, c.role, count(*) as calls, coalesce(sum(c.error is not null), 0) as errors,
+       coalesce(sum(c.prompt_tokens), 0) as prompt_tokens, coalesce(sum(c.completion_tokens), 0) as completion_tokens,
+       coalesce(sum(c.prompt_tokens), 0) + coalesce(sum(c.completion_tokens), 0) as tokens,
+       round(coalesce(sum(c.cost), 0), 6) as cost, coalesce(sum(c.finish_reason = 'length'), 0) as truncated,
+       round(sum(c.latency_s), 3) as latency_s, round(avg(c.latency_s), 3) as avg_latency_s,
+       min(c.created_at) as first_call, max(c.created_at) as last_call
+from llm_calls c group by c.run_id, c.role;
+CREATE VIEW calls_by_stage as select s.run_id, s.name as stage, s.round, c.role, c.model, count(*) as calls,
+       coalesce(sum(c.error is not null), 0) as errors,
+       coalesce(sum(c.prompt_tokens), 0) + coalesce(sum(c.completion_tokens), 0) as tokens,
+       round(coalesce(sum(c.cost), 0), 6) as cost, coalesce(sum(c.finish_reason = 'length'), 0) as truncated,
+       round(sum(c.latency_s), 3) as latency_s, c.stage_key
+from llm_calls c join stages s on s.key = c.stage_key and s.run_id = c.run_id
+group by s.run_id, s.name, s.round, c.role, c.model, c.stage_key;
+CREATE VIEW benchmark_scores as select b.model, b.benchmark, b.task, b.metric, b.value, b.stderr, b.n,
+       case when json_valid(b.meta) then json_extract(b.meta, '$.failures') end as failures, case when json_valid(b.meta) then json_extract(b.meta, '$.judge') end as judge,
+       case when json_valid(b.meta) then json_extract(b.meta, '$.judge_mode') end as judge_mode, case when json_valid(b.meta) then json_extract(b.meta, '$.subset') end as subset,
+       case when json_valid(b.meta) then json_extract(b.meta, '$.data_version') end as data_version, b.run_id, b.created_at
+from benchmark_results b;
+CREATE VIEW item_history as select s.run_id, t.id as item_id, s.name as stage, s.round, 'item (' || coalesce(t.origin, '?') || ')' as what,
+       t.instruction as text, null as value, s.key as stage_key
+from items t join stages s on s.key = t.run_id
+union all
+select s.run_id, t.item_id, s.name, s.round, coalesce(t.role, '?') || ' answer', t.text, null, s.key
+from responses t join stages s on s.key = t.run_id
+union all
+select s.run_id, t.item_id, s.name, s.round, 'judgment ' || coalesce(t.position, ''),
+       coalesce(t.error, t.raw), t.score_a - t.score_b, s.key
+from judgments t join stages s on s.key = t.run_id
+union all
+select s.run_id, t.item_id, s.name, s.round, t.name, null, t.value, s.key
+from scores t join stages s on s.key = t.run_id
+union all
+select s.run_id, t.item_id, s.name, s.round, 'task type', t.label, t.confidence, s.key
+from classifications t join stages s on s.key = t.run_id
+union all
+select s.run_id, t.item_id, s.name, s.round, 'rewritten as ' || coalesce(t.new_item_id, '?'),
+       coalesce(t.error, t.refined_instruction), null, s.key
+from rewrites t join stages s on s.key = t.run_id
+union all
+select s.run_id, t.item_id, s.name, s.round, 'outcome ' || t.status, t.reason, t.attempts, s.key
+from outcomes t join stages s on s.key = t.stage_key;

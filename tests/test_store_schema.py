@@ -28,9 +28,10 @@ from tapir.store.migrations import MIGRATIONS, migrate
 EXPECTED = (Path(__file__).parent / "expected_schema.sql").read_text()
 
 TABLES = [
-    "_migrations", "runs", "stages", "items", "llm_calls", "responses", "judgments",
+    "_migrations", "runs", "stages", "items", "llm_calls", "responses",
     "classifications", "rewrites", "checkpoints", "scores", "benchmark_results", "outcomes", "locks",
     "api_batches", "api_batch_requests",
+    "judgments",  # rebuilt with its foreign keys by m005
 ]
 
 

@@ -7,7 +7,9 @@
   seeded from (seed, sample index): distinct samples differ, and a sample
   is the same whatever else shares its batch.
 * Stop strings, per-token logprobs with top-k alternatives, token counts,
-  latency; failures come back as ``Completion(error=...)``.
+  latency (each request's share of its batch's time), finish reason
+  (``length`` when cut at max_new_tokens, else ``stop``); failures come back
+  as ``Completion(error=...)``.
 * :meth:`HFBackend.score`: per-token logprobs of given continuations
   (judges, lm-eval-style scoring).
 
@@ -340,17 +342,24 @@ class HFBackend:
             sequences = model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config,
                                        **kwargs)
         generated = sequences[:, width:].tolist()
-        latency = time.perf_counter() - started
+        # Each request's share of its batch's time: summed over a stage's
+        # calls it is the generation time, not the batch time times its rows.
+        latency = (time.perf_counter() - started) / len(batch)
         out = []
         for row, (i, ids, _) in enumerate(batch):
             tokens = generated[row][: stopper.length(row, len(generated[row]))]
             count = len(tokens)
             end = next((k for k, t in enumerate(tokens) if t in eos), None)
-            if end is not None and not self.ignore_eos:
+            stopped = end is not None and not self.ignore_eos
+            if stopped:
                 tokens = tokens[:end]
                 count = end + 1  # the EOS token was generated too
             text = tok.decode(tokens, skip_special_tokens=True)
-            text = _cut_at_stop(text, params[row].stop)
+            cut = _cut_at_stop(text, params[row].stop)
+            stopped = stopped or cut != text
+            text = cut
+            # "length": cut at max_new_tokens (or at the context limit), as the OpenAI API says it.
+            finish = "stop" if stopped or count < max_new[row] else "length"
             logprobs = None
             if params[row].top_logprobs > 0:
                 logprobs = [
@@ -358,7 +367,7 @@ class HFBackend:
                     for t, (lp, top) in zip(tokens, sampler.logprobs(row, len(tokens)))
                 ]
             out.append((i, Completion(text=text, logprobs=logprobs, prompt_tokens=len(ids),
-                                      completion_tokens=count, latency_s=latency)))
+                                      completion_tokens=count, latency_s=latency, finish_reason=finish)))
         return out
 
     # -- scoring ----------------------------------------------------------

@@ -153,7 +153,7 @@ class TaskAwareRewriter:
             else:
                 refined[i] = (clean_refinement(c.text), c.call_id)
 
-        requests = [GenerationRequest(self.refine_messages(it), params) for it in items]
+        requests = [GenerationRequest(self.refine_messages(it), params, meta={"item_id": it.id}) for it in items]
         completions = self.backend.generate(requests, on_result=refinement_done)
         # A backend that does not call on_result still returns every completion.
         for i, c in enumerate(completions):
@@ -222,7 +222,8 @@ class TaskAwareRewriter:
             self._finish(results, on_result, i, Rewrite(item.instruction, text if reason is None else "", reason, ids))
 
         if asked:
-            requests = [GenerationRequest(self.polish_messages(items[i]), params) for i in asked]
+            requests = [GenerationRequest(self.polish_messages(items[i]), params, meta={"item_id": items[i].id})
+                        for i in asked]
             for j, c in enumerate(self.backend.generate(requests, on_result=done)):
                 done(j, c)
         return results  # type: ignore[return-value]

@@ -43,7 +43,7 @@ class Teacher:
         return msgs + [{"role": "user", "content": item.prompt}]
 
     def answer(self, items: Sequence[Item], params: GenerationParams, on_result=None) -> list[Completion]:
-        requests = [GenerationRequest(self.messages(it), params) for it in items]
+        requests = [GenerationRequest(self.messages(it), params, meta={"item_id": it.id}) for it in items]
         return self.backend.generate(requests, on_result=on_result)
 
     def expansion_messages(self, task_type: str, examples: Sequence[Item]) -> list[dict]:

@@ -316,3 +316,126 @@ def m004_api_batches(db: sqlite_utils.Database):
         foreign_keys=[("batch_id", "api_batches", "id")],
     )
     db["api_batch_requests"].create_index(["request_key"])
+
+
+def _json(column: str, path: str) -> str:
+    """A JSON field of a text column, NULL (not an error) where the text is not JSON."""
+    return f"case when json_valid({column}) then json_extract({column}, '{path}') end"
+
+
+# Views for datasette and SQL users. Data rows carry the key of the stage that
+# wrote them in ``run_id`` (their scope); ``stages`` maps a run to its keys,
+# so every view joins through ``stages`` to name the run, stage and round.
+_VIEWS = {
+    "stage_summary": f"""
+select s.run_id, r.name as run_name, s.name as stage, s.round, s.status,
+       case when s.reused_from is not null then 'reused from ' || s.reused_from end as reused,
+       {_json('s.info', '$.ok')} as ok, {_json('s.info', '$.failed')} as failed,
+       {_json('s.info', '$.calls')} as calls, {_json('s.info', '$.tokens')} as tokens,
+       {_json('s.info', '$.cost')} as cost, {_json('s.info', '$.truncated')} as truncated,
+       s.seconds, {_json('s.info', '$.error')} as error, s.started_at, s.finished_at, s.key as stage_key
+from stages s left join runs r on r.id = s.run_id""",
+    "item_outcomes": """
+select s.run_id, s.name as stage, s.round, o.item_id, o.status, o.reason, o.error_kind, o.http_status,
+       o.attempts, o.llm_call_id, o.updated_at, o.stage_key
+from outcomes o join stages s on s.key = o.stage_key""",
+    "hard_items": """
+select cut.run_id, hard.item_id, item.instruction, item.input, label.label as task_type,
+       teacher.text as teacher_answer, student.text as student_answer,
+       tscore.value as teacher_score, sscore.value as student_score, mfd.value as mfd,
+       (select group_concat(j.position || ': ' || coalesce(j.raw, ''), char(10)) from judgments j
+         where j.run_id = judge.key and j.item_id = hard.item_id) as judge_raw,
+       (select group_concat(j.error, '; ') from judgments j
+         where j.run_id = judge.key and j.item_id = hard.item_id) as judge_error,
+       cut.key as seed_cut_key
+from stages cut
+join scores hard on hard.run_id = cut.key and hard.name = 'hard' and hard.value = 1
+left join stages ingest on ingest.run_id = cut.run_id and ingest.name = 'ingest' and ingest.round = 0
+left join items item on item.run_id = ingest.key and item.id = hard.item_id
+left join stages ta on ta.run_id = cut.run_id and ta.name = 'teacher_answers' and ta.round = 0
+left join responses teacher on teacher.run_id = ta.key and teacher.item_id = hard.item_id
+     and teacher.role = 'teacher' and teacher.sample = 0
+left join stages sa on sa.run_id = cut.run_id and sa.name = 'student_answers' and sa.round = 0
+left join responses student on student.run_id = sa.key and student.item_id = hard.item_id
+     and student.role = 'student' and student.sample = 0
+left join stages judge on judge.run_id = cut.run_id and judge.name = 'judge' and judge.round = 0
+left join scores tscore on tscore.run_id = judge.key and tscore.item_id = hard.item_id
+     and tscore.name = 'teacher_score'
+left join scores sscore on sscore.run_id = judge.key and sscore.item_id = hard.item_id
+     and sscore.name = 'student_score'
+left join scores mfd on mfd.run_id = judge.key and mfd.item_id = hard.item_id and mfd.name = 'mfd'
+left join stages cls on cls.run_id = cut.run_id and cls.name = 'classify' and cls.round = 0
+left join classifications label on label.run_id = cls.key and label.item_id = hard.item_id
+where cut.name = 'seed_cut'""",
+    "calls_by_role": """
+select c.run_id, c.role, count(*) as calls, coalesce(sum(c.error is not null), 0) as errors,
+       coalesce(sum(c.prompt_tokens), 0) as prompt_tokens, coalesce(sum(c.completion_tokens), 0) as completion_tokens,
+       coalesce(sum(c.prompt_tokens), 0) + coalesce(sum(c.completion_tokens), 0) as tokens,
+       round(coalesce(sum(c.cost), 0), 6) as cost, coalesce(sum(c.finish_reason = 'length'), 0) as truncated,
+       round(sum(c.latency_s), 3) as latency_s, round(avg(c.latency_s), 3) as avg_latency_s,
+       min(c.created_at) as first_call, max(c.created_at) as last_call
+from llm_calls c group by c.run_id, c.role""",
+    "calls_by_stage": """
+select s.run_id, s.name as stage, s.round, c.role, c.model, count(*) as calls,
+       coalesce(sum(c.error is not null), 0) as errors,
+       coalesce(sum(c.prompt_tokens), 0) + coalesce(sum(c.completion_tokens), 0) as tokens,
+       round(coalesce(sum(c.cost), 0), 6) as cost, coalesce(sum(c.finish_reason = 'length'), 0) as truncated,
+       round(sum(c.latency_s), 3) as latency_s, c.stage_key
+from llm_calls c join stages s on s.key = c.stage_key and s.run_id = c.run_id
+group by s.run_id, s.name, s.round, c.role, c.model, c.stage_key""",
+    "benchmark_scores": f"""
+select b.model, b.benchmark, b.task, b.metric, b.value, b.stderr, b.n,
+       {_json('b.meta', '$.failures')} as failures, {_json('b.meta', '$.judge')} as judge,
+       {_json('b.meta', '$.judge_mode')} as judge_mode, {_json('b.meta', '$.subset')} as subset,
+       {_json('b.meta', '$.data_version')} as data_version, b.run_id, b.created_at
+from benchmark_results b""",
+    "item_history": """
+select s.run_id, t.id as item_id, s.name as stage, s.round, 'item (' || coalesce(t.origin, '?') || ')' as what,
+       t.instruction as text, null as value, s.key as stage_key
+from items t join stages s on s.key = t.run_id
+union all
+select s.run_id, t.item_id, s.name, s.round, coalesce(t.role, '?') || ' answer', t.text, null, s.key
+from responses t join stages s on s.key = t.run_id
+union all
+select s.run_id, t.item_id, s.name, s.round, 'judgment ' || coalesce(t.position, ''),
+       coalesce(t.error, t.raw), t.score_a - t.score_b, s.key
+from judgments t join stages s on s.key = t.run_id
+union all
+select s.run_id, t.item_id, s.name, s.round, t.name, null, t.value, s.key
+from scores t join stages s on s.key = t.run_id
+union all
+select s.run_id, t.item_id, s.name, s.round, 'task type', t.label, t.confidence, s.key
+from classifications t join stages s on s.key = t.run_id
+union all
+select s.run_id, t.item_id, s.name, s.round, 'rewritten as ' || coalesce(t.new_item_id, '?'),
+       coalesce(t.error, t.refined_instruction), null, s.key
+from rewrites t join stages s on s.key = t.run_id
+union all
+select s.run_id, t.item_id, s.name, s.round, 'outcome ' || t.status, t.reason, t.attempts, s.key
+from outcomes t join stages s on s.key = t.stage_key""",
+}
+
+
+@migration
+def m005_views_and_judgment_foreign_keys(db: sqlite_utils.Database):
+    """Views for browsing (datasette, SQL): stage_summary, item_outcomes,
+    hard_items, calls_by_role, calls_by_stage, benchmark_scores,
+    item_history; and foreign keys from judgments.response_a_id /
+    response_b_id to responses.id (a dangling id, which pointed nowhere, is
+    set to NULL first).
+
+    Item rows cannot take a foreign key to ``items``: an item is
+    (scope, id), and the rows about it live under other scopes (the key of
+    the stage that wrote them); ``item_history`` gathers them per run.
+    """
+    for column in ("response_a_id", "response_b_id"):
+        db.execute(f"update judgments set {column} = null where {column} is not null "
+                   f"and {column} not in (select id from responses)")
+    # transform_sql, not transform(): its statements run inside this
+    # migration's transaction (transform() would commit on its own).
+    for sql in db["judgments"].transform_sql(
+        add_foreign_keys=[("response_a_id", "responses", "id"), ("response_b_id", "responses", "id")]
+    ):
+        db.execute(sql)
+    for name, sql in _VIEWS.items():
+        db.execute(f"create view {name} as {sql.strip()}")

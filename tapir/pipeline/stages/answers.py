@@ -21,7 +21,7 @@ def items_to_answer(job: Job) -> list[Item]:
 
 class TeacherAnswers:
     name = "teacher_answers"
-    reads = ("teacher", "data.use_dataset_answers")
+    reads = ("teacher", "data.use_dataset_answers", "truncation.teacher")
     version = "1"
     max_failure_rate = 0.05
 
@@ -41,12 +41,22 @@ class TeacherAnswers:
             return
         model = ctx.config.teacher.model.model if ctx.config.teacher.model else "dataset"
         params = params_of(ctx.config.teacher.model)
+        on_truncated = ctx.config.truncation.teacher
+        truncated = 0
         with progress.bar(f"teacher answers (round {job.round})", len(todo)) as bar:
 
             def on_result(i: int, completion: Completion) -> None:
+                nonlocal truncated
                 bar.update()
                 it = todo[i]
                 if completion.ok and completion.text.strip():
+                    # -- truncation.teacher: answers cut at max_new_tokens --
+                    if completion.finish_reason == "length":
+                        truncated += 1
+                        if on_truncated == "drop":
+                            job.fail(it.id, f"answer cut at max_new_tokens ({params.max_new_tokens})", "truncated",
+                                     call_id=completion.call_id)
+                            return
                     ctx.save_response(job.key, it.id, "teacher", model, job.round, completion)
                     job.ok(it.id, completion.call_id)
                 else:
@@ -54,6 +64,16 @@ class TeacherAnswers:
 
             ctx.teacher.answer(todo, params, on_result=on_result)
         job.info.update(items=len(items), asked=len(todo))
+        if truncated:
+            job.info["truncated_answers"] = truncated  # cached answers included (the summary counts new calls)
+            job.info["on_truncated"] = on_truncated
+            if on_truncated == "flag":
+                progress.say(f"   warning: {truncated} of {len(todo)} teacher answers were cut at max_new_tokens "
+                             f"({params.max_new_tokens}) and are kept: raise teacher.model.generation.max_new_tokens, "
+                             f"or set truncation.teacher: drop")
+            elif on_truncated == "drop":
+                progress.say(f"   {truncated} of {len(todo)} teacher answers were cut at max_new_tokens "
+                             f"({params.max_new_tokens}) and dropped (truncation.teacher: drop)")
 
 
 def student_path(job: Job, round: int) -> str:

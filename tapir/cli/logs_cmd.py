@@ -1,0 +1,195 @@
+"""``tapir logs``: the LLM calls in the store, newest first (as ``llm logs``).
+
+Each call shows its role, stage, round and item, the model, tokens, cost,
+latency, why it stopped (``length``: cut at max_new_tokens), its error if
+any, and the prompt and response (cut at ``--width`` characters unless
+``--full``). Read-only: a missing database is an error, never created; an
+unknown run, stage, role or model is an error naming the known ones.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from tapir.errors import TapirError
+
+_COLUMNS = ("id", "created_at", "model", "role", "stage_key", "round", "item_id", "sample", "params", "messages",
+            "response", "error", "finish_reason", "prompt_tokens", "completion_tokens", "cost", "latency_s",
+            "run_id", "key")
+
+
+def _known(store, sql: str, params: list | tuple = ()) -> list[str]:
+    return [str(r[0]) for r in store.execute(sql, params).fetchall() if r[0] is not None]
+
+
+def _one_of(value: str, known: list[str], what: str) -> None:
+    if value not in known:
+        shown = ", ".join(known[:20]) + (" ..." if len(known) > 20 else "")
+        raise TapirError(f"no {what} '{value}' in the call log. Known: {shown or 'none'}")
+
+
+def _run_id(store, run: str) -> str:
+    row = store.execute("select id from runs where id = ? or name = ? order by created_at desc limit 1",
+                        [run, run]).fetchone()
+    if row is None:
+        recent = _known(store, "select id || ' (' || coalesce(name, '') || ')' from runs "
+                               "order by created_at desc limit 10")
+        raise TapirError(f"no run '{run}' in {store.path}. Recent runs: {', '.join(recent) or 'none'}")
+    return row[0]
+
+
+def select_calls(store, *, run: str | None = None, stage: str | None = None, role: str | None = None,
+                 model: str | None = None, status: str | None = None, item: str | None = None,
+                 round_: int | None = None, count: int = 3) -> list[dict[str, Any]]:
+    """The newest ``count`` calls (0: all) matching every filter given, newest first.
+
+    ``run``: a run id or name (calls of its stages' keys, reused stages
+    included, and calls it made outside any stage); ``stage``: a stage name
+    (within ``run`` when given) or a stage key or key prefix."""
+    where: list[str] = []
+    params: list[Any] = []
+    run_id = None
+    if run is not None:
+        run_id = _run_id(store, run)
+        where.append("(stage_key in (select key from stages where run_id = ?) or run_id = ?)")
+        params += [run_id, run_id]
+    if stage is not None:
+        scope = " and run_id = ?" if run_id else ""
+        keys = _known(store, f"select key from stages where name = ?{scope} and key is not null",
+                      [stage, *([run_id] if run_id else [])])
+        if keys:
+            where.append(f"stage_key in ({','.join('?' * len(keys))})")
+            params += keys
+        elif store.execute("select 1 from llm_calls where stage_key like ? limit 1", [stage + "%"]).fetchone():
+            where.append("stage_key like ?")
+            params.append(stage + "%")
+        else:
+            names = _known(store, f"select distinct name from stages where 1=1{scope} order by name",
+                           [run_id] if run_id else [])
+            raise TapirError(f"no stage '{stage}'{f' in run {run_id}' if run_id else ''} (a stage name or key). "
+                             f"Stages: {', '.join(names) or 'none'}")
+    if role is not None:
+        _one_of(role, _known(store, "select distinct role from llm_calls order by role"), "role")
+        where.append("role = ?")
+        params.append(role)
+    if model is not None:
+        _one_of(model, _known(store, "select distinct model from llm_calls order by model"), "model")
+        where.append("model = ?")
+        params.append(model)
+    if status is not None:
+        where.append("error is null" if status == "ok" else "error is not null")
+    if item is not None:
+        where.append("item_id = ?")
+        params.append(item)
+    if round_ is not None:
+        where.append("round = ?")
+        params.append(round_)
+    sql = f"select {', '.join(_COLUMNS)} from llm_calls"
+    if where:
+        sql += " where " + " and ".join(where)
+    sql += " order by id desc"
+    if count:
+        sql += f" limit {int(count)}"
+    rows = [dict(zip(_COLUMNS, r)) for r in store.execute(sql, params).fetchall()]
+    names = _stage_names(store, {r["stage_key"] for r in rows if r["stage_key"]})
+    for r in rows:
+        r["stage"] = names.get(r["stage_key"])
+        for key in ("params", "messages"):
+            if r[key]:
+                try:
+                    r[key] = json.loads(r[key])
+                except ValueError:
+                    pass
+    return rows
+
+
+def _stage_names(store, keys: set[str]) -> dict[str, str]:
+    if not keys:
+        return {}
+    marks = ",".join("?" * len(keys))
+    return {k: n for k, n in store.execute(f"select key, name from stages where key in ({marks})", list(keys))}
+
+
+def _cut(text: str | None, width: int | None) -> str:
+    text = text or ""
+    if width is None or len(text) <= width:
+        return text
+    return text[:width] + f" ... [{len(text) - width} more characters; --full shows all]"
+
+
+def render(call: dict[str, Any], width: int | None) -> list[str]:
+    where = [call["role"] or "?"]
+    if call["stage"] or call["stage_key"]:
+        where.append(f"{call['stage'] or 'stage'} {call['stage_key'][:12] if call['stage_key'] else ''}".strip())
+    if call["round"] is not None:
+        where.append(f"round {call['round']}")
+    if call["item_id"]:
+        where.append(f"item {call['item_id']}")
+    lines = [f"## call {call['id']}  {call['created_at']}  " + ", ".join(where)]
+    facts = [call["model"] or "?"]
+    if call["prompt_tokens"] is not None or call["completion_tokens"] is not None:
+        facts.append(f"{call['prompt_tokens'] or 0} + {call['completion_tokens'] or 0} tokens")
+    if call["latency_s"] is not None:
+        facts.append(f"{call['latency_s']:.2f} s")
+    if call["cost"]:
+        facts.append(f"${call['cost']:.6f}")
+    if call["finish_reason"]:
+        facts.append(f"finish: {call['finish_reason']}"
+                     + (" (cut at max_new_tokens)" if call["finish_reason"] == "length" else ""))
+    if call["sample"]:
+        facts.append(f"sample {call['sample']}")
+    lines.append(", ".join(facts))
+    messages = call["messages"] if isinstance(call["messages"], list) else [{"role": "?", "content": call["messages"]}]
+    lines.append("")
+    lines.append("### prompt")
+    for m in messages:
+        lines.append(f"[{m.get('role', '?')}] {_cut(str(m.get('content', '')), width)}")
+    lines.append("")
+    if call["error"]:
+        lines.append("### error")
+        lines.append(_cut(call["error"], width))
+    else:
+        lines.append("### response")
+        lines.append(_cut(call["response"], width))
+    lines.append("")
+    return lines
+
+
+def register(cli):
+    @cli.command()
+    @click.option("--run", "run", default=None, help="A run id or name: the calls of its stages.")
+    @click.option("--stage", default=None, help="A stage name (teacher_answers, judge, ...) or stage key.")
+    @click.option("--role", default=None, help="teacher, judge, rewriter, student, classifier, ...")
+    @click.option("-m", "--model", default=None, help="Model id, as recorded (see `tapir logs --json`).")
+    @click.option("--status", type=click.Choice(["ok", "error"]), default=None, help="Only answered or failed calls.")
+    @click.option("--item", default=None, help="An item id.")
+    @click.option("--round", "round_", type=int, default=None, help="A curriculum round.")
+    @click.option("-n", "--count", default=3, show_default=True, help="How many calls, newest first (0: all).")
+    @click.option("--full", is_flag=True, help="Do not cut long prompts and responses.")
+    @click.option("--width", default=500, show_default=True, help="Characters shown per message unless --full.")
+    @click.option("--json", "as_json", is_flag=True, help="The calls as a JSON list (messages and params parsed).")
+    @click.pass_obj
+    def logs(obj, run, stage, role, model, status, item, round_, count, full, width, as_json):
+        """The LLM calls in the database, newest first: role, stage, round,
+        item, model, tokens, latency, finish reason, prompt and response."""
+        from tapir.store import open_store
+
+        if count < 0:
+            raise TapirError("-n must be 0 (all) or more")
+        store = open_store(obj["db"], create=False)
+        try:
+            calls = select_calls(store, run=run, stage=stage, role=role, model=model, status=status, item=item,
+                                 round_=round_, count=count)
+            if as_json:
+                click.echo(json.dumps(calls, indent=2, ensure_ascii=False, default=str))
+                return
+            if not calls:
+                click.echo(f"no calls match in {store.path}")
+                return
+            for call in calls:
+                click.echo("\n".join(render(call, None if full else width)))
+        finally:
+            store.close()
