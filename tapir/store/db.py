@@ -109,17 +109,17 @@ def _existing_ancestor(path: Path) -> Path:
     return folder
 
 
-def _reading_connection(path: Path, timeout: float = 1.0) -> sqlite3.Connection:
+def _reading_connection(path: Path, timeout: float = 1.0, **kwargs) -> sqlite3.Connection:
     """A connection that only reads ``path``. A read-write connection with
     ``query_only`` where the folder allows it: as the last one to close, it
     removes the ``-wal``/``-shm`` files that reading a WAL database makes (a
     ``mode=ro`` connection would leave them behind)."""
     folder = path.parent if str(path.parent) else Path(".")
     if os.access(path, os.W_OK) and os.access(folder, os.W_OK | os.X_OK):
-        conn = sqlite3.connect(str(path), timeout=timeout)
+        conn = sqlite3.connect(str(path), timeout=timeout, **kwargs)
         conn.execute("PRAGMA query_only = 1")
     else:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=timeout)
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=timeout, **kwargs)
     return conn
 
 
@@ -332,8 +332,7 @@ def open_store(path: str | os.PathLike | None = None, *, memory: bool = False, c
 
 def _open_readonly(resolved: Path) -> Store:
     try:
-        conn = sqlite3.connect(f"{resolved.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False,
-                               timeout=BUSY_TIMEOUT_S)
+        conn = _reading_connection(resolved, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
         conn.execute("select count(*) from sqlite_master").fetchone()
     except sqlite3.Error as exc:
         raise StoreError(_problem_of(exc, resolved)) from None

@@ -1,0 +1,513 @@
+"""Bad inputs a new user feeds tapir: data files, databases, duplicate YAML
+keys and model ids. Each case runs ``tapir distill CONFIG`` (or the unit
+under test) and asserts the exit code, that the message names the file /
+key / line and says how to fix it, that no LLM call was made, that an
+existing database is byte-for-byte unchanged and that no new file (no
+database, no output folder) appears.
+
+The base config is tests/pipeline_helpers.py's small one (script teacher,
+spy trainer) over a stand-in student folder; each case changes one thing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from pipeline_helpers import SEED_DATA, ScriptPlugin, ScriptTeacher, SpyPlugin, write_config
+
+from tapir.config import DataConfig, read_yaml
+from tapir.errors import ConfigError, TapirError
+from tapir.pipeline.data import load_items
+from tapir.store import open_store
+from tapir.store import db as db_mod
+from tapir.store.db import StoreError, StoreMissing, check_store, known_migrations
+
+GOOD_ROW = json.dumps({"instruction": "Name a colour.", "output": "Blue."})
+
+
+# --------------------------------------------------------------------------- harness
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every file under ``root`` with the hash of its bytes."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and not p.is_symlink():
+            out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()
+        elif p.is_dir():
+            out[str(p.relative_to(root)) + "/"] = "dir"
+    return out
+
+
+@pytest.fixture
+def env(tmp_path, register_plugin, monkeypatch):
+    """A work folder with a valid tapir database (one run row), a stand-in
+    student folder, the test plugins, and the CLI."""
+    from tapir.cli import _add_commands, cli
+
+    register_plugin(ScriptPlugin(), "test-script")
+    register_plugin(SpyPlugin(), "test-spy")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TAPIR_DB", raising=False)
+    monkeypatch.setenv("TAPIR_QUIET", "1")
+    _add_commands()
+    student = tmp_path / "student"
+    student.mkdir()
+    (student / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    existing = tmp_path / "existing.db"
+    store = open_store(existing)
+    store.execute("insert into runs (id, name, status) values ('r-old', 'old', 'done')")
+    store.db.conn.commit()
+    store.close()
+    return Env(tmp_path, student, existing, cli)
+
+
+class Env:
+    def __init__(self, root: Path, student: Path, existing: Path, cli):
+        self.root, self.student, self.existing, self.cli = root, student, existing, cli
+
+    def config(self, **overrides) -> Path:
+        return write_config(self.root, self.student, **overrides)
+
+    def invoke(self, args: list[str], code: int = 2) -> str:
+        """Run the CLI; assert exit code, a clean message, no call, nothing written."""
+        before = snapshot(self.root)
+        calls = ScriptTeacher.calls
+        result = CliRunner().invoke(self.cli, args)
+        assert result.exit_code == code, (result.output, result.exception)
+        assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+        assert "Traceback" not in result.output
+        assert ScriptTeacher.calls == calls, "an LLM call was made"
+        assert snapshot(self.root) == before, "a file was created or changed"
+        return result.output
+
+    def distill(self, config: Path, db: Path | str | None = None, code: int = 2) -> str:
+        return self.invoke(["--db", str(db or self.existing), "distill", str(config)], code=code)
+
+
+def data_file(root: Path, name: str, content: bytes | str) -> Path:
+    path = root / name
+    if isinstance(content, str):
+        content = content.encode("utf-8")
+    path.write_bytes(content)
+    return path
+
+
+def jsonl(*rows) -> str:
+    return "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows)
+
+
+# --------------------------------------------------------------------------- data files through `tapir distill`
+
+# (case id, file name, content, fragments the message must hold; "{f}" is the file's path)
+DATA_CASES = [
+    ("not-json", "d.jsonl", "not json\n{x\n",
+     ["{f}: no usable instructions: all 2 rows are bad", "{f} line 1: not valid JSON", "{f} line 2: not valid JSON"]),
+    ("missing-instruction", "d.jsonl", jsonl({"output": "a"}, {"prompt": "b"}),
+     ["{f} line 1: no 'instruction' or 'messages' field; fields: 'output'", "{f} line 2:", "data.fields"]),
+    ("empty-instruction", "d.jsonl", jsonl({"instruction": ""}), ["{f} line 1: 'instruction' is empty",
+                                                                  "the only row is bad"]),
+    ("whitespace-instruction", "d.jsonl", jsonl({"instruction": "  \t "}),
+     ["{f} line 1: 'instruction' is only whitespace"]),
+    ("null-instruction", "d.jsonl", jsonl({"instruction": None}), ["{f} line 1: 'instruction' is null"]),
+    ("number-instruction", "d.jsonl", jsonl({"instruction": 5}),
+     ["{f} line 1: 'instruction' is a number (5), not text"]),
+    ("list-instruction", "d.jsonl", jsonl({"instruction": ["a"]}), ["{f} line 1: 'instruction' is a list, not text"]),
+    ("bool-instruction", "d.jsonl", jsonl({"instruction": True}),
+     ["{f} line 1: 'instruction' is a boolean (true), not text"]),
+    ("output-not-text", "d.jsonl", jsonl({"instruction": "a", "output": {"x": 1}}),
+     ["{f} line 1: 'output' is an object, not text"]),
+    ("input-not-text", "d.jsonl", jsonl({"instruction": "a", "input": 3}),
+     ["{f} line 1: 'input' is a number (3), not text"]),
+    ("messages-not-list", "d.jsonl", jsonl({"messages": "hi"}),
+     ["{f} line 1: 'messages' is text, not a list of {role, content} turns"]),
+    ("messages-empty", "d.jsonl", jsonl({"messages": []}), ["{f} line 1: 'messages' is an empty list"]),
+    ("messages-no-user", "d.jsonl", jsonl({"messages": [{"role": "system", "content": "s"},
+                                                        {"role": "assistant", "content": "a"}]}),
+     ["{f} line 1: 'messages' has no user turn (roles: system, assistant)"]),
+    ("messages-turn-not-object", "d.jsonl", jsonl({"messages": ["hi"]}),
+     ["{f} line 1: 'messages'[0] is text, not a {role, content} object"]),
+    ("messages-turn-no-content", "d.jsonl", jsonl({"messages": [{"role": "user"}]}),
+     ["{f} line 1: 'messages'[0] has no 'content'"]),
+    ("messages-user-not-text", "d.jsonl", jsonl({"messages": [{"role": "user", "content": 7}]}),
+     ["{f} line 1: 'messages[0].content' is a number (7), not text (the first user turn)"]),
+    ("jsonl-row-is-list", "d.jsonl", "\n\n[1, 2]\n", ["{f} line 3: expected a JSON object {...}, got a list"]),
+    ("every-row-bad-many", "d.jsonl", jsonl(*[{"instruction": ""}] * 25),
+     ["all 25 rows are bad", "{f} line 20: 'instruction' is empty", "... and 5 more bad row(s)"]),
+    ("on-bad-row-error", "d.jsonl", jsonl(GOOD_ROW, {"instruction": None}, GOOD_ROW),
+     ["{f}: 1 bad row(s); nothing was loaded", "data.on_bad_row: skip", "{f} line 2: 'instruction' is null"]),
+    ("csv-no-header", "d.csv", "Explain gravity,An answer\nName a colour,Blue\n",
+     ["{f} line 1: the header row names no 'instruction' column", "'Explain gravity'",
+      "must name the columns, e.g. instruction,input,output"]),
+    ("csv-unterminated-quote", "d.csv", 'instruction,output\n"unterminated,quote\n',
+     ["{f} line 2: broken CSV quoting", "never closed"]),
+    ("csv-text-after-quote", "d.csv", 'instruction,output\n"a"b,c\n', ["{f} line 2: broken CSV quoting"]),
+    ("csv-quote-after-multiline", "d.csv", 'instruction,output\n"two\nlines",ok\n"open,x\n',
+     ["{f} line 4: broken CSV quoting"]),
+    ("csv-too-many-fields", "d.csv", "instruction,output\na,b,c\n",
+     ["{f} line 2: 3 fields, but the header names 2", "quote fields that contain commas"]),
+    ("csv-empty-instruction", "d.csv", "instruction,output\n,b\n  ,c\n",
+     ["{f} line 2: 'instruction' is empty", "{f} line 3: 'instruction' is only whitespace"]),
+    ("json-invalid", "d.json", '[\n  {"instruction": "a"},\n  {"instruction": }\n]\n',
+     ["{f} line 3: not valid JSON", "Fix the file"]),
+    ("json-jsonl-content", "d.json", jsonl(GOOD_ROW, GOOD_ROW), ["{f} line 2: not valid JSON: Extra data",
+                                                                "name the file .jsonl"]),
+    ("json-not-a-list", "d.json", '"just text"', ["{f}: expected a JSON list of records", "got text"]),
+    ("json-rows-not-objects", "d.json", '[\n  1,\n  "x"\n]', ["{f} line 2: expected a JSON object",
+                                                             "{f} line 3: expected a JSON object"]),
+    ("json-bad-record-line", "d.json", '[\n {"instruction": "ok"},\n\n {"instruction": null}\n]',
+     ["{f} line 4: 'instruction' is null"]),
+    ("json-empty-list", "d.json", "[]", ["{f}: no rows", "Give at least one instruction"]),
+    ("non-utf8-jsonl", "d.jsonl", b'{"instruction": "ok"}\n{"instruction": "caf\xe9"}\n',
+     ["{f} line 2: not UTF-8 text (byte 0xe9", "Save the file as UTF-8", "iconv"]),
+    ("non-utf8-csv", "d.csv", b"instruction\nna\xefve\n", ["{f} line 2: not UTF-8 text"]),
+    ("utf16-file", "d.jsonl", GOOD_ROW.encode("utf-16"), ["{f} line 1: not UTF-8 text"]),
+    ("corrupt-parquet", "d.parquet", b"PAR1 this is not really parquet",
+     ["{f}: not a readable parquet file", "Write it again"]),
+    ("empty-file", "d.jsonl", b"", ["data.path: {f} is empty (0 bytes)"]),
+    ("blank-lines-only", "d.jsonl", "\n \n\n", ["{f}: no rows"]),
+    ("unknown-suffix", "d.txt", "hello\n", ["data.path: {f}: unknown file type '.txt'", ".jsonl"]),
+    ("gzip", "d.jsonl.gz", b"\x1f\x8b\x08\x00", ["data.path: {f}: compressed files are not read", "gunzip"]),
+]
+
+
+@pytest.mark.parametrize("name,filename,content,fragments", DATA_CASES, ids=[c[0] for c in DATA_CASES])
+def test_bad_data_file(env, name, filename, content, fragments):
+    f = data_file(env.root, filename, content)
+    on_bad_row = "error" if name in ("on-bad-row-error", "json-bad-record-line") else "skip"
+    out = env.distill(env.config(data={"path": str(f), "limit": 16, "on_bad_row": on_bad_row}))
+    for fragment in fragments:
+        assert fragment.replace("{f}", str(f)) in out, (fragment, out)
+
+
+def test_parquet_without_instruction_column(env):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    f = env.root / "d.parquet"
+    pq.write_table(pa.Table.from_pylist([{"prompt": "a"}, {"prompt": None}]), f)
+    out = env.distill(env.config(data={"path": str(f)}))
+    assert f"{f} row 1: no 'instruction' or 'messages' field; fields: 'prompt'" in out
+    assert f"{f} row 2:" in out
+
+
+def test_mapped_field_missing_says_data_fields(env):
+    f = data_file(env.root, "d.jsonl", jsonl(GOOD_ROW))
+    out = env.distill(env.config(data={"path": str(f), "fields": {"instruction": "question"}}))
+    assert f"{f} line 1: no 'question' or 'messages' field (data.fields maps the instruction to this name)" in out
+
+
+def test_folder_as_data_path(env):
+    folder = env.root / "datadir"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text(jsonl(GOOD_ROW))
+    out = env.distill(env.config(data={"path": str(folder)}))
+    assert f"data.path: {folder} is a folder, not a data file" in out
+    assert "train.jsonl: point data.path at one of them" in out
+
+
+def test_missing_data_file(env):
+    out = env.distill(env.config(data={"path": str(env.root / "nope.jsonl")}))
+    assert "data.path" in out and "nope.jsonl" in out and "not found" in out
+
+
+# --------------------------------------------------------------------------- data files that load
+
+
+def test_bom_is_accepted_in_jsonl_csv_and_json(tmp_path):
+    for name, text in (("a.jsonl", jsonl(GOOD_ROW)), ("a.csv", "instruction,output\nName a colour.,Blue.\n"),
+                       ("a.json", f"[{GOOD_ROW}]")):
+        f = data_file(tmp_path, name, b"\xef\xbb\xbf" + text.encode())
+        report = load_items(DataConfig(path=str(f)), tmp_path)
+        assert [(i.instruction, i.output) for i in report.items] == [("Name a colour.", "Blue.")], name
+
+
+def test_csv_multiline_field_keeps_line_numbers(tmp_path):
+    f = data_file(tmp_path, "d.csv", 'instruction,output\r\n"Two\r\nlines",x\r\n,y\r\nok,z\r\n')
+    report = load_items(DataConfig(path=str(f)), tmp_path)
+    assert [i.instruction for i in report.items] == ["Two\r\nlines", "ok"]
+    assert report.bad_rows == [f"{f} line 4: 'instruction' is empty"]
+    assert report.rows == 3
+
+
+def test_some_bad_rows_are_skipped_with_their_lines(tmp_path):
+    f = data_file(tmp_path, "d.jsonl", jsonl(GOOD_ROW, {"instruction": 1}, "{oops", {"instruction": "B"}))
+    report = load_items(DataConfig(path=str(f)), tmp_path)
+    assert [i.instruction for i in report.items] == ["Name a colour.", "B"]
+    assert [b.split(": ", 1)[0] for b in report.bad_rows] == [f"{f} line 2", f"{f} line 3"]
+
+
+def test_datasets_folder_as_data_path(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    folder = tmp_path / "saved"
+    datasets.Dataset.from_list([{"instruction": "A"}, {"instruction": ""}]).save_to_disk(str(folder))
+    report = load_items(DataConfig(path=str(folder)), tmp_path)
+    assert [i.instruction for i in report.items] == ["A"]
+    assert report.bad_rows == [f"{folder} row 2: 'instruction' is empty"]
+
+
+def test_data_errors_are_config_errors(tmp_path):
+    f = data_file(tmp_path, "d.csv", 'instruction\n"open\n')
+    with pytest.raises(ConfigError) as exc:
+        load_items(DataConfig(path=str(f)), tmp_path)
+    assert exc.value.exit_code == 2
+
+
+# --------------------------------------------------------------------------- databases through `tapir distill`
+
+
+def _good_data(env) -> Path:
+    return env.config(data={"path": str(SEED_DATA), "limit": 16})
+
+
+def _sqlite_with(path: Path, *sql: str) -> Path:
+    conn = sqlite3.connect(path)
+    for statement in sql:
+        conn.execute(statement)
+    conn.commit()
+    conn.close()
+    return path
+
+
+def _malformed(env) -> Path:
+    data = bytearray(env.existing.read_bytes())
+    data[100:4096 * 3] = b"\x13" * (4096 * 3 - 100)
+    path = env.root / "broken.db"
+    path.write_bytes(data)
+    return path
+
+
+def _newer(env) -> Path:
+    path = env.root / "newer.db"
+    path.write_bytes(env.existing.read_bytes())
+    return _sqlite_with(path, "insert into _migrations (name, applied_at) values ('m999_from_the_future', 'x')")
+
+
+DB_CASES = [
+    ("folder", lambda env: (env.root / "dbdir").mkdir() or env.root / "dbdir",
+     ["--db {p} is a folder, not a database file", "Give a file path, e.g. {p}/tapir.db"]),
+    ("not-sqlite", lambda env: data_file(env.root, "notes.db", "these are my notes\n" * 20),
+     ["{p} is not an SQLite database", "Point --db at a tapir database, or at a new file name"]),
+    ("malformed", _malformed, ["database {p} is damaged (database disk image is malformed)", ".recover"]),
+    ("someone-elses", lambda env: _sqlite_with(env.root / "other.db", "create table runs (x)",
+                                                "insert into runs values (1)"),
+     ["{p} is an SQLite database but not tapir's: it has tables (runs) and no _migrations table",
+      "Pass --db with a new file name"]),
+    ("newer-schema", _newer,
+     ["database {p} has schema version", "m999_from_the_future come from a newer tapir",
+      f"knows schema version {len(known_migrations())} ({known_migrations()[-1]})", "Upgrade tapir"]),
+    ("unwritable-folder", lambda env: Path("/proc/tapir-test.db"),
+     ["cannot create database /proc/tapir-test.db: folder /proc is not writable", "writable folder"]),
+    ("parent-is-a-file", lambda env: env.existing / "x.db",
+     ["cannot create database {p}", "existing.db"]),
+]
+
+
+@pytest.mark.parametrize("name,make,fragments", DB_CASES, ids=[c[0] for c in DB_CASES])
+def test_bad_database(env, name, make, fragments):
+    path = make(env)
+    config = _good_data(env)
+    out = env.distill(config, db=path)
+    for fragment in fragments:
+        assert fragment.replace("{p}", str(path)) in out, (fragment, out)
+    # check_store (preflight) finds the same problem, and creates nothing either.
+    before = snapshot(env.root)
+    problems = check_store(path)
+    assert len(problems) == 1 and fragments[0].replace("{p}", str(path)).split(":")[0] in problems[0]
+    assert snapshot(env.root) == before
+
+
+def test_locked_by_another_program(env, monkeypatch):
+    monkeypatch.setattr(db_mod, "BUSY_TIMEOUT_S", 0.3)
+    config = _good_data(env)
+    holder = sqlite3.connect(env.existing)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        out = env.distill(config)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert f"database {env.existing} is locked by another program" in out
+    assert "Close the program that holds it" in out
+
+
+def test_locked_by_a_tapir_process_names_it(env, monkeypatch):
+    from tapir.locks import HOST
+
+    monkeypatch.setattr(db_mod, "BUSY_TIMEOUT_S", 0.3)
+    _sqlite_with(env.existing, "insert into locks (name, pid, host, acquired_at, heartbeat_at) values "
+                 f"('run:r-busy', {os.getpid()}, '{HOST}', '2026-12-01T10:00:00Z', {10**10})")
+    config = _good_data(env)
+    holder = sqlite3.connect(env.existing)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        out = env.distill(config)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert f"locked by another tapir process (run:r-busy by pid {os.getpid()} on {HOST}" in out
+    assert "pass --wait" in out
+
+
+def test_read_only_command_on_a_bad_database_is_clean(env):
+    notes = data_file(env.root, "notes.db", "plain text\n" * 50)
+    out = env.invoke(["--db", str(notes), "runs"], code=2)
+    assert f"{notes} is not an SQLite database" in out
+
+
+def test_open_for_reading_never_creates(tmp_path):
+    missing = tmp_path / "sub" / "none.db"
+    for kwargs in ({"create": False}, {"readonly": True}):
+        with pytest.raises(StoreMissing, match=f"no database at {missing}"):
+            open_store(missing, **kwargs)
+    assert list(tmp_path.iterdir()) == []
+    assert check_store(missing, must_exist=True) == [f"no database at {missing} (pass --db PATH or set TAPIR_DB)"]
+    assert check_store(missing) == []  # would be created: the folder is writable
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_readonly_store_reads_and_refuses_writes(tmp_path):
+    path = tmp_path / "r.db"
+    open_store(path).close()
+    before = snapshot(tmp_path)
+    store = open_store(path, readonly=True)
+    try:
+        assert store.readonly and store.execute("select count(*) from runs").fetchone() == (0,)
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            store.execute("insert into runs (id) values ('x')")
+    finally:
+        store.close()
+    assert snapshot(tmp_path) == before
+
+
+def test_store_errors_are_config_errors_and_leave_no_empty_file(tmp_path):
+    with pytest.raises(StoreError) as exc:
+        open_store("/proc/none.db")
+    assert exc.value.exit_code == 2 and isinstance(exc.value, ConfigError)
+    assert not Path("/proc/none.db").exists()
+
+
+def test_check_store_on_a_good_database_changes_nothing(env):
+    before = snapshot(env.root)
+    assert check_store(env.existing) == []
+    assert check_store(env.root / "new.db") == []
+    assert snapshot(env.root) == before
+
+
+# --------------------------------------------------------------------------- duplicate YAML keys
+
+
+def _dup_config(env, extra: str) -> tuple[Path, list[str]]:
+    path = env.config(data={"path": str(SEED_DATA), "limit": 16})
+    text = path.read_text() + extra
+    path.write_text(text)
+    return path, text.splitlines()
+
+
+def _line_of(lines: list[str], text: str, nth: int = 0) -> int:
+    return [i for i, line in enumerate(lines, 1) if line.startswith(text)][nth]
+
+
+def test_duplicate_top_level_section(env):
+    path, lines = _dup_config(env, "curriculum:\n  rounds: 1\n")
+    out = env.distill(path)
+    first, again = _line_of(lines, "curriculum:"), _line_of(lines, "curriculum:", 1)
+    assert f"{path} line {again}: duplicate key 'curriculum' (first given at line {first})" in out
+    assert "Merge the two into one" in out
+
+
+def test_duplicate_nested_key(env):
+    path, lines = _dup_config(env, "")
+    at = _line_of(lines, "  limit:")
+    lines.insert(at, "  limit: 3")
+    path.write_text("\n".join(lines) + "\n")
+    out = env.distill(path)
+    assert f"{path} line {at + 1}: duplicate key 'data.limit' (first given at line {at})" in out
+
+
+def test_duplicate_keys_in_a_list_item_and_in_flow_style_all_reported(tmp_path):
+    path = data_file(tmp_path, "c.yaml", "a:\n  - x: 1\n    x: 2\nb: {k: 1, k: 2}\n")
+    with pytest.raises(ConfigError) as exc:
+        read_yaml(path)
+    assert str(exc.value).splitlines() == [
+        f"{path} line 3: duplicate key 'a[0].x' (first given at line 2); YAML would keep only the last one, "
+        "silently. Merge the two into one",
+        f"{path} line 4: duplicate key 'b.k' (first given at line 4); YAML would keep only the last one, "
+        "silently. Merge the two into one",
+    ]
+
+
+def test_merge_keys_may_be_overridden(tmp_path):
+    path = data_file(tmp_path, "c.yaml", "base: &b\n  x: 1\n  y: 2\nteacher:\n  <<: *b\n  x: 3\n")
+    assert read_yaml(path) == {"base": {"x": 1, "y": 2}, "teacher": {"x": 3, "y": 2}}
+
+
+def test_config_with_a_bom_reads(tmp_path):
+    path = data_file(tmp_path, "c.yaml", b"\xef\xbb\xbfname: x\n")
+    assert read_yaml(path) == {"name": "x"}
+
+
+# --------------------------------------------------------------------------- model ids
+
+
+def test_prompt_with_a_hub_id_says_did_you_mean_hf(env):
+    out = env.invoke(["prompt", "hi", "-m", "HuggingFaceTB/SmolLM2-135M-Instruct"], code=1)
+    assert "did you mean hf:HuggingFaceTB/SmolLM2-135M-Instruct?" in out
+    assert "'HuggingFaceTB' is not a litellm provider" in out
+    assert "docs/models.md" in out
+
+
+@pytest.mark.parametrize("role", ["student", "teacher"])
+def test_hub_id_in_a_config_role_says_did_you_mean_hf(env, role):
+    model = "meta-llama/Llama-2-7b-hf"
+    if role == "student":
+        path = env.config(student={"model": model})
+    else:
+        path = env.config(teacher={"name": "default", "model": {"model": model}})
+    out = env.distill(path)
+    assert f"{path}: '{role}.model': unknown model '{model}': did you mean hf:{model}?" in out
+
+
+def test_folder_without_config_json_is_named(env, monkeypatch):
+    folder = env.root / "ckpt" / "adapter"
+    folder.mkdir(parents=True)
+    path = env.config(student={"model": "ckpt/adapter"})
+    out = env.distill(path)
+    assert "the folder ckpt/adapter holds no config.json, so it is not a transformers model" in out
+
+
+def test_model_id_rule(pm):
+    from tapir.models import error_hint, hub_org, resolve
+
+    assert (resolve("openai/gpt-4o-mini").backend, resolve("ollama/llama3:8b").backend) == ("litellm", "litellm")
+    assert resolve("hosted_vllm/Qwen2.5-7B-Instruct").backend == "litellm"
+    assert (resolve("hf:org/name").backend, resolve("hf:org/name").name) == ("hf", "org/name")
+    with pytest.raises(TapirError, match=r"did you mean hf:Qwen/Qwen2.5-7B-Instruct\?"):
+        resolve("Qwen/Qwen2.5-7B-Instruct")
+    assert [hub_org(m) for m in ("org/name", "./a/b", "/a/b", "a/b/c", "hf:a/b", "gpt-4o")] == [
+        "org", None, None, None, None, None]
+    hint = error_hint("org/name", "BadRequestError: LLM Provider NOT provided. Pass in the LLM provider")
+    assert "did you mean hf:org/name?" in hint
+    assert error_hint("org/name", "RateLimitError") == "" and error_hint("openai/x", None) == ""
+
+
+def test_static_provider_list_matches_installed_litellm():
+    pytest.importorskip("litellm")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
+    import litellm
+    from tapir_litellm import providers
+
+    installed = {str(getattr(p, "value", p)) for p in litellm.provider_list}
+    missing = installed - providers.PROVIDERS
+    assert not missing, f"regenerate plugins/tapir_litellm/providers.py: litellm {litellm.__name__} adds {missing}"
+    assert providers.providers() == frozenset(installed)  # litellm imported: its own list
+    assert {"openai", "anthropic", "hosted_vllm", "ollama"} <= providers.PROVIDERS
+    assert not {"meta-llama", "HuggingFaceTB", "Qwen"} & providers.PROVIDERS
