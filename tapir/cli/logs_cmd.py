@@ -193,3 +193,21 @@ def register(cli):
                 click.echo("\n".join(render(call, None if full else width)))
         finally:
             store.close()
+
+    @cli.command("datasette-metadata")
+    @click.option("--yaml", "as_yaml", is_flag=True,
+                  help="Print the metadata itself, its database named after --db's file (default tapir).")
+    @click.pass_obj
+    def datasette_metadata(obj, as_yaml):
+        """Print the path of tapir's datasette metadata (table, view and
+        column descriptions): datasette tapir.db -m "$(tapir datasette-metadata)"."""
+        from tapir.datasette import metadata_for, metadata_path
+        from tapir.store.db import resolve_db_path
+
+        if not as_yaml:
+            click.echo(str(metadata_path()))
+            return
+        import yaml
+
+        click.echo(yaml.safe_dump(metadata_for(resolve_db_path(obj["db"])), sort_keys=False, allow_unicode=True,
+                                  width=100), nl=False)
