@@ -271,10 +271,11 @@ def task_distribution(store: Store, stages: list[dict[str, Any]]) -> Section:
     """Fig. 5: task shares in D, in D_S and in each round's re-sampled draws."""
     nodes = _by_node(stages)
     section = Section("tasks", "Task distribution before and after re-sampling (Fig. 5)",
-                      intro="Share of each task type in the classified data D, in the hard seed set D_S, and "
-                            "in the expansion seeds each round draws from its pool by task weight (Section "
-                            "3.3, Appendix A). The target is the task weights renormalised over the types "
-                            "present in the pool.")
+                      intro="Share of each task type in the classified data D, in the hard seed set D_S, "
+                            "in the expansion seeds each round draws from its pool by task weight, and in the "
+                            "hard set each student S_r is trained on (Eq. 3 draws by task probability with "
+                            "curriculum.sampling: task; Section 3.3, Appendix A). The target is the task "
+                            "weights renormalised over the types present in the first round's pool.")
     classify = nodes.get(("classify", 0))
     labels = _labels(store, classify["key"] if classify else None)
     series: list[tuple[str, dict[str, float]]] = []
@@ -302,13 +303,13 @@ def task_distribution(store: Store, stages: list[dict[str, Any]]) -> Section:
             weights = {t: v.get("weight", 0.0) for t, v in per_task.items() if v.get("pool")}
             mass = sum(weights.values())
             target = {t: w / mass for t, w in weights.items()} if mass else {}
-    for s in sorted((s for s in stages if s["name"] == "train"), key=lambda s: s["round"]):
-        mix = s["info"].get("task_mix")
+    for s in sorted((s for s in stages if s["name"] == "train" and s["round"] > 0), key=lambda s: s["round"]):
+        mix = s["info"].get("task_mix")  # the hard set S_r trains on (Eq. 3 draws with sampling: task)
         if isinstance(mix, dict) and mix:
             counts = {t: (v.get("drawn", v.get("count", 0)) if isinstance(v, dict) else v) for t, v in mix.items()}
             counts = {t: float(v) for t, v in counts.items() if isinstance(v, (int, float)) and v}
             if counts:
-                series.append((f"S{s['round']} trained on", counts))
+                series.append((f"S{s['round']} hard set as trained (n={int(sum(counts.values()))})", counts))
     if not series:
         section.notes.append("no classify stage with labels in this run: nothing to show")
         return section

@@ -210,6 +210,11 @@ def test_report_is_self_contained_with_every_figure_and_table(built, report):
     assert {row[0]: int(row[1].split()[0]) for row in tasks["rows"] if row[1]} == counts
     drawn_header = [h for h in tasks["header"] if h.startswith("round ")]
     assert drawn_header == ["round 1 drawn (n=4)", "round 2 drawn (n=3)"]
+    for r in (1, 2):  # the hard set each S_r trained on, when the train stage records its task mix (Eq. 3)
+        mix = info[("train", r)].get("task_mix")
+        if mix:
+            col = next(i for i, h in enumerate(tasks["header"]) if h.startswith(f"S{r} hard set as trained"))
+            assert {row[0]: int(row[col].split()[0]) for row in tasks["rows"] if row[col]} == mix
     resample = table(page, "round", "task type", "pool", "drawn")
     expected = [[str(r), t, str(v["pool"]), str(v["drawn"])] for r in (1, 2)
                 for t, v in info[("resample", r)]["per_task"].items()]
