@@ -509,3 +509,22 @@ def run_suite(store: Store, suite: list[SuiteEntry], models: list[str], *, force
         if on_progress:
             on_progress(i, len(pairs), result, entry.benchmark, model)
     return out
+
+
+# --------------------------------------------------------------------------- Python API
+
+
+def run(benchmark: str, model: str, options: dict[str, Any] | None = None, *, db: str | os.PathLike | None = None,
+        force: bool = False, max_failure_rate: float = 0.0) -> list[dict[str, Any]]:
+    """``tapir.bench.run("mtbench", "tapir-out/demo/checkpoints/round-3", {...})``:
+    :func:`run_benchmark` on the database ``db`` (default: ``TAPIR_DB`` or
+    ``./tapir.db``), returning the stored rows of this run (``task, metric,
+    value, stderr, n, meta``...). Same checks, reuse and errors as
+    ``tapir bench run`` (docs/python.md)."""
+    from tapir.store import open_store
+
+    store = open_store(db)
+    try:
+        return run_benchmark(store, benchmark, model, options, force=force, max_failure_rate=max_failure_rate)
+    finally:
+        store.close()

@@ -184,7 +184,12 @@ def _expand(store: Store, ref: str, checkpoints: list[dict[str, Any]], models: s
     runs = [r["id"] for r in store["runs"].rows_where("id = ? or id like ?", [ref, f"{ref}%"], select="id")]
     if len(ref) >= 6 and len(runs) == 1 or ref in runs:
         run_id = ref if ref in runs else runs[0]
-        mine = [c for c in checkpoints if c["run_id"] == run_id]
+        # a pipeline run's checkpoints are stored under its train stages' keys
+        keys = {run_id}
+        if "key" in store["stages"].columns_dict:  # an old schema read as it is has no stage keys
+            keys |= {r[0] for r in store.execute(
+                "select key from stages where run_id = ? and name = 'train' and key is not null", [run_id])}
+        mine = [c for c in checkpoints if c["run_id"] in keys]
         if mine:
             return [from_checkpoint(c) for c in mine]
         run = store["runs"].get(run_id)
@@ -650,3 +655,21 @@ def plot(table: Comparison, path: str | Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+# --------------------------------------------------------------------------- Python API
+
+
+class _CallableModule(type(os)):
+    """``tapir.compare(...)`` calls :func:`tapir.api.compare`; the module's
+    functions (``tapir.compare.build``, ``render``...) stay where they are."""
+
+    def __call__(self, refs=None, **kwargs) -> Comparison:
+        from tapir.api import compare
+
+        return compare(refs, **kwargs)
+
+
+import sys as _sys  # noqa: E402
+
+_sys.modules[__name__].__class__ = _CallableModule
