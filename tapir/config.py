@@ -83,6 +83,13 @@ class CurriculumConfig(Section):
     # Eq. 4 as written: each hard example weighs alpha_r, each easy one 1 - alpha_r
     # ("eq4"); "share": hard examples share alpha_r of the total weight.
     weighting: Literal["eq4", "share"] = "eq4"
+    # Eq. 3: each round's hard training pairs are drawn from D_P with their task's
+    # probability (resample.weights), seeded, with replacement ("task"); "natural":
+    # every pair once, the natural task mix.
+    sampling: Literal["task", "natural"] = "task"
+    # Round 1 trains from S0 (the paper) or from the base model ("base": the
+    # Seed Alpaca ablations, a model trained on D_S alone).
+    start_from: Literal["s0", "base"] = "s0"
 
     @model_validator(mode="after")
     def _rounds(self):
@@ -177,7 +184,10 @@ class PipelineConfig(Section):
     seed: int = 0
     data: DataConfig
     teacher: RoleConfig
-    student: ModelRef
+    student: ModelRef | None = None
+    # Several backbones: one run per student (``tapir distill`` runs them one
+    # after another; stages that do not read the student are computed once).
+    students: list[ModelRef] = Field(default_factory=list)
     judge: RoleConfig
     classifier: RoleConfig
     rewriter: RoleConfig | None = None
@@ -191,6 +201,12 @@ class PipelineConfig(Section):
     recipe: RecipeConfig = Field(default_factory=RecipeConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     truncation: TruncationConfig = Field(default_factory=TruncationConfig)
+
+    @model_validator(mode="after")
+    def _one_student(self):
+        if (self.student is None) == (not self.students):
+            raise ValueError("give either 'student' (one model) or 'students' (a list of models), not both or none")
+        return self
 
     @field_validator("name")
     @classmethod

@@ -111,4 +111,7 @@ def load_cached(model_id: str, store, run_id: str | None = None, options: dict[s
     skip look-ups, so every call is sent again and recorded)."""
     from tapir.cache import CachedBackend
 
-    return CachedBackend(load_backend(model_id, options), store, run_id, refresh=refresh)
+    backend = load_backend(model_id, options)
+    if (options or {}).get("batch"):
+        backend.attach_store(store)  # batch backends keep their batch ids in the store (resumable)
+    return CachedBackend(backend, store, run_id, refresh=refresh)

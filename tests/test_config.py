@@ -129,7 +129,9 @@ def test_unknown_top_level_key(write):
     path = write(VALID + "curriculm:\n  rounds: 2\n")
     msg = one_error(path)
     assert msg.startswith(f"{path}: unknown key 'curriculm'. Did you mean 'curriculum'? Allowed here: ")
-    assert "classifier, curriculum, data, db, expansion" in msg and "judge, mfd, name" in msg
+    allowed = msg.split("Allowed here: ")[1].split(", ")
+    assert {"classifier", "curriculum", "data", "db", "expansion", "judge", "mfd", "name"} <= set(allowed)
+    assert allowed == sorted(allowed)
 
 
 def test_unknown_nested_key_lists_that_level(write):

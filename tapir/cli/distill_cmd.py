@@ -85,11 +85,46 @@ def register(cli):
 
             click.echo(render(plan(check(config, obj["db"], list(sets)), retry=not no_retry)))
             return
+        from tapir.config import read_yaml
         from tapir.pipeline.runner import distill as run_distill
 
+        if read_yaml(config).get("students"):
+            from tapir.pipeline.variants import run_variants, students, table
+
+            results = run_variants(config, students(read_yaml(config)), "student", obj["db"],
+                                   retry=False if no_retry else None)
+            for r in results:
+                click.echo(_summary(r.outcome) + "\n")
+            click.echo("\n".join(["students:", *table(results)]))
+            return
         outcome = run_distill(config, obj["db"], retry=False if no_retry else None, wait=wait,
                               overrides=list(sets))
         click.echo(_summary(outcome))
+
+    @cli.command()
+    @click.argument("config", type=click.Path(dir_okay=False))
+    @click.option("--no-retry", is_flag=True, help="Keep failed items failed.")
+    @click.pass_obj
+    def ablate(obj, config, no_retry):
+        """Run Table 5's ablations of CONFIG (full-alpaca, seed-alpaca,
+        seed-alpaca-rw, direct-expansion, single-round, full) as pipeline
+        variants on one database: shared stages (teacher answers, S0,
+        judgments) are computed once. Ends with one table; with
+        evaluation.heldout in CONFIG, each setting's held-out loss."""
+        import json as _json
+        from pathlib import Path
+
+        from tapir.config import read_yaml
+        from tapir.pipeline.variants import ablations, run_variants, table
+
+        data = read_yaml(config)
+        results = run_variants(config, ablations(data), "ablation", obj["db"], retry=False if no_retry else None)
+        lines = table(results)
+        out = Path(results[-1].outcome.out_dir).parent / "ablation.json"
+        out.write_text(_json.dumps([{"setting": r.variant.label, "run_id": r.run_id, "checkpoint": r.checkpoint,
+                                     "heldout_nll": r.heldout_nll, "base_nll": r.base_nll} for r in results],
+                                   indent=2))
+        click.echo("\n".join(["ablations (Table 5):", *lines, "", f"written: {out}"]))
 
     @cli.command()
     @click.argument("config", type=click.Path(dir_okay=False))

@@ -66,15 +66,22 @@ class Step:
 
 class Stage(Protocol):
     """What the engine calls. ``reads`` names the config fields the stage
-    depends on (dotted paths); ``version`` changes when its code changes what
-    it produces; ``max_failure_rate`` is its default failure threshold."""
+    depends on (dotted paths; or a function of the round giving them);
+    ``version`` changes when its code changes what it produces;
+    ``max_failure_rate`` is its default failure threshold."""
 
     name: str
-    reads: tuple[str, ...]
+    reads: tuple[str, ...] | Callable[[int], tuple[str, ...]]
     version: str
     max_failure_rate: float
 
     def run(self, job: "Job") -> None: ...
+
+
+def reads_of(stage: Stage, round: int) -> tuple[str, ...]:
+    """The config fields ``stage`` reads at ``round``: ``reads`` is a tuple,
+    or a function of the round when a round reads more than another."""
+    return stage.reads(round) if callable(stage.reads) else stage.reads
 
 
 def config_value(config: Any, path: str) -> Any:
@@ -245,7 +252,7 @@ class Engine:
             "stage": step.stage,
             "round": step.round,
             "version": stage.version,
-            "reads": {path: config_value(self.ctx.config, path) for path in stage.reads},
+            "reads": {path: config_value(self.ctx.config, path) for path in reads_of(stage, step.round)},
             "options": [list(o) for o in step.options],
             "after": upstream,
         }

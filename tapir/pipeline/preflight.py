@@ -39,7 +39,10 @@ class Checked:
     db_path: Path
 
 
-def check(config_path: str | Path, db: str | None = None, overrides: list[str] | None = None) -> Checked:
+def check(config_path: str | Path | dict, db: str | None = None, overrides: list[str] | None = None,
+          base_dir: Path | None = None) -> Checked:
+    """``config_path``: a YAML file or a dict (its relative paths are read
+    from ``base_dir``, default the working directory)."""
     from tapir.config import resolve_path
     from tapir.pipeline.data import load_items
     from tapir.store.db import resolve_db_path
@@ -49,7 +52,7 @@ def check(config_path: str | Path, db: str | None = None, overrides: list[str] |
     kwargs = {"overrides": overrides} if overrides else {}
     config = load_config(config_path, check_references=False, **kwargs)  # shape and types: stop here if wrong
     source = "config" if isinstance(config_path, dict) else str(config_path)
-    base_dir = config_base(config_path)  # a dict's relative paths: from the working directory
+    base_dir = base_dir or config_base(config_path)  # a dict's relative paths: from the working directory
     problems: list[str] = check_pipeline_references(config, base_dir, source)
     problems += component_problems(config, base_dir, source)
     problems += model_problems(config, source)
@@ -130,17 +133,19 @@ def model_problems(config: PipelineConfig, source: str) -> list[str]:
     for key, ref in roles:
         if ref is not None:
             problems += [f"{source}: '{key}.model': {p}" for p in call_problems(ref.model, ref.options, what="model")]
-    try:
-        spec = resolve(config.student.model, config.student.options)
-    except TapirError as exc:
-        problems.append(f"{source}: 'student.model': {exc}")
-    else:
+    for i, student in enumerate([config.student] if config.student else config.students):
+        key = "student" if config.student else f"students[{i}]"
+        try:
+            spec = resolve(student.model, student.options)
+        except TapirError as exc:
+            problems.append(f"{source}: '{key}.model': {exc}")
+            continue
         if spec.backend != "hf":
             hint = ""
-            if "/" in config.student.model and not config.student.model.startswith("hf:"):
-                hint = f" Did you mean hf:{config.student.model}?"
+            if "/" in student.model and not student.model.startswith("hf:"):
+                hint = f" Did you mean hf:{student.model}?"
             problems.append(
-                f"{source}: 'student.model': '{config.student.model}' resolves to backend '{spec.backend}', but the "
+                f"{source}: '{key}.model': '{student.model}' resolves to backend '{spec.backend}', but the "
                 f"student is trained here: it must be a local transformers model (a folder, a named local model, "
                 f"or hf:org/name for a hub id).{hint}")
     return problems

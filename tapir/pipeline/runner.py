@@ -93,15 +93,20 @@ def planning_engine(checked, retry: bool = True) -> Engine:
     return engine_for(ctx, retry)
 
 
-def distill(config_path: str | Path, db: str | None = None, *, retry: bool | None = None,
-            wait: bool = False, overrides: list[str] | None = None) -> Outcome:
+def distill(config_path: str | Path | dict, db: str | None = None, *, retry: bool | None = None,
+            wait: bool = False, overrides: list[str] | None = None, base_dir: Path | None = None) -> Outcome:
     """Preflight (every problem at once, nothing written), then the recipe
     under the run lock."""
     from tapir.locks import Lock
     from tapir.pipeline.preflight import check
 
-    checked = check(config_path, db, overrides)
+    checked = check(config_path, db, overrides, base_dir=base_dir)
     config, report = checked.config, checked.loaded
+    if config.students:
+        from tapir.errors import ConfigError
+
+        raise ConfigError("a config with 'students' is one run per student: run it with `tapir distill CONFIG` "
+                          "or tapir.pipeline.variants.run_variants(CONFIG, students(...))")
     for line in report.bad_rows[:20]:
         progress.say(f"   skipped bad row: {line}")
     if len(report.bad_rows) > 20:

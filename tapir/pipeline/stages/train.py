@@ -12,6 +12,7 @@ from tapir.pipeline.engine import Job
 from tapir.pipeline.stages.answers import teacher_answers_upto, with_answers
 from tapir.pipeline.stages.resample import easy_seed, hard_seed
 from tapir.pipeline.stages.rewrite import rewritten
+from tapir.pipeline.taskmix import task_weights
 from tapir.roles import Item, TrainExample
 from tapir.store.db import dumps, utcnow
 
@@ -48,14 +49,40 @@ def training_set(job: Job, round: int) -> tuple[list[Item], list[Item], float]:
     hard = with_answers(hard, answers)
     better = rewritten(job, round)
     hard = [better.get(it.id, it) for it in hard]
+    if cfg.curriculum.sampling == "task":
+        hard = task_draws(hard, task_weights(cfg.resample.weights), cfg.seed * 100 + round)
     easy = with_answers(easy_seed(job), teacher_answers_upto(job, 0))
     return hard, easy, alpha_for(round, cfg.curriculum.alpha, cfg.curriculum.alpha_step)
 
 
+def task_draws(items: list[Item], weights: dict[str, float], seed: int) -> list[Item]:
+    """Eq. 3: ``len(items)`` pairs drawn with replacement, each with its task's
+    probability shared evenly by the task's items (task types absent from
+    ``items`` give their share to the others)."""
+    import random
+
+    if not items:
+        return []
+    counts: dict[str, int] = {}
+    for it in items:
+        counts[it.task_type or "Others"] = counts.get(it.task_type or "Others", 0) + 1
+    p = [weights.get(it.task_type or "Others", 0.0) / counts[it.task_type or "Others"] for it in items]
+    if sum(p) <= 0:
+        return list(items)
+    rng = random.Random(seed)
+    ordered = sorted(range(len(items)), key=lambda i: items[i].id)
+    return [items[i] for i in rng.choices(ordered, weights=[p[i] for i in ordered], k=len(items))]
+
+
 class Train:
     name = "train"
-    reads = ("student.model", "trainer", "curriculum.alpha", "curriculum.alpha_step", "curriculum.weighting",
-             "seed")
+    @staticmethod
+    def reads(round: int) -> tuple[str, ...]:
+        common = ("student.model", "trainer", "seed")
+        if round == 0:
+            return common  # S0: every item once, weight 1
+        return (*common, "curriculum.alpha", "curriculum.alpha_step", "curriculum.weighting", "curriculum.sampling",
+                "resample.weights", *(("curriculum.start_from",) if round == 1 else ()))
     version = "1"
     max_failure_rate = 0.0
 
@@ -67,7 +94,8 @@ class Train:
             raise TapirError(f"round {r} has no training examples (hard set empty): every teacher answer "
                              f"or judgment failed? See `tapir runs show`")
         examples = weighted_examples(hard, easy, alpha, ctx.config.curriculum.weighting)
-        base = ctx.student_base() if r == 0 else job.upstream_info("train", r - 1)["path"]
+        from_base = r == 0 or (r == 1 and ctx.config.curriculum.start_from == "base")
+        base = ctx.student_base() if from_base else job.upstream_info("train", r - 1)["path"]
         out = job.artifact_dir(f"train-r{r}")
         progress.say(f"   training S{r} on {len(examples)} examples ({len(hard)} hard, {len(easy)} easy, "
                      f"alpha {alpha:.2f}) from {base}")
@@ -80,7 +108,11 @@ class Train:
         job.info.update({k: v for k, v in metrics.items() if isinstance(v, (int, float, str))})
         hard_w = sum(e.weight for e in examples[: len(hard)])
         total_w = sum(e.weight for e in examples) or 1.0
+        mix: dict[str, int] = {}
+        for it in hard:
+            mix[it.task_type or "Others"] = mix.get(it.task_type or "Others", 0) + 1
         job.info.update(path=str(out.resolve()), examples=len(examples), hard_examples=len(hard),
+                        task_mix=dict(sorted(mix.items(), key=lambda kv: -kv[1])),
                         easy_examples=len(easy), alpha=alpha, hard_weight_share=round(hard_w / total_w, 4),
                         pin=job.key)
         from tapir.pipeline.stages.export import model_card

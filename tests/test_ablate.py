@@ -1,0 +1,90 @@
+"""Table 5's ablations as pipeline variants, and several students in one
+config: shared stages run once, each setting ends with its own checkpoint
+and held-out loss, and one table compares them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from pipeline_helpers import SEED_DATA, ScriptPlugin, ScriptTeacher, write_config
+
+
+@pytest.fixture
+def cli(register_plugin, monkeypatch):
+    from tapir.cli import _add_commands, cli as group
+
+    monkeypatch.setenv("TAPIR_QUIET", "1")
+    register_plugin(ScriptPlugin(), "test-script")
+    _add_commands()
+    return group
+
+
+def _config(tmp_path, tiny_model, **extra):
+    return write_config(
+        tmp_path, tiny_model, judge={"name": "student-loss"},
+        trainer={"name": "hf", "options": {"max_steps": 1, "per_device_train_batch_size": 8, "max_length": 64,
+                                           "learning_rate": 1e-3}},
+        curriculum={"rounds": 2, "expand_per_round": [2, 2]},
+        evaluation={"heldout": {"path": str(SEED_DATA), "skip": 16, "limit": 4}}, **extra)
+
+
+def test_ablate_runs_table5_sharing_stages(tmp_path, tiny_model, cli):
+    import sqlite_utils
+
+    cfg = _config(tmp_path, tiny_model)
+    db = tmp_path / "t.db"
+    result = CliRunner().invoke(cli, ["--db", str(db), "ablate", str(cfg)])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    for setting in ("full-alpaca", "seed-alpaca", "seed-alpaca-rw", "direct-expansion", "single-round", "full"):
+        assert any(line.startswith(setting + " ") for line in out.splitlines()), setting
+    rows = json.loads((tmp_path / "out" / "ablation.json").read_text())
+    assert [r["setting"] for r in rows][0] == "full-alpaca" and len(rows) == 6
+    assert all(r["heldout_nll"] is not None for r in rows)
+    store = sqlite_utils.Database(db)
+    # S0, the teacher's answers and the judgments were computed once for all six settings.
+    for stage in ("teacher_answers", "judge", "classify"):
+        keys = {r[0] for r in store.execute("select key from stages where name = ? and round = 0", [stage])}
+        assert len(keys) == 1, stage
+    trained = store.execute("select count(distinct key) from stages where name = 'train' and round = 0").fetchone()
+    assert trained[0] == 1
+    assert rows[0]["checkpoint"] == store.execute(
+        "select json_extract(info, '$.path') from stages where name = 'train' and round = 0").fetchone()[0]
+    # Seed Alpaca trains round 1 from the base model on D_S only; the full setting from S0 on more.
+    infos = {name: json.loads(info) for name, info in store.execute(
+        "select r.name, s.info from stages s join runs r on r.id = s.run_id where s.name = 'train' and s.round = 1")}
+    seed = infos["tiny-pipeline/ablation:seed-alpaca"]
+    full = infos["tiny-pipeline/ablation:full"]
+    assert seed["hard_examples"] == 8 and seed["easy_examples"] == 8 and seed["alpha"] == 1.0
+    assert full["hard_examples"] == 8 + 2
+    assert store.execute("select count(distinct run_id) from stages").fetchone()[0] == 6
+
+
+def test_several_students_share_what_does_not_read_the_student(tmp_path, tiny_model, cli):
+    import sqlite_utils
+
+    other = tmp_path / "tiny-2"
+    import shutil
+
+    shutil.copytree(tiny_model, other)
+    data = yaml.safe_load(_config(tmp_path, tiny_model).read_text())
+    data["students"] = [data.pop("student"), {"model": f"hf:{other}", "options": {"batch_size": 8}}]
+    cfg = tmp_path / "students.yaml"
+    cfg.write_text(yaml.safe_dump(data))
+    db = tmp_path / "t.db"
+    ScriptTeacher.calls = 0
+    result = CliRunner().invoke(cli, ["--db", str(db), "distill", str(cfg)])
+    assert result.exit_code == 0, result.output
+    assert "students:" in result.output and f"student:hf:{other}" in result.output
+    store = sqlite_utils.Database(db)
+    assert store.execute("select count(*) from runs where status = 'done'").fetchone()[0] == 2
+    for stage in ("ingest", "teacher_answers", "classify", "heldout_answers"):
+        keys = {r[0] for r in store.execute("select key from stages where name = ? and round = 0", [stage])}
+        assert len(keys) == 1, stage
+    assert store.execute("select count(distinct key) from stages where name = 'train' and round = 0").fetchone()[0] == 2
+    bases = store.execute("select count(*) from benchmark_results where benchmark = 'heldout-loss' "
+                          "and metric = 'nll' and json_extract(meta, '$.label') = 'base'").fetchone()[0]
+    assert bases == 2  # each backbone beside its base
