@@ -7,12 +7,34 @@ draw stays failed and is retried with the same request on re-run."""
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
 from tapir import progress
 from tapir.pipeline.data import item_id
 from tapir.pipeline.engine import Job
 from tapir.pipeline.stages.resample import draws_for, expanded_before, pool_for
 from tapir.roles import GenerationParams, Item
+
+
+class _Without(Sequence):
+    """``[x for i, x in enumerate(items) if i not in skip]`` without building
+    it: ``random.sample`` draws the same elements from it as from the list."""
+
+    def __init__(self, items: list, skip: list[int]):
+        self.items, self.skip = items, sorted(skip)
+
+    def __len__(self) -> int:
+        return len(self.items) - len(self.skip)
+
+    def __getitem__(self, i: int):
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        for s in self.skip:  # one entry, unless the pool holds an id twice
+            if s <= i:
+                i += 1
+            else:
+                break
+        return self.items[i]
 
 
 class Expand:
@@ -40,8 +62,15 @@ class Expand:
         for it in pool:
             by_type.setdefault(it.task_type or "Others", []).append(it)
         groups = []
+        positions: dict[str, dict[str, list[int]]] = {}
+        for task, members in by_type.items():
+            at = positions[task] = {}
+            for i, it in enumerate(members):
+                at.setdefault(it.id, []).append(i)
         for seed_item in draws:
-            same = [it for it in by_type.get(seed_item.task_type or "Others", []) if it.id != seed_item.id]
+            task = seed_item.task_type or "Others"
+            # The same-type pool without the seed item, as a view (no copy per draw).
+            same = _Without(by_type.get(task, []), positions.get(task, {}).get(seed_item.id, []))
             others = rng.sample(same, min(len(same), cfg.examples_in_prompt - 1))
             groups.append((seed_item.task_type or "Others", [seed_item, *others]))
         for j in existing:
