@@ -98,7 +98,9 @@ def distill(config: str | os.PathLike | dict[str, Any], *, db: str | os.PathLike
     config (nothing written) and :class:`tapir.errors.TapirError` for a stage
     over its failure threshold."""
     from tapir.pipeline.runner import distill as run_distill
+    from tapir.progress import quiet_libraries
 
+    quiet_libraries()  # other libraries' bars, logs and FutureWarnings, unless TAPIR_VERBOSE=1
     source = dict(config) if isinstance(config, dict) else Path(config)
     outcome = run_distill(source, None if db is None else str(db), retry=retry, wait=wait,
                           overrides=list(overrides or []))
