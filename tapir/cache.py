@@ -34,6 +34,7 @@ _COLUMNS = ("key", "model", "params", "messages", "sample", "response", "logprob
             "item_id", "round", "finish_reason")
 _META = ("stage_key", "role", "item_id", "round")
 _WAIT_POLL_S = 0.2
+_UNCLAIM_SQL = "delete from locks where name = ? and pid = ? and host = ?"
 _INSERT_SQL = f"insert into llm_calls ({', '.join(_COLUMNS)}) values ({', '.join('?' * len(_COLUMNS))})"
 
 
@@ -102,7 +103,9 @@ class CachedBackend:
                     )
         return found
 
-    def _record(self, key: str, request: GenerationRequest, completion: Completion) -> None:
+    def _record(self, key: str, request: GenerationRequest, completion: Completion, unclaim: bool = False) -> None:
+        """Store one call; with ``unclaim`` its claim is released in the same
+        commit (one transaction per call instead of two)."""
         with self._lock:
             row = {
                 "key": key,
@@ -127,6 +130,10 @@ class CachedBackend:
             conn = self.store.db.conn
             with conn:
                 cursor = conn.execute(_INSERT_SQL, [row[c] for c in _COLUMNS])
+                if unclaim and self.store.path is not None:
+                    from tapir.locks import HOST
+
+                    conn.execute(_UNCLAIM_SQL, ("call:" + key, os.getpid(), HOST))
             completion.call_id = cursor.lastrowid
             self.calls_made += 1
 
@@ -171,8 +178,7 @@ class CachedBackend:
                 # the sum over a batch is the batch's time, not n times it.
                 completion.latency_s = now - last[0]
             last[0] = now
-            self._record(key, miss_requests[j], completion)
-            self._unclaim([key])
+            self._record(key, miss_requests[j], completion, unclaim=True)
             self._deliver(results, todo[key], completion, on_result)
 
         try:
@@ -234,8 +240,7 @@ class CachedBackend:
         with self._lock:
             conn = self.store.db.conn
             with conn:
-                conn.executemany("delete from locks where name = ? and pid = ? and host = ?",
-                                 [("call:" + k, os.getpid(), HOST) for k in keys])
+                conn.executemany(_UNCLAIM_SQL, [("call:" + k, os.getpid(), HOST) for k in keys])
 
     def _wait_for(self, todo, keys, results, on_result) -> None:
         """Wait until another process's calls are answered (served from the
