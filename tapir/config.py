@@ -38,6 +38,25 @@ class ModelRef(Section):
     generation: Generation = Field(default_factory=Generation)
 
 
+class ServeConfig(Section):
+    # The backend that answers as the round's checkpoint: "vllm:{checkpoint}"
+    # (in process) or e.g. "openai/student" with options.api_base for a server.
+    model: str
+    options: dict[str, Any] = Field(default_factory=dict)  # {checkpoint} and {port} are filled in
+    # A server tapir starts for the stage and stops after it, e.g.
+    # "vllm serve {checkpoint} --port {port} --served-model-name student".
+    launch: str | None = None
+    port: int | None = Field(None, ge=1, le=65535)  # default: a free port
+    ready_timeout_s: float = Field(600.0, gt=0)
+
+
+class StudentConfig(ModelRef):
+    """The student: a local transformers model trained here, answering
+    through the local backend unless ``serve`` says otherwise."""
+
+    serve: ServeConfig | None = None
+
+
 class DataConfig(Section):
     path: str | None = None  # JSONL / JSON / CSV / parquet file
     hf_dataset: str | None = None  # a hub id or local datasets folder
@@ -184,10 +203,10 @@ class PipelineConfig(Section):
     seed: int = 0
     data: DataConfig
     teacher: RoleConfig
-    student: ModelRef | None = None
+    student: StudentConfig | None = None
     # Several backbones: one run per student (``tapir distill`` runs them one
     # after another; stages that do not read the student are computed once).
-    students: list[ModelRef] = Field(default_factory=list)
+    students: list[StudentConfig] = Field(default_factory=list)
     judge: RoleConfig
     classifier: RoleConfig
     rewriter: RoleConfig | None = None

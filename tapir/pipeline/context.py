@@ -59,6 +59,11 @@ class Context:
             self._backends[key] = backend
         return self._backends[key]
 
+    @property
+    def call_tags(self) -> dict[str, Any]:
+        """The tags (stage key, round) the current stage's calls carry."""
+        return dict(self._tags)
+
     def tag_calls(self, **tags: Any) -> None:
         """Tag every backend's next calls (stage key, round)."""
         self._tags.update(tags)

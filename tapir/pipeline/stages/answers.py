@@ -86,23 +86,23 @@ def student_path(job: Job, round: int) -> str:
 
 class StudentAnswers:
     name = "student_answers"
-    reads = ("student.generation",)
+    reads = ("student.generation", "student.serve.model")
     version = "1"
     max_failure_rate = 0.0
 
     def run(self, job: Job) -> None:
+        from tapir.pipeline.serving import student_backend
+
         ctx = job.ctx
         items = ctx.items(job.scope("ingest"))
         path = student_path(job, job.round)
-        opts = {k: v for k, v in ctx.config.student.options.items()}
-        backend = ctx.backend("student", f"hf:{path}", opts)
         todo_ids = set(job.todo(it.id for it in items))
         todo = [it for it in items if it.id in todo_ids]
         gen = ctx.config.student.generation
         params = GenerationParams(max_new_tokens=gen.max_new_tokens, temperature=gen.temperature, top_p=gen.top_p)
         requests = [GenerationRequest([{"role": "user", "content": it.prompt}], params, meta={"item_id": it.id})
                     for it in todo]
-        with progress.bar(f"student S{job.round} answers", len(todo)) as bar:
+        with student_backend(ctx, path) as backend, progress.bar(f"student S{job.round} answers", len(todo)) as bar:
 
             def on_result(i: int, completion: Completion) -> None:
                 bar.update()
@@ -112,8 +112,9 @@ class StudentAnswers:
                 else:
                     job.fail_completion(todo[i].id, completion, "student answer")
 
-            backend.generate(requests, on_result=on_result)
-        job.info.update(items=len(items), asked=len(todo))
+            if requests:
+                backend.generate(requests, on_result=on_result)
+        job.info.update(items=len(items), asked=len(todo), backend=backend.model_id)
 
 
 def teacher_answers_upto(job: Job, round: int) -> dict[str, dict]:

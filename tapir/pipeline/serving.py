@@ -1,0 +1,107 @@
+"""The student's answers through any backend (``student.serve``): the local
+transformers backend (default), vLLM in process (``model: "vllm:{checkpoint}"``),
+or an OpenAI-compatible server serving the round's checkpoint, given by the
+user or started and stopped by tapir (``launch: "vllm serve {checkpoint}
+--port {port}"``)."""
+
+from __future__ import annotations
+
+import shlex
+import socket
+import subprocess
+import time
+import urllib.request
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from tapir import progress
+from tapir.errors import TapirError
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _fill(value: Any, **names: Any) -> Any:
+    if isinstance(value, str):
+        return value.format(**names)
+    if isinstance(value, dict):
+        return {k: _fill(v, **names) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill(v, **names) for v in value]
+    return value
+
+
+def _wait_ready(url: str, proc: subprocess.Popen, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise TapirError(f"the student server exited with code {proc.returncode} before it was ready "
+                             f"(see its output above); command: {shlex.join(proc.args)}")
+        try:
+            with urllib.request.urlopen(url.rstrip("/") + "/models", timeout=2) as r:  # noqa: S310 - local server
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise TapirError(f"the student server at {url} was not ready after {timeout_s:.0f} s")
+
+
+def checkpoint_fingerprint(folder: str) -> str:
+    """Identifies a checkpoint's weights (names, sizes, mtimes of its files)."""
+    import hashlib
+    from pathlib import Path
+
+    h = hashlib.sha256()
+    for p in sorted(Path(folder).rglob("*")):
+        if p.is_file() and p.suffix in (".safetensors", ".bin", ".json", ".model", ".gguf"):
+            st = p.stat()
+            h.update(f"{p.relative_to(folder)}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return h.hexdigest()[:16]
+
+
+def _served(ctx, model: str, options: dict, checkpoint: str):
+    """A cached backend for a served checkpoint. A server's model name says
+    nothing about which weights it serves, so the checkpoint's fingerprint
+    joins the model id (the cache key): round 2 never reads round 1's answers."""
+    from tapir.models import load_cached
+
+    backend = load_cached(model, ctx.store, ctx.run.id, options)
+    backend.model_id = f"{backend.model_id}|weights:{checkpoint_fingerprint(checkpoint)}"
+    backend.tags = {**ctx.call_tags, "role": "student"}
+    return backend
+
+
+@contextmanager
+def student_backend(ctx, checkpoint: str) -> Iterator[Any]:
+    """A cached backend answering as the checkpoint, for the time of a stage."""
+    serve = ctx.config.student.serve
+    if serve is None:
+        yield ctx.backend("student", f"hf:{checkpoint}", ctx.config.student.options)
+        return
+    port = serve.port or _free_port()
+    names = {"checkpoint": checkpoint, "port": port}
+    model = _fill(serve.model, **names)
+    options = _fill(serve.options, **names)
+    proc = None
+    if serve.launch:
+        cmd = shlex.split(_fill(serve.launch, **names))
+        progress.say(f"   starting the student server: {shlex.join(cmd)}")
+        proc = subprocess.Popen(cmd)
+    try:
+        if proc is not None:
+            base = options.get("api_base") or f"http://127.0.0.1:{port}/v1"
+            options.setdefault("api_base", base)
+            _wait_ready(base, proc, serve.ready_timeout_s)
+        yield _served(ctx, model, options, checkpoint)
+    finally:
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
