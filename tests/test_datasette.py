@@ -35,6 +35,9 @@ def _cut(text: str) -> bool:
 class CuttingTeacher(ScriptTeacher):
     """ScriptTeacher whose answers to some plain questions stop at the token limit."""
 
+    def __init__(self, name: str, options=None):  # options: the registry's validated (empty) options
+        self.model_id = f"script:{name}"
+
     def generate(self, requests, on_result=None):
         def mark(i, c: Completion):
             text = requests[i].messages[-1]["content"]
@@ -55,7 +58,7 @@ class FixedClassifier:
     labels = list(LABELS)
     needs_model = False
 
-    def __init__(self, backend, **options):
+    def __init__(self, backend, options=None):
         pass
 
     def classify(self, texts):
