@@ -57,10 +57,6 @@ def options_model(factory: Any) -> type[Options]:
     return model if isinstance(model, type) and issubclass(model, BaseModel) else NoOptions
 
 
-def declares_options(factory: Any) -> bool:
-    return options_model(factory) is not NoOptions or getattr(factory, "Options", None) is NoOptions
-
-
 def option_problems(model: type[BaseModel], values: dict[str, Any] | None, where: str) -> list[str]:
     """Every problem with ``values`` for ``model``, one line each, naming
     ``where`` (e.g. ``config.yaml: judge.options``)."""

@@ -118,12 +118,8 @@ class Component:
         nothing for trainers and evaluators."""
         from tapir.options import validate
 
-        from tapir.options import declares_options
-
         factory = self.load()
         where = where or f"{self.role[:-1]} '{self.name}' options"
-        if not declares_options(factory):  # transitional: components not yet converted
-            return factory(*args, **(options or {}))
         return factory(*args, validate(self.options_model(), options, where))
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from tapir import hookimpl
+from tapir import options as opt
 from tapir.roles import Completion
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,7 +38,10 @@ class ScriptTeacher:
 
     calls = 0
 
-    def __init__(self, name: str, **options):
+    class Options(opt.Options):
+        pass
+
+    def __init__(self, name: str, options):
         self.model_id = f"script:{name}"
 
     def generate(self, requests, on_result=None):

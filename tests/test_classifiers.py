@@ -426,7 +426,7 @@ def test_cli_eval_centroid_and_llm(runner, tmp_path, monkeypatch):
         @staticmethod
         @hookimpl
         def register_backends(register):
-            register("scripted", lambda name, **o: ScriptedBackend(lambda m: "Math", model_id="scripted:" + name))
+            register("scripted", lambda name, o: ScriptedBackend(lambda m: "Math", model_id="scripted:" + name))
 
     from tapir.plugins import get_plugin_manager
 

@@ -18,6 +18,7 @@ from click.testing import CliRunner
 import tapir
 from fakes import ScriptedBackend
 from tapir import hookimpl
+from tapir.options import Options, option
 from tapir.errors import TapirError
 from tapir.runs import Run
 from tapir.store import open_store
@@ -228,20 +229,26 @@ def test_plugin_load_error_is_clean(monkeypatch, tmp_path, capsys):
 # --- prompt through the cache -------------------------------------------------------------
 
 
+class DepthOptions(Options):
+    depth: int | None = option(None, "a backend option, echoed in the reply")
+
+
 class ScriptedPlugin:
     def __init__(self):
         self.backends: list[ScriptedBackend] = []
 
     @hookimpl
     def register_backends(self, register):
-        def factory(name, **options):
+        def factory(name, options):
             backend = ScriptedBackend(
-                lambda messages: f"[{name}] {' | '.join(m['content'] for m in messages)} {options}".strip(),
+                lambda messages: f"[{name}] {' | '.join(m['content'] for m in messages)} "
+                                 f"{options.model_dump(exclude_none=True)}".strip(),
                 model_id=f"scripted:{name}",
             )
             self.backends.append(backend)
             return backend
 
+        factory.Options = DepthOptions
         register("scripted", factory, description="test backend")
 
 
@@ -285,7 +292,7 @@ def test_prompt_backend_error_exits_non_zero(register_plugin, cli, tmp_path):
     class Failing:
         @hookimpl
         def register_backends(self, register):
-            register("down", lambda name, **o: ScriptedBackend(lambda m: Completion(error="APIConnectionError: down"),
+            register("down", lambda name, o: ScriptedBackend(lambda m: Completion(error="APIConnectionError: down"),
                                                                model_id=f"down:{name}"))
 
     register_plugin(Failing(), "failing-backend")

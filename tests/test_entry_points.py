@@ -42,18 +42,23 @@ MODULE = '''\
 """A third-party tapir plugin: an echo backend and a length judge."""
 
 from tapir import hookimpl
+from tapir.options import Options, option
 from tapir.roles import Completion, Judgment
 
 
 class EchoBackend:
-    def __init__(self, name, **options):
+    class Options(Options):
+        prefix: str = option("echo: ", "what every answer starts with")
+
+    def __init__(self, name, options):
         self.model_id = f"echo:{name}"
+        self.prefix = options.prefix
 
     def generate(self, requests, on_result=None):
         out = []
         for i, request in enumerate(requests):
             text = request.messages[-1]["content"]
-            completion = Completion(text=f"echo: {text}", prompt_tokens=len(text.split()),
+            completion = Completion(text=f"{self.prefix}{text}", prompt_tokens=len(text.split()),
                                     completion_tokens=len(text.split()) + 1, cost=0.0)
             out.append(completion)
             if on_result:
@@ -63,8 +68,15 @@ class EchoBackend:
 
 class LengthJudge:
     name = "echo-judge"
+    kind = "pairwise"
+    needs_model = False
+    needs_student = False
+    reads_student_answer = True
 
-    def __init__(self, backend=None, **options):
+    class Options(Options):
+        pass
+
+    def __init__(self, backend, options):
         self.backend = backend
 
     def judge(self, requests):

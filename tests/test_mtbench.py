@@ -300,7 +300,7 @@ def test_generation_failure_is_counted_and_retried_on_rerun(pm, store, register_
     class Plugin:
         @hookimpl
         def register_backends(self, register):
-            register("scripted", lambda name, **kw: student if name == "student" else judge)
+            register("scripted", lambda name, options: student if name == "student" else judge)
 
     register_plugin(Plugin(), "scripted-backends")
     opts = {"data_dir": str(DATA), "judge_model": "scripted:judge", "max_new_tokens": 8, "judge_mode": "robust"}
@@ -330,7 +330,7 @@ def _scripted_pair(register_plugin, judge_reply, name="ref"):
     class Plugin:
         @hookimpl
         def register_backends(self, register):
-            register("scripted", lambda n, **kw: student if n == "student" else judge)
+            register("scripted", lambda n, options: student if n == "student" else judge)
 
     register_plugin(Plugin(), f"scripted-{name}")
     return student, judge

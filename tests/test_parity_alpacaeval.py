@@ -105,7 +105,7 @@ def register_student(register_plugin):
     class Plugin:
         @hookimpl
         def register_backends(self, register):
-            register("scripted", lambda name, **kw: student)
+            register("scripted", lambda name, options: student)
 
     register_plugin(Plugin(), "scripted-student")
     return student

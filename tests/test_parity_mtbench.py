@@ -255,8 +255,8 @@ def _tapir_run(store, register_plugin, questions, run_id="t1", **options):
     class Plugin:
         @hookimpl
         def register_backends(self, register):
-            register("scriptedlocal", lambda name, **kw: LocalBackend())
-            register("scriptedjudge", lambda name, **kw: judge)
+            register("scriptedlocal", lambda name, options: LocalBackend())
+            register("scriptedjudge", lambda name, options: judge)
 
     register_plugin(Plugin(), f"parity-backends-{next(_PLUGINS)}")
     evaluator = registry().get("evaluators", "mtbench").create(options={
@@ -399,7 +399,7 @@ def test_api_backend_turn_two_messages_are_fastchats(fastchat, mtdata, store, pm
     class Plugin:
         @hookimpl
         def register_backends(self, register):
-            register("scriptedapi", lambda name, **kw: student if name == "gpt-3.5-turbo" else judge)
+            register("scriptedapi", lambda name, options: student if name == "gpt-3.5-turbo" else judge)
 
     register_plugin(Plugin(), "parity-api")
     evaluator = registry().get("evaluators", "mtbench").create(options={

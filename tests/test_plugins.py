@@ -16,10 +16,19 @@ from click.testing import CliRunner
 from fakes import ScriptedBackend
 from tapir import hookimpl, models
 from tapir import plugins as plugins_mod
-from tapir.errors import TapirError
+from tapir.errors import ConfigError, TapirError
+from tapir.options import Options, option
 from tapir.plugins import check_pending, get_plugin_manager, reset_plugin_manager
 
 BUILTINS = {"hf", "litellm", "vllm", "judges", "trainers", "classifiers", "teachers", "mtbench", "alpacaeval", "lmeval"}
+
+
+class DemoBench:
+    class Options(Options):
+        n: int = option(1, "how many")
+
+    def __init__(self, options):
+        self.options = options
 
 
 class DemoPlugin:
@@ -32,7 +41,7 @@ class DemoPlugin:
     def register_backends(self, register):
         register(
             "demo",
-            lambda name, **options: ScriptedBackend(lambda m: f"demo says {m[-1]['content']}", model_id=f"demo:{name}"),
+            lambda name, options: ScriptedBackend(lambda m: f"demo says {m[-1]['content']}", model_id=f"demo:{name}"),
             description="a demo backend",
         )
 
@@ -43,7 +52,7 @@ class DemoPlugin:
 
     @hookimpl
     def register_evaluators(self, register):
-        register("demo-bench", lambda **options: ("bench", options))
+        register("demo-bench", DemoBench)
 
     @hookimpl
     def register_commands(self, cli):
@@ -97,11 +106,14 @@ def test_registry_sees_each_hook_with_plugin_name(register_plugin, pm):
     judge = reg.get("judges", "demo-judge")
     assert judge.plugin == "demo-plugin"
     assert judge.load() is json.dumps  # the lazy "module:attr" factory resolved
-    assert judge.create({"b": 1, "a": 2}, options={"sort_keys": True}) == '{"a": 2, "b": 1}'
+    with pytest.raises(TypeError):  # json.dumps declares no Options: it takes none
+        judge.create({"b": 1, "a": 2}, options={})
 
     bench = reg.get("evaluators", "demo-bench")
     assert bench.plugin == "demo-plugin"
-    assert bench.create(options={"n": 3}) == ("bench", {"n": 3})
+    assert bench.create(options={"n": 3}).options.n == 3
+    with pytest.raises(ConfigError):
+        bench.create(options={"m": 3})
     assert "demo" in reg.names("backends") and "demo-judge" in reg.names("judges")
 
 

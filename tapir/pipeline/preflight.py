@@ -95,6 +95,11 @@ def component_problems(config: PipelineConfig, base_dir: Path, source: str) -> l
                             f"(e.g. model: openai/gpt-4o-mini, or a local folder)")
 
     cfg = config
+    for key, ref in (("judge", cfg.judge.model), ("classifier", cfg.classifier.model)):
+        if ref is not None and "generation" in ref.model_fields_set:
+            problems.append(f"{source}: '{key}.model.generation': the {key} sets its own generation parameters, "
+                            f"so this would be ignored; use {key}.options.params (see `tapir plugins "
+                            f"{getattr(cfg, key).name}`)")
     check_role("teachers", "teacher", cfg.teacher.name, cfg.teacher.options, cfg.teacher.model)
     check_role("judges", "judge", cfg.judge.name, cfg.judge.options, cfg.judge.model)
     classifier_options = dict(cfg.classifier.options)
