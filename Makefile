@@ -22,9 +22,12 @@ $(BIN)/.installed: pyproject.toml Makefile
 
 install: $(BIN)/.installed
 
+OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 LITELLM_LOCAL_MODEL_COST_MAP=True
+
 demo: install
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 LITELLM_LOCAL_MODEL_COST_MAP=True \
-		$(BIN)/tapir --db tapir-demo.db distill configs/demo.yaml
+	$(OFFLINE) $(BIN)/tapir --db tapir-demo.db distill configs/demo.yaml
+	$(OFFLINE) $(BIN)/tapir --db tapir-demo.db compare --benchmark heldout-loss
+	$(OFFLINE) $(BIN)/tapir --db tapir-demo.db report tapir-demo -o tapir-out/demo/report.html
 
 test: install
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

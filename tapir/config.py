@@ -99,6 +99,9 @@ class CurriculumConfig(Section):
     expand_per_round: list[Annotated[int, Field(ge=0)]] = Field(
         default_factory=lambda: [19000, 20000, 20000], min_length=1)
     recompute_mfd: bool = False
+    # Extension (not in the paper): with recompute_mfd, round r+1 re-selects
+    # D_S from the MFD of S_r instead of keeping the cut of S0.
+    reselect_seed: bool = False
     # Eq. 4 as written: each hard example weighs alpha_r, each easy one 1 - alpha_r
     # ("eq4"); "share": hard examples share alpha_r of the total weight.
     weighting: Literal["eq4", "share"] = "eq4"
@@ -109,6 +112,12 @@ class CurriculumConfig(Section):
     # Round 1 trains from S0 (the paper) or from the base model ("base": the
     # Seed Alpaca ablations, a model trained on D_S alone).
     start_from: Literal["s0", "base"] = "s0"
+
+    @model_validator(mode="after")
+    def _reselect(self):
+        if self.reselect_seed and not self.recompute_mfd:
+            raise ValueError("reselect_seed needs recompute_mfd: true (D_S is re-selected from each round's MFD)")
+        return self
 
     @model_validator(mode="after")
     def _rounds(self):

@@ -88,3 +88,36 @@ def test_several_students_share_what_does_not_read_the_student(tmp_path, tiny_mo
     bases = store.execute("select count(*) from benchmark_results where benchmark = 'heldout-loss' "
                           "and metric = 'nll' and json_extract(meta, '$.label') = 'base'").fetchone()[0]
     assert bases == 2  # each backbone beside its base
+
+
+def test_reselect_seed_takes_each_rounds_cut_from_the_new_students_mfd(tmp_path, tiny_model, cli):
+    import sqlite_utils
+
+    cfg = write_config(
+        tmp_path, tiny_model, judge={"name": "student-loss"},
+        trainer={"name": "hf", "options": {"max_steps": 1, "max_length": 64, "learning_rate": 1e-2}},
+        curriculum={"rounds": 2, "expand_per_round": [2, 2], "recompute_mfd": True, "reselect_seed": True},
+        mfd={"delta": None, "top_fraction": 0.25})
+    db = tmp_path / "t.db"
+    result = CliRunner().invoke(cli, ["--db", str(db), "distill", str(cfg)])
+    assert result.exit_code == 0, result.output
+    store = sqlite_utils.Database(db)
+    keys = dict(store.execute("select name || ':' || round, key from stages").fetchall())
+    assert "seed_cut:1" in keys and "judge:1" in keys
+    hard0 = {r[0] for r in store.execute("select item_id from scores where run_id = ? and name = 'hard' "
+                                         "and value = 1", [keys["seed_cut:0"]])}
+    hard1 = {r[0] for r in store.execute("select item_id from scores where run_id = ? and name = 'hard' "
+                                         "and value = 1", [keys["seed_cut:1"]])}
+    assert len(hard0) == len(hard1) == 4
+    mfd1 = dict(store.execute("select item_id, value from scores where run_id = ? and name = 'mfd'",
+                              [keys["judge:1"]]).fetchall())
+    assert min(mfd1[i] for i in hard1) >= max(v for i, v in mfd1.items() if i not in hard1)
+    # Round 2's resample draws from the cut of S1, round 1's from the cut of S0.
+    pool2 = {r[0] for r in store.execute("select item_id from scores where run_id = ? and name = 'draws'",
+                                         [keys["resample:2"]])}
+    assert hard1 <= pool2 and (hard0 - hard1).isdisjoint(pool2)
+    result = CliRunner().invoke(cli, ["--db", str(db), "distill", str(cfg)])
+    assert result.exit_code == 0
+    statuses = [line.split()[2] for line in result.output.splitlines()
+                if line.split()[:1] and line.split()[0] in ("seed_cut", "train", "judge")]
+    assert statuses and set(statuses) == {"reused"}

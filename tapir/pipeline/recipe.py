@@ -68,18 +68,26 @@ def build(config, *, run_id: str, digest: str, judge_reads_answer: bool) -> list
     classify = add("classify", 0, (ingest,))
     expanded: list[Node] = []
     rewrites: list[Node] = []
+    cuts = {0: cut}
+    reselect = config.curriculum.reselect_seed
     for r in range(1, rounds + 1):
-        base = (ingest, cut, classify, *expanded)
-        resample = add("resample", r, base) if "resample" not in skip else None
+        k = r - 1 if reselect else 0  # the seed cut this round's D_S comes from
+        opts = {"cut": k} if k else {}
+        now_cut = cuts[k]
+        base = (ingest, now_cut, classify, *expanded)
+        resample = add("resample", r, base, **opts) if "resample" not in skip else None
         if "expand" not in skip and config.curriculum.expand_per_round[r - 1] > 0:
-            expanded.append(add("expand", r, (*base, resample)))
+            expanded.append(add("expand", r, (*base, resample), **opts))
             answers[r] = add("teacher_answers", r, (expanded[-1],))
         if config.rewriter is not None and "rewrite" not in skip:
-            rewrites.append(add("rewrite", r, (ingest, cut, classify, *expanded, *answers.values())))
-        train[r] = add("train", r, (train[r - 1], ingest, cut, classify, *expanded, *answers.values(), *rewrites))
+            rewrites.append(add("rewrite", r, (ingest, now_cut, classify, *expanded, *answers.values()), **opts))
+        train[r] = add("train", r, (train[r - 1], ingest, now_cut, classify, *expanded, *answers.values(),
+                                    *rewrites), **opts)
         if config.curriculum.recompute_mfd:
             student_r = add("student_answers", r, (ingest, train[r])) if judge_reads_answer else None
             judges.append(add("judge", r, (ingest, answers[0], train[r], student_r)))
+            if reselect and r < rounds:
+                cuts[r] = add("seed_cut", r, (judges[-1],), all="seed_cut" in skip)
     evaluations: list[Node] = []
     if config.evaluation.heldout is not None:
         heldout = add("heldout_answers", 0, (ingest,))
@@ -89,6 +97,7 @@ def build(config, *, run_id: str, digest: str, judge_reads_answer: bool) -> list
         anchor = (extra.after, extra.round)
         position = next(i for i, s in enumerate(steps) if s.node == anchor) + 1
         steps.insert(position, Step(extra.stage, extra.round, (anchor,), tuple(sorted(extra.options.items()))))
-    add("export", 0, (ingest, cut, classify, *train.values(), *judges, *expanded, *rewrites, *answers.values()),
-        run=run_id)
+    add("export", 0, (ingest, *cuts.values(), classify, *train.values(), *judges, *expanded, *rewrites,
+                      *answers.values(), *evaluations),
+        run=run_id, **({"cut": rounds - 1} if reselect and rounds > 1 else {}))
     return steps

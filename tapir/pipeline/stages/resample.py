@@ -15,14 +15,14 @@ from tapir.tasks import TASK_TYPES
 
 def hard_seed(job: Job) -> list[Item]:
     """D_S: the seed items the seed cut marked hard, with their task types."""
-    hard = job.ctx.scores(job.scope("seed_cut"), "hard")
+    hard = job.ctx.scores(job.scope("seed_cut", job.step.option("cut", 0)), "hard")
     items = job.ctx.items(job.scope("ingest"))
     return with_labels(job, [it for it in items if hard.get(it.id) == 1.0])
 
 
 def easy_seed(job: Job) -> list[Item]:
     """D minus D_S: judged items the cut left out (unjudged items are in neither)."""
-    hard = job.ctx.scores(job.scope("seed_cut"), "hard")
+    hard = job.ctx.scores(job.scope("seed_cut", job.step.option("cut", 0)), "hard")
     items = job.ctx.items(job.scope("ingest"))
     return with_labels(job, [it for it in items if hard.get(it.id) == 0.0])
 

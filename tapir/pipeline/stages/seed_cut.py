@@ -12,13 +12,13 @@ from tapir.pipeline.mfd import select_hard
 
 class SeedCut:
     name = "seed_cut"
-    reads = ("mfd.delta", "mfd.top_fraction", "mfd.quantile", "curriculum.seed_size")
+    reads = ("mfd.delta", "mfd.top_fraction", "mfd.quantile", "curriculum.seed_size", "curriculum.reselect_seed")
     version = "1"
     max_failure_rate = 0.0
 
     def run(self, job: Job) -> None:
         ctx = job.ctx
-        mfd = ctx.scores(job.scope("judge", 0), "mfd")
+        mfd = ctx.scores(job.scope("judge", job.round), "mfd")  # round r > 0: curriculum.reselect_seed
         if job.step.option("all"):
             hard, threshold, rule = set(mfd), float("-inf"), "all judged items (no seed cut)"
         else:
