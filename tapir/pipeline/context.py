@@ -168,7 +168,7 @@ class Context:
             for it in items
         ]
         with self.store.db.conn:
-            self.store["items"].insert_all(rows, ignore=True)
+            insert_rows(self.store, "items", rows)
 
     def items(self, scope: str | None) -> list[Item]:
         if scope is None:
@@ -192,20 +192,17 @@ class Context:
     def save_response(self, scope: str, item_id: str, role: str, model: str, round: int,
                       completion: Completion) -> None:
         with self.store.db.conn:
-            self.store["responses"].insert(
-                {
-                    "run_id": scope,
-                    "item_id": item_id,
-                    "role": role,
-                    "model": model,
-                    "round": round,
-                    "sample": 0,
-                    "text": completion.text,
-                    "llm_call_id": completion.call_id,
-                    "created_at": utcnow(),
-                },
-                ignore=True,
-            )
+            insert_rows(self.store, "responses", [{
+                "run_id": scope,
+                "item_id": item_id,
+                "role": role,
+                "model": model,
+                "round": round,
+                "sample": 0,
+                "text": completion.text,
+                "llm_call_id": completion.call_id,
+                "created_at": utcnow(),
+            }])
 
     def set_scores(self, scope: str, rows: Sequence[tuple[str, str, int, float]]) -> None:
         """Upsert (item_id, name, round, value) scores under ``scope``."""
@@ -227,6 +224,25 @@ class Context:
             return {}
         return dict(self.store.execute(
             "select item_id, label from classifications where run_id = ?", [scope]).fetchall())
+
+
+_INSERT_SQL: dict[tuple, str] = {}
+
+
+def insert_rows(store: Store, table: str, rows: Sequence[dict[str, Any]], conflict: str = "ignore") -> None:
+    """``INSERT OR IGNORE`` (or ``OR REPLACE``) ``rows`` (dicts with the same
+    keys) into ``table``, as a prepared statement: what sqlite-utils'
+    ``table.insert(row, ignore=True)`` writes, without its per-call table
+    introspection (~0.1 ms a row, measured). The caller holds the transaction."""
+    if not rows:
+        return
+    columns = tuple(rows[0])
+    sql = _INSERT_SQL.get((table, conflict, columns))
+    if sql is None:
+        sql = _INSERT_SQL[(table, conflict, columns)] = (
+            f"insert or {conflict} into [{table}] ({', '.join(f'[{c}]' for c in columns)}) "
+            f"values ({', '.join('?' * len(columns))})")
+    store.db.conn.executemany(sql, [[row[c] for c in columns] for row in rows])
 
 
 def _declared(factory: Any, name: str) -> Any:

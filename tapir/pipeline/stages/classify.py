@@ -4,6 +4,7 @@ table, under this stage's key; the ingested rows are never changed)."""
 from __future__ import annotations
 
 from tapir import progress
+from tapir.pipeline.context import insert_rows
 from tapir.pipeline.engine import Job
 from tapir.store.db import utcnow
 
@@ -25,12 +26,10 @@ class Classify:
                 labels = ctx.classifier.classify([it.prompt for it in todo])
                 bar.update(len(todo))
             with ctx.store.db.conn:
-                for it, (label, confidence) in zip(todo, labels):
-                    ctx.store["classifications"].insert(
-                        {"run_id": job.key, "item_id": it.id, "classifier": name, "label": label,
-                         "confidence": confidence, "created_at": utcnow()},
-                        replace=True,
-                    )
+                insert_rows(ctx.store, "classifications", [
+                    {"run_id": job.key, "item_id": it.id, "classifier": name, "label": label,
+                     "confidence": confidence, "created_at": utcnow()}
+                    for it, (label, confidence) in zip(todo, labels)], conflict="replace")
             for it, (label, _) in zip(todo, labels):
                 if label:
                     job.ok(it.id)

@@ -6,6 +6,7 @@ neither hard nor easy until a re-run judges it."""
 from __future__ import annotations
 
 from tapir import progress
+from tapir.pipeline.context import insert_rows
 from tapir.pipeline.engine import Job
 from tapir.pipeline.stages.answers import student_path
 from tapir.roles import JudgeRequest
@@ -62,7 +63,7 @@ class JudgeMFD:
                         if error is None and partial and not accept_one:
                             error = "one of the two orders failed: " + "; ".join(
                                 f"{k}: {v}" for k, v in j.details["order_errors"].items())
-                        ctx.store["judgments"].insert(
+                        insert_rows(ctx.store, "judgments", [
                             {
                                 "run_id": job.key, "item_id": it.id, "judge": cfg.name, "model": judge_model,
                                 "kind": judge.kind,
@@ -73,9 +74,7 @@ class JudgeMFD:
                                 "score_a": j.score_a, "score_b": j.score_b, "preference": j.preference,
                                 "raw": dumps({"raw": j.raw, "details": j.details}), "error": error,
                                 "created_at": utcnow(),
-                            },
-                            replace=True,
-                        )
+                            }], conflict="replace")
                         if error is None:
                             scores += [(it.id, "teacher_score", job.round, j.score_a),
                                        (it.id, "student_score", job.round, j.score_b),
