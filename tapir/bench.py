@@ -296,8 +296,7 @@ def create_evaluator(benchmark: str, options: dict[str, Any] | None):
 
 def preflight(evaluator: Any, benchmark: str, model: str) -> None:
     """Raise :class:`PreflightFailed` listing every problem the evaluator finds."""
-    check = getattr(evaluator, "preflight", None)
-    problems = list(check(model) or []) if callable(check) else []
+    problems = list(evaluator.preflight(model) or [])  # tapir.roles.Evaluator
     if problems:
         raise PreflightFailed(f"{benchmark} on {model}: nothing was run or written:\n"
                               + "\n".join(f"  {p}" for p in problems))

@@ -33,6 +33,9 @@ class Scored:
     def __init__(self, options: "Scored.Options"):
         self.options = options
 
+    def preflight(self, model):
+        return []
+
     def run(self, model, store, *, run_id, force=False):
         o = self.options
         failures = Scored.FAILURES.get(model, 0)

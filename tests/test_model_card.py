@@ -38,6 +38,9 @@ class ScriptedBench:
     def __init__(self, options):
         self.options = options
 
+    def preflight(self, model):
+        return []
+
     def run(self, model, store, *, run_id, force=False):
         meta = {"judge": "fake/judge", "judge_mode": "reference", "failures": 0, "failure_reasons": {},
                 "failure_example": None, "data_version": "v1", "subset": "limit=5"}

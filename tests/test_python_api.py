@@ -40,6 +40,9 @@ class ScriptedLmeval:
     def __init__(self, options):
         self.options = options
 
+    def preflight(self, model):
+        return []
+
     def run(self, model, store, *, run_id, force=False):
         ScriptedLmeval.runs.append(model)
         value = 0.25 + 0.5 * ("train-r1" in model)

@@ -18,7 +18,7 @@ def _open(db):
     path = resolve_db_path(db)
     if not path.is_file():
         raise TapirError(f"no database at {path} (pass --db PATH or set TAPIR_DB)")
-    return open_store(path)
+    return open_store(path, readonly=True)  # read-only: never migrates or writes
 
 
 def _stage_rows(store, run_id: str) -> list[dict]:

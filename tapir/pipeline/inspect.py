@@ -22,7 +22,7 @@ def engine_without_run(config_path: str | Path, db: str | None, overrides: list[
     path = resolve_db_path(db or cfg.db)
     if not path.is_file():
         raise TapirError(f"no database at {path}: run `tapir distill {config_path}` first, or pass --db")
-    store = open_store(path)
+    store = open_store(path, readonly=True)  # inspection writes nothing, migrates nothing
     run = Run(store, run_id_for(cfg.model_dump(mode="json")), cfg.name)
     ctx = Context(cfg, store, run, Path(config_path).resolve().parent, Path(cfg.output_dir).resolve())
     return engine_for(ctx)
