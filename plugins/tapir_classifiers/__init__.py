@@ -1,7 +1,10 @@
 """Task-type classifiers: LLM prompt, fine-tuned encoder, nearest centroid.
 
-Each factory is called as ``factory(backend, **options)`` and returns an
-object with ``labels`` and ``classify(texts) -> [(label, confidence)]``.
+Each class declares its options as a nested ``Options`` model
+(:mod:`tapir.options`) and is built as ``Class(backend, options)``
+(``backend`` is ``None`` unless the config names a model) by the registry's
+``Component.create``; it has ``labels``, ``needs_model`` and
+``classify(texts) -> [(label, confidence)]`` (:class:`tapir.roles.Classifier`).
 ``tapir classifier train|eval|label`` live in :mod:`tapir_classifiers.cli`.
 """
 

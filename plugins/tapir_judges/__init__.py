@@ -1,8 +1,12 @@
 """Judges: pairwise (TAPIR), single-answer grading (MT-Bench), preference
 with logprobs (AlpacaEval 2.0), reference similarity and student loss.
 
-Each factory is called as ``factory(backend, **options)`` and returns an
-object with ``name``, ``kind``, ``needs_student`` and ``judge(requests)``.
+Each class declares its options as a nested ``Options`` model
+(:mod:`tapir.options`) and is built as ``Class(backend, options)``
+(``backend`` may be ``None`` for judges that need no LLM) by the registry's
+``Component.create``; it has ``name``, ``kind``, ``needs_model``,
+``needs_student``, ``reads_student_answer`` and ``judge(requests)``
+(:class:`tapir.roles.Judge`).
 """
 
 from __future__ import annotations
