@@ -89,19 +89,22 @@ class Expand:
                     [groups[j] for j in pending], [r * 1000 + attempts[j] for j in pending], params)
                 stats["calls"] += len(pending)
                 retry = []
-                for j, completion in zip(pending, completions):
+                # The pass's usable texts go through the filter at once, in draw order: the same
+                # verdicts as one accept() each (a text is checked against those accepted before it).
+                cleaned = [ctx.teacher.clean_instruction(c.text) if c.ok else None for c in completions]
+                verdicts = iter(dedup.accept_many([t for t in cleaned if t is not None]))
+                for j, completion, text in zip(pending, completions, cleaned):
                     if not completion.ok:
                         stats["call_errors"] += 1
                         job.fail_completion(f"draw-{j}", completion, "new instruction")
                         bar.update()
                         continue
                     attempts[j] += 1
-                    text = ctx.teacher.clean_instruction(completion.text)
                     problem = None
                     if text is None:
                         stats["malformed"] += 1
                         problem = ("malformed", "the reply held no usable instruction")
-                    elif not dedup.accept(text):
+                    elif not next(verdicts):
                         stats["duplicates"] += 1
                         problem = ("duplicate", "a near-duplicate of an instruction in the pool")
                     if problem is None:
