@@ -92,7 +92,7 @@ def register(cli):
             from tapir.pipeline.variants import run_variants, students, table
 
             results = run_variants(config, students(read_yaml(config)), "student", obj["db"],
-                                   retry=False if no_retry else None)
+                                   retry=False if no_retry else None, overrides=list(sets))
             for r in results:
                 click.echo(_summary(r.outcome) + "\n")
             click.echo("\n".join(["students:", *table(results)]))
@@ -104,8 +104,9 @@ def register(cli):
     @cli.command()
     @click.argument("config", type=click.Path(dir_okay=False))
     @click.option("--no-retry", is_flag=True, help="Keep failed items failed.")
+    @SET_OPTION
     @click.pass_obj
-    def ablate(obj, config, no_retry):
+    def ablate(obj, config, no_retry, sets):
         """Run Table 5's ablations of CONFIG (full-alpaca, seed-alpaca,
         seed-alpaca-rw, direct-expansion, single-round, full) as pipeline
         variants on one database: shared stages (teacher answers, S0,
@@ -118,7 +119,11 @@ def register(cli):
         from tapir.pipeline.variants import ablations, run_variants, table
 
         data = read_yaml(config)
-        results = run_variants(config, ablations(data), "ablation", obj["db"], retry=False if no_retry else None)
+        from tapir.config import apply_overrides
+
+        data = apply_overrides(data, list(sets)) if sets else data
+        results = run_variants(config, ablations(data), "ablation", obj["db"], retry=False if no_retry else None,
+                               overrides=list(sets))
         lines = table(results)
         out = Path(results[-1].outcome.out_dir).parent / "ablation.json"
         out.write_text(_json.dumps([{"setting": r.variant.label, "run_id": r.run_id, "checkpoint": r.checkpoint,

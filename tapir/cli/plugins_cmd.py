@@ -128,9 +128,10 @@ def _show_component(name: str, as_json: bool) -> None:
     from tapir.options import describe
 
     reg = get_plugin_manager().registry
-    found = [c for role in ROLES for c in reg.by_role[role].values() if c.name == name or c.plugin == name]
+    roles = [r for r in ROLES if r != "models"]  # named models are aliases, not components with options
+    found = [c for role in roles for c in reg.by_role[role].values() if c.name == name or c.plugin == name]
     if not found:
-        names = sorted({c.name for role in ROLES for c in reg.by_role[role].values()})
+        names = sorted({c.name for role in roles for c in reg.by_role[role].values()})
         raise TapirError(f"no component or plugin named '{name}'. Components: {', '.join(names)}")
     out = []
     for c in found:

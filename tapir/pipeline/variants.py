@@ -95,14 +95,16 @@ class VariantResult:
 
 
 def run_variants(config_path: str | Path, variants: list[Variant], kind: str, db: str | None = None,
-                 retry: bool | None = None) -> list[VariantResult]:
-    from tapir.config import read_yaml
+                 retry: bool | None = None, overrides: list[str] | None = None) -> list[VariantResult]:
+    from tapir.config import apply_overrides, read_yaml
     from tapir.pipeline.preflight import check
     from tapir.pipeline.runner import distill
 
     path = Path(config_path)
     base_dir = path.resolve().parent
     data = read_yaml(path)
+    if overrides:
+        data = apply_overrides(data, list(overrides))
     configs = [(v, variant_config(data, v, kind)) for v in variants]
     for v, cfg in configs:  # every variant passes preflight before the first one runs
         check(cfg, db, base_dir=base_dir)
