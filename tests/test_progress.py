@@ -125,8 +125,10 @@ _NOISE = textwrap.dedent("""
 
 @pytest.mark.parametrize("mode", ["quiet", "verbose"])
 def test_quiet_libraries_silences_real_library_noise(tiny_model, tmp_path, mode):
-    env = {k: v for k, v in os.environ.items() if k not in ("TQDM_DISABLE", "TAPIR_VERBOSE", "TAPIR_QUIET",
-                                                            "HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY")}
+    from tapir.progress import _QUIET_ENV  # set in this process by any earlier in-process run
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TQDM_DISABLE", "TAPIR_VERBOSE", "TAPIR_QUIET", *_QUIET_ENV)}
     proc = subprocess.run([sys.executable, "-c", _NOISE, mode, str(tiny_model), str(tmp_path / "saved")],
                           capture_output=True, text=True, env=env, timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]
