@@ -186,3 +186,45 @@ def test_dry_run_says_what_would_be_reused(tmp_path, tiny_model, cli):
     assert "reuse" in lines["teacher_answers"] and "reuse" in lines["train"] and "reuse" in lines["judge"]
     assert "reuse" not in lines["seed_cut"]
     assert db.read_bytes() == before
+
+
+def test_paper_config_first_stages_run_against_a_local_server(tmp_path, tiny_model, monkeypatch):
+    """configs/paper.yaml as it is, with a small local file for the data, its
+    API models pointed at a local OpenAI-compatible server and the tiny model
+    for the 7B student: preflight passes and its first stages run."""
+    from pipeline_helpers import server_reply
+    from tapir_testing.openai_server import OpenAIServer
+
+    from tapir.pipeline.preflight import check
+    from tapir.pipeline.runner import engine_for, open_run
+    from tapir.store import open_store
+
+    monkeypatch.setenv("TAPIR_QUIET", "1")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key-000000000")
+    rows = tmp_path / "alpaca.jsonl"
+    with rows.open("w") as f:
+        for line in SEED_DATA.read_text().splitlines()[:8]:
+            f.write(line + "\n")
+    with OpenAIServer(reply=lambda m, b: "Math" if "#Task Classification#" in m[-1]["content"]
+                      else server_reply(m, b)) as srv:
+        data = yaml.safe_load((ROOT / "configs" / "paper.yaml").read_text())
+        data["data"] = {"path": str(rows)}
+        data["output_dir"] = str(tmp_path / "out")
+        data["student"] = {"model": f"hf:{tiny_model}", "generation": {"max_new_tokens": 8}}
+        for role in ("teacher", "judge", "classifier", "rewriter"):
+            data[role]["model"]["options"]["api_base"] = srv.base_url
+        cfg = tmp_path / "paper.yaml"
+        cfg.write_text(yaml.safe_dump(data))
+        checked = check(cfg, str(tmp_path / "t.db"))
+        ctx = open_run(checked.config, checked.base_dir, open_store(tmp_path / "t.db"), loaded=checked.loaded)
+        engine = engine_for(ctx)
+        for step in engine.steps:
+            if step.node in (("ingest", 0), ("teacher_answers", 0), ("classify", 0)):
+                engine.run_step(step)
+        results = {n: r for n, r in engine.results.items()}
+    assert results[("ingest", 0)].ok == 8
+    assert results[("teacher_answers", 0)].ok == 8 and results[("teacher_answers", 0)].failed == 0
+    assert results[("classify", 0)].ok == 8
+    models = sorted({b["model"] for b in srv.bodies})
+    assert models == ["gpt-4o", "gpt-4o-mini"]  # the paper config's teacher and classifier
+    assert srv.requests == 16
