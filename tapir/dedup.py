@@ -5,22 +5,24 @@ text that is too similar to any of them (or to an earlier text of the same
 batch). Methods:
 
 ``minhash`` (default)
-    MinHash LSH over the set of a text's words: candidates are the pool texts
-    whose word Jaccard similarity is likely at or above ``j = t / (2 - t)``,
-    the Jaccard similarity that goes with a ROUGE-L F1 of ``t`` (for two
-    texts of distinct words that differ by substitutions it is exact; for any
-    pair, ROUGE-L F1 >= t implies a multiset Jaccard >= j). Signatures
-    (``num_perm`` universal hash functions) and band keys are computed with
-    numpy for a whole batch at once, and the bands are plain dicts: the
-    per-key cost of datasketch's MinHashLSH (about 120 us an insert and 100 us
-    a query, measured) put 59K candidates against a 70K pool near a minute,
-    this takes well under half of that (benchmarks/bench_dedup.py). The
-    bands and rows come from :func:`lsh_params`.
+    MinHash LSH over the set of a text's words, with datasketch: candidates
+    are the pool texts whose word Jaccard similarity is likely at or above
+    ``j = t / (2 - t)``, the Jaccard similarity that goes with a ROUGE-L F1
+    of ``t`` (for two texts of distinct words that differ by substitutions it
+    is exact; for any pair, ROUGE-L F1 >= t implies a multiset Jaccard >= j).
+    Signatures are ``datasketch.MinHash.generator`` (``num_perm``
+    permutations, ``seed``; words hashed with datasketch's SHA-1 hash, cached
+    per word); the index is a ``datasketch.MinHashLSH`` for threshold ``j``,
+    whose bands and rows datasketch chooses with false-positive/negative
+    weights (0.1, 0.9) (51 bands of 5 rows at t = 0.7, 256 permutations); the
+    pool goes in with an ``insertion_session``, each accepted text with
+    ``insert``.
     With ``verify=True`` (the default) each candidate is then checked with the
     exact ROUGE-L F1, so the filter never rejects a text whose ROUGE-L is
     below ``t`` (precision 1 against exact ROUGE-L) and misses only the
     duplicates LSH did not propose. With ``verify=False`` a candidate is a
-    duplicate when its MinHash Jaccard estimate is >= ``j``.
+    duplicate when its MinHash Jaccard estimate (``MinHash.jaccard`` against
+    the pool text's ``LeanMinHash``) is >= ``j``.
 ``rouge``
     Exact ROUGE-L F1 >= ``t`` against every pool text. Exact, yet not a scan
     of the pool: a prefix-filter index (from set-similarity joins) proposes
@@ -43,13 +45,12 @@ similarity the pipeline used before), so :func:`rouge_l` equals
 there (tests/test_dedup.py checks it); non-ASCII words count as words instead
 of being dropped.
 
-numpy is imported inside the methods that need it (none for ``rouge`` and ``none``).
+datasketch and numpy are imported inside the methods that need them (none for ``rouge`` and ``none``).
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import math
 import re
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
@@ -62,8 +63,7 @@ if TYPE_CHECKING:  # pragma: no cover
 METHODS = ("minhash", "rouge", "embedding", "none")
 DEFAULT_METHOD = "minhash"
 
-_PRIME = 4294967311  # the smallest prime above 2**32: a * h + b < 2**63 for a, b < 2**31, h < 2**32
-_CHUNK = 4096  # texts signed at once
+LSH_WEIGHTS = (0.1, 0.9)  # datasketch MinHashLSH's (false positive, false negative) weights
 _TOKEN = re.compile(r"[^\W_]+")
 _SPACE = re.compile(r"\s+")
 
@@ -116,29 +116,13 @@ def jaccard_for_rouge(threshold: float) -> float:
     return threshold / (2.0 - threshold)
 
 
-@functools.lru_cache(maxsize=32)
-def lsh_params(jaccard: float, num_perm: int, weights: tuple[float, float] = (0.1, 0.9)) -> tuple[int, int]:
-    """LSH bands and rows per band (bands * rows <= num_perm) minimising the
-    weighted area of false positives below ``jaccard`` and false negatives
-    above it, for P(candidate | s) = 1 - (1 - s**rows)**bands. The weights
-    favour recall: a missed duplicate stays in the data, a false candidate
-    costs one exact check."""
-    best, best_cost = (1, 1), float("inf")
-    grid = 400
-    for rows in range(1, num_perm + 1):
-        for bands in range(1, num_perm // rows + 1):
-            fp = fn = 0.0
-            for k in range(grid):
-                s = (k + 0.5) / grid
-                p = 1.0 - (1.0 - s**rows) ** bands
-                if s < jaccard:
-                    fp += p / grid
-                else:
-                    fn += (1.0 - p) / grid
-            cost = weights[0] * fp + weights[1] * fn
-            if cost < best_cost:
-                best, best_cost = (bands, rows), cost
-    return best
+@functools.lru_cache(maxsize=1 << 20)
+def _word_hash(word: str) -> int:
+    """A word's 32-bit hash for MinHash (datasketch's SHA-1 hash, stable
+    across processes), cached: a word recurs in many texts."""
+    from datasketch.hashfunc import sha1_hash32
+
+    return sha1_hash32(word.encode("utf-8"))
 
 
 def _normal(text: str) -> str:
@@ -153,7 +137,10 @@ class NearDuplicateFilter:
     above it is a duplicate), cosine similarity for ``embedding``.
     ``num_perm`` (MinHash permutations) and ``verify`` apply to ``minhash``;
     ``seed`` fixes its hash functions. ``stats`` counts accepted and rejected
-    texts and, for ``minhash``/``rouge``, the candidate pairs scored.
+    texts (``exact``: rejected as equal to a pool text), the candidate pairs
+    (``rouge``: pairs scored with the LCS; ``minhash``: pool texts the LSH
+    proposed) and, for verified ``minhash``, the candidates scored with the
+    LCS (``scored``).
     """
 
     def __init__(
@@ -178,7 +165,7 @@ class NearDuplicateFilter:
         self.num_perm = int(num_perm)
         self.verify = bool(verify)
         self.seed = int(seed)
-        self.stats = {"accepted": 0, "rejected": 0, "exact": 0, "candidates": 0}
+        self.stats = {"accepted": 0, "rejected": 0, "exact": 0, "candidates": 0, "scored": 0}
         self._embed = embed
         self._seen: set[str] = set()
         self._tokens: list[list[str]] = []
@@ -252,158 +239,89 @@ class NearDuplicateFilter:
             for t in pool:
                 self._index(tokenize(t))
 
-    # -- minhash ---------------------------------------------------------------
+    # -- minhash (datasketch) --------------------------------------------------
 
     def _init_minhash(self) -> None:
         try:
-            import numpy as np
+            from datasketch import MinHashLSH
         except ImportError:  # pragma: no cover - depends on the install
-            raise TapirError("de-dup method 'minhash' needs numpy (pip install 'tapir-distill[local]'), "
+            raise TapirError("de-dup method 'minhash' needs datasketch (pip install 'tapir-distill[local]'), "
                              "or use method=rouge") from None
 
         self._jaccard = jaccard_for_rouge(self.threshold)
-        self.bands, self.rows = lsh_params(self._jaccard, self.num_perm)
-        rng = np.random.RandomState(self.seed)
-        self._a = rng.randint(1, 1 << 31, size=self.num_perm).astype(np.uint64)
-        self._b = rng.randint(0, 1 << 31, size=self.num_perm).astype(np.uint64)
-        # Odd 64-bit multipliers that fold a band's r values into one key.
-        self._fold = (rng.randint(0, 1 << 62, size=self.rows).astype(np.uint64) << np.uint64(1)) | np.uint64(1)
-        self._tables: list[dict[int, list[int]]] = [{} for _ in range(self.bands)]
-        self._word_hash: dict[str, int] = {}
-        self._signatures = None  # (n, num_perm) uint32, kept only when verify=False
-        self._n_signatures = 0
+        # datasketch picks the bands and rows: the weights favour recall (a
+        # missed duplicate stays in the data, a false candidate costs one
+        # exact ROUGE-L check).
+        self._lsh = MinHashLSH(threshold=self._jaccard, num_perm=self.num_perm, weights=LSH_WEIGHTS)
+        self.bands, self.rows = self._lsh.b, self._lsh.r
+        self._sketches: list = []  # LeanMinHash per pool text (None when tokenless), only when verify=False
 
-    def _hash_words(self, tokens: list[list[str]]):
-        """The distinct words of each token list as 32-bit hashes (blake2b,
-        stable across processes), flattened, and each list's count."""
-        import numpy as np
+    def _minhashes(self, tokens: Iterable[list[str]]):
+        """datasketch MinHashes of each token list's set of words (lazily;
+        an empty list gives an empty MinHash, never indexed)."""
+        from datasketch import MinHash
 
-        cache = self._word_hash
-        flat: list[int] = []
-        lengths: list[int] = []
-        for toks in tokens:
-            distinct = set(toks)
-            for w in distinct:
-                h = cache.get(w)
-                if h is None:
-                    h = cache[w] = int.from_bytes(hashlib.blake2b(w.encode("utf-8"), digest_size=4).digest(), "little")
-                flat.append(h)
-            lengths.append(len(distinct))
-        return np.asarray(flat, dtype=np.uint64), np.asarray(lengths, dtype=np.int64)
+        return MinHash.generator((set(toks) for toks in tokens), num_perm=self.num_perm, seed=self.seed,
+                                 hashfunc=_word_hash)
 
-    def _minhashes(self, tokens: list[list[str]]):
-        """MinHash signatures (rows: token lists, all non-empty) with numpy:
-        ``num_perm`` universal hash functions ``(a * h + b) mod p`` of each
-        distinct word's hash, minimum per function; and the LSH band keys."""
-        import numpy as np
-
-        values, lengths = self._hash_words(tokens)
-        ends = np.cumsum(lengths)
-        starts = ends - lengths
-        sigs = np.empty((len(tokens), self.num_perm), dtype=np.uint64)
-        per_block = max(1, (1 << 22) // self.num_perm)  # about 4M cells (32 MB) per block
-        t = 0
-        while t < len(tokens):
-            u = max(t + 1, int(np.searchsorted(ends, starts[t] + per_block, side="right")))
-            u = min(u, len(tokens))
-            lo, hi = int(starts[t]), int(ends[u - 1])
-            block = (values[lo:hi, None] * self._a[None, :] + self._b[None, :]) % np.uint64(_PRIME)
-            sigs[t:u] = np.minimum.reduceat(block, starts[t:u] - lo, axis=0)
-            t = u
-        used = sigs[:, : self.bands * self.rows].reshape(len(tokens), self.bands, self.rows)
-        keys = (used * self._fold[None, None, :]).sum(axis=2, dtype=np.uint64)  # wraps mod 2**64
-        return sigs, keys
-
-    def _keep_signature(self, sig) -> None:
-        import numpy as np
-
-        if self._signatures is None:
-            self._signatures = np.empty((1024, self.num_perm), dtype=np.uint32)
-        if self._n_signatures == len(self._signatures):
-            grown = np.empty((2 * len(self._signatures), self.num_perm), dtype=np.uint32)
-            grown[: self._n_signatures] = self._signatures
-            self._signatures = grown
-        self._signatures[self._n_signatures] = sig.astype(np.uint32)  # low 32 bits
-        self._n_signatures += 1
-
-    def _remember(self, tokens: list[str], band_keys: list[int] | None, sig=None) -> None:
+    def _remember(self, tokens: list[str], minhash, session=None) -> None:
         key = self._size
         self._tokens.append(tokens)
         self._size += 1
         if not self.verify:
-            import numpy as np
+            from datasketch import LeanMinHash
 
-            self._keep_signature(sig if sig is not None else np.zeros(self.num_perm, dtype=np.uint64))
-        if band_keys is not None:
-            for table, k in zip(self._tables, band_keys):
-                bucket = table.get(k)
-                if bucket is None:
-                    table[k] = [key]
-                else:
-                    bucket.append(key)
-
-    def _signed(self, tokens: list[list[str]]):
-        """Signatures and band keys (as Python ints) for the non-empty lists."""
-        todo = [i for i, toks in enumerate(tokens) if toks]
-        sigs, keys = self._minhashes([tokens[i] for i in todo]) if todo else (None, None)
-        band_keys: list = [None] * len(tokens)
-        signatures: list = [None] * len(tokens)
-        if todo:
-            for j, (i, row) in enumerate(zip(todo, keys.tolist())):
-                band_keys[i] = row
-                signatures[i] = sigs[j]
-        return band_keys, signatures
+            self._sketches.append(LeanMinHash(minhash) if tokens else None)
+        if tokens:
+            (session or self._lsh).insert(key, minhash, check_duplication=False)
 
     def _add_minhash_pool(self, pool: list[str]) -> None:
-        for start in range(0, len(pool), _CHUNK):
-            tokens = [tokenize(t) for t in pool[start : start + _CHUNK]]
-            band_keys, signatures = self._signed(tokens)
-            for toks, keys, sig in zip(tokens, band_keys, signatures):
-                self._remember(toks, keys, sig)
+        tokens = [tokenize(t) for t in pool]
+        with self._lsh.insertion_session() as session:
+            for toks, minhash in zip(tokens, self._minhashes(tokens)):
+                self._remember(toks, minhash, session)
 
     def _accept_minhash(self, texts: list[str], add: bool) -> list[bool]:
-        out: list[bool] = []
-        for start in range(0, len(texts), _CHUNK):  # bounded memory: signatures per chunk
-            out += self._accept_minhash_chunk(texts[start : start + _CHUNK], add)
-        return out
-
-    def _accept_minhash_chunk(self, texts: list[str], add: bool) -> list[bool]:
-        import numpy as np
-
         tokens = [tokenize(t) for t in texts]
-        band_keys, signatures = self._signed(tokens)
         out = []
-        for text, toks, keys, sig in zip(texts, tokens, band_keys, signatures):
+        for text, toks, minhash in zip(texts, tokens, self._minhashes(tokens)):
             duplicate = self._exact_duplicate(text)
-            if not duplicate and keys is not None:
-                found: set[int] = set()
-                for table, k in zip(self._tables, keys):
-                    bucket = table.get(k)
-                    if bucket:
-                        found.update(bucket)
+            if not duplicate and toks:
+                found = self._lsh.query(minhash)
+                self.stats["candidates"] += len(found)
                 if found and self.verify:
-                    masks = _masks(toks)
-                    for key in found:
-                        self.stats["candidates"] += 1
-                        if self._rouge_at_least(toks, masks, self._tokens[key]):
-                            duplicate = True
-                            break
+                    duplicate = self._verified_duplicate(toks, found)
                 elif found:
-                    low = sig.astype(np.uint32)
-                    rows = self._signatures[np.fromiter(found, dtype=np.int64, count=len(found))]
-                    self.stats["candidates"] += len(found)
-                    duplicate = bool(((rows == low[None, :]).mean(axis=1) >= self._jaccard).any())
+                    duplicate = any(minhash.jaccard(self._sketches[key]) >= self._jaccard for key in found)
             if not duplicate and add:
                 self._seen.add(_normal(text))
-                self._remember(toks, keys, sig)
+                self._remember(toks, minhash)
             out.append(not duplicate)
         return out
 
-    def _rouge_at_least(self, toks: list[str], masks: dict[str, int], other: list[str]) -> bool:
-        m, n = len(toks), len(other)
-        if not m or not n or 2.0 * min(m, n) / (m + n) < self.threshold:
-            return False
-        return 2.0 * _lcs_with_masks(masks, m, other) / (m + n) >= self.threshold
+    def _verified_duplicate(self, toks: list[str], found: Iterable[int]) -> bool:
+        """Whether a candidate's exact ROUGE-L F1 with ``toks`` is >= t.
+        Two upper bounds on the LCS skip most false candidates before the
+        LCS itself: the shorter length, and the shared words (the distinct
+        words in common, plus the repeated tokens of ``toks``, bound the
+        multiset overlap, hence the LCS)."""
+        t = self.threshold
+        m = len(toks)
+        masks = _masks(toks)
+        words = set(masks)
+        repeats = m - len(words)
+        pool = self._tokens
+        for key in found:
+            other = pool[key]
+            n = len(other)
+            if not n or 2.0 * min(m, n) / (m + n) < t:
+                continue
+            if 2.0 * (len(words.intersection(other)) + repeats) / (m + n) < t:
+                continue
+            self.stats["scored"] += 1
+            if 2.0 * _lcs_with_masks(masks, m, other) / (m + n) >= t:
+                return True
+        return False
 
     # -- exact ROUGE-L with a prefix-filter index ------------------------------
 
