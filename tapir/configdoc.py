@@ -76,10 +76,13 @@ def render() -> str:
         lines += [f"## {ROLE_TITLES[role]}", ""]
         for c in comps:
             lines += [f"### `{c.name}` ({c.plugin})", "", _cell(c.description) or "", ""]
-            if c.available:
+            if c.requires:
+                extra = f"`{c.extra}` extra" if c.extra else "its packages"
+                lines += [f"Needs {', '.join(c.requires)} ({extra}).", ""]
+            try:
                 lines += option_table(c.options_model()) + [""]
-            else:
-                lines += [f"Options listed where it is installed: {c.reason}.", ""]
+            except ImportError as exc:
+                lines += [f"Options listed where it is installed ({exc}).", ""]
     return "\n".join(lines).rstrip() + "\n"
 
 

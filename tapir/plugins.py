@@ -85,8 +85,11 @@ class Component:
         hint = f"pip install '{DISTRIBUTION}[{self.extra}]'" if self.extra else f"pip install {' '.join(missing)}"
         return f"needs {', '.join(missing)} ({hint})"
 
-    def load(self) -> Callable[..., Any]:
-        if not self.available:
+    def load(self, *, even_unavailable: bool = False) -> Callable[..., Any]:
+        """The factory. ``even_unavailable``: import it although a required
+        module is missing (to read its declared options; plugins import heavy
+        modules inside functions, so this works for the built-ins)."""
+        if not self.available and not even_unavailable:
             raise TapirError(f"{self.role[:-1]} '{self.name}' is unavailable: {self.reason}")
         if isinstance(self.factory, str):
             module_name, _, attr = self.factory.partition(":")
@@ -100,7 +103,7 @@ class Component:
         """The component's declared :class:`tapir.options.Options` model."""
         from tapir.options import options_model
 
-        return options_model(self.load())
+        return options_model(self.load(even_unavailable=True))
 
     def check_options(self, options: dict[str, Any] | None, where: str) -> list[str]:
         """Every problem with ``options`` for this component (empty: fine)."""
