@@ -86,7 +86,7 @@ class Expand:
         with progress.bar(f"expanding (round {r})", len(pending)) as bar:
             while pending:
                 completions = ctx.teacher.create_instructions(
-                    [groups[j] for j in pending], [r * 1000 + attempts[j] for j in pending], params)
+                    [groups[j] for j in pending], [sample_index(r, j, attempts[j]) for j in pending], params)
                 stats["calls"] += len(pending)
                 retry = []
                 # The pass's usable texts go through the filter at once, in draw order: the same
@@ -122,3 +122,10 @@ class Expand:
                         bar.update()
                 pending = retry
         job.info.update(requested=len(draws), accepted=len(ctx.items(job.key)), **stats)
+
+
+def sample_index(round: int, draw: int, attempt: int) -> int:
+    """The sample index of a creation request: distinct per (round, draw,
+    attempt), so an over-sampled seed drawn k times (same prompt, e.g. Table
+    7's single example) gets k different samples instead of one cached reply."""
+    return (round * 1_000_000 + draw) * 100 + attempt
