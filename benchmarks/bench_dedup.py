@@ -22,17 +22,29 @@ both sides of the threshold. Run::
     .venv/bin/python benchmarks/bench_dedup.py            # 1K, 10K, 70K
     .venv/bin/python benchmarks/bench_dedup.py --sizes 1000 --sample 500
 
-Measured (2 CPU cores shared with other jobs; wall s, CPU s in brackets;
-num_perm 256, 51 bands of 5 rows; the exact index is timed up to 10K):
+The ``minhash`` method is datasketch's (``MinHash.generator`` signatures,
+``MinHashLSH`` with bands and rows of its own choosing, see tapir/dedup.py);
+``--num-perm`` sets its permutations.
 
-| pool | cands | minhash s (cpu) | exact rouge s | minhash no-verify s | recall | precision | recall nv | precision nv | sample (dups) |
-|------|-------|-----------------|---------------|---------------------|--------|-----------|-----------|--------------|---------------|
-| 1000 | 843 | 0.70 (0.64) | 0.27 | 0.20 | 0.968 | 1.000 | 0.929 | 0.780 | 843 (156) |
-| 10000 | 8429 | 9.61 (3.34) | 31.11 | 6.64 | 0.979 | 1.000 | 0.949 | 0.803 | 2000 (584) |
-| 70000 | 59000 | 38.05 (33.13) | - | 30.51 | 0.991 | 1.000 | 0.954 | 0.797 | 2000 (739) |
+Measured (2 CPU cores shared with other jobs, load average 4.03 at the start,
+3.02 at the end; datasketch 2.0.0, num_perm 256, 51 bands of 5 rows; wall s,
+CPU s in brackets; the exact index is timed up to 10K; one run, 3 min 17 s):
+
+| pool | cands | minhash s (cpu) | exact rouge s | minhash no-verify s (cpu) | recall | precision | recall nv | precision nv | sample (dups) |
+|------|-------|-----------------|---------------|---------------------------|--------|-----------|-----------|--------------|---------------|
+| 1000 | 843 | 0.69 (0.85) | 0.15 | 0.35 (0.35) | 0.994 | 1.000 | 0.929 | 0.838 | 843 (156) |
+| 10000 | 8429 | 3.99 (3.85) | 14.46 | 4.56 (4.44) | 0.985 | 1.000 | 0.944 | 0.813 | 3000 (870) |
+| 70000 | 59000 | 36.91 (36.67) | - | 42.19 (41.98) | 0.995 | 1.000 | 0.970 | 0.786 | 3000 (1100) |
 
 The exact index agreed with a brute-force scan on 40 of 40 sampled
-candidates at every size.
+candidates at every size. Where the 70K time goes (CPU s, a separate run
+with timers around datasketch's calls): LSH inserts 17.9 (70K pool texts in
+an insertion session, 37K accepted texts; 51 band keys each), LSH queries
+6.2 (59K), signatures 5.5 (``MinHash.generator``: copy and ``update_batch``),
+exact verification 5.9 (9.0M candidates, of which 110K pass the length and
+shared-word bounds and get an LCS), tokenizing 0.7. Fewer permutations
+trade recall for time: num_perm 192 (38 bands of 5) took 26 s CPU at 70K
+with recall 0.974.
 """
 
 from __future__ import annotations
@@ -125,25 +137,36 @@ def recall_precision(pred: list[bool], truth: list[bool]) -> tuple[float, float,
     return recall, precision, tp + fn
 
 
+def _loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:  # not Linux
+        return "?"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="1000,10000,70000", help="pool sizes, comma-separated")
     ap.add_argument("--threshold", type=float, default=0.7)
+    ap.add_argument("--num-perm", type=int, default=256, help="MinHash permutations (NearDuplicateFilter num_perm)")
     ap.add_argument("--sample", type=int, default=3000, help="candidates sampled for recall/precision")
     ap.add_argument("--brute", type=int, default=40, help="of those, checked by a brute-force scan of the pool")
     ap.add_argument("--exact-max", type=int, default=10000,
                     help="time the exact rouge index only up to this pool size (it grows about quadratically)")
     args = ap.parse_args(argv)
     t = args.threshold
+    load_before = _loadavg()
     rows = []
     for n_pool in [int(s) for s in args.sizes.split(",")]:
         n_cand = round(n_pool * 59 / 70)
         pool, candidates = corpus(n_pool, n_cand, seed=n_pool)
         row = {"pool": n_pool, "candidates": n_cand}
-        row["minhash_s"], st = timed("minhash", pool, candidates, t)
+        mh = {"num_perm": args.num_perm}
+        row["minhash_s"], st = timed("minhash", pool, candidates, t, **mh)
         row["minhash_kept"], row["minhash_pairs"], row["minhash_cpu_s"] = st["kept"], st["candidates"], st["cpu_s"]
-        row["minhash_nv_s"], st = timed("minhash", pool, candidates, t, verify=False)
-        row["minhash_nv_kept"] = st["kept"]
+        row["minhash_scored"] = st["scored"]
+        row["minhash_nv_s"], st = timed("minhash", pool, candidates, t, verify=False, **mh)
+        row["minhash_nv_kept"], row["minhash_nv_cpu_s"] = st["kept"], st["cpu_s"]
         if n_pool <= args.exact_max:
             row["rouge_s"], st = timed("rouge", pool, candidates, t)
             row["rouge_kept"], row["rouge_pairs"] = st["kept"], st["candidates"]
@@ -155,24 +178,28 @@ def main(argv: list[str] | None = None) -> int:
         brute = sample[: args.brute]
         row["exact_checked"] = len(brute)
         row["exact_agrees"] = sum(brute_force(pool_tokens, s, t) == d for s, d in zip(brute, truth))
-        for name, kw in (("minhash", {}), ("minhash_nv", {"verify": False})):
+        for name, kw in (("minhash", mh), ("minhash_nv", {"verify": False, **mh})):
             pred = NearDuplicateFilter("minhash", t, pool, **kw).duplicates(sample)
             row[f"{name}_recall"], row[f"{name}_precision"], row["positives"] = recall_precision(pred, truth)
         row["sample"] = len(sample)
         rows.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
-    print(f"\nnear-duplicate filtering, ROUGE-L F1 >= {t}, {os.cpu_count()} CPUs "
-          f"(candidates = 59/70 of the pool; accept_many, pool construction included)\n")
-    head = (f"| {'pool':>6} | {'cands':>6} | {'minhash s (cpu)':>15} | {'exact rouge s':>13} | {'minhash (no verify) s':>21} "
+    from importlib.metadata import version
+
+    bands = NearDuplicateFilter("minhash", t, num_perm=args.num_perm)
+    print(f"\nnear-duplicate filtering, ROUGE-L F1 >= {t}, {os.cpu_count()} CPUs, load average {load_before} -> "
+          f"{_loadavg()}; datasketch {version('datasketch')}, num_perm {args.num_perm}, {bands.bands} bands of "
+          f"{bands.rows} rows (candidates = 59/70 of the pool; accept_many, pool construction included)\n")
+    head = (f"| {'pool':>6} | {'cands':>6} | {'minhash s (cpu)':>15} | {'exact rouge s':>13} | {'minhash (no verify) s (cpu)':>27} "
             f"| {'kept mh / exact':>15} | {'recall':>6} | {'precision':>9} | {'recall nv':>9} | {'precision nv':>12} "
             f"| {'sample (dups)':>13} | {'exact = brute force':>19} |")
     print(head)
-    print("|" + "|".join("-" * (len(c) + 2) for c in head.strip("|").split("|")[:-0 or None]) + "|")
+    print("|" + "|".join("-" * len(c) for c in head.strip("|").split("|")) + "|")
     for r in rows:
         exact_s = f"{r['rouge_s']:>13.2f}" if "rouge_s" in r else f"{'-':>13}"
         exact_kept = f"{r['rouge_kept']:>6}" if "rouge_kept" in r else f"{'-':>6}"
         print(f"| {r['pool']:>6} | {r['candidates']:>6} | {r['minhash_s']:>6.2f} ({r['minhash_cpu_s']:>6.2f}) | {exact_s} "
-              f"| {r['minhash_nv_s']:>21.2f} | {r['minhash_kept']:>6} / {exact_kept} "
+              f"| {r['minhash_nv_s']:>12.2f} ({r['minhash_nv_cpu_s']:>12.2f}) | {r['minhash_kept']:>6} / {exact_kept} "
               f"| {r['minhash_recall']:>6.3f} | {r['minhash_precision']:>9.3f} | {r['minhash_nv_recall']:>9.3f} "
               f"| {r['minhash_nv_precision']:>12.3f} | {r['sample']:>5} ({r['positives']:>4}) "
               f"| {r['exact_agrees']:>8}/{r['exact_checked']:<10} |")

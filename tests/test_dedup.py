@@ -157,6 +157,22 @@ def test_minhash_precision_and_recall_against_exact_rouge():
     assert 0.85 <= agree < 1.0
 
 
+def test_minhash_verification_is_exact_rouge_with_repeated_words():
+    # The LCS is skipped where the shared words bound it below t; with
+    # repeated words the bound must still hold (it counts the repeats).
+    pytest.importorskip("datasketch")
+    rng = random.Random(7)
+    pool = [" ".join(rng.choice("abcde") for _ in range(rng.randint(1, 12))) for _ in range(300)]
+    f = NearDuplicateFilter("minhash", 0.7, pool)
+    g = NearDuplicateFilter("minhash", 0.7, ["a a a a b"])
+    assert g._verified_duplicate(tokenize("a a a a c"), [0])  # LCS 4, F1 0.8; one distinct word shared
+    assert not g._verified_duplicate(tokenize("a c c c c"), [0])  # LCS 1
+    for _ in range(400):
+        toks = [rng.choice("abcde") for _ in range(rng.randint(1, 12))]
+        key = rng.randrange(len(pool))
+        assert f._verified_duplicate(toks, [key]) == (rouge_l(toks, tokenize(pool[key])) >= 0.7)
+
+
 def test_minhash_is_deterministic_and_seeded():
     pytest.importorskip("datasketch")
     pool, cands = _corpus(300, 300, seed=6)
