@@ -76,7 +76,7 @@ def test_rouge_l_equals_rouge_score_public_api():
     assert tokenize("Ça va? Très-bien_2") == ["ça", "va", "très", "bien", "2"]  # non-ASCII words kept
 
 
-def test_lsh_params_and_jaccard_mapping():
+def test_lsh_bands_and_jaccard_mapping():
     pytest.importorskip("datasketch")
     assert jaccard_for_rouge(0.7) == pytest.approx(0.7 / 1.3)
     f = NearDuplicateFilter("minhash", 0.7)  # datasketch's MinHashLSH chooses bands and rows
