@@ -59,7 +59,7 @@ class Evaluate:
 
     name = "evaluate"
     reads = ("evaluation",)
-    version = "1"
+    version = "2"
     max_failure_rate = 0.0
 
     def run(self, job: Job) -> None:
@@ -93,7 +93,10 @@ class Evaluate:
                 "run_stage": self.name}
         from tapir.bench import upsert_rows
 
-        upsert_rows(ctx.store, BENCHMARK, model_path, job.key, [
+        # The base row is stored under the student's model id, so compare puts
+        # every S_r beside its base; checkpoints under their folders.
+        stored_as = ctx.config.student.model if self.name == "evaluate_base" else model_path
+        upsert_rows(ctx.store, BENCHMARK, stored_as, job.key, [
             {"task": "heldout", "metric": "nll", "value": nll, "stderr": stderr, "n": len(pairs), "meta": meta},
             {"task": "heldout", "metric": "perplexity", "value": math.exp(nll), "stderr": None, "n": len(pairs),
              "meta": meta},
