@@ -298,10 +298,14 @@ def _run_info(store: Store, run_ids: list[str]) -> dict[str, dict[str, Any]]:
 def _fill(entry: Entry, rows: list[dict[str, Any]], run: dict[str, Any] | None) -> None:
     metas = [r["meta"] for r in rows]
     entry.first_id = rows[0]["id"]
-    entry.status = (run or {}).get("status") or MISSING
+    # Rows written by a pipeline stage (run_id = the stage's key) have no row
+    # in `runs`; they carry their status and settings in their meta.
+    entry.status = (run or {}).get("status") or _one(metas, "status")
     if any(m.get("run_failed") for m in metas):
         entry.status = "failed"
     entry.options = (run or {}).get("options")
+    if entry.options is None and isinstance(_one(metas, "options"), dict):
+        entry.options = _one(metas, "options")
     for key in ("judge", "judge_mode", "data_version"):
         setattr(entry, key, _one(metas, key))
     subset = _one(metas, "subset")

@@ -88,6 +88,17 @@ def test_several_students_share_what_does_not_read_the_student(tmp_path, tiny_mo
     bases = store.execute("select count(*) from benchmark_results where benchmark = 'heldout-loss' "
                           "and metric = 'nll' and json_extract(meta, '$.label') = 'base'").fetchone()[0]
     assert bases == 2  # each backbone beside its base
+    shown = CliRunner().invoke(cli, ["--db", str(db), "compare", "--benchmark", "heldout-loss", "--format", "json"])
+    assert shown.exit_code == 0, shown.output
+    rows = json.loads(shown.output)["rows"]
+    base_runs = {r["model"]: r["run_id"] for r in rows if r["is_base"]}
+    assert len(base_runs) == 2 and all(r["status"] == "ok" for r in rows)
+    students = [r for r in rows if not r["is_base"]]
+    assert len(students) == 6  # S0, S1 and S2 of each backbone
+    for r in students:
+        assert r["delta_vs"] == base_runs[r["base"]], r
+        base_nll = next(b for b in rows if b["is_base"] and b["model"] == r["base"])["scores"]["heldout/nll"]
+        assert r["delta"]["heldout/nll"] == pytest.approx(r["scores"]["heldout/nll"] - base_nll)
 
 
 def test_reselect_seed_takes_each_rounds_cut_from_the_new_students_mfd(tmp_path, tiny_model, cli):

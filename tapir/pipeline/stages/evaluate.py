@@ -59,7 +59,7 @@ class Evaluate:
 
     name = "evaluate"
     reads = ("evaluation",)
-    version = "2"
+    version = "3"
     max_failure_rate = 0.0
 
     def run(self, job: Job) -> None:
@@ -90,7 +90,8 @@ class Evaluate:
         meta = {"round": job.round if self.name == "evaluate" else None, "label": label, "judge": None,
                 "judge_mode": "n/a", "failures": 0, "failure_reasons": {}, "failure_example": None,
                 "data_version": f"heldout:{version}", "subset": None, "tokens": tokens,
-                "run_stage": self.name}
+                "run_stage": self.name, "status": "ok",
+                "options": {"heldout": ctx.config.evaluation.heldout.model_dump(mode="json")}}
         from tapir.bench import upsert_rows
 
         # The base row is stored under the student's model id, so compare puts
