@@ -99,6 +99,8 @@ def test_create_instructions_uses_table7_by_default():
     assert "same task type as the #Given Instruction#: Writing." in second.messages[1]["content"]
     assert [r.sample for r in backend.requests] == [7, 8]
     assert all(r.params is PARAMS for r in backend.requests)
+    # The call log records the seed instruction each new one is written from.
+    assert [r.meta["item_id"] for r in backend.requests] == ["s1", "s3"]
 
 
 def test_table7_prompt_keeps_every_clause():
@@ -133,6 +135,11 @@ def test_clean_instruction_method():
     # A second block the model invented is cut off.
     assert t.clean_instruction("Name three rivers in Asia.\n#Given Instruction#: foo\n#Created Instruction#: bar") == (
         "Name three rivers in Asia.")
+    # A reply that repeats the given block before its own (seen from SmolLM2-135M).
+    assert t.clean_instruction("#Given Instruction#:\nWhat is 17 * 23?\n#Created Instruction#:\n"
+                               "Imagine your favourite athlete winning a medal.") == (
+        "Imagine your favourite athlete winning a medal.")
+    assert t.clean_instruction("#Given Instruction#: What is 17 * 23?\n#Created Instruction#:") is None
     # Table 7's banned phrases make a reply malformed.
     assert t.clean_instruction("Rewrite the given instruction in French.") is None
     assert t.clean_instruction("Explain the created instruction to a child.") is None

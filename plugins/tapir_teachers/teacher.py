@@ -16,6 +16,7 @@ _PREFIX = re.compile(
 _NUMBERING = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s+")
 _ANSWER_LINE = re.compile(r"^\s*(answer|response|output|solution)\s*:", re.I)
 _GIVEN_MARKER = re.compile(r"#\s*given\s+instruction\s*#", re.I)
+_CREATED_MARKER = re.compile(r"#\s*created\s+instruction\s*#\s*:?", re.I)
 
 
 class Teacher:
@@ -56,8 +57,10 @@ class Teacher:
         ``params.temperature`` > 0). Table 7 shows the first example only."""
         if len(groups) != len(samples):
             raise ValueError(f"{len(groups)} groups but {len(samples)} sample indexes")
+        # The call log's item is the seed instruction the new one is written from.
         requests = [
-            GenerationRequest(self.expansion_messages(task_type, examples), params, sample)
+            GenerationRequest(self.expansion_messages(task_type, examples), params, sample,
+                              meta={"item_id": examples[0].id} if examples else {})
             for (task_type, examples), sample in zip(groups, samples)
         ]
         return self.backend.generate(requests, on_result=on_result)
@@ -73,8 +76,13 @@ def clean_instruction(text: str, min_words: int = 3, max_chars: int = 1000) -> s
 
     A leading label ("#Created Instruction#:", "Instruction:", numbering) is
     dropped; the reply stops at an answer line ("Answer: ...") or at a new
-    "#Given Instruction#" block."""
-    text = _GIVEN_MARKER.split(text or "", maxsplit=1)[0]
+    "#Given Instruction#" block. A reply that first repeats the given
+    instruction ("#Given Instruction#: ... #Created Instruction#: X") yields X."""
+    text = text or ""
+    given, created = _GIVEN_MARKER.search(text), _CREATED_MARKER.search(text)
+    if given and created and not text[: given.start()].strip() and given.start() < created.start():
+        text = text[created.end():]
+    text = _GIVEN_MARKER.split(text, maxsplit=1)[0]
     lines = [ln for ln in text.strip().splitlines() if ln.strip()]
     if not lines:
         return None

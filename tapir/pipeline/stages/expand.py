@@ -40,7 +40,7 @@ class _Without(Sequence):
 class Expand:
     name = "expand"
     reads = ("expansion", "teacher", "seed")
-    version = "1"
+    version = "2"  # 2: replies that repeat the given block before their own are parsed
     max_failure_rate = 0.2
 
     def run(self, job: Job) -> None:
