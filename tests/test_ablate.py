@@ -99,6 +99,16 @@ def test_several_students_share_what_does_not_read_the_student(tmp_path, tiny_mo
         assert r["delta_vs"] == base_runs[r["base"]], r
         base_nll = next(b for b in rows if b["is_base"] and b["model"] == r["base"])["scores"]["heldout/nll"]
         assert r["delta"]["heldout/nll"] == pytest.approx(r["scores"]["heldout/nll"] - base_nll)
+    # runs show lists what a run produced: exported checkpoints, each model's held-out loss, the dataset.
+    run_id = store.execute("select id from runs order by created_at limit 1").fetchone()[0]
+    details = json.loads(CliRunner().invoke(cli, ["--db", str(db), "runs", "show", run_id, "--json"]).output)
+    outputs = {o["what"]: o["value"] for o in details["outputs"]}
+    assert {"held-out nll base", "held-out nll S0", "held-out nll S2", "exported round-2",
+            "dataset (JSONL)"} <= set(outputs)
+    assert not any(k.startswith("checkpoint ") for k in outputs)  # the exported copies stand for them
+    assert (tmp_path / outputs["dataset (JSONL)"]).is_file()  # absolute: the join keeps it
+    text = CliRunner().invoke(cli, ["--db", str(db), "runs", "show", run_id]).output
+    assert "\noutputs:\n" in text and "held-out nll S1" in text
 
 
 def test_reselect_seed_takes_each_rounds_cut_from_the_new_students_mfd(tmp_path, tiny_model, cli):

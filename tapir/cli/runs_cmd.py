@@ -53,7 +53,31 @@ def run_details(store, run_id: str) -> dict:
         "coalesce(sum(coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0)), 0), coalesce(sum(cost), 0) "
         "from llm_calls where stage_key in (select key from stages where run_id = ?) group by role",
         [run["id"]])]
-    return {**run, "stages": stages, "failures": failures, "calls_by_role": by_role}
+    return {**run, "stages": stages, "failures": failures, "calls_by_role": by_role, "outputs": _outputs(stages)}
+
+
+def _outputs(stages: list[dict]) -> list[dict]:
+    """What the run produced, from its stages' info: each round's checkpoint,
+    the held-out loss of the base model and of every S_r, the exported files."""
+    out = []
+    for s in stages:
+        info = s["info"]
+        if s["name"] == "train" and info.get("path"):
+            out.append({"what": f"checkpoint S{s['round']}", "value": info["path"]})
+        elif s["name"] in ("evaluate", "evaluate_base") and info.get("nll") is not None:
+            out.append({"what": f"held-out nll {info.get('label', '?')}",
+                        "value": f"{info['nll']:.4f} (perplexity {info.get('perplexity', float('nan')):.2f}, "
+                                 f"n {info.get('n', '?')})"})
+        elif s["name"] == "export":
+            for key, label in (("jsonl", "dataset (JSONL)"), ("datasets_folder", "dataset (datasets folder)"),
+                               ("mfd_plot", "MFD plot")):
+                if info.get(key):
+                    out.append({"what": label, "value": info[key]})
+            for name, path in (info.get("checkpoints") or {}).items():
+                out.append({"what": f"exported {name}", "value": path})
+    if any(o["what"].startswith("exported ") for o in out):  # the exported copies stand for the stage folders
+        out = [o for o in out if not o["what"].startswith("checkpoint ")]
+    return out
 
 
 def register(cli):
@@ -115,3 +139,7 @@ def register(cli):
             for r in details["calls_by_role"]:
                 click.echo(f"  {r['role']:<12} {r['calls']:>7} calls  {r['errors'] or 0:>5} errors  "
                            f"{r['tokens']:>9} tokens  ${r['cost']:.4f}")
+        if details["outputs"]:
+            click.echo("\noutputs:")
+            for o in details["outputs"]:
+                click.echo(f"  {o['what']:<28} {o['value']}")
