@@ -199,10 +199,21 @@ class HeldoutConfig(Section):
     limit: int = Field(32, ge=1)
 
 
+class BenchmarkRef(Section):
+    name: str  # an evaluator (`tapir bench list`): mtbench, alpacaeval, lmeval, ...
+    options: dict[str, Any] = Field(default_factory=dict)  # its options (`tapir plugins NAME`)
+    max_failure_rate: float = Field(0.0, ge=0.0, le=1.0)  # as `tapir bench run --max-failure-rate`
+    # all: the base model and every S_r (the paper's Fig. 3); last: the base model and the final S_r.
+    rounds: Literal["all", "last"] = "all"
+
+
 class EvaluationConfig(Section):
     # Held-out loss: the teacher answers these instructions once; the base
     # model and every S_r are scored by their per-token NLL of those answers.
     heldout: HeldoutConfig | None = None
+    # Benchmarks run on the base model and the checkpoints, as `tapir bench run`
+    # does (same runs, same rows: `tapir compare` and `tapir report` show them).
+    benchmarks: list[BenchmarkRef] = Field(default_factory=list)
 
 
 class PipelineConfig(Section):

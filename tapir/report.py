@@ -601,7 +601,11 @@ def ablation_table(store: Store, settings: Sequence[tuple[str, str]]) -> Table:
     rounds, training examples of its last round and the benchmark scores of
     its last checkpoint (every primary benchmark column stored for it)."""
     from tapir.bench import model_key
+    from tapir.pipeline.variants import ablations
 
+    # A setting's result is its last checkpoint, unless the setting names
+    # another (full-alpaca is S0 of its run).
+    chosen = {v.label: v.final_stage[1] for v in ablations({}) if v.final_stage and v.final_stage[0] == "train"}
     base_rows = []
     finals: dict[str, str] = {}
     for setting, rid in settings:
@@ -612,6 +616,8 @@ def ablation_table(store: Store, settings: Sequence[tuple[str, str]]) -> Table:
         stages = _stages(store, rid)
         trains = sorted((s for s in stages if s["name"] == "train" and s["status"] == "done"),
                         key=lambda s: s["round"])
+        if setting in chosen:
+            trains = [s for s in trains if s["round"] == chosen[setting]]
         last = trains[-1] if trains else None
         path = (last or {}).get("info", {}).get("path")
         if path:
@@ -640,7 +646,7 @@ def ablation_table(store: Store, settings: Sequence[tuple[str, str]]) -> Table:
         got = values.get(model, {}) if model else {}
         rows.append(row[:6] + [" | ".join(got.get(c, [])) for c in columns] + [row[6]])
     note = None if columns else "no benchmark results for these runs' last checkpoints yet (tapir bench)"
-    return Table("Ablation (Table 5)", ["setting", "run", "status", "rounds", "# train", "hard", *columns,
+    return Table("Ablation (Table 5)", ["setting", "run", "status", "round", "# train", "hard", *columns,
                                         "last checkpoint"], rows, note=note)
 
 

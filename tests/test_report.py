@@ -241,7 +241,7 @@ def test_report_is_self_contained_with_every_figure_and_table(built, report):
         (f"S{r}", info[("train", r)]["examples"], f"{info[('train', r)]['alpha']:.4g}") for r in (0, 1, 2)]
 
     # Table 5: both settings, # train of their last round, their scores.
-    ablation = table(page, "setting", "run", "status", "rounds", "# train")
+    ablation = table(page, "setting", "run", "status", "round", "# train")
     assert [row[:2] for row in ablation["rows"]] == [["full", built["full"]], ["single-round", built["single"]]]
     col = ablation["header"].index("mtbench: overall/score")
     assert float(ablation["rows"][0][col]) == built["values"][("mtbench", 2)]

@@ -110,8 +110,9 @@ def register(cli):
         """Run Table 5's ablations of CONFIG (full-alpaca, seed-alpaca,
         seed-alpaca-rw, direct-expansion, single-round, full) as pipeline
         variants on one database: shared stages (teacher answers, S0,
-        judgments) are computed once. Ends with one table; with
-        evaluation.heldout in CONFIG, each setting's held-out loss."""
+        judgments) are computed once. Ends with one table: each setting's
+        held-out loss (evaluation.heldout) and benchmark scores
+        (evaluation.benchmarks, on its final checkpoint)."""
         import json as _json
         from pathlib import Path
 
@@ -127,7 +128,8 @@ def register(cli):
         lines = table(results)
         out = Path(results[-1].outcome.out_dir).parent / "ablation.json"
         out.write_text(_json.dumps([{"setting": r.variant.label, "run_id": r.run_id, "checkpoint": r.checkpoint,
-                                     "heldout_nll": r.heldout_nll, "base_nll": r.base_nll} for r in results],
+                                     "heldout_nll": r.heldout_nll, "base_nll": r.base_nll,
+                                     "benchmarks": r.benchmarks} for r in results],
                                    indent=2))
         click.echo("\n".join(["ablations (Table 5):", *lines, "", f"written: {out}"]))
 

@@ -117,11 +117,30 @@ def component_problems(config: PipelineConfig, base_dir: Path, source: str) -> l
     if cfg.expansion.dedup == "embedding" and cfg.expansion.encoder not in reg.by_role["encoders"]:
         known = ", ".join(reg.names("encoders")) or "none installed"
         problems.append(f"{source}: 'expansion.encoder': unknown encoder '{cfg.expansion.encoder}'. Available: {known}")
+    for i, ref in enumerate(cfg.evaluation.benchmarks):
+        problems.extend(benchmark_problems(reg, ref, cfg.student.model, f"{source}: 'evaluation.benchmarks[{i}]'"))
     for extra in cfg.recipe.add:
         if extra.stage not in reg.by_role["stages"]:
             known = ", ".join(reg.names("stages")) or "none installed"
             problems.append(f"{source}: 'recipe.add': unknown stage '{extra.stage}'. Plugin stages: {known}")
     return problems
+
+
+def benchmark_problems(reg, ref, student_model: str, where: str) -> list[str]:
+    """A configured benchmark: a known evaluator, valid options, and its own
+    preflight (judge keys, data) on the base student, before any paid call."""
+    if ref.name not in reg.by_role["evaluators"] or not reg.by_role["evaluators"][ref.name].available:
+        known = ", ".join(reg.names("evaluators")) or "none installed"
+        return [f"{where}: unknown benchmark '{ref.name}'. Available: {known}"]
+    component = reg.get("evaluators", ref.name)
+    problems = component.check_options(ref.options, f"{where}.options")
+    if problems:
+        return problems
+    try:
+        evaluator = component.create(options=dict(ref.options), where=f"{where}.options")
+        return [f"{where}: {ref.name}: {p}" for p in evaluator.preflight(student_model) or []]
+    except TapirError as exc:
+        return [f"{where}: {ref.name}: {exc}"]
 
 
 def model_problems(config: PipelineConfig, source: str) -> list[str]:

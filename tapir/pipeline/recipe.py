@@ -6,6 +6,8 @@ The TAPIR recipe (Algorithm 1)::
     classify
     for r in 1..N: [resample] -> [expand -> teacher_answers] -> [rewrite] -> train S_r
                    [-> student_answers -> judge]   (curriculum.recompute_mfd)
+    [heldout_answers -> evaluate_base, evaluate S_0..S_N]   (evaluation.heldout)
+    [benchmarks_base, benchmarks S_0..S_N]                  (evaluation.benchmarks)
     export
 
 Variants are config, not code: ``curriculum.rounds: 1`` (one round),
@@ -93,6 +95,11 @@ def build(config, *, run_id: str, digest: str, judge_reads_answer: bool) -> list
         heldout = add("heldout_answers", 0, (ingest,))
         evaluations.append(add("evaluate_base", 0, (heldout,)))
         evaluations += [add("evaluate", r, (heldout, train[r])) for r in sorted(train)]
+    benchmarks = config.evaluation.benchmarks
+    if benchmarks:
+        evaluations.append(add("benchmarks_base", 0))
+        every = any(b.rounds == "all" for b in benchmarks)
+        evaluations += [add("benchmarks", r, (train[r],)) for r in sorted(train) if every or r == rounds]
     for extra in config.recipe.add:
         anchor = (extra.after, extra.round)
         position = next(i for i, s in enumerate(steps) if s.node == anchor) + 1

@@ -19,7 +19,7 @@ Table 5's settings, as tapir variants (docs/paper.md says where they depart):
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +92,8 @@ class VariantResult:
     heldout_nll: float | None
     base_nll: float | None
     outcome: Any
+    # evaluation.benchmarks on the final checkpoint: "benchmark/task/metric" -> value
+    benchmarks: dict[str, float] = field(default_factory=dict)
 
 
 def run_variants(config_path: str | Path, variants: list[Variant], kind: str, db: str | None = None,
@@ -116,14 +118,18 @@ def run_variants(config_path: str | Path, variants: list[Variant], kind: str, db
         checkpoint = outcome.info(*final).get("path")
         nll = outcome.engine.results.get(("evaluate", final[1]))
         base = outcome.engine.results.get(("evaluate_base", 0))
+        bench = outcome.engine.results.get(("benchmarks", final[1]))
+        scores = {f"{name}/{metric}": value for name, metrics in ((bench.info if bench else {}).get("scores") or {}
+                                                                  ).items() for metric, value in metrics.items()}
         results.append(VariantResult(v, outcome.run.id, checkpoint, nll.info.get("nll") if nll else None,
-                                     base.info.get("nll") if base else None, outcome))
+                                     base.info.get("nll") if base else None, outcome, scores))
     return results
 
 
 def table(results: list[VariantResult], benchmarks: dict[str, dict[str, float]] | None = None) -> list[str]:
-    """One row per variant: its run, final checkpoint, held-out loss (and benchmark scores)."""
-    benchmarks = benchmarks or {}
+    """One row per variant: its run, final checkpoint, held-out loss and the
+    configured benchmarks' scores (``benchmarks`` overrides: label -> scores)."""
+    benchmarks = benchmarks or {r.variant.label: r.benchmarks for r in results}
     names = sorted({b for scores in benchmarks.values() for b in scores})
     head = f"{'setting':<20} {'run':<18} {'held-out nll':>13} {'vs base':>9}" + "".join(f" {n:>14}" for n in names)
     lines = [head, "-" * len(head)]

@@ -4,6 +4,7 @@ their classes. Plugins add stages through the ``register_stages`` hook."""
 from __future__ import annotations
 
 from tapir.pipeline.stages.answers import StudentAnswers, TeacherAnswers
+from tapir.pipeline.stages.benchmarks import Benchmarks, BenchmarksBase
 from tapir.pipeline.stages.classify import Classify
 from tapir.pipeline.stages.evaluate import Evaluate, EvaluateBase, HeldoutAnswers
 from tapir.pipeline.stages.expand import Expand
@@ -18,5 +19,5 @@ from tapir.pipeline.stages.train import Train
 BUILTIN = {
     cls.name: cls
     for cls in (Ingest, TeacherAnswers, Train, StudentAnswers, JudgeMFD, SeedCut, Classify, Resample, Expand,
-                Rewrite, Export, HeldoutAnswers, Evaluate, EvaluateBase)
+                Rewrite, Export, HeldoutAnswers, Evaluate, EvaluateBase, Benchmarks, BenchmarksBase)
 }
