@@ -511,3 +511,32 @@ def test_static_provider_list_matches_installed_litellm():
     assert providers.providers() == frozenset(installed)  # litellm imported: its own list
     assert {"openai", "anthropic", "hosted_vllm", "ollama"} <= providers.PROVIDERS
     assert not {"meta-llama", "HuggingFaceTB", "Qwen"} & providers.PROVIDERS
+
+
+def test_a_lock_conflict_sqlite_reports_at_once_is_asked_again(tmp_path, monkeypatch):
+    """Two processes opening a new database together can get "database is
+    locked" back without SQLite's busy wait; open_store asks again within
+    its busy timeout instead of failing the run."""
+    real = db_mod._connect_for_writing
+    calls = []
+
+    def flaky(path):
+        calls.append(path)
+        if len(calls) < 3:
+            raise sqlite3.OperationalError("database is locked")
+        return real(path)
+
+    monkeypatch.setattr(db_mod, "_connect_for_writing", flaky)
+    store = db_mod.open_store(tmp_path / "t.db")
+    assert len(calls) == 3 and "runs" in store.db.table_names()
+    store.db.conn.close()
+
+    def broken(path):
+        calls.append(path)
+        raise sqlite3.OperationalError("disk I/O error")
+
+    calls.clear()
+    monkeypatch.setattr(db_mod, "_connect_for_writing", broken)
+    with pytest.raises(db_mod.StoreError):
+        db_mod.open_store(tmp_path / "u.db")
+    assert len(calls) == 1  # not a lock conflict: no second try

@@ -14,6 +14,7 @@ import json
 import os
 import sqlite3
 import tempfile
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -297,11 +298,41 @@ def open_store(path: str | os.PathLike | None = None, *, memory: bool = False, c
     if readonly:
         return _open_readonly(resolved)
     conn = None
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
     try:
-        # check_same_thread=False: the async API backend records calls from
-        # the event loop, which runs in the caller's thread but may be driven
-        # by worker threads in some backends.
-        conn = sqlite3.connect(str(resolved), check_same_thread=False, timeout=BUSY_TIMEOUT_S)
+        while True:
+            try:
+                conn = _connect_for_writing(resolved)
+                break
+            except sqlite3.OperationalError as exc:
+                # Some lock conflicts come back at once, without SQLite's busy
+                # wait (two processes making a new file WAL, a read snapshot
+                # turned stale): ask again until the busy timeout is spent.
+                if not ("locked" in str(exc) or "busy" in str(exc)) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        db = sqlite_utils.Database(conn)
+    except sqlite3.Error as exc:
+        created = not exists
+        if conn is not None:
+            conn.close()
+        if created and resolved.is_file() and resolved.stat().st_size == 0:
+            resolved.unlink()  # leave no empty file behind
+        if "unable to open" in str(exc) and created:
+            raise StoreError(f"cannot create database {resolved}: folder {resolved.parent or Path('.')} is not "
+                             f"writable. Pass --db with a path in a writable folder, or set TAPIR_DB") from None
+        raise StoreError(_problem_of(exc, resolved)) from None
+    return Store(db, resolved)
+
+
+def _connect_for_writing(resolved: Path) -> sqlite3.Connection:
+    """A connection in WAL mode with the schema migrated and the write lock
+    known to be free; closed again when any step fails."""
+    # check_same_thread=False: the async API backend records calls from
+    # the event loop, which runs in the caller's thread but may be driven
+    # by worker threads in some backends.
+    conn = sqlite3.connect(str(resolved), check_same_thread=False, timeout=BUSY_TIMEOUT_S)
+    try:
         db = sqlite_utils.Database(conn)
         if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             db.enable_wal()
@@ -317,17 +348,10 @@ def open_store(path: str | os.PathLike | None = None, *, memory: bool = False, c
         # with a message that says who, not on the first insert.
         conn.execute("BEGIN IMMEDIATE")
         conn.execute("ROLLBACK")
-    except sqlite3.Error as exc:
-        created = not exists
-        if conn is not None:
-            conn.close()
-        if created and resolved.is_file() and resolved.stat().st_size == 0:
-            resolved.unlink()  # leave no empty file behind
-        if "unable to open" in str(exc) and created:
-            raise StoreError(f"cannot create database {resolved}: folder {resolved.parent or Path('.')} is not "
-                             f"writable. Pass --db with a path in a writable folder, or set TAPIR_DB") from None
-        raise StoreError(_problem_of(exc, resolved)) from None
-    return Store(db, resolved)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def _open_readonly(resolved: Path) -> Store:
