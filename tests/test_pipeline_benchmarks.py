@@ -134,3 +134,25 @@ def test_ablate_shows_each_settings_benchmark_scores(tmp_path, tiny_model, cli):
     assert "quiz/quiz/acc" in header
     # the base model and S0 were benchmarked once for all six settings
     assert Quiz.runs.count(f"hf:{tiny_model}") == 1
+
+
+def test_adding_a_benchmark_reuses_every_other_stage(tmp_path, tiny_model, cli):
+    from pipeline_helpers import SEED_DATA
+
+    heldout = {"heldout": {"path": str(SEED_DATA), "skip": 16, "limit": 4}}
+    plain = write_config(tmp_path, tiny_model, curriculum={"rounds": 1, "expand_per_round": [2]},
+                         evaluation=heldout)
+    db = tmp_path / "t.db"
+    assert CliRunner().invoke(cli, ["--db", str(db), "distill", str(plain)]).exit_code == 0
+    data = yaml.safe_load(plain.read_text())
+    data["evaluation"]["benchmarks"] = [{"name": "quiz"}]
+    more = tmp_path / "more.yaml"
+    more.write_text(yaml.safe_dump(data))
+    result = CliRunner().invoke(cli, ["--db", str(db), "distill", str(more)])
+    assert result.exit_code == 0, result.output
+    store = sqlite_utils.Database(db)
+    second = store.execute("select id from runs where name = 'tiny-pipeline' order by created_at desc, rowid desc "
+                           "limit 1").fetchone()[0]
+    ran = {(n, r) for n, r in store.execute("select name, round from stages where run_id = ? and reused_from is "
+                                            "null", [second])}
+    assert ran == {("benchmarks_base", 0), ("benchmarks", 0), ("benchmarks", 1), ("export", 0)}, ran
