@@ -625,7 +625,7 @@ def ablation_table(store: Store, settings: Sequence[tuple[str, str]]) -> Table:
         info = (last or {}).get("info", {})
         base_rows.append([setting, rid, row[1], "" if last is None else last["round"], info.get("examples", ""),
                           info.get("hard_examples", ""), path or ""])
-    values: dict[str, dict[str, list[str]]] = {}
+    values: dict[str, dict[str, str]] = {}  # model -> column -> its latest run's value
     columns: list[str] = []
     table = None
     try:
@@ -639,12 +639,12 @@ def ablation_table(store: Store, settings: Sequence[tuple[str, str]]) -> Table:
                 columns.append(name)
                 for e in sec.entries:
                     if e.run_id is not None and not e.is_base and e.scores.get(col) is not None:
-                        values.setdefault(e.model, {}).setdefault(name, []).append(f"{e.scores[col]:.4g}")
+                        values.setdefault(e.model, {})[name] = f"{e.scores[col]:.4g}"  # entries: oldest first
     rows = []
     for row in base_rows:
         model = finals.get(row[1])
         got = values.get(model, {}) if model else {}
-        rows.append(row[:6] + [" | ".join(got.get(c, [])) for c in columns] + [row[6]])
+        rows.append(row[:6] + [got.get(c, "") for c in columns] + [row[6]])
     note = None if columns else "no benchmark results for these runs' last checkpoints yet (tapir bench)"
     return Table("Ablation (Table 5)", ["setting", "run", "status", "round", "# train", "hard", *columns,
                                         "last checkpoint"], rows, note=note)
@@ -653,7 +653,7 @@ def ablation_table(store: Store, settings: Sequence[tuple[str, str]]) -> Table:
 def _ablation_section(store: Store, run: dict[str, Any], settings: Sequence[tuple[str, str]] | None) -> Section:
     section = Section("ablation", "Ablations (Table 5)",
                       intro="Each setting of the ablation is a run of a pipeline variant; scores are those of "
-                            "its last checkpoint.")
+                            "its last checkpoint (full-alpaca: S0), from the latest run of each benchmark.")
     pairs = list(settings) if settings is not None else ablation_runs(store, run)
     if not pairs:
         section.notes.append(f"this run is part of no ablation (no {ABLATION_FILE} in its output folder, no runs "

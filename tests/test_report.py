@@ -358,3 +358,27 @@ def test_report_in_a_headless_browser(report, tmp_path):
         assert im.size == (1200, 2400)
         colours = im.convert("RGB").resize((300, 600)).getcolors(maxcolors=1 << 16)
         assert colours is None or len(colours) > 50
+
+
+def test_ablation_table_shows_the_latest_run_of_a_benchmark_once(built, tmp_path):
+    """A checkpoint benchmarked twice (say the held-out loss re-run under a
+    new stage key) shows its latest value, not both joined."""
+    from tapir.bench import model_key, upsert_rows
+    from tapir.report import ablation_table, open_readonly
+    from tapir.store import open_store
+
+    db = tmp_path / "t.db"
+    shutil.copy(built["db"], db)
+    store = open_store(db)
+    last = built["paths"][2]
+    meta = {"judge": "gpt-4-turbo", "judge_mode": "reference", "failures": 0, "failure_reasons": {},
+            "failure_example": None, "data_version": "v1", "subset": None}
+    for run_id, value in (("older-run", 1.25), ("newer-run", 1.5)):
+        upsert_rows(store, "quiz", model_key(last), run_id,
+                    [{"task": "t", "metric": "acc", "value": value, "stderr": None, "n": 4, "meta": meta}])
+    store.close()
+    store = open_readonly(db)
+    table = ablation_table(store, [("full", built["full"])])
+    store.close()
+    col = table.header.index("quiz: t/acc")
+    assert table.rows[0][col] == "1.5"
