@@ -10,25 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline_helpers import ScriptPlugin, SpyPlugin, SpyTrainer, write_config
+from pipeline_helpers import ScriptedClassifier, ScriptPlugin, SpyPlugin, SpyTrainer, write_config
 from tapir import hookimpl
 from tapir.pipeline.modelcard import front_matter_of, hub_id_for, model_index, relative
 from tapir.options import Options, option
-
-
-class ScriptedClassifier:
-    needs_model = False
-
-    class Options(Options):
-        pass
-
-    def __init__(self, backend, options):
-        from tapir.tasks import TASK_TYPES
-
-        self.labels = list(TASK_TYPES)
-
-    def classify(self, texts):
-        return [(self.labels[sum(map(ord, t)) % len(self.labels)], 1.0) for t in texts]
 
 
 class ScriptedBench:

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from pipeline_helpers import ROOT, ScriptPlugin, SpyPlugin, SpyTrainer, write_config
+from pipeline_helpers import ROOT, ScriptedClassifier, ScriptPlugin, SpyPlugin, SpyTrainer, write_config
 from tapir import hookimpl
 from tapir.config import apply_overrides, load_config, parse
 from tapir.errors import ConfigError
@@ -51,23 +51,6 @@ class ScriptedLmeval:
                 "subset": f"limit={self.options.limit}" if self.options.limit else None}
         return [{"task": t, "metric": "acc", "value": value, "stderr": 0.01, "n": self.options.limit or 10,
                  "meta": meta} for t in self.options.tasks]
-
-
-class ScriptedClassifier:
-    """A task type from a hash of the text (spares loading MiniLM)."""
-
-    needs_model = False
-
-    class Options(Options):
-        pass
-
-    def __init__(self, backend, options):
-        from tapir.tasks import TASK_TYPES
-
-        self.labels = list(TASK_TYPES)
-
-    def classify(self, texts):
-        return [(self.labels[sum(map(ord, t)) % len(self.labels)], 1.0) for t in texts]
 
 
 class ScriptedLmevalPlugin:
