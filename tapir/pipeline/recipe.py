@@ -95,11 +95,11 @@ def build(config, *, run_id: str, digest: str, judge_reads_answer: bool) -> list
         heldout = add("heldout_answers", 0, (ingest,))
         evaluations.append(add("evaluate_base", 0, (heldout,)))
         evaluations += [add("evaluate", r, (heldout, train[r])) for r in sorted(train)]
-    benchmarks = config.evaluation.benchmarks
-    if benchmarks:
+    if config.evaluation.benchmarks:
+        from tapir.pipeline.stages.benchmarks import benchmarks_at
+
         evaluations.append(add("benchmarks_base", 0))
-        every = any(b.rounds == "all" for b in benchmarks)
-        evaluations += [add("benchmarks", r, (train[r],)) for r in sorted(train) if every or r == rounds]
+        evaluations += [add("benchmarks", r, (train[r],)) for r in sorted(train) if benchmarks_at(config, r)]
     for extra in config.recipe.add:
         anchor = (extra.after, extra.round)
         position = next(i for i, s in enumerate(steps) if s.node == anchor) + 1

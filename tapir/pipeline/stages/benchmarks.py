@@ -39,9 +39,7 @@ class Benchmarks:
             model, label = ctx.config.student.model, "base"
         else:
             model, label = job.upstream_info("train", job.round)["path"], f"S{job.round}"
-        final = ctx.config.curriculum.rounds
-        refs = [b for b in ctx.config.evaluation.benchmarks
-                if b.rounds == "all" or self.name == "benchmarks_base" or job.round == final]
+        refs = benchmarks_at(ctx.config, None if self.name == "benchmarks_base" else job.round)
         scores: dict[str, dict[str, Any]] = {}
         for ref in refs:
             if ref.name not in job.todo([ref.name]):
@@ -64,6 +62,14 @@ class Benchmarks:
 class BenchmarksBase(Benchmarks):
     name = "benchmarks_base"
     reads = ("evaluation.benchmarks", "student.model")
+
+
+def benchmarks_at(config, round: int | None) -> list:
+    """The configured benchmarks that run on S_round (``None``: on the base
+    model, which every benchmark scores): ``rounds: last`` ones only on the
+    final round's checkpoint."""
+    return [b for b in config.evaluation.benchmarks
+            if round is None or b.rounds == "all" or round == config.curriculum.rounds]
 
 
 def primary_scores(rows: list[dict[str, Any]]) -> dict[str, float]:
