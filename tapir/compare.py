@@ -304,8 +304,9 @@ def _fill(entry: Entry, rows: list[dict[str, Any]], run: dict[str, Any] | None) 
     if any(m.get("run_failed") for m in metas):
         entry.status = "failed"
     entry.options = (run or {}).get("options")
-    if entry.options is None and isinstance(_one(metas, "options"), dict):
-        entry.options = _one(metas, "options")
+    if entry.options is None:
+        stage_options = _one(metas, "options")
+        entry.options = stage_options if isinstance(stage_options, dict) else None
     for key in ("judge", "judge_mode", "data_version"):
         setattr(entry, key, _one(metas, key))
     subset = _one(metas, "subset")

@@ -57,27 +57,27 @@ def run_details(store, run_id: str) -> dict:
 
 
 def _outputs(stages: list[dict]) -> list[dict]:
-    """What the run produced, from its stages' info: each round's checkpoint,
-    the held-out loss of the base model and of every S_r, the exported files."""
-    out = []
+    """What the run produced, from its stages' info: each round's checkpoint
+    (the exported copies when the run got to export), the held-out loss of
+    the base model and of every S_r, the exported files."""
+    trained, scored, exported = [], [], []
     for s in stages:
         info = s["info"]
         if s["name"] == "train" and info.get("path"):
-            out.append({"what": f"checkpoint S{s['round']}", "value": info["path"]})
+            trained.append({"what": f"checkpoint S{s['round']}", "value": info["path"]})
         elif s["name"] in ("evaluate", "evaluate_base") and info.get("nll") is not None:
-            out.append({"what": f"held-out nll {info.get('label', '?')}",
-                        "value": f"{info['nll']:.4f} (perplexity {info.get('perplexity', float('nan')):.2f}, "
-                                 f"n {info.get('n', '?')})"})
+            scored.append({"what": f"held-out nll {info.get('label', '?')}",
+                           "value": f"{info['nll']:.4f} (perplexity {info.get('perplexity', float('nan')):.2f}, "
+                                    f"n {info.get('n', '?')})"})
         elif s["name"] == "export":
             for key, label in (("jsonl", "dataset (JSONL)"), ("datasets_folder", "dataset (datasets folder)"),
                                ("mfd_plot", "MFD plot")):
                 if info.get(key):
-                    out.append({"what": label, "value": info[key]})
-            for name, path in (info.get("checkpoints") or {}).items():
-                out.append({"what": f"exported {name}", "value": path})
-    if any(o["what"].startswith("exported ") for o in out):  # the exported copies stand for the stage folders
-        out = [o for o in out if not o["what"].startswith("checkpoint ")]
-    return out
+                    exported.append({"what": label, "value": info[key]})
+            exported += [{"what": f"exported {name}", "value": path}
+                         for name, path in (info.get("checkpoints") or {}).items()]
+    checkpoints = [] if any(o["what"].startswith("exported ") for o in exported) else trained
+    return checkpoints + scored + exported
 
 
 def register(cli):
