@@ -37,6 +37,98 @@ BENCHMARK_NAMES = {"mtbench": "MT-Bench", "alpacaeval": "AlpacaEval 2.0", "lmeva
 _DIAGNOSTIC = {"failures", "baseline_failures"}
 
 
+# --------------------------------------------------------------------------- the card
+
+
+MODEL_CARD = """{front}
+# {name}: student S{round}
+
+Distilled with [tapir]({project_url}) (`pip install tapir-distill`), an
+implementation of TAPIR, Task-Aware Curriculum Planning for Instruction
+Refinement ([paper]({paper_url})).
+
+| | |
+|---|---|
+| base model | {base} |
+| trained from | {parent} |
+| teacher | {teacher} |
+| judge (MFD) | {judge} |
+| rewriter | {rewriter} |
+| round | {round} of {rounds} |
+| training examples this round | {examples} |
+| weight of a hard / easy example (alpha) | {alpha} |
+| trainer | {trainer} `{trainer_options}` |
+| files | {files} |
+
+## Training data
+
+{data}
+
+## Evaluation
+
+{evals}
+"""
+
+
+def model_card(job, path: str, round: int) -> None:
+    """Write ``path/README.md`` (and, for LoRA, ``path/adapter/README.md``)
+    by the Hub's conventions (see the module docstring): ``base_model`` the
+    base's hub id when it has one, paths relative to the card, the training
+    data (counted from the round's training set), and benchmark results in
+    ``model-index``."""
+    cfg = job.config
+    folder = Path(path).resolve()
+    hub = hub_id_for(cfg.student.model, cfg.student.options)
+    base = f"[{hub}](https://huggingface.co/{hub})" if hub else f"`{relative(cfg.student.model, folder)}`"
+    if hub and hub != cfg.student.model:
+        base += f" (`{cfg.student.model}`)"
+    previous = job.upstream_info("train", round - 1).get("path") if round > 0 else None
+    parent = f"S{round - 1}: `{os.path.relpath(previous, folder)}`" if previous else "the base model"
+    summary = training_summary(job, round)
+    rows = eval_rows(job.store, folder)
+    front: dict = {}
+    if hub:
+        front.update(base_model=hub, base_model_relation="finetune")
+    front.update(library_name="transformers", pipeline_tag="text-generation", tags=list(TAGS))
+    if rows:
+        front["model-index"] = model_index(f"{cfg.name}-round-{round}", rows)
+
+    def role(ref_name: str, ref) -> str:
+        return ref_name + (f" (`{relative(ref.model, folder)}`)" if ref is not None else "")
+
+    adapter = folder / "adapter"
+    has_adapter = (adapter / "adapter_config.json").is_file()
+    text = MODEL_CARD.format(
+        front=_front(front).rstrip("\n"),
+        name=cfg.name,
+        round=round,
+        rounds=cfg.curriculum.rounds,
+        project_url=PROJECT_URL,
+        paper_url=PAPER_URL,
+        base=base,
+        parent=parent,
+        teacher=f"`{relative(cfg.teacher.model.model, folder)}`" if cfg.teacher.model else "dataset answers",
+        judge=role(cfg.judge.name, cfg.judge.model),
+        rewriter=role(cfg.rewriter.name, cfg.rewriter.model) if cfg.rewriter else "none",
+        trainer=cfg.trainer.name,
+        trainer_options=json.dumps(_relative_values(cfg.trainer.options, folder), sort_keys=True),
+        files="merged weights and tokenizer here" + ("; the LoRA adapter in `adapter/`" if has_adapter else ""),
+        examples=summary["examples"],
+        alpha="n/a (S0: all data, weight 1)" if summary["alpha"] is None
+        else f"{summary['alpha']:.2f} / {1 - summary['alpha']:.2f}",
+        data=data_section(summary),
+        evals=eval_section(rows),
+    )
+    (folder / "README.md").write_text(text, encoding="utf-8")
+    if has_adapter:
+        if previous:
+            loads_from = os.path.relpath(previous, adapter)
+        else:
+            loads_from = hub or relative(job.ctx.student_base(), adapter)
+        (adapter / "README.md").write_text(
+            adapter_card(cfg.name, round, adapter, hub, loads_from, summary), encoding="utf-8")
+
+
 # --------------------------------------------------------------------------- hub ids and paths
 
 
@@ -311,7 +403,6 @@ def push_rounds(job, checkpoints: dict[int, str]) -> dict[str, str]:
 def export_cards(job) -> None:
     """In the export stage: rewrite every round's cards (now with the
     benchmark results stored for it), then push when configured."""
-    from tapir.pipeline.stages.export import model_card
 
     checkpoints: dict[int, str] = {}
     for (name, r) in sorted(job.engine.by_node):
@@ -320,7 +411,7 @@ def export_cards(job) -> None:
         info = job.upstream_info("train", r)
         path = info.get("path")
         if path and Path(path).is_dir():
-            model_card(job, path, r, int(info.get("examples") or 0), None if r == 0 else info.get("alpha"))
+            model_card(job, path, r)
             checkpoints[r] = path
     pushed = push_rounds(job, checkpoints)
     if pushed:

@@ -115,6 +115,6 @@ class Train:
                         task_mix=dict(sorted(mix.items(), key=lambda kv: -kv[1])),
                         easy_examples=len(easy), alpha=alpha, hard_weight_share=round(hard_w / total_w, 4),
                         pin=job.key)
-        from tapir.pipeline.stages.export import model_card
+        from tapir.pipeline.modelcard import model_card
 
-        model_card(job, str(out), r, len(examples), None if r == 0 else alpha)
+        model_card(job, str(out), r)
