@@ -15,7 +15,9 @@ unavailable with the reason.
     register(name: str, factory: Callable | str, *, description: str = "",
              requires: Sequence[str] = (), extra: str | None = None)
 
-What each factory must build is described in :mod:`tapir.roles`.
+What each factory must build is described in :mod:`tapir.roles`. Every
+``options`` a factory is called with is the component's declared ``Options``
+model, already validated (:mod:`tapir.options`).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ hookimpl = pluggy.HookimplMarker("tapir")
 def register_backends(register):
     """Register model backends (``hf``, ``litellm``, ``vllm``, ...).
 
-    The factory is called as ``factory(model_name: str, options)`` (``options``: its validated ``Options``) and
+    The factory is called as ``factory(model_name: str, options)`` and
     returns a :class:`tapir.roles.Backend`: something that generates
     completions (and optionally scores continuations) for batches of
     :class:`tapir.roles.GenerationRequest`.
@@ -83,13 +85,13 @@ def register_stages(register):
 @hookspec
 def register_teachers(register):
     """Register teacher prompts. The factory is called as
-    ``factory(backend, options)`` (``options``: the component's validated ``Options``) and returns a :class:`tapir.roles.Teacher`.
+    ``factory(backend, options)`` and returns a :class:`tapir.roles.Teacher`.
     """
 
 
 @hookspec
 def register_judges(register):
-    """Register judges. The factory is called as ``factory(backend, options)`` (``options``: the component's validated ``Options``)
+    """Register judges. The factory is called as ``factory(backend, options)``
     (``backend`` may be ``None`` for judges that need no LLM, such as
     reference-similarity) and returns a :class:`tapir.roles.Judge`.
     """
@@ -98,7 +100,7 @@ def register_judges(register):
 @hookspec
 def register_classifiers(register):
     """Register task-type classifiers. The factory is called as
-    ``factory(backend, options)`` (``options``: the component's validated ``Options``) (``backend`` is ``None`` unless the config
+    ``factory(backend, options)`` (``backend`` is ``None`` unless the config
     names a model, as the LLM classifier needs) and returns a
     :class:`tapir.roles.Classifier`.
     """
@@ -107,7 +109,7 @@ def register_classifiers(register):
 @hookspec
 def register_rewriters(register):
     """Register rewriters (task-aware instruction and answer refinement).
-    The factory is called as ``factory(backend, options)`` (``options``: the component's validated ``Options``) and returns a
+    The factory is called as ``factory(backend, options)`` and returns a
     :class:`tapir.roles.Rewriter`.
     """
 
