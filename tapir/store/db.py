@@ -297,12 +297,11 @@ def open_store(path: str | os.PathLike | None = None, *, memory: bool = False, c
                                  f"({exc.strerror}). Pass --db with a path in a writable folder") from None
     if readonly:
         return _open_readonly(resolved)
-    conn = None
     deadline = time.monotonic() + BUSY_TIMEOUT_S
     try:
         while True:
             try:
-                conn = _connect_for_writing(resolved)
+                conn = _connect_for_writing(resolved)  # closes its connection when it fails
                 break
             except sqlite3.OperationalError as exc:
                 # Some lock conflicts come back at once, without SQLite's busy
@@ -311,18 +310,15 @@ def open_store(path: str | os.PathLike | None = None, *, memory: bool = False, c
                 if not ("locked" in str(exc) or "busy" in str(exc)) or time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
-        db = sqlite_utils.Database(conn)
     except sqlite3.Error as exc:
         created = not exists
-        if conn is not None:
-            conn.close()
         if created and resolved.is_file() and resolved.stat().st_size == 0:
             resolved.unlink()  # leave no empty file behind
         if "unable to open" in str(exc) and created:
             raise StoreError(f"cannot create database {resolved}: folder {resolved.parent or Path('.')} is not "
                              f"writable. Pass --db with a path in a writable folder, or set TAPIR_DB") from None
         raise StoreError(_problem_of(exc, resolved)) from None
-    return Store(db, resolved)
+    return Store(sqlite_utils.Database(conn), resolved)
 
 
 def _connect_for_writing(resolved: Path) -> sqlite3.Connection:
