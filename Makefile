@@ -12,12 +12,13 @@ PYTEST_ARGS ?= -m "not slow"
 
 .PHONY: install demo ablate test test-all bench clean
 
-$(BIN)/.installed: pyproject.toml Makefile
+# The package declares version ranges; constraints.txt holds the exact set the demo and CI run.
+$(BIN)/.installed: pyproject.toml constraints.txt Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[all,test]'
-	$(BIN)/python -m pip install -q --no-deps $(NODEPS)
+	$(BIN)/python -m pip install -q -c constraints.txt torch
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[all,test]'
+	$(BIN)/python -m pip install -q -c constraints.txt --no-deps $(NODEPS)
 	touch $@
 
 install: $(BIN)/.installed
