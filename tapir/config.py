@@ -63,7 +63,8 @@ class DataConfig(Section):
     hf_config: str | None = None
     split: str = "train"
     fields: dict[str, str] = Field(default_factory=dict)  # our name -> column
-    limit: int | None = Field(None, ge=1)
+    limit: int | None = Field(None, ge=1)  # the first N usable rows
+    sample: int | None = Field(None, ge=1)  # a seeded random subset of N (the config's seed), stratified by task_type
     on_bad_row: Literal["skip", "error"] = "skip"
     use_dataset_answers: bool = False
 

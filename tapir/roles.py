@@ -132,6 +132,14 @@ class Item:
     def prompt(self) -> str:
         return f"{self.instruction}\n\n{self.input}" if self.input else self.instruction
 
+    @property
+    def messages(self) -> list[dict[str, str]]:
+        """The chat turns that ask this item: its system prompt (``meta["system"]``,
+        from a dataset's system turn), then the prompt as the user turn."""
+        system = self.meta.get("system")
+        user = [{"role": "user", "content": self.prompt}]
+        return [{"role": "system", "content": system}, *user] if system else user
+
 
 @dataclass
 class Judgment:

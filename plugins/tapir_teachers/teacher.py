@@ -39,9 +39,13 @@ class Teacher:
         self.options = options
 
     def messages(self, item: Item) -> list[dict]:
+        """The item's own turns (a dataset's system prompt comes with it), or the
+        configured system prompt before the instruction."""
+        if item.meta.get("system"):
+            return item.messages
         system = self.options.system_prompt
         msgs = [{"role": "system", "content": system}] if system else []
-        return msgs + [{"role": "user", "content": item.prompt}]
+        return msgs + item.messages
 
     def answer(self, items: Sequence[Item], params: GenerationParams, on_result=None) -> list[Completion]:
         requests = [GenerationRequest(self.messages(it), params, meta={"item_id": it.id}) for it in items]

@@ -3,9 +3,19 @@
 Understood shapes (field names configurable with ``data.fields``):
 
 * Alpaca: ``instruction``, ``input``, ``output``
-* chat: ``messages`` (the first user turn is the instruction, the first
-  assistant turn after it the answer)
+* OpenAI chat: ``messages`` (``role``/``content`` turns: the first user turn
+  is the instruction, the first assistant turn after it the answer, a system
+  turn before it the item's system prompt)
+* ShareGPT / OpenHermes-2.5: ``conversations`` (``from``/``value`` turns,
+  ``human``/``gpt``/``system``; read the same way)
 * optional ``id`` and ``task_type`` columns
+
+A system prompt is kept in the item's ``meta["system"]`` and sent before the
+instruction wherever the item is prompted (:attr:`tapir.roles.Item.messages`).
+
+``data.limit: N`` reads the first N usable rows; ``data.sample: N`` draws a
+seeded random subset of N (the config's ``seed``), stratified by task type
+when the rows carry ``task_type`` labels.
 
 Files: ``.jsonl``/``.ndjson`` (one JSON object a line), ``.json`` (a list of
 objects, or ``{"data": [...]}``), ``.csv`` (a header row naming the columns;
@@ -39,7 +49,17 @@ DEFAULT_FIELDS = {
     "input": "input",
     "output": "output",
     "messages": "messages",
+    "conversations": "conversations",
+    "system": "system",
     "task_type": "task_type",
+}
+
+# ShareGPT speaker names (``from``) and the chat role each one plays.
+SHAREGPT_ROLES = {
+    "system": "system",
+    "human": "user", "user": "user",
+    "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant", "bard": "assistant",
+    "bing": "assistant", "model": "assistant",
 }
 
 SHOWN_BAD_ROWS = 20
@@ -53,6 +73,7 @@ class LoadReport:
     bad_rows: list[str] = field(default_factory=list)  # "SOURCE line N: why"
     duplicates: int = 0
     rows: int = 0  # rows read (good, bad and duplicate)
+    sampled_from: int | None = None  # usable items before data.sample drew its subset
 
 
 def item_id(instruction: str, input_text: str = "") -> str:
@@ -285,44 +306,77 @@ def _text_problem(key: str, value: Any) -> str:
     return f"'{key}' is {_kind(value)}, not text"
 
 
-def _from_messages(messages: Any, key: str = "messages") -> tuple[str, str | None]:
-    if not isinstance(messages, list):
-        raise _BadRow(f"'{key}' is {_kind(messages)}, not a list of {{role, content}} turns")
-    if not messages:
+def _first_exchange(turns: list[tuple[str, Any]], key: str) -> tuple[str, str | None, str | None]:
+    """(instruction, answer, system) from ``(role, content)`` turns: the first
+    user turn, the first assistant turn after it, a system turn before it."""
+    instruction = answer = system = None
+    for i, (role, content) in enumerate(turns):
+        if role == "system" and instruction is None and system is None:
+            if not isinstance(content, str):
+                raise _BadRow(f"'{key}'[{i}] (the system turn) is {_kind(content)}, not text")
+            system = content.strip() or None
+        elif role == "user" and instruction is None:
+            if not isinstance(content, str) or not content.strip():
+                raise _BadRow(_text_problem(f"{key}[{i}]", content) + " (the first user turn)")
+            instruction = content
+        elif role == "assistant" and instruction is not None and answer is None:
+            if not isinstance(content, str):
+                raise _BadRow(f"'{key}'[{i}] is {_kind(content)}, not text")
+            answer = content
+    if instruction is None:
+        roles = ", ".join(dict.fromkeys(str(role) for role, _ in turns))
+        raise _BadRow(f"'{key}' has no user turn (roles: {roles})")
+    return instruction, answer, system
+
+
+def _turns(value: Any, key: str, role_key: str, content_key: str, roles: dict[str, str] | None = None
+           ) -> list[tuple[str, Any]]:
+    shape = f"{{{role_key}, {content_key}}}"
+    if not isinstance(value, list):
+        raise _BadRow(f"'{key}' is {_kind(value)}, not a list of {shape} turns")
+    if not value:
         raise _BadRow(f"'{key}' is an empty list")
-    instruction = answer = None
-    for i, m in enumerate(messages):
+    turns = []
+    for i, m in enumerate(value):
         if not isinstance(m, dict):
-            raise _BadRow(f"'{key}'[{i}] is {_kind(m)}, not a {{role, content}} object")
-        missing = [k for k in ("role", "content") if k not in m]
+            raise _BadRow(f"'{key}'[{i}] is {_kind(m)}, not a {shape} object")
+        missing = [k for k in (role_key, content_key) if k not in m]
         if missing:
             raise _BadRow(f"'{key}'[{i}] has no {' or '.join(repr(k) for k in missing)}")
-        if m["role"] == "user" and instruction is None:
-            if not isinstance(m["content"], str) or not m["content"].strip():
-                raise _BadRow(_text_problem(f"{key}[{i}].content", m["content"]) + " (the first user turn)")
-            instruction = m["content"]
-        elif m["role"] == "assistant" and instruction is not None and answer is None:
-            if not isinstance(m["content"], str):
-                raise _BadRow(f"'{key}'[{i}].content is {_kind(m['content'])}, not text")
-            answer = m["content"]
-    if instruction is None:
-        roles = ", ".join(dict.fromkeys(str(m["role"]) for m in messages))
-        raise _BadRow(f"'{key}' has no user turn (roles: {roles})")
-    return instruction, answer
+        role = m[role_key]
+        if roles is not None:
+            if str(role).lower() not in roles:
+                known = ", ".join(sorted(roles))
+                raise _BadRow(f"'{key}'[{i}] is from {role!r}, a speaker tapir does not know (known: {known})")
+            role = roles[str(role).lower()]
+        turns.append((role, m[content_key]))
+    return turns
 
 
-def _instruction_of(row: dict, names: dict[str, str]) -> tuple[str, Any]:
-    key, mkey = names["instruction"], names["messages"]
+def _from_messages(messages: Any, key: str = "messages") -> tuple[str, str | None, str | None]:
+    return _first_exchange(_turns(messages, key, "role", "content"), key)
+
+
+def _from_conversations(conversations: Any, key: str = "conversations") -> tuple[str, str | None, str | None]:
+    return _first_exchange(_turns(conversations, key, "from", "value", SHAREGPT_ROLES), key)
+
+
+def _instruction_of(row: dict, names: dict[str, str]) -> tuple[str, Any, str | None]:
+    """(instruction, answer, system prompt) of one row, whichever shape it has."""
+    key, mkey, ckey = names["instruction"], names["messages"], names["conversations"]
     value = row.get(key)
     if isinstance(value, str) and value.strip():
-        return value, row.get(names["output"])
+        system = row.get(names["system"])
+        return value, row.get(names["output"]), (system.strip() or None) if isinstance(system, str) else None
     if row.get(mkey) not in (None, ""):
         return _from_messages(row[mkey], mkey)
+    if row.get(ckey) not in (None, ""):
+        return _from_conversations(row[ckey], ckey)
     if key in row:
         raise _BadRow(_text_problem(key, value))
     found = ", ".join(repr(str(k)) for k in list(row)[:8]) or "none"
     mapped = " (data.fields maps the instruction to this name)" if key != DEFAULT_FIELDS["instruction"] else ""
-    raise _BadRow(f"no '{key}' or '{mkey}' field{mapped}; fields: {found}")
+    raise _BadRow(f"no '{key}', '{mkey}' or '{ckey}' field{mapped}; fields: {found}")
 
 
 def rows_to_items(rows: Iterable[tuple[Any, Any]], fields: dict[str, str], source: str,
@@ -340,7 +394,7 @@ def rows_to_items(rows: Iterable[tuple[Any, Any]], fields: dict[str, str], sourc
                 raise _BadRow(str(row))
             if not isinstance(row, dict):
                 raise _BadRow(f"expected a record (mapping of fields), got {_kind(row)}")
-            instruction, answer = _instruction_of(row, names)
+            instruction, answer, system = _instruction_of(row, names)
             input_text = row.get(names["input"])
             if input_text is None:
                 input_text = ""
@@ -360,9 +414,36 @@ def rows_to_items(rows: Iterable[tuple[Any, Any]], fields: dict[str, str], sourc
             continue
         seen.add(iid)
         report.items.append(
-            Item(iid, instruction.strip(), input_text.strip(), answer.strip() if answer else None, task_type)
+            Item(iid, instruction.strip(), input_text.strip(), answer.strip() if answer else None, task_type,
+                 {"system": system} if system else {})
         )
     return report
+
+
+def sample_items(items: list[Item], n: int, seed: int) -> list[Item]:
+    """A seeded random subset of ``n`` items, in their original order.
+
+    When every item carries a task type the draw is stratified: each type
+    gets its share of ``n`` (largest remainder), drawn within the type, so
+    the subset keeps the data's task mix. ``n`` >= len(items) keeps all."""
+    import random
+
+    if n >= len(items):
+        return list(items)
+    rng = random.Random(f"data.sample:{seed}:{n}")
+    if all(it.task_type for it in items):
+        groups: dict[str, list[int]] = {}
+        for i, it in enumerate(items):
+            groups.setdefault(it.task_type, []).append(i)
+        exact = {t: n * len(ix) / len(items) for t, ix in groups.items()}
+        counts = {t: int(v) for t, v in exact.items()}
+        by_remainder = sorted(groups, key=lambda t: (-(exact[t] - counts[t]), t))
+        for t in by_remainder[: n - sum(counts.values())]:
+            counts[t] += 1
+        chosen = [i for t in sorted(groups) for i in rng.sample(groups[t], counts[t])]
+    else:
+        chosen = rng.sample(range(len(items)), n)
+    return [items[i] for i in sorted(chosen)]
 
 
 def _bad_row_lines(bad_rows: list[str]) -> str:
@@ -371,8 +452,9 @@ def _bad_row_lines(bad_rows: list[str]) -> str:
     return f"\n  {shown}" + (f"\n  ... and {more} more bad row(s)" if more > 0 else "")
 
 
-def load_items(data_config, base_dir: Path) -> LoadReport:
-    """Read all items per ``data_config`` (a :class:`tapir.config.DataConfig`).
+def load_items(data_config, base_dir: Path, seed: int = 0) -> LoadReport:
+    """Read all items per ``data_config`` (a :class:`tapir.config.DataConfig`);
+    ``data_config.sample`` keeps a subset drawn with ``seed``.
 
     Raises :class:`ConfigError` when the input cannot be read, when no row
     is usable (each bad row with its line and reason, first 20 shown), or
@@ -408,4 +490,7 @@ def load_items(data_config, base_dir: Path) -> LoadReport:
             )
         raise ConfigError(f"{source}: no rows (the file holds only blank lines or an empty list). "
                           f"Give at least one instruction")
+    if data_config.sample is not None:
+        report.sampled_from = len(report.items)
+        report.items = sample_items(report.items, data_config.sample, seed)
     return report

@@ -59,7 +59,7 @@ def check(config_path: str | Path | dict, db: str | None = None, overrides: list
     loaded = None
     if config.data.hf_dataset or (config.data.path and resolve_path(config.data.path, base_dir).exists()):
         try:
-            loaded = load_items(config.data, base_dir)
+            loaded = load_items(config.data, base_dir, config.seed)
         except TapirError as exc:
             problems.append(str(exc))
     problems += output_problems(config, source)

@@ -100,7 +100,7 @@ class StudentAnswers:
         todo = [it for it in items if it.id in todo_ids]
         gen = ctx.config.student.generation
         params = GenerationParams(max_new_tokens=gen.max_new_tokens, temperature=gen.temperature, top_p=gen.top_p)
-        requests = [GenerationRequest([{"role": "user", "content": it.prompt}], params, meta={"item_id": it.id})
+        requests = [GenerationRequest(it.messages, params, meta={"item_id": it.id})
                     for it in todo]
         with student_backend(ctx, path) as backend, progress.bar(f"student S{job.round} answers", len(todo)) as bar:
 

@@ -75,7 +75,7 @@ class Evaluate:
         else:
             model_path, label = job.upstream_info("train", job.round)["path"], f"S{job.round}"
         backend = ctx.backend("evaluator", f"hf:{model_path}", ctx.config.student.options)
-        prompts = [[{"role": "user", "content": it.prompt}] for it, _ in pairs]
+        prompts = [it.messages for it, _ in pairs]
         with progress.bar(f"held-out loss of {label}", len(pairs)) as bar:
             logprobs = []
             for start in range(0, len(pairs), 16):

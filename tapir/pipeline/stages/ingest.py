@@ -20,3 +20,5 @@ class Ingest:
         for it in report.items:
             job.ok(it.id)
         job.info.update(items=len(report.items), bad_rows=len(report.bad_rows), duplicates=report.duplicates)
+        if report.sampled_from is not None:
+            job.info["sampled_from"] = report.sampled_from

@@ -33,8 +33,8 @@ def weighted_examples(hard: list[Item], easy: list[Item], alpha: float, scheme: 
     else:
         n = len(hard) + len(easy)
         w_hard, w_easy = alpha * n / len(hard), (1.0 - alpha) * n / len(easy)
-    return ([TrainExample([{"role": "user", "content": it.prompt}], it.output, w_hard) for it in hard]
-            + [TrainExample([{"role": "user", "content": it.prompt}], it.output, w_easy) for it in easy])
+    return ([TrainExample(it.messages, it.output, w_hard) for it in hard]
+            + [TrainExample(it.messages, it.output, w_easy) for it in easy])
 
 
 def training_set(job: Job, round: int) -> tuple[list[Item], list[Item], float]:
