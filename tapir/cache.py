@@ -25,7 +25,7 @@ import threading
 import time
 from typing import Sequence
 
-from tapir.roles import Backend, Completion, GenerationRequest, OnResult, TokenLogprob
+from tapir.roles import Backend, Closable, Completion, GenerationRequest, OnResult, TokenLogprob
 from tapir.store.db import Store, dumps, utcnow
 
 _LOOKUP_CHUNK = 500
@@ -77,6 +77,12 @@ class CachedBackend:
 
     def __getattr__(self, name):  # score(), tokenizer, ... pass through
         return getattr(self.backend, name)
+
+    def close(self) -> None:
+        """Free what the wrapped backend holds (:class:`tapir.roles.Closable`);
+        the cache itself holds nothing to free."""
+        if isinstance(self.backend, Closable):
+            self.backend.close()
 
     def lookup(self, keys: Sequence[str]) -> dict[str, Completion]:
         found: dict[str, Completion] = {}

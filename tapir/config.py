@@ -46,8 +46,19 @@ class ServeConfig(Section):
     # A server tapir starts for the stage and stops after it, e.g.
     # "vllm serve {checkpoint} --port {port} --served-model-name student".
     launch: str | None = None
-    port: int | None = Field(None, ge=1, le=65535)  # default: a free port
+    port: int | None = Field(None, ge=1, le=65535)  # default: a free port (replica i: port + i)
     ready_timeout_s: float = Field(600.0, gt=0)
+    # Data parallelism: launch this many servers (each sees its own GPUs,
+    # gpus_per_replica of them) and spread the answers over them.
+    replicas: int = Field(1, ge=1)
+    gpus_per_replica: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _replicas_need_launch(self):
+        if self.replicas > 1 and not self.launch:
+            raise ValueError("replicas > 1 needs launch: tapir starts each replica (a server you run yourself "
+                             "is given with options.api_bases)")
+        return self
 
 
 class StudentConfig(ModelRef):

@@ -111,6 +111,19 @@ class Backend(Protocol):
         ...
 
 
+@runtime_checkable
+class Closable(Protocol):
+    """A backend that holds something worth freeing between stages: GPU or
+    CPU memory, an inference engine, connections. The pipeline calls
+    ``close()`` when a stage is done with a student backend, before every
+    training round and at the end of a run; a later ``generate`` loads the
+    model again. A backend that holds nothing need not have it."""
+
+    def close(self) -> None:
+        """Free what the backend holds; safe to call twice."""
+        ...
+
+
 class ScoringBackend(Backend, Protocol):
     def score(self, prompts: Sequence[list[Message]], continuations: Sequence[str]) -> list[list[float]]:
         """Per-token log-probabilities of each continuation after its prompt."""

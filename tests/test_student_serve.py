@@ -67,3 +67,45 @@ def test_student_server_launched_and_stopped_by_tapir(tmp_path, tiny_model, regi
     db = sqlite_utils.Database(tmp_path / "t.db")
     texts = [r[0] for r in db.execute("select text from responses where role = 'student'")]
     assert len(texts) == 32 and all(t.startswith("served answer to ") for t in texts)
+
+
+REPLICA = """
+import os, sys, time
+sys.path.insert(0, {support!r})
+from tapir_testing.openai_server import OpenAIServer
+port = int(sys.argv[1])
+srv = OpenAIServer(reply=lambda m, b: f"replica {{port}}: " + m[-1]["content"][:30], port=port).start()
+open(sys.argv[2], "w").write(os.environ.get("CUDA_VISIBLE_DEVICES", "all"))
+while True:
+    time.sleep(1)
+"""
+
+
+def test_student_replicas_share_the_answers(tmp_path, tiny_model, register_plugin, monkeypatch):
+    """serve.replicas: N servers, each with its own GPUs, filling the backend's server pool."""
+    import socket
+
+    monkeypatch.setenv("TAPIR_QUIET", "1")
+    script = tmp_path / "replica.py"
+    script.write_text(REPLICA.format(support=str(SUPPORT)))
+    _run(tmp_path, tiny_model, register_plugin, {
+        "model": "openai/student", "replicas": 2, "ready_timeout_s": 60,
+        "launch": f"{sys.executable} {script} {{port}} {tmp_path}/gpus-{{replica}}.txt",
+        "options": {"concurrency": 2}})
+    assert (tmp_path / "gpus-0.txt").read_text() == "0" and (tmp_path / "gpus-1.txt").read_text() == "1"
+    db = sqlite_utils.Database(tmp_path / "t.db")
+    texts = [r[0] for r in db.execute("select text from responses where role = 'student'")]
+    ports = {int(re.match(r"replica (\d+): ", t).group(1)) for t in texts}
+    assert len(texts) == 32 and len(ports) == 4  # two replicas answered in each of the two student_answers stages
+    for port in ports:
+        with socket.socket() as s:  # both stopped after the stage
+            assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_replicas_need_a_launch_command():
+    import pytest
+
+    from tapir.config import ServeConfig
+
+    with pytest.raises(ValueError, match="replicas > 1 needs launch"):
+        ServeConfig(model="openai/student", replicas=2)

@@ -130,6 +130,27 @@ def clear_model_cache() -> None:
         _MODELS.clear()
 
 
+def release_model(loaded: tuple[Any, Any]) -> None:
+    """Forget ``(tokenizer, model)`` in the in-process cache and give its
+    memory back (the accelerator's cache too); a backend still holding the
+    same objects keeps them alive until it is closed as well."""
+    with _LOAD_LOCK:
+        for key in [k for k, v in _MODELS.items() if v is loaded]:
+            del _MODELS[key]
+    free_memory()
+
+
+def free_memory() -> None:
+    """Collect garbage and empty torch's CUDA cache when torch is loaded."""
+    import gc
+    import sys
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 @contextmanager
 def quiet_transformers(warnings: bool = True):
     """No progress bars from transformers (a one-second load needs none);
@@ -239,6 +260,15 @@ class HFBackend:
             self._loaded = load_model(self.model_name, device=self.device, dtype=self.dtype,
                                       trust_remote_code=self.trust_remote_code, revision=self.revision)
         return self._loaded
+
+    def close(self) -> None:
+        """Drop the loaded model (:class:`tapir.roles.Closable`); the next
+        generate or score loads it again."""
+        with self._lock:
+            loaded, self._loaded = self._loaded, None
+            self._token_text.clear()
+        if loaded is not None:
+            release_model(loaded)
 
     @property
     def tokenizer(self):

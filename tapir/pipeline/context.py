@@ -59,6 +59,12 @@ class Context:
             self._backends[key] = backend
         return self._backends[key]
 
+    def close_backends(self) -> None:
+        """Free what every model loaded in this run holds (GPU memory, engines);
+        each loads again when next used. Called before training and at the end."""
+        for backend in self._backends.values():
+            backend.close()
+
     @property
     def call_tags(self) -> dict[str, Any]:
         """The tags (stage key, round) the current stage's calls carry."""

@@ -130,6 +130,8 @@ def distill(config_path: str | Path | dict, db: str | None = None, *, retry: boo
         except BaseException:
             ctx.run.finish("failed")
             raise
+        finally:
+            ctx.close_backends()
         failed = sum(r.failed for r in engine.results.values())
         ctx.run.finish("done" if not failed else "done_with_failures")
         return Outcome(ctx, [engine.results[s.node] for s in engine.steps], engine)

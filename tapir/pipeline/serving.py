@@ -77,31 +77,67 @@ def _served(ctx, model: str, options: dict, checkpoint: str):
 
 @contextmanager
 def student_backend(ctx, checkpoint: str) -> Iterator[Any]:
-    """A cached backend answering as the checkpoint, for the time of a stage."""
+    """A cached backend answering as the checkpoint, for the time of a stage;
+    closed after it (an in-process engine gives its GPU memory back, a
+    launched server is stopped)."""
     serve = ctx.config.student.serve
     if serve is None:
-        yield ctx.backend("student", f"hf:{checkpoint}", ctx.config.student.options)
+        backend = ctx.backend("student", f"hf:{checkpoint}", ctx.config.student.options)
+        try:
+            yield backend
+        finally:
+            backend.close()
         return
-    port = serve.port or _free_port()
-    names = {"checkpoint": checkpoint, "port": port}
+    ports = [serve.port + i for i in range(serve.replicas)] if serve.port else [_free_port() for _ in
+                                                                                 range(serve.replicas)]
+    names = {"checkpoint": checkpoint, "port": ports[0]}
     model = _fill(serve.model, **names)
     options = _fill(serve.options, **names)
-    proc = None
-    if serve.launch:
-        cmd = shlex.split(_fill(serve.launch, **names))
-        progress.say(f"   starting the student server: {shlex.join(cmd)}")
-        proc = subprocess.Popen(cmd)
+    procs: list[subprocess.Popen] = []
     try:
-        if proc is not None:
-            base = options.get("api_base") or f"http://127.0.0.1:{port}/v1"
-            options.setdefault("api_base", base)
-            _wait_ready(base, proc, serve.ready_timeout_s)
-        yield _served(ctx, model, options, checkpoint)
+        if serve.launch:
+            for replica, port in enumerate(ports):
+                procs.append(_launch(serve, checkpoint, port, replica))
+            bases = [f"http://127.0.0.1:{port}/v1" for port in ports]
+            if not options.get("api_base") and not options.get("api_bases"):
+                if len(bases) == 1:
+                    options["api_base"] = bases[0]
+                else:
+                    options["api_bases"] = bases
+            for proc, base in zip(procs, bases):
+                _wait_ready(base, proc, serve.ready_timeout_s)
+        backend = _served(ctx, model, options, checkpoint)
+        try:
+            yield backend
+        finally:
+            backend.close()
     finally:
-        if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        for proc in procs:
+            _stop(proc)
+
+
+def _launch(serve, checkpoint: str, port: int, replica: int) -> subprocess.Popen:
+    """One server replica; with several, replica i sees GPUs
+    [i * gpus_per_replica, (i + 1) * gpus_per_replica) (CUDA_VISIBLE_DEVICES)."""
+    import os
+
+    cmd = shlex.split(_fill(serve.launch, checkpoint=checkpoint, port=port, replica=replica))
+    env = None
+    if serve.replicas > 1:
+        first = replica * serve.gpus_per_replica
+        gpus = ",".join(str(g) for g in range(first, first + serve.gpus_per_replica))
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpus}
+        progress.say(f"   starting student server {replica + 1} of {serve.replicas} on GPUs {gpus}: "
+                     f"{shlex.join(cmd)}")
+    else:
+        progress.say(f"   starting the student server: {shlex.join(cmd)}")
+    return subprocess.Popen(cmd, env=env)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -99,6 +99,7 @@ class Train:
         out = job.artifact_dir(f"train-r{r}")
         progress.say(f"   training S{r} on {len(examples)} examples ({len(hard)} hard, {len(easy)} easy, "
                      f"alpha {alpha:.2f}) from {base}")
+        ctx.close_backends()  # models loaded for earlier stages give their (GPU) memory to training
         metrics = ctx.trainer.train(base, examples, str(out))
         with ctx.store.db.conn:
             ctx.store["checkpoints"].insert(
