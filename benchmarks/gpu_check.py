@@ -20,8 +20,9 @@ never stops the others. Parts:
    ``student_answers`` stage builds (one user turn per item, the student's
    generation params, item ids in ``meta``) through
    ``tapir.models.load_cached("vllm:<checkpoint>", store, run)`` — the
-   cached backend stages use — every item answered, a re-run served from the
-   cache;
+   cached backend stages use — every item answered in four chunks of
+   ``chunk_size``, a re-run served from the cache, and ``close()`` giving
+   the GPU memory back (free memory before and after);
 3. a ``vllm serve`` of the checkpoint on a local port, reached through the
    litellm backend (``openai/<served name>`` + ``api_base``): tokens/s, every
    request answered; the server is stopped at the end.
@@ -135,16 +136,7 @@ def compare_engines(model: str, n: int, max_new: int, gpu_share: float) -> dict:
     hf = HFBackend(model, HFBackend.Options(device="cuda", dtype="bfloat16", batch_size=min(64, n)))
     hf.generate(reqs[:2])  # load + warm-up
     hf_run = timed_generate(hf, reqs)
-    del hf
-    import gc
-
-    import torch
-
-    from tapir_hf.backend import clear_model_cache
-
-    clear_model_cache()
-    gc.collect()
-    torch.cuda.empty_cache()
+    hf.close()  # the hf model gives the GPU back before vLLM starts
     vl = VLLMBackend(model, VLLMBackend.Options(dtype="bfloat16", gpu_memory_utilization=gpu_share,
                                                 max_model_len=2048))
     try:
@@ -165,28 +157,17 @@ def compare_engines(model: str, n: int, max_new: int, gpu_share: float) -> dict:
     }
 
 
-def release(backend) -> None:
-    """Shut a vLLM engine down so the next part has the GPU memory."""
-    import gc
+def release(backend) -> dict:
+    """``backend.close()`` (tapir.roles.Closable): the engine goes, and the
+    GPU memory with it; returns the device's free memory before and after."""
+    import torch
 
-    inner = getattr(backend, "inner", None) or getattr(backend, "backend", None) or backend
-    llm = getattr(inner, "_llm", None)
-    if llm is not None:
-        engine = getattr(llm, "llm_engine", None)
-        shutdown = getattr(engine, "shutdown", None) or getattr(getattr(engine, "engine_core", None), "shutdown", None)
-        if callable(shutdown):
-            try:
-                shutdown()
-            except Exception:  # noqa: BLE001
-                pass
-        inner._llm = None
-    gc.collect()
-    try:
-        import torch
-
-        torch.cuda.empty_cache()
-    except Exception:  # noqa: BLE001
-        pass
+    torch.cuda.synchronize()
+    before = torch.cuda.mem_get_info()[0]
+    backend.close()
+    time.sleep(2)  # vLLM's engine-core process exits asynchronously
+    after = torch.cuda.mem_get_info()[0]
+    return {"free_gib_before_close": round(before / 2**30, 2), "free_gib_after_close": round(after / 2**30, 2)}
 
 
 def student_answers_via_vllm(checkpoint: str, n: int, max_new: int, gpu_share: float, workdir: Path) -> dict:
@@ -195,7 +176,9 @@ def student_answers_via_vllm(checkpoint: str, n: int, max_new: int, gpu_share: f
 
     store = open_store(workdir / "gpu_check.db")
     try:
-        options = {"dtype": "bfloat16", "gpu_memory_utilization": gpu_share, "max_model_len": 2048}
+        chunk = max(1, n // 4)  # four chunks: each stored before the next is sent
+        options = {"dtype": "bfloat16", "gpu_memory_utilization": gpu_share, "max_model_len": 2048,
+                   "chunk_size": chunk}
         backend = load_cached(f"vllm:{checkpoint}", store, "gpu-check", options)
         reqs = requests_for(n, max_new)
         first = timed_generate(backend, reqs)
@@ -203,11 +186,11 @@ def student_answers_via_vllm(checkpoint: str, n: int, max_new: int, gpu_share: f
         calls = store.execute("select count(*) from llm_calls").fetchone()[0]
         assert first["ok"] == n, f"{n - first['ok']} student answers failed: {first['errors']}"
         assert again["texts"] == first["texts"], "the re-run did not return the cached answers"
+        freed = release(backend)
+        assert freed["free_gib_after_close"] > freed["free_gib_before_close"] + 1, f"close() freed too little: {freed}"
         return {"model_id": backend.model_id, "answered": first["ok"], "tokens_per_s": first["tokens_per_s"],
-                "rerun_seconds": again["seconds"], "llm_calls_rows": calls}
+                "chunk_size": chunk, "rerun_seconds": again["seconds"], "llm_calls_rows": calls, **freed}
     finally:
-        if "backend" in locals():
-            release(backend)
         store.close()
 
 
