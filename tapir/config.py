@@ -191,6 +191,11 @@ class PushToHub(Section):
     # Folder in the repo for round r: default "round-{round}" in one repo,
     # the repo's root when repo_id has "{round}".
     path_in_repo: str | None = None
+    # Also upload every round's training set (chat messages, one split a round)
+    # with a dataset card, as a dataset repo: dataset_repo_id, default repo_id
+    # (without "{round}"; model and dataset repos of one name are distinct).
+    dataset: bool = True
+    dataset_repo_id: str | None = None
 
 
 class ExportConfig(Section):

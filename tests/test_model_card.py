@@ -176,9 +176,11 @@ def test_cards_of_a_lora_run(tmp_path, tiny_model, register_plugin, monkeypatch)
     assert "| MT-Bench | overall | score | 6.5 ± 0.25 | 5 | limit=5 | fake/judge (reference) |" in text
     assert "model-index" not in front_matter_of(s0)  # only S1 was benchmarked
 
-    assert [c[0] for c in FakeHfApi.calls] == ["create_repo", "upload_folder", "upload_folder"]
+    assert [c[0] for c in FakeHfApi.calls] == ["create_repo", "upload_folder", "upload_folder",
+                                               "create_repo", "upload_folder"]  # the model rounds, then the dataset
     assert FakeHfApi.calls[0][1] == {"repo_id": "me/tiny", "repo_type": "model", "private": True, "exist_ok": True}
-    uploads = [c[1] for c in FakeHfApi.calls[1:]]
+    _check_dataset_push(FakeHfApi.calls[3:], again, tmp_path)
+    uploads = [c[1] for c in FakeHfApi.calls[1:3]]
     assert [(u["repo_id"], u["folder_path"], u["path_in_repo"]) for u in uploads] == [
         ("me/tiny", str(s0), "round-0"), ("me/tiny", str(s1), "round-1")]
     assert "model-index" in uploads[1]["readme"]  # the card was refreshed before the upload
@@ -187,7 +189,7 @@ def test_cards_of_a_lora_run(tmp_path, tiny_model, register_plugin, monkeypatch)
 
     # one repo per round with {round}; an upload error is one line with the fix
     FakeHfApi.calls = []
-    tapir.distill(config, db=db, overrides=["export.push_to_hub={repo_id: 'me/tiny-r{round}'}"])
+    tapir.distill(config, db=db, overrides=["export.push_to_hub={repo_id: 'me/tiny-r{round}', dataset: false}"])
     assert [(c[0], c[1]["repo_id"], c[1].get("path_in_repo")) for c in FakeHfApi.calls] == [
         ("create_repo", "me/tiny-r0", None), ("upload_folder", "me/tiny-r0", None),
         ("create_repo", "me/tiny-r1", None), ("upload_folder", "me/tiny-r1", None)]
@@ -201,3 +203,30 @@ def test_cards_of_a_lora_run(tmp_path, tiny_model, register_plugin, monkeypatch)
     assert str(err.value).startswith("export.push_to_hub: uploading round 0")
     assert "401 Unauthorized" in str(err.value) and "huggingface-cli login" in str(err.value)
     assert json.loads(json.dumps(front))  # plain YAML types
+
+
+def _check_dataset_push(calls, result, tmp_path):
+    """The distilled dataset: a dataset repo, one split a round in chat messages, and its card."""
+    (create, create_kw), (upload, upload_kw) = calls
+    assert (create, create_kw) == ("create_repo", {"repo_id": "me/tiny", "repo_type": "dataset", "private": True,
+                                                   "exist_ok": True})
+    assert upload == "upload_folder" and upload_kw["repo_type"] == "dataset" and upload_kw["repo_id"] == "me/tiny"
+    folder = Path(upload_kw["folder_path"])
+    card = upload_kw["readme"]
+    front = yaml.safe_load(card.split("---")[1])
+    assert front["configs"] == [{"config_name": "default", "data_files": [
+        {"split": "round_0", "path": "data/round_0.jsonl"}, {"split": "round_1", "path": "data/round_1.jsonl"}]}]
+    assert front["task_categories"] == ["text-generation"] and "tapir" in front["tags"]
+    for r in (0, 1):
+        rows = [json.loads(line) for line in (folder / "data" / f"round_{r}.jsonl").read_text().splitlines()]
+        assert len(rows) == result.stage("train", r).info["examples"]
+        first = rows[0]
+        assert [m["role"] for m in first["messages"]][-2:] == ["user", "assistant"]
+        assert first["messages"][-1]["content"] and set(first) >= {"id", "task_type", "origin", "weight"}
+        assert f"| round_{r} | {len(rows)} |" in card
+    weights = {json.loads(line)["weight"] for line in (folder / "data" / "round_1.jsonl").read_text().splitlines()}
+    assert weights == {0.3, 0.7}  # Eq. 4: hard alpha_1, easy 1 - alpha_1
+    assert "## Cost of the run" in card and "| teacher_answers |" in card
+    assert str(tmp_path) not in card and "/work" not in card  # no local folder on the Hub
+    assert "path: seed_instructions.jsonl" in card  # files named by their name
+    assert result.stage("export").info["pushed_dataset"]["repo"] == "https://huggingface.co/datasets/me/tiny"

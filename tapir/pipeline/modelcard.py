@@ -86,12 +86,7 @@ def model_card(job, path: str, round: int) -> None:
     parent = f"S{round - 1}: `{os.path.relpath(previous, folder)}`" if previous else "the base model"
     summary = training_summary(job, round)
     rows = eval_rows(job.store, folder)
-    front: dict = {}
-    if hub:
-        front.update(base_model=hub, base_model_relation="finetune")
-    front.update(library_name="transformers", pipeline_tag="text-generation", tags=list(TAGS))
-    if rows:
-        front["model-index"] = model_index(f"{cfg.name}-round-{round}", rows)
+    front = card_data(f"{cfg.name}-round-{round}", rows, base_model=hub)
 
     def role(ref_name: str, ref) -> str:
         return ref_name + (f" (`{relative(ref.model, folder)}`)" if ref is not None else "")
@@ -99,7 +94,7 @@ def model_card(job, path: str, round: int) -> None:
     adapter = folder / "adapter"
     has_adapter = (adapter / "adapter_config.json").is_file()
     text = MODEL_CARD.format(
-        front=_front(front).rstrip("\n"),
+        front=front.rstrip("\n"),
         name=cfg.name,
         round=round,
         rounds=cfg.curriculum.rounds,
@@ -255,27 +250,50 @@ def eval_rows(store, checkpoint: str | Path) -> list[dict[str, Any]]:
     return list(latest.values())
 
 
-def model_index(name: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The Hub's ``model-index``: one result per (benchmark, task, subset, judge)."""
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for r in rows:
-        groups.setdefault((r["benchmark"], r["task"], r["subset"], r["judge"], r["judge_mode"]), []).append(r)
+def eval_results(rows: list[dict[str, Any]]) -> list:
+    """huggingface_hub ``EvalResult`` objects, one per (benchmark, task,
+    subset, judge, mode) and metric: what the Hub reads as ``model-index``."""
+    from huggingface_hub import EvalResult
+
     results = []
-    for (bench, task, subset, judge, mode), members in groups.items():
+    for r in rows:
+        bench, task = r["benchmark"], r["task"]
         label = BENCHMARK_NAMES.get(bench, bench)
-        dataset: dict[str, Any] = {"name": f"{label} ({task})" if task not in ("overall", bench) else label,
-                                   "type": bench if bench != "lmeval" else task}
-        args = {k: v for k, v in (("subset", subset), ("judge", judge), ("judge_mode", mode)) if v}
-        if args:
-            dataset["args"] = args
-        results.append({
-            "task": {"type": "text-generation", "name": "Text Generation"},
-            "dataset": dataset,
-            "metrics": [{"type": m["metric"], "value": m["value"], "name": f"{task} {m['metric']}",
-                         "verified": False} for m in members],
-            "source": {"name": "tapir bench", "url": PROJECT_URL},
-        })
-    return [{"name": name, "results": results}] if results else []
+        args = {k: v for k, v in (("subset", r["subset"]), ("judge", r["judge"]), ("judge_mode", r["judge_mode"]))
+                if v}
+        results.append(EvalResult(
+            task_type="text-generation", task_name="Text Generation",
+            dataset_type=bench if bench != "lmeval" else task,
+            dataset_name=f"{label} ({task})" if task not in ("overall", bench) else label,
+            dataset_args=args or None,
+            metric_type=r["metric"], metric_value=r["value"], metric_name=f"{task} {r['metric']}",
+            verified=False, source_name="tapir bench", source_url=PROJECT_URL))
+    return results
+
+
+def card_data(name: str, rows: list[dict[str, Any]], *, base_model: str | None = None) -> str:
+    """A model card's YAML front matter, built as huggingface_hub's
+    ``ModelCardData`` (``base_model`` only when the base has a hub id;
+    ``model-index`` from the benchmark rows)."""
+    from huggingface_hub import ModelCardData
+
+    fields: dict[str, Any] = {}
+    if base_model:
+        fields.update(base_model=base_model, base_model_relation="finetune")
+    results = eval_results(rows)
+    data = ModelCardData(library_name="transformers", pipeline_tag="text-generation", tags=list(TAGS),
+                         model_name=name if results else None, eval_results=results or None, **fields)
+    return "---\n" + data.to_yaml() + "\n---\n"
+
+
+def model_index(name: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The Hub's ``model-index`` for ``rows`` (as huggingface_hub writes it)."""
+    from huggingface_hub import ModelCardData
+
+    results = eval_results(rows)
+    if not results:
+        return []
+    return ModelCardData(model_name=name, eval_results=results).to_dict()["model-index"]
 
 
 def _front(data: dict[str, Any]) -> str:

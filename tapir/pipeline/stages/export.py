@@ -39,6 +39,11 @@ class Export:
         from tapir.pipeline.modelcard import export_cards
 
         export_cards(job)  # every round's card with its benchmark results; export.push_to_hub
+        from tapir.pipeline.hubdataset import push_dataset
+
+        dataset = push_dataset(job)  # the per-round training sets with a dataset card
+        if dataset:
+            job.info["pushed_dataset"] = dataset
         rounds = sorted(r for (name, r) in job.engine.by_node if name == "judge")
         cut = job.upstream_info("seed_cut")
         plot = plot_mfd(job, rounds, (cut["threshold"], cut["rule"]) if "threshold" in cut else None)
