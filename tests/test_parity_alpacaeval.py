@@ -288,7 +288,7 @@ def test_lc_without_the_hub_download_equals_alpaca_evals(pm, store, register_plu
     assert lc["value"] == pytest.approx(value, abs=1e-9) and lc["stderr"] == pytest.approx(stderr, abs=1e-9)
 
 
-def test_robust_mode_keeps_tapirs_judge_and_differs(pm, store, register_plugin, tmp_path):
+def test_robust_mode_keeps_tapirs_judge_and_differs(pm, store, register_plugin, tmp_path, caplog):
     """judge_mode robust: tapir's own prompt (A/B, greedy), its hash order,
     leading-space verdicts accepted and a re-ask; rows under their own task."""
     from tapir_testing.openai_server import OpenAIServer
@@ -308,3 +308,10 @@ def test_robust_mode_keeps_tapirs_judge_and_differs(pm, store, register_plugin, 
     # identical outputs judged too; the two replies whose chosen token is no verdict are re-asked, and fail
     assert len(bodies) == N + 2
     assert wr["n"] == N - 2 and wr["meta"]["failure_reasons"] == {"parse": 2}
+    # the reply without logprobs was read from its text, and said so once
+    warned = [r.getMessage() for r in caplog.records if r.name == "tapir.alpacaeval"]
+    assert len(warned) == 1 and f"returned none in 1 of {N + 2} replies" in warned[0]
+    assert wr["meta"]["read"]["text"] >= 1 and sum(wr["meta"]["read"].values()) == N - 2
+    # the judge's calls say who asked (the judge plugin's requests name no item)
+    roles = store.execute("select role, count(*) from llm_calls where run_id = 'r1' group by role").fetchall()
+    assert dict(roles) == {"answer": N, "judge": N + 2}

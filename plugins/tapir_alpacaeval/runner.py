@@ -3,19 +3,24 @@ outputs, judged pairwise, as AlpacaEval 2.0's weighted win rate and
 length-controlled (LC) win rate.
 
 For each instruction the model answers greedily (``max_new_tokens``, an
-optional system prompt). Then, by ``judge_mode``:
+optional system prompt) in the format it was trained on: a local
+checkpoint through its tokenizer's chat template, as the trainer renders
+its examples (tapir_alpacaeval.answers, which also says how the outputs
+are stored and reused). Then, by ``judge_mode``:
 
 ``reference`` (default)
     alpaca_eval 0.6.6's own annotator (``annotator``, default
     ``weighted_alpaca_eval_gpt4_turbo``) read from the installed package
     (tapir_alpacaeval.annotator): its prompt template, request parameters,
-    seeded order swap, logprob parser and unswap; the output judged is the
-    model's answer stripped, as ``alpaca_eval evaluate_from_model`` strips
-    it; two identical outputs count 1.5 without a request; no re-ask. Win
-    rate, standard error and discrete win rate come from
-    ``alpaca_eval.metrics.get_winrate``, the LC win rate from its
-    ``get_length_controlled_winrate`` (tapir_alpacaeval.metrics says which
-    GLM when). Rows: task ``alpaca_eval``.
+    seeded order swap, logprob parser and unswap; each output is judged and
+    measured exactly as generated, as alpaca_eval reads it from an outputs
+    file (no stripping: whitespace around an output, or an output of
+    whitespace only, is sent and counted as it is); two identical outputs
+    count 1.5 without a request; no re-ask. Win rate, standard error and
+    discrete win rate come from ``alpaca_eval.metrics.get_winrate``, the LC
+    win rate from its ``get_length_controlled_winrate``
+    (tapir_alpacaeval.metrics says which GLM when). Rows: task
+    ``alpaca_eval``.
 ``robust``
     tapir's lenient variant: its own preference prompt (A/B verdict, greedy,
     plugins/tapir_judges/prompts.py) through a judge plugin (default
@@ -25,7 +30,16 @@ optional system prompt). Then, by ``judge_mode``:
     they never replace or mix with reference rows.
 
 Every row's ``meta`` holds ``judge``, ``judge_mode``, ``failures``,
-``failure_reasons``, ``failure_example``, ``data_version`` and ``subset``.
+``failure_reasons``, ``failure_example``, ``data_version`` and ``subset``
+(None for the whole set, else ``<n> of <total> (<selection>)
+sha256:<digest>``), ``instructions``, ``set_size``, ``full_benchmark``,
+``instructions_digest``, ``template`` (how the model's prompt was
+rendered), ``outputs`` (their producer key, and how many were generated,
+answered from the LLM-call cache or copied from another run) and ``read``
+(how the judgments were read: ``logprobs``, ``text``,
+``identical_outputs``; in robust mode inferred from the value, so a
+weighted preference of exactly 0, 0.5 or 1 counts as text). A judge asked
+for logprobs that answers without them is warned about once per run.
 A failed answer or judgment (API error, no verdict) is counted with its
 reason, never used as a result, and asked again on a re-run
 (``retry_failed``, default true; a reply the cache holds is re-parsed, not
@@ -33,11 +47,12 @@ re-bought).
 
 Stored under the run id: items ``alpaca-<index>`` (with the reference
 output), responses (role ``reference``, model = the reference generator;
-role ``answer``, model = the model id; round 0), judgments (judge
-``alpaca_eval:<annotator>`` in reference mode, the judge plugin's name in
-robust mode; position ``ab``: reference shown first, ``ba``: the model's
-output first; ``preference``: P(the output shown second is better) as the
-judge gave it).
+role ``answer``, model = the outputs' producer key; round 0), judgments
+(judge ``alpaca_eval:<annotator>`` in reference mode, the judge plugin's
+name in robust mode; position ``ab``: reference shown first, ``ba``: the
+model's output first; ``preference``: P(the output shown second is better)
+as the judge gave it). LLM calls carry their role (``answer``, ``judge``)
+and, but for the robust judge plugin's, their item id.
 """
 
 from __future__ import annotations
