@@ -174,3 +174,17 @@ def test_which_template_a_model_gets(trained):
     assert answer_template(f"hf:{checkpoint}", {"chat_template": False}).label == "plain"
     assert answer_template(f"hf:{base}").label == "plain"  # no template: the backend joins the texts
     assert answer_template("openai/gpt-4o-mini").label == "endpoint"
+
+
+def test_preflight_reports_a_model_whose_tokenizer_cannot_be_read(pm, trained, tmp_path):
+    """The template is part of the outputs' key: a local model whose tokenizer
+    cannot be read is a preflight problem, found before anything is written."""
+    base, checkpoint = trained
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    evaluator = registry().get("evaluators", "alpacaeval").create(
+        options={"data_path": str(_data(tmp_path)), "judge_options": {"api_base": "http://127.0.0.1:9/v1"}})
+    problems = evaluator.preflight(f"hf:{broken}")
+    assert len(problems) == 1 and problems[0].startswith(f"alpacaeval: the tokenizer of 'hf:{broken}' could not")
+    assert evaluator.preflight(f"hf:{checkpoint}") == []

@@ -74,7 +74,7 @@ from tapir.progress import bar
 from tapir.roles import GenerationRequest, JudgeRequest, Judgment
 from tapir.store import records
 
-from tapir_alpacaeval.answers import Answers, generate_answers
+from tapir_alpacaeval.answers import Answers, answer_template, generate_answers
 from tapir_alpacaeval.data import DEFAULT_CONFIG, Instruction, InstructionSet, load_instructions
 from tapir_alpacaeval.metrics import (Annotation, discrete_win_rate, length_controlled, reference_winrate,
                                       win_rate)
@@ -247,7 +247,13 @@ class AlpacaEval:
                 problems.append(str(exc))
         from tapir.bench import model_problems
 
-        problems += model_problems(model, o.model_options, what="model")
+        model_found = model_problems(model, o.model_options, what="model")
+        problems += model_found
+        if not model_found:
+            try:  # a local model's tokenizer tells its chat template, part of the outputs' key
+                answer_template(model, o.model_options)
+            except TapirError as exc:
+                problems.append(str(exc))
         if o.judge_mode == "robust" or annotator is not None:
             problems += model_problems(self._judge_model(annotator), self._judge_backend_options(annotator) or {},
                                        what="judge model")
