@@ -75,7 +75,7 @@ from tapir.roles import GenerationRequest, JudgeRequest, Judgment
 from tapir.store import records
 
 from tapir_alpacaeval.answers import Answers, answer_template, generate_answers
-from tapir_alpacaeval.data import DEFAULT_CONFIG, Instruction, InstructionSet, load_instructions
+from tapir_alpacaeval.data import DEFAULT_CONFIG, InstructionSet, load_instructions
 from tapir_alpacaeval.metrics import (Annotation, discrete_win_rate, length_controlled, reference_winrate,
                                       win_rate)
 
