@@ -305,7 +305,12 @@ def test_reference_failures_have_reasons_and_are_retried_on_rerun(pm, store, tin
         wr = rows[("alpaca_eval", "win_rate")]
         assert srv.requests == 3 and calls == {2: 1, 4: 1, 6: 1}
         assert wr["n"] == 1 and wr["meta"]["judge_mode"] == "reference"
-        assert wr["meta"]["subset"] == "instruction_ids=2,4,6,8; limit=3"
+        from tapir_alpacaeval.data import digest, load_instructions
+
+        chosen = load_instructions(DATA).instructions
+        assert wr["meta"]["subset"] == f"3 of 20 (instruction_ids=2,4,6,8; limit=3) {digest([chosen[i] for i in (2, 4, 6)])}"
+        assert (wr["meta"]["instructions"], wr["meta"]["set_size"], wr["meta"]["full_benchmark"]) == (3, 20, False)
+        assert wr["meta"]["read"] == {"logprobs": 1, "text": 0, "identical_outputs": 0}
         assert wr["meta"]["failures"] == 2
         assert wr["meta"]["failure_reasons"] == {"api_error": 1, "no_logprobs": 1}
         assert rows[("judge", "failures")]["value"] == 2

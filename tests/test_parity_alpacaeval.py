@@ -9,9 +9,13 @@ The judge favours whichever output is shown first by 0.2 in probability and
 answers with top logprobs; some replies are odd on purpose: a verdict token
 with a leading space (" m"), a top token that is no verdict, no logprobs at
 all, no verdict token among the top ones; one instruction has identical
-outputs (1.5, never sent). Asserted: every request body identical, the
-swapped set identical, each preference identical, and the win rate,
-standard error and LC win rate equal to 1e-9.
+outputs (1.5, never sent). Some model outputs are odd on purpose too, as a
+model may write them: padded with whitespace, whitespace only, empty, and
+the reference output plus a newline (not identical: sent). alpaca_eval gets
+the outputs as an outputs file holds them (``evaluate``, which strips
+nothing). Asserted: every request body identical, the swapped set
+identical, each preference identical, and the win rate, standard error, LC
+win rate and average length equal to 1e-9.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ MODEL = "scripted:student"
 JUDGE = "openai/gpt-4-1106-preview"
 BIAS = 0.2  # added to the probability of the output shown first
 LEADING_SPACE, NOT_A_VERDICT, NO_LOGPROBS, NO_VERDICT, IDENTICAL = 3, 5, 7, 9, 15
+EMPTY, PADDED, BLANK, NEAR_IDENTICAL = 1, 11, 13, 14  # outputs: "", whitespace around, whitespace only, ref + "\n"
 
 
 def p_true(i: int) -> float:
@@ -52,7 +57,14 @@ def reference_output(i: int) -> str:
 def model_output(i: int) -> str:
     if i == IDENTICAL:
         return reference_output(i)
-    return f"MODTEXT{i:02d} " + "model answer " * (2 + (i * 3) % 13) + "end"
+    if i == NEAR_IDENTICAL:
+        return reference_output(i) + "\n"
+    if i == EMPTY:
+        return ""
+    if i == BLANK:
+        return " \n\t  \n"
+    text = f"MODTEXT{i:02d} " + "model answer " * (2 + (i * 3) % 13) + "end"
+    return f"\n\n  {text}   \n" if i == PADDED else text
 
 
 def _which(messages) -> tuple[int, bool, bool]:
@@ -61,8 +73,11 @@ def _which(messages) -> tuple[int, bool, bool]:
     user = next(m["content"] for m in messages if m["role"] == "user"
                 and ("model_identifier" in m["content"] or "### Instruction" in m["content"]))
     i = int(re.search(r"INSTR(\d+)", user).group(1))
-    model_pos, ref_pos = user.find(f"MODTEXT{i:02d}"), user.find(f"REFTEXT{i:02d}")
-    return i, 0 <= model_pos < ref_pos, "model_identifier" in user
+    if "model_identifier" in user:  # the output shown first, exactly as the prompt holds it
+        first = re.search(r'"output": """(.*?)"""', user, re.S).group(1)
+        return i, first != reference_output(i), True
+    first = user.split("### Output A")[1].split("### Output B")[0]
+    return i, reference_output(i) not in first, False
 
 
 def judge_reply(messages, body):
@@ -161,7 +176,7 @@ def _by_instruction(bodies) -> dict[int, dict]:
     return {_which(b["messages"])[0]: b for b in bodies}
 
 
-def test_reference_mode_matches_alpaca_eval(pm, store, register_plugin, monkeypatch, tmp_path):
+def test_reference_mode_matches_alpaca_eval(pm, store, register_plugin, monkeypatch, tmp_path, caplog):
     pytest.importorskip("alpaca_eval.main", reason="alpaca-eval==0.6.6 (the bench extra) is not installed")
     from tapir_testing.openai_server import OpenAIServer
 
@@ -221,6 +236,14 @@ def test_reference_mode_matches_alpaca_eval(pm, store, register_plugin, monkeypa
     assert lc["stderr"] == pytest.approx(theirs["lc_standard_error"], abs=1e-9)
     assert lc["meta"]["glm"] == "length_controlled_minimal"
     assert ours[("alpaca_eval", "discrete_win_rate")]["value"] == pytest.approx(theirs["discrete_win_rate"], abs=1e-9)
+    length = ours[("alpaca_eval", "avg_length")]
+    assert length["value"] == pytest.approx(sum(len(model_output(i)) for i in range(N)) / N, abs=1e-9)
+    assert int(length["value"]) == theirs["avg_length"]  # alpaca_eval truncates its mean to an int
+
+    # the odd outputs went to the judge as generated, whitespace and all
+    for i in (EMPTY, PADDED, BLANK, NEAR_IDENTICAL):
+        assert f'"""{model_output(i)}"""' in our_bodies[i]["messages"][-1]["content"], i
+    assert ours_pref[NEAR_IDENTICAL] != 1.5 and NEAR_IDENTICAL in our_bodies
 
     # the row contract
     meta = wr["meta"]
@@ -228,6 +251,9 @@ def test_reference_mode_matches_alpaca_eval(pm, store, register_plugin, monkeypa
     assert meta["failures"] == 2
     assert meta["failure_reasons"] == {"no_logprobs": 1, "no_verdict_token": 1}
     assert meta["failure_example"].startswith(f"alpaca-{NO_LOGPROBS}: no_logprobs")
+    assert meta["read"] == {"logprobs": N - 3, "text": 0, "identical_outputs": 1}
+    warned = [r.getMessage() for r in caplog.records if r.name == "tapir.alpacaeval"]
+    assert len(warned) == 1 and f"returned none in 1 of {N - 1} replies" in warned[0]
     assert meta["data_version"].startswith("file:set.json@sha256:")
     assert meta["reference"]["annotator"] == "weighted_alpaca_eval_gpt4_turbo"
     assert meta["reference"]["package"] == "alpaca_eval==0.6.6"
@@ -262,7 +288,7 @@ def test_lc_without_the_hub_download_equals_alpaca_evals(pm, store, register_plu
     assert lc["value"] == pytest.approx(value, abs=1e-9) and lc["stderr"] == pytest.approx(stderr, abs=1e-9)
 
 
-def test_robust_mode_keeps_tapirs_judge_and_differs(pm, store, register_plugin, tmp_path):
+def test_robust_mode_keeps_tapirs_judge_and_differs(pm, store, register_plugin, tmp_path, caplog):
     """judge_mode robust: tapir's own prompt (A/B, greedy), its hash order,
     leading-space verdicts accepted and a re-ask; rows under their own task."""
     from tapir_testing.openai_server import OpenAIServer
@@ -282,3 +308,10 @@ def test_robust_mode_keeps_tapirs_judge_and_differs(pm, store, register_plugin, 
     # identical outputs judged too; the two replies whose chosen token is no verdict are re-asked, and fail
     assert len(bodies) == N + 2
     assert wr["n"] == N - 2 and wr["meta"]["failure_reasons"] == {"parse": 2}
+    # the reply without logprobs was read from its text, and said so once
+    warned = [r.getMessage() for r in caplog.records if r.name == "tapir.alpacaeval"]
+    assert len(warned) == 1 and f"returned none in 1 of {N + 2} replies" in warned[0]
+    assert wr["meta"]["read"]["text"] >= 1 and sum(wr["meta"]["read"].values()) == N - 2
+    # the judge's calls say who asked (the judge plugin's requests name no item)
+    roles = store.execute("select role, count(*) from llm_calls where run_id = 'r1' group by role").fetchall()
+    assert dict(roles) == {"answer": N, "judge": N + 2}

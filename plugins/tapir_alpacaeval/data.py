@@ -44,16 +44,28 @@ class InstructionSet:
     source: str
     standard: bool  # the 805 AlpacaEval instructions from the hub, in full
     version: str = ""  # where the data came from and a hash of the whole set (before any subset)
-    subset: str | None = None  # None: the whole set; else e.g. "limit=10" or "instruction_ids=3,5"
+    subset: str | None = None  # None: the whole set; else "<n> of <total> (<selection>) sha256:<12 hex>"
+    total: int = 0  # instructions in the whole set
+
+    @property
+    def provenance(self) -> dict:
+        """What a result row says about the instructions it covers."""
+        return {"instructions": len(self.instructions), "set_size": self.total, "full_benchmark": self.standard,
+                "instructions_digest": digest(self.instructions)}
+
+
+def digest(items: Sequence[Instruction]) -> str:
+    """``sha256:<12 hex>`` over every instruction, reference output and generator, in order."""
+    h = hashlib.sha256()
+    for i in items:
+        h.update(json.dumps([i.instruction, i.output, i.generator], ensure_ascii=False).encode())
+        h.update(b"\n")
+    return f"sha256:{h.hexdigest()[:12]}"
 
 
 def data_version(items: Sequence[Instruction], label: str) -> str:
-    """``label@sha256:<12 hex>`` over every instruction, reference output and generator."""
-    digest = hashlib.sha256()
-    for i in items:
-        digest.update(json.dumps([i.instruction, i.output, i.generator], ensure_ascii=False).encode())
-        digest.update(b"\n")
-    return f"{label}@sha256:{digest.hexdigest()[:12]}"
+    """``label@sha256:<12 hex>`` over the whole set (see :func:`digest`)."""
+    return f"{label}@{digest(items)}"
 
 
 def _records(rows: list, where: str) -> list[Instruction]:
@@ -130,16 +142,17 @@ def load_instructions(data_path: str | Path | None = None, *, hub_config: str = 
         items, source = load_hub(hub_config), f"hub {HUB_REPO} ({hub_config})"
         standard = len(items) == STANDARD_COUNT
         version = data_version(items, f"hub:{HUB_REPO}/{hub_config}")
-    parts = []
+    parts, total = [], len(items)
     if instruction_ids is not None:
         wanted = list(dict.fromkeys(int(i) for i in instruction_ids))
         bad = [i for i in wanted if not 0 <= i < len(items)]
         if bad:
             raise TapirError(f"instruction_ids {bad[:10]} are not in the set (indices 0..{len(items) - 1})")
-        items = [items[i] for i in sorted(wanted)]
-        parts.append("instruction_ids=" + ",".join(str(i) for i in sorted(wanted)))
+        if len(wanted) < len(items):
+            items = [items[i] for i in sorted(wanted)]
+            parts.append("instruction_ids=" + ",".join(str(i) for i in sorted(wanted)))
     if limit is not None and limit < len(items):
         items = items[:limit]
         parts.append(f"limit={limit}")
-    subset = "; ".join(parts) or None
-    return InstructionSet(items, source, standard and subset is None, version, subset)
+    subset = f"{len(items)} of {total} ({'; '.join(parts)}) {digest(items)}" if parts else None
+    return InstructionSet(items, source, standard and subset is None, version, subset, total)

@@ -3,19 +3,24 @@ outputs, judged pairwise, as AlpacaEval 2.0's weighted win rate and
 length-controlled (LC) win rate.
 
 For each instruction the model answers greedily (``max_new_tokens``, an
-optional system prompt). Then, by ``judge_mode``:
+optional system prompt) in the format it was trained on: a local
+checkpoint through its tokenizer's chat template, as the trainer renders
+its examples (tapir_alpacaeval.answers, which also says how the outputs
+are stored and reused). Then, by ``judge_mode``:
 
 ``reference`` (default)
     alpaca_eval 0.6.6's own annotator (``annotator``, default
     ``weighted_alpaca_eval_gpt4_turbo``) read from the installed package
     (tapir_alpacaeval.annotator): its prompt template, request parameters,
-    seeded order swap, logprob parser and unswap; the output judged is the
-    model's answer stripped, as ``alpaca_eval evaluate_from_model`` strips
-    it; two identical outputs count 1.5 without a request; no re-ask. Win
-    rate, standard error and discrete win rate come from
-    ``alpaca_eval.metrics.get_winrate``, the LC win rate from its
-    ``get_length_controlled_winrate`` (tapir_alpacaeval.metrics says which
-    GLM when). Rows: task ``alpaca_eval``.
+    seeded order swap, logprob parser and unswap; each output is judged and
+    measured exactly as generated, as alpaca_eval reads it from an outputs
+    file (no stripping: whitespace around an output, or an output of
+    whitespace only, is sent and counted as it is); two identical outputs
+    count 1.5 without a request; no re-ask. Win rate, standard error and
+    discrete win rate come from ``alpaca_eval.metrics.get_winrate``, the LC
+    win rate from its ``get_length_controlled_winrate``
+    (tapir_alpacaeval.metrics says which GLM when). Rows: task
+    ``alpaca_eval``.
 ``robust``
     tapir's lenient variant: its own preference prompt (A/B verdict, greedy,
     plugins/tapir_judges/prompts.py) through a judge plugin (default
@@ -25,7 +30,16 @@ optional system prompt). Then, by ``judge_mode``:
     they never replace or mix with reference rows.
 
 Every row's ``meta`` holds ``judge``, ``judge_mode``, ``failures``,
-``failure_reasons``, ``failure_example``, ``data_version`` and ``subset``.
+``failure_reasons``, ``failure_example``, ``data_version`` and ``subset``
+(None for the whole set, else ``<n> of <total> (<selection>)
+sha256:<digest>``), ``instructions``, ``set_size``, ``full_benchmark``,
+``instructions_digest``, ``template`` (how the model's prompt was
+rendered), ``outputs`` (their producer key, and how many were generated,
+answered from the LLM-call cache or copied from another run) and ``read``
+(how the judgments were read: ``logprobs``, ``text``,
+``identical_outputs``; in robust mode inferred from the value, so a
+weighted preference of exactly 0, 0.5 or 1 counts as text). A judge asked
+for logprobs that answers without them is warned about once per run.
 A failed answer or judgment (API error, no verdict) is counted with its
 reason, never used as a result, and asked again on a re-run
 (``retry_failed``, default true; a reply the cache holds is re-parsed, not
@@ -33,16 +47,18 @@ re-bought).
 
 Stored under the run id: items ``alpaca-<index>`` (with the reference
 output), responses (role ``reference``, model = the reference generator;
-role ``answer``, model = the model id; round 0), judgments (judge
-``alpaca_eval:<annotator>`` in reference mode, the judge plugin's name in
-robust mode; position ``ab``: reference shown first, ``ba``: the model's
-output first; ``preference``: P(the output shown second is better) as the
-judge gave it).
+role ``answer``, model = the outputs' producer key; round 0), judgments
+(judge ``alpaca_eval:<annotator>`` in reference mode, the judge plugin's
+name in robust mode; position ``ab``: reference shown first, ``ba``: the
+model's output first; ``preference``: P(the output shown second is better)
+as the judge gave it). LLM calls carry their role (``answer``, ``judge``)
+and, but for the robust judge plugin's, their item id.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -55,17 +71,19 @@ from tapir.models import load_cached, resolve
 from tapir.options import option
 from tapir.plugins import registry
 from tapir.progress import bar
-from tapir.roles import Completion, GenerationParams, GenerationRequest, JudgeRequest, Judgment
+from tapir.roles import GenerationRequest, JudgeRequest, Judgment
 from tapir.store import records
 
-from tapir_alpacaeval.data import DEFAULT_CONFIG, Instruction, InstructionSet, load_instructions
+from tapir_alpacaeval.answers import Answers, answer_template, generate_answers
+from tapir_alpacaeval.data import DEFAULT_CONFIG, InstructionSet, load_instructions
 from tapir_alpacaeval.metrics import (Annotation, discrete_win_rate, length_controlled, reference_winrate,
                                       win_rate)
 
 DEFAULT_JUDGE_MODEL = "openai/gpt-4-1106-preview"  # robust mode; reference mode reads the annotator's
 TASK = "alpaca_eval"
-ANSWER, REFERENCE = "answer", "reference"
+REFERENCE = "reference"
 NAN = float("nan")
+log = logging.getLogger("tapir.alpacaeval")
 
 
 def task_name(base: str, mode: str) -> str:
@@ -128,6 +146,35 @@ def _ids(value: Any) -> Any:
         except ValueError:
             raise ValueError(f"{v!r} is not an instruction index (0, 1, ... or alpaca-<index>)") from None
     return out
+
+
+def warn_missing_logprobs(judge_model: str, completions: list, asked: int, consequence: str) -> int:
+    """Warn once when a judge asked for logprobs answered without them; returns how many."""
+    answered = [c for c in completions if c.error is None]
+    missing = sum(1 for c in answered if not c.logprobs)
+    if missing:
+        log.warning(f"alpacaeval: the judge {judge_model} was asked for logprobs (top_logprobs={asked}) and "
+                    f"returned none in {missing} of {len(answered)} replies; {consequence}. Does its server "
+                    f"return logprobs (OpenAI-compatible servers may ignore the logprobs parameter)?")
+    return missing
+
+
+class _Watched:
+    """A judge's backend that keeps each (request, reply) pair, so the run can
+    tell whether the logprobs it asked for came back."""
+
+    def __init__(self, backend):
+        self.backend = backend
+        self.model_id = backend.model_id
+        self.replies: list[tuple[GenerationRequest, Any]] = []
+
+    def generate(self, requests, on_result=None):
+        out = self.backend.generate(requests, on_result=on_result)
+        self.replies += list(zip(requests, out))
+        return out
+
+    def __getattr__(self, name):  # score(), tokenizer, ... pass through, as CachedBackend does
+        return getattr(self.backend, name)
 
 
 class AlpacaEval:
@@ -200,7 +247,13 @@ class AlpacaEval:
                 problems.append(str(exc))
         from tapir.bench import model_problems
 
-        problems += model_problems(model, o.model_options, what="model")
+        model_found = model_problems(model, o.model_options, what="model")
+        problems += model_found
+        if not model_found:
+            try:  # a local model's tokenizer tells its chat template, part of the outputs' key
+                answer_template(model, o.model_options)
+            except TapirError as exc:
+                problems.append(str(exc))
         if o.judge_mode == "robust" or annotator is not None:
             problems += model_problems(self._judge_model(annotator), self._judge_backend_options(annotator) or {},
                                        what="judge model")
@@ -232,13 +285,18 @@ class AlpacaEval:
         data = load_instructions(o.data_path, hub_config=o.hub_config, limit=o.limit,
                                  instruction_ids=o.instruction_ids)
         self._save_items(store, run_id, data)
-        outputs, gen_failures = self._generate(model, store, run_id, data.instructions, o, refresh=force)
+        answers = generate_answers(model, store, run_id, data.instructions, data_version=data.version,
+                                   max_new_tokens=o.max_new_tokens, system_prompt=o.system_prompt,
+                                   model_options=o.model_options, refresh=force)
+        gen_failures = Failures()
+        for item_id, error in answers.failures:
+            gen_failures.add(item_id, "generation", f"generation: {error}")
         refs = {}
         for gen in {i.generator for i in data.instructions}:
             refs.update(records.load_responses(store, run_id, REFERENCE, gen))
         if annotator is not None:
-            return self._reference(model, store, run_id, data, outputs, refs, gen_failures, annotator, o)
-        return self._robust(model, store, run_id, data, outputs, refs, gen_failures, o)
+            return self._reference(model, store, run_id, data, answers, refs, gen_failures, annotator, o)
+        return self._robust(model, store, run_id, data, answers, refs, gen_failures, o)
 
     # -- shared steps -----------------------------------------------------------
 
@@ -256,35 +314,16 @@ class AlpacaEval:
             records.save_responses(store, run_id, REFERENCE, generator, rows)
 
     @staticmethod
-    def _generate(model: str, store, run_id: str, instructions: list[Instruction], o,
-                  refresh: bool = False) -> tuple[dict, Failures]:
-        """The model's outputs (greedy), generated in one batch for those not
-        stored yet. Returns ({(item_id, 0): (response id, text)}, failures)."""
-        stored = records.load_responses(store, run_id, ANSWER, model)
-        todo = [i for i in instructions if (i.item_id, 0) not in stored]
-        failures = Failures()
-        if todo:
-            backend = load_cached(model, store, run_id, options=o.model_options or None, refresh=refresh)
-            params = GenerationParams(max_new_tokens=o.max_new_tokens, temperature=0.0)
-            system = [{"role": "system", "content": o.system_prompt}] if o.system_prompt else []
-            requests = [GenerationRequest([*system, {"role": "user", "content": i.instruction}], params,
-                                          meta={"role": "answer", "item_id": i.item_id}) for i in todo]
-            with bar(f"alpacaeval: answers ({model})", len(todo)) as b:
-                completions = backend.generate(requests, on_result=lambda i, c: b.update())
-            records.save_responses(store, run_id, ANSWER, model, [
-                (i.item_id, 0, c.text, c.call_id) for i, c in zip(todo, completions) if c.error is None
-            ])
-            for i, c in zip(todo, completions):
-                if c.error is not None:
-                    failures.add(i.item_id, "generation", f"generation: {c.error}")
-            stored = records.load_responses(store, run_id, ANSWER, model)
-        return stored, failures
-
-    @staticmethod
-    def _meta(o, judge_model: str, data: InstructionSet, failures: Failures, **extra: Any) -> dict[str, Any]:
+    def _meta(o, judge_model: str, data: InstructionSet, answers: Answers, failures: Failures,
+              read: dict[str, int]) -> dict[str, Any]:
+        """What every row of the run carries: the row contract (tapir.bench.META_KEYS), which
+        instructions (a subset says how many of the set, and their digest), how the model was
+        prompted (``template``) and where its outputs came from, how the judgments were read."""
         return {"judge": judge_model, "judge_mode": o.judge_mode, "failures": failures.count,
                 "failure_reasons": dict(failures.reasons), "failure_example": failures.example,
-                "data_version": data.version, "subset": data.subset, **extra}
+                "data_version": data.version, "subset": data.subset, **data.provenance,
+                "template": answers.producer.template.label if answers.producer else None,
+                "outputs": answers.describe(), "read": read}
 
     def _judge_backend_options(self, annotator=None) -> dict[str, Any] | None:
         """The judge's backend options; in reference mode a litellm judge also
@@ -301,14 +340,17 @@ class AlpacaEval:
 
     # -- reference mode ---------------------------------------------------------
 
-    def _reference(self, model, store, run_id, data, outputs, refs, gen_failures, annotator, o):
+    def _reference(self, model, store, run_id, data, answers, refs, gen_failures, annotator, o):
         from tapir_alpacaeval.annotator import Pair
 
         judge_name = f"alpaca_eval:{annotator.name}"
         judge_model = self._judge_model(annotator)
+        outputs = answers.outputs
         have_output = [i for i in data.instructions if (i.item_id, 0) in outputs]
-        answers = {i.item_id: outputs[(i.item_id, 0)][1].strip() for i in have_output}
-        plan = annotator.plan([Pair(i.item_id, i.instruction, i.output, answers[i.item_id]) for i in have_output])
+        # each output as alpaca_eval reads it from an outputs file: as generated, whitespace
+        # included (only its evaluate_from_model strips), in the prompt and in the lengths
+        texts = {i.item_id: outputs[(i.item_id, 0)][1] for i in have_output}
+        plan = annotator.plan([Pair(i.item_id, i.instruction, i.output, texts[i.item_id]) for i in have_output])
         by_id = {i.item_id: i for i in have_output}
         stored = records.load_judgments(store, run_id, judge_name)
         todo, identical = [], []
@@ -330,6 +372,10 @@ class AlpacaEval:
                         for p, _ in todo]
             with bar(f"alpacaeval: judging ({judge_model})", len(requests)) as b:
                 completions = backend.generate(requests, on_result=lambda i, c: b.update())
+            if params.top_logprobs:
+                warn_missing_logprobs(judge_model, completions, params.top_logprobs,
+                                      "alpaca_eval's parser reads only logprobs, so those judgments failed "
+                                      "(no_logprobs)")
             for (p, position), c in zip(todo, completions):
                 verdict = annotator.parse(c)
                 j = Judgment(
@@ -344,7 +390,7 @@ class AlpacaEval:
 
         failures = Failures(Counter(gen_failures.reasons), gen_failures.example)
         judge_failures = Failures()
-        shown = []
+        shown, read = [], Counter()
         for p in plan:
             position = "ba" if p.swapped else "ab"
             j = stored.get((p.key, position, 0))
@@ -355,13 +401,15 @@ class AlpacaEval:
                 failures.add(p.key, kind, text)
                 continue
             shown.append((p.key, p.swapped, 1.0 + j.preference))
+            read["identical_outputs" if p.messages is None else "logprobs"] += 1
         final = annotator.unswap(shown)
         annotations = [
-            Annotation(by_id[p.key].index, by_id[p.key].instruction, by_id[p.key].output, answers[p.key],
+            Annotation(by_id[p.key].index, by_id[p.key].instruction, by_id[p.key].output, texts[p.key],
                        by_id[p.key].generator, model, annotator.name, final.get(p.key, NAN))
             for p in plan
         ]
-        meta = self._meta(o, judge_model, data, failures)
+        meta = self._meta(o, judge_model, data, answers, failures, {"logprobs": read["logprobs"], "text": 0,
+                                                                    "identical_outputs": read["identical_outputs"]})
         if not [a for a in annotations if a.preference == a.preference]:
             wr = {"win_rate": None, "standard_error": None, "discrete_win_rate": None, "n_total": 0}
         else:
@@ -378,10 +426,10 @@ class AlpacaEval:
                          "meta": {**meta, "glm": lc.glm, **lc.extra, **({"note": lc.note} if lc.note else {})}})
         rows_out.append({"task": TASK, "metric": "discrete_win_rate", "value": wr["discrete_win_rate"],
                          "stderr": None, "n": n, "meta": {**meta, "primary": False}})
-        lengths = [len(answers[i.item_id]) for i in have_output]
+        lengths = [len(texts[i.item_id]) for i in have_output]
         rows_out.append({"task": TASK, "metric": "avg_length", "value": sum(lengths) / len(lengths) if lengths else None,
                          "stderr": None, "n": len(lengths),
-                         "meta": {**meta, "unit": "characters (stripped outputs)", "primary": False}})
+                         "meta": {**meta, "unit": "characters (outputs as generated)", "primary": False}})
         rows_out += self._per_dataset(data, annotations, "reference", meta)
         rows_out += self._failure_rows(meta, judge_failures, len(plan), gen_failures, len(data.instructions),
                                        "reference")
@@ -424,7 +472,8 @@ class AlpacaEval:
 
     # -- robust mode ------------------------------------------------------------
 
-    def _robust(self, model, store, run_id, data, outputs, refs, gen_failures, o):
+    def _robust(self, model, store, run_id, data, answers, refs, gen_failures, o):
+        outputs = answers.outputs
         judge_model = self._judge_model()
         judge_args = self._robust_judge_args()
         judged = self._judge_robust(store, run_id, data.instructions, outputs, refs, o, judge_model, judge_args)
@@ -449,7 +498,9 @@ class AlpacaEval:
         prefs = [a.preference - 1.0 for a in annotations]
         wr, se = win_rate(prefs)
         weighted = sum(1 for p in prefs if p not in (0.0, 0.5, 1.0))
-        meta = self._meta(o, judge_model, data, failures)
+        # read from the value: a logprob-weighted preference of exactly 0, 0.5 or 1 counts as text
+        meta = self._meta(o, judge_model, data, answers, failures,
+                          {"logprobs": weighted, "text": len(prefs) - weighted, "identical_outputs": 0})
         n = len(prefs)
         task = task_name(TASK, "robust")
         rows = [{"task": task, "metric": "win_rate", "value": wr, "stderr": se, "n": n,
@@ -487,13 +538,19 @@ class AlpacaEval:
         if todo:
             backend = load_cached(judge_model, store, run_id, options=self._judge_backend_options(),
                                   refresh=self._refresh)
-            judge = registry().get("judges", o.judge).create(backend, options=judge_args)
+            backend.tags["role"] = "judge"  # the judge plugin's requests carry no meta (so no item either)
+            watched = _Watched(backend)
+            judge = registry().get("judges", o.judge).create(watched, options=judge_args)
             with bar(f"alpacaeval: judging ({judge_model}, robust)", len(todo)) as b:
                 judgments = []
                 for start in range(0, len(todo), 64):  # chunks, so the bar moves on a long run
                     chunk = todo[start:start + 64]
                     judgments += judge.judge([t[-1] for t in chunk])
                     b.update(len(chunk))
+            asked = [c for r, c in watched.replies if r.params.top_logprobs]
+            if asked:
+                warn_missing_logprobs(judge_model, asked, max(r.params.top_logprobs for r, _ in watched.replies),
+                                      f"the {o.judge} judge read those verdicts from the text")
             if len(judgments) != len(todo):
                 raise TapirError(f"the judge returned {len(judgments)} judgments for {len(todo)} requests")
             records.save_judgments(store, run_id, o.judge, judge_model, getattr(judge, "kind", "preference"), [
