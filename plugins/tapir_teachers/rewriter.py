@@ -23,6 +23,7 @@ from typing import Literal, Sequence
 from tapir import options as opt
 from tapir.errors import TapirError
 from tapir.roles import Completion, GenerationParams, GenerationRequest, Item
+from tapir.textchecks import drifts_from, reads_as_answer, repeats_itself
 
 from tapir_teachers.prompts import ANSWER_TEMPLATES, POLISH_SYSTEM, POLISH_USER, family, refine_messages
 from tapir_teachers.records import Rewrite
@@ -82,6 +83,14 @@ class TaskAwareRewriter:
         max_length_ratio: float = opt.option(
             8.0, "a refinement longer than this many times the original (at least 400 characters) is a "
             "failure; 0: no limit", ge=0)
+        reject_answers: bool = opt.option(
+            True, "a refinement that reads as an answer ('Hello. I'm ...', 'Sure, here is ...') is a failure "
+            "(the original is kept)")
+        min_overlap: float = opt.option(
+            0.2, "a refinement keeping less than this share of the original's content words drifted and is a "
+            "failure; 0: no check", ge=0, le=1)
+        reject_loops: bool = opt.option(
+            True, "a refinement or an enhanced answer that repeats itself (a generation loop) is a failure")
 
     def __init__(self, backend, options: "TaskAwareRewriter.Options"):
         if backend is None:
@@ -176,6 +185,8 @@ class TaskAwareRewriter:
             elif self._short(answer):
                 reason = (f"teacher answer to the refined instruction is too short "
                           f"({len(answer)} < {self.options.min_chars} characters)")
+            elif self.options.reject_loops and (loop := repeats_itself(answer)):
+                reason = f"teacher answer to the refined instruction repeats itself: {loop}"
             else:
                 reason = None
             self._finish(results, on_result, i, Rewrite(text, answer if reason is None else "", reason, ids))
@@ -197,7 +208,11 @@ class TaskAwareRewriter:
         if ratio and len(text) > limit:
             return (f"instruction refinement is too long ({len(text)} characters; the limit is {limit:.0f}: "
                     f"{ratio:g} times the original's {len(item.instruction)}, at least 400)")
-        return None
+        o = self.options
+        problem = ((o.reject_answers and reads_as_answer(text, item.instruction))
+                   or (o.reject_loops and repeats_itself(text))
+                   or drifts_from(text, item.instruction, min_overlap=o.min_overlap))
+        return f"instruction refinement rejected: {problem}" if problem else None
 
     def _polish(self, items, params, on_result) -> list[Rewrite]:
         results: list[Rewrite | None] = [None] * len(items)

@@ -10,6 +10,7 @@ from tapir.errors import TapirError
 from tapir.pipeline.context import params_of
 from tapir.pipeline.engine import Job
 from tapir.roles import Completion, GenerationParams, GenerationRequest, Item
+from tapir.textchecks import repeats_itself
 
 
 def items_to_answer(job: Job) -> list[Item]:
@@ -43,6 +44,7 @@ class TeacherAnswers:
         params = params_of(ctx.config.teacher.model)
         on_truncated = ctx.config.truncation.teacher
         truncated = 0
+        looping: list[str] = []
         with progress.bar(f"teacher answers (round {job.round})", len(todo)) as bar:
 
             def on_result(i: int, completion: Completion) -> None:
@@ -57,6 +59,8 @@ class TeacherAnswers:
                             job.fail(it.id, f"answer cut at max_new_tokens ({params.max_new_tokens})", "truncated",
                                      call_id=completion.call_id)
                             return
+                    if repeats_itself(completion.text):
+                        looping.append(it.id)
                     ctx.save_response(job.key, it.id, "teacher", model, job.round, completion)
                     job.ok(it.id, completion.call_id)
                 else:
@@ -64,6 +68,12 @@ class TeacherAnswers:
 
             ctx.teacher.answer(todo, params, on_result=on_result)
         job.info.update(items=len(items), asked=len(todo))
+        if looping:  # kept, and said: a looping answer teaches the student to loop
+            job.info["looping_answers"] = len(looping)
+            job.info["looping_examples"] = looping[:5]
+            progress.say(f"   warning: {len(looping)} of {len(todo)} teacher answers repeat themselves (a generation "
+                         f"loop), e.g. item {looping[0]}: see `tapir logs --item {looping[0]}`; a stronger teacher, "
+                         f"a repetition penalty or a lower max_new_tokens avoids them")
         if truncated:
             job.info["truncated_answers"] = truncated  # cached answers included (the summary counts new calls)
             job.info["on_truncated"] = on_truncated

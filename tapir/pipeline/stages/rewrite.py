@@ -26,7 +26,7 @@ def rewrite_targets(job: Job, round: int):
 class Rewrite:
     name = "rewrite"
     reads = ("rewriter", "teacher")
-    version = "1"
+    version = "2"  # 2: refinements that read as answers, loop or drift are failed (the original is kept)
     max_failure_rate = 0.1
 
     def run(self, job: Job) -> None:
