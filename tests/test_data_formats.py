@@ -75,7 +75,7 @@ def test_sharegpt_bad_rows_name_line_and_reason(tmp_path):
     assert "line 2: 'conversations' has no user turn (roles: assistant)" in text
     assert "line 3: 'conversations'[0] has no 'from' or 'value'" in text
     assert "line 4: 'conversations' is text, not a list of {from, value} turns" in text
-    assert "line 5: 'conversations[0]' is only whitespace (the first user turn)" in text
+    assert "line 5: 'conversations[0].value' is only whitespace (the first user turn)" in text
 
 
 def test_teacher_sends_the_items_system_prompt():

@@ -306,22 +306,23 @@ def _text_problem(key: str, value: Any) -> str:
     return f"'{key}' is {_kind(value)}, not text"
 
 
-def _first_exchange(turns: list[tuple[str, Any]], key: str) -> tuple[str, str | None, str | None]:
+def _first_exchange(turns: list[tuple[str, Any]], key: str, content_key: str
+                    ) -> tuple[str, str | None, str | None]:
     """(instruction, answer, system) from ``(role, content)`` turns: the first
     user turn, the first assistant turn after it, a system turn before it."""
     instruction = answer = system = None
     for i, (role, content) in enumerate(turns):
         if role == "system" and instruction is None and system is None:
             if not isinstance(content, str):
-                raise _BadRow(f"'{key}'[{i}] (the system turn) is {_kind(content)}, not text")
+                raise _BadRow(f"'{key}[{i}].{content_key}' (the system turn) is {_kind(content)}, not text")
             system = content.strip() or None
         elif role == "user" and instruction is None:
             if not isinstance(content, str) or not content.strip():
-                raise _BadRow(_text_problem(f"{key}[{i}]", content) + " (the first user turn)")
+                raise _BadRow(_text_problem(f"{key}[{i}].{content_key}", content) + " (the first user turn)")
             instruction = content
         elif role == "assistant" and instruction is not None and answer is None:
             if not isinstance(content, str):
-                raise _BadRow(f"'{key}'[{i}] is {_kind(content)}, not text")
+                raise _BadRow(f"'{key}[{i}].{content_key}' is {_kind(content)}, not text")
             answer = content
     if instruction is None:
         roles = ", ".join(dict.fromkeys(str(role) for role, _ in turns))
@@ -354,11 +355,11 @@ def _turns(value: Any, key: str, role_key: str, content_key: str, roles: dict[st
 
 
 def _from_messages(messages: Any, key: str = "messages") -> tuple[str, str | None, str | None]:
-    return _first_exchange(_turns(messages, key, "role", "content"), key)
+    return _first_exchange(_turns(messages, key, "role", "content"), key, "content")
 
 
 def _from_conversations(conversations: Any, key: str = "conversations") -> tuple[str, str | None, str | None]:
-    return _first_exchange(_turns(conversations, key, "from", "value", SHAREGPT_ROLES), key)
+    return _first_exchange(_turns(conversations, key, "from", "value", SHAREGPT_ROLES), key, "value")
 
 
 def _instruction_of(row: dict, names: dict[str, str]) -> tuple[str, Any, str | None]:
@@ -376,7 +377,7 @@ def _instruction_of(row: dict, names: dict[str, str]) -> tuple[str, Any, str | N
         raise _BadRow(_text_problem(key, value))
     found = ", ".join(repr(str(k)) for k in list(row)[:8]) or "none"
     mapped = " (data.fields maps the instruction to this name)" if key != DEFAULT_FIELDS["instruction"] else ""
-    raise _BadRow(f"no '{key}', '{mkey}' or '{ckey}' field{mapped}; fields: {found}")
+    raise _BadRow(f"no '{key}' or '{mkey}' field{mapped}; fields: {found} (a ShareGPT '{ckey}' list also serves)")
 
 
 def rows_to_items(rows: Iterable[tuple[Any, Any]], fields: dict[str, str], source: str,
