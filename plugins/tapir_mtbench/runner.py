@@ -46,8 +46,8 @@ from tapir_mtbench.data import (CATEGORIES, REFERENCE_CATEGORIES, STANDARD_COUNT
                                 load_mtbench)
 from tapir_mtbench.scoring import combine_orders, pairwise_rows, single_rows, verdict
 
-# A dated snapshot, never the moving alias "gpt-4": gpt-4-0613 is the GPT-4 that
-# FastChat's published MT-Bench judgments (gpt-4_single.jsonl, June 2023) were made with.
+# A dated snapshot, never the moving alias "gpt-4" (FastChat's default): the alias has
+# meant gpt-4-0613 since June 2023; docs/benchmarks-mtbench-alpacaeval.md says why this one.
 DEFAULT_JUDGE_MODEL = "openai/gpt-4-0613"
 SINGLE_JUDGE = "mtbench-single"
 # mtbench-single options that change FastChat's request or parser (the judge refuses them in reference mode).
@@ -110,8 +110,9 @@ class MTBench:
         max_new_tokens: int = opt.option(1024, "answer length limit (FastChat's max_new_token)", ge=1)
         seed: int = opt.option(0, "torch seed before each question (FastChat: the choice index, 0)")
         conv_template: str = opt.option(
-            "auto", "prompt format: 'auto' (FastChat's template for the model name), a FastChat template "
-            "name, or 'chat_template' (plain chat messages: the tokenizer's template; not FastChat's)")
+            "auto", "prompt format: 'auto' (FastChat's template when an adapter knows the model name, else a "
+            "local checkpoint's chat template, its training format, else FastChat's one_shot), a FastChat "
+            "template name, or 'chat_template' (plain chat messages: the tokenizer's template)")
         system_prompt: str | None = opt.option(None, "replace the template's system message (not FastChat's)")
         model_options: dict[str, Any] = opt.option({}, "backend options of the answering model, e.g. {batch_size: 8}")
         temperatures: dict[str, float] = opt.option(
