@@ -3,8 +3,11 @@ time with :func:`run_benchmark`, or a suite of them over several models with
 :func:`run_suite`.
 
 Each benchmark run is a :class:`tapir.runs.Run` whose config is
-``{"benchmark", "model", "options"}`` (its id is the hash of that config, so
-other options are another run). What happens, in order:
+``{"benchmark", "model", "weights", "options"}`` (its id is the hash of that
+config, so other options are another run). ``weights`` is the checkpoint's
+weights fingerprint (:func:`tapir.benchmodel.weights_fingerprint`) for a
+local folder, None otherwise: a folder retrained in place is another run,
+never the old run's scores. What happens, in order:
 
 1. **Preflight, before anything is written.** The options are validated
    against the evaluator's declared ``Options`` (``Component.create``), then
@@ -85,7 +88,16 @@ def model_key(model: str) -> str:
 
 
 def bench_config(benchmark: str, model: str, options: dict[str, Any] | None) -> dict[str, Any]:
-    return {"benchmark": benchmark, "model": model_key(model), "options": dict(options or {})}
+    """What a benchmark run's id hashes: the benchmark, the model's name,
+    the weights it has now (local checkpoints) and the options."""
+    from tapir.benchmodel import weights_fingerprint
+
+    config: dict[str, Any] = {"benchmark": benchmark, "model": model_key(model)}
+    weights = weights_fingerprint(model)
+    if weights is not None:  # only local checkpoints: other models keep their earlier run ids
+        config["weights"] = weights
+    config["options"] = dict(options or {})
+    return config
 
 
 def bench_run_id(benchmark: str, model: str, options: dict[str, Any] | None) -> str:
@@ -303,8 +315,8 @@ def preflight(evaluator: Any, benchmark: str, model: str) -> None:
 
 
 def is_done(store: Store, benchmark: str, model: str, options: dict[str, Any] | None = None) -> bool:
-    """True when this (benchmark, model, options) ran to the end without too
-    many failures and its rows are stored."""
+    """True when this (benchmark, model with its current weights, options)
+    ran to the end without too many failures and its rows are stored."""
     run_id = bench_run_id(benchmark, model, options)
     if not store["runs"].count_where("id = ? and status = 'done'", [run_id]):
         return False
@@ -372,8 +384,10 @@ def run_benchmark(store: Store, benchmark: str, model: str, options: dict[str, A
             info["failure_reasons"] = summary.reasons
             info["max_failure_rate"] = max_failure_rate
             bad = bool(summary.failures) and summary.rate > max_failure_rate
-            info["rows"] = upsert_rows(store, benchmark, key, run.id, rows,
-                                       {"run_failed": True} if bad else None)
+            extra_meta = {"weights": config["weights"]} if config.get("weights") else {}
+            if bad:
+                extra_meta["run_failed"] = True
+            info["rows"] = upsert_rows(store, benchmark, key, run.id, rows, extra_meta or None)
             if bad:
                 message = failure_message(benchmark, model, summary, max_failure_rate)
                 failed = BenchFailed(message, summary, stored_rows(store, run_id=run.id))

@@ -88,6 +88,8 @@ class Entry:
     judge: Any = MISSING
     judge_mode: Any = MISSING
     data_version: Any = MISSING
+    template: Any = MISSING  # the prompt template the answers were generated with (name@digest)
+    template_warning: Any = MISSING
     n: int | None = None
     failures: Any = MISSING
     failure_reasons: dict[str, int] = field(default_factory=dict)
@@ -307,7 +309,7 @@ def _fill(entry: Entry, rows: list[dict[str, Any]], run: dict[str, Any] | None) 
     if entry.options is None:
         stage_options = _one(metas, "options")
         entry.options = stage_options if isinstance(stage_options, dict) else None
-    for key in ("judge", "judge_mode", "data_version"):
+    for key in ("judge", "judge_mode", "data_version", "template", "template_warning"):
         setattr(entry, key, _one(metas, key))
     subset = _one(metas, "subset")
     if subset == MISSING and entry.options is not None:
@@ -532,6 +534,11 @@ def _footer(table: Comparison) -> list[str]:
     out = []
     if table.missing:
         out.append("No benchmark results for: " + ", ".join(table.missing))
+    templates = [f"{e.benchmark} {e.label} run {e.run_id}: {e.template}"
+                 + (" (not the format it was trained in)" if e.template_warning not in (None, MISSING) else "")
+                 for e in table.entries if e.template not in (None, MISSING)]
+    if templates:
+        out.append("Prompt templates: " + "; ".join(templates))
     if table.classifiers:
         out.append("Classifier accuracy (tapir classifier eval; not models): " + ", ".join(
             f"{c['model']} {c['metric']} {c['value']:.3f} (n={c['n']})" for c in table.classifiers))
@@ -609,7 +616,8 @@ def to_json(table: Comparison, delta: bool = True) -> str:
             "benchmark": e.benchmark, "model": e.model, "label": e.label, "base": e.base, "is_base": e.is_base,
             "train_run": e.train_run, "round": e.round, "run_id": e.run_id, "status": e.status,
             "options": e.options if e.options is not None else MISSING, "subset": e.subset, "judge": e.judge,
-            "judge_mode": e.judge_mode, "data_version": e.data_version, "n": e.n, "failures": e.failures,
+            "judge_mode": e.judge_mode, "data_version": e.data_version, "template": e.template,
+            "n": e.n, "failures": e.failures,
             "failure_reasons": e.failure_reasons, "scores": e.scores, "stderr": e.stderr,
         }
         if delta and e.is_student:

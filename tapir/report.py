@@ -464,7 +464,8 @@ def _series_label(entry) -> str:
 
     subset = "full" if entry.subset is None else ("?" if entry.subset == MISSING else str(entry.subset))
     judge = "" if entry.judge in (None, MISSING) else f", judge {entry.judge}"
-    return f"{settings_text(entry.options)}; {subset}{judge}"
+    template = "" if entry.template in (None, MISSING) else f", template {entry.template}"
+    return f"{settings_text(entry.options)}; {subset}{judge}{template}"
 
 
 def benchmark_rounds(store: Store, stages: list[dict[str, Any]], max_panels: int = 9) -> Section:

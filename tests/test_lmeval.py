@@ -356,3 +356,39 @@ def test_progress_shown_and_git_noise_silenced_unless_verbose(store, tiny_model,
     monkeypatch.setenv("TAPIR_VERBOSE", "1")
     run_benchmark(store, "lmeval", str(tiny_model), {"tasks": [MC], "limit": 2, "batch_size": 4}, force=True)
     assert "fatal: not a git repository" in capfd.readouterr().err
+
+
+def test_retrained_checkpoint_is_scored_again_even_in_a_shared_output_dir(store, tiny_model, tmp_path, monkeypatch):
+    """Same path, new weights: a new run (its id has the weights), and lm-eval's
+    request cache in a shared output_dir is the new weights' own, so every
+    request is scored again; a copy of the first weights reuses the first cache."""
+    import shutil
+
+    from lm_eval.models.huggingface import HFLM
+
+    from tapir_testing.models import build_tiny_model
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_model, ckpt)
+    options = {"tasks": [MC], "batch_size": 4, "limit": 4, "output_dir": str(tmp_path / "shared")}
+    seen = []
+    real_tokens = HFLM._loglikelihood_tokens
+
+    def count_requests(self, requests, *args, **kwargs):
+        seen.append(len(requests))
+        return real_tokens(self, requests, *args, **kwargs)
+
+    monkeypatch.setattr(HFLM, "_loglikelihood_tokens", count_requests)
+    first = run_benchmark(store, "lmeval", str(ckpt), options)
+    assert seen == [16]
+    (ckpt / "model.safetensors").unlink()
+    build_tiny_model(ckpt, seed=1)
+    second = run_benchmark(store, "lmeval", str(ckpt), options)
+    assert second[0]["run_id"] != first[0]["run_id"] and second[0]["meta"]["weights"] != first[0]["meta"]["weights"]
+    assert seen == [16, 16]  # nothing read from the old weights' cache
+    assert len(list((tmp_path / "shared").glob("lm-eval-cache-*_rank0.db"))) == 2
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_model, copy)
+    third = run_benchmark(store, "lmeval", str(copy), options)
+    assert seen == [16, 16]  # every request from the first weights' cache, found by their fingerprint
+    assert third[0]["value"] == first[0]["value"]

@@ -359,7 +359,8 @@ def test_reference_mode_subset_failures_and_retry(pm, store, register_plugin):
     overall = rows[("overall", "score")]
     assert overall["value"] == 7.0 and overall["n"] == 2
     meta = overall["meta"]
-    assert meta["subset"] == "question_ids=1,2,3 limit=2" and meta["judge_mode"] == "reference"
+    assert meta["subset"].startswith("question_ids=1,2,3 limit=2; 2 of 80 questions; data_dir question.jsonl sha256:")
+    assert meta["judge_mode"] == "reference" and meta["readings"] == {"reference": 2}
     assert meta["judge"] == "scripted:judge" and meta["failures"] == 2
     assert meta["failure_reasons"] == {"no rating in judge reply": 1, "HTTP 503: overloaded": 1}
     assert rows[("judge", "failures")]["value"] == 2 and rows[("judge", "failures")]["meta"]["failures"] == 2

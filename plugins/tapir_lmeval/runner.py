@@ -26,7 +26,9 @@ available, else cpu), ``dtype`` (float32 on cpu), ``backend`` (hf|vllm),
     lm-eval's request cache (a sqlite file per run, so a re-run after a crash
     recomputes nothing it already scored), where it and ``results.json`` go
     (default ``<db folder>/tapir-out/bench/<run_id>``), and whether to write
-    per-sample JSONL files there.
+    per-sample JSONL files there. The cache is per weights: a run's id
+    includes a local checkpoint's weights fingerprint, and in a shared
+    ``output_dir`` the cache file is named by it (:func:`cache_name`).
 
 ``preflight(model)`` resolves the weights and builds the tasks (unknown task
 names, unreadable data) before tapir writes a run; ``run(..., force=True)``
@@ -62,6 +64,22 @@ def output_dir(store: Any, run_id: str, options: dict[str, Any]) -> Path:
         base = Path(tempfile.gettempdir()) / "tapir-bench" / run_id
     base.mkdir(parents=True, exist_ok=True)
     return base
+
+
+def cache_name(model: str, options: dict[str, Any]) -> str:
+    """lm-eval's request cache file name (lm-eval adds ``_rank<N>.db``). The
+    default output folder is the run's, and a run's id includes the
+    checkpoint's weights, so the cache is per weights. A shared
+    ``output_dir`` gets one cache per weights (or per model id) in it: a
+    checkpoint retrained in place never reads the old weights' answers."""
+    if not options.get("output_dir"):
+        return "lm-eval-cache"
+    import hashlib
+
+    from tapir.benchmodel import weights_fingerprint
+
+    identity = weights_fingerprint(model) or model
+    return "lm-eval-cache-" + hashlib.sha256(identity.encode()).hexdigest()[:12]
 
 
 def _flag(value: Any) -> bool:
@@ -266,10 +284,11 @@ class LMEval:
         opts = self._opts()
         lm = prepared["lm"]
         out = output_dir(store, run_id, opts)
+        name = cache_name(model, opts)
         if force:
-            for old in out.glob("lm-eval-cache*"):
+            for old in out.glob(f"{name}_rank*.db"):
                 old.unlink()
-        cache = out / "lm-eval-cache" if _flag(opts.get("use_cache", True)) else None
+        cache = out / name if _flag(opts.get("use_cache", True)) else None
         kwargs = evaluate_kwargs(opts, cache)
 
         import lm_eval

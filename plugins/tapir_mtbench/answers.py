@@ -8,7 +8,11 @@ What FastChat's ``gen_model_answer`` does, and tapir with it:
   adapter knows), built with FastChat's own ``Conversation`` object; the
   option ``conv_template`` names another FastChat template, or
   ``chat_template`` sends plain chat messages (the tokenizer's chat
-  template on a local model: tapir's choice, not FastChat's);
+  template on a local model: tapir's choice, not FastChat's). Departure:
+  with ``conv_template=auto`` (the default) a local checkpoint that carries
+  a chat template, and whose name no FastChat adapter knows (FastChat would
+  fall back to ``one_shot``), gets its chat template, the format it was
+  trained in (:func:`resolve_format`, :mod:`tapir.benchmodel`);
 * the temperature of the question's category (``temperature_config``,
   0.7 for a category without one), greedy below 1e-4; 1024 new tokens;
 * every answer ``.strip()``-ped, and turn two built on the stripped
@@ -36,9 +40,11 @@ Answers already stored for the run are not asked for again.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from tapir.benchmodel import PromptFormat, chat_format, prefers_chat_template
 from tapir.errors import TapirError
 from tapir.models import load_cached
 from tapir.progress import bar
@@ -105,6 +111,41 @@ def template_name(model: str, settings: AnswerSettings) -> str:
     if settings.conv_template == CHAT_TEMPLATE:
         return CHAT_TEMPLATE
     return new_conversation(model, settings).name
+
+
+def fastchat_knows(model: str) -> bool:
+    """True when a FastChat adapter matches the model's name, False when
+    FastChat would fall back to its generic ``one_shot`` template."""
+    from fastchat.model.model_adapter import BaseModelAdapter, get_model_adapter
+
+    return type(get_model_adapter(conversation_name(model))) is not BaseModelAdapter
+
+
+# A fixed exchange rendered to fingerprint a FastChat template (system message, roles, separators).
+_PROBE = (("PROBE-Q1", "PROBE-A1"), ("PROBE-Q2", None))
+
+
+def resolve_format(model: str, conv_template: str, system_prompt: str | None = None) -> tuple[str, PromptFormat]:
+    """The template ``model``'s answers are generated with: ``(setting,
+    format)`` where ``setting`` is ``chat_template`` or the FastChat
+    setting as given (``auto``: FastChat's own ``get_conversation_template``
+    at generation, as FastChat does), and ``format`` the template's name and
+    digest for the rows. ``auto``: FastChat's adapter template when one matches the model's
+    name; else the checkpoint's chat template when it carries one (the
+    format it was trained in); else FastChat's fallback (``one_shot``)."""
+    if conv_template == CHAT_TEMPLATE or (
+            conv_template == "auto" and prefers_chat_template(model, has_named_template=fastchat_knows(model))):
+        return CHAT_TEMPLATE, chat_format(model)
+    conv = new_conversation(model, AnswerSettings(conv_template=conv_template, system_prompt=system_prompt))
+    for question, answer in _PROBE:
+        conv.append_message(conv.roles[0], question)
+        conv.append_message(conv.roles[1], answer)
+    try:
+        prompt = conv.get_prompt()
+    except ValueError:  # an API template (chatgpt, claude, ...) has no text rendering, only messages
+        prompt = None
+    rendering = json.dumps({"prompt": prompt, "messages": conv.to_openai_api_messages()}, sort_keys=True)
+    return conv_template, PromptFormat.named(f"fastchat:{conv.name}", rendering)
 
 
 def _temperature(question: Question, table: dict[str, float]) -> float:
@@ -210,12 +251,23 @@ def _local_answers(model: str, local: tuple[Any, Any], questions: list[Question]
     return new, errors
 
 
+def stored_answers(store, answers_id: str) -> dict[tuple[str, int], tuple[int, str]]:
+    """``{(item_id, turn): (response id, text)}`` stored under ``answers_id``
+    (whatever path the model had then: the id names its weights)."""
+    rows = store.execute("select id, item_id, round, text from responses where run_id = ? and role = ? "
+                         "and sample = 0 order by id", [answers_id, ROLE]).fetchall()
+    return {(item_id, rnd): (rid, text) for rid, item_id, rnd, text in rows}
+
+
 def generate_answers(model: str, store, run_id: str, questions: list[Question],
                      settings: AnswerSettings) -> tuple[dict[tuple[str, int], tuple[int, str]], dict[str, Any]]:
     """Answers of ``model`` to both turns: ``{(item_id, turn): (response id,
-    text)}``, plus counts (generated, reused, failures with their errors)."""
+    text)}``, plus counts (generated, reused, failures with their errors).
+    ``run_id`` is where the answers are kept: the runner passes an id keyed
+    by what produces them (:func:`tapir_mtbench.runner.answers_id`). The
+    model is loaded only when an answer is missing."""
     table = {**temperature_config(), **(settings.temperatures or {})}
-    stored = records.load_responses(store, run_id, ROLE, model)
+    stored = stored_answers(store, run_id)
     info: dict[str, Any] = {"reused": len(stored), "generated": 0, "failures": 0, "errors": [],
                             "temperatures": table}
     missing = [(q, t) for q in questions for t in (1, 2) if (q.item_id, t) not in stored]
@@ -233,7 +285,7 @@ def generate_answers(model: str, store, run_id: str, questions: list[Question],
             info["generated"] += len(new)
             info["errors"] += errors
             info["failures"] += len(errors)
-            return records.load_responses(store, run_id, ROLE, model), info
+            return stored_answers(store, run_id), info
         for turn in (1, 2):
             todo = []
             for q in questions:
@@ -258,5 +310,5 @@ def generate_answers(model: str, store, run_id: str, questions: list[Question],
                 new.append((q.item_id, turn, completion.text.strip(), completion.call_id))
             records.save_responses(store, run_id, ROLE, model, new)
             info["generated"] += len(new)
-            stored = records.load_responses(store, run_id, ROLE, model)
+            stored = stored_answers(store, run_id)
     return stored, info

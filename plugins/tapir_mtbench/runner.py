@@ -39,12 +39,19 @@ from tapir.progress import bar
 from tapir.roles import Judgment, JudgeRequest
 
 from tapir.store import records
-from tapir_mtbench.answers import ROLE, AnswerSettings, check_conv_template, generate_answers, template_name
-from tapir_mtbench.data import CATEGORIES, REFERENCE_CATEGORIES, MTBenchData, Question, load_mtbench
+from tapir.benchmodel import PromptFormat, format_warning, weights_fingerprint
+from tapir.progress import say
+from tapir_mtbench.answers import ROLE, AnswerSettings, check_conv_template, generate_answers, resolve_format
+from tapir_mtbench.data import (CATEGORIES, REFERENCE_CATEGORIES, STANDARD_COUNT, MTBenchData, Question,
+                                load_mtbench)
 from tapir_mtbench.scoring import combine_orders, pairwise_rows, single_rows, verdict
 
-DEFAULT_JUDGE_MODEL = "openai/gpt-4"
+# A dated snapshot, never the moving alias "gpt-4" (FastChat's default): the alias has
+# meant gpt-4-0613 since June 2023; docs/benchmarks-mtbench-alpacaeval.md says why this one.
+DEFAULT_JUDGE_MODEL = "openai/gpt-4-0613"
 SINGLE_JUDGE = "mtbench-single"
+# mtbench-single options that change FastChat's request or parser (the judge refuses them in reference mode).
+ROBUST_ONLY_JUDGE_ARGS = ("use_logprobs", "score_only", "params")
 
 
 def _names(value: Any) -> Any:
@@ -103,8 +110,9 @@ class MTBench:
         max_new_tokens: int = opt.option(1024, "answer length limit (FastChat's max_new_token)", ge=1)
         seed: int = opt.option(0, "torch seed before each question (FastChat: the choice index, 0)")
         conv_template: str = opt.option(
-            "auto", "prompt format: 'auto' (FastChat's template for the model name), a FastChat template "
-            "name, or 'chat_template' (plain chat messages: the tokenizer's template; not FastChat's)")
+            "auto", "prompt format: 'auto' (FastChat's template when an adapter knows the model name, else a "
+            "local checkpoint's chat template, its training format, else FastChat's one_shot), a FastChat "
+            "template name, or 'chat_template' (plain chat messages: the tokenizer's template)")
         system_prompt: str | None = opt.option(None, "replace the template's system message (not FastChat's)")
         model_options: dict[str, Any] = opt.option({}, "backend options of the answering model, e.g. {batch_size: 8}")
         temperatures: dict[str, float] = opt.option(
@@ -134,6 +142,12 @@ class MTBench:
             mode_arg = (self.judge_args or {}).get("judge_mode")
             if mode_arg is not None and self.judge_mode is not None and mode_arg != self.judge_mode:
                 raise ValueError("judge_args.judge_mode and judge_mode disagree; set judge_mode only")
+            robust_only = [k for k in ROBUST_ONLY_JUDGE_ARGS if (self.judge_args or {}).get(k)]
+            if robust_only and self.judge_name == SINGLE_JUDGE and self.resolved_judge_mode == "reference":
+                raise ValueError(
+                    f"judge_args {', '.join(robust_only)} change FastChat's judge request or parser, and "
+                    "judge_mode is reference (FastChat's judging, the default): add -o judge_mode=robust, "
+                    f"or drop {', '.join(robust_only)}")
             return self
 
         # -- derived ------------------------------------------------------
@@ -200,6 +214,11 @@ class MTBench:
                 find_prompts_file(self._judge_args().get("prompts_path"))
             except TapirError as exc:
                 problems.append(str(exc))
+        try:  # the judge plugin's own options (names, types), before any answer is generated
+            problems += registry().get("judges", o.judge_name).check_options(
+                self._judge_args(), f"mtbench judge '{o.judge_name}' (judge_args)")
+        except TapirError as exc:
+            problems.append(str(exc))
         try:
             from tapir.bench import model_problems
         except ImportError:  # pragma: no cover - an older core
@@ -250,14 +269,22 @@ class MTBench:
         self._force = force
         records.save_items(store, run_id, _items(data))
         settings = o.answer_settings()
+        settings.conv_template, fmt = resolve_format(model, o.conv_template, o.system_prompt)
+        warning = format_warning(model, fmt)
+        if warning:
+            say(f"warning: {warning}")
         settings.refresh = force
-        answers, gen_info = generate_answers(model, store, run_id, questions, settings)
+        where = answers_id(model, settings, fmt, data)
+        if force:  # a forced run regenerates its answers too
+            with store.db.conn:
+                store.db.conn.execute("delete from responses where run_id = ? and role = ?", [where, ROLE])
+        answers, gen_info = generate_answers(model, store, where, questions, settings)
         judge_mode = o.resolved_judge_mode
         meta = {
             "judge": o.judge_model,
             "judge_mode": judge_mode,
             "data_version": _data_version(data, self._prompts_file()),
-            "subset": o.subset,
+            "subset": _subset_label(o.subset, data, questions),
             "source": data.source,
             "questions": len(questions),
             "mode": o.mode,
@@ -265,7 +292,12 @@ class MTBench:
             "reference_model": data.reference_model,
             "temperatures": gen_info["temperatures"],
             "max_new_tokens": o.max_new_tokens,
-            "conv_template": template_name(model, o.answer_settings()),
+            "conv_template": fmt.name.removeprefix("fastchat:"),
+            "template": fmt.label,
+            "template_warning": warning,
+            "answers_id": where,
+            "answers_reused": gen_info["reused"],
+            "answers_generated": gen_info["generated"],
         }
         gen_failures = _generation_failures(questions, answers, gen_info)
         if o.mode == "pairwise":
@@ -297,11 +329,21 @@ class MTBench:
 
         return find_prompts_file(self._judge_args().get("prompts_path"))
 
-    def _judge(self, store, run_id: str):
+    def _judge(self, store, run_id: str, todo: list[tuple[Question, int, JudgeRequest]]):
+        """The judge over the judge model, its calls recorded in llm_calls
+        with role ``judge`` and, for mtbench-single, the item and turn."""
         o = self.options
         extra = {"refresh": True} if getattr(self, "_force", False) else {}
         backend = load_cached(o.judge_model, store, run_id, options=o.judge_options or None, **extra)
-        return registry().get("judges", o.judge_name).create(backend, options=self._judge_args())
+        backend.tags = {**backend.tags, "role": "judge"}
+        tagged = _ItemTags(backend)
+        judge = registry().get("judges", o.judge_name).create(tagged, options=self._judge_args())
+        from tapir_judges.single import MTBenchSingleJudge
+
+        if isinstance(judge, MTBenchSingleJudge):
+            for q, turn, request in todo:
+                tagged.add(judge.messages(request)[1], q.item_id, turn)
+        return judge
 
     def _single(self, store, run_id: str, questions: list[Question], answers: dict, meta: dict,
                 gen_failures: list[tuple[str, str]]) -> list[dict[str, Any]]:
@@ -317,7 +359,7 @@ class MTBench:
                     continue
                 todo.append((q, turn, _single_request(q, turn, answers)))
         if todo:
-            judge = self._judge(store, run_id)
+            judge = self._judge(store, run_id, todo)
             with bar(f"mtbench judging ({o.judge_model}, {o.resolved_judge_mode})", total=len(todo)) as progress:
                 judgments = _judge_with_progress(judge, [r for _, _, r in todo], progress)
             _check_count(judgments, todo)
@@ -329,16 +371,26 @@ class MTBench:
             stored = records.load_judgments(store, run_id, o.judge_key)
         graded = []
         failures = list(gen_failures)
+        readings: Counter = Counter()
+        by_category: Counter = Counter()  # failures (answer or judgment) per category
         for q in questions:
             for turn in (1, 2):
+                if (q.item_id, turn) not in answers:
+                    by_category[q.category] += 1
+                    continue
                 j = stored.get((q.item_id, "single", turn))
                 if j is None:
                     continue
                 ok = j.ok and j.score_a is not None
                 graded.append((q.category, turn, j.score_a if ok else None))
-                if not ok:
+                if ok:
+                    readings[reading(o.resolved_judge_mode, j)] += 1
+                else:
+                    by_category[q.category] += 1
                     failures.append((f"{q.item_id} turn {turn}", _reason(j.error)))
-        return single_rows(graded, CATEGORIES, _common(meta, failures))
+        in_run = [c for c in CATEGORIES if any(q.category == c for q in questions)]
+        common = {**_common(meta, failures), "readings": {k: readings[k] for k in sorted(readings)}}
+        return single_rows(graded, in_run, common, category_failures=dict(by_category))
 
     def _baseline_answers(self, data: MTBenchData, store, run_id: str, questions: list[Question]):
         """The baseline's answers: FastChat's ``model_answer/<name>.jsonl``
@@ -355,8 +407,9 @@ class MTBench:
             records.save_responses(store, run_id, ROLE, name, rows)
             return records.load_responses(store, run_id, ROLE, name), {"source": str(path), "errors": []}
         settings = o.answer_settings(model_options=o.baseline_options)
+        settings.conv_template, fmt = resolve_format(name, o.conv_template, o.system_prompt)
         settings.refresh = getattr(self, "_force", False)
-        return generate_answers(name, store, run_id, questions, settings)
+        return generate_answers(name, store, answers_id(name, settings, fmt, data), questions, settings)
 
     def _pairwise(self, store, run_id: str, questions: list[Question], answers: dict, baseline: dict,
                   meta: dict, gen_failures: list[tuple[str, str]]) -> list[dict[str, Any]]:
@@ -376,7 +429,7 @@ class MTBench:
                     continue
                 todo.append((q, turn, _pair_request(q, turn, answers, baseline)))
         if todo:
-            judge = self._judge(store, run_id)
+            judge = self._judge(store, run_id, todo)
             with bar(f"mtbench pairwise judging ({o.judge_model})", total=len(todo)) as progress:
                 judgments = _judge_with_progress(judge, [r for _, _, r in todo], progress)
             _check_count(judgments, todo)
@@ -403,6 +456,36 @@ class MTBench:
 
 
 # -- helpers ---------------------------------------------------------------------
+
+
+class _ItemTags:
+    """The judge's backend, passing every request on with the MT-Bench item
+    and turn it grades in ``request.meta`` (recorded in llm_calls), found by
+    its first user message (a re-ask keeps it). Everything else is the
+    backend's."""
+
+    def __init__(self, backend):
+        self.backend = backend
+        self._items: dict[str, tuple[str, int]] = {}
+
+    def add(self, messages: list, item_id: str, turn: int) -> None:
+        self._items[_first_user(messages)] = (item_id, turn)
+
+    def generate(self, requests, on_result=None):
+        for request in requests:
+            found = self._items.get(_first_user(request.messages))
+            if found is not None:
+                request.meta = {"item_id": found[0], "round": found[1], **request.meta}
+        if on_result is None:
+            return self.backend.generate(requests)
+        return self.backend.generate(requests, on_result=on_result)
+
+    def __getattr__(self, name):  # model_id, capabilities, score(), ... are the backend's
+        return getattr(self.backend, name)
+
+
+def _first_user(messages: list) -> str:
+    return next((m["content"] for m in messages if m.get("role") == "user"), "")
 
 
 def _reference(q: Question, turn: int) -> str | None:
@@ -433,6 +516,23 @@ def _judge_with_progress(judge, requests: list[JudgeRequest], progress) -> list[
     judgments = judge.judge(requests)
     progress.update(len(requests))
     return judgments
+
+
+def reading(judge_mode: str, j) -> str:
+    """How a scored judgment was read, from what is stored: ``reference``
+    (FastChat's ``[[n]]`` parser, reference mode), and in robust mode
+    ``logprobs`` (a non-integer score: the expected value of the rating
+    token), ``re-asked`` (read after the nudge), ``brackets`` (a ``[[n]]``
+    in the reply) or ``lenient`` (tapir's fallback parser)."""
+    if judge_mode == "reference":
+        return "reference"
+    if j.score_a is not None and float(j.score_a) != int(j.score_a):
+        return "logprobs"
+    if len(j.raw) > 1:
+        return "re-asked"
+    if j.raw and "[[" in j.raw[-1]:
+        return "brackets"
+    return "lenient"
 
 
 def _reason(error: str | None) -> str:
@@ -468,6 +568,48 @@ def _common(meta: dict, failures: list[tuple[str, str]]) -> dict[str, Any]:
     reasons = Counter(reason for _, reason in failures)
     example = f"{failures[0][0]}: {failures[0][1]}" if failures else None
     return {**meta, "failures": len(failures), "failure_reasons": dict(reasons), "failure_example": example}
+
+
+def answers_id(model: str, settings: AnswerSettings, fmt: PromptFormat, data: MTBenchData) -> str:
+    """Where a model's MT-Bench answers are kept (the ``run_id`` of their
+    ``responses`` rows): a hash of what produces them, so any run that would
+    generate the same answers reuses them, whatever its judge options. For a
+    local checkpoint that is its weights fingerprint, not its path (a copy
+    reuses, a retrained folder regenerates), with the backend prefix
+    (``hf:``/``vllm:`` generate differently); then the template (its name
+    and digest), the generation settings and the question file."""
+    weights = weights_fingerprint(model)
+    prefix, sep, rest = model.partition(":")
+    backend = prefix if sep and rest and "/" not in prefix and weights is not None else None
+    key = {
+        "model": weights or model,
+        "backend": backend,
+        "template": fmt.label,
+        "system_prompt": settings.system_prompt,
+        "max_new_tokens": settings.max_new_tokens,
+        "seed": settings.seed,
+        "temperatures": {k: float(v) for k, v in sorted((settings.temperatures or {}).items())},
+        "model_options": settings.model_options or {},
+        "questions": _file_digest(data.files[0]),
+    }
+    text = json.dumps(key, sort_keys=True, default=str)
+    return "mtbench-answers-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def _subset_label(options_subset: str | None, data: MTBenchData, questions: list[Question]) -> str | None:
+    """``meta.subset``: the options' selection, and a data_dir that is not
+    the installed standard set (``3 of 80 questions; data_dir question.jsonl sha256:...``);
+    None only for the standard set in full."""
+    parts = [options_subset] if options_subset else []
+    if len(questions) != STANDARD_COUNT:
+        parts.append(f"{len(questions)} of {STANDARD_COUNT} questions")
+    if not data.standard:
+        parts.append(f"data_dir question.jsonl sha256:{_file_digest(data.files[0])}")
+    return "; ".join(parts) or None
 
 
 def _data_version(data: MTBenchData, prompts: Path | None) -> str:

@@ -32,12 +32,16 @@ def row(task: str, metric: str, values: Sequence[float], meta: dict[str, Any] | 
 
 
 def single_rows(graded: Iterable[tuple[str, int, float | None]], categories: Sequence[str],
-                meta: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+                meta: dict[str, Any] | None = None,
+                category_failures: dict[str, int] | None = None) -> list[dict[str, Any]]:
     """Rows from ``(category, turn, score or None for a failure)`` triples.
 
     ``overall`` (both turns), ``turn1``, ``turn2``, ``category/<name>`` (both
     turns), metric ``score``; ``judge`` metric ``failures`` (n = judgments
-    attempted).
+    attempted). Every category of ``categories`` (those of the questions
+    run) has a row: one without a scored answer has value None and
+    ``meta.failed`` true; ``meta.category_failures`` counts the category's
+    answers or judgments that failed (``category_failures``).
     """
     overall: list[float] = []
     by_turn: dict[int, list[float]] = defaultdict(list)
@@ -58,9 +62,12 @@ def single_rows(graded: Iterable[tuple[str, int, float | None]], categories: Seq
     for turn in sorted(by_turn):
         rows.append(row(f"turn{turn}", "score", by_turn[turn], meta))
     for category in categories:
-        if category in by_cat:
-            per_turn = {f"turn{t}": mean_stderr(by_cat_turn[(category, t)])[0] for t in (1, 2)}
-            rows.append(row(f"category/{category}", "score", by_cat[category], {**meta, "per_turn": per_turn}))
+        failed_here = (category_failures or {}).get(category, 0)
+        per_turn = {f"turn{t}": mean_stderr(by_cat_turn[(category, t)])[0] for t in (1, 2)}
+        extra = {"per_turn": per_turn, "category_failures": failed_here}
+        if category not in by_cat:
+            extra["failed"] = True  # nothing scored: shown as failed, never left out
+        rows.append(row(f"category/{category}", "score", by_cat.get(category, []), {**meta, **extra}))
     rows.append({"task": "judge", "metric": "failures", "value": float(failures), "stderr": None, "n": attempted,
                  "meta": {**meta, "excluded": failures}})
     return rows

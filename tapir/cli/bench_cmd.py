@@ -42,8 +42,9 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
 
 
 def describe_run(rows: list[dict[str, Any]]) -> str:
-    """One line naming the run and what its numbers mean (judge, mode, subset, data)."""
-    from tapir.compare import _one
+    """One line naming the run and what its numbers mean (judge, mode, subset, data, prompt template,
+    weights), and the template warning on a second line when the run was off its training format."""
+    from tapir.compare import MISSING, _one
 
     metas = [r.get("meta") or {} for r in rows]
     if not rows:
@@ -53,9 +54,17 @@ def describe_run(rows: list[dict[str, Any]]) -> str:
         value = _one(metas, key)
         return none if value is None else str(value)
 
+    def given(key: str) -> Any:
+        value = _one(metas, key)
+        return None if value is MISSING else value
+
+    template, weights, warning = given("template"), given("weights"), given("template_warning")
     return (f"run {rows[0].get('run_id')}: judge {shown('judge')} ({shown('judge_mode')}), "
             f"subset {shown('subset', 'full')}, data {shown('data_version')}"
-            + (", FAILED" if any(m.get("run_failed") for m in metas) else ""))
+            + (f", template {template}" if template else "")
+            + (f", weights {weights}" if weights else "")
+            + (", FAILED" if any(m.get("run_failed") for m in metas) else "")
+            + (f"\nwarning: {warning}" if warning else ""))
 
 
 def _verbose(flag: bool) -> None:
