@@ -95,8 +95,12 @@ def weights_fingerprint(model: str) -> str | None:
 # ------------------------------------------------------------------ prompt formats
 
 
-def _short(text: str) -> str:
+def template_digest(text: str) -> str:
+    """The short digest that names a prompt template in labels and keys."""
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+_short = template_digest
 
 
 @dataclass(frozen=True)

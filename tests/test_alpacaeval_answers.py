@@ -124,7 +124,7 @@ def test_checkpoint_is_asked_in_its_training_format_and_outputs_follow_their_pro
             assert text == (f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n"
                             f"<|im_start|>assistant\n")
         wr = first[("alpaca_eval", "win_rate")]
-        template = f"chat_template@sha256:{hashlib.sha256(DEFAULT_CHAT_TEMPLATE.encode()).hexdigest()[:12]}"
+        template = f"chat_template@{hashlib.sha256(DEFAULT_CHAT_TEMPLATE.encode()).hexdigest()[:12]}"
         assert all(r["meta"]["template"] == template for r in first.values())
         positions = [p for (p,) in store.execute("select position from judgments where run_id = 'r1'")]
         assert wr["n"] == 3 and wr["value"] == pytest.approx(

@@ -186,11 +186,11 @@ def test_retrained_folder_reruns_and_a_copy_reuses(pm, store, tiny_model, tmp_pa
     first = run_benchmark(store, "mtbench", str(ckpt), options)
     assert first[0]["meta"]["answers_generated"] == 4 and len(prompts) == 4 and len(judge.requests) == 4
     assert is_done(store, "mtbench", str(ckpt), options)
-    from tapir.compare import build, to_json, to_table
+    from tapir.compare import build, label_for, to_json, to_table
 
     template = first[0]["meta"]["template"]
     assert template.startswith("chat_template@")
-    assert f"Prompt templates: mtbench ckpt run {first[0]['run_id']}: {template}" in to_table(build(store))
+    assert f"Prompt templates: mtbench {label_for(str(ckpt))} run {first[0]['run_id']}: {template}" in to_table(build(store))
     assert json.loads(to_json(build(store)))["rows"][0]["template"] == template
 
     # the same weights at another path: a new run for that path, its answers and judgments reused

@@ -53,19 +53,22 @@ class Template:
 
     @property
     def label(self) -> str:
-        return f"chat_template@sha256:{self.digest}" if self.kind == "chat_template" else self.kind
+        """As tapir.benchmodel.PromptFormat labels it (``chat_template@<digest>``)."""
+        return f"chat_template@{self.digest}" if self.kind == "chat_template" else self.kind
 
 
 def _template_digest(template: Any) -> str:
-    text = template if isinstance(template, str) else json.dumps(template, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+    from tapir.benchmodel import template_digest
+
+    return template_digest(template if isinstance(template, str) else json.dumps(template, sort_keys=True))
 
 
 def answer_template(model: str, model_options: dict[str, Any] | None = None) -> Template:
     """Which template ``model`` gets for a chat prompt: the backend's own rule
     (tapir_hf.backend.prompt_ids), read from the tokenizer only (the weights
     are not loaded)."""
-    # shared rule, see tapir/bench.py
+    # The rule of tapir_hf.backend.prompt_ids; tapir.benchmodel reads the same
+    # template from a checkpoint folder's files for MT-Bench and lm-eval.
     spec = resolve(model, model_options)
     if spec.backend not in LOCAL_BACKENDS:
         return Template("endpoint", why=f"backend {spec.backend} sends chat messages; the server renders them")
@@ -111,10 +114,10 @@ class Producer:
         return f"{self.model_id}|answers:{self.digest}"
 
 
-def weights_fingerprint(backend) -> str:
+def producer_model_id(backend) -> str:
     """The benchmarked model's weights, as the LLM-call cache names them: the
-    backend's model id (hf/vllm: folder path and content fingerprint)."""
-    # shared rule, see tapir/bench.py
+    backend's model id (hf/vllm: folder path and content fingerprint; the
+    run id uses tapir.benchmodel.weights_fingerprint)."""
     return backend.model_id
 
 
@@ -158,7 +161,7 @@ def generate_answers(model: str, store, run_id: str, instructions: Sequence, *, 
     under the same producer (not when ``refresh``), then the model."""
     backend = load_cached(model, store, run_id, options=model_options or None, refresh=refresh)
     params = GenerationParams(max_new_tokens=max_new_tokens, temperature=0.0)
-    producer = Producer(weights_fingerprint(backend), answer_template(model, model_options), params,
+    producer = Producer(producer_model_id(backend), answer_template(model, model_options), params,
                         system_prompt, data_version)
     key = producer.key
     answers = Answers({}, producer=producer)
