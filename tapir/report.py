@@ -365,17 +365,23 @@ def task_distribution(store: Store, stages: list[dict[str, Any]]) -> Section:
 
 def mfd_distribution(store: Store, stages: list[dict[str, Any]]) -> Section:
     """Fig. 6: the MFD distribution of each judged student, with the seed cut."""
-    section = Section("mfd", "MFD distribution per round (Fig. 6)",
-                      intro="MFD(x) = score(teacher) - score(student) (Eq. 1), from the judge stage of each "
-                            "student: S0 gives the seed cut D_S = {MFD > delta} (Eq. 2); later students are "
-                            "judged when curriculum.recompute_mfd is on (Appendix D.2).")
-    judges = sorted((s for s in stages if s["name"] == "judge"), key=lambda s: s["round"])
-    series = [(s["round"], sorted(_scores(store, s["key"], "mfd").values())) for s in judges]
-    series = [(r, v) for r, v in series if v]
+    from tapir.pipeline.mfd import describe_cut
+
     nodes = _by_node(stages)
     cut = nodes.get(("seed_cut", 0), {}).get("info", {})
     threshold = cut.get("threshold")
     rule = cut.get("rule")
+    # The rule the cut used, as it ran (Eq. 2's D_S = {MFD > delta} only when that was the rule).
+    rule_text = f"D_S = {{{rule}}}" if rule and rule.startswith("MFD >") else (f"D_S = {rule}" if rule else
+                                                                                "no seed cut in this run")
+    section = Section("mfd", "MFD distribution per round (Fig. 6)",
+                      intro="MFD(x) = score(teacher) - score(student) (Eq. 1), from the judge stage of each "
+                            f"student: S0 gives the seed cut, here {rule_text} (Eq. 2 with delta; relative "
+                            "cuts are tapir's additions); later students are judged when "
+                            "curriculum.recompute_mfd is on (Appendix D.2).")
+    judges = sorted((s for s in stages if s["name"] == "judge"), key=lambda s: s["round"])
+    series = [(s["round"], sorted(_scores(store, s["key"], "mfd").values())) for s in judges]
+    series = [(r, v) for r, v in series if v]
     if threshold is not None and not isinstance(threshold, (int, float)):
         threshold = None
     if not series:
@@ -424,10 +430,16 @@ def mfd_distribution(store: Store, stages: list[dict[str, Any]]) -> Section:
     section.figures.append(figure)
     section.tables.append(Table("MFD per student", ["student", "n", "mean", "median", "min", "max", "MFD <= 0",
                                                     f"{'above' if strict else 'at or above'} the cut threshold",
-                                                    "D_S (the cut on S0, ties broken by id, capped)"], rows))
+                                                    "D_S (the cut on S0)"], rows))
     if cut:
-        section.notes.append(f"seed cut: {rule}, threshold {_num(threshold)}: {cut.get('hard', '?')} hard, "
-                             f"{cut.get('easy', '?')} easy")
+        section.notes.append(f"seed cut: {describe_cut(cut)}; cut value {_num(threshold)}; "
+                             f"{cut.get('hard', '?')} hard, {cut.get('easy', '?')} easy")
+        section.tables.append(Table("What the seed cut did", ["rule", "judged", "selected (D_S)", "cut value",
+                                                              "items at the cut value", "taken at the cut value",
+                                                              "ties broken by", "excluded for MFD <= 0"],
+                                    [[rule, cut.get("judged", ""), cut.get("hard", ""), _num(threshold),
+                                      cut.get("at_cut", ""), cut.get("taken_at_cut", ""),
+                                      cut.get("tie_break", ""), cut.get("excluded_nonpositive", "")]]))
     return section
 
 

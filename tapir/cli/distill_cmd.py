@@ -140,26 +140,38 @@ def register(cli):
     @SET_OPTION
     @click.pass_obj
     def mfd(obj, config, round_, as_json, sets):
-        """Show the MFD distribution of CONFIG's judge stage, to help pick
-        delta. Works on an edited config whenever its judge stage has the
-        same inputs (editing mfd.delta does not change it)."""
-        from tapir.pipeline.inspect import stage_key_for
-        from tapir.pipeline.mfd import distribution, histogram
+        """Show the MFD distribution of CONFIG's judge stage and what CONFIG's
+        seed cut does with it (selected, ties at the cut value, exclusions for
+        MFD <= 0), with candidate thresholds on the judge's own scale (the
+        range its MFD values take). Works on an edited config whenever its
+        judge stage has the same inputs (editing mfd.delta does not change it)."""
+        from tapir.pipeline.inspect import engine_without_run
+        from tapir.pipeline.mfd import candidate_deltas, describe_cut, distribution, histogram, select_hard
 
-        store, key = stage_key_for(config, obj["db"], ("judge", round_), overrides=list(sets))
-        values = [r[0] for r in store.execute(
-            "select value from scores where run_id = ? and name = 'mfd'", [key]).fetchall()] if key else []
-        if not values:
+        engine = engine_without_run(config, obj["db"], list(sets))
+        store, key, cfg = engine.ctx.store, engine.key_of(("judge", round_)), engine.ctx.config
+        mfd = dict(store.execute(
+            "select item_id, value from scores where run_id = ? and name = 'mfd'", [key]).fetchall()) if key else {}
+        if not mfd:
             raise click.ClickException(
                 f"no MFD scores for the judge stage (round {round_}) of {config} in {store.path}: run "
                 f"`tapir distill {config}` first (an edit upstream of the judge, e.g. of the teacher or the "
                 f"trainer, means new judgments)")
+        values = sorted(mfd.values())
         stats = distribution(values)
+        cut = select_hard(mfd, cfg.mfd, cfg.seed, cfg.curriculum.seed_size)
+        candidates = [(d, sum(v > d for v in values)) for d in candidate_deltas(values)]
         if as_json:
-            click.echo(json.dumps({"stage_key": key, "round": round_, **stats, "values": values}))
+            click.echo(json.dumps({"stage_key": key, "round": round_, **stats, "values": values,
+                                   "cut": {k: v for k, v in cut.info().items()},
+                                   "candidates": [{"delta": d, "kept": k} for d, k in candidates]}))
             return
         click.echo(f"MFD of student S{round_} (judge stage {key}): " + ", ".join(f"{k} {v}" for k, v in stats.items()))
         click.echo(histogram(values))
-        for delta in (0.5, 1, 2, 3):
-            kept = sum(v > delta for v in values)
-            click.echo(f"delta {delta:>3}: {kept} of {len(values)} kept ({kept / len(values):.0%})")
+        click.echo(f"configured cut: {describe_cut(cut.info())}")
+        nonpositive = sum(v <= 0 for v in values)
+        click.echo(f"MFD <= 0: {nonpositive} of {len(values)} ({nonpositive / len(values):.0%})"
+                   + ("" if cfg.mfd.allow_nonpositive else ", never hard (mfd.allow_nonpositive: false)"))
+        click.echo(f"candidate deltas on this judge's scale (MFD from {values[0]:.4g} to {values[-1]:.4g}):")
+        for delta, kept in candidates:
+            click.echo(f"  delta {delta:>8.4g}: {kept} of {len(values)} kept ({kept / len(values):.0%})")
