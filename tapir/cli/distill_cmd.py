@@ -41,6 +41,11 @@ def _summary(outcome) -> str:
     lines = [head, "", *stage_table(summary_rows(results))]
     lines += ["", f"database:    {ctx.store.path}   (details: tapir runs show {ctx.run.id})",
               f"outputs:     {ctx.out_dir}"]
+    from tapir.pipeline.curriculum_notes import curriculum_lines
+
+    notes = curriculum_lines((r.step.stage, r.step.round, r.info) for r in results)
+    if notes:
+        lines += ["", "curriculum:", *(f"  {n}" for n in notes)]
     evaluated = [r for r in results if r.step.stage in ("evaluate_base", "evaluate") and "nll" in r.info]
     if evaluated:
         lines += ["", "held-out loss (teacher answers to instructions no round trained on; lower is better):"]
@@ -104,15 +109,20 @@ def register(cli):
     @cli.command()
     @click.argument("config", type=click.Path(dir_okay=False))
     @click.option("--no-retry", is_flag=True, help="Keep failed items failed.")
+    @click.option("--match-steps", is_flag=True,
+                  help="Run the full setting first, then give every other curriculum setting as many optimizer "
+                       "steps (curriculum.max_steps) as the full setting's rounds took, so rows are comparable "
+                       "at equal compute (full-alpaca is S0, shared, and not re-trained).")
     @SET_OPTION
     @click.pass_obj
-    def ablate(obj, config, no_retry, sets):
+    def ablate(obj, config, no_retry, match_steps, sets):
         """Run Table 5's ablations of CONFIG (full-alpaca, seed-alpaca,
         seed-alpaca-rw, direct-expansion, single-round, full) as pipeline
         variants on one database: shared stages (teacher answers, S0,
-        judgments) are computed once. Ends with one table: each setting's
-        held-out loss (evaluation.heldout) and benchmark scores
-        (evaluation.benchmarks, on its final checkpoint)."""
+        judgments) are computed once. Ends with one table: what each setting
+        trained (examples, optimizer steps, tokens), its held-out loss
+        (evaluation.heldout) and benchmark scores (evaluation.benchmarks, on
+        its final checkpoint)."""
         import json as _json
         from pathlib import Path
 
@@ -124,12 +134,14 @@ def register(cli):
 
         data = apply_overrides(data, list(sets)) if sets else data
         results = run_variants(config, ablations(data), "ablation", obj["db"], retry=False if no_retry else None,
-                               overrides=list(sets))
+                               overrides=list(sets), match_steps=match_steps)
         lines = table(results)
         out = Path(results[-1].outcome.out_dir).parent / "ablation.json"
         out.write_text(_json.dumps([{"setting": r.variant.label, "run_id": r.run_id, "checkpoint": r.checkpoint,
                                      "heldout_nll": r.heldout_nll, "base_nll": r.base_nll,
-                                     "benchmarks": r.benchmarks} for r in results],
+                                     "examples": r.training.get("examples"), "steps": r.training.get("steps"),
+                                     "tokens": r.training.get("tokens"), "rounds": r.training.get("rounds"),
+                                     "max_steps": r.max_steps, "benchmarks": r.benchmarks} for r in results],
                                    indent=2))
         click.echo("\n".join(["ablations (Table 5):", *lines, "", f"written: {out}"]))
 

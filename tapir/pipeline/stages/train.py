@@ -135,7 +135,9 @@ class Train:
                 {"run_id": job.key, "round": r, "path": str(out.resolve()), "base_model": ctx.config.student.model,
                  "trainer": ctx.config.trainer.name, "metrics": dumps(metrics), "created_at": utcnow()},
                 replace=True)
-        job.info.update({k: v for k, v in metrics.items() if isinstance(v, (int, float, str))})
+        # The trainer's "tokens" (tokens trained on) would be taken for the stage's LLM tokens: train_tokens.
+        job.info.update({("train_tokens" if k == "tokens" else k): v for k, v in metrics.items()
+                         if isinstance(v, (int, float, str))})
         hard_w = sum(e.weight for e in examples[:n_hard])
         total_w = sum(e.weight for e in examples) or 1.0
         trained_hard = hard if n_hard else []
