@@ -5,6 +5,7 @@ examples left out of the training set."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import pytest
@@ -140,3 +141,37 @@ def test_zero_weight_examples_are_not_in_the_training_set():
     assert len(weighted_examples(hard, easy, 0.0)) == 5
     assert len(weighted_examples(hard, easy, 1.0, "share")) == 3
     assert [e.weight for e in weighted_examples(hard, easy, 0.3)] == [0.3] * 3 + [pytest.approx(0.7)] * 5
+
+
+# --------------------------------------------------------------------------- what the summary shows
+
+
+def test_runs_show_says_what_the_cut_and_each_round_did(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from tapir.cli import _add_commands, cli
+    from tapir.runs import Run
+    from tapir.store import open_store
+
+    cut = select_hard(_flat_judge(), MFDConfig(delta=None, top_fraction=0.5, allow_nonpositive=True), seed=0)
+    pool = _pool({"Math": 5, "Writing": 40})
+    trained = task_draws(pool, paper_weights(), seed=2)
+    cov = coverage(pool, trained, paper_weights(), seeds={"Math-000", "Writ-000"})
+    db = tmp_path / "t.db"
+    store = open_store(db)
+    run = Run.start(store, {"name": "cut"}, name="cut")
+    run.mark_stage("seed_cut", 0, "k-cut", "done", cut.info(), 0.1)
+    run.mark_stage("train", 1, "k-train", "done", {"examples": len(trained) + 7, "hard_examples": len(trained),
+                                                   "easy_examples": 7, "steps": 5, "coverage": cov,
+                                                   "sampling": "task-draw"}, 0.1)
+    store.close()
+    _add_commands()
+    result = CliRunner().invoke(cli, ["--db", str(db), "runs", "show", run.id])
+    assert result.exit_code == 0, result.output
+    assert ("seed cut: 16 of 32 judged items (top 50% of judged items by MFD); 29 items share the cut value 0, "
+            "13 of them taken by a seeded draw") in result.output
+    assert (f"round 1 training set: {len(trained) + 7} examples ({len(trained)} hard, 7 easy), 5 steps; "
+            f"D_P coverage {cov['used']}/45 unique pairs ({100 * cov['used'] / 45:.1f}%), "
+            f"seeds {cov['seeds_used']}/2, sampling task-draw") in result.output
+    shown = CliRunner().invoke(cli, ["--db", str(db), "runs", "show", run.id, "--json"])
+    assert json.loads(shown.output)["curriculum"][0].startswith("seed cut: 16 of 32")
