@@ -96,6 +96,9 @@ class MFDConfig(Section):
     # item unjudged (retried on re-run); "accept" scores it from the order
     # that answered (recorded as position ab or ba).
     one_order_failed: Literal["retry", "accept"] = "retry"
+    allow_nonpositive: bool = Field(
+        False, description="let the seed cut take items with MFD <= 0 (student as good as the teacher or better); "
+                           "off: no cut, relative or absolute, calls them hard")
 
 
 class ResampleConfig(Section):
@@ -117,10 +120,21 @@ class CurriculumConfig(Section):
     # Eq. 4 as written: each hard example weighs alpha_r, each easy one 1 - alpha_r
     # ("eq4"); "share": hard examples share alpha_r of the total weight.
     weighting: Literal["eq4", "share"] = "eq4"
-    # Eq. 3: each round's hard training pairs are drawn from D_P with their task's
-    # probability (resample.weights), seeded, with replacement ("task"); "natural":
-    # every pair once, the natural task mix.
-    sampling: Literal["task", "natural"] = "task"
+    # Eq. 3: each round's hard training pairs follow the task probabilities
+    # (resample.weights). "task": every pair of D_P at least once, each task's pairs
+    # up-sampled (repeated, the remainder a seeded draw) until the round's mix follows
+    # the probabilities; "task-draw": |D_P| pairs drawn with replacement (pairs never
+    # drawn are not trained on); "natural": every pair once, the natural task mix.
+    sampling: Literal["task", "task-draw", "natural"] = Field(
+        "task", description="Eq. 3 in each round's training set: task (every pair at least once, up-sampled to "
+                            "the task mix), task-draw (one draw with replacement, drops pairs), natural (each "
+                            "pair once)")
+    upsample_limit: float | None = Field(
+        None, ge=1.0, description="with sampling: task, a round's hard examples are at most this many times the "
+                                  "pairs of D_P (the mix then gets as close to Eq. 3 as that allows); null: no limit")
+    max_steps: int | None = Field(
+        None, ge=1, description="optimizer steps of each curriculum round (rounds >= 1), passed to the trainer as "
+                                "max_steps; null: the trainer's options decide (`tapir ablate --match-steps` sets it)")
     # Round 1 trains from S0 (the paper) or from the base model ("base": the
     # Seed Alpaca ablations, a model trained on D_S alone).
     start_from: Literal["s0", "base"] = "s0"

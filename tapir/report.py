@@ -234,22 +234,51 @@ def _config_section(run: dict[str, Any], stages: list[dict[str, Any]]) -> Sectio
     for s in sorted((s for s in stages if s["name"] == "train"), key=lambda s: s["round"]):
         i = s["info"]
         train_rows.append([f"S{s['round']}", i.get("examples", ""), i.get("hard_examples", ""),
-                           i.get("easy_examples", ""), _num(i.get("alpha")), _num(i.get("hard_weight_share")),
-                           _num(i.get("final_loss")), s["status"], i.get("path", "")])
+                           i.get("easy_examples", ""), i.get("steps", ""), i.get("train_tokens", ""), _num(i.get("alpha")),
+                           _num(i.get("hard_weight_share")), _num(i.get("final_loss")), s["status"],
+                           i.get("path", "")])
     section = Section("run", "Run", tables=[Table("Configuration", ["setting", "value"], rows, css="kv")])
     section.tables.append(Table(
         "Training per round (Eq. 4: each hard example weighs alpha_r, each easy one 1 - alpha_r)",
-        ["student", "examples", "hard", "easy", "alpha_r", "hard weight share", "final loss", "status",
-         "checkpoint"], train_rows,
+        ["student", "examples", "hard", "easy", "optimizer steps", "tokens trained", "alpha_r", "hard weight share",
+         "final loss", "status", "checkpoint"], train_rows,
         note=None if train_rows else "no train stage has run yet"))
+    coverage = _coverage_table(stages)
+    if coverage is not None:
+        section.tables.append(coverage)
     return section
 
 
+def _coverage_table(stages: list[dict[str, Any]]) -> Table | None:
+    """Per curriculum round: how much of D_P its training set used (unique
+    pairs used / available, in all, for the MFD-selected seeds and per task)."""
+    rows = []
+    for s in sorted((s for s in stages if s["name"] == "train" and s["round"] > 0), key=lambda s: s["round"]):
+        cov = s["info"].get("coverage")
+        if not isinstance(cov, dict):
+            continue
+        seeds = (f"{cov.get('seeds_used')}/{cov.get('seeds_available')}" if cov.get("seeds_available") is not None
+                 else "")
+        rows.append([f"S{s['round']}", s["info"].get("sampling", ""), "all types", cov.get("available", ""),
+                     cov.get("used", ""), _pct(cov.get("used", 0), cov.get("available", 0)), seeds,
+                     cov.get("examples", ""), ""])
+        for t, v in (cov.get("per_task") or {}).items():
+            rows.append(["", "", t, v.get("available", ""), v.get("used", ""),
+                         _pct(v.get("used", 0), v.get("available", 0)), "", v.get("examples", ""),
+                         f"{100 * v.get('share', 0):.1f}% / {100 * v.get('target', 0):.1f}%"])
+    if not rows:
+        return None
+    return Table("Coverage of D_P per round (Eq. 3: unique hard pairs trained on / available)",
+                 ["student", "sampling", "task type", "pairs in D_P", "used", "coverage", "seeds used (D_S)",
+                  "examples", "share / target"], rows)
+
+
 def _cut_text(mfd: dict[str, Any]) -> str:
+    positive = "" if mfd.get("allow_nonpositive") else ", MFD > 0 only"
     if mfd.get("top_fraction") is not None:
-        return f"top {mfd['top_fraction']:.0%} of MFD"
+        return f"top {mfd['top_fraction']:.0%} of MFD{positive}"
     if mfd.get("quantile") is not None:
-        return f"MFD > quantile {mfd['quantile']}"
+        return f"MFD > quantile {mfd['quantile']}{positive}"
     return f"MFD > {mfd.get('delta', 2.0) if mfd.get('delta') is not None else 2.0}"
 
 
@@ -365,17 +394,23 @@ def task_distribution(store: Store, stages: list[dict[str, Any]]) -> Section:
 
 def mfd_distribution(store: Store, stages: list[dict[str, Any]]) -> Section:
     """Fig. 6: the MFD distribution of each judged student, with the seed cut."""
-    section = Section("mfd", "MFD distribution per round (Fig. 6)",
-                      intro="MFD(x) = score(teacher) - score(student) (Eq. 1), from the judge stage of each "
-                            "student: S0 gives the seed cut D_S = {MFD > delta} (Eq. 2); later students are "
-                            "judged when curriculum.recompute_mfd is on (Appendix D.2).")
-    judges = sorted((s for s in stages if s["name"] == "judge"), key=lambda s: s["round"])
-    series = [(s["round"], sorted(_scores(store, s["key"], "mfd").values())) for s in judges]
-    series = [(r, v) for r, v in series if v]
+    from tapir.pipeline.mfd import describe_cut
+
     nodes = _by_node(stages)
     cut = nodes.get(("seed_cut", 0), {}).get("info", {})
     threshold = cut.get("threshold")
     rule = cut.get("rule")
+    # The rule the cut used, as it ran (Eq. 2's D_S = {MFD > delta} only when that was the rule).
+    rule_text = f"D_S = {{{rule}}}" if rule and rule.startswith("MFD >") else (f"D_S = {rule}" if rule else
+                                                                                "no seed cut in this run")
+    section = Section("mfd", "MFD distribution per round (Fig. 6)",
+                      intro="MFD(x) = score(teacher) - score(student) (Eq. 1), from the judge stage of each "
+                            f"student: S0 gives the seed cut, here {rule_text} (Eq. 2 with delta; relative "
+                            "cuts are tapir's additions); later students are judged when "
+                            "curriculum.recompute_mfd is on (Appendix D.2).")
+    judges = sorted((s for s in stages if s["name"] == "judge"), key=lambda s: s["round"])
+    series = [(s["round"], sorted(_scores(store, s["key"], "mfd").values())) for s in judges]
+    series = [(r, v) for r, v in series if v]
     if threshold is not None and not isinstance(threshold, (int, float)):
         threshold = None
     if not series:
@@ -424,10 +459,16 @@ def mfd_distribution(store: Store, stages: list[dict[str, Any]]) -> Section:
     section.figures.append(figure)
     section.tables.append(Table("MFD per student", ["student", "n", "mean", "median", "min", "max", "MFD <= 0",
                                                     f"{'above' if strict else 'at or above'} the cut threshold",
-                                                    "D_S (the cut on S0, ties broken by id, capped)"], rows))
+                                                    "D_S (the cut on S0)"], rows))
     if cut:
-        section.notes.append(f"seed cut: {rule}, threshold {_num(threshold)}: {cut.get('hard', '?')} hard, "
-                             f"{cut.get('easy', '?')} easy")
+        section.notes.append(f"seed cut: {describe_cut(cut)}; cut value {_num(threshold)}; "
+                             f"{cut.get('hard', '?')} hard, {cut.get('easy', '?')} easy")
+        section.tables.append(Table("What the seed cut did", ["rule", "judged", "selected (D_S)", "cut value",
+                                                              "items at the cut value", "taken at the cut value",
+                                                              "ties broken by", "excluded for MFD <= 0"],
+                                    [[rule, cut.get("judged", ""), cut.get("hard", ""), _num(threshold),
+                                      cut.get("at_cut", ""), cut.get("taken_at_cut", ""),
+                                      cut.get("tie_break", ""), cut.get("excluded_nonpositive", "")]]))
     return section
 
 
@@ -602,7 +643,7 @@ def ablation_table(store: Store, settings: Sequence[tuple[str, str]]) -> Table:
     rounds, training examples of its last round and the benchmark scores of
     its last checkpoint (every primary benchmark column stored for it)."""
     from tapir.bench import model_key
-    from tapir.pipeline.variants import ablations
+    from tapir.pipeline.variants import ablations, setting_training
 
     # A setting's result is its last checkpoint, unless the setting names
     # another (full-alpaca is S0 of its run).
@@ -624,8 +665,12 @@ def ablation_table(store: Store, settings: Sequence[tuple[str, str]]) -> Table:
         if path:
             finals[rid] = model_key(path)
         info = (last or {}).get("info", {})
+        done = {s["round"]: s["info"] for s in stages if s["name"] == "train" and s["status"] == "done"}
+        trained = setting_training(done, last["round"]) if last else {}
         base_rows.append([setting, rid, row[1], "" if last is None else last["round"], info.get("examples", ""),
-                          info.get("hard_examples", ""), path or ""])
+                          info.get("hard_examples", ""),
+                          *("" if trained.get(k) is None else trained[k] for k in ("examples", "steps", "tokens")),
+                          path or ""])
     values: dict[str, dict[str, str]] = {}  # model -> column -> its latest run's value
     columns: list[str] = []
     table = None
@@ -645,15 +690,19 @@ def ablation_table(store: Store, settings: Sequence[tuple[str, str]]) -> Table:
     for row in base_rows:
         model = finals.get(row[1])
         got = values.get(model, {}) if model else {}
-        rows.append(row[:6] + [got.get(c, "") for c in columns] + [row[6]])
+        rows.append(row[:9] + [got.get(c, "") for c in columns] + [row[9]])
     note = None if columns else "no benchmark results for these runs' last checkpoints yet (tapir bench)"
-    return Table("Ablation (Table 5)", ["setting", "run", "status", "round", "# train", "hard", *columns,
+    return Table("Ablation (Table 5)", ["setting", "run", "status", "round", "# train", "hard",
+                                        "examples (setting)", "optimizer steps", "tokens", *columns,
                                         "last checkpoint"], rows, note=note)
 
 
 def _ablation_section(store: Store, run: dict[str, Any], settings: Sequence[tuple[str, str]] | None) -> Section:
     section = Section("ablation", "Ablations (Table 5)",
-                      intro="Each setting of the ablation is a run of a pipeline variant; scores are those of "
+                      intro="Each setting of the ablation is a run of a pipeline variant. Examples, optimizer "
+                            "steps and tokens are the setting's own training: its curriculum rounds summed "
+                            "(full-alpaca: S0); compare settings at equal steps with `tapir ablate --match-steps`. "
+                            "Scores are those of "
                             "its last checkpoint (full-alpaca: S0), from the latest run of each benchmark.")
     pairs = list(settings) if settings is not None else ablation_runs(store, run)
     if not pairs:

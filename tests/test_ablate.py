@@ -58,9 +58,36 @@ def test_ablate_runs_table5_sharing_stages(tmp_path, tiny_model, cli):
         "select r.name, s.info from stages s join runs r on r.id = s.run_id where s.name = 'train' and s.round = 1")}
     seed = infos["tiny-pipeline/ablation:seed-alpaca"]
     full = infos["tiny-pipeline/ablation:full"]
-    assert seed["hard_examples"] == 8 and seed["easy_examples"] == 8 and seed["alpha"] == 1.0
-    assert full["hard_examples"] == 8 + 2
+    # alpha 1: the easy rows would weigh 0, so they are not in the training set (no steps for nothing).
+    assert seed["hard_examples"] == 8 and seed["easy_examples"] == 0 and seed["alpha"] == 1.0
+    assert seed["examples"] == 8 and seed["zero_weight_left_out"] == 8
+    assert full["coverage"]["available"] == full["coverage"]["used"] == 8 + 2
     assert store.execute("select count(distinct run_id) from stages").fetchone()[0] == 6
+    # Each row says what the setting trained: examples, optimizer steps and tokens of its own rounds.
+    by = {r["setting"]: r for r in rows}
+    train_info = {name.split(":")[-1]: [json.loads(i) for (i,) in store.execute(
+        "select s.info from stages s join runs r on r.id = s.run_id where r.name = ? and s.name = 'train' "
+        "and s.round >= 1 order by s.round", [name])] for name in {
+        n for (n,) in store.execute("select name from runs")}}
+    for setting in ("seed-alpaca", "direct-expansion", "single-round", "full"):
+        for key in ("examples", "steps", "tokens"):
+            stored = "train_tokens" if key == "tokens" else key
+            assert by[setting][key] == sum(i[stored] for i in train_info[setting]) > 0, (setting, key)
+    assert by["full"]["steps"] == 2 and by["seed-alpaca"]["steps"] == 1  # max_steps 1 a round, unmatched
+    assert by["full-alpaca"]["steps"] == 1 and by["full-alpaca"]["rounds"] == [0]
+    assert all(r["max_steps"] is None for r in rows)
+    line = next(x for x in out.splitlines() if x.startswith("seed-alpaca "))
+    assert f" {by['seed-alpaca']['examples']} " in line and f" {by['seed-alpaca']['tokens']} " in line
+
+    # --match-steps: the full setting first, then every curriculum setting gets its step count.
+    result = CliRunner().invoke(cli, ["--db", str(db), "ablate", str(cfg), "--match-steps"])
+    assert result.exit_code == 0, result.output
+    matched = {r["setting"]: r for r in json.loads((tmp_path / "out" / "ablation.json").read_text())}
+    assert matched["full"]["steps"] == 2 and matched["full"]["max_steps"] is None
+    for setting in ("seed-alpaca", "seed-alpaca-rw", "direct-expansion", "single-round"):
+        assert matched[setting]["steps"] == 2 and matched[setting]["max_steps"] == 2, setting
+    assert matched["full-alpaca"]["max_steps"] is None and matched["full-alpaca"]["run_id"] == by["full-alpaca"]["run_id"]
+    assert "steps matched to the full setting (--match-steps)" in result.output
 
 
 def test_several_students_share_what_does_not_read_the_student(tmp_path, tiny_model, cli):

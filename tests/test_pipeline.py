@@ -90,14 +90,19 @@ def test_pipeline_numbers(tmp_path, tiny_model, pipeline_plugins, monkeypatch):
         assert [e.weight for e in examples[n_hard:]] == pytest.approx([1 - alpha] * (len(examples) - n_hard))
         assert info["hard_weight_share"] == pytest.approx(
             round(alpha * n_hard / (alpha * n_hard + (1 - alpha) * (len(examples) - n_hard)), 4))
-        # hard set = D_S plus everything expanded so far, rewritten
-        assert n_hard == 8 + sum((6, 4, 4)[:r])
+        # hard set = D_S plus everything expanded so far, rewritten; Eq. 3 (sampling: task) trains on
+        # every pair of it at least once and up-samples to the task mix.
+        cov = info["coverage"]
+        assert cov["available"] == cov["used"] == 8 + sum((6, 4, 4)[:r])
+        assert cov["seeds_available"] == cov["seeds_used"] == 8
+        assert n_hard == cov["examples"] >= cov["available"]
+        assert len({e.prompt[0]["content"] for e in examples[:n_hard]}) == cov["available"]
         assert all(e.response.startswith("Step by step") for e in examples[:n_hard])
 
     # Exports.
     out = Path(out.out_dir)
     rows = [json.loads(line) for line in (out / "dataset.jsonl").read_text().splitlines()]
-    assert len(rows) == 8 + 14 + 8
+    assert len(rows) == json.loads(stages[("train", 3)]["info"])["hard_examples"] + 8
     assert (out / "dataset" / "dataset_info.json").exists()
     card = (out / "checkpoints" / "round-3" / "README.md").read_text()
     assert "| round | 3 of 3 |" in card and "| 0.70 / 0.30 |" in card
@@ -160,6 +165,13 @@ def test_mfd_command_shows_the_runs_distribution(tmp_path, tiny_model, pipeline_
     assert data["stage_key"] == out.key("judge", 0)
     assert sorted(data["values"]) == pytest.approx(expected)
     assert data["n"] == 16
+    # The configured cut (write_config: top_fraction 0.5) as the seed_cut stage made it, with its ties.
+    cut = out.info("seed_cut", 0)
+    assert data["cut"]["hard"] == cut["hard"] and data["cut"]["rule"] == cut["rule"]
+    assert data["cut"]["excluded_nonpositive"] == cut["excluded_nonpositive"]
     text = CliRunner().invoke(cli, ["--db", db, "mfd", str(cfg)]).stdout
-    kept = sum(v > 2 for v in expected)
-    assert f"delta   2: {kept} of 16 kept" in text
+    assert f"configured cut: {cut['hard']} of 16 judged items (top 50% of judged items by MFD" in text
+    # Candidate deltas on the judge's own scale (student-loss: MFD well under 10), not a fixed 0.5..3.
+    assert [c["delta"] for c in data["candidates"]][-1] <= max(expected)
+    top = data["candidates"][-1]
+    assert f"delta {top['delta']:>8.4g}: {sum(v > top['delta'] for v in expected)} of 16 kept" in text

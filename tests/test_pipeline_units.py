@@ -85,10 +85,10 @@ def test_hf_dataset_folder(tmp_path):
 
 def test_select_hard_rules():
     mfd = {"a": 5.0, "b": 3.0, "c": 2.0, "d": -1.0, "e": 2.5}
-    assert select_hard(mfd, MFDConfig(delta=2.0))[0] == {"a", "b", "e"}
-    assert select_hard(mfd, MFDConfig(delta=None, top_fraction=0.4))[0] == {"a", "b"}
-    hard, threshold, _ = select_hard(mfd, MFDConfig(delta=None, quantile=0.5))
-    assert threshold == 2.5 and hard == {"a", "b"}
+    assert select_hard(mfd, MFDConfig(delta=2.0)).hard == {"a", "b", "e"}
+    assert select_hard(mfd, MFDConfig(delta=None, top_fraction=0.4)).hard == {"a", "b"}
+    cut = select_hard(mfd, MFDConfig(delta=None, quantile=0.5))
+    assert cut.threshold == 2.5 and cut.hard == {"a", "b"}
     assert distribution([1.0, 2.0, 3.0])["median"] == 2.0
 
 

@@ -228,3 +228,17 @@ def test_paper_config_first_stages_run_against_a_local_server(tmp_path, tiny_mod
     models = sorted({b["model"] for b in srv.bodies})
     assert models == ["gpt-4o", "gpt-4o-mini"]  # the paper config's teacher and classifier
     assert srv.requests == 16
+
+
+def test_dry_run_counts_no_zero_weight_examples_and_the_matched_steps(tmp_path, cli, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key-000000000")
+    cfg = _paper_with_local_data(tmp_path)
+    db = tmp_path / "t.db"
+    result = CliRunner().invoke(cli, ["--db", str(db), "distill", str(cfg), "--dry-run", "--set", "curriculum.alpha=1",
+                                      "--set", "curriculum.alpha_step=0", "--set", "curriculum.max_steps=123"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    # alpha 1: the easy rows weigh 0 and are left out; round r trains on its hard set only, for max_steps.
+    assert "training examples 30,000, ~123 steps" in out and "training examples 70,000, ~123 steps" in out
+    assert "training examples 52,002, ~4,878 steps" in out  # S0 keeps the trainer's own count
+    assert "up-samples each round's hard pairs to the task mix" in out

@@ -7,6 +7,7 @@ headless Chromium (skipped with the reason when none is installed)."""
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import os
 import re
@@ -229,6 +230,15 @@ def test_report_is_self_contained_with_every_figure_and_table(built, report):
         assert int(row[1]) == len(values) == 12
         assert float(row[2]) == pytest.approx(sum(values) / len(values), rel=1e-3)
     assert mfd["rows"][0][-1].startswith(f"{info[('seed_cut', 0)]['hard']} (")
+    # What the seed cut did, as the stage recorded it; the intro names the rule used, not Eq. 2's delta.
+    cut = info[("seed_cut", 0)]
+    did = table(page, "rule", "judged", "selected (D_S)", "cut value")
+    assert did["rows"] == [[cut["rule"], str(cut["judged"]), str(cut["hard"]), f"{cut['threshold']:.4g}",
+                            str(cut["at_cut"]), str(cut["taken_at_cut"]), cut["tie_break"],
+                            str(cut["excluded_nonpositive"])]]
+    assert cut["rule"].startswith("top 50% of judged items by MFD")
+    text = report.read_text()
+    assert "D_S = {MFD &gt; delta}" not in text and f"D_S = {html.escape(cut['rule'])}" in text
 
     # Fig. 3: the stored values of each checkpoint, per round.
     bench = table(page, "benchmark", "column", "model", "value")
@@ -236,9 +246,16 @@ def test_report_is_self_contained_with_every_figure_and_table(built, report):
     assert got == {(b, f"S{r}"): v for (b, r), v in built["values"].items()}
 
     # Training per round: Eq. 4 alpha_r and the examples of each train stage.
-    training = table(page, "student", "examples", "hard", "easy", "alpha_r")
-    assert [(row[0], int(row[1]), row[4]) for row in training["rows"]] == [
-        (f"S{r}", info[("train", r)]["examples"], f"{info[('train', r)]['alpha']:.4g}") for r in (0, 1, 2)]
+    training = table(page, "student", "examples", "hard", "easy", "optimizer steps", "tokens trained", "alpha_r")
+    assert [(row[0], int(row[1]), int(row[4]), int(row[5]), row[6]) for row in training["rows"]] == [
+        (f"S{r}", info[("train", r)]["examples"], info[("train", r)]["steps"], info[("train", r)]["train_tokens"],
+         f"{info[('train', r)]['alpha']:.4g}") for r in (0, 1, 2)]
+    # Coverage of D_P per round (Eq. 3): every pair used with sampling: task.
+    coverage = table(page, "student", "sampling", "task type", "pairs in D_P", "used", "coverage")
+    totals = [row for row in coverage["rows"] if row[2] == "all types"]
+    assert [(row[0], row[1], int(row[3]), int(row[4]), row[5]) for row in totals] == [
+        (f"S{r}", "task", info[("train", r)]["coverage"]["available"], info[("train", r)]["coverage"]["available"],
+         "100.0%") for r in (1, 2)]
 
     # Table 5: both settings, # train of their last round, their scores.
     ablation = table(page, "setting", "run", "status", "round", "# train")
@@ -247,6 +264,11 @@ def test_report_is_self_contained_with_every_figure_and_table(built, report):
     assert float(ablation["rows"][0][col]) == built["values"][("mtbench", 2)]
     assert float(ablation["rows"][1][col]) == built["single_values"][("mtbench", 1)]
     assert int(ablation["rows"][0][4]) == info[("train", 2)]["examples"]
+    # Each row's own training: the full setting's curriculum rounds summed (examples, steps, tokens).
+    head = ablation["header"]
+    for key, column in (("examples", "examples (setting)"), ("steps", "optimizer steps"),
+                        ("train_tokens", "tokens")):
+        assert int(ablation["rows"][0][head.index(column)]) == sum(info[("train", r)][key] for r in (1, 2))
 
     # Stage table: every stage of the run, then the total.
     stage_rows = table(page, "stage", "round", "status", "ok", "failed", "calls")["rows"]

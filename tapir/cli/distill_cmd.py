@@ -41,6 +41,11 @@ def _summary(outcome) -> str:
     lines = [head, "", *stage_table(summary_rows(results))]
     lines += ["", f"database:    {ctx.store.path}   (details: tapir runs show {ctx.run.id})",
               f"outputs:     {ctx.out_dir}"]
+    from tapir.pipeline.curriculum_notes import curriculum_lines
+
+    notes = curriculum_lines((r.step.stage, r.step.round, r.info) for r in results)
+    if notes:
+        lines += ["", "curriculum:", *(f"  {n}" for n in notes)]
     evaluated = [r for r in results if r.step.stage in ("evaluate_base", "evaluate") and "nll" in r.info]
     if evaluated:
         lines += ["", "held-out loss (teacher answers to instructions no round trained on; lower is better):"]
@@ -104,15 +109,20 @@ def register(cli):
     @cli.command()
     @click.argument("config", type=click.Path(dir_okay=False))
     @click.option("--no-retry", is_flag=True, help="Keep failed items failed.")
+    @click.option("--match-steps", is_flag=True,
+                  help="Run the full setting first, then give every other curriculum setting as many optimizer "
+                       "steps (curriculum.max_steps) as the full setting's rounds took, so rows are comparable "
+                       "at equal compute (full-alpaca is S0, shared, and not re-trained).")
     @SET_OPTION
     @click.pass_obj
-    def ablate(obj, config, no_retry, sets):
+    def ablate(obj, config, no_retry, match_steps, sets):
         """Run Table 5's ablations of CONFIG (full-alpaca, seed-alpaca,
         seed-alpaca-rw, direct-expansion, single-round, full) as pipeline
         variants on one database: shared stages (teacher answers, S0,
-        judgments) are computed once. Ends with one table: each setting's
-        held-out loss (evaluation.heldout) and benchmark scores
-        (evaluation.benchmarks, on its final checkpoint)."""
+        judgments) are computed once. Ends with one table: what each setting
+        trained (examples, optimizer steps, tokens), its held-out loss
+        (evaluation.heldout) and benchmark scores (evaluation.benchmarks, on
+        its final checkpoint)."""
         import json as _json
         from pathlib import Path
 
@@ -124,12 +134,14 @@ def register(cli):
 
         data = apply_overrides(data, list(sets)) if sets else data
         results = run_variants(config, ablations(data), "ablation", obj["db"], retry=False if no_retry else None,
-                               overrides=list(sets))
+                               overrides=list(sets), match_steps=match_steps)
         lines = table(results)
         out = Path(results[-1].outcome.out_dir).parent / "ablation.json"
         out.write_text(_json.dumps([{"setting": r.variant.label, "run_id": r.run_id, "checkpoint": r.checkpoint,
                                      "heldout_nll": r.heldout_nll, "base_nll": r.base_nll,
-                                     "benchmarks": r.benchmarks} for r in results],
+                                     "examples": r.training.get("examples"), "steps": r.training.get("steps"),
+                                     "tokens": r.training.get("tokens"), "rounds": r.training.get("rounds"),
+                                     "max_steps": r.max_steps, "benchmarks": r.benchmarks} for r in results],
                                    indent=2))
         click.echo("\n".join(["ablations (Table 5):", *lines, "", f"written: {out}"]))
 
@@ -140,26 +152,38 @@ def register(cli):
     @SET_OPTION
     @click.pass_obj
     def mfd(obj, config, round_, as_json, sets):
-        """Show the MFD distribution of CONFIG's judge stage, to help pick
-        delta. Works on an edited config whenever its judge stage has the
-        same inputs (editing mfd.delta does not change it)."""
-        from tapir.pipeline.inspect import stage_key_for
-        from tapir.pipeline.mfd import distribution, histogram
+        """Show the MFD distribution of CONFIG's judge stage and what CONFIG's
+        seed cut does with it (selected, ties at the cut value, exclusions for
+        MFD <= 0), with candidate thresholds on the judge's own scale (the
+        range its MFD values take). Works on an edited config whenever its
+        judge stage has the same inputs (editing mfd.delta does not change it)."""
+        from tapir.pipeline.inspect import engine_without_run
+        from tapir.pipeline.mfd import candidate_deltas, describe_cut, distribution, histogram, select_hard
 
-        store, key = stage_key_for(config, obj["db"], ("judge", round_), overrides=list(sets))
-        values = [r[0] for r in store.execute(
-            "select value from scores where run_id = ? and name = 'mfd'", [key]).fetchall()] if key else []
-        if not values:
+        engine = engine_without_run(config, obj["db"], list(sets))
+        store, key, cfg = engine.ctx.store, engine.key_of(("judge", round_)), engine.ctx.config
+        mfd = dict(store.execute(
+            "select item_id, value from scores where run_id = ? and name = 'mfd'", [key]).fetchall()) if key else {}
+        if not mfd:
             raise click.ClickException(
                 f"no MFD scores for the judge stage (round {round_}) of {config} in {store.path}: run "
                 f"`tapir distill {config}` first (an edit upstream of the judge, e.g. of the teacher or the "
                 f"trainer, means new judgments)")
+        values = sorted(mfd.values())
         stats = distribution(values)
+        cut = select_hard(mfd, cfg.mfd, cfg.seed, cfg.curriculum.seed_size)
+        candidates = [(d, sum(v > d for v in values)) for d in candidate_deltas(values)]
         if as_json:
-            click.echo(json.dumps({"stage_key": key, "round": round_, **stats, "values": values}))
+            click.echo(json.dumps({"stage_key": key, "round": round_, **stats, "values": values,
+                                   "cut": {k: v for k, v in cut.info().items()},
+                                   "candidates": [{"delta": d, "kept": k} for d, k in candidates]}))
             return
         click.echo(f"MFD of student S{round_} (judge stage {key}): " + ", ".join(f"{k} {v}" for k, v in stats.items()))
         click.echo(histogram(values))
-        for delta in (0.5, 1, 2, 3):
-            kept = sum(v > delta for v in values)
-            click.echo(f"delta {delta:>3}: {kept} of {len(values)} kept ({kept / len(values):.0%})")
+        click.echo(f"configured cut: {describe_cut(cut.info())}")
+        nonpositive = sum(v <= 0 for v in values)
+        click.echo(f"MFD <= 0: {nonpositive} of {len(values)} ({nonpositive / len(values):.0%})"
+                   + ("" if cfg.mfd.allow_nonpositive else ", never hard (mfd.allow_nonpositive: false)"))
+        click.echo(f"candidate deltas on this judge's scale (MFD from {values[0]:.4g} to {values[-1]:.4g}):")
+        for delta, kept in candidates:
+            click.echo(f"  delta {delta:>8.4g}: {kept} of {len(values)} kept ({kept / len(values):.0%})")

@@ -53,7 +53,11 @@ def run_details(store, run_id: str) -> dict:
         "coalesce(sum(coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0)), 0), coalesce(sum(cost), 0) "
         "from llm_calls where stage_key in (select key from stages where run_id = ?) group by role",
         [run["id"]])]
-    return {**run, "stages": stages, "failures": failures, "calls_by_role": by_role, "outputs": _outputs(stages)}
+    from tapir.pipeline.curriculum_notes import curriculum_lines
+
+    curriculum = curriculum_lines((s["name"], s["round"], s["info"]) for s in stages)
+    return {**run, "stages": stages, "failures": failures, "calls_by_role": by_role, "outputs": _outputs(stages),
+            "curriculum": curriculum}
 
 
 def _outputs(stages: list[dict]) -> list[dict]:
@@ -139,6 +143,10 @@ def register(cli):
             for r in details["calls_by_role"]:
                 click.echo(f"  {r['role']:<12} {r['calls']:>7} calls  {r['errors'] or 0:>5} errors  "
                            f"{r['tokens']:>9} tokens  ${r['cost']:.4f}")
+        if details["curriculum"]:
+            click.echo("\ncurriculum:")
+            for line in details["curriculum"]:
+                click.echo(f"  {line}")
         if details["outputs"]:
             click.echo("\noutputs:")
             for o in details["outputs"]:

@@ -288,12 +288,22 @@ def plan(checked: Checked, retry: bool = True) -> Plan:
             if r == 0:
                 examples = n
             else:
+                from tapir.pipeline.stages.train import alpha_for, group_weights
+
                 hard += cfg.curriculum.expand_per_round[r - 1]
-                examples = hard + (n - seed)
+                alpha = alpha_for(r, cfg.curriculum.alpha, cfg.curriculum.alpha_step)
+                w_hard, w_easy = group_weights(hard, n - seed, alpha, cfg.curriculum.weighting)
+                examples = (hard if w_hard > 0 else 0) + (n - seed if w_easy > 0 else 0)  # weight 0: left out
                 sizes[f"round {r} hard"] = hard
             rounds_examples[r] = examples
             planned.examples = examples
-            planned.steps = steps_for(cfg, examples)
+            planned.steps = (cfg.curriculum.max_steps if r > 0 and cfg.curriculum.max_steps is not None
+                             else steps_for(cfg, examples))
+    if cfg.curriculum.sampling == "task" and any(r > 0 for r in rounds_examples):
+        assumptions.append("curriculum.sampling: task up-samples each round's hard pairs to the task mix (known "
+                           "after classify; the train stage records it): the counts above take each pair once"
+                           + (f", the real count is at most {cfg.curriculum.upsample_limit:g}x"
+                              if cfg.curriculum.upsample_limit else ""))
     prices = {key: price(key[1], *tokens.get(key, (0, 0))) for key in calls}
     return Plan(stages, calls, tokens, prices, assumptions, sizes)
 

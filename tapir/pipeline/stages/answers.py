@@ -96,7 +96,7 @@ def student_path(job: Job, round: int) -> str:
 
 class StudentAnswers:
     name = "student_answers"
-    reads = ("student.generation", "student.serve.model")
+    reads = ("student.generation", "student.serve.model", "seed")
     version = "1"
     max_failure_rate = 0.0
 
@@ -109,7 +109,9 @@ class StudentAnswers:
         todo_ids = set(job.todo(it.id for it in items))
         todo = [it for it in items if it.id in todo_ids]
         gen = ctx.config.student.generation
-        params = GenerationParams(max_new_tokens=gen.max_new_tokens, temperature=gen.temperature, top_p=gen.top_p)
+        # Sampled answers (temperature > 0) are seeded from the run's seed: one reproducible sample each.
+        params = GenerationParams(max_new_tokens=gen.max_new_tokens, temperature=gen.temperature, top_p=gen.top_p,
+                                  seed=ctx.config.seed)
         requests = [GenerationRequest(it.messages, params, meta={"item_id": it.id})
                     for it in todo]
         with student_backend(ctx, path) as backend, progress.bar(f"student S{job.round} answers", len(todo)) as bar:

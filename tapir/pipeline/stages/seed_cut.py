@@ -1,39 +1,45 @@
 """seed_cut: the hard seed set D_S from the MFD of S0 (MFD > delta, the top
-fraction or a quantile), capped at ``curriculum.seed_size``. Items without a
-judgment are neither hard nor easy. Selecting nothing is an error."""
+fraction or a quantile), capped at ``curriculum.seed_size``; ties at the cut
+value are broken by a seeded draw and MFD <= 0 is never hard unless
+``mfd.allow_nonpositive`` (tapir/pipeline/mfd.py ``select_hard``). Items
+without a judgment are neither hard nor easy. Selecting nothing is an error.
+Its info says what the cut did (selected, at the cut value, excluded)."""
 
 from __future__ import annotations
 
 from tapir import progress
 from tapir.errors import TapirError
 from tapir.pipeline.engine import Job
-from tapir.pipeline.mfd import select_hard
+from tapir.config import MFDConfig
+from tapir.pipeline.mfd import Cut, describe_cut, select_hard
 
 
 class SeedCut:
     name = "seed_cut"
-    reads = ("mfd.delta", "mfd.top_fraction", "mfd.quantile", "curriculum.seed_size", "curriculum.reselect_seed")
-    version = "1"
+    reads = ("mfd.delta", "mfd.top_fraction", "mfd.quantile", "mfd.allow_nonpositive", "curriculum.seed_size",
+             "curriculum.reselect_seed", "seed")
+    version = "2"  # 2: ties at the cut broken by a seeded draw; MFD <= 0 never hard unless allowed
     max_failure_rate = 0.0
 
     def run(self, job: Job) -> None:
         ctx = job.ctx
         mfd = ctx.scores(job.scope("judge", job.round), "mfd")  # round r > 0: curriculum.reselect_seed
-        if job.step.option("all"):
-            hard, threshold, rule = set(mfd), float("-inf"), "all judged items (no seed cut)"
-        else:
-            hard, threshold, rule = select_hard(mfd, ctx.config.mfd)
         cap = ctx.config.curriculum.seed_size
-        if cap is not None and len(hard) > cap:
-            hard = set(sorted(hard, key=lambda i: (-mfd[i], i))[:cap])
-            rule += f", capped at seed_size {cap}"
+        if job.step.option("all"):
+            cut = Cut(set(mfd), "all judged items (no seed cut)", float("-inf"), len(mfd))
+            if cap is not None and len(mfd) > cap:
+                cut = select_hard(mfd, MFDConfig(delta=float("-inf"), allow_nonpositive=True), ctx.config.seed, cap)
+                cut.rule = f"all judged items (no seed cut), capped at seed_size {cap}"
+        else:
+            cut = select_hard(mfd, ctx.config.mfd, ctx.config.seed, cap)
+        hard = cut.hard
         if not hard:
             raise TapirError(
-                f"the seed cut ({rule}) selected none of the {len(mfd)} judged items, so there is nothing to "
-                f"train the curriculum on. Look at `tapir mfd CONFIG` and lower mfd.delta, or use "
-                f"mfd.top_fraction / mfd.quantile")
+                f"the seed cut ({describe_cut(cut.info())}) selected none of the {len(mfd)} judged items, so "
+                f"there is nothing to train the curriculum on. Look at `tapir mfd CONFIG` and lower mfd.delta, "
+                f"or use mfd.top_fraction / mfd.quantile")
         ctx.set_scores(job.key, [(i, "hard", 0, 1.0 if i in hard else 0.0) for i in mfd])
         for i in mfd:
             job.ok(i)
-        job.info.update(rule=rule, threshold=threshold, hard=len(hard), easy=len(mfd) - len(hard))
-        progress.say(f"   seed set D_S: {len(hard)} of {len(mfd)} judged items ({rule})")
+        job.info.update(cut.info())
+        progress.say(f"   seed set D_S: {describe_cut(cut.info())}")

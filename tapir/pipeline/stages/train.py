@@ -12,7 +12,7 @@ from tapir.pipeline.engine import Job
 from tapir.pipeline.stages.answers import teacher_answers_upto, with_answers
 from tapir.pipeline.stages.resample import easy_seed, hard_seed
 from tapir.pipeline.stages.rewrite import rewritten
-from tapir.pipeline.taskmix import task_weights
+from tapir.pipeline.taskmix import coverage, task_cover, task_draws, task_weights
 from tapir.roles import Item, TrainExample
 from tapir.store.db import dumps, utcnow
 
@@ -22,56 +22,77 @@ def alpha_for(round: int, alpha: float, step: float) -> float:
     return min(1.0, max(0.0, alpha + (round - 1) * step))
 
 
+def group_weights(n_hard: int, n_easy: int, alpha: float, scheme: str = "eq4") -> tuple[float, float]:
+    """(weight of each hard example, weight of each easy one): Eq. 4 (``eq4``)
+    gives ``alpha`` and ``1 - alpha``; ``share``: hard examples share ``alpha``
+    of the total weight and weights average 1. With one group empty, the
+    other gets weight 1."""
+    if not n_hard or not n_easy:
+        return 1.0, 1.0
+    if scheme == "eq4":
+        return alpha, 1.0 - alpha
+    n = n_hard + n_easy
+    return alpha * n / n_hard, (1.0 - alpha) * n / n_easy
+
+
 def weighted_examples(hard: list[Item], easy: list[Item], alpha: float, scheme: str = "eq4") -> list[TrainExample]:
-    """Eq. 4: each hard example weighs ``alpha``, each easy one ``1 - alpha``
-    (``eq4``). ``share``: hard examples share ``alpha`` of the total weight and
-    weights average 1. With one group empty, the other gets weight 1."""
-    if not hard or not easy:
-        w_hard = w_easy = 1.0
-    elif scheme == "eq4":
-        w_hard, w_easy = alpha, 1.0 - alpha
-    else:
-        n = len(hard) + len(easy)
-        w_hard, w_easy = alpha * n / len(hard), (1.0 - alpha) * n / len(easy)
-    return ([TrainExample(it.messages, it.output, w_hard) for it in hard]
-            + [TrainExample(it.messages, it.output, w_easy) for it in easy])
+    """The round's training examples, hard first, weighted by
+    :func:`group_weights`. Examples of weight 0 (alpha 1 or 0) are left out:
+    they add nothing to the loss but would still take optimizer steps and
+    count in the per-token divisor."""
+    w_hard, w_easy = group_weights(len(hard), len(easy), alpha, scheme)
+    return ([TrainExample(it.messages, it.output, w_hard) for it in hard if w_hard > 0]
+            + [TrainExample(it.messages, it.output, w_easy) for it in easy if w_easy > 0])
 
 
-def training_set(job: Job, round: int) -> tuple[list[Item], list[Item], float]:
-    """(hard items, easy items, alpha) of round ``round``; round 0: (all, [], 1)."""
-    cfg = job.config
+def hard_pool(job: Job, round: int) -> list[Item]:
+    """D_P^(r): D_S plus the expansions of rounds 1..r, with the teacher's
+    answers, in rewritten form where the rewrite stage wrote one."""
     answers = teacher_answers_upto(job, round)
-    if round == 0:
-        return with_answers(job.ctx.items(job.scope("ingest")), answers), [], 1.0
     hard = hard_seed(job)
     for r in range(1, round + 1):
         hard += job.ctx.items(job.scope("expand", r)) if job.scope("expand", r) else []
     hard = with_answers(hard, answers)
     better = rewritten(job, round)
-    hard = [better.get(it.id, it) for it in hard]
-    if cfg.curriculum.sampling == "task":
-        hard = task_draws(hard, task_weights(cfg.resample.weights), cfg.seed * 100 + round)
+    return [better.get(it.id, it) for it in hard]
+
+
+def sampled(items: list[Item], sampling: str, weights: dict[str, float], seed: int,
+            limit: float | None = None) -> list[Item]:
+    """A round's hard training pairs from D_P (curriculum.sampling): ``task``
+    every pair at least once, up-sampled to Eq. 3's task mix; ``task-draw``
+    one draw with replacement by task probability; ``natural`` every pair once."""
+    if sampling == "task":
+        return task_cover(items, weights, seed, limit)
+    if sampling == "task-draw":
+        return task_draws(items, weights, seed)
+    return list(items)
+
+
+def training_set(job: Job, round: int) -> tuple[list[Item], list[Item], float]:
+    """(hard items, easy items, alpha) of round ``round``; round 0: (all, [], 1)."""
+    cfg = job.config
+    if round == 0:
+        answers = teacher_answers_upto(job, 0)
+        return with_answers(job.ctx.items(job.scope("ingest")), answers), [], 1.0
+    cur = cfg.curriculum
+    hard = sampled(hard_pool(job, round), cur.sampling, task_weights(cfg.resample.weights), cfg.seed * 100 + round,
+                   cur.upsample_limit)
     easy = with_answers(easy_seed(job), teacher_answers_upto(job, 0))
-    return hard, easy, alpha_for(round, cfg.curriculum.alpha, cfg.curriculum.alpha_step)
+    return hard, easy, alpha_for(round, cur.alpha, cur.alpha_step)
 
 
-def task_draws(items: list[Item], weights: dict[str, float], seed: int) -> list[Item]:
-    """Eq. 3: ``len(items)`` pairs drawn with replacement, each with its task's
-    probability shared evenly by the task's items (task types absent from
-    ``items`` give their share to the others)."""
-    import random
+def trainer_for(job: Job):
+    """The trainer of this round: the configured one, with ``max_steps`` set
+    to ``curriculum.max_steps`` for rounds >= 1 when it is given."""
+    steps = job.config.curriculum.max_steps
+    if job.round == 0 or steps is None:
+        return job.ctx.trainer
+    from tapir.plugins import registry
 
-    if not items:
-        return []
-    counts: dict[str, int] = {}
-    for it in items:
-        counts[it.task_type or "Others"] = counts.get(it.task_type or "Others", 0) + 1
-    p = [weights.get(it.task_type or "Others", 0.0) / counts[it.task_type or "Others"] for it in items]
-    if sum(p) <= 0:
-        return list(items)
-    rng = random.Random(seed)
-    ordered = sorted(range(len(items)), key=lambda i: items[i].id)
-    return [items[i] for i in rng.choices(ordered, weights=[p[i] for i in ordered], k=len(items))]
+    cfg = job.config.trainer
+    return registry().get("trainers", cfg.name).create(
+        options={**cfg.options, "max_steps": steps}, where="trainer.options with curriculum.max_steps")
 
 
 class Train:
@@ -82,8 +103,10 @@ class Train:
         if round == 0:
             return common  # S0: every item once, weight 1
         return (*common, "curriculum.alpha", "curriculum.alpha_step", "curriculum.weighting", "curriculum.sampling",
-                "resample.weights", *(("curriculum.start_from",) if round == 1 else ()))
-    version = "1"
+                "curriculum.upsample_limit", "curriculum.max_steps", "resample.weights",
+                *(("curriculum.start_from",) if round == 1 else ()))
+    # 2: sampling "task" covers every pair (up-sampling); zero-weight examples left out
+    version = "2"
     max_failure_rate = 0.0
 
     def run(self, job: Job) -> None:
@@ -94,28 +117,43 @@ class Train:
             raise TapirError(f"round {r} has no training examples (hard set empty): every teacher answer "
                              f"or judgment failed? See `tapir runs show`")
         examples = weighted_examples(hard, easy, alpha, ctx.config.curriculum.weighting)
+        w_hard, w_easy = group_weights(len(hard), len(easy), alpha, ctx.config.curriculum.weighting)
+        n_hard, n_easy = (len(hard) if w_hard > 0 else 0), (len(easy) if w_easy > 0 else 0)
+        if not examples:
+            raise TapirError(f"round {r} has no training example of weight > 0 (alpha {alpha:.2f}, "
+                             f"{len(hard)} hard, {len(easy)} easy)")
         from_base = r == 0 or (r == 1 and ctx.config.curriculum.start_from == "base")
         base = ctx.student_base() if from_base else job.upstream_info("train", r - 1)["path"]
         out = job.artifact_dir(f"train-r{r}")
-        progress.say(f"   training S{r} on {len(examples)} examples ({len(hard)} hard, {len(easy)} easy, "
-                     f"alpha {alpha:.2f}) from {base}")
+        left_out = f", {len(easy) - n_easy} easy left out at weight 0" if n_easy < len(easy) else ""
+        left_out += f", {len(hard) - n_hard} hard left out at weight 0" if n_hard < len(hard) else ""
+        progress.say(f"   training S{r} on {len(examples)} examples ({n_hard} hard, {n_easy} easy, "
+                     f"alpha {alpha:.2f}{left_out}) from {base}")
         ctx.close_backends()  # models loaded for earlier stages give their (GPU) memory to training
-        metrics = ctx.trainer.train(base, examples, str(out))
+        metrics = trainer_for(job).train(base, examples, str(out))
         with ctx.store.db.conn:
             ctx.store["checkpoints"].insert(
                 {"run_id": job.key, "round": r, "path": str(out.resolve()), "base_model": ctx.config.student.model,
                  "trainer": ctx.config.trainer.name, "metrics": dumps(metrics), "created_at": utcnow()},
                 replace=True)
-        job.info.update({k: v for k, v in metrics.items() if isinstance(v, (int, float, str))})
-        hard_w = sum(e.weight for e in examples[: len(hard)])
+        # The trainer's "tokens" (tokens trained on) would be taken for the stage's LLM tokens: train_tokens.
+        job.info.update({("train_tokens" if k == "tokens" else k): v for k, v in metrics.items()
+                         if isinstance(v, (int, float, str))})
+        hard_w = sum(e.weight for e in examples[:n_hard])
         total_w = sum(e.weight for e in examples) or 1.0
+        trained_hard = hard if n_hard else []
         mix: dict[str, int] = {}
-        for it in hard:
+        for it in trained_hard:
             mix[it.task_type or "Others"] = mix.get(it.task_type or "Others", 0) + 1
-        job.info.update(path=str(out.resolve()), examples=len(examples), hard_examples=len(hard),
+        job.info.update(path=str(out.resolve()), examples=len(examples), hard_examples=n_hard,
                         task_mix=dict(sorted(mix.items(), key=lambda kv: -kv[1])),
-                        easy_examples=len(easy), alpha=alpha, hard_weight_share=round(hard_w / total_w, 4),
-                        pin=job.key)
+                        easy_examples=n_easy, zero_weight_left_out=(len(hard) - n_hard) + (len(easy) - n_easy),
+                        alpha=alpha, hard_weight_share=round(hard_w / total_w, 4), pin=job.key)
+        if r > 0:
+            cfg = ctx.config
+            job.info["sampling"] = cfg.curriculum.sampling
+            job.info["coverage"] = coverage(hard_pool(job, r), trained_hard, task_weights(cfg.resample.weights),
+                                            {it.id for it in hard_seed(job)})
         from tapir.pipeline.modelcard import model_card
 
         model_card(job, str(out), r)
