@@ -166,13 +166,21 @@ def parse_reasoned(parser: LabelParser, text: str | None) -> tuple[str | None, s
     """The label at the end of a reason-first reply (Table 6): the last
     ``Task type: X`` / ``#Task Classification#: X`` / ``Category: X`` line,
     else the last non-empty line, else the task type the reply names last
-    (unless it names many: a reply that echoes the list is ambiguous)."""
+    (unless it names many: a reply that echoes the list is ambiguous). A
+    last verdict line that names several task types is no label."""
     if not text or not text.strip():
         return None, "none"
-    for value in reversed(_VERDICT_LINE.findall(text)):
-        label, how = parser.parse(value)
-        if label is not None:
-            return label, how
+    verdicts = _VERDICT_LINE.findall(text)
+    if verdicts:
+        # The last verdict line decides; one that names several task types
+        # ("Task type: Math or Reasoning") is ambiguous: no label is picked.
+        last = verdicts[-1]
+        if len({parser.canonical(m) for m in parser.mentions(last)}) > 1:
+            return None, "none"
+        for value in reversed(verdicts):
+            label, how = parser.parse(value)
+            if label is not None:
+                return label, how
     lines = [line for line in text.strip().splitlines() if line.strip()]
     label, how = parser.parse(lines[-1])
     if label is not None:

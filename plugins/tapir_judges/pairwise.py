@@ -28,10 +28,13 @@ from pydantic import field_validator
 
 from tapir.errors import TapirError
 from tapir.judging import (
+    DENOMINATOR,
+    RATING_NUM,
     Found,
     average_orders,
     combine_errors,
     judge_params,
+    mask_scales,
     parse_pair,
     run_with_retry,
     scores_from_logprobs,
@@ -41,10 +44,10 @@ from tapir.roles import Completion, JudgeRequest, Judgment
 
 from tapir_judges.prompts import PAIRWISE_PROMPTS
 
-_NUM = r"(?<![\d.])(\d{1,2}(?:\.\d+)?)(?!\.?\d)"
 _TABLE8_LINE = {
     tag: re.compile(
-        r"^[\s\*_#>\-]*score\s+of\s+the\s+assistant\s*" + tag + r"[\s\*_]*:[\s\*_\[]*" + _NUM + r"(?:\s*/\s*10)?",
+        r"^[\s\*_#>\-]*score\s+of\s+the\s+assistant\s*" + tag + r"[\s\*_]*:[\s\*_\[]*" + RATING_NUM
+        + r"(?:\s*/\s*" + DENOMINATOR + r")?",
         re.IGNORECASE | re.MULTILINE,
     )
     for tag in ("1", "2")
@@ -54,19 +57,20 @@ _TABLE8_LINE = {
 def parse_table8(text: str) -> tuple[Found, Found] | None:
     """The two scores in Table 8's output format: the last ``Score of the
     Assistant 1: X`` and ``Score of the Assistant 2: Y`` lines (case, bold
-    marks and a trailing ``/10`` tolerated), each from 1 to 10."""
+    marks and a trailing ``/10`` tolerated). A line whose number is outside
+    1-10, a scale (``1-10``) or a range in place of the number make it no
+    Table 8 reply (``None``; the lenient parser may still read it)."""
     if not text:
         return None
+    masked = mask_scales(text)
     pair = []
     for pattern in _TABLE8_LINE.values():
-        found = None
-        for match in pattern.finditer(text):
-            value = float(match.group(1))
-            if 1.0 <= value <= 10.0:
-                found = Found(value, match.start(1), match.end(1))
-        if found is None:
+        last = None
+        for match in pattern.finditer(masked):
+            last = match
+        if last is None or not 1.0 <= float(last.group(1)) <= 10.0:
             return None
-        pair.append(found)
+        pair.append(Found(float(last.group(1)), last.start(1), last.end(1)))
     return pair[0], pair[1]
 
 

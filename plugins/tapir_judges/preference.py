@@ -30,9 +30,11 @@ from tapir_judges.prompts import PREFERENCE_NUDGE, VERDICT_TOKENS, preference_me
 
 ORDERS = ("random", "fixed", "both")
 
-_BARE = re.compile(r"^[\W_]*(?:(?i:output|answer)\s*)?[\(\[]*([AB])[\)\]\*\.]*(?:$|[:\n,!]|\s+is\b|\s+-)")
+_BARE = re.compile(
+    r"^[\W_]*(?:(?i:output|answer)\s*)?[\(\[]*([AB])[\)\]\*\.]*(?:$|[:\n,!]|\s+is\b(?!\s+(?i:not|no|worse))|\s+-)")
 _BARE_LOWER = re.compile(r"^[\W_]*([ab])[\W_]*$")
-_STATED = re.compile(r"\b(?:output|answer)\s*[\(\[]?([AB])[\)\]]?\s+is\s+(?:the\s+|clearly\s+|much\s+)?better", re.I)
+_STATED = re.compile(
+    r"\b(?:output|answer)\s*[\(\[]?([AB])[\)\]]?\s+is\s+(?:the\s+|clearly\s+|much\s+|slightly\s+)?better", re.I)
 _BRACKETED = re.compile(r"\[\[\s*([AB])\s*\]\]")
 _TIE = re.compile(r"\b(?:tie|equally good|equal(?:ly)?|both (?:are )?(?:equally )?(?:good|bad))\b", re.I)
 
