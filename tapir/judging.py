@@ -15,6 +15,7 @@ their prompts and call these.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from dataclasses import dataclass, field, fields
@@ -396,6 +397,8 @@ def run_with_retry(
     nudge: str | Callable[[int], str],
     *,
     what: str = "score",
+    samples: Sequence[int] | None = None,
+    metas: Sequence[dict[str, Any]] | None = None,
 ) -> list[Outcome[T]]:
     """Send every prompt in ONE ``backend.generate`` call, parse each reply,
     and re-ask the unparseable ones in ONE more call, each with its bad reply
@@ -403,8 +406,18 @@ def run_with_retry(
     new cache key). A reply still unparseable becomes ``error="parse: ..."``
     with every raw text kept; a backend failure becomes ``"backend: ..."``
     (and is not nudged: a re-run asks again, failures are not cached).
+
+    ``samples`` gives each prompt its sample index (a repeated judgment is
+    another cache key, so the cache does not hand back the same reply);
+    ``metas`` what each call is recorded with in ``llm_calls`` (role,
+    item_id). The nudge keeps both.
     """
-    requests = [GenerationRequest(messages=list(m), params=params) for m in prompts]
+
+    def request(i: int, messages: list[Message]) -> GenerationRequest:
+        return GenerationRequest(messages=messages, params=params, sample=samples[i] if samples else 0,
+                                 meta=dict(metas[i]) if metas else {})
+
+    requests = [request(i, list(m)) for i, m in enumerate(prompts)]
     outcomes: list[Outcome[T]] = [Outcome() for _ in prompts]
     retry: list[int] = []
     for i, completion in enumerate(backend.generate(requests) if requests else []):
@@ -420,10 +433,7 @@ def run_with_retry(
             out.value, out.completion = value, completion
     if retry:
         nudged = [
-            GenerationRequest(
-                messages=_with_nudge(list(prompts[i]), outcomes[i].raw[0], nudge(i) if callable(nudge) else nudge),
-                params=params,
-            )
+            request(i, _with_nudge(list(prompts[i]), outcomes[i].raw[0], nudge(i) if callable(nudge) else nudge))
             for i in retry
         ]
         for i, completion in zip(retry, backend.generate(nudged)):
@@ -469,6 +479,95 @@ def combine_errors(errors: Iterable[str | None]) -> str | None:
     return (backend or errs)[0]
 
 
+# --------------------------------------------------------------------------
+# How a judgment was read
+
+READ_LOGPROBS = "logprobs"  # expected value over the score tokens' logprobs
+READ_REFERENCE = "reference parser"  # the format's own parser (FastChat's [[n]], the paper's Table 8 lines)
+READ_LENIENT = "lenient parser"  # tapir's lenient text parser, where it is the judge's chosen reader
+READ_FALLBACK = "lenient fallback"  # the text, read because the chosen reader could not be used
+READ_METHODS = (READ_LOGPROBS, READ_REFERENCE, READ_LENIENT, READ_FALLBACK)  # best first
+
+
+def weakest_read(methods: Iterable[str | None]) -> str | None:
+    """The weakest of several reads (a judgment built from two orders is as
+    weak as its weaker order): later in :data:`READ_METHODS` is weaker."""
+    known = [m for m in methods if m]
+    if not known:
+        return None
+    return max(known, key=lambda m: READ_METHODS.index(m) if m in READ_METHODS else len(READ_METHODS))
+
+
+def count_read_by(judgments: Iterable[Any]) -> dict[str, int]:
+    """How many judgments were read by each method, over any set of
+    judgments: :class:`Judgment` objects (``details["read_by"]``), rows or
+    dicts with a ``read_by`` key (the ``judgments.read_by`` column), or the
+    method strings themselves. Judgments with no read method (failed, or
+    from a judge that reads no text, such as reference-similarity) are not
+    counted. Known methods come first, in :data:`READ_METHODS` order."""
+    counts: dict[str, int] = {}
+    for j in judgments:
+        if isinstance(j, Judgment):
+            method = j.details.get("read_by")
+        elif isinstance(j, str) or j is None:
+            method = j
+        else:
+            method = j["read_by"]
+        if method:
+            counts[method] = counts.get(method, 0) + 1
+    order = {m: i for i, m in enumerate(READ_METHODS)}
+    return dict(sorted(counts.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
+
+
+def judgment_provenance(store: Any, scope: str) -> dict[str, Any]:
+    """For the ok judgments stored under ``scope`` (a stage key or a
+    benchmark run id): ``read_by``, how many were read by each method
+    (:func:`count_read_by` over the ``judgments.read_by`` column);
+    ``logprobs_missing``, how many came without the logprobs their judge
+    asked for (when any did); ``mean_mfd_spread``, with ``judge_repeats``,
+    the mean over items of the MFD's standard deviation over the repeats.
+    Read from the store, so a resumed stage counts every judgment it holds.
+    ``store`` is anything with ``execute(sql, params)``."""
+    details = "case when json_valid(raw) then json_extract(raw, '$.details.{}') end"
+    rows = store.execute(
+        f"select read_by, {details.format('logprobs_missing')}, {details.format('spread.mfd')} "
+        "from judgments where run_id = ? and error is null", [scope]).fetchall()
+    out: dict = {"read_by": count_read_by(r[0] for r in rows)}
+    missing = sum(1 for r in rows if r[1])
+    if missing:
+        out["logprobs_missing"] = missing
+    spreads = [r[2] for r in rows if r[2] is not None]
+    if spreads:
+        out["mean_mfd_spread"] = round(sum(spreads) / len(spreads), 4)
+    return out
+
+
+_warned_missing_logprobs: set[tuple[str, str]] = set()
+_log = logging.getLogger("tapir.judging")
+
+
+def warn_missing_logprobs(judge: str, model: str, missing: int, total: int) -> bool:
+    """A logprob judge whose backend accepted ``logprobs`` and answered
+    without them (FastChat's server does) reads the text instead: say so
+    once per (judge, model) in the process (a run), on the log (stderr),
+    instead of silently. True when this call warned."""
+    if missing <= 0 or (judge, model) in _warned_missing_logprobs:
+        return False
+    _warned_missing_logprobs.add((judge, model))
+    _log.warning(
+        "judge '%s': %d of %d replies from %s came without logprobs although they were asked for; "
+        "those scores are read from the text (read_by 'lenient fallback'). Serve the judge where "
+        "logprobs work (vLLM, OpenAI), or set use_logprobs: false to make text parsing the choice.",
+        judge, missing, total, model)
+    return True
+
+
+def judge_meta(request: Any) -> dict[str, Any]:
+    """What a judge's call for ``request`` (a JudgeRequest) is recorded with
+    in ``llm_calls``: the role and the item."""
+    return {"role": "judge", "item_id": request.item_id}
+
+
 def summarize(judgments: Sequence[Judgment]) -> dict[str, int]:
     """Counts for a batch: ``n``, ``ok``, ``failed`` and ``retried`` (the
     nudge was used, whether or not it helped)."""
@@ -486,9 +585,13 @@ __all__ = [
     "average_orders",
     "clean_token",
     "combine_errors",
+    "count_read_by",
+    "mask_scales",
     "digit_distribution",
     "expected_score",
     "expected_value",
+    "judge_meta",
+    "judgment_provenance",
     "judge_params",
     "logprob_text",
     "parse_pair",
@@ -497,4 +600,6 @@ __all__ = [
     "scores_from_logprobs",
     "summarize",
     "token_at",
+    "warn_missing_logprobs",
+    "weakest_read",
 ]

@@ -284,11 +284,18 @@ class LLMClassifier:
         turns.append({"role": "user", "content": PROMPT.format(labels=names, text=text.strip())})
         return turns
 
-    def classify(self, texts: Sequence[str]) -> list[tuple[str, float]]:
+    def classify(self, texts: Sequence[str], item_ids: Sequence[str | None] | None = None) -> list[tuple[str, float]]:
+        """(label, confidence) per text. ``item_ids`` (one per text) are
+        recorded with each call in ``llm_calls``, with role ``classifier``."""
         if not texts:
             return []
+        if item_ids is not None and len(item_ids) != len(texts):
+            raise ValueError(f"classify: {len(item_ids)} item ids for {len(texts)} texts")
+        metas = [{"role": "classifier", "item_id": item_ids[i] if item_ids is not None else None}
+                 for i in range(len(texts))]
         messages = [self._messages(t) for t in texts]
-        first = self.backend.generate([GenerationRequest(m, self.params) for m in messages])
+        first = self.backend.generate([GenerationRequest(m, self.params, meta=metas[i])
+                                       for i, m in enumerate(messages)])
         results: list[tuple[str, float] | None] = [None] * len(texts)
         raws: list[list[str]] = [[c.text if c.ok else f"<error: {c.error}>"] for c in first]
         pending: list[int] = []
@@ -308,6 +315,7 @@ class LLMClassifier:
                     [*messages[i], {"role": "assistant", "content": first[i].text or ""},
                      {"role": "user", "content": nudge}],
                     self.params,
+                    meta=metas[i],
                 )
                 for i in pending
             ]
