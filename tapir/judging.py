@@ -542,6 +542,22 @@ def judgment_provenance(store: Any, scope: str) -> dict[str, Any]:
     return out
 
 
+def provenance_text(info: dict[str, Any]) -> str | None:
+    """A judge stage's :func:`judgment_provenance` (kept in its info) as one
+    line for people: ``read by reference parser 30, lenient fallback 2; 2
+    without the logprobs asked for; mean MFD spread 0.41``. ``None`` when
+    the info holds no read counts (a judge that reads no text)."""
+    counts = info.get("read_by") or {}
+    if not counts:
+        return None
+    parts = ["read by " + ", ".join(f"{method} {n}" for method, n in counts.items())]
+    if info.get("logprobs_missing"):
+        parts.append(f"{info['logprobs_missing']} without the logprobs asked for")
+    if info.get("mean_mfd_spread") is not None:
+        parts.append(f"mean MFD spread {info['mean_mfd_spread']:.3g} over judge_repeats")
+    return "; ".join(parts)
+
+
 _warned_missing_logprobs: set[tuple[str, str]] = set()
 _log = logging.getLogger("tapir.judging")
 
@@ -596,6 +612,7 @@ __all__ = [
     "logprob_text",
     "parse_pair",
     "parse_rating",
+    "provenance_text",
     "run_with_retry",
     "scores_from_logprobs",
     "summarize",

@@ -428,6 +428,12 @@ def mfd_distribution(store: Store, stages: list[dict[str, Any]]) -> Section:
     if cut:
         section.notes.append(f"seed cut: {rule}, threshold {_num(threshold)}: {cut.get('hard', '?')} hard, "
                              f"{cut.get('easy', '?')} easy")
+    from tapir.judging import provenance_text
+
+    for s in judges:
+        text = provenance_text(s.get("info") or {})
+        if text:
+            section.notes.append(f"S{s['round']} judgments: {text}")
     return section
 
 

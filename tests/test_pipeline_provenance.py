@@ -67,3 +67,16 @@ def test_judge_and_classifier_calls_carry_role_item_and_provenance(tmp_path, tin
     assert out.exit_code == 0, out.output
     logged = json.loads(out.stdout)
     assert len(logged) == len(judge_calls) and {c["item_id"] for c in logged} == {r[1] for r in judge_calls}
+
+    # The counts reach the run summary, `tapir runs show` and the report.
+    from tapir.cli.distill_cmd import _summary
+    from tapir.report import build_report
+
+    line = f"S0: read by reference parser {len(items)}"
+    assert line in _summary(result)
+    shown = CliRunner().invoke(cli, ["--db", str(db), "runs", "show", result.run.id])
+    assert shown.exit_code == 0, shown.output
+    assert line in shown.output
+    report = build_report(store, result.run.id)
+    [mfd] = [s for s in report.sections if s.id == "mfd"]
+    assert f"S0 judgments: read by reference parser {len(items)}" in mfd.notes
