@@ -232,7 +232,9 @@ class Classifier(Protocol):
     needs_model: bool  # needs classifier.model (the llm classifier)
 
     def classify(self, texts: Sequence[str]) -> list[tuple[str, float]]:
-        """(label, confidence) per text."""
+        """(label, confidence) per text. A classifier with ``needs_model``
+        also takes ``item_ids=`` (one per text), recorded with its calls in
+        ``llm_calls``; the classify stage passes them."""
         ...
 
 
