@@ -31,7 +31,7 @@ from tapir.store.db import Store, dumps, utcnow
 _LOOKUP_CHUNK = 500
 _COLUMNS = ("key", "model", "params", "messages", "sample", "response", "logprobs", "prompt_tokens",
             "completion_tokens", "cost", "latency_s", "error", "run_id", "created_at", "stage_key", "role",
-            "item_id", "round", "finish_reason")
+            "item_id", "round", "finish_reason", "provider_model", "system_fingerprint")
 _META = ("stage_key", "role", "item_id", "round")
 _WAIT_POLL_S = 0.2
 _UNCLAIM_SQL = "delete from locks where name = ? and pid = ? and host = ?"
@@ -91,11 +91,12 @@ class CachedBackend:
             chunk = unique[start : start + _LOOKUP_CHUNK]
             marks = ",".join("?" * len(chunk))
             rows = self.store.execute(
-                f"select id, key, response, logprobs, prompt_tokens, completion_tokens, cost, finish_reason "
+                f"select id, key, response, logprobs, prompt_tokens, completion_tokens, cost, finish_reason, "
+                f"provider_model, system_fingerprint "
                 f"from llm_calls where error is null and key in ({marks}) order by id",
                 chunk,
             ).fetchall()
-            for call_id, key, response, logprobs, pt, ct, cost, finish in rows:
+            for call_id, key, response, logprobs, pt, ct, cost, finish, provider_model, fingerprint in rows:
                 if key not in found:
                     found[key] = Completion(
                         text=response,
@@ -106,6 +107,8 @@ class CachedBackend:
                         cached=True,
                         call_id=call_id,
                         finish_reason=finish,
+                        provider_model=provider_model,
+                        system_fingerprint=fingerprint,
                     )
         return found
 
@@ -129,6 +132,8 @@ class CachedBackend:
                 "run_id": self.run_id,
                 "created_at": utcnow(),
                 "finish_reason": completion.finish_reason,
+                "provider_model": completion.provider_model,
+                "system_fingerprint": completion.system_fingerprint,
                 **{k: request.meta.get(k, self.tags.get(k)) for k in _META},
             }
             # One committed row per call, so a crash loses nothing already

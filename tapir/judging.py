@@ -15,6 +15,7 @@ their prompts and call these.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from dataclasses import dataclass, field, fields
@@ -27,10 +28,53 @@ SCORE_MIN = 1.0
 SCORE_MAX = 10.0
 
 _NUM = r"(?<![\d.])(\d{1,2}(?:\.\d+)?)(?!\.?\d)"
+# A rating's number: not negative ("-3" is no 3), and not the numerator of a
+# fraction over anything but 10 ("4/5" is no 4 on a 1-10 scale; "8/10" is 8:
+# the "10" of "/10" and "out of 10" is masked, see mask_scales).
+RATING_NUM = r"(?<![\d.\-\u2212])(\d{1,2}(?:\.\d+)?)(?!\.?\d)(?!\s*(?:/|out\s+of)\s*\d)"
+MASK = "\x00"
+DENOMINATOR = MASK * 2  # a masked "10" after "/" or "out of"
 
 
 # --------------------------------------------------------------------------
 # Parsing
+
+# Spans that hold numbers but state no rating: a scale's range ("1 to 10",
+# "1-10", "from 1 to 10", "between 1 and 10", any "N-M" or "N to M" range a
+# judge gives instead of a number), a scale's size ("out of 10", "/10",
+# "10-point scale"). They are masked, character for character, before any
+# parser looks for a number, so a parser can never read a rating out of them.
+_RANGE_VALUE = r"\d{1,3}(?:\.\d+)?"
+_RANGES = [
+    # 1-10, 7-8, 1 to 10, 1 through 10, 1–10 (en/em dash, with or without spaces)
+    re.compile(r"(?<![\w.\-])(" + _RANGE_VALUE + r")(?:\s*(?:to|through|thru|\u2013|\u2014)\s*|-)("
+               + _RANGE_VALUE + r")(?!\.?\d)", re.IGNORECASE),
+    re.compile(r"\bbetween\s+(" + _RANGE_VALUE + r")\s+and\s+(" + _RANGE_VALUE + r")(?!\.?\d)", re.IGNORECASE),
+    # "1 - 10", "0 - 10": a spaced hyphen only between a scale's bounds
+    # ("Assistant 1 - 8" is a label and a score)
+    re.compile(r"(?<![\w.\-])([01])\s+-\s+(5|10|100)(?!\.?\d)"),
+]
+_SCALE_SIZES = [
+    re.compile(r"(?:/|\bout\s+of)\s*(10)(?!\.?\d)", re.IGNORECASE),  # 8/10, 7 out of 10: the 10
+    re.compile(r"\b(10)(?=\s*-?\s*point\b)", re.IGNORECASE),  # a 10-point scale
+    re.compile(r"\bscale\s+of\s+(10)(?!\.?\d)", re.IGNORECASE),  # on a scale of 10
+]
+
+
+def mask_scales(text: str) -> str:
+    """``text`` with every scale range and scale size replaced by NUL
+    characters of the same length (offsets are kept, so a number found in
+    the masked text is at the same place in the original). A range ``lo-hi``
+    is masked when ``lo < hi``; ``8-6`` stays (it may be two scores)."""
+    chars = list(text)
+    for pattern in _RANGES:
+        for match in pattern.finditer(text):
+            if float(match.group(1)) < float(match.group(2)):
+                chars[match.start() : match.end()] = MASK * (match.end() - match.start())
+    for pattern in _SCALE_SIZES:
+        for match in pattern.finditer(text):
+            chars[match.start(1) : match.end(1)] = MASK * (match.end(1) - match.start(1))
+    return "".join(chars)
 
 
 @dataclass(frozen=True)
@@ -46,53 +90,77 @@ def _in_range(value: float, lo: float = SCORE_MIN, hi: float = SCORE_MAX) -> boo
     return lo <= value <= hi
 
 
-def _last_in_range(pattern: re.Pattern[str], text: str, group: int = 1) -> Found | None:
-    found = None
+def _last(pattern: re.Pattern[str], text: str, group: int = 1) -> Found | None | bool:
+    """The LAST match of ``pattern`` (the verdict comes at the end, after an
+    explanation that may quote the format's example): a :class:`Found` when
+    it is from 1 to 10, ``False`` when it is out of range (the judge stated
+    a number that is no rating: a parse failure, not a reason to look for
+    another number), ``None`` when nothing matches."""
+    last = None
     for match in pattern.finditer(text):
-        value = float(match.group(group))
-        if _in_range(value):
-            found = Found(value, match.start(group), match.end(group))
-    return found
+        last = match
+    if last is None:
+        return None
+    value = float(last.group(group))
+    return Found(value, last.start(group), last.end(group)) if _in_range(value) else False
 
 
-# Tried in order; the first pattern with an in-range match wins, and within a
-# pattern the LAST match wins (the verdict comes at the end, after the
-# explanation, which may quote the format's example).
+_R = RATING_NUM
+# Tried in order; the first pattern that matches decides.
 _RATING_PATTERNS = [
-    re.compile(r"\[\[\s*" + _NUM + r"\s*(?:/\s*10\s*)?\]\]"),  # [[8]]  [[8.5]]  [[8/10]]
-    re.compile(r"(?<!\[)\[\s*" + _NUM + r"\s*(?:/\s*10\s*)?\](?!\])"),  # [8]
+    re.compile(r"\[\[\s*" + _R + r"\s*(?:/\s*" + DENOMINATOR + r"\s*)?\]\]"),  # [[8]]  [[8.5]]  [[8/10]]
+    re.compile(r"(?<!\[)\[\s*" + _R + r"\s*(?:/\s*" + DENOMINATOR + r"\s*)?\](?!\])"),  # [8]
     re.compile(  # Rating: 8   score: 8   Overall score = 7.5   rating of **9**
-        r"\b(?:rating|score|grade)\b\s*(?:is|of|:|=|-)?\s*[\*_\"']*\s*" + _NUM + r"(?!\d)",
+        # ... and "Rating of 1 to 10: 7", "a rating of 1 to 10, I would say 8": after a masked
+        # scale range, the first number later in the same sentence
+        r"\b(?:rating|score|grade)\b\s*(?:is|of|:|=|-)?\s*(?:[\(\[]?" + MASK + r"+[^\d\n.!?" + MASK + r"]{0,40}?)?"
+        r"[\*_\"']*\s*" + _R,
         re.IGNORECASE,
     ),
-    re.compile(_NUM + r"\s*(?:/|out\s+of)\s*10\b", re.IGNORECASE),  # 8/10   8 out of 10
+    re.compile(_R + r"(?=\s*(?:/|out\s+of)\s*" + DENOMINATOR + r"(?![\d" + MASK + r"]))", re.IGNORECASE),  # 8/10
 ]
-_BARE_NUMBER = re.compile(r"^\W*" + _NUM + r"\W*$")
-_ANY_NUMBER = re.compile(_NUM)
+_BARE_NUMBER = re.compile(r"^[^\w\-\u2212]*" + _R + r"\W*$")
+_ANY_NUMBER = re.compile(_R)
 
 
 def parse_rating(text: str, *, short_reply: bool = False) -> Found | None:
-    """Find a 1-10 rating in a judge's reply, leniently.
+    """Find a 1-10 rating that a judge's reply states, leniently, and never
+    one it does not state.
 
     Accepts ``[[8]]``, ``[[8.5]]``, ``[8]``, ``Rating: 8``, ``score: 8``,
-    ``8/10``, ``8 out of 10`` and a reply that is just the number. With
-    ``short_reply`` (the judge was asked for the number only) the first
-    number from 1 to 10 anywhere in the text is accepted as a last resort.
-    Returns ``None`` when there is no rating in range.
+    ``**Rating:** 8``, ``8/10``, ``8 out of 10``, ``Rating of 1 to 10: 7``
+    and a reply that is just the number. A scale (``1 to 10``, ``1-10``,
+    ``out of 10``, ``on a scale of 1-10``) is never read as a rating, nor is
+    a range given instead of a number (``7-8``), a negative number, or a
+    fraction over anything but 10. The first pattern (in the order above)
+    that matches decides, by its last match; when that number is outside
+    1-10 the reply has no rating. With ``short_reply`` (the judge was asked
+    for the number only) a reply whose first line is just a number, or that
+    holds exactly one number, gives it as a last resort. Returns ``None`` when the reply
+    states no rating from 1 to 10.
     """
     if not text:
         return None
+    masked = mask_scales(text)
     for pattern in _RATING_PATTERNS:
-        found = _last_in_range(pattern, text)
+        found = _last(pattern, masked)
+        if found is False:
+            return None
         if found is not None:
             return found
-    match = _BARE_NUMBER.match(text)
-    if match and _in_range(float(match.group(1))):
-        return Found(float(match.group(1)), match.start(1), match.end(1))
+    match = _BARE_NUMBER.match(masked)
+    if match:
+        value = float(match.group(1))
+        return Found(value, match.start(1), match.end(1)) if _in_range(value) else None
     if short_reply:
-        for match in _ANY_NUMBER.finditer(text):
-            if _in_range(float(match.group(1))):
-                return Found(float(match.group(1)), match.start(1), match.end(1))
+        first = re.match(r"\s*([^\n]*)", masked)
+        match = _BARE_NUMBER.match(first.group(1)) if first else None
+        if match:  # "8\n\nThe answer has 3 flaws"
+            value = float(match.group(1))
+            return Found(value, first.start(1) + match.start(1), first.start(1) + match.end(1)) if _in_range(value) else None
+        numbers = list(_ANY_NUMBER.finditer(masked))
+        if len(numbers) == 1 and _in_range(float(numbers[0].group(1))):
+            return Found(float(numbers[0].group(1)), numbers[0].start(1), numbers[0].end(1))
     return None
 
 
@@ -103,7 +171,7 @@ def _labelled_score(tag: str, separator: str) -> re.Pattern:
     """'Assistant 1: 8', 'Answer B - 7/10', '**Response 2 score** 6' ..."""
     return re.compile(
         r"(?<![\w])[\*_#\s]*" + _LABEL.format(tag=tag) + r"(?:'s)?[\*_\s]*(?:score|rating)?[\*_\s]*"
-        + separator + r"[\*_\s]*" + _NUM + r"(?:\s*/\s*10)?(?!\d)",
+        + separator + r"[\*_\s]*" + _R + r"(?:\s*/\s*" + DENOMINATOR + r")?(?!\d)",
         re.IGNORECASE,
     )
 
@@ -112,43 +180,54 @@ _LABELLED = {tag: _labelled_score(tag, r"[:=\-]?") for tag in ("1", "2")}
 # After a letter label (A/B) a separator is required; after a digit it is optional.
 _LABELLED_AB = {tag: _labelled_score(tag, r"[:=\-]") for tag in ("a", "b")}
 
-_DOUBLE_BRACKET_PAIR = re.compile(r"\[\[\s*" + _NUM + r"\s*[,;/ ]\s*" + _NUM + r"\s*\]\]")
-_PAIR_LINE = re.compile(r"^\W*" + _NUM + r"\s*(?:[,;/]|\s|and|vs\.?)\s*" + _NUM + r"\W*$", re.IGNORECASE)
+_DOUBLE_BRACKET_PAIR = re.compile(r"\[\[\s*" + _R + r"\s*[,;/ ]\s*" + _R + r"\s*\]\]")
+_PAIR_LINE = re.compile(r"^[^\w\-\u2212]*" + _R + r"\s*(?:[,;/]|\s|and|vs\.?)\s*" + _R + r"\W*$", re.IGNORECASE)
 
 
 def parse_pair(text: str, *, short_reply: bool = False) -> tuple[Found, Found] | None:
-    """Find the two scores (first answer, second answer) in a pairwise reply.
+    """Find the two scores (first answer, second answer) that a pairwise
+    reply states, never ones it does not state.
 
     Accepts labelled lines (``Assistant 1: 8`` / ``Assistant 2: 6``, also
     ``Answer 1 score: 8/10``, ``**Assistant A**: 8``), ``[[8, 6]]``, and a
     line holding just the two numbers (``8 6``, ``8, 6``) as the first or
-    the last line. With ``short_reply`` the first two numbers from 1 to 10
-    are accepted as a last resort.
+    the last line; each rule decides by its last match, and a stated score
+    outside 1-10 is a parse failure. Scales and ranges are never scores (as
+    in :func:`parse_rating`). With ``short_reply`` a reply holding exactly
+    two numbers from 1 to 10 gives them as a last resort.
     """
     if not text:
         return None
+    masked = mask_scales(text)
     for table in (_LABELLED, _LABELLED_AB):
-        pair = [_last_in_range(pattern, text, group=2) for pattern in table.values()]
+        pair = [_last(pattern, masked, group=2) for pattern in table.values()]
+        if pair[0] is False or pair[1] is False:
+            return None
         if pair[0] is not None and pair[1] is not None:
             return pair[0], pair[1]
-    for match in _DOUBLE_BRACKET_PAIR.finditer(text):
-        a, b = float(match.group(1)), float(match.group(2))
-        if _in_range(a) and _in_range(b):
-            return Found(a, match.start(1), match.end(1)), Found(b, match.start(2), match.end(2))
-    lines = [(m.start(), m.group(0)) for m in re.finditer(r"[^\n]+", text) if m.group(0).strip()]
+    bracketed = None
+    for match in _DOUBLE_BRACKET_PAIR.finditer(masked):
+        bracketed = match
+    if bracketed is not None:
+        a, b = float(bracketed.group(1)), float(bracketed.group(2))
+        if not (_in_range(a) and _in_range(b)):
+            return None
+        return Found(a, bracketed.start(1), bracketed.end(1)), Found(b, bracketed.start(2), bracketed.end(2))
+    lines = [(m.start(), m.group(0)) for m in re.finditer(r"[^\n]+", masked) if m.group(0).strip()]
     for offset, line in ([lines[0], lines[-1]] if lines else []):
         match = _PAIR_LINE.match(line)
         if match:
             a, b = float(match.group(1)), float(match.group(2))
-            if _in_range(a) and _in_range(b):
-                return (
-                    Found(a, offset + match.start(1), offset + match.end(1)),
-                    Found(b, offset + match.start(2), offset + match.end(2)),
-                )
+            if not (_in_range(a) and _in_range(b)):
+                return None
+            return (
+                Found(a, offset + match.start(1), offset + match.end(1)),
+                Found(b, offset + match.start(2), offset + match.end(2)),
+            )
     if short_reply:
-        numbers = [m for m in _ANY_NUMBER.finditer(text) if _in_range(float(m.group(1)))]
-        if len(numbers) >= 2:
-            a, b = numbers[0], numbers[1]
+        numbers = list(_ANY_NUMBER.finditer(masked))
+        if len(numbers) == 2 and all(_in_range(float(m.group(1))) for m in numbers):
+            a, b = numbers
             return Found(float(a.group(1)), a.start(1), a.end(1)), Found(float(b.group(1)), b.start(1), b.end(1))
     return None
 
@@ -318,6 +397,8 @@ def run_with_retry(
     nudge: str | Callable[[int], str],
     *,
     what: str = "score",
+    samples: Sequence[int] | None = None,
+    metas: Sequence[dict[str, Any]] | None = None,
 ) -> list[Outcome[T]]:
     """Send every prompt in ONE ``backend.generate`` call, parse each reply,
     and re-ask the unparseable ones in ONE more call, each with its bad reply
@@ -325,8 +406,18 @@ def run_with_retry(
     new cache key). A reply still unparseable becomes ``error="parse: ..."``
     with every raw text kept; a backend failure becomes ``"backend: ..."``
     (and is not nudged: a re-run asks again, failures are not cached).
+
+    ``samples`` gives each prompt its sample index (a repeated judgment is
+    another cache key, so the cache does not hand back the same reply);
+    ``metas`` what each call is recorded with in ``llm_calls`` (role,
+    item_id). The nudge keeps both.
     """
-    requests = [GenerationRequest(messages=list(m), params=params) for m in prompts]
+
+    def request(i: int, messages: list[Message]) -> GenerationRequest:
+        return GenerationRequest(messages=messages, params=params, sample=samples[i] if samples else 0,
+                                 meta=dict(metas[i]) if metas else {})
+
+    requests = [request(i, list(m)) for i, m in enumerate(prompts)]
     outcomes: list[Outcome[T]] = [Outcome() for _ in prompts]
     retry: list[int] = []
     for i, completion in enumerate(backend.generate(requests) if requests else []):
@@ -342,10 +433,7 @@ def run_with_retry(
             out.value, out.completion = value, completion
     if retry:
         nudged = [
-            GenerationRequest(
-                messages=_with_nudge(list(prompts[i]), outcomes[i].raw[0], nudge(i) if callable(nudge) else nudge),
-                params=params,
-            )
+            request(i, _with_nudge(list(prompts[i]), outcomes[i].raw[0], nudge(i) if callable(nudge) else nudge))
             for i in retry
         ]
         for i, completion in zip(retry, backend.generate(nudged)):
@@ -391,6 +479,111 @@ def combine_errors(errors: Iterable[str | None]) -> str | None:
     return (backend or errs)[0]
 
 
+# --------------------------------------------------------------------------
+# How a judgment was read
+
+READ_LOGPROBS = "logprobs"  # expected value over the score tokens' logprobs
+READ_REFERENCE = "reference parser"  # the format's own parser (FastChat's [[n]], the paper's Table 8 lines)
+READ_LENIENT = "lenient parser"  # tapir's lenient text parser, where it is the judge's chosen reader
+READ_FALLBACK = "lenient fallback"  # the text, read because the chosen reader could not be used
+READ_METHODS = (READ_LOGPROBS, READ_REFERENCE, READ_LENIENT, READ_FALLBACK)  # best first
+
+
+def weakest_read(methods: Iterable[str | None]) -> str | None:
+    """The weakest of several reads (a judgment built from two orders is as
+    weak as its weaker order): later in :data:`READ_METHODS` is weaker."""
+    known = [m for m in methods if m]
+    if not known:
+        return None
+    return max(known, key=lambda m: READ_METHODS.index(m) if m in READ_METHODS else len(READ_METHODS))
+
+
+def count_read_by(judgments: Iterable[Any]) -> dict[str, int]:
+    """How many judgments were read by each method, over any set of
+    judgments: :class:`Judgment` objects (``details["read_by"]``), rows or
+    dicts with a ``read_by`` key (the ``judgments.read_by`` column), or the
+    method strings themselves. Judgments with no read method (failed, or
+    from a judge that reads no text, such as reference-similarity) are not
+    counted. Known methods come first, in :data:`READ_METHODS` order."""
+    counts: dict[str, int] = {}
+    for j in judgments:
+        if isinstance(j, Judgment):
+            method = j.details.get("read_by")
+        elif isinstance(j, str) or j is None:
+            method = j
+        else:
+            method = j["read_by"]
+        if method:
+            counts[method] = counts.get(method, 0) + 1
+    order = {m: i for i, m in enumerate(READ_METHODS)}
+    return dict(sorted(counts.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
+
+
+def judgment_provenance(store: Any, scope: str) -> dict[str, Any]:
+    """For the ok judgments stored under ``scope`` (a stage key or a
+    benchmark run id): ``read_by``, how many were read by each method
+    (:func:`count_read_by` over the ``judgments.read_by`` column);
+    ``logprobs_missing``, how many came without the logprobs their judge
+    asked for (when any did); ``mean_mfd_spread``, with ``judge_repeats``,
+    the mean over items of the MFD's standard deviation over the repeats.
+    Read from the store, so a resumed stage counts every judgment it holds.
+    ``store`` is anything with ``execute(sql, params)``."""
+    details = "case when json_valid(raw) then json_extract(raw, '$.details.{}') end"
+    rows = store.execute(
+        f"select read_by, {details.format('logprobs_missing')}, {details.format('spread.mfd')} "
+        "from judgments where run_id = ? and error is null", [scope]).fetchall()
+    out: dict = {"read_by": count_read_by(r[0] for r in rows)}
+    missing = sum(1 for r in rows if r[1])
+    if missing:
+        out["logprobs_missing"] = missing
+    spreads = [r[2] for r in rows if r[2] is not None]
+    if spreads:
+        out["mean_mfd_spread"] = round(sum(spreads) / len(spreads), 4)
+    return out
+
+
+def provenance_text(info: dict[str, Any]) -> str | None:
+    """A judge stage's :func:`judgment_provenance` (kept in its info) as one
+    line for people: ``read by reference parser 30, lenient fallback 2; 2
+    without the logprobs asked for; mean MFD spread 0.41``. ``None`` when
+    the info holds no read counts (a judge that reads no text)."""
+    counts = info.get("read_by") or {}
+    if not counts:
+        return None
+    parts = ["read by " + ", ".join(f"{method} {n}" for method, n in counts.items())]
+    if info.get("logprobs_missing"):
+        parts.append(f"{info['logprobs_missing']} without the logprobs asked for")
+    if info.get("mean_mfd_spread") is not None:
+        parts.append(f"mean MFD spread {info['mean_mfd_spread']:.3g} over judge_repeats")
+    return "; ".join(parts)
+
+
+_warned_missing_logprobs: set[tuple[str, str]] = set()
+_log = logging.getLogger("tapir.judging")
+
+
+def warn_missing_logprobs(judge: str, model: str, missing: int, total: int) -> bool:
+    """A logprob judge whose backend accepted ``logprobs`` and answered
+    without them (FastChat's server does) reads the text instead: say so
+    once per (judge, model) in the process (a run), on the log (stderr),
+    instead of silently. True when this call warned."""
+    if missing <= 0 or (judge, model) in _warned_missing_logprobs:
+        return False
+    _warned_missing_logprobs.add((judge, model))
+    _log.warning(
+        "judge '%s': %d of %d replies from %s came without logprobs although they were asked for; "
+        "those scores are read from the text (read_by 'lenient fallback'). Serve the judge where "
+        "logprobs work (vLLM, OpenAI), or set use_logprobs: false to make text parsing the choice.",
+        judge, missing, total, model)
+    return True
+
+
+def judge_meta(request: Any) -> dict[str, Any]:
+    """What a judge's call for ``request`` (a JudgeRequest) is recorded with
+    in ``llm_calls``: the role and the item."""
+    return {"role": "judge", "item_id": request.item_id}
+
+
 def summarize(judgments: Sequence[Judgment]) -> dict[str, int]:
     """Counts for a batch: ``n``, ``ok``, ``failed`` and ``retried`` (the
     nudge was used, whether or not it helped)."""
@@ -408,15 +601,22 @@ __all__ = [
     "average_orders",
     "clean_token",
     "combine_errors",
+    "count_read_by",
+    "mask_scales",
     "digit_distribution",
     "expected_score",
     "expected_value",
+    "judge_meta",
+    "judgment_provenance",
     "judge_params",
     "logprob_text",
     "parse_pair",
     "parse_rating",
+    "provenance_text",
     "run_with_retry",
     "scores_from_logprobs",
     "summarize",
     "token_at",
+    "warn_missing_logprobs",
+    "weakest_read",
 ]

@@ -469,6 +469,12 @@ def mfd_distribution(store: Store, stages: list[dict[str, Any]]) -> Section:
                                     [[rule, cut.get("judged", ""), cut.get("hard", ""), _num(threshold),
                                       cut.get("at_cut", ""), cut.get("taken_at_cut", ""),
                                       cut.get("tie_break", ""), cut.get("excluded_nonpositive", "")]]))
+    from tapir.judging import provenance_text
+
+    for s in judges:
+        text = provenance_text(s.get("info") or {})
+        if text:
+            section.notes.append(f"S{s['round']} judgments: {text}")
     return section
 
 

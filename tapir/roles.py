@@ -84,6 +84,12 @@ class Completion:
     call_id: int | None = None  # row id in llm_calls
     finish_reason: str | None = None  # "stop", "length" (cut at max_new_tokens), ...
     http_status: int | None = None  # of the failed request, when there was one
+    # Provenance, as the provider reports it: the model that answered (an
+    # alias resolved to a snapshot, a router's pick) and its
+    # system_fingerprint; a local backend may put its weights' fingerprint
+    # here, or leave both None.
+    provider_model: str | None = None
+    system_fingerprint: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -247,7 +253,9 @@ class Classifier(Protocol):
     needs_model: bool  # needs classifier.model (the llm classifier)
 
     def classify(self, texts: Sequence[str]) -> list[tuple[str, float]]:
-        """(label, confidence) per text."""
+        """(label, confidence) per text. A classifier with ``needs_model``
+        also takes ``item_ids=`` (one per text), recorded with its calls in
+        ``llm_calls``; the classify stage passes them."""
         ...
 
 

@@ -53,7 +53,7 @@ CREATE TABLE "llm_calls" (
    "error" TEXT,
    "run_id" TEXT,
    "created_at" TEXT
-, "stage_key" TEXT, "role" TEXT, "item_id" TEXT, "round" INTEGER, "finish_reason" TEXT);
+, "stage_key" TEXT, "role" TEXT, "item_id" TEXT, "round" INTEGER, "finish_reason" TEXT, "provider_model" TEXT, "system_fingerprint" TEXT);
 CREATE INDEX "idx_llm_calls_key"
     ON "llm_calls" ("key");
 CREATE TABLE "responses" (
@@ -189,7 +189,7 @@ CREATE TABLE "judgments" (
    "raw" TEXT,
    "error" TEXT,
    "created_at" TEXT
-);
+, "read_by" TEXT);
 CREATE UNIQUE INDEX "idx_judgments_run_id_item_id_judge_position_round"
     ON "judgments" ("run_id", "item_id", "judge", "position", "round");
 CREATE VIEW stage_summary as select s.run_id, r.name as run_name, s.name as stage, s.round, s.status,

@@ -172,6 +172,16 @@ def test_llm_ambiguous_or_off_topic_answers_do_not_parse(answer):
     assert clf.stats["retried"] == 1 and clf.fallbacks == 1 and len(backend.requests) == 2
 
 
+def test_llm_calls_carry_role_and_item_also_on_the_nudge():
+    clf, backend = _llm(lambda m: "Physics" if len(m) == 1 and "easy" in m[0]["content"] else "banana")
+    clf.classify(["easy one", "hard one"], item_ids=["i-easy", "i-hard"])
+    assert [r.meta for r in backend.requests] == [
+        {"role": "classifier", "item_id": "i-easy"}, {"role": "classifier", "item_id": "i-hard"},
+        {"role": "classifier", "item_id": "i-hard"}]  # the nudge is the same item's call
+    with pytest.raises(ValueError, match="2 item ids for 1 texts"):
+        clf.classify(["x"], item_ids=["a", "b"])
+
+
 def test_llm_backend_errors_fall_back():
     clf, _ = _llm(lambda m: Completion(error="boom"))
     assert clf.classify(["a"]) == [("Others", 0.0)]

@@ -166,13 +166,21 @@ def parse_reasoned(parser: LabelParser, text: str | None) -> tuple[str | None, s
     """The label at the end of a reason-first reply (Table 6): the last
     ``Task type: X`` / ``#Task Classification#: X`` / ``Category: X`` line,
     else the last non-empty line, else the task type the reply names last
-    (unless it names many: a reply that echoes the list is ambiguous)."""
+    (unless it names many: a reply that echoes the list is ambiguous). A
+    last verdict line that names several task types is no label."""
     if not text or not text.strip():
         return None, "none"
-    for value in reversed(_VERDICT_LINE.findall(text)):
-        label, how = parser.parse(value)
-        if label is not None:
-            return label, how
+    verdicts = _VERDICT_LINE.findall(text)
+    if verdicts:
+        # The last verdict line decides; one that names several task types
+        # ("Task type: Math or Reasoning") is ambiguous: no label is picked.
+        last = verdicts[-1]
+        if len({parser.canonical(m) for m in parser.mentions(last)}) > 1:
+            return None, "none"
+        for value in reversed(verdicts):
+            label, how = parser.parse(value)
+            if label is not None:
+                return label, how
     lines = [line for line in text.strip().splitlines() if line.strip()]
     label, how = parser.parse(lines[-1])
     if label is not None:
@@ -276,11 +284,18 @@ class LLMClassifier:
         turns.append({"role": "user", "content": PROMPT.format(labels=names, text=text.strip())})
         return turns
 
-    def classify(self, texts: Sequence[str]) -> list[tuple[str, float]]:
+    def classify(self, texts: Sequence[str], item_ids: Sequence[str | None] | None = None) -> list[tuple[str, float]]:
+        """(label, confidence) per text. ``item_ids`` (one per text) are
+        recorded with each call in ``llm_calls``, with role ``classifier``."""
         if not texts:
             return []
+        if item_ids is not None and len(item_ids) != len(texts):
+            raise ValueError(f"classify: {len(item_ids)} item ids for {len(texts)} texts")
+        metas = [{"role": "classifier", "item_id": item_ids[i] if item_ids is not None else None}
+                 for i in range(len(texts))]
         messages = [self._messages(t) for t in texts]
-        first = self.backend.generate([GenerationRequest(m, self.params) for m in messages])
+        first = self.backend.generate([GenerationRequest(m, self.params, meta=metas[i])
+                                       for i, m in enumerate(messages)])
         results: list[tuple[str, float] | None] = [None] * len(texts)
         raws: list[list[str]] = [[c.text if c.ok else f"<error: {c.error}>"] for c in first]
         pending: list[int] = []
@@ -300,6 +315,7 @@ class LLMClassifier:
                     [*messages[i], {"role": "assistant", "content": first[i].text or ""},
                      {"role": "user", "content": nudge}],
                     self.params,
+                    meta=metas[i],
                 )
                 for i in pending
             ]

@@ -15,7 +15,11 @@ of the Assistant 1: X`` and ``Score of the Assistant 2: Y``), parsed with
 that format first and with tapir's lenient parser as the fallback; and
 ``tapir``, tapir's own wording (``Assistant 1: X`` lines), parsed leniently.
 ``details["parsed_by"]`` records, per order, which parser read the scores
-(``table8`` or ``lenient``).
+(``table8`` or ``lenient``); ``details["read_by"]`` how the judgment was
+read, the weaker of its orders (``logprobs``; ``reference parser``: Table
+8's format; ``lenient parser``: the tapir prompt's parser; ``lenient
+fallback``: the text, where logprobs were asked for and not given, or
+Table 8's format was not followed).
 """
 
 from __future__ import annotations
@@ -24,27 +28,37 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 
 from tapir.errors import TapirError
 from tapir.judging import (
+    DENOMINATOR,
+    READ_FALLBACK,
+    READ_LENIENT,
+    READ_LOGPROBS,
+    READ_REFERENCE,
+    RATING_NUM,
     Found,
     average_orders,
     combine_errors,
+    judge_meta,
     judge_params,
+    mask_scales,
     parse_pair,
     run_with_retry,
     scores_from_logprobs,
+    warn_missing_logprobs,
+    weakest_read,
 )
 from tapir.options import Options, option
 from tapir.roles import Completion, JudgeRequest, Judgment
 
 from tapir_judges.prompts import PAIRWISE_PROMPTS
 
-_NUM = r"(?<![\d.])(\d{1,2}(?:\.\d+)?)(?!\.?\d)"
 _TABLE8_LINE = {
     tag: re.compile(
-        r"^[\s\*_#>\-]*score\s+of\s+the\s+assistant\s*" + tag + r"[\s\*_]*:[\s\*_\[]*" + _NUM + r"(?:\s*/\s*10)?",
+        r"^[\s\*_#>\-]*score\s+of\s+the\s+assistant\s*" + tag + r"[\s\*_]*:[\s\*_\[]*" + RATING_NUM
+        + r"(?:\s*/\s*" + DENOMINATOR + r")?",
         re.IGNORECASE | re.MULTILINE,
     )
     for tag in ("1", "2")
@@ -54,19 +68,20 @@ _TABLE8_LINE = {
 def parse_table8(text: str) -> tuple[Found, Found] | None:
     """The two scores in Table 8's output format: the last ``Score of the
     Assistant 1: X`` and ``Score of the Assistant 2: Y`` lines (case, bold
-    marks and a trailing ``/10`` tolerated), each from 1 to 10."""
+    marks and a trailing ``/10`` tolerated). A line whose number is outside
+    1-10, a scale (``1-10``) or a range in place of the number make it no
+    Table 8 reply (``None``; the lenient parser may still read it)."""
     if not text:
         return None
+    masked = mask_scales(text)
     pair = []
     for pattern in _TABLE8_LINE.values():
-        found = None
-        for match in pattern.finditer(text):
-            value = float(match.group(1))
-            if 1.0 <= value <= 10.0:
-                found = Found(value, match.start(1), match.end(1))
-        if found is None:
+        last = None
+        for match in pattern.finditer(masked):
+            last = match
+        if last is None or not 1.0 <= float(last.group(1)) <= 10.0:
             return None
-        pair.append(found)
+        pair.append(Found(float(last.group(1)), last.start(1), last.end(1)))
     return pair[0], pair[1]
 
 
@@ -76,6 +91,7 @@ class _Pair:
     parsed: tuple[float, float]  # the numbers in the text
     from_logprobs: bool
     parsed_by: str  # "table8" | "lenient"
+    read_by: str  # tapir.judging.READ_METHODS
 
 
 class PairwiseJudge:
@@ -98,6 +114,9 @@ class PairwiseJudge:
         top_logprobs: int = option(20, "alternatives per token asked for with use_logprobs", ge=1, le=20)
         params: dict[str, Any] | None = option(
             None, "GenerationParams overrides (default: 512 new tokens, or 24 with score_only; greedy)")
+        judge_repeats: int = option(
+            1, "judge each pair this many times (sampled: needs params.temperature > 0), each repeat a distinct "
+               "sample; the scores are the means, details.spread their standard deviations", ge=1)
 
         @field_validator("params")
         @classmethod
@@ -109,6 +128,14 @@ class PairwiseJudge:
                     raise ValueError(str(exc)) from None
             return value
 
+        @model_validator(mode="after")
+        def _repeats_sample(self):
+            if self.judge_repeats > 1 and not float((self.params or {}).get("temperature", 0.0)) > 0:
+                raise ValueError(
+                    f"judge_repeats: {self.judge_repeats} repeats a greedy judge (temperature 0), which answers "
+                    "the same each time: set params: {temperature: 0.7} (or another > 0), or judge_repeats: 1")
+            return self
+
     def __init__(self, backend: Any, options: "PairwiseJudge.Options"):
         if backend is None:
             raise TapirError("judge 'pairwise' needs a judge model (set judge.model in the config)")
@@ -119,6 +146,7 @@ class PairwiseJudge:
         self.require_both = options.require_both
         self.use_logprobs = options.use_logprobs
         self.score_only = options.score_only
+        self.repeats = options.judge_repeats
         self._messages, self._nudge = PAIRWISE_PROMPTS[options.prompt]
         defaults: dict[str, Any] = {"max_new_tokens": 24 if options.score_only else 512, "temperature": 0.0}
         if options.use_logprobs:
@@ -143,22 +171,40 @@ class PairwiseJudge:
         if self.use_logprobs:
             values = scores_from_logprobs(completion, lambda text: self.find(text)[0])
             if values:
-                return _Pair((values[0], values[1]), parsed, True, how)
-        return _Pair(parsed, parsed, False, how)
+                return _Pair((values[0], values[1]), parsed, True, how, READ_LOGPROBS)
+            return _Pair(parsed, parsed, False, how, READ_FALLBACK)  # asked for logprobs, read the text
+        if self.prompt == "table8":  # Table 8's own format, else the lenient parser as its fallback
+            return _Pair(parsed, parsed, False, how, READ_REFERENCE if how == "table8" else READ_FALLBACK)
+        return _Pair(parsed, parsed, False, how, READ_LENIENT)
 
     def judge(self, requests: Sequence[JudgeRequest]) -> list[Judgment]:
         for r in requests:
             if r.answer_b is None:
                 raise TapirError(f"pairwise judge needs two answers; item {r.item_id} has no answer_b")
         orders = ("ab", "ba") if self.both_orders else ("ab",)
-        prompts = []
-        for order in orders:
-            for r in requests:
-                first, second = (r.answer_a, r.answer_b) if order == "ab" else (r.answer_b, r.answer_a)
-                prompts.append(self._messages(r.question, first, second, scores_only=self.score_only))
-        outcomes = run_with_retry(self.backend, prompts, self.params, self.parse, self._nudge, what="pair of scores")
-        n = len(requests)
-        return [self._combine({order: outcomes[k * n + i] for k, order in enumerate(orders)}) for i in range(n)]
+        prompts, samples, metas = [], [], []
+        for repeat in range(self.repeats):
+            for order in orders:
+                for r in requests:
+                    first, second = (r.answer_a, r.answer_b) if order == "ab" else (r.answer_b, r.answer_a)
+                    prompts.append(self._messages(r.question, first, second, scores_only=self.score_only))
+                    samples.append(repeat)
+                    metas.append(judge_meta(r))
+        outcomes = run_with_retry(self.backend, prompts, self.params, self.parse, self._nudge, what="pair of scores",
+                                  samples=samples, metas=metas)
+        if self.use_logprobs:
+            answered = [o.completion for o in outcomes if o.completion is not None]
+            warn_missing_logprobs(self.name, self.backend.model_id,
+                                  sum(1 for c in answered if not c.logprobs), len(answered))
+        n, k = len(requests), len(orders)
+        out = []
+        for i in range(n):
+            repeats = [
+                self._combine({order: outcomes[(rep * k + j) * n + i] for j, order in enumerate(orders)})
+                for rep in range(self.repeats)
+            ]
+            out.append(repeats[0] if self.repeats == 1 else _mean_of_repeats(repeats))
+        return out
 
     def _combine(self, by_order: dict) -> Judgment:
         mapped: dict[str, tuple[float, float] | None] = {}
@@ -182,10 +228,47 @@ class PairwiseJudge:
         if errors:
             details["order_errors"] = errors
         if used:
-            details["logprobs"] = all(o.value.from_logprobs for o in by_order.values() if o.value is not None)
+            read = [o.value for o in by_order.values() if o.value is not None]
+            details["logprobs"] = all(v.from_logprobs for v in read)
+            details["read_by"] = weakest_read(v.read_by for v in read)
+            if self.use_logprobs:
+                missing = sum(1 for o in by_order.values() if o.completion is not None and not o.completion.logprobs)
+                if missing:
+                    details["logprobs_missing"] = missing
         raw = [text for o in by_order.values() for text in o.raw]
         if scores is None:
             return Judgment(raw=raw, error=combine_errors(errors.values()), details=details)
         if self.require_both and used < len(by_order):
             return Judgment(raw=raw, error=combine_errors(errors.values()), details=details)
         return Judgment(score_a=scores[0], score_b=scores[1], raw=raw, details=details)
+
+
+def _mean_of_repeats(repeats: list[Judgment]) -> Judgment:
+    """One judgment from several repeats of a pair: the mean scores over
+    the repeats that scored, and their spread (population standard
+    deviation of score_a, score_b and their difference, the MFD) in
+    ``details["spread"]``; each repeat's scores in ``details["repeats"]``.
+    The first repeat's details (prompt, orders, ...) are kept; an order
+    that failed in any repeat is in ``order_errors`` (keyed ``ab#2``: order
+    and repeat); no repeat scored: the judgment is an error."""
+    from statistics import fmean, pstdev
+
+    scored = [j for j in repeats if j.error is None and j.score_a is not None and j.score_b is not None]
+    details = dict(repeats[0].details)
+    details["repeats"] = [
+        {"score_a": j.score_a, "score_b": j.score_b} if j in scored else {"error": j.error} for j in repeats]
+    details["repeats_used"] = len(scored)
+    details["retried"] = any(j.details.get("retried") for j in repeats)
+    order_errors = {f"{order}#{r}": err for r, j in enumerate(repeats)
+                    for order, err in (j.details.get("order_errors") or {}).items()}
+    details.pop("order_errors", None)
+    if order_errors:
+        details["order_errors"] = order_errors
+    raw = [text for j in repeats for text in j.raw]
+    if not scored:
+        return Judgment(raw=raw, error=combine_errors(j.error for j in repeats), details=details)
+    a, b = [j.score_a for j in scored], [j.score_b for j in scored]
+    details["spread"] = {"score_a": pstdev(a), "score_b": pstdev(b), "mfd": pstdev([x - y for x, y in zip(a, b)])}
+    details["read_by"] = weakest_read(j.details.get("read_by") for j in scored)
+    details["logprobs"] = all(j.details.get("logprobs") for j in scored)
+    return Judgment(score_a=fmean(a), score_b=fmean(b), raw=raw, details=details)

@@ -23,16 +23,29 @@ from typing import Any, Literal, Sequence
 
 import tapir.options
 from tapir.errors import TapirError
-from tapir.judging import clean_token, combine_errors, judge_params, run_with_retry
+from tapir.judging import (
+    READ_FALLBACK,
+    READ_LENIENT,
+    READ_LOGPROBS,
+    clean_token,
+    combine_errors,
+    judge_meta,
+    judge_params,
+    run_with_retry,
+    warn_missing_logprobs,
+    weakest_read,
+)
 from tapir.roles import Completion, JudgeRequest, Judgment
 
 from tapir_judges.prompts import PREFERENCE_NUDGE, VERDICT_TOKENS, preference_messages
 
 ORDERS = ("random", "fixed", "both")
 
-_BARE = re.compile(r"^[\W_]*(?:(?i:output|answer)\s*)?[\(\[]*([AB])[\)\]\*\.]*(?:$|[:\n,!]|\s+is\b|\s+-)")
+_BARE = re.compile(
+    r"^[\W_]*(?:(?i:output|answer)\s*)?[\(\[]*([AB])[\)\]\*\.]*(?:$|[:\n,!]|\s+is\b(?!\s+(?i:not|no|worse))|\s+-)")
 _BARE_LOWER = re.compile(r"^[\W_]*([ab])[\W_]*$")
-_STATED = re.compile(r"\b(?:output|answer)\s*[\(\[]?([AB])[\)\]]?\s+is\s+(?:the\s+|clearly\s+|much\s+)?better", re.I)
+_STATED = re.compile(
+    r"\b(?:output|answer)\s*[\(\[]?([AB])[\)\]]?\s+is\s+(?:the\s+|clearly\s+|much\s+|slightly\s+)?better", re.I)
 _BRACKETED = re.compile(r"\[\[\s*([AB])\s*\]\]")
 _TIE = re.compile(r"\b(?:tie|equally good|equal(?:ly)?|both (?:are )?(?:equally )?(?:good|bad))\b", re.I)
 
@@ -42,6 +55,7 @@ class _Verdict:
     p_b: float  # P(the output labelled B is better)
     weighted: bool
     letter: str | None
+    read_by: str = READ_LENIENT
 
 
 def parse_verdict_text(text: str) -> float | None:
@@ -119,11 +133,11 @@ class PreferenceJudge:
         if self.use_logprobs:
             weighted = verdict_from_logprobs(completion)
             if weighted is not None:
-                return _Verdict(weighted[0], True, weighted[1])
+                return _Verdict(weighted[0], True, weighted[1], READ_LOGPROBS)
         p = parse_verdict_text(completion.text)
         if p is None:
             return None
-        return _Verdict(p, False, None)
+        return _Verdict(p, False, None, READ_FALLBACK if self.use_logprobs else READ_LENIENT)
 
     def judge(self, requests: Sequence[JudgeRequest]) -> list[Judgment]:
         for r in requests:
@@ -142,7 +156,12 @@ class PreferenceJudge:
             ))
             for i, swapped in plan
         ]
-        outcomes = run_with_retry(self.backend, prompts, self.params, self.parse, PREFERENCE_NUDGE, what="verdict (A or B)")
+        outcomes = run_with_retry(self.backend, prompts, self.params, self.parse, PREFERENCE_NUDGE,
+                                  what="verdict (A or B)", metas=[judge_meta(requests[i]) for i, _ in plan])
+        if self.use_logprobs:
+            answered = [o.completion for o in outcomes if o.completion is not None]
+            warn_missing_logprobs(self.name, self.backend.model_id,
+                                  sum(1 for c in answered if not c.logprobs), len(answered))
         per_request: list[list[tuple[bool, Any]]] = [[] for _ in requests]
         for (i, swapped), o in zip(plan, outcomes):
             per_request[i].append((swapped, o))
@@ -152,7 +171,7 @@ class PreferenceJudge:
     def _combine(parts) -> Judgment:
         raw = [text for _, o in parts for text in o.raw]
         retried = any(o.retried for _, o in parts)
-        prefs, orders, weighted = [], {}, []
+        prefs, orders, weighted, read = [], {}, [], []
         for swapped, o in parts:
             if o.value is None:
                 continue
@@ -160,10 +179,12 @@ class PreferenceJudge:
             prefs.append(pref)
             orders["ba" if swapped else "ab"] = pref
             weighted.append(o.value.weighted)
+            read.append(o.value.read_by)
         details: dict[str, Any] = {"retried": retried, "orders": orders, "orders_used": len(prefs)}
         if len(parts) == 1:
             details["swapped"] = parts[0][0]
         if not prefs:
             return Judgment(raw=raw, error=combine_errors(o.error for _, o in parts), details=details)
         details["weighted"] = all(weighted)
+        details["read_by"] = weakest_read(read)
         return Judgment(preference=sum(prefs) / len(prefs), raw=raw, details=details)

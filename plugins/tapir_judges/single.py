@@ -28,12 +28,18 @@ from typing import Any, Literal, Sequence
 import tapir.options as opt
 from tapir.errors import TapirError
 from tapir.judging import (
+    READ_FALLBACK,
+    READ_LENIENT,
+    READ_LOGPROBS,
+    READ_REFERENCE,
     digit_distribution,
     expected_value,
+    judge_meta,
     judge_params,
     parse_rating,
     run_with_retry,
     scores_from_logprobs,
+    warn_missing_logprobs,
 )
 from tapir.roles import Completion, GenerationParams, GenerationRequest, JudgeRequest, Judgment, Message, OnResult
 
@@ -47,6 +53,7 @@ class _Rating:
     parsed: float | None  # the number in the text (None when read from the first token's digits)
     from_logprobs: bool
     digit_mass: float | None = None  # set when the score was read from the first token's digits
+    read_by: str = READ_LENIENT  # tapir.judging.READ_METHODS
 
 
 REFERENCE_PARAMS = {"max_new_tokens": 2048, "temperature": 0.0}  # run_judge_single's OpenAI call
@@ -158,8 +165,10 @@ class MTBenchSingleJudge:
 
             values = scores_from_logprobs(completion, locate)
             if values:
-                return _Rating(values[0], found.value, True)
-        return _Rating(found.value, found.value, False)
+                return _Rating(values[0], found.value, True, read_by=READ_LOGPROBS)
+            # asked for logprobs, got none (or none at the number): the text decides
+            return _Rating(found.value, found.value, False, read_by=READ_FALLBACK)
+        return _Rating(found.value, found.value, False, read_by=READ_LENIENT)
 
     def _first_token_digits(self, completion: Completion) -> _Rating | None:
         """In score-only logprob mode, a reply that holds no number is still
@@ -173,7 +182,7 @@ class MTBenchSingleJudge:
         score = expected_value(dist)
         if score is None:
             return None
-        return _Rating(score, None, True, digit_mass=sum(dist.values()))
+        return _Rating(score, None, True, digit_mass=sum(dist.values()), read_by=READ_LOGPROBS)
 
     # -- judging ---------------------------------------------------------
 
@@ -186,14 +195,21 @@ class MTBenchSingleJudge:
         built = [self.messages(r) for r in requests]
         outcomes = run_with_retry(
             self.backend, [m for _, m in built], self.params, self.parse, SINGLE_NUDGE, what="[[rating]]",
+            metas=[judge_meta(r) for r in requests],
         )
+        if self.use_logprobs:
+            answered = [o.completion for o in outcomes if o.completion is not None]
+            warn_missing_logprobs(self.name, self.backend.model_id,
+                                  sum(1 for c in answered if not c.logprobs), len(answered))
         out = []
         for request, (name, _), o in zip(requests, built, outcomes):
             details: dict[str, Any] = {"prompt": name, "retried": o.retried, "judge_mode": "robust"}
             if request.category in mp.REFERENCE_CATEGORIES and name in (mp.SINGLE, mp.SINGLE_MULTI):
                 details["missing_reference"] = True
             if o.value is not None:
-                details.update(parsed=o.value.parsed, logprobs=o.value.from_logprobs)
+                details.update(parsed=o.value.parsed, logprobs=o.value.from_logprobs, read_by=o.value.read_by)
+                if self.use_logprobs and not o.completion.logprobs:
+                    details["logprobs_missing"] = True
                 if o.value.digit_mass is not None:
                     details.update(first_token=True, digit_mass=o.value.digit_mass)
             out.append(
@@ -209,7 +225,8 @@ class MTBenchSingleJudge:
     def _judge_reference(self, requests: Sequence[JudgeRequest], on_result: OnResult | None) -> list[Judgment]:
         """FastChat's run_judge_single: one request each, no re-ask, its parser."""
         built = [self.messages(r) for r in requests]
-        sent = [GenerationRequest(messages=list(m), params=self.params) for _, m in built]
+        sent = [GenerationRequest(messages=list(m), params=self.params, meta=judge_meta(r))
+                for r, (_, m) in zip(requests, built)]
         if not sent:
             completions = []
         elif on_result is not None:
@@ -229,5 +246,6 @@ class MTBenchSingleJudge:
             if problem is not None:
                 out.append(Judgment(raw=[completion.text], error=f"parse: {problem}", details=details))
             else:
+                details["read_by"] = READ_REFERENCE
                 out.append(Judgment(score_a=float(rating), raw=[completion.text], details=details))
         return out

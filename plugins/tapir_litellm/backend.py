@@ -416,6 +416,8 @@ class LiteLLMBackend:
             completion_tokens=_get(usage, "completion_tokens"),
             cost=self._cost(response),
             finish_reason=_get(choice, "finish_reason"),
+            provider_model=_text_or_none(_get(response, "model")),
+            system_fingerprint=_text_or_none(_get(response, "system_fingerprint")),
         )
 
     def _cost(self, response: Any) -> float | None:
@@ -472,6 +474,11 @@ def _get(obj: Any, name: str, default: Any = None) -> Any:
     if isinstance(obj, dict):
         return obj.get(name, default)
     return getattr(obj, name, default)
+
+
+def _text_or_none(value: Any) -> str | None:
+    """A provenance field as the provider sent it (a non-empty string), else None."""
+    return value if isinstance(value, str) and value else None
 
 
 def _logprobs(raw: Any) -> list[TokenLogprob] | None:

@@ -41,11 +41,16 @@ def _summary(outcome) -> str:
     lines = [head, "", *stage_table(summary_rows(results))]
     lines += ["", f"database:    {ctx.store.path}   (details: tapir runs show {ctx.run.id})",
               f"outputs:     {ctx.out_dir}"]
+    from tapir.judging import provenance_text
     from tapir.pipeline.curriculum_notes import curriculum_lines
 
     notes = curriculum_lines((r.step.stage, r.step.round, r.info) for r in results)
     if notes:
         lines += ["", "curriculum:", *(f"  {n}" for n in notes)]
+    judged = [(r.step.round, provenance_text(r.info)) for r in results if r.step.stage == "judge"]
+    if any(text for _, text in judged):
+        lines += ["", "MFD judgments (how each score was read):"]
+        lines += [f"  S{round_}: {text}" for round_, text in judged if text]
     evaluated = [r for r in results if r.step.stage in ("evaluate_base", "evaluate") and "nll" in r.info]
     if evaluated:
         lines += ["", "held-out loss (teacher answers to instructions no round trained on; lower is better):"]

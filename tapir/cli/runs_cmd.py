@@ -130,6 +130,14 @@ def register(cli):
         click.echo("")
         for line in stage_table(details["stages"]):
             click.echo(line)
+        from tapir.judging import provenance_text
+
+        judged = [(s["round"], provenance_text(s["info"])) for s in details["stages"] if s["name"] == "judge"]
+        if any(text for _, text in judged):
+            click.echo("\nMFD judgments (how each score was read):")
+            for round_, text in judged:
+                if text:
+                    click.echo(f"  S{round_}: {text}")
         errors = [s for s in details["stages"] if s["status"] == "failed"]
         for s in errors:
             click.echo(f"\nstage {s['name']} (round {s['round']}) failed:\n  {s['info'].get('error', '?')}")

@@ -439,3 +439,16 @@ def m005_views_and_judgment_foreign_keys(db: sqlite_utils.Database):
         db.execute(sql)
     for name, sql in _VIEWS.items():
         db.execute(f"create view {name} as {sql.strip()}")
+
+
+@migration
+def m006_call_provenance(db: sqlite_utils.Database):
+    """Provenance of every number: the model the provider says answered a
+    call (``provider_model``, which may differ from the one asked for: an
+    alias resolved to a dated snapshot, a router's pick) and its
+    ``system_fingerprint`` (the serving configuration), per call; and per
+    judgment how its score was read (``read_by``: logprobs, reference
+    parser, lenient parser, lenient fallback, ...)."""
+    db["llm_calls"].add_column("provider_model", str)
+    db["llm_calls"].add_column("system_fingerprint", str)
+    db["judgments"].add_column("read_by", str)

@@ -23,7 +23,11 @@ class Classify:
         name = ctx.config.classifier.name
         if todo:
             with progress.bar("classifying task types", len(todo)) as bar:
-                labels = ctx.classifier.classify([it.prompt for it in todo])
+                texts = [it.prompt for it in todo]
+                if ctx.classifier.needs_model:  # an LLM classifier records each call with its item
+                    labels = ctx.classifier.classify(texts, item_ids=[it.id for it in todo])
+                else:
+                    labels = ctx.classifier.classify(texts)
                 bar.update(len(todo))
             with ctx.store.db.conn:
                 insert_rows(ctx.store, "classifications", [

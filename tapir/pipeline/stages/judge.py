@@ -6,6 +6,7 @@ neither hard nor easy until a re-run judges it."""
 from __future__ import annotations
 
 from tapir import progress
+from tapir.judging import judgment_provenance
 from tapir.pipeline.context import insert_rows
 from tapir.pipeline.engine import Job
 from tapir.pipeline.stages.answers import student_path
@@ -73,12 +74,14 @@ class JudgeMFD:
                                 "response_b_id": student[it.id]["id"] if reads_answer else None,
                                 "score_a": j.score_a, "score_b": j.score_b, "preference": j.preference,
                                 "raw": dumps({"raw": j.raw, "details": j.details}), "error": error,
-                                "created_at": utcnow(),
+                                "read_by": j.details.get("read_by"), "created_at": utcnow(),
                             }], conflict="replace")
                         if error is None:
                             scores += [(it.id, "teacher_score", job.round, j.score_a),
                                        (it.id, "student_score", job.round, j.score_b),
                                        (it.id, "mfd", job.round, j.score_a - j.score_b)]
+                            if "spread" in j.details:  # judge_repeats: the MFD's spread over the repeats
+                                scores.append((it.id, "mfd_spread", job.round, j.details["spread"]["mfd"]))
                             job.ok(it.id)
                         else:
                             kind = "partial" if partial else ("parse" if j.raw else "error")
@@ -88,9 +91,11 @@ class JudgeMFD:
         from tapir.pipeline.mfd import distribution
 
         job.info.update(judged=len(todo), **distribution(list(ctx.scores(job.key, "mfd").values())))
+        job.info.update(judgment_provenance(ctx.store, job.key))
 
 
 def _position(judgment) -> str:
     """'both' for a two-order judgment, else the order that answered (ab / ba)."""
     orders = list(judgment.details.get("orders", {}))
     return "both" if len(orders) == 2 else ("".join(orders) or "single")
+

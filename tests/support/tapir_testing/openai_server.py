@@ -53,7 +53,10 @@ answer is written, so a client that keeps N requests open sees exactly N.
   entries, each ``(token, logprob, [(alt, logprob), ...])`` or an OpenAI
   ``{"token", "logprob", "top_logprobs"}`` dict; :func:`token_distribution`
   builds a one-token entry from ``{token: probability}``), ``prompt_tokens``,
-  ``completion_tokens``, ``finish_reason``;
+  ``completion_tokens``, ``finish_reason``, ``model`` (the model the answer
+  says answered; default the one asked for), ``system_fingerprint``
+  (sent only when given); ``logprobs: False`` answers a request that asked
+  for logprobs without them (as FastChat's server does);
 * ``fault(kind)``: inject a fault for this request (see below), e.g. to make
   one particular question always fail.
 
@@ -451,7 +454,7 @@ class OpenAIServer:
             "id": f"chatcmpl-{index}",
             "object": "chat.completion",
             "created": int(time.time()),
-            "model": body.get("model", self.model),
+            "model": answer.get("model", body.get("model", self.model)),
             "choices": [
                 {
                     "index": 0,
@@ -462,8 +465,10 @@ class OpenAIServer:
             ],
             "usage": {},
         }
+        if "system_fingerprint" in answer:
+            completion["system_fingerprint"] = answer["system_fingerprint"]
         toks = _tokens(text)
-        if body.get("logprobs"):
+        if body.get("logprobs") and answer.get("logprobs") is not False:
             k = int(body.get("top_logprobs") or 0)
             entries = answer.get("logprobs")
             if entries is None:
