@@ -22,6 +22,10 @@ def items_to_answer(job: Job) -> list[Item]:
 class TeacherAnswers:
     name = "teacher_answers"
     reads = ("teacher", "data.use_dataset_answers", "truncation.teacher")
+
+    @staticmethod
+    def upstream(step):
+        return (("ingest", 0),) if step.round == 0 else (("expand", step.round),)
     version = "1"
     max_failure_rate = 0.05
 
@@ -86,7 +90,11 @@ def student_path(job: Job, round: int) -> str:
 
 class StudentAnswers:
     name = "student_answers"
-    reads = ("student.generation", "student.serve.model")
+    reads = ("student.generation", "student.serve", "student.options")
+
+    @staticmethod
+    def upstream(step):
+        return ("ingest", 0), ("train", step.round)
     version = "1"
     max_failure_rate = 0.0
 

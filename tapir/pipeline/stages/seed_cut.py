@@ -12,7 +12,11 @@ from tapir.pipeline.mfd import select_hard
 
 class SeedCut:
     name = "seed_cut"
-    reads = ("mfd.delta", "mfd.top_fraction", "mfd.quantile", "curriculum.seed_size", "curriculum.reselect_seed")
+    reads = ("mfd.delta", "mfd.top_fraction", "mfd.quantile", "curriculum.seed_size")
+
+    @staticmethod
+    def upstream(step):
+        return (("judge", step.round),)
     version = "1"
     max_failure_rate = 0.0
 

@@ -83,6 +83,15 @@ class Train:
             return common  # S0: every item once, weight 1
         return (*common, "curriculum.alpha", "curriculum.alpha_step", "curriculum.weighting", "curriculum.sampling",
                 "resample.weights", *(("curriculum.start_from",) if round == 1 else ()))
+
+    @staticmethod
+    def upstream(step):
+        r = step.round
+        if r == 0:
+            return ("ingest", 0), ("teacher_answers", 0)
+        return (("train", r - 1), ("ingest", 0), ("seed_cut", step.option("cut", 0)), ("classify", 0),
+                *(("expand", i) for i in range(1, r + 1)), *(("teacher_answers", i) for i in range(r + 1)),
+                *(("rewrite", i) for i in range(1, r + 1)))
     version = "1"
     max_failure_rate = 0.0
 
@@ -93,7 +102,8 @@ class Train:
         if not hard:
             raise TapirError(f"round {r} has no training examples (hard set empty): every teacher answer "
                              f"or judgment failed? See `tapir runs show`")
-        examples = weighted_examples(hard, easy, alpha, ctx.config.curriculum.weighting)
+        # S0 has one group (weight 1 under either scheme): it does not read curriculum.weighting.
+        examples = weighted_examples(hard, easy, alpha, ctx.config.curriculum.weighting if r else "eq4")
         from_base = r == 0 or (r == 1 and ctx.config.curriculum.start_from == "base")
         base = ctx.student_base() if from_base else job.upstream_info("train", r - 1)["path"]
         out = job.artifact_dir(f"train-r{r}")
@@ -115,6 +125,5 @@ class Train:
                         task_mix=dict(sorted(mix.items(), key=lambda kv: -kv[1])),
                         easy_examples=len(easy), alpha=alpha, hard_weight_share=round(hard_w / total_w, 4),
                         pin=job.key)
-        from tapir.pipeline.modelcard import model_card
-
-        model_card(job, str(out), r)
+        # The model card describes the run (teacher, judge, benchmarks), not what this key trained:
+        # the export stage writes every round's card, each run.
