@@ -116,6 +116,24 @@ def test_a_stage_reads_only_the_upstream_nodes_it_declares(tmp_path, tiny_model,
     assert export.scope("evaluate_base") is None
 
 
+def test_the_recipe_refuses_a_stage_that_reads_a_later_node():
+    from tapir.errors import TapirError
+    from tapir.pipeline.recipe import wire
+
+    class Reads:
+        def __init__(self, *nodes):
+            self.nodes = nodes
+
+        def upstream(self, step):
+            return self.nodes
+
+    stages = {"a": Reads(("b", 0)), "b": Reads(), "c": Reads(("a", None), ("b", 0), ("gone", 0))}
+    steps = wire([("b", 0, (), ()), ("a", 0, (), ()), ("c", 1, (), ())], stages)
+    assert [s.after for s in steps] == [(), (("b", 0),), (("a", 0), ("b", 0))]  # "gone": not in this recipe
+    with pytest.raises(TapirError, match=r"recipe: a reads b \(round 0\), which runs after it"):
+        wire([("a", 0, (), ()), ("b", 0, (), ())], stages)
+
+
 # --------------------------------------------------------------------------- the table
 
 # Each edit, and the nodes that read the edited field (by hand); the test
