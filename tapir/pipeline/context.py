@@ -2,6 +2,12 @@
 output folder, and the role components built from the config (once, on
 first use), plus the scoped reads and writes stages make.
 
+A running stage gets its own context (:meth:`Context.for_stage`) whose
+config is the stage's :class:`~tapir.pipeline.reads.ConfigView`: using a
+role (``ctx.teacher``, ``ctx.judge(...)``, ``ctx.trainer``,
+``ctx.student_base()``) reads that role's config through it, every time,
+even when the role was built by an earlier stage.
+
 Rows are written under a *scope*: the key of the stage that wrote them
 (see :mod:`tapir.pipeline.engine`). Reads name the scope they read, so a
 stage never sees another key's rows.
@@ -10,10 +16,9 @@ stage never sees another key's rows.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from functools import cached_property
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from tapir.config import ModelRef, PipelineConfig
 from tapir.errors import TapirError
@@ -22,8 +27,7 @@ from tapir.roles import Completion, GenerationParams, Item
 from tapir.runs import Run
 from tapir.store.db import Store, dumps, utcnow
 
-# Backend options that change speed, not results: left out of stage keys.
-SPEED_OPTIONS = frozenset({"batch_size", "concurrency", "max_batch_tokens", "timeout", "max_retries"})
+from tapir.pipeline.reads import SPEED_OPTIONS  # noqa: F401  (where it used to live)
 
 
 def params_of(ref: ModelRef | None) -> GenerationParams:
@@ -44,6 +48,17 @@ class Context:
     _backends: dict[str, Any] = field(default_factory=dict)
     _tags: dict[str, Any] = field(default_factory=dict)
     loaded: Any = None  # the data's LoadReport, read before anything was written
+    _roles: dict[str, Any] = field(default_factory=dict)  # built once, shared by every stage's context
+
+    def for_stage(self, config) -> "Context":
+        """This context as a stage sees it: ``config`` (the stage's view)
+        instead of the whole config; backends, roles and tags are shared."""
+        return replace(self, config=config)
+
+    def _cached_role(self, role: str, build: Callable[[], Any]) -> Any:
+        if role not in self._roles:
+            self._roles[role] = build()
+        return self._roles[role]
 
     # --- models and roles ------------------------------------------------
 
@@ -81,21 +96,27 @@ class Context:
         backend = self.backend(role[:-1], ref.model, ref.options) if ref is not None else None
         return component.create(backend, options=options, where=f"{role[:-1]}.options")
 
-    @cached_property
+    # Each role reads its config section first (through a stage's view, a
+    # declared read), then builds the role once.
+
+    @property
     def teacher(self):
         cfg = self.config.teacher
-        return self._role("teachers", cfg.name, cfg.model, cfg.options)
+        return self._cached_role("teacher", lambda: self._role("teachers", cfg.name, cfg.model, cfg.options))
 
-    @cached_property
+    @property
     def rewriter(self):
         cfg = self.config.rewriter
         if cfg is None:
             return None
-        return self._role("rewriters", cfg.name, cfg.model, cfg.options)
+        return self._cached_role("rewriter", lambda: self._role("rewriters", cfg.name, cfg.model, cfg.options))
 
-    @cached_property
+    @property
     def classifier(self):
         cfg = self.config.classifier
+        return self._cached_role("classifier", lambda: self._classifier(cfg))
+
+    def _classifier(self, cfg):
         options = dict(cfg.options)
         for key in ("labels_path", "model_dir"):
             if options.get(key):
@@ -129,10 +150,11 @@ class Context:
             backend = self.backend("judge", cfg.model.model, cfg.model.options) if cfg.model is not None else None
         return component.create(backend, options=cfg.options, where="judge.options")
 
-    @cached_property
+    @property
     def trainer(self):
-        return registry().get("trainers", self.config.trainer.name).create(
-            options=self.config.trainer.options, where="trainer.options")
+        cfg = self.config.trainer
+        return self._cached_role("trainer", lambda: registry().get("trainers", cfg.name).create(
+            options=cfg.options, where="trainer.options"))
 
     def encoder(self, name: str):
         return registry().get("encoders", name).create(options={}, where="expansion.encoder")
@@ -142,7 +164,8 @@ class Context:
         from tapir.models import resolve
         from tapir.plugins import get_plugin_manager
 
-        spec = resolve(self.config.student.model, self.config.student.options)
+        # The backend and name do not depend on the options: S0's base reads student.model only.
+        spec = resolve(self.config.student.model)
         if spec.backend != "hf":
             raise TapirError(
                 f"student.model '{self.config.student.model}' resolves to backend '{spec.backend}'; "

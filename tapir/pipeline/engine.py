@@ -3,8 +3,11 @@ thresholds and the run lock.
 
 A *node* of a recipe is one stage at one round with its upstream nodes. Its
 **key** is a hash of exactly what it reads: the stage's name, round and code
-version, the config fields it declares, and the key and output fingerprint
-of every upstream node. Every row a stage writes carries its key (in the
+version, the config fields it declares (``reads``), and the key and output
+fingerprint of every upstream node it declares (``upstream``). What it
+declares is also all it can read: while it runs, its config is a view that
+refuses any other field, and :meth:`Job.scope` refuses any other node
+(:mod:`tapir.pipeline.reads`). Every row a stage writes carries its key (in the
 ``run_id`` column of the data tables, the stage's *scope*), and every file
 it writes lives in a folder named after it, so
 
@@ -31,9 +34,14 @@ from typing import Any, Callable, Iterable, Protocol, Sequence
 
 from tapir import progress
 from tapir.errors import TapirError
+from tapir.pipeline.reads import ConfigView, UndeclaredRead, config_value
 from tapir.store.db import Store, dumps, utcnow
 
 Node = tuple[str, int]  # (stage name, round)
+Upstream = tuple[str, int | None]  # (stage name, round); round None: every round of that stage
+
+__all__ = ["Engine", "Job", "Node", "Stage", "StageFailed", "StageResult", "Step", "UndeclaredRead",
+           "config_value", "reads_of"]
 
 
 class StageFailed(TapirError):
@@ -67,13 +75,18 @@ class Step:
 class Stage(Protocol):
     """What the engine calls. ``reads`` names the config fields the stage
     depends on (dotted paths; or a function of the round giving them);
-    ``version`` changes when its code changes what it produces;
+    ``upstream`` gives the nodes whose rows it reads at a step, as (stage,
+    round) pairs, round None for every round of that stage (the recipe wires
+    each step to those it holds: a node the recipe leaves out reads as
+    None); ``version`` changes when its code changes what it produces;
     ``max_failure_rate`` is its default failure threshold."""
 
     name: str
     reads: tuple[str, ...] | Callable[[int], tuple[str, ...]]
     version: str
     max_failure_rate: float
+
+    def upstream(self, step: Step) -> Iterable[Upstream]: ...
 
     def run(self, job: "Job") -> None: ...
 
@@ -82,21 +95,6 @@ def reads_of(stage: Stage, round: int) -> tuple[str, ...]:
     """The config fields ``stage`` reads at ``round``: ``reads`` is a tuple,
     or a function of the round when a round reads more than another."""
     return stage.reads(round) if callable(stage.reads) else stage.reads
-
-
-def config_value(config: Any, path: str) -> Any:
-    """The value at dotted ``path`` of a pydantic config (JSON-ready)."""
-    value: Any = config
-    for part in path.split("."):
-        if value is None:
-            return None
-        if isinstance(value, dict):
-            value = value.get(part)
-        else:
-            value = getattr(value, part)
-    if hasattr(value, "model_dump"):
-        return value.model_dump(mode="json")
-    return value
 
 
 @dataclass
@@ -128,21 +126,40 @@ class Job:
         self.step = step
         self.key = key
         self.round = step.round
-        self.ctx = engine.ctx
-        self.config = engine.ctx.config
+        stage = engine.stages[step.stage]
+        # The config as this stage may read it, and a context whose roles read through it.
+        self.config = ConfigView(engine.ctx.config, reads_of(stage, step.round), step.label)
+        self.ctx = engine.ctx.for_stage(self.config)
         self.store: Store = engine.ctx.store
         self.retry = retry
         self.info: dict[str, Any] = {}
         self._outcomes: list[tuple] = []
         self._known: dict[str, str] | None = None
+        self._upstream = tuple(stage.upstream(step))
 
     # -- upstream -------------------------------------------------------------
 
+    def declares(self, stage: str, round: int) -> bool:
+        """Whether this step may read node (stage, round): itself, or one its stage declares upstream."""
+        node = (stage, round)
+        return (node == self.step.node or node in self.step.after
+                or any(name == stage and r in (None, round) for name, r in self._upstream))
+
+    def _check(self, stage: str, round: int) -> None:
+        if not self.declares(stage, round):
+            raise UndeclaredRead(
+                f"stage '{self.step.label}' read node {stage} (round {round}), which its stage does not "
+                f"declare upstream: add it to {self.step.stage}.upstream (so its key depends on that node)")
+
     def scope(self, stage: str, round: int = 0) -> str | None:
-        """The key of upstream node (stage, round), or None when the recipe has none."""
+        """The key of upstream node (stage, round), or None when the recipe has none.
+        Reading a node the stage does not declare raises :class:`UndeclaredRead`."""
+        self._check(stage, round)
         return self.engine.key_of((stage, round))
 
     def upstream_info(self, stage: str, round: int = 0) -> dict[str, Any]:
+        """The stage info of upstream node (stage, round) ({} when the recipe has none)."""
+        self._check(stage, round)
         result = self.engine.results.get((stage, round))
         return result.info if result else {}
 

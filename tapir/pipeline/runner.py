@@ -60,9 +60,12 @@ def engine_for(ctx: Context, retry: bool | None = None) -> Engine:
     from tapir.pipeline.recipe import build, data_digest, stage_table
 
     cfg = ctx.config
-    steps = build(cfg, run_id=ctx.run.id, digest=data_digest(cfg, ctx.base_dir),
+    if ctx.loaded is None:  # inspection: read the data to know its rows' digest
+        ctx.loaded = load_items(cfg.data, ctx.base_dir)
+    stages = stage_table()
+    steps = build(cfg, stages, run_id=ctx.run.id, digest=data_digest(ctx.loaded),
                   judge_reads_answer=ctx.judge_reads_student_answer())
-    return Engine(ctx, steps, stage_table(), retry=cfg.failures.retry if retry is None else retry,
+    return Engine(ctx, steps, stages, retry=cfg.failures.retry if retry is None else retry,
                   max_failure_rate=cfg.failures.max_failure_rate)
 
 

@@ -23,6 +23,10 @@ def items_to_answer(job: Job) -> list[Item]:
 class TeacherAnswers:
     name = "teacher_answers"
     reads = ("teacher", "data.use_dataset_answers", "truncation.teacher")
+
+    @staticmethod
+    def upstream(step):
+        return (("ingest", 0),) if step.round == 0 else (("expand", step.round),)
     version = "1"
     max_failure_rate = 0.05
 
@@ -96,7 +100,11 @@ def student_path(job: Job, round: int) -> str:
 
 class StudentAnswers:
     name = "student_answers"
-    reads = ("student.generation", "student.serve.model", "seed")
+    reads = ("student.generation", "student.serve", "student.options", "seed")
+
+    @staticmethod
+    def upstream(step):
+        return ("ingest", 0), ("train", step.round)
     version = "1"
     max_failure_rate = 0.0
 

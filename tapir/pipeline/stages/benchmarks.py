@@ -25,7 +25,11 @@ class Benchmarks:
     (``benchmarks_base``)."""
 
     name = "benchmarks"
-    reads = ("evaluation.benchmarks",)
+    reads = ("evaluation.benchmarks", "curriculum.rounds")  # rounds: benchmarks with rounds: last
+
+    @staticmethod
+    def upstream(step):
+        return (("train", step.round),)
     version = "1"
     max_failure_rate = 0.0
 
@@ -62,6 +66,10 @@ class Benchmarks:
 class BenchmarksBase(Benchmarks):
     name = "benchmarks_base"
     reads = ("evaluation.benchmarks", "student.model")
+
+    @staticmethod
+    def upstream(step):
+        return ()
 
 
 def benchmarks_at(config, round: int | None) -> list:

@@ -12,6 +12,10 @@ from tapir.store.db import utcnow
 class Classify:
     name = "classify"
     reads = ("classifier",)
+
+    @staticmethod
+    def upstream(step):
+        return (("ingest", 0),)
     version = "1"
     max_failure_rate = 0.0
 

@@ -23,6 +23,10 @@ BENCHMARK = "heldout-loss"
 class HeldoutAnswers:
     name = "heldout_answers"
     reads = ("evaluation.heldout", "teacher")
+
+    @staticmethod
+    def upstream(step):
+        return (("ingest", 0),)
     version = "1"
     max_failure_rate = 0.05
 
@@ -58,7 +62,12 @@ class Evaluate:
     model (``evaluate_base``)."""
 
     name = "evaluate"
-    reads = ("evaluation.heldout",)  # not all of evaluation: adding a benchmark leaves the held-out rows valid
+    # Not all of evaluation: adding a benchmark leaves the held-out rows valid.
+    reads = ("evaluation.heldout", "student.options")
+
+    @staticmethod
+    def upstream(step):
+        return ("heldout_answers", 0), ("train", step.round)
     version = "3"
     max_failure_rate = 0.0
 
@@ -112,4 +121,8 @@ class Evaluate:
 
 class EvaluateBase(Evaluate):
     name = "evaluate_base"
-    reads = ("evaluation.heldout", "student.model")
+    reads = ("evaluation.heldout", "student.options", "student.model")
+
+    @staticmethod
+    def upstream(step):
+        return (("heldout_answers", 0),)

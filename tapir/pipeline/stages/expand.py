@@ -39,7 +39,14 @@ class _Without(Sequence):
 
 class Expand:
     name = "expand"
-    reads = ("expansion", "teacher", "seed")
+    # expand_per_round and the weights: the draws are computed again here (resample.draws_for).
+    reads = ("expansion", "teacher", "seed", "curriculum.expand_per_round", "resample.weights")
+
+    @staticmethod
+    def upstream(step):
+        r = step.round
+        return (("ingest", 0), ("seed_cut", step.option("cut", 0)), ("classify", 0),
+                *(("expand", i) for i in range(1, r)), ("resample", r))
     version = "2"  # 2: replies that repeat the given block before their own are parsed
     max_failure_rate = 0.2
 

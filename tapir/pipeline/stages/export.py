@@ -15,7 +15,15 @@ from tapir.pipeline.engine import Job
 
 class Export:
     name = "export"
-    reads = ("output_dir", "name")
+    # Its key holds the run id (the whole config) anyway; what the model cards and the dataset read.
+    reads = ("output_dir", "name", "seed", "data", "teacher", "student", "judge", "rewriter", "trainer",
+             "curriculum", "resample", "export")
+
+    @staticmethod
+    def upstream(step):
+        return (("ingest", 0), ("seed_cut", None), ("classify", 0), ("train", None), ("judge", None),
+                ("expand", None), ("rewrite", None), ("teacher_answers", None), ("evaluate_base", 0),
+                ("evaluate", None), ("benchmarks_base", 0), ("benchmarks", None))
     version = "1"
     max_failure_rate = 0.0
 

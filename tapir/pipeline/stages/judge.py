@@ -18,7 +18,11 @@ CHUNK = 64
 
 class JudgeMFD:
     name = "judge"
-    reads = ("judge", "mfd.one_order_failed")
+    reads = ("judge", "mfd.one_order_failed", "student.options")  # student.options: judges that load the student
+
+    @staticmethod
+    def upstream(step):
+        return ("ingest", 0), ("teacher_answers", 0), ("train", step.round), ("student_answers", step.round)
     version = "1"
     max_failure_rate = 0.05
 

@@ -52,6 +52,11 @@ def draws_for(job: Job, round: int) -> list[Item]:
 class Resample:
     name = "resample"
     reads = ("resample", "curriculum.expand_per_round", "seed")
+
+    @staticmethod
+    def upstream(step):
+        return (("ingest", 0), ("seed_cut", step.option("cut", 0)), ("classify", 0),
+                *(("expand", i) for i in range(1, step.round)))
     version = "1"
     max_failure_rate = 0.0
 

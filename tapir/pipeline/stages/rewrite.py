@@ -26,6 +26,12 @@ def rewrite_targets(job: Job, round: int):
 class Rewrite:
     name = "rewrite"
     reads = ("rewriter", "teacher")
+
+    @staticmethod
+    def upstream(step):
+        r = step.round
+        return (("ingest", 0), ("seed_cut", step.option("cut", 0)), ("classify", 0),
+                *(("expand", i) for i in range(1, r + 1)), *(("teacher_answers", i) for i in range(r + 1)))
     version = "2"  # 2: refinements that read as answers, loop or drift are failed (the original is kept)
     max_failure_rate = 0.1
 

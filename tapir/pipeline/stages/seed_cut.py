@@ -18,6 +18,10 @@ class SeedCut:
     name = "seed_cut"
     reads = ("mfd.delta", "mfd.top_fraction", "mfd.quantile", "mfd.allow_nonpositive", "curriculum.seed_size",
              "curriculum.reselect_seed", "seed")
+
+    @staticmethod
+    def upstream(step):
+        return (("judge", step.round),)
     version = "2"  # 2: ties at the cut broken by a seeded draw; MFD <= 0 never hard unless allowed
     max_failure_rate = 0.0
 

@@ -105,6 +105,15 @@ class Train:
         return (*common, "curriculum.alpha", "curriculum.alpha_step", "curriculum.weighting", "curriculum.sampling",
                 "curriculum.upsample_limit", "curriculum.max_steps", "resample.weights",
                 *(("curriculum.start_from",) if round == 1 else ()))
+
+    @staticmethod
+    def upstream(step):
+        r = step.round
+        if r == 0:
+            return ("ingest", 0), ("teacher_answers", 0)
+        return (("train", r - 1), ("ingest", 0), ("seed_cut", step.option("cut", 0)), ("classify", 0),
+                *(("expand", i) for i in range(1, r + 1)), *(("teacher_answers", i) for i in range(r + 1)),
+                *(("rewrite", i) for i in range(1, r + 1)))
     # 2: sampling "task" covers every pair (up-sampling); zero-weight examples left out
     version = "2"
     max_failure_rate = 0.0
@@ -116,8 +125,10 @@ class Train:
         if not hard:
             raise TapirError(f"round {r} has no training examples (hard set empty): every teacher answer "
                              f"or judgment failed? See `tapir runs show`")
-        examples = weighted_examples(hard, easy, alpha, ctx.config.curriculum.weighting)
-        w_hard, w_easy = group_weights(len(hard), len(easy), alpha, ctx.config.curriculum.weighting)
+        # S0 has one group (weight 1 under either scheme): it does not read curriculum.weighting.
+        scheme = ctx.config.curriculum.weighting if r else "eq4"
+        examples = weighted_examples(hard, easy, alpha, scheme)
+        w_hard, w_easy = group_weights(len(hard), len(easy), alpha, scheme)
         n_hard, n_easy = (len(hard) if w_hard > 0 else 0), (len(easy) if w_easy > 0 else 0)
         if not examples:
             raise TapirError(f"round {r} has no training example of weight > 0 (alpha {alpha:.2f}, "
@@ -154,6 +165,5 @@ class Train:
             job.info["sampling"] = cfg.curriculum.sampling
             job.info["coverage"] = coverage(hard_pool(job, r), trained_hard, task_weights(cfg.resample.weights),
                                             {it.id for it in hard_seed(job)})
-        from tapir.pipeline.modelcard import model_card
-
-        model_card(job, str(out), r)
+        # The model card describes the run (teacher, judge, benchmarks), not what this key trained:
+        # the export stage writes every round's card, each run.
