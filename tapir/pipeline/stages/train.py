@@ -85,8 +85,10 @@ def training_set(job: Job, round: int) -> tuple[list[Item], list[Item], float]:
 def trainer_for(job: Job):
     """The trainer of this round: the configured one, with ``max_steps`` set
     to ``curriculum.max_steps`` for rounds >= 1 when it is given."""
+    if job.round == 0:
+        return job.ctx.trainer
     steps = job.config.curriculum.max_steps
-    if job.round == 0 or steps is None:
+    if steps is None:
         return job.ctx.trainer
     from tapir.plugins import registry
 
