@@ -31,7 +31,7 @@ from tapir.store.db import Store, dumps, utcnow
 _LOOKUP_CHUNK = 500
 _COLUMNS = ("key", "model", "params", "messages", "sample", "response", "logprobs", "prompt_tokens",
             "completion_tokens", "cost", "latency_s", "error", "run_id", "created_at", "stage_key", "role",
-            "item_id", "round", "finish_reason")
+            "item_id", "round", "finish_reason", "attempts", "attempt_log", "failure_kind")
 _META = ("stage_key", "role", "item_id", "round")
 _WAIT_POLL_S = 0.2
 _UNCLAIM_SQL = "delete from locks where name = ? and pid = ? and host = ?"
@@ -123,6 +123,9 @@ class CachedBackend:
                 "run_id": self.run_id,
                 "created_at": utcnow(),
                 "finish_reason": completion.finish_reason,
+                "attempts": len(completion.attempts) if completion.attempts is not None else None,
+                "attempt_log": dumps(completion.attempts) if completion.attempts else None,
+                "failure_kind": completion.failure_kind,
                 **{k: request.meta.get(k, self.tags.get(k)) for k in _META},
             }
             # One committed row per call, so a crash loses nothing already

@@ -149,6 +149,9 @@ class FailuresConfig(Section):
     max_failure_rate: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]] = Field(default_factory=dict)
     # Re-runs retry failed items (the CLI's --no-retry turns it off).
     retry: bool = True
+    # A stage stops after this many LLM calls in a row failed the same way (same kind,
+    # cause and status), instead of failing every item; 0 turns it off (docs/pipeline.md).
+    circuit_breaker: int = Field(5, ge=0)
 
 
 class AddStage(Section):

@@ -84,6 +84,14 @@ class Completion:
     call_id: int | None = None  # row id in llm_calls
     finish_reason: str | None = None  # "stop", "length" (cut at max_new_tokens), ...
     http_status: int | None = None  # of the failed request, when there was one
+    # Of a failed call: transient | permanent | content (what helps: a retry, a fix by the
+    # user that stops the stage at once, or nothing but this item failing) and its cause
+    # (quota, auth, model_not_found, rate_limit, timeout, ...; see docs/pipeline.md).
+    failure_kind: str | None = None
+    failure_cause: str | None = None
+    # Every attempt sent for this call, failed ones included: dicts with n, outcome
+    # ("ok" or the failure's cause), http_status, seconds, billed ("no" | "maybe").
+    attempts: list[dict] | None = None
 
     @property
     def ok(self) -> bool:

@@ -63,7 +63,7 @@ def engine_for(ctx: Context, retry: bool | None = None) -> Engine:
     steps = build(cfg, run_id=ctx.run.id, digest=data_digest(cfg, ctx.base_dir),
                   judge_reads_answer=ctx.judge_reads_student_answer())
     return Engine(ctx, steps, stage_table(), retry=cfg.failures.retry if retry is None else retry,
-                  max_failure_rate=cfg.failures.max_failure_rate)
+                  max_failure_rate=cfg.failures.max_failure_rate, circuit_breaker=cfg.failures.circuit_breaker)
 
 
 def planning_engine(checked, retry: bool = True) -> Engine:

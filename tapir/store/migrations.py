@@ -439,3 +439,15 @@ def m005_views_and_judgment_foreign_keys(db: sqlite_utils.Database):
         db.execute(sql)
     for name, sql in _VIEWS.items():
         db.execute(f"create view {name} as {sql.strip()}")
+
+
+@migration
+def m006_call_attempts(db: sqlite_utils.Database):
+    """Every attempt of an LLM call, failed ones included: ``llm_calls.attempts``
+    (how many were sent), ``attempt_log`` (JSON list: n, outcome, http_status,
+    seconds, billed yes / maybe / no: a timed-out attempt may still have been
+    generated and billed) and ``failure_kind`` (transient | permanent |
+    content) of a failed call."""
+    db["llm_calls"].add_column("attempts", int)
+    db["llm_calls"].add_column("attempt_log", str)
+    db["llm_calls"].add_column("failure_kind", str)
