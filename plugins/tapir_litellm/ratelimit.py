@@ -4,9 +4,9 @@ options of the litellm backend).
 One :class:`RateLimiter` per model name and limits, process-wide and on the
 shared event loop (tapir_litellm.loop), so every thread, backend instance and
 server of the model draws from the same allowance. Each limit is a token
-bucket written as a *generic cell rate* schedule: a request may start when
-the schedule's next free time, less a burst of one second's allowance, has
-come; it then moves the schedule on by its cost / rate. A request's token
+bucket written as a *generic cell rate* schedule without burst: a request
+may start when the schedule's next free time has come; it then moves the
+schedule on by its cost / rate, so no minute holds more than the limit. A request's token
 cost is estimated before sending (prompt characters / 4 + max_tokens) and
 corrected with the reply's usage, so tpm follows what was really used.
 """
@@ -21,15 +21,16 @@ _limiters: dict[tuple, "RateLimiter"] = {}
 
 
 class _Schedule:
-    """One limit: ``per_minute`` units, bursts of one second's worth (at least one request)."""
+    """One limit of ``per_minute`` units, with no burst: a request may start
+    once the previous ones' units have drained at the rate, so any minute
+    holds at most ``per_minute`` units (a token-bucket of one request)."""
 
-    def __init__(self, per_minute: float, burst_units: float | None = None):
+    def __init__(self, per_minute: float):
         self.rate = per_minute / 60.0  # units per second
-        self.burst = max(1.0, self.rate) / self.rate if burst_units is None else burst_units / self.rate
         self.next_free = 0.0
 
     def delay(self, now: float) -> float:
-        return max(0.0, self.next_free - self.burst - now)
+        return max(0.0, self.next_free - now)
 
     def take(self, now: float, units: float) -> None:
         self.next_free = max(self.next_free, now) + units / self.rate
@@ -43,7 +44,6 @@ class RateLimiter:
 
     def __init__(self, rpm: float | None = None, tpm: float | None = None):
         self.rpm = _Schedule(rpm) if rpm else None
-        # a token burst of one second's allowance, but never less than one large request
         self.tpm = _Schedule(tpm) if tpm else None
         self._lock: asyncio.Lock | None = None
         self.waited_s = 0.0
