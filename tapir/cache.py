@@ -23,6 +23,7 @@ import json
 import os
 import threading
 import time
+from dataclasses import replace
 from typing import Sequence
 
 from tapir.roles import Backend, Completion, GenerationRequest, OnResult, TokenLogprob
@@ -169,7 +170,10 @@ class CachedBackend:
                 on_result(i, completion)
 
     def _send(self, requests, todo, keys, results, on_result) -> None:
-        miss_requests = [requests[todo[k][0]] for k in keys]
+        role = self.tags.get("role")
+        # The backend learns who asks (a budget per role is checked before each call).
+        miss_requests = [r if role is None or "role" in r.meta else replace(r, meta={**r.meta, "role": role})
+                         for r in (requests[todo[k][0]] for k in keys)]
         last = [time.perf_counter()]
 
         def record(j: int, completion: Completion) -> None:

@@ -154,6 +154,16 @@ class FailuresConfig(Section):
     circuit_breaker: int = Field(5, ge=0)
 
 
+class BudgetConfig(Section):
+    # Most USD the run's API calls may cost (prices: litellm's map, or the backend's
+    # input_usd_per_million / output_usd_per_million); the run stops before the call that
+    # would pass it (exit 1). Not part of the run id: raise it and re-run to resume.
+    max_cost_usd: float | None = Field(None, ge=0)
+    # The same per role, e.g. {teacher: 20, judge: 5} (roles: teacher, judge, rewriter, classifier).
+    per_role: dict[Literal["teacher", "judge", "rewriter", "classifier"], Annotated[float, Field(ge=0)]] = Field(
+        default_factory=dict)
+
+
 class AddStage(Section):
     stage: str  # a stage a plugin registered (register_stages)
     after: str  # the stage it follows (its upstream node): e.g. train
@@ -239,6 +249,7 @@ class PipelineConfig(Section):
     curriculum: CurriculumConfig = Field(default_factory=CurriculumConfig)
     expansion: ExpansionConfig = Field(default_factory=ExpansionConfig)
     failures: FailuresConfig = Field(default_factory=FailuresConfig)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     recipe: RecipeConfig = Field(default_factory=RecipeConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)

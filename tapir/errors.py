@@ -29,6 +29,10 @@ PERMANENT_CAUSES = {
                   "check the key's project / organisation permissions for the model, or use a key that has them"),
     "model_not_found": ("the server has no such model (or route)",
                         "check the model name and api_base (a server lists its models at <api_base>/models)"),
+    "budget": ("the run's spend would pass its budget",
+               "raise budget.max_cost_usd (or the role's budget.per_role) in the config if the spend is meant, "
+               "then run the same command again: it resumes the same run, and calls already paid are not paid "
+               "again"),
     "context_length": ("a request is longer than the model's context",
                        "shorten the prompts, lower max_new_tokens, or raise the model's max_length / use a "
                        "longer-context model"),

@@ -222,3 +222,75 @@ def test_circuit_breaker_off_fails_item_by_item(tmp_path, tiny_model):
             distill(cfg, tmp_path / "t.db")
         assert not isinstance(err.value, StageStopped)
         assert "8 of 8 items failed" in str(err.value)
+
+
+# -- the budget ---------------------------------------------------------------
+
+PRICED = {"input_usd_per_million": 1000.0, "output_usd_per_million": 2000.0}
+
+
+def priced_config(tmp_path, tiny_model, url, budget, role="teacher"):
+    cfg = api_config(tmp_path, tiny_model, url, budget=budget)
+    data = yaml.safe_load(cfg.read_text())
+    data[role]["model"]["options"].update(PRICED)
+    if role == "teacher":
+        data[role]["model"]["generation"] = {"max_new_tokens": 100}  # at most $0.20 of answer a call
+    cfg.write_text(yaml.safe_dump(data))
+    return cfg
+
+
+def test_budget_stops_before_the_call_that_would_pass_it_and_resumes_when_raised(tmp_path, tiny_model):
+    with OpenAIServer(reply=server_reply) as srv:
+        db = tmp_path / "t.db"
+        cfg = priced_config(tmp_path, tiny_model, srv.base_url, {"max_cost_usd": 0.5})
+        with pytest.raises(StageStopped) as err:
+            distill(cfg, db)
+        message = str(err.value)
+        assert message.startswith("stage teacher_answers stopped: the run's spend would pass its budget (budget)")
+        assert "budget.max_cost_usd ($0.50" in message and "Fix: raise budget.max_cost_usd" in message
+        store = sqlite_utils.Database(db)
+        costs = [c for (c,) in store.execute("select cost from llm_calls where role = 'teacher'")]
+        # Each call reserves up to ~$0.21 (prompt + 100 answer tokens): two fit in $0.50, the third would not.
+        assert srv.requests == len(costs) == 2
+        assert all(c and c > 0 for c in costs) and sum(costs) <= 0.5
+        assert store.execute("select count(*) from outcomes where status = 'failed'").fetchone()[0] == 0
+        sent = srv.requests
+
+        data = yaml.safe_load(cfg.read_text())
+        data["budget"]["max_cost_usd"] = 100.0
+        cfg.write_text(yaml.safe_dump(data))
+        done = distill(cfg, db)
+        assert all(r.failed == 0 for r in done.results)
+        assert store.execute("select count(*) from runs").fetchone()[0] == 1  # the same run, resumed
+        teacher_calls = store.execute("select count(*) from llm_calls where role = 'teacher' and round = 0 "
+                                      "and error is null").fetchone()[0]
+        assert teacher_calls == 8 and srv.requests - sent >= 6  # the 2 paid answers were not asked again
+        spent = store.execute("select sum(cost) from llm_calls").fetchone()[0]
+        assert done.budget.total_spent() == pytest.approx(spent)
+        assert done.budget.lines()[0] == f"spend ${spent:.4f} of budget $100.00"
+
+
+def test_budget_per_role(tmp_path, tiny_model):
+    with OpenAIServer(reply=server_reply) as srv:
+        cfg = priced_config(tmp_path, tiny_model, srv.base_url, {"per_role": {"judge": 0.1}}, role="judge")
+        with pytest.raises(StageStopped) as err:
+            distill(cfg, tmp_path / "t.db")
+    assert "stage judge stopped: the run's spend would pass its budget" in str(err.value)
+    assert "budget.per_role.judge ($0.10" in str(err.value)
+    store = sqlite_utils.Database(tmp_path / "t.db")
+    assert store.execute("select count(*) from llm_calls where role = 'judge'").fetchone()[0] == 0
+    assert store.execute("select count(*) from llm_calls where role = 'teacher'").fetchone()[0] == 8
+
+
+def test_budget_unit_reserves_in_flight_calls():
+    from tapir.budget import Budget, OverBudget
+
+    b = Budget(1.0, {"judge": 0.3}, spent={"teacher": 0.5})
+    b.reserve("teacher", 0.3)
+    with pytest.raises(OverBudget):
+        b.reserve("teacher", 0.3)  # 0.5 paid + 0.3 in flight + 0.3 > 1.0
+    b.settle("teacher", 0.3, 0.1)
+    b.reserve("judge", 0.25)
+    with pytest.raises(OverBudget, match="budget.per_role.judge"):
+        b.reserve("judge", 0.1)
+    assert b.total_spent() == pytest.approx(0.6)

@@ -22,6 +22,8 @@ import time
 import warnings
 from typing import Any, Literal, Sequence, Union
 
+from tapir import budget as _budget
+from tapir.budget import OverBudget
 from tapir.errors import TapirError, permanent_failure
 from tapir.options import Options as _Options
 from tapir.options import option
@@ -109,6 +111,11 @@ class LiteLLMBackend:
         timeout: float = option(
             300.0, "seconds per attempt (from sending to the whole answer; a long generation on a busy server "
                    "fits, a hung one is given up after it)", gt=0)
+        input_usd_per_million: float | None = option(
+            None, "price of a million prompt tokens, for cost accounting and the budget (default: litellm's price "
+                  "map; a self-hosted server costs nothing)", ge=0)
+        output_usd_per_million: float | None = option(
+            None, "price of a million completion tokens (default: litellm's price map)", ge=0)
         rpm: float | None = option(None, "requests per minute to this model, at most (shared by every thread, "
                                          "backend and server of the model in the process)", gt=0)
         tpm: float | None = option(None, "tokens (prompt + completion) per minute to this model, at most; a "
@@ -248,9 +255,9 @@ class LiteLLMBackend:
                     continue
                 received += 1
                 if completion.failure_kind == PERMANENT:
-                    if not completion.attempts:
-                        continue  # never sent (an earlier call failed permanently): nothing to record
                     permanent = permanent or completion
+                    if not completion.attempts:
+                        continue  # never sent (over budget, or an earlier call failed permanently): no record
                 results[i] = completion
                 if on_result is not None:
                     on_result(i, completion)
@@ -317,6 +324,9 @@ class LiteLLMBackend:
         kwargs = self._kwargs(request)
         limiter = ratelimit.limiter(self.model_name, self.options.rpm, self.options.tpm)
         tokens = ratelimit.estimate_tokens(request.messages, kwargs.get("max_tokens")) if limiter else 0
+        spending = _budget.active()
+        role = request.meta.get("role")
+        estimate = self._estimate_cost(request.messages, kwargs.get("max_tokens")) if spending is not None else 0.0
         waited = 0.0
         attempt = 0
         history: list[str] = []
@@ -324,11 +334,21 @@ class LiteLLMBackend:
         while True:
             server = None
             began: float | None = None
+            reserved = 0.0
             try:
                 if stop:
                     return self._not_sent(stop, attempts)
                 if limiter is not None:
                     await limiter.acquire(tokens)
+                if spending is not None:
+                    try:
+                        spending.reserve(role, estimate)
+                    except OverBudget as exc:
+                        refused = Completion(error=f"OverBudget: {exc}; not sent", failure_kind=PERMANENT,
+                                             failure_cause="budget", attempts=attempts)
+                        stop.setdefault("first", refused)
+                        return refused
+                    reserved = estimate
                 if pool is not None:
                     server = await pool.acquire()
                     kwargs["api_base"] = server.url
@@ -350,6 +370,9 @@ class LiteLLMBackend:
                         began = time.perf_counter()
                         response = await _within(call(kwargs), self.timeout * 1.5 + 5)
                 completion = self._to_completion(response)
+                if reserved:  # the reservation becomes what the answer cost
+                    spending.settle(role, reserved, completion.cost or 0.0)
+                    reserved = 0.0
                 completion.latency_s = time.perf_counter() - began
                 attempts.append(_attempt(attempt, "ok", None, completion.latency_s, "yes"))
                 completion.attempts = attempts
@@ -369,6 +392,8 @@ class LiteLLMBackend:
                 billed = "maybe" if began is not None and kind in ("Timeout", "ConnectionError", "MalformedResponse") \
                     else "no"
                 attempts.append(_attempt(attempt, failure.cause, status, seconds, billed))
+                if reserved:  # a timed-out attempt may have been generated: count it as paid
+                    spending.settle(role, reserved, reserved if billed == "maybe" else 0.0)
                 error = self._describe(exc, attempt, history, server.url if server else self.api_base)
                 history.append(kind + (f" {status}" if status else ""))
 
@@ -483,10 +508,39 @@ class LiteLLMBackend:
             finish_reason=_get(choice, "finish_reason"),
         )
 
+    def _prices(self) -> tuple[float, float] | None:
+        """USD per prompt token and per completion token: the options' prices,
+        else litellm's map (through litellm only: a self-hosted server has none)."""
+        o = self.options
+        if o.input_usd_per_million is not None or o.output_usd_per_million is not None:
+            return (o.input_usd_per_million or 0.0) / 1e6, (o.output_usd_per_million or 0.0) / 1e6
+        if self.transport != "litellm" or self.model_name in _no_cost_models:
+            return None
+        table = _import_litellm().model_cost
+        entry = table.get(self.model_name) or table.get(self.model_name.partition("/")[2])
+        if not entry:
+            return None
+        return float(entry.get("input_cost_per_token") or 0.0), float(entry.get("output_cost_per_token") or 0.0)
+
+    def _estimate_cost(self, messages: list[dict[str, Any]], max_tokens: int | None) -> float:
+        """The most a request should cost: its prompt (about 4 characters a
+        token) and ``max_tokens`` of answer at the model's price (0 without one)."""
+        prices = self._prices()
+        if prices is None:
+            return 0.0
+        prompt = ratelimit.estimate_tokens(messages, 0)
+        return (prompt * prices[0] + int(max_tokens or 0) * prices[1]) * self.price_factor
+
     def _cost(self, response: Any) -> float | None:
-        """USD cost from litellm's price map (litellm stamps it on the
-        response); None for models it has no price for and on the direct
+        """USD cost: from the usage at the options' prices when they are set,
+        else from litellm's price map (litellm stamps it on the response);
+        None for models it has no price for and on the direct
         OpenAI-compatible path (self-hosted servers have no price)."""
+        o = self.options
+        if o.input_usd_per_million is not None or o.output_usd_per_million is not None:
+            usage = _get(response, "usage")
+            prompt, completion = _get(usage, "prompt_tokens") or 0, _get(usage, "completion_tokens") or 0
+            return (prompt * (o.input_usd_per_million or 0.0) + completion * (o.output_usd_per_million or 0.0)) / 1e6
         hidden = getattr(response, "_hidden_params", None)
         if not isinstance(hidden, dict):
             return None

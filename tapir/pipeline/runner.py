@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tapir import progress
+from tapir import budget, progress
+from tapir.budget import Budget
 from tapir.config import PipelineConfig, load_config
 from tapir.pipeline.context import Context
 from tapir.pipeline.data import load_items
@@ -22,6 +23,7 @@ class Outcome:
     ctx: Context
     results: list[StageResult]
     engine: Engine
+    budget: Budget | None = None  # spend against budget.* (None without one)
 
     @property
     def run(self) -> Run:
@@ -54,6 +56,14 @@ def open_run(config: PipelineConfig, base_dir: Path, store, *, loaded=None) -> C
     ctx = Context(config, store, run, base_dir, out_dir)
     ctx.loaded = loaded
     return ctx
+
+
+def run_budget(ctx: Context) -> Budget | None:
+    """The run's budget (budget.max_cost_usd / per_role), starting from what its calls already cost."""
+    cfg = ctx.config.budget
+    if cfg.max_cost_usd is None and not cfg.per_role:
+        return None
+    return Budget(cfg.max_cost_usd, cfg.per_role, budget.spent_by_role(ctx.store, ctx.run.id))
 
 
 def engine_for(ctx: Context, retry: bool | None = None) -> Engine:
@@ -125,13 +135,15 @@ def distill(config_path: str | Path | dict, db: str | None = None, *, retry: boo
         ctx.out_dir.mkdir(parents=True, exist_ok=True)
         progress.say(f"run {ctx.run.id} ({config.name}) in {ctx.store.path}; outputs in {ctx.out_dir}")
         engine = engine_for(ctx, retry)
+        spending = run_budget(ctx)
         try:
-            engine.run()
+            with budget.use(spending):
+                engine.run()
         except BaseException:
             ctx.run.finish("failed")
             raise
         failed = sum(r.failed for r in engine.results.values())
         ctx.run.finish("done" if not failed else "done_with_failures")
-        return Outcome(ctx, [engine.results[s.node] for s in engine.steps], engine)
+        return Outcome(ctx, [engine.results[s.node] for s in engine.steps], engine, spending)
     finally:
         lock.release()
