@@ -108,3 +108,21 @@ def spent_by_role(store, run_id: str) -> dict[str, float]:
     rows = store.execute("select coalesce(role, 'other'), coalesce(sum(cost), 0) from llm_calls where run_id = ? "
                          "group by 1", [run_id]).fetchall()
     return {role: float(cost) for role, cost in rows}
+
+
+def plan_over(prices: Mapping[tuple[str, str], float | None], max_cost_usd: float | None,
+              per_role: Mapping[str, float]) -> list[str]:
+    """The limits a dry run's priced plan passes ((role, model) -> $ estimate;
+    None for a model without a price, counted as 0), one line each."""
+    by_role: dict[str, float] = {}
+    for (role, _model), cost in prices.items():
+        by_role[role] = by_role.get(role, 0.0) + (cost or 0.0)
+    out = []
+    total = sum(by_role.values())
+    if max_cost_usd is not None and total > max_cost_usd:
+        out.append(f"the plan's estimated cost ${total:,.2f} is above budget.max_cost_usd (${max_cost_usd:,.2f})")
+    for role, limit in sorted(per_role.items()):
+        if by_role.get(role, 0.0) > limit:
+            out.append(f"the {role} calls' estimated cost ${by_role[role]:,.2f} is above budget.per_role.{role} "
+                       f"(${limit:,.2f})")
+    return out

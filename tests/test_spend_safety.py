@@ -6,6 +6,7 @@ servers answering with OpenAI's own error bodies."""
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -294,3 +295,64 @@ def test_budget_unit_reserves_in_flight_calls():
     with pytest.raises(OverBudget, match="budget.per_role.judge"):
         b.reserve("judge", 0.1)
     assert b.total_spent() == pytest.approx(0.6)
+
+
+def _cli():
+    from tapir.cli import _add_commands, cli
+
+    _add_commands()
+    return cli
+
+
+def test_dry_run_refuses_a_plan_priced_above_the_budget(tmp_path, tiny_model):
+    from click.testing import CliRunner
+
+    cfg = api_config(tmp_path, tiny_model, "http://127.0.0.1:9/v1", budget={"max_cost_usd": 0.000001})
+    data = yaml.safe_load(cfg.read_text())
+    data["teacher"]["model"]["model"] = "openai/gpt-4o-mini"  # priced in litellm's map
+    data["teacher"]["model"]["options"].pop("api_base")
+    cfg.write_text(yaml.safe_dump(data))
+    db = tmp_path / "t.db"
+    args = ["--db", str(db), "distill", str(cfg), "--dry-run"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key-000000000")
+        refused = CliRunner().invoke(_cli(), args)
+        shown = CliRunner().invoke(_cli(), args + ["--over-budget"])
+    assert refused.exit_code == 2, refused.output
+    assert "is above budget.max_cost_usd ($0.00)" in refused.output and "--over-budget" in refused.output
+    assert shown.exit_code == 0, shown.output
+    assert "budget: the plan's estimated cost $" in shown.output
+    assert not db.exists()
+
+
+def test_summary_runs_show_and_logs_count_every_attempt(tmp_path, tiny_model):
+    from click.testing import CliRunner
+
+    # The first two requests time out (the teacher's timeout is 2 s): retried, kept, counted.
+    faults = Faults(pattern=["slow", "slow"], slow_seconds=4.0)
+    with OpenAIServer(reply=server_reply, faults=faults) as srv:
+        cfg = api_config(tmp_path, tiny_model, srv.base_url, budget={"max_cost_usd": 50})
+        data = yaml.safe_load(cfg.read_text())
+        data["teacher"]["model"]["options"].update(PRICED)
+        data["teacher"]["model"]["generation"] = {"max_new_tokens": 100}
+        cfg.write_text(yaml.safe_dump(data))
+        db = tmp_path / "t.db"
+        result = CliRunner().invoke(_cli(), ["--db", str(db), "distill", str(cfg)])
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.output.splitlines() if line.startswith("teacher_answers"))
+    ok, failed, calls, sent = map(int, row.split()[3:7])
+    assert (ok, failed, calls, sent) == (8, 0, 8, 10)
+    assert "2 attempt(s) timed out or broke mid-answer" in result.output
+    assert "spend $" in result.output and "of budget $50.00" in result.output
+
+    store = sqlite_utils.Database(db)
+    run_id = store.execute("select id from runs").fetchone()[0]
+    shown = CliRunner().invoke(_cli(), ["--db", str(db), "runs", "show", run_id])
+    assert shown.exit_code == 0, shown.output
+    assert any(line.startswith("teacher_answers") and line.split()[6] == "10" for line in shown.output.splitlines())
+    assert "of budget $50.00" in shown.output
+    retried = store.execute("select id from llm_calls where attempts = 2").fetchall()
+    assert len(retried) == 2
+    logs = CliRunner().invoke(_cli(), ["--db", str(db), "logs", "-n", "0"])
+    assert logs.exit_code == 0, logs.output
+    assert len(re.findall(r"attempts: 1 timeout 2\.\d s \(maybe billed\), 2 ok", logs.output)) == 2

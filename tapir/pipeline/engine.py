@@ -124,6 +124,8 @@ class StageResult:
     tokens: int = 0
     cost: float = 0.0
     truncated: int = 0
+    attempts: int = 0  # requests sent for the calls (retries and timed-out ones included)
+    maybe_billed: int = 0  # attempts that timed out or broke: the server may have generated (billed) them
     info: dict[str, Any] = field(default_factory=dict)
     fingerprint: str = ""
 
@@ -402,16 +404,14 @@ class Engine:
                 result.seconds = time.perf_counter() - started
                 self._count(result, started_at)
                 result.status = "failed"
-                result.info = {**job.info, "error": _reason(exc)}
+                result.info = {**job.info, **self.counts(result), "error": _reason(exc)}
                 run.mark_stage(step.stage, step.round, key, "failed", result.info, result.seconds)
                 raise
             result.seconds = time.perf_counter() - started
             result.info = job.info
             self._count(result, started_at)
             result.fingerprint = self._fingerprint(key, job.info)
-            info = {**job.info, "_fingerprint": result.fingerprint, "ok": result.ok, "failed": result.failed,
-                    "calls": result.calls, "tokens": result.tokens, "cost": result.cost,
-                    "truncated": result.truncated}
+            info = {**job.info, "_fingerprint": result.fingerprint, **self.counts(result)}
             threshold = self.thresholds.get(step.stage, stage.max_failure_rate)
             total = result.ok + result.failed
             if result.failed and total and result.failed / total > threshold:
@@ -449,11 +449,23 @@ class Engine:
         result.ok, result.failed = store.execute(
             "select coalesce(sum(status = 'ok'), 0), coalesce(sum(status = 'failed'), 0) from outcomes "
             "where stage_key = ?", [result.key]).fetchone()
-        calls, tokens, cost, truncated = store.execute(
+        calls, tokens, cost, truncated, attempts = store.execute(
             "select count(*), coalesce(sum(coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0)), 0), "
-            "coalesce(sum(cost), 0), coalesce(sum(finish_reason = 'length'), 0) "
+            "coalesce(sum(cost), 0), coalesce(sum(finish_reason = 'length'), 0), coalesce(sum(coalesce(attempts, 1)), 0) "
             "from llm_calls where stage_key = ? and created_at >= ?", [result.key, since]).fetchone()
         result.calls, result.tokens, result.cost, result.truncated = calls, tokens, round(cost, 6), truncated
+        result.attempts = attempts
+        result.maybe_billed = store.execute(
+            "select count(*) from llm_calls c, json_each(c.attempt_log) a where c.stage_key = ? and c.created_at >= ? "
+            "and c.attempt_log is not null and json_extract(a.value, '$.billed') = 'maybe'",
+            [result.key, since]).fetchone()[0]
+
+    @staticmethod
+    def counts(result: StageResult) -> dict[str, Any]:
+        """The figures a stage row's info keeps (the summary and `tapir runs show` print them)."""
+        return {"ok": result.ok, "failed": result.failed, "calls": result.calls, "tokens": result.tokens,
+                "cost": result.cost, "truncated": result.truncated, "attempts": result.attempts,
+                "maybe_billed": result.maybe_billed}
 
     def failure_message(self, step: Step, key: str, result: StageResult, threshold: float) -> str:
         rows = self.ctx.store.execute(
