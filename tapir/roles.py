@@ -114,7 +114,11 @@ class Backend(Protocol):
     def generate(self, requests: Sequence[GenerationRequest], on_result: OnResult | None = None) -> list[Completion]:
         """Answer every request. Call ``on_result(index, completion)`` as each
         finishes (so a crash mid-batch loses nothing already paid for).
-        Failures are returned as completions with ``error`` set, never raised.
+        Failures are returned as completions with ``error`` set, never raised,
+        except a permanent one that every other request would share (out of
+        quota, key refused, no such model, over the budget): then a backend
+        may send nothing more and raise :class:`tapir.errors.PermanentFailure`
+        after delivering what was in flight.
         """
         ...
 
