@@ -23,6 +23,7 @@ import json
 import os
 import threading
 import time
+from dataclasses import replace
 from typing import Sequence
 
 from tapir.roles import Backend, Closable, Completion, GenerationRequest, OnResult, TokenLogprob
@@ -31,7 +32,8 @@ from tapir.store.db import Store, dumps, utcnow
 _LOOKUP_CHUNK = 500
 _COLUMNS = ("key", "model", "params", "messages", "sample", "response", "logprobs", "prompt_tokens",
             "completion_tokens", "cost", "latency_s", "error", "run_id", "created_at", "stage_key", "role",
-            "item_id", "round", "finish_reason", "provider_model", "system_fingerprint")
+            "item_id", "round", "finish_reason", "provider_model", "system_fingerprint", "attempts", "attempt_log",
+            "failure_kind")
 _META = ("stage_key", "role", "item_id", "round")
 _WAIT_POLL_S = 0.2
 _UNCLAIM_SQL = "delete from locks where name = ? and pid = ? and host = ?"
@@ -134,6 +136,9 @@ class CachedBackend:
                 "finish_reason": completion.finish_reason,
                 "provider_model": completion.provider_model,
                 "system_fingerprint": completion.system_fingerprint,
+                "attempts": len(completion.attempts) if completion.attempts is not None else None,
+                "attempt_log": dumps(completion.attempts) if completion.attempts else None,
+                "failure_kind": completion.failure_kind,
                 **{k: request.meta.get(k, self.tags.get(k)) for k in _META},
             }
             # One committed row per call, so a crash loses nothing already
@@ -177,7 +182,10 @@ class CachedBackend:
                 on_result(i, completion)
 
     def _send(self, requests, todo, keys, results, on_result) -> None:
-        miss_requests = [requests[todo[k][0]] for k in keys]
+        role = self.tags.get("role")
+        # The backend learns who asks (a budget per role is checked before each call).
+        miss_requests = [r if role is None or "role" in r.meta else replace(r, meta={**r.meta, "role": role})
+                         for r in (requests[todo[k][0]] for k in keys)]
         last = [time.perf_counter()]
 
         def record(j: int, completion: Completion) -> None:

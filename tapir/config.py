@@ -175,6 +175,19 @@ class FailuresConfig(Section):
     max_failure_rate: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]] = Field(default_factory=dict)
     # Re-runs retry failed items (the CLI's --no-retry turns it off).
     retry: bool = True
+    # A stage stops after this many LLM calls in a row failed the same way (same kind,
+    # cause and status), instead of failing every item; 0 turns it off (docs/pipeline.md).
+    circuit_breaker: int = Field(5, ge=0)
+
+
+class BudgetConfig(Section):
+    # Most USD the run's API calls may cost (prices: litellm's map, or the backend's
+    # input_usd_per_million / output_usd_per_million); the run stops before the call that
+    # would pass it (exit 1). Not part of the run id: raise it and re-run to resume.
+    max_cost_usd: float | None = Field(None, ge=0)
+    # The same per role, e.g. {teacher: 20, judge: 5} (roles: teacher, judge, rewriter, classifier).
+    per_role: dict[Literal["teacher", "judge", "rewriter", "classifier"], Annotated[float, Field(ge=0)]] = Field(
+        default_factory=dict)
 
 
 class AddStage(Section):
@@ -267,6 +280,7 @@ class PipelineConfig(Section):
     curriculum: CurriculumConfig = Field(default_factory=CurriculumConfig)
     expansion: ExpansionConfig = Field(default_factory=ExpansionConfig)
     failures: FailuresConfig = Field(default_factory=FailuresConfig)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     recipe: RecipeConfig = Field(default_factory=RecipeConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)

@@ -90,6 +90,14 @@ class Completion:
     # here, or leave both None.
     provider_model: str | None = None
     system_fingerprint: str | None = None
+    # Of a failed call: transient | permanent | content (what helps: a retry, a fix by the
+    # user that stops the stage at once, or nothing but this item failing) and its cause
+    # (quota, auth, model_not_found, rate_limit, timeout, ...; see docs/pipeline.md).
+    failure_kind: str | None = None
+    failure_cause: str | None = None
+    # Every attempt sent for this call, failed ones included: dicts with n, outcome
+    # ("ok" or the failure's cause), http_status, seconds, billed ("no" | "maybe").
+    attempts: list[dict] | None = None
 
     @property
     def ok(self) -> bool:
@@ -112,7 +120,11 @@ class Backend(Protocol):
     def generate(self, requests: Sequence[GenerationRequest], on_result: OnResult | None = None) -> list[Completion]:
         """Answer every request. Call ``on_result(index, completion)`` as each
         finishes (so a crash mid-batch loses nothing already paid for).
-        Failures are returned as completions with ``error`` set, never raised.
+        Failures are returned as completions with ``error`` set, never raised,
+        except a permanent one that every other request would share (out of
+        quota, key refused, no such model, over the budget): then a backend
+        may send nothing more and raise :class:`tapir.errors.PermanentFailure`
+        after delivering what was in flight.
         """
         ...
 

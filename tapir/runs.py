@@ -79,8 +79,9 @@ def config_hash(config: dict[str, Any]) -> str:
 
 
 def run_id_for(config: dict[str, Any]) -> str:
-    """The id :meth:`Run.start` gives a run of this config."""
-    return config_hash(config)[:16]
+    """The id :meth:`Run.start` gives a run of this config. The budget is not
+    part of it: raising ``budget.max_cost_usd`` resumes the same run."""
+    return config_hash({k: v for k, v in config.items() if k != "budget"})[:16]
 
 
 class Run:
@@ -97,7 +98,9 @@ class Run:
         table = store["runs"]
         with store.db.conn:
             if table.count_where("id = ?", [run_id]):
-                table.update(run_id, {"status": "running", "updated_at": now})
+                # (the config as run now: it differs from the first one in its budget at most)
+                table.update(run_id, {"status": "running", "updated_at": now, "config": dumps(redact(config)),
+                                      "config_hash": digest})
             else:
                 table.insert(
                     {

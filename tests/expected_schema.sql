@@ -53,7 +53,7 @@ CREATE TABLE "llm_calls" (
    "error" TEXT,
    "run_id" TEXT,
    "created_at" TEXT
-, "stage_key" TEXT, "role" TEXT, "item_id" TEXT, "round" INTEGER, "finish_reason" TEXT, "provider_model" TEXT, "system_fingerprint" TEXT);
+, "stage_key" TEXT, "role" TEXT, "item_id" TEXT, "round" INTEGER, "finish_reason" TEXT, "provider_model" TEXT, "system_fingerprint" TEXT, "attempts" INTEGER, "attempt_log" TEXT, "failure_kind" TEXT);
 CREATE INDEX "idx_llm_calls_key"
     ON "llm_calls" ("key");
 CREATE TABLE "responses" (

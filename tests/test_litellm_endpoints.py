@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("litellm")
 
 from tapir.cache import CachedBackend  # noqa: E402
-from tapir.errors import TapirError  # noqa: E402
+from tapir.errors import PermanentFailure, TapirError  # noqa: E402
 from tapir.roles import GenerationParams, GenerationRequest  # noqa: E402
 from tapir_litellm.backend import LiteLLMBackend, check_credentials  # noqa: E402
 from tapir_testing.openai_server import Faults, OpenAIServer  # noqa: E402
@@ -152,7 +152,16 @@ def test_each_failure_kind_has_its_own_actionable_message(transport, case):
         # A loaded CI machine must not turn a 404 into a timeout: only the slow case waits that long.
         timeout = 1.5 if case == "timeout" else 20.0
         be = lb("openai/test-model", api_base=base, transport=transport, max_retries=0, timeout=timeout)
-        [c] = be.generate(reqs(1))
+        got = []
+        try:
+            be.generate(reqs(1), on_result=lambda i, c: got.append(c))
+            raised = None
+        except PermanentFailure as exc:  # no retry fixes these: the backend stops sending, naming the fix
+            raised = exc
+        [c] = got
+    assert (raised is not None) == (case in ("401", "403", "404", "404-no-v1"))
+    if raised is not None:
+        assert c.error in str(raised) and "Fix: check the" in str(raised)
     assert not c.ok
     error = c.error
     expected = {

@@ -22,15 +22,17 @@ import time
 import warnings
 from typing import Any, Literal, Sequence, Union
 
-from tapir.errors import TapirError
+from tapir import budget as _budget
+from tapir.budget import OverBudget
+from tapir.errors import TapirError, permanent_failure
 from tapir.options import Options as _Options
 from tapir.options import option
 from tapir.roles import Completion, GenerationRequest, OnResult, TokenLogprob
 
-from tapir_litellm import direct, endpoints
+from tapir_litellm import direct, endpoints, ratelimit
 from tapir_litellm.loop import get_loop, semaphore
 from tapir_litellm.pool import SERVER_FAILURES, ServerPool
-from tapir_litellm.retry import MalformedResponse, RetryPolicy, classify, is_retryable, retry_after_of
+from tapir_litellm.retry import PERMANENT, MalformedResponse, RetryPolicy, classify, failure_of, retry_after_of
 
 _litellm = None
 _no_cost_models: set[str] = set()  # models litellm has no price for (skip the look-up)
@@ -106,7 +108,18 @@ class LiteLLMBackend:
                   "OPENAI_API_KEY); the key itself is never stored or logged")
         concurrency: int = option(8, "requests in flight to this model (per server with api_bases), shared by "
                                      "every backend of the same model id in the process", ge=1)
-        timeout: float = option(60.0, "seconds per attempt", gt=0)
+        timeout: float = option(
+            300.0, "seconds per attempt (from sending to the whole answer; a long generation on a busy server "
+                   "fits, a hung one is given up after it)", gt=0)
+        input_usd_per_million: float | None = option(
+            None, "price of a million prompt tokens, for cost accounting and the budget (default: litellm's price "
+                  "map; a self-hosted server costs nothing)", ge=0)
+        output_usd_per_million: float | None = option(
+            None, "price of a million completion tokens (default: litellm's price map)", ge=0)
+        rpm: float | None = option(None, "requests per minute to this model, at most (shared by every thread, "
+                                         "backend and server of the model in the process)", gt=0)
+        tpm: float | None = option(None, "tokens (prompt + completion) per minute to this model, at most; a "
+                                         "request counts prompt/4 chars + max_tokens until its usage is known", gt=0)
         max_retries: int = option(5, "further attempts after the first", ge=0)
         retry_max_seconds: float = option(120.0, "the most seconds one request may spend waiting between attempts",
                                           ge=0)
@@ -231,6 +244,7 @@ class LiteLLMBackend:
         future = asyncio.run_coroutine_threadsafe(self._run_all(list(requests), done), get_loop())
         try:
             received = 0
+            permanent: Completion | None = None
             while received < len(requests):
                 try:
                     i, completion = done.get(timeout=1.0)  # a timeout keeps Ctrl-C responsive
@@ -240,6 +254,10 @@ class LiteLLMBackend:
                         break
                     continue
                 received += 1
+                if completion.failure_kind == PERMANENT:
+                    permanent = permanent or completion
+                    if not completion.attempts:
+                        continue  # never sent (over budget, or an earlier call failed permanently): no record
                 results[i] = completion
                 if on_result is not None:
                     on_result(i, completion)
@@ -247,6 +265,10 @@ class LiteLLMBackend:
         except BaseException:
             future.cancel()
             raise
+        if permanent is not None:
+            # Answers in flight were delivered above; the rest were never sent.
+            raise permanent_failure(self.model_name, permanent.failure_cause, permanent.http_status,
+                                    permanent.error or "")
         return [r if r is not None else Completion(error="no result") for r in results]
 
     # -- on the event loop --------------------------------------------------
@@ -261,20 +283,34 @@ class LiteLLMBackend:
     async def _run_all(self, requests: list[GenerationRequest], done: queue.SimpleQueue) -> None:
         pool = self._pool()
         sem = None if pool else semaphore(self.model_id, self.concurrency)
+        stop: dict[str, Completion] = {}  # the first permanent failure: nothing more is sent
 
         async def one(i: int, request: GenerationRequest) -> None:
             try:
-                completion = await self._call_with_retries(request, sem, pool)
+                completion = await self._call_with_retries(request, sem, pool, stop)
             except asyncio.CancelledError:
                 raise
             except BaseException as exc:  # never let one request break the batch
-                completion = Completion(error=self._clean(f"{type(exc).__name__}: {exc}"))
+                completion = Completion(error=self._clean(f"{type(exc).__name__}: {exc}"), failure_kind="content",
+                                        failure_cause="error")
+            if completion.failure_kind == PERMANENT:
+                stop.setdefault("first", completion)
             done.put((i, completion))
 
         await asyncio.gather(*(one(i, r) for i, r in enumerate(requests)))
 
+    def _not_sent(self, stop: dict[str, Completion], attempts: list[dict]) -> Completion:
+        """A request left unsent because an earlier one failed permanently (the same cause would fail it)."""
+        first = stop["first"]
+        return Completion(error=f"not sent: an earlier request failed permanently ({first.error})",
+                          failure_kind=PERMANENT, failure_cause=first.failure_cause, http_status=first.http_status,
+                          attempts=attempts)
+
     async def _call_with_retries(self, request: GenerationRequest, sem: asyncio.Semaphore | None,
-                                 pool: ServerPool | None) -> Completion:
+                                 pool: ServerPool | None, stop: dict[str, Completion] | None = None) -> Completion:
+        """One request, retried while its failures are transient. Every attempt
+        is listed in ``Completion.attempts``; ``latency_s`` is the last
+        attempt's own time (the timeout is per attempt)."""
         call = direct.acompletion if self.transport == "openai" else None
         if call is None:
             litellm = _import_litellm()
@@ -284,20 +320,43 @@ class LiteLLMBackend:
                     kw = _with_query_client(kw)  # litellm would put the URL's query into the body
                 return await litellm.acompletion(**kw)
 
+        stop = {} if stop is None else stop
         kwargs = self._kwargs(request)
-        started: float | None = None  # from the first attempt, not from queueing for a slot
+        limiter = ratelimit.limiter(self.model_name, self.options.rpm, self.options.tpm)
+        tokens = ratelimit.estimate_tokens(request.messages, kwargs.get("max_tokens")) if limiter else 0
+        spending = _budget.active()
+        role = request.meta.get("role")
+        estimate = self._estimate_cost(request.messages, kwargs.get("max_tokens")) if spending is not None else 0.0
         waited = 0.0
         attempt = 0
         history: list[str] = []
+        attempts: list[dict] = []
         while True:
             server = None
+            began: float | None = None
+            reserved = 0.0
             try:
+                if stop:
+                    return self._not_sent(stop, attempts)
+                if limiter is not None:
+                    await limiter.acquire(tokens)
+                if spending is not None:
+                    try:
+                        spending.reserve(role, estimate)
+                    except OverBudget as exc:
+                        refused = Completion(error=f"OverBudget: {exc}; not sent", failure_kind=PERMANENT,
+                                             failure_cause="budget", attempts=attempts)
+                        stop.setdefault("first", refused)
+                        return refused
+                    reserved = estimate
                 if pool is not None:
                     server = await pool.acquire()
                     kwargs["api_base"] = server.url
                     try:
-                        if started is None:
-                            started = time.perf_counter()
+                        if stop:
+                            await pool.release(server, "cancelled")
+                            return self._not_sent(stop, attempts)
+                        began = time.perf_counter()
                         response = await _within(call(kwargs), self.timeout * 1.5 + 5)
                     except BaseException as exc:
                         kind = classify(exc)[0] if isinstance(exc, Exception) else "cancelled"
@@ -306,28 +365,50 @@ class LiteLLMBackend:
                     await pool.release(server, None)
                 else:
                     async with sem:
-                        if started is None:
-                            started = time.perf_counter()
+                        if stop:
+                            return self._not_sent(stop, attempts)
+                        began = time.perf_counter()
                         response = await _within(call(kwargs), self.timeout * 1.5 + 5)
                 completion = self._to_completion(response)
-                completion.latency_s = time.perf_counter() - started
+                if reserved:  # the reservation becomes what the answer cost
+                    spending.settle(role, reserved, completion.cost or 0.0)
+                    reserved = 0.0
+                completion.latency_s = time.perf_counter() - began
+                attempts.append(_attempt(attempt, "ok", None, completion.latency_s, "yes"))
+                completion.attempts = attempts
+                if limiter is not None:
+                    used = None
+                    if completion.prompt_tokens is not None and completion.completion_tokens is not None:
+                        used = completion.prompt_tokens + completion.completion_tokens
+                    limiter.settle(tokens, used)
                 return completion
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                started = started or time.perf_counter()
+                seconds = time.perf_counter() - began if began is not None else 0.0
                 kind, status = classify(exc)
+                failure = failure_of(exc)
+                # A timed-out or broken attempt may still have been generated (and billed) by the server.
+                billed = "maybe" if began is not None and kind in ("Timeout", "ConnectionError", "MalformedResponse") \
+                    else "no"
+                attempts.append(_attempt(attempt, failure.cause, status, seconds, billed))
+                if reserved:  # a timed-out attempt may have been generated: count it as paid
+                    spending.settle(role, reserved, reserved if billed == "maybe" else 0.0)
                 error = self._describe(exc, attempt, history, server.url if server else self.api_base)
                 history.append(kind + (f" {status}" if status else ""))
-                if not is_retryable(exc) or attempt >= self.policy.max_retries:
-                    return Completion(error=error, latency_s=time.perf_counter() - started, http_status=status)
+
+                def failed(text: str) -> Completion:
+                    return Completion(error=text, latency_s=seconds, http_status=status, failure_kind=failure.kind,
+                                      failure_cause=failure.cause, attempts=attempts)
+
+                if not failure.retryable or attempt >= self.policy.max_retries:
+                    return failed(error)
                 if pool is not None and server is not None and kind in SERVER_FAILURES and pool.other_server_up(server):
                     delay = 0.0  # fail over at once
                 else:
                     delay = self.policy.wait(attempt, retry_after_of(exc), self._rng)
                 if waited + delay > self.policy.max_seconds:
-                    return Completion(error=f"{error} (retry time budget of {self.policy.max_seconds:g}s spent)",
-                                      latency_s=time.perf_counter() - started, http_status=status)
+                    return failed(f"{error} (retry time budget of {self.policy.max_seconds:g}s spent)")
                 waited += delay
                 attempt += 1
                 if delay:
@@ -371,10 +452,19 @@ class LiteLLMBackend:
     def _describe(self, exc: BaseException, attempt: int, history: list[str], base: str | None) -> str:
         """One actionable line per failure kind (what happened, where, what to do)."""
         kind, status = classify(exc)
+        cause = failure_of(exc).cause
         text = str(exc)
         where = f" from {base}" if base else ""
         key_var = self.api_key_env or endpoints.key_env_var(endpoints.provider_of(self.model_name))
-        if kind == "Timeout":
+        if cause == "quota":
+            kind = "QuotaExceeded"
+            text = (f"the provider says the account behind {key_var} is out of quota or credit: add credit or raise "
+                    f"the quota, then re-run; no retry will fix it ({text})")
+        elif cause == "context_length":
+            kind = "ContextLengthExceeded"
+            text = (f"the request is longer than '{self.model_name}' accepts: shorten the prompt or lower "
+                    f"max_new_tokens ({text})")
+        elif kind == "Timeout":
             text = f"no answer within {self.timeout:g}s{where} (raise options.timeout for slow models)"
         elif kind == "ConnectionRefused":
             text = (f"nothing answers at {base or 'the provider'}: is the server running, on this host and port? "
@@ -420,10 +510,39 @@ class LiteLLMBackend:
             system_fingerprint=_text_or_none(_get(response, "system_fingerprint")),
         )
 
+    def _prices(self) -> tuple[float, float] | None:
+        """USD per prompt token and per completion token: the options' prices,
+        else litellm's map (through litellm only: a self-hosted server has none)."""
+        o = self.options
+        if o.input_usd_per_million is not None or o.output_usd_per_million is not None:
+            return (o.input_usd_per_million or 0.0) / 1e6, (o.output_usd_per_million or 0.0) / 1e6
+        if self.transport != "litellm" or self.model_name in _no_cost_models:
+            return None
+        table = _import_litellm().model_cost
+        entry = table.get(self.model_name) or table.get(self.model_name.partition("/")[2])
+        if not entry:
+            return None
+        return float(entry.get("input_cost_per_token") or 0.0), float(entry.get("output_cost_per_token") or 0.0)
+
+    def _estimate_cost(self, messages: list[dict[str, Any]], max_tokens: int | None) -> float:
+        """The most a request should cost: its prompt (about 4 characters a
+        token) and ``max_tokens`` of answer at the model's price (0 without one)."""
+        prices = self._prices()
+        if prices is None:
+            return 0.0
+        prompt = ratelimit.estimate_tokens(messages, 0)
+        return (prompt * prices[0] + int(max_tokens or 0) * prices[1]) * self.price_factor
+
     def _cost(self, response: Any) -> float | None:
-        """USD cost from litellm's price map (litellm stamps it on the
-        response); None for models it has no price for and on the direct
+        """USD cost: from the usage at the options' prices when they are set,
+        else from litellm's price map (litellm stamps it on the response);
+        None for models it has no price for and on the direct
         OpenAI-compatible path (self-hosted servers have no price)."""
+        o = self.options
+        if o.input_usd_per_million is not None or o.output_usd_per_million is not None:
+            usage = _get(response, "usage")
+            prompt, completion = _get(usage, "prompt_tokens") or 0, _get(usage, "completion_tokens") or 0
+            return (prompt * (o.input_usd_per_million or 0.0) + completion * (o.output_usd_per_million or 0.0)) / 1e6
         hidden = getattr(response, "_hidden_params", None)
         if not isinstance(hidden, dict):
             return None
@@ -468,6 +587,11 @@ async def _within(awaitable: Any, seconds: float) -> Any:
         return await asyncio.wait_for(awaitable, seconds)
     async with timeout(seconds):
         return await awaitable
+
+
+def _attempt(n: int, outcome: str, status: int | None, seconds: float, billed: str) -> dict[str, Any]:
+    """One attempt of a call, as kept in ``llm_calls.attempt_log``."""
+    return {"n": n + 1, "outcome": outcome, "http_status": status, "seconds": round(seconds, 3), "billed": billed}
 
 
 def _get(obj: Any, name: str, default: Any = None) -> Any:

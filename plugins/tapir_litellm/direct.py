@@ -35,10 +35,12 @@ _proxies: dict[str, str | None] = {}
 class HTTPStatusError(Exception):
     """The server answered with an error status."""
 
-    def __init__(self, status_code: int, message: str, headers: dict[str, str] | None = None):
+    def __init__(self, status_code: int, message: str, headers: dict[str, str] | None = None,
+                 code: str | None = None):
         super().__init__(message)
         self.status_code = status_code
         self.headers = headers or {}
+        self.code = code  # the provider's error code (insufficient_quota, model_not_found, ...)
 
 
 class ServerUnreachable(ConnectionError):
@@ -137,12 +139,24 @@ async def acompletion(kwargs: dict[str, Any]) -> dict[str, Any]:
             status = response.status
             if status >= 400:
                 raise HTTPStatusError(status, _error_text(raw, status),
-                                      {k.lower(): v for k, v in response.headers.items()})
+                                      {k.lower(): v for k, v in response.headers.items()}, _error_code(raw))
     except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
         raise ServerUnreachable(f"{type(exc).__name__}: {exc}") from exc
     except aiohttp.ClientPayloadError as exc:
         raise ServerUnreachable(f"connection broke mid-answer: {exc}") from exc
     return json.loads(raw)
+
+
+def _error_code(raw: bytes) -> str | None:
+    """OpenAI's ``error.code`` (or ``error.type``) of an error body, if any."""
+    try:
+        error = json.loads(raw).get("error")
+    except (ValueError, AttributeError):
+        return None
+    if isinstance(error, dict):
+        code = error.get("code") or error.get("type")
+        return str(code) if code else None
+    return None
 
 
 def _error_text(raw: bytes, status: int) -> str:

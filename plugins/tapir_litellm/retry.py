@@ -1,6 +1,21 @@
-"""Retry policy for API calls: which failures are worth another attempt, and
-how long to wait before it (exponential backoff with jitter, Retry-After
-honoured, bounded in count and in total time)."""
+"""Retry policy for API calls: what a failure is (:func:`failure_of`), which
+failures are worth another attempt, and how long to wait before it
+(exponential backoff with jitter, Retry-After honoured, bounded in count and
+in total time).
+
+Every failure has a *kind*, by what helps:
+
+* ``transient``: a rate limit (429), a server error (5xx), a timeout, a
+  dropped connection. Another attempt may succeed: retried with backoff.
+* ``permanent``: out of quota or credit (``insufficient_quota``, 402), a
+  refused key (401), a key without access (403), no such model (404), a
+  prompt over the context length. No attempt fixes it, and every other
+  request of the run would fail the same way: never retried, and the stage
+  stops at once (see tapir.errors.FAILURE_FIXES for the fix of each cause).
+* ``content``: this request's reply or request is unusable (a malformed
+  reply, a request rejected as invalid). Only this item fails (a malformed
+  reply is still asked again: a new sample often parses).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +26,93 @@ from dataclasses import dataclass
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 520, 521, 522, 524, 529}
 # Error texts that no retry fixes even when a provider maps them to a 5xx.
 _PERMANENT_HINTS = ("missing credentials", "api_key", "api key", "authentication", "unauthorized")
+
+
+TRANSIENT, PERMANENT, CONTENT = "transient", "permanent", "content"
+
+# Texts that mark a 429 (or 400/402/403) as out of quota or credit rather than
+# a rate limit. Not a bare "quota exceeded": Google says that of per-minute limits.
+_QUOTA_HINTS = ("insufficient_quota", "exceeded your current quota", "check your plan and billing",
+                "credit balance is too low", "billing_hard_limit", "billing hard limit", "insufficient credit",
+                "insufficient_balance", "payment required")
+_CONTEXT_HINTS = ("context_length_exceeded", "maximum context length", "context length", "context window",
+                  "prompt is too long", "input is too long", "too many input tokens")
+_MODEL_HINTS = ("model_not_found", "does not exist", "no such model", "unknown model", "model not found")
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What a failed attempt was: ``kind`` (transient | permanent | content),
+    ``cause`` (rate_limit, server, timeout, connection, quota, auth,
+    forbidden, model_not_found, context_length, malformed, bad_request,
+    error) and the HTTP status when there was one."""
+
+    kind: str
+    cause: str
+    status: int | None = None
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind == TRANSIENT or self.cause == "malformed"
+
+
+def failure_of(exc: BaseException) -> Failure:
+    """The kind and cause of a failed attempt (see the module docstring)."""
+    import asyncio
+    import json
+
+    text = " ".join(str(e) for e in _chain(exc)).lower() + " " + _error_code(exc)
+    if isinstance(exc, (MalformedResponse, json.JSONDecodeError)):
+        return Failure(CONTENT, "malformed")
+    name, status = classify(exc)
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)) or name == "Timeout":
+        return Failure(TRANSIENT, "timeout")
+    if name in ("ConnectionRefused", "ConnectionError"):
+        return Failure(TRANSIENT, "connection")
+    if any(h in text for h in _QUOTA_HINTS) and status in (None, 400, 402, 403, 429):
+        return Failure(PERMANENT, "quota", status)
+    if status == 402:
+        return Failure(PERMANENT, "quota", status)
+    if status == 401 or (status in (None, 400, 500) and any(h in text for h in _PERMANENT_HINTS)):
+        return Failure(PERMANENT, "auth", status)
+    if status == 403:
+        return Failure(PERMANENT, "forbidden", status)
+    if status == 404:
+        return Failure(PERMANENT, "model_not_found", status)
+    if status in (None, 400, 413, 422) and any(h in text for h in _CONTEXT_HINTS):
+        return Failure(PERMANENT, "context_length", status)
+    if status in (400, 422) and any(h in text for h in _MODEL_HINTS) and "model" in text:
+        return Failure(PERMANENT, "model_not_found", status)
+    if status == 429:
+        return Failure(TRANSIENT, "rate_limit", status)
+    if status is not None and status >= 500:
+        return Failure(TRANSIENT, "server", status)
+    if status in RETRYABLE_STATUS:
+        return Failure(TRANSIENT, "server", status)
+    if status is not None:
+        return Failure(CONTENT, "bad_request", status)
+    lname = type(exc).__name__.lower()
+    if any(word in lname for word in ("ratelimit",)):
+        return Failure(TRANSIENT, "rate_limit")
+    if any(word in lname for word in ("timeout", "connection", "serviceunavailable", "internalserver", "apierror")):
+        return Failure(TRANSIENT, "server")
+    return Failure(CONTENT, "error")
+
+
+def _error_code(exc: BaseException) -> str:
+    """The provider's error code or type (``insufficient_quota``, ...) when the exception carries one."""
+    out = []
+    for e in _chain(exc):
+        for attr in ("code", "type"):
+            value = getattr(e, attr, None)
+            if isinstance(value, str):
+                out.append(value.lower())
+        body = getattr(e, "body", None)
+        if isinstance(body, dict):
+            error = body.get("error", body)
+            if isinstance(error, dict):
+                out += [str(error.get(k)).lower() for k in ("code", "type") if error.get(k)]
+    return " ".join(out)
 
 
 class MalformedResponse(Exception):
@@ -49,21 +151,9 @@ def status_of(exc: BaseException) -> int | None:
 
 def is_retryable(exc: BaseException) -> bool:
     """True for rate limits, server errors, timeouts, dropped connections and
-    malformed answers; False for requests that are wrong (4xx) or unauthorised."""
-    import asyncio
-    import json
-
-    if isinstance(exc, (MalformedResponse, json.JSONDecodeError, asyncio.TimeoutError, TimeoutError, ConnectionError)):
-        return True
-    text = str(exc).lower()
-    status = status_of(exc)
-    if status in (401, 403) or any(h in text for h in _PERMANENT_HINTS):
-        return False
-    if status is not None:
-        return status in RETRYABLE_STATUS
-    name = type(exc).__name__.lower()
-    return any(word in name for word in ("timeout", "connection", "ratelimit", "serviceunavailable",
-                                         "internalserver", "apierror"))
+    malformed answers; False for permanent failures (quota, key, model,
+    context length) and requests that are wrong (4xx)."""
+    return failure_of(exc).retryable
 
 
 def retry_after_of(exc: BaseException) -> float | None:

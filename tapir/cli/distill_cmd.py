@@ -9,16 +9,22 @@ import click
 
 def stage_table(rows) -> list[str]:
     """The per-stage summary: items ok / failed / reused, calls, tokens, cost, time."""
-    lines = [f"{'stage':<24}{'round':>5}  {'status':<9}{'ok':>7}{'failed':>7}{'calls':>7}{'tokens':>9}"
+    lines = [f"{'stage':<24}{'round':>5}  {'status':<9}{'ok':>7}{'failed':>7}{'calls':>7}{'sent':>7}{'tokens':>9}"
              f"{'cost $':>9}{'trunc':>6}{'seconds':>9}"]
     total = 0.0
+    maybe = 0
     for r in rows:
         total += r["seconds"] or 0.0
+        maybe += r.get("maybe_billed", 0) or 0
         status = "reused" if r.get("reused_from") else r["status"]
+        # sent: requests sent for the calls, retried and timed-out attempts included
         lines.append(f"{r['name']:<24}{r['round']:>5}  {status:<9}{r.get('ok', 0):>7}{r.get('failed', 0):>7}"
-                     f"{r.get('calls', 0):>7}{r.get('tokens', 0):>9}{r.get('cost', 0.0):>9.4f}"
-                     f"{r.get('truncated', 0):>6}{(r['seconds'] or 0.0):>9.1f}")
-    lines.append(f"{'total':<24}{'':>5}  {'':<9}{'':>7}{'':>7}{'':>7}{'':>9}{'':>9}{'':>6}{total:>9.1f}")
+                     f"{r.get('calls', 0):>7}{r.get('attempts', r.get('calls', 0)):>7}{r.get('tokens', 0):>9}"
+                     f"{r.get('cost', 0.0):>9.4f}{r.get('truncated', 0):>6}{(r['seconds'] or 0.0):>9.1f}")
+    lines.append(f"{'total':<24}{'':>5}  {'':<9}{'':>7}{'':>7}{'':>7}{'':>7}{'':>9}{'':>9}{'':>6}{total:>9.1f}")
+    if maybe:
+        lines.append(f"{maybe} attempt(s) timed out or broke mid-answer: the server may have generated (and billed) "
+                     f"them; the cost column counts only answers received")
     return lines
 
 
@@ -27,6 +33,8 @@ def summary_rows(results) -> list[dict]:
         {"name": r.step.stage, "round": r.step.round, "status": r.status, "reused_from": r.reused_from,
          "ok": r.ok, "failed": r.failed, "calls": r.calls if r.status != "reused" else 0,
          "tokens": r.tokens if r.status != "reused" else 0, "cost": r.cost if r.status != "reused" else 0.0,
+         "attempts": r.attempts if r.status != "reused" else 0,
+         "maybe_billed": r.maybe_billed if r.status != "reused" else 0,
          "truncated": r.truncated, "seconds": r.seconds, "key": r.key}
         for r in results
     ]
@@ -39,6 +47,8 @@ def _summary(outcome) -> str:
     head = f"run {ctx.run.id} ({ctx.config.name}) finished" + (
         f" with {failed} failed item(s): re-run to retry them" if failed else "") + "."
     lines = [head, "", *stage_table(summary_rows(results))]
+    if outcome.budget is not None:
+        lines += ["", *outcome.budget.lines()]
     lines += ["", f"database:    {ctx.store.path}   (details: tapir runs show {ctx.run.id})",
               f"outputs:     {ctx.out_dir}"]
     from tapir.judging import provenance_text
@@ -83,9 +93,12 @@ def register(cli):
     @click.option("--dry-run", is_flag=True,
                   help="Check everything and print the plan (stages, reuse, calls, tokens, cost, training steps); "
                        "write nothing, call nothing.")
+    @click.option("--over-budget", is_flag=True,
+                  help="With --dry-run: print the plan even when its estimated cost is above budget.* "
+                       "(by default such a plan is refused, exit 2).")
     @SET_OPTION
     @click.pass_obj
-    def distill(obj, config, no_retry, wait, dry_run, sets):
+    def distill(obj, config, no_retry, wait, dry_run, over_budget, sets):
         """Run the TAPIR pipeline described by CONFIG (YAML). Everything is
         checked first (exit 2, nothing written). Safe to re-run: stages whose
         inputs are unchanged are reused, failed items are retried, and no LLM
@@ -93,7 +106,21 @@ def register(cli):
         if dry_run:
             from tapir.pipeline.preflight import check, plan, render
 
-            click.echo(render(plan(check(config, obj["db"], list(sets)), retry=not no_retry)))
+            from tapir.budget import plan_over
+            from tapir.errors import ConfigError
+
+            checked = check(config, obj["db"], list(sets))
+            planned = plan(checked, retry=not no_retry)
+            click.echo(render(planned))
+            limits = checked.config.budget
+            over = plan_over(planned.prices, limits.max_cost_usd, limits.per_role)
+            if limits.max_cost_usd is not None or limits.per_role:
+                click.echo("\nbudget: " + (", ".join(over) if over else "the plan's estimate fits"))
+            if over and not over_budget:
+                raise ConfigError(f"{config}: the plan is priced above its budget: {'; '.join(over)}. Raise "
+                                  f"budget.max_cost_usd / budget.per_role, shrink the run (data.limit, "
+                                  f"curriculum sizes), or pass --over-budget to see the plan anyway (the run "
+                                  f"itself stops before the call that would pass the budget).")
             return
         from tapir.config import read_yaml
         from tapir.pipeline.runner import distill as run_distill

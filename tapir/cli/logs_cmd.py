@@ -19,6 +19,7 @@ from tapir.errors import TapirError
 _COLUMNS = ("id", "created_at", "model", "role", "stage_key", "round", "item_id", "sample", "params", "messages",
             "response", "error", "finish_reason", "prompt_tokens", "completion_tokens", "cost", "latency_s",
             "run_id", "key")
+_ATTEMPT_COLUMNS = ("attempts", "attempt_log", "failure_kind")
 
 
 def _known(store, sql: str, params: list | tuple = ()) -> list[str]:
@@ -87,13 +88,17 @@ def select_calls(store, *, run: str | None = None, stage: str | None = None, rol
     if round_ is not None:
         where.append("round = ?")
         params.append(round_)
-    sql = f"select {', '.join(_COLUMNS)} from llm_calls"
+    # (a database from before m007_call_attempts, opened read-only, has no attempt columns)
+    have = set(store["llm_calls"].columns_dict)
+    columns = _COLUMNS + tuple(c for c in _ATTEMPT_COLUMNS if c in have)
+    sql = f"select {', '.join(columns)} from llm_calls"
     if where:
         sql += " where " + " and ".join(where)
     sql += " order by id desc"
     if count:
         sql += f" limit {int(count)}"
-    rows = [dict(zip(_COLUMNS, r)) for r in store.execute(sql, params).fetchall()]
+    rows = [{"attempts": None, "attempt_log": None, **dict(zip(columns, r))}
+            for r in store.execute(sql, params).fetchall()]
     names = _stage_names(store, {r["stage_key"] for r in rows if r["stage_key"]})
     for r in rows:
         r["stage"] = names.get(r["stage_key"])
@@ -120,6 +125,20 @@ def _cut(text: str | None, width: int | None) -> str:
     return text[:width] + f" ... [{len(text) - width} more characters; --full shows all]"
 
 
+def _attempts(log: str | None) -> str:
+    """Each attempt of a call in a few words: '1 timeout 60.0 s (maybe billed), 2 ok 12.3 s'."""
+    try:
+        entries = json.loads(log or "[]")
+    except ValueError:
+        return "?"
+    parts = []
+    for a in entries:
+        status = f" HTTP {a['http_status']}" if a.get("http_status") else ""
+        billed = " (maybe billed)" if a.get("billed") == "maybe" else ""
+        parts.append(f"{a.get('n')} {a.get('outcome')}{status} {a.get('seconds', 0):.1f} s{billed}")
+    return ", ".join(parts) or "none sent"
+
+
 def render(call: dict[str, Any], width: int | None) -> list[str]:
     where = [call["role"] or "?"]
     if call["stage"] or call["stage_key"]:
@@ -142,6 +161,9 @@ def render(call: dict[str, Any], width: int | None) -> list[str]:
     if call["sample"]:
         facts.append(f"sample {call['sample']}")
     lines.append(", ".join(facts))
+    if call["attempt_log"] and (call["attempts"] or 0) > 1 or call.get("failure_kind"):
+        lines.append("attempts: " + _attempts(call["attempt_log"])
+                     + (f" ({call['failure_kind']} failure)" if call.get("failure_kind") else ""))
     messages = call["messages"] if isinstance(call["messages"], list) else [{"role": "?", "content": call["messages"]}]
     lines.append("")
     lines.append("### prompt")

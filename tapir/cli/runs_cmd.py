@@ -26,7 +26,8 @@ def _stage_rows(store, run_id: str) -> list[dict]:
     for s in store["stages"].rows_where("run_id = ?", [run_id], order_by="id"):
         info = json.loads(s["info"]) if s["info"] else {}
         rows.append({**s, "info": info, **{k: info.get(k, 0) for k in ("ok", "failed", "calls", "tokens",
-                                                                         "cost", "truncated")}})
+                                                                         "cost", "truncated", "maybe_billed")},
+                     "attempts": info.get("attempts", info.get("calls", 0))})
     return rows
 
 
@@ -57,7 +58,21 @@ def run_details(store, run_id: str) -> dict:
 
     curriculum = curriculum_lines((s["name"], s["round"], s["info"]) for s in stages)
     return {**run, "stages": stages, "failures": failures, "calls_by_role": by_role, "outputs": _outputs(stages),
-            "curriculum": curriculum}
+            "curriculum": curriculum, "budget": _budget(store, run["id"])}
+
+
+def _budget(store, run_id: str) -> dict | None:
+    """The run's budget (from its config) and what its calls cost against it, by role."""
+    from tapir.budget import spent_by_role
+
+    row = store.execute("select config from runs where id = ?", [run_id]).fetchone()
+    config = json.loads(row[0]) if row and row[0] else {}
+    budget = config.get("budget") or {}
+    if budget.get("max_cost_usd") is None and not budget.get("per_role"):
+        return None
+    spent = spent_by_role(store, run_id)
+    return {"max_cost_usd": budget.get("max_cost_usd"), "per_role": budget.get("per_role") or {},
+            "spent": round(sum(spent.values()), 6), "spent_by_role": {k: round(v, 6) for k, v in spent.items()}}
 
 
 def _outputs(stages: list[dict]) -> list[dict]:
@@ -146,6 +161,13 @@ def register(cli):
             for f in details["failures"]:
                 click.echo(f"  {f['stage']} (round {f['round']}): {f['count']} x {f['kind']}, "
                            f"e.g. {f['example_item']}: {f['example']}")
+        if details["budget"]:
+            from tapir.budget import Budget
+
+            b = details["budget"]
+            click.echo("")
+            for line in Budget(b["max_cost_usd"], b["per_role"], b["spent_by_role"]).lines():
+                click.echo(line)
         if details["calls_by_role"]:
             click.echo("\ncalls by role:")
             for r in details["calls_by_role"]:

@@ -26,6 +26,7 @@ common reasons.
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -33,12 +34,15 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol, Sequence
 
 from tapir import progress
-from tapir.errors import TapirError
+from tapir.errors import PermanentFailure, TapirError
 from tapir.pipeline.reads import ConfigView, UndeclaredRead, config_value
 from tapir.store.db import Store, dumps, utcnow
 
 Node = tuple[str, int]  # (stage name, round)
 Upstream = tuple[str, int | None]  # (stage name, round); round None: every round of that stage
+# Kinds of Job.fail that come from a failed call (a judge's or rewriter's): they feed the
+# circuit breaker. A parse failure, a cut answer or a duplicate does not.
+BREAKER_KINDS = frozenset({"error", "rewrite"})
 
 __all__ = ["Engine", "Job", "Node", "Stage", "StageFailed", "StageResult", "Step", "UndeclaredRead",
            "config_value", "reads_of"]
@@ -48,6 +52,12 @@ class StageFailed(TapirError):
     """A stage ended above its failure threshold (the CLI exits 1)."""
 
     exit_code = 1
+
+
+class StageStopped(StageFailed):
+    """A stage stopped before its end: a permanent failure (quota, key, model,
+    context length) or the circuit breaker (the same failure many times in a
+    row). Nothing more is sent; the CLI exits 1."""
 
 
 @dataclass(frozen=True)
@@ -112,6 +122,8 @@ class StageResult:
     tokens: int = 0
     cost: float = 0.0
     truncated: int = 0
+    attempts: int = 0  # requests sent for the calls (retries and timed-out ones included)
+    maybe_billed: int = 0  # attempts that timed out or broke: the server may have generated (billed) them
     info: dict[str, Any] = field(default_factory=dict)
     fingerprint: str = ""
 
@@ -136,6 +148,8 @@ class Job:
         self._outcomes: list[tuple] = []
         self._known: dict[str, str] | None = None
         self._upstream = tuple(stage.upstream(step))
+        self._streak: tuple[Any, int] = (None, 0)  # (kind, status, error class) of the failures in a row, and how many
+        self.stopped: tuple | None = None  # (item, reason, cause, status) of a permanent failure
 
     # -- upstream -------------------------------------------------------------
 
@@ -178,24 +192,56 @@ class Job:
         return [i for i in item_ids if known.get(i) != "ok" and (self.retry or known.get(i) != "failed")]
 
     def ok(self, item_id: str, call_id: int | None = None, attempts: int = 1) -> None:
+        self._streak = (None, 0)
         self._outcomes.append((self.key, item_id, "ok", None, None, None, call_id, attempts, utcnow()))
         self.known()[item_id] = "ok"
         self._maybe_flush()
 
     def fail(self, item_id: str, reason: str, kind: str = "error", http_status: int | None = None,
-             call_id: int | None = None, attempts: int = 1) -> None:
+             call_id: int | None = None, attempts: int = 1, breaker: bool | None = None) -> None:
+        """Record a failed item. ``breaker``: whether the failure counts for the
+        circuit breaker (default: for the kinds a failed call gets, BREAKER_KINDS)."""
         from tapir.runs import redact_text
 
         self._outcomes.append((self.key, item_id, "failed", redact_text(reason)[:2000], kind, http_status,
                                call_id, attempts, utcnow()))
         self.known()[item_id] = "failed"
         self._maybe_flush()
+        if breaker or (breaker is None and kind in BREAKER_KINDS):
+            self._trip(kind, http_status, item_id, reason, reason)
 
     def fail_completion(self, item_id: str, completion, what: str = "") -> None:
-        """Record a failed LLM call as the item's failure, with its kind and status."""
+        """Record a failed LLM call as the item's failure, with its kind and status.
+
+        A *permanent* failure (out of quota, key refused, no such model,
+        context too long) stops the stage: every other item would fail the
+        same way (the API backend sends nothing more and raises
+        :class:`tapir.errors.PermanentFailure` once what was in flight is in;
+        the engine names the stage). Other failures feed the circuit breaker."""
         error = completion.error or "empty reply"
-        self.fail(item_id, (what + ": " if what else "") + error, error_kind(completion), completion.http_status,
-                  completion.call_id)
+        kind = error_kind(completion)
+        reason = (what + ": " if what else "") + error
+        attempts = len(completion.attempts) if completion.attempts else 1
+        self.fail(item_id, reason, kind, completion.http_status, completion.call_id, attempts, breaker=False)
+        if completion.failure_kind == "permanent":
+            if self.stopped is None:
+                self.stopped = (item_id, reason, completion.failure_cause, completion.http_status)
+            return
+        if completion.error:
+            self._trip(kind, completion.http_status, item_id, reason, error)
+
+    def _trip(self, kind: str, status: int | None, item_id: str, reason: str, error: str) -> None:
+        """The circuit breaker: failures of the same kind, status and error
+        class in a row (any ok resets it); at ``failures.circuit_breaker`` of
+        them the stage stops with :class:`StageStopped`."""
+        head = re.match(r"\s*([\w.]+)", error)
+        signature = (kind, status, head.group(1) if head else "")
+        count = self._streak[1] + 1 if self._streak[0] == signature else 1
+        self._streak = (signature, count)
+        limit = self.engine.circuit_breaker
+        if limit and count >= limit:
+            self.flush()
+            raise StageStopped(self.engine.breaker_message(self.step, count, item_id, reason, kind))
 
     def _maybe_flush(self) -> None:
         if len(self._outcomes) >= 64:
@@ -222,6 +268,11 @@ class Job:
 
 
 def error_kind(completion) -> str:
+    """What an outcome's failure was: ``<kind>/<cause>`` for an API call that
+    says (``permanent/quota``, ``transient/timeout``, ``content/malformed``,
+    ...; see docs/pipeline.md), else a word read from the error text."""
+    if completion.failure_kind:
+        return f"{completion.failure_kind}/{completion.failure_cause or 'error'}"
     status = completion.http_status
     if status:
         return f"http_{status}"
@@ -238,8 +289,9 @@ class Engine:
     """Runs the steps of a recipe in order for one run of one config."""
 
     def __init__(self, ctx, steps: Sequence[Step], stages: dict[str, Stage], *, retry: bool = True,
-                 max_failure_rate: dict[str, float] | None = None):
+                 max_failure_rate: dict[str, float] | None = None, circuit_breaker: int = 5):
         self.ctx = ctx
+        self.circuit_breaker = circuit_breaker  # failures of one kind in a row that stop a stage (0: never)
         self.steps = list(steps)
         self.stages = stages
         self.retry = retry
@@ -357,23 +409,26 @@ class Engine:
             run.mark_stage(step.stage, step.round, key, "running")
             progress.say(f"-> {step.label}")
             try:
-                stage.run(job)
+                try:
+                    stage.run(job)
+                except PermanentFailure as exc:
+                    job.stopped = job.stopped or (None, exc.error, exc.cause, exc.status)
+                if job.stopped is not None:
+                    raise StageStopped(self.permanent_message(step, *job.stopped))
                 job.flush()
             except BaseException as exc:
                 job.flush()
                 result.seconds = time.perf_counter() - started
                 self._count(result, started_at)
                 result.status = "failed"
-                result.info = {**job.info, "error": _reason(exc)}
+                result.info = {**job.info, **self.counts(result), "error": _reason(exc)}
                 run.mark_stage(step.stage, step.round, key, "failed", result.info, result.seconds)
                 raise
             result.seconds = time.perf_counter() - started
             result.info = job.info
             self._count(result, started_at)
             result.fingerprint = self._fingerprint(key, job.info)
-            info = {**job.info, "_fingerprint": result.fingerprint, "ok": result.ok, "failed": result.failed,
-                    "calls": result.calls, "tokens": result.tokens, "cost": result.cost,
-                    "truncated": result.truncated}
+            info = {**job.info, "_fingerprint": result.fingerprint, **self.counts(result)}
             threshold = self.thresholds.get(step.stage, stage.max_failure_rate)
             total = result.ok + result.failed
             if result.failed and total and result.failed / total > threshold:
@@ -411,11 +466,23 @@ class Engine:
         result.ok, result.failed = store.execute(
             "select coalesce(sum(status = 'ok'), 0), coalesce(sum(status = 'failed'), 0) from outcomes "
             "where stage_key = ?", [result.key]).fetchone()
-        calls, tokens, cost, truncated = store.execute(
+        calls, tokens, cost, truncated, attempts = store.execute(
             "select count(*), coalesce(sum(coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0)), 0), "
-            "coalesce(sum(cost), 0), coalesce(sum(finish_reason = 'length'), 0) "
+            "coalesce(sum(cost), 0), coalesce(sum(finish_reason = 'length'), 0), coalesce(sum(coalesce(attempts, 1)), 0) "
             "from llm_calls where stage_key = ? and created_at >= ?", [result.key, since]).fetchone()
         result.calls, result.tokens, result.cost, result.truncated = calls, tokens, round(cost, 6), truncated
+        result.attempts = attempts
+        result.maybe_billed = store.execute(
+            "select count(*) from llm_calls c, json_each(c.attempt_log) a where c.stage_key = ? and c.created_at >= ? "
+            "and c.attempt_log is not null and json_extract(a.value, '$.billed') = 'maybe'",
+            [result.key, since]).fetchone()[0]
+
+    @staticmethod
+    def counts(result: StageResult) -> dict[str, Any]:
+        """The figures a stage row's info keeps (the summary and `tapir runs show` print them)."""
+        return {"ok": result.ok, "failed": result.failed, "calls": result.calls, "tokens": result.tokens,
+                "cost": result.cost, "truncated": result.truncated, "attempts": result.attempts,
+                "maybe_billed": result.maybe_billed}
 
     def failure_message(self, step: Step, key: str, result: StageResult, threshold: float) -> str:
         rows = self.ctx.store.execute(
@@ -434,6 +501,33 @@ class Engine:
         lines.append("Fix the cause, then re-run the same command: only the failed items are retried "
                      "(nothing already paid for is sent again).")
         return "\n".join(lines)
+
+
+    def permanent_message(self, step: Step, item_id: str | None, reason: str, cause: str | None,
+                          status: int | None) -> str:
+        """Why a stage stopped at a permanent failure, and the fix."""
+        from tapir.errors import permanent_cause
+        from tapir.runs import redact_text
+
+        what, fix = permanent_cause(cause)
+        code = f", HTTP {status}" if status else ""
+        return "\n".join([
+            f"stage {step.label} stopped: {what} ({cause or 'permanent'}{code}). No retry fixes this, so "
+            f"nothing more was sent.",
+            f"  {'item ' + item_id + ': ' if item_id else ''}{redact_text(reason)[:600]}",
+            f"Fix: {fix}.",
+            "Then run the same command again: the answers already received are kept and not paid for again."])
+
+    def breaker_message(self, step: Step, count: int, item_id: str, reason: str, kind: str) -> str:
+        """Why the circuit breaker stopped a stage."""
+        from tapir.runs import redact_text
+
+        return "\n".join([
+            f"stage {step.label} stopped: {count} calls in a row failed the same way ({kind}), so the rest "
+            f"would likely fail too (failures.circuit_breaker: {self.circuit_breaker}).",
+            f"  e.g. item {item_id}: {redact_text(reason)[:600]}",
+            "Fix the cause (is the server up and the model served? see the error above), then run the same "
+            "command again: only the items not answered yet are sent."])
 
 
 def _reason(exc: BaseException) -> str:

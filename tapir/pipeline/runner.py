@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tapir import progress
+from tapir import budget, progress
+from tapir.budget import Budget
 from tapir.config import PipelineConfig, load_config
 from tapir.pipeline.context import Context
 from tapir.pipeline.data import load_items
@@ -22,6 +23,7 @@ class Outcome:
     ctx: Context
     results: list[StageResult]
     engine: Engine
+    budget: Budget | None = None  # spend against budget.* (None without one)
 
     @property
     def run(self) -> Run:
@@ -56,6 +58,14 @@ def open_run(config: PipelineConfig, base_dir: Path, store, *, loaded=None) -> C
     return ctx
 
 
+def run_budget(ctx: Context) -> Budget | None:
+    """The run's budget (budget.max_cost_usd / per_role), starting from what its calls already cost."""
+    cfg = ctx.config.budget
+    if cfg.max_cost_usd is None and not cfg.per_role:
+        return None
+    return Budget(cfg.max_cost_usd, cfg.per_role, budget.spent_by_role(ctx.store, ctx.run.id))
+
+
 def engine_for(ctx: Context, retry: bool | None = None) -> Engine:
     from tapir.pipeline.recipe import build, data_digest, stage_table
 
@@ -66,7 +76,7 @@ def engine_for(ctx: Context, retry: bool | None = None) -> Engine:
     steps = build(cfg, stages, run_id=ctx.run.id, digest=data_digest(ctx.loaded),
                   judge_reads_answer=ctx.judge_reads_student_answer())
     return Engine(ctx, steps, stages, retry=cfg.failures.retry if retry is None else retry,
-                  max_failure_rate=cfg.failures.max_failure_rate)
+                  max_failure_rate=cfg.failures.max_failure_rate, circuit_breaker=cfg.failures.circuit_breaker)
 
 
 def planning_engine(checked, retry: bool = True) -> Engine:
@@ -128,8 +138,10 @@ def distill(config_path: str | Path | dict, db: str | None = None, *, retry: boo
         ctx.out_dir.mkdir(parents=True, exist_ok=True)
         progress.say(f"run {ctx.run.id} ({config.name}) in {ctx.store.path}; outputs in {ctx.out_dir}")
         engine = engine_for(ctx, retry)
+        spending = run_budget(ctx)
         try:
-            engine.run()
+            with budget.use(spending):
+                engine.run()
         except BaseException:
             ctx.run.finish("failed")
             raise
@@ -137,6 +149,6 @@ def distill(config_path: str | Path | dict, db: str | None = None, *, retry: boo
             ctx.close_backends()
         failed = sum(r.failed for r in engine.results.values())
         ctx.run.finish("done" if not failed else "done_with_failures")
-        return Outcome(ctx, [engine.results[s.node] for s in engine.steps], engine)
+        return Outcome(ctx, [engine.results[s.node] for s in engine.steps], engine, spending)
     finally:
         lock.release()

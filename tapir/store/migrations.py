@@ -452,3 +452,15 @@ def m006_call_provenance(db: sqlite_utils.Database):
     db["llm_calls"].add_column("provider_model", str)
     db["llm_calls"].add_column("system_fingerprint", str)
     db["judgments"].add_column("read_by", str)
+
+
+@migration
+def m007_call_attempts(db: sqlite_utils.Database):
+    """Every attempt of an LLM call, failed ones included: ``llm_calls.attempts``
+    (how many were sent), ``attempt_log`` (JSON list: n, outcome, http_status,
+    seconds, billed yes / maybe / no: a timed-out attempt may still have been
+    generated and billed) and ``failure_kind`` (transient | permanent |
+    content) of a failed call."""
+    db["llm_calls"].add_column("attempts", int)
+    db["llm_calls"].add_column("attempt_log", str)
+    db["llm_calls"].add_column("failure_kind", str)

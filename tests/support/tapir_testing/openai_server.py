@@ -85,7 +85,15 @@ Kinds: ``"429"`` (rate limited, with a ``Retry-After`` header of
 ``"500"`` or ``"503"``, ``"slow"`` (answers after ``Faults.slow_seconds``,
 meant to exceed the client's timeout), ``"malformed"`` (status 200 with a
 body that is not JSON), ``"empty"`` (status 200, JSON without choices),
-``"drop"`` (the connection is closed with no response).
+``"drop"`` (the connection is closed with no response); and provider
+errors with OpenAI's bodies: ``"quota"`` (429, ``insufficient_quota``: out
+of credit, no Retry-After), ``"model_not_found"`` (404, ``model_not_found``),
+``"context_length"`` (400, ``context_length_exceeded``). A plain ``"401"``
+or ``"403"`` answers with an ``invalid_api_key`` body.
+
+``srv.arrivals`` lists the ``time.monotonic()`` of every chat request's
+arrival (``stats()["arrivals"]``); ``srv.max_in_window(seconds)`` is the most
+that arrived within any window of that length (rate-limit tests).
 
 The server runs in a daemon thread on an ephemeral port; ``stop()`` (or
 leaving the ``with`` block) shuts it down and wakes sleeping slow answers.
@@ -116,6 +124,19 @@ from typing import Any, Callable, Sequence
 __all__ = ["OpenAIServer", "Faults", "Fault", "fault", "token_distribution"]
 
 FAULT_KINDS = ("429", "500", "502", "503", "slow", "malformed", "empty", "drop")
+# Provider errors in OpenAI's format: (status, type, code, message).
+PROVIDER_ERRORS = {
+    "quota": (429, "insufficient_quota", "insufficient_quota",
+              "You exceeded your current quota, please check your plan and billing details."),
+    "model_not_found": (404, "invalid_request_error", "model_not_found",
+                        "The model `{model}` does not exist or you do not have access to it."),
+    "context_length": (400, "invalid_request_error", "context_length_exceeded",
+                       "This model's maximum context length is 4096 tokens. However, your messages resulted in "
+                       "9000 tokens. Please reduce the length of the messages."),
+    "401": (401, "invalid_request_error", "invalid_api_key", "Incorrect API key provided: sk-te****0000."),
+    "403": (403, "invalid_request_error", "model_access_denied",
+            "Your project does not have access to model `{model}`."),
+}
 
 Reply = Callable[[list[dict], dict], Any]
 
@@ -254,6 +275,7 @@ class OpenAIServer:
             self._bodies: list[dict] = []
             self._headers: list[dict[str, str]] = []
             self._batch_counts: Counter = Counter()  # files_created, batches_created, batch_lines, ...
+            self._arrivals: list[float] = []
 
     def reset_counts(self) -> None:
         """Zero every counter (requests, peak, statuses, faults, bodies)."""
@@ -278,6 +300,7 @@ class OpenAIServer:
                 "status_counts": Counter(self._statuses),
                 "faults_injected": Counter(self._faults_seen),
                 "batch_counts": Counter(self._batch_counts),
+                "arrivals": list(self._arrivals),
             }
             if bodies:
                 data["bodies"] = list(self._bodies)
@@ -288,6 +311,21 @@ class OpenAIServer:
     def requests(self) -> int:
         """Chat-completion requests received (faulty ones included)."""
         return self.stats()["requests"]
+
+    @property
+    def arrivals(self) -> list[float]:
+        """``time.monotonic()`` of each chat request's arrival, in order."""
+        return self.stats()["arrivals"]
+
+    def max_in_window(self, seconds: float) -> int:
+        """The most chat requests that arrived within any ``seconds`` long window."""
+        times = sorted(self.arrivals)
+        best, start = 0, 0
+        for end, t in enumerate(times):
+            while t - times[start] >= seconds:
+                start += 1
+            best = max(best, end - start + 1)
+        return best
 
     @property
     def in_flight(self) -> int:
@@ -417,6 +455,7 @@ class OpenAIServer:
         with self._lock:
             index = self._requests
             self._requests += 1
+            self._arrivals.append(time.monotonic())
             self._bodies.append(body)
             self._headers.append(headers or {})
             self._in_flight += 1
@@ -741,6 +780,11 @@ class _Handler(BaseHTTPRequestHandler):
             elif kind == "empty":
                 end(200)
                 self._json(200, {"id": "chatcmpl-empty", "object": "chat.completion", "choices": []})
+            elif kind in PROVIDER_ERRORS:
+                status, etype, code, message = PROVIDER_ERRORS[kind]
+                end(status)
+                self._json(status, {"error": {"message": message.replace("{model}", str(body.get("model"))),
+                                              "type": etype, "param": None, "code": code}})
             elif kind is not None and kind != "slow":
                 status = int(kind) if kind.isdigit() else 500
                 headers = {}
