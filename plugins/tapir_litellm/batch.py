@@ -1,5 +1,20 @@
-"""Provider batch APIs (OpenAI's files + batches endpoints, which OpenAI
-and OpenAI-compatible servers offer at half the price of synchronous calls).
+"""Provider batch APIs: every provider whose batch API tapir can drive,
+behind one small protocol (:mod:`tapir_litellm.batch_protocol`).
+
+Which model goes through which transport (:func:`transport_name`):
+
+* ``openai/<name>``: OpenAI's files + batches endpoints through the openai
+  client (:mod:`batch_openai`), on OpenAI or on a server that offers them
+  (one ``api_base``).
+* ``azure/``, ``vertex_ai/``, ``bedrock/``, ``mistral/``, ``gemini/``,
+  ``xai/``, ``litellm_proxy/``: litellm's ``create_file`` / ``create_batch``
+  / ``retrieve_batch`` / ``file_content`` (/ ``list_batches``)
+  (:mod:`batch_litellm`), as far as litellm implements them.
+* ``anthropic/``: Anthropic's Message Batches API (:mod:`batch_anthropic`).
+* ``vllm/<model>``: ``vllm run-batch`` on this machine (:mod:`batch_vllm`).
+
+Anything else (``hosted_vllm/``: vLLM's OpenAI server has no /v1/files or
+/v1/batches) is refused by :func:`problems` before anything is sent.
 
 ``generate`` with ``batch: true``:
 
@@ -7,29 +22,30 @@ and OpenAI-compatible servers offer at half the price of synchronous calls).
    ``api_batch_requests``: a request already in a live batch (submitted,
    running or completed but not yet collected) is collected from that batch,
    never sent again.
-2. The others are written as JSONL (``custom_id`` = cache key), in chunks of
-   ``batch_max_requests``: a row in ``api_batches`` (status ``submitting``)
-   and its request keys are committed first, then the file is uploaded and
-   the batch created with ``metadata.tapir_batch`` = our id, then the
-   provider's batch id is stored. A process killed between the create and
-   the store is found out on the next run: the provider's batch list is
-   searched for our id before anything is resubmitted.
+2. The others are written as OpenAI batch JSONL (``custom_id`` = cache key),
+   in chunks of ``batch_max_requests``: a row in ``api_batches`` (status
+   ``submitting``) and its request keys are committed first, then the
+   transport submits (upload, create with our id where the provider keeps
+   metadata), then the provider's batch id is stored. A process killed
+   between the create and the store is found out on the next run: the
+   transport looks for our batch (:meth:`BatchTransport.find`) before
+   anything is resubmitted.
 3. Live batches are polled every ``batch_poll_seconds`` until done or
    ``batch_max_wait_seconds`` have passed; a completed batch's output (and
-   error) file is read and every line handed to ``on_result`` (the cache
-   records it); then the batch is marked ``collected``. Requests of a
-   batch still running at the deadline come back as ``BatchPending``
-   errors (not cached): re-run to collect. A failed, expired or cancelled
-   batch makes its requests errors, and the next run submits them anew.
+   error) lines are handed to ``on_result`` (the cache records them); then
+   the batch is marked ``collected``. Requests of a batch still running at
+   the deadline come back as ``BatchPending`` errors (not cached): re-run to
+   collect. A failed, expired or cancelled batch makes its requests errors,
+   and the next run submits them anew.
 
-Through the ``openai`` client (files.create, batches.create / retrieve /
-list, files.content); kill -9 at any point loses nothing and pays nothing
-twice (tests/test_litellm_batch.py).
+kill -9 at any point loses nothing and pays nothing twice
+(tests/test_litellm_batch.py, tests/test_batch_transports.py).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 import uuid
 from typing import TYPE_CHECKING, Any, Sequence
@@ -38,25 +54,77 @@ from tapir.errors import TapirError
 from tapir.roles import Completion, GenerationRequest, OnResult
 
 from tapir_litellm import direct, endpoints
+from tapir_litellm.batch_protocol import DEAD, LIVE, BatchTransport
 
 if TYPE_CHECKING:
     from tapir_litellm.backend import LiteLLMBackend
 
-LIVE = ("submitting", "validating", "in_progress", "finalizing", "completed", "cancelling")
-DEAD = ("failed", "expired", "cancelled")
+# Providers whose whole batch cycle (upload, create, retrieve, read the
+# output) litellm 1.110.2 implements; ``list_batches`` (to adopt a batch
+# whose id was never stored) only for LITELLM_LISTABLE.
+LITELLM_BATCH_PROVIDERS = ("azure", "vertex_ai", "bedrock", "mistral", "gemini", "xai", "litellm_proxy")
+LITELLM_LISTABLE = ("azure", "vertex_ai", "xai", "litellm_proxy")
+SUPPORTED = ("openai/ (OpenAI, or a server with /v1/files and /v1/batches, one api_base)",
+             *(f"{p}/ (litellm's batch API)" for p in LITELLM_BATCH_PROVIDERS),
+             "anthropic/ (Message Batches)", "vllm/<model> (vllm run-batch on this machine)")
+
+
+def transport_name(model_name: str) -> str | None:
+    """Which batch transport serves ``model_name`` (None: no batch API)."""
+    provider = endpoints.provider_of(model_name)
+    if provider == "openai" and model_name.startswith("openai/"):
+        return "openai"
+    if provider in LITELLM_BATCH_PROVIDERS:
+        return "litellm"
+    if provider == "anthropic":
+        return "anthropic"
+    if provider == "vllm":
+        return "vllm"
+    return None
 
 
 def problems(model_name: str, opts: dict[str, Any]) -> list[str]:
     """Why ``batch: true`` cannot work for this model (found without a call)."""
     if not opts.get("batch"):
         return []
-    if not model_name.startswith("openai/"):
-        return [f"model '{model_name}': batch: true needs an OpenAI-style batch API: openai/<name> on OpenAI or "
-                f"on an OpenAI-compatible server (api_base); provider '{endpoints.provider_of(model_name)}' is "
-                "not supported"]
+    transport = transport_name(model_name)
+    if transport is None:
+        provider = endpoints.provider_of(model_name)
+        why = (" (vLLM's OpenAI server has no /v1/files or /v1/batches: for an offline batch on this machine "
+               "use vllm/<model>, which runs vllm run-batch)" if provider == "hosted_vllm" else "")
+        return [f"model '{model_name}': batch: true is not supported for provider '{provider}'{why}. "
+                f"Batch APIs tapir can use: {'; '.join(SUPPORTED)}. Set batch: false for this model, or use one "
+                "of these"]
     if opts.get("api_bases"):
         return [f"model '{model_name}': batch: true takes one server (api_base), not api_bases"]
+    if transport == "vllm":
+        command = list(opts.get("batch_command") or [])
+        if not command or shutil.which(command[0]) is None:
+            return [f"model '{model_name}': batch: true runs '{' '.join(command) or '(nothing)'}' for vllm/ models, "
+                    f"and '{command[0] if command else ''}' is not on PATH: install vllm (pip install vllm) or set "
+                    "options.batch_command to the command that runs an OpenAI batch file"]
     return []
+
+
+def transport_for(backend: "LiteLLMBackend", store: Any) -> BatchTransport:
+    name = transport_name(backend.model_name)
+    if name == "openai":
+        from tapir_litellm.batch_openai import OpenAIBatches
+
+        return OpenAIBatches(backend)
+    if name == "litellm":
+        from tapir_litellm.batch_litellm import LiteLLMBatches
+
+        return LiteLLMBatches(backend, LITELLM_LISTABLE)
+    if name == "anthropic":
+        from tapir_litellm.batch_anthropic import AnthropicBatches
+
+        return AnthropicBatches(backend)
+    if name == "vllm":
+        from tapir_litellm.batch_vllm import VLLMRunBatch
+
+        return VLLMRunBatch(backend, store)
+    raise TapirError(problems(backend.model_name, {"batch": True})[0])
 
 
 def _now() -> str:
@@ -66,24 +134,11 @@ def _now() -> str:
 
 
 class BatchRunner:
-    def __init__(self, backend: "LiteLLMBackend", store: Any):
+    def __init__(self, backend: "LiteLLMBackend", store: Any, transport: BatchTransport | None = None):
         self.be = backend
         self.store = store
         self.conn = store.db.conn
-        self._client = None
-
-    # -- the provider -------------------------------------------------------
-    @property
-    def client(self):
-        if self._client is None:
-            import openai
-
-            base = self.be.api_base
-            key = endpoints.api_key(self.be.model_name, base, self.be.api_key_env) or __import__("os").environ.get(
-                "OPENAI_API_KEY")
-            self._client = openai.OpenAI(base_url=base, api_key=key or endpoints.PLACEHOLDER_KEY,
-                                         max_retries=3, timeout=max(self.be.timeout, 60.0))
-        return self._client
+        self.transport = transport if transport is not None else transport_for(backend, store)
 
     # -- the database -------------------------------------------------------
     def _update(self, batch_id: str, **fields: Any) -> None:
@@ -129,19 +184,17 @@ class BatchRunner:
 
     def _upload_and_create(self, batch_id: str, keys: list[str], by_key: dict[str, GenerationRequest]) -> None:
         data = "".join(self._line(k, by_key[k]) + "\n" for k in keys).encode()
-        file = self.client.files.create(file=(f"{batch_id}.jsonl", data), purpose="batch")
-        self._update(batch_id, input_file_id=file.id)
-        created = self.client.batches.create(input_file_id=file.id, endpoint="/v1/chat/completions",
-                                             completion_window="24h", metadata={"tapir_batch": batch_id})
+        created = self.transport.submit(batch_id, data, len(keys), lambda **f: self._update(batch_id, **f))
         self._update(batch_id, provider_batch_id=created.id, status=created.status)
 
     def _adopt_or_resubmit(self, batch_id: str, by_key: dict[str, GenerationRequest]) -> None:
         """A batch left in ``submitting`` (the process died mid-submit)."""
-        for remote in self.client.batches.list(limit=100):
-            if (remote.metadata or {}).get("tapir_batch") == batch_id:
-                self._update(batch_id, provider_batch_id=remote.id, input_file_id=remote.input_file_id,
-                             status=remote.status)
-                return
+        row = self._batch(batch_id)
+        remote = self.transport.find(batch_id, row) if row["input_file_id"] else None  # no upload: no create
+        if remote is not None:
+            self._update(batch_id, provider_batch_id=remote.id, input_file_id=remote.input_file_id or row["input_file_id"],
+                         status=remote.status)
+            return
         keys = [r[0] for r in self.conn.execute("select request_key from api_batch_requests where batch_id = ?",
                                                 [batch_id])]
         if any(k not in by_key for k in keys):  # we cannot rebuild its lines: let these go again
@@ -153,13 +206,12 @@ class BatchRunner:
     def _collect(self, batch_id: str, want: set[str], deliver) -> bool:
         """Poll once; deliver every wanted line of a finished batch. True when done."""
         row = self._batch(batch_id)
-        remote = self.client.batches.retrieve(row["provider_batch_id"])
+        remote = self.transport.retrieve(row)
         if remote.status != row["status"]:
             self._update(batch_id, status=remote.status)
         if remote.status in DEAD:
-            errors = getattr(remote, "errors", None)
-            text = f"BatchFailed: batch {remote.id} ended {remote.status}" + (f" ({errors})" if errors else "") + \
-                   "; re-run to submit these requests again"
+            text = f"BatchFailed: batch {remote.id} ended {remote.status}" + \
+                   (f" ({remote.errors})" if remote.errors else "") + "; re-run to submit these requests again"
             self._update(batch_id, error=endpoints.clean(text))
             for key in want:
                 deliver(key, Completion(error=endpoints.clean(text)))
@@ -168,16 +220,12 @@ class BatchRunner:
             return False
         self._update(batch_id, output_file_id=remote.output_file_id, error_file_id=remote.error_file_id)
         seen: set[str] = set()
-        for file_id in filter(None, (remote.output_file_id, remote.error_file_id)):
-            for line in self.client.files.content(file_id).text.splitlines():
-                if not line.strip():
-                    continue
-                entry = json.loads(line)
-                key = entry.get("custom_id")
-                if key not in want or key in seen:
-                    continue
-                seen.add(key)
-                deliver(key, self._completion(entry))
+        for entry in self.transport.results(remote):
+            key = entry.get("custom_id")
+            if key not in want or key in seen:
+                continue
+            seen.add(key)
+            deliver(key, self._completion(entry))
         for key in want - seen:
             deliver(key, Completion(error=f"BatchFailed: batch {remote.id} has no line for this request; "
                                           "re-run to submit it again"))
