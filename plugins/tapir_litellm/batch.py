@@ -119,7 +119,11 @@ def transport_for(backend: "LiteLLMBackend", store: Any) -> BatchTransport:
     if name == "anthropic":
         from tapir_litellm.batch_anthropic import AnthropicBatches
 
-        return AnthropicBatches(backend)
+        def claimed() -> set[str]:
+            return {r[0] for r in store.db.conn.execute(
+                "select provider_batch_id from api_batches where provider_batch_id is not null")}
+
+        return AnthropicBatches(backend, claimed)
     if name == "vllm":
         from tapir_litellm.batch_vllm import VLLMRunBatch
 
@@ -309,7 +313,7 @@ def batch_cost(model_name: str, prompt_tokens: int | None, completion_tokens: in
     if prompt_tokens is None or completion_tokens is None:
         return None
     litellm = _import_litellm()
-    name = model_name.split("/", 1)[1] if model_name.startswith("openai/") else model_name
+    name = model_name.split("/", 1)[1] if "/" in model_name else model_name  # the map keys most models bare
     info = litellm.model_cost.get(name) or litellm.model_cost.get(model_name)
     if not info:
         return None

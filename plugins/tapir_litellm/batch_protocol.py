@@ -37,7 +37,10 @@ class BatchTransport(Protocol):
 
     def submit(self, batch_id: str, data: bytes, n: int, record: Callable[..., None]) -> RemoteBatch:
         """Send the batch; ``record(input_file_id=...)`` keeps what was uploaded
-        before the batch is created. Returns the created batch."""
+        before the batch is created (a transport with nothing to upload
+        records ``"inline"``): a row in ``submitting`` without it had no
+        create, one with it is looked for (:meth:`find`). Returns the
+        created batch."""
 
     def find(self, batch_id: str, row: dict[str, Any]) -> RemoteBatch | None:
         """Our batch ``batch_id`` if the provider has it (a submit interrupted
