@@ -94,3 +94,62 @@ def test_preflight_refuses_a_provider_without_batches_naming_the_supported_ones(
     [problem] = LiteLLMBackend.preflight("ollama/llama3", {"batch": True})
     assert "provider 'ollama'" in problem and "batch: false" in problem
     assert LiteLLMBackend.preflight("ollama/llama3", {"batch": False}) == []
+
+
+def test_a_server_without_a_batch_api_fails_the_requests_readably(store):
+    """FastChat's or vLLM's OpenAI server: no /v1/files (HTTP 404 at the upload)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class NoBatches(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):  # noqa: N802
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            data = b'{"detail": "Not Found"}'
+            self.send_response(404)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), NoBatches)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        be = LiteLLMBackend("openai/served", LiteLLMBackend.Options(
+            api_base=f"http://127.0.0.1:{httpd.server_address[1]}/v1", batch=True, batch_poll_seconds=0.05))
+        be.attach_store(store)
+        out = CachedBackend(be, store).generate(reqs(2))
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert all(not c.ok and c.error.startswith("BatchSubmitFailed: NotFoundError") for c in out)
+    assert "re-run to submit again" in out[0].error
+    assert [s for _, s, _ in batches(store)] == ["failed"]
+    assert store.execute("select count(*) from llm_calls where error is null").fetchone() == (0,)
+
+
+def test_a_create_that_failed_after_the_upload_is_looked_for_then_sent_once(store, monkeypatch):
+    from tapir_litellm.batch_openai import OpenAIBatches
+
+    with OpenAIServer(batch_latency=0.05) as srv:
+        real_submit = OpenAIBatches.submit
+
+        def upload_then_fail(self, batch_id, data, n, record):
+            record(input_file_id="file-uploaded")
+            raise TimeoutError("no answer to the create")
+
+        monkeypatch.setattr(OpenAIBatches, "submit", upload_then_fail)
+        be = LiteLLMBackend("openai/test-model", LiteLLMBackend.Options(
+            api_base=srv.base_url, batch=True, batch_poll_seconds=0.05))
+        be.attach_store(store)
+        first = CachedBackend(be, store).generate(reqs(2))
+        assert all("BatchSubmitFailed: TimeoutError" in c.error and "looks for this batch" in c.error for c in first)
+        assert batches(store) == [(None, "submitting", 2)]
+        monkeypatch.setattr(OpenAIBatches, "submit", real_submit)
+        second = CachedBackend(be, store).generate(reqs(2))
+        counts = srv.stats()["batch_counts"]
+    assert [c.text for c in second] == ["echo: q0", "echo: q1"]
+    assert counts["batches_created"] == 1  # not in the provider's list: sent once, under the same row
+    assert batches(store) == [("batch_000001", "collected", 2)]

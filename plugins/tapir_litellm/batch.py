@@ -175,7 +175,8 @@ class BatchRunner:
         body, _, _ = direct.body_of(kwargs)
         return json.dumps({"custom_id": key, "method": "POST", "url": "/v1/chat/completions", "body": body})
 
-    def _submit(self, keys: list[str], by_key: dict[str, GenerationRequest]) -> str:
+    def _submit(self, keys: list[str], by_key: dict[str, GenerationRequest], deliver) -> str | None:
+        """Record, then send one batch; None when sending failed (its requests got the reason)."""
         batch_id = f"tapir-{uuid.uuid4().hex[:16]}"
         now = _now()
         with self.conn:  # recorded before anything is sent
@@ -183,8 +184,27 @@ class BatchRunner:
                               "values (?, ?, 'submitting', ?, ?, ?)", [batch_id, self.be.model_id, len(keys), now, now])
             self.conn.executemany("insert into api_batch_requests (batch_id, request_key) values (?, ?)",
                                   [(batch_id, k) for k in keys])
-        self._upload_and_create(batch_id, keys, by_key)
+        try:
+            self._upload_and_create(batch_id, keys, by_key)
+        except Exception as exc:  # noqa: BLE001 - the provider refused or was unreachable: these requests' failure
+            self._send_failed(batch_id, keys, exc, deliver)
+            return None
         return batch_id
+
+    def _send_failed(self, batch_id: str, keys: Sequence[str], exc: Exception, deliver) -> None:
+        """A submit that raised: before the upload was recorded nothing can exist at the provider (the
+        batch fails, a re-run submits anew); after it, the create may have reached the provider (the
+        batch stays ``submitting``: a re-run looks for it before sending again)."""
+        row = self._batch(batch_id)
+        text = endpoints.clean(f"BatchSubmitFailed: {type(exc).__name__}: {exc}", self.be.api_key_env)
+        if row["input_file_id"]:
+            text += "; re-run: tapir looks for this batch at the provider before submitting again"
+            self._update(batch_id, error=text)
+        else:
+            text += "; re-run to submit again"
+            self._update(batch_id, status="failed", error=text)
+        for key in keys:
+            deliver(key, Completion(error=text))
 
     def _upload_and_create(self, batch_id: str, keys: list[str], by_key: dict[str, GenerationRequest]) -> None:
         data = "".join(self._line(k, by_key[k]) + "\n" for k in keys).encode()
@@ -272,20 +292,26 @@ class BatchRunner:
 
         live = self._live_batches_of(list(by_key))
         fresh = [k for k in by_key if k not in live]
-        for start in range(0, len(fresh), opts.batch_max_requests):
-            chunk = fresh[start:start + opts.batch_max_requests]
-            batch_id = self._submit(chunk, by_key)
-            live.update({k: batch_id for k in chunk})
         wanted: dict[str, set[str]] = {}
         for key, batch_id in live.items():
             wanted.setdefault(batch_id, set()).add(key)
+        for start in range(0, len(fresh), opts.batch_max_requests):
+            chunk = fresh[start:start + opts.batch_max_requests]
+            batch_id = self._submit(chunk, by_key, deliver)
+            if batch_id is not None:
+                wanted[batch_id] = set(chunk)
         for batch_id in list(wanted):
             if self._batch(batch_id)["status"] == "submitting":
-                self._adopt_or_resubmit(batch_id, by_key)
+                try:
+                    self._adopt_or_resubmit(batch_id, by_key)
+                except Exception as exc:  # noqa: BLE001 - as in _submit
+                    self._send_failed(batch_id, sorted(wanted.pop(batch_id)), exc, deliver)
+                    continue
                 if self._batch(batch_id)["status"] == "failed":  # could not adopt: submit these anew
                     keys_again = sorted(wanted.pop(batch_id))
-                    new_id = self._submit(keys_again, by_key)
-                    wanted[new_id] = set(keys_again)
+                    new_id = self._submit(keys_again, by_key, deliver)
+                    if new_id is not None:
+                        wanted[new_id] = set(keys_again)
         deadline = time.monotonic() + opts.batch_max_wait_seconds
         pending = dict(wanted)
         while pending:
