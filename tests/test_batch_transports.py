@@ -153,3 +153,40 @@ def test_a_create_that_failed_after_the_upload_is_looked_for_then_sent_once(stor
     assert [c.text for c in second] == ["echo: q0", "echo: q1"]
     assert counts["batches_created"] == 1  # not in the provider's list: sent once, under the same row
     assert batches(store) == [("batch_000001", "collected", 2)]
+
+
+def test_failed_polls_are_waited_out_then_leave_the_batch_pending(store, monkeypatch):
+    from tapir_litellm import batch as batch_mod
+    from tapir_litellm.batch_openai import OpenAIBatches
+
+    real_retrieve = OpenAIBatches.retrieve
+    calls = {"n": 0, "fail": 2}
+
+    def flaky(self, row):
+        calls["n"] += 1
+        if calls["n"] <= calls["fail"]:
+            raise ConnectionError("connection reset by peer")
+        return real_retrieve(self, row)
+
+    monkeypatch.setattr(OpenAIBatches, "retrieve", flaky)
+    with OpenAIServer(batch_latency=0.05) as srv:
+        be = LiteLLMBackend("openai/test-model", LiteLLMBackend.Options(
+            api_base=srv.base_url, batch=True, batch_poll_seconds=0.01))
+        be.attach_store(store)
+        first = CachedBackend(be, store).generate(reqs(2))  # two failed polls, then collected
+        calls.update(n=0, fail=10**6)
+        second = CachedBackend(be, store).generate(reqs(2) + [GenerationRequest(
+            [{"role": "user", "content": "new"}], GenerationParams(max_new_tokens=8))])
+        status_then = batches(store)[1][1]
+        monkeypatch.setattr(OpenAIBatches, "retrieve", real_retrieve)
+        third = CachedBackend(be, store).generate(reqs(2) + [GenerationRequest(
+            [{"role": "user", "content": "new"}], GenerationParams(max_new_tokens=8))])
+        counts = srv.stats()["batch_counts"]
+    assert [c.text for c in first] == ["echo: q0", "echo: q1"]
+    assert [c.cached for c in second[:2]] == [True, True]
+    error = second[2].error
+    assert "BatchPending" in error and f"its last {batch_mod.MAX_POLL_FAILURES} polls failed" in error
+    assert "connection reset by peer" in error
+    assert calls["n"] == batch_mod.MAX_POLL_FAILURES and counts["batches_created"] == 2
+    assert status_then in ("validating", "in_progress", "completed")  # still live: the re-run collects it
+    assert third[2].text == "echo: new" and [s for _, s, _ in batches(store)] == ["collected", "collected"]

@@ -69,6 +69,11 @@ SUPPORTED = ("openai/ (OpenAI, or a server with /v1/files and /v1/batches, one a
              "anthropic/ (Message Batches)", "vllm/<model> (vllm run-batch on this machine)")
 
 
+# Polls of one batch that may fail in a row (network, the provider's 5xx) before
+# generate stops waiting for it (its requests: BatchPending; a re-run collects).
+MAX_POLL_FAILURES = 5
+
+
 def transport_name(model_name: str) -> str | None:
     """Which batch transport serves ``model_name`` (None: no batch API)."""
     provider = endpoints.provider_of(model_name)
@@ -314,18 +319,33 @@ class BatchRunner:
                         wanted[new_id] = set(keys_again)
         deadline = time.monotonic() + opts.batch_max_wait_seconds
         pending = dict(wanted)
+        poll_failures: dict[str, list[str]] = {}  # consecutive failed polls of a batch
+
+        def leave_pending(batch_id: str, why: str = "") -> None:
+            row = self._batch(batch_id)
+            for key in pending.pop(batch_id):
+                deliver(key, Completion(error=f"BatchPending: batch {row['provider_batch_id']} is {row['status']}"
+                                              f"{why}; re-run to collect (nothing is resubmitted)"))
+
         while pending:
             for batch_id in list(pending):
-                if self._collect(batch_id, pending[batch_id], deliver):
+                try:
+                    done = self._collect(batch_id, pending[batch_id], deliver)
+                except Exception as exc:  # noqa: BLE001 - a poll that failed: the batch is still the provider's
+                    failures = poll_failures.setdefault(batch_id, [])
+                    failures.append(endpoints.clean(f"{type(exc).__name__}: {exc}", self.be.api_key_env))
+                    if len(failures) >= MAX_POLL_FAILURES:
+                        leave_pending(batch_id, f"; its last {len(failures)} polls failed ({failures[-1]})")
+                    continue
+                poll_failures.pop(batch_id, None)
+                if done:
                     pending.pop(batch_id)
             if not pending:
                 break
             if time.monotonic() >= deadline:
-                for batch_id, keys_left in pending.items():
-                    row = self._batch(batch_id)
-                    for key in keys_left:
-                        deliver(key, Completion(error=f"BatchPending: batch {row['provider_batch_id']} is "
-                                                      f"{row['status']}; re-run to collect (nothing is resubmitted)"))
+                for batch_id in list(pending):
+                    failures = poll_failures.get(batch_id)
+                    leave_pending(batch_id, f"; last poll failed ({failures[-1]})" if failures else "")
                 break
             time.sleep(min(opts.batch_poll_seconds, max(0.0, deadline - time.monotonic())))
         return [r if r is not None else Completion(error="no result") for r in results]
