@@ -190,9 +190,9 @@ def test_batch_price_is_half_and_shown_by_the_backend(store):
     assert math.isclose(c.cost, 0.5 * (5e-6 + 6e-6))
 
 
-def test_batch_needs_an_openai_style_api_and_a_store():
-    problems = LiteLLMBackend.preflight("anthropic/claude-3-5-haiku-latest", {"batch": True})
-    assert any("batch: true needs an OpenAI-style batch API" in p for p in problems)
+def test_batch_needs_a_provider_with_a_batch_api_and_a_store():
+    problems = LiteLLMBackend.preflight("ollama/llama3", {"batch": True})
+    assert any("batch: true is not supported for provider 'ollama'" in p for p in problems)
     with pytest.raises(TapirError, match="attach_store"):
         LiteLLMBackend("openai/m", LiteLLMBackend.Options(api_base="http://127.0.0.1:9/v1", batch=True)).generate(
             reqs(1))

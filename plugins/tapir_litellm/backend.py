@@ -131,13 +131,17 @@ class LiteLLMBackend:
         transport: Literal["auto", "litellm"] = option(
             "auto", "auto: openai/<name> on a self-hosted server goes through a lean aiohttp client, the rest "
                     "through litellm; litellm: always litellm")
-        batch: bool = option(False, "send requests through the provider's batch API (files + batches; half price, "
-                                    "answers within 24 h); batch ids are kept in the database, a re-run collects")
+        batch: bool = option(False, "send requests through the provider's batch API (openai/, azure/, vertex_ai/, "
+                                    "bedrock/, mistral/, gemini/, xai/, litellm_proxy/, anthropic/; vllm/<model> runs "
+                                    "vllm run-batch here); batch ids are kept in the database, a re-run collects")
         batch_poll_seconds: float = option(30.0, "seconds between polls of a running batch", gt=0)
         batch_max_wait_seconds: float = option(
             86400.0, "how long generate waits for batches; then their requests fail as BatchPending (re-run to "
                      "collect, nothing is resubmitted)", ge=0)
         batch_max_requests: int = option(50000, "requests per batch (OpenAI's limit is 50,000)", ge=1)
+        batch_command: list[str] = option(
+            lambda: ["vllm", "run-batch"], "for vllm/<model> with batch: true: the command run as COMMAND -i IN "
+                                          "-o OUT --model MODEL", factory=True)
 
     def __init__(self, model_name: str, options: "LiteLLMBackend.Options | None" = None):
         options = options if options is not None else self.Options()
