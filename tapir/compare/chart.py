@@ -14,7 +14,7 @@ from tapir.compare.compact import CompactTable
 from tapir.compare.rows import SEP, Comparison
 from tapir.errors import TapirError
 
-LABEL_WIDTH = 18  # characters per line of an x label
+LABEL_WIDTH = 22  # characters per line of an x label
 
 
 def wrap_label(label: str, width: int = LABEL_WIDTH) -> str:
@@ -23,6 +23,10 @@ def wrap_label(label: str, width: int = LABEL_WIDTH) -> str:
     for part in label.split(SEP):
         lines += textwrap.wrap(part, width, break_on_hyphens=False) or [part]
     return "\n".join(lines)
+
+
+def _series(row) -> tuple:
+    return (row.backbone, None if row.is_base else row.setting) if row.backbone else (row.label,)
 
 
 def y_limits(values: list[float], errors: list[float | None]) -> tuple[float, float]:
@@ -53,13 +57,15 @@ def figure(table: Comparison | CompactTable):
     fig = Figure(figsize=(width * ncols, 4.2 * nrows))
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False)
+    # a colour per backbone and setting (a run's rounds share it); a base is hatched in its backbone's colour
+    colors = {key: f"C{i % 10}" for i, key in enumerate(dict.fromkeys(_series(r) for r in view.rows))}
     for ax, col in zip(axes.flat, view.columns):
         rows = [r for r in view.rows if (c := r.cells.get(col.name)) is not None and c.value is not None]
         cells = [r.cells[col.name] for r in rows]
         values = [c.value for c in cells]
         errors = [c.stderr for c in cells]
         x = list(range(len(rows)))
-        bars = ax.bar(x, values, color=[f"C{i % 10}" for i in x],
+        bars = ax.bar(x, values, color=[colors[_series(r)] for r in rows],
                       yerr=[e or 0.0 for e in errors] if any(e is not None for e in errors) else None,
                       capsize=3, ecolor="0.3")
         for bar, r in zip(bars, rows):

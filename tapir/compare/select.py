@@ -22,7 +22,7 @@ import re
 from typing import Any
 
 from tapir.bench import model_key
-from tapir.compare.rows import MODEL_ROWS, ModelRow, UnknownReference, label_for, short_name
+from tapir.compare.rows import MODEL_ROWS, SEP, ModelRow, UnknownReference, label_for, short_name
 from tapir.errors import TapirError
 from tapir.store.db import Store
 
@@ -213,6 +213,7 @@ def select_models(store: Store, refs: list[str], bases: list[str] | None = None)
         raise _unknown(store, unknown, stored)
     default, specific = _parse_bases(bases or [])
     explicit_bases = set(specific.values()) | ({default} if default else set())
+    trained_bases = {model_key(c["base_model"]) for c in runs.checkpoints if c.get("base_model")}
     models: dict[str, ModelRow] = {}
     for row in found:
         have = models.get(row.model)
@@ -226,6 +227,8 @@ def select_models(store: Store, refs: list[str], bases: list[str] | None = None)
         if row.base == row.model:
             row.base = None
         row.relabel()
+        if not row.base and row.round is None and row.model in trained_bases:
+            row.label = f"{short_name(row.model)}{SEP}base"  # a backbone asked for without its students
     backbones = sorted(dict.fromkeys(r.base for r in models.values() if r.base),
                        key=lambda b: (short_name(b).lower(), b))
     ordered: list[ModelRow] = []
