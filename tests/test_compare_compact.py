@@ -145,7 +145,7 @@ def test_compact_cells_are_mean_and_stderr_per_benchmark(store, demo):
 | Qwen2.5-0.5B · tapir-demo · S2 | 6.100 ± 0.100 | 0.580 ± 0.018 | 0.590 ± 0.011 |
 | Qwen2.5-0.5B · tapir-demo · S3 | 6.400 ± 0.100 | 0.610 ± 0.018 | 0.579 ± 0.011 |
 
-Columns (mean ± stderr): mtbench = mtbench overall/score; alpacaeval = alpacaeval alpaca_eval/win_rate; \
+Columns (mean ± stderr): mtbench = overall/score; alpacaeval = alpaca_eval/win_rate; \
 arc_easy = lmeval arc_easy/acc
 """
     latex = render(table, "latex").splitlines()

@@ -124,7 +124,8 @@ def compact(table: Comparison) -> CompactTable:
                     chosen.scores.get(col.column), chosen.stderr.get(col.column), chosen.n, chosen.run_id,
                     chosen.subset, chosen.status, "*" if odd else "")
         rows.append(row)
-    legend = "; ".join(f"{c.name} = {c.benchmark} {c.column}" for c in columns)
+    legend = "; ".join(f"{c.name} = {c.column}" if c.name == c.benchmark else f"{c.name} = {c.benchmark} {c.column}"
+                       for c in columns)
     notes.insert(0, f"Columns (mean ± stderr): {legend}" if legend else "No benchmark columns")
     notes += footer(table, shown)
     return CompactTable(columns, rows, notes)

@@ -27,7 +27,7 @@ from tapir.errors import TapirError
 from tapir.store.db import Store
 
 # ``NAME/KIND:LABEL``: a variant run of ``tapir ablate`` (kind ablation) or of ``students:`` (kind student).
-_VARIANT = re.compile(r"^(?P<name>.+)/(?P<kind>[a-z]+):(?P<label>.+)$")
+_VARIANT = re.compile(r"^(?P<name>.+?)/(?P<kind>[a-z]+):(?P<label>.+)$")
 
 
 def run_setting(name: str | None, config: dict[str, Any] | None) -> str | None:
