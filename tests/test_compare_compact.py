@@ -52,7 +52,7 @@ def pipeline(store, name, base=QWEN, rounds=(0, 1, 2, 3), study=None, salt=""):
     run = Run.start(store, config, name=name)
     for r in rounds:
         key = KEYS[r] + salt
-        path = f"/out/{name.replace('/', '_')}/stages/train-r{r}-{key[:12]}"
+        path = ckpt(name, r, salt)
         run.mark_stage("train", r, key, "done", {"path": path})
         store["checkpoints"].insert({"run_id": key, "round": r, "path": path, "base_model": base, "trainer": "hf"})
     run.finish()
@@ -60,7 +60,7 @@ def pipeline(store, name, base=QWEN, rounds=(0, 1, 2, 3), study=None, salt=""):
 
 
 def ckpt(name, r, salt=""):
-    return f"/out/{name.replace('/', '_')}/stages/train-r{r}-{(KEYS[r] + salt)[:12]}"
+    return f"/out/{name.replace('/', '_')}/stages/train-r{r}-{KEYS[r][:12]}{salt}"
 
 
 @pytest.fixture
@@ -249,3 +249,15 @@ def test_plot_fits_the_y_axis_annotates_values_and_keeps_labels_inside(store, de
         for t in ax.get_xticklabels():
             ext = t.get_window_extent(renderer)
             assert fig.bbox.x0 <= ext.x0 and ext.x1 <= fig.bbox.x1 and fig.bbox.y0 <= ext.y0, t.get_text()
+
+
+def test_two_runs_of_one_name_are_told_apart_by_their_run_id(store, demo):
+    again = pipeline(store, "tapir-demo", rounds=(1,), salt="edited")  # a re-run with an edited config
+    scores(store, ckpt("tapir-demo", 1, "edited"), mtbench=(6.0, 0.1))
+    labels = [m.label for m in build(store).models]
+    assert labels.count(f"Qwen2.5-0.5B · tapir-demo · S1 [{demo['run'][:6]}]") == 1
+    assert labels.count(f"Qwen2.5-0.5B · tapir-demo · S1 [{again[:6]}]") == 1
+    assert "Qwen2.5-0.5B · tapir-demo · S2" in labels  # no twin: no suffix
+    # the name means the latest run of that name
+    assert [m.label for m in build(store, ["tapir-demo"]).models] == ["Qwen2.5-0.5B · base",
+                                                                      "Qwen2.5-0.5B · tapir-demo · S1"]

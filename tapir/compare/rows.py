@@ -66,6 +66,7 @@ class ModelRow:
     bench_run: str | None = None  # only this benchmark run (the reference was its id)
     setting: str | None = None  # the run's name, or its ablation setting
     run_name: str | None = None  # the training run's name
+    train_run: str | None = None  # the training run's id (run_id may be its train stage's key)
 
     @property
     def backbone(self) -> str | None:

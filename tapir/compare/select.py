@@ -57,7 +57,7 @@ class _Runs:
         self.store = store
         self.rows: dict[str, dict[str, Any]] = {}
         for rid, name, config, created in store.execute("select id, name, config, created_at from runs "
-                                                        "order by created_at, id"):
+                                                        "order by created_at, rowid"):
             try:
                 cfg = json.loads(config or "{}")
             except ValueError:
@@ -80,7 +80,8 @@ class _Runs:
         runs = list(self.by_stage_key.get(key, []))
         if key in self.rows and key not in runs:
             runs.insert(0, key)
-        return sorted(runs, key=lambda r: (self.rows[r]["created_at"] or "", r) if r in self.rows else ("", r))
+        order = {rid: i for i, rid in enumerate(self.rows)}  # created first, first
+        return sorted(runs, key=lambda r: order.get(r, -1))
 
     def keys_of(self, run_id: str) -> set[str]:
         return {run_id} | {k for k, runs in self.by_stage_key.items() if run_id in runs}
@@ -127,6 +128,7 @@ def _from_checkpoint(runs: _Runs, c: dict[str, Any], run_id: str | None = None) 
     row = ModelRow(key, label_for(key), base, c["run_id"], c["round"])
     if run:
         row.run_name, row.setting = run["name"], run_setting(run["name"], run["config"])
+        row.train_run = run["id"]
     return row
 
 
@@ -193,6 +195,18 @@ def _stored_rows(runs: _Runs, stored: list[str]) -> list[ModelRow]:
     return [_from_checkpoint(runs, by_path[m]) if m in by_path else ModelRow(m, label_for(m)) for m in stored]
 
 
+def _distinct_labels(rows: list[ModelRow]) -> None:
+    """Two checkpoints under one label (two runs of one name: a re-run with
+    an edited config) get their training run's id prefix: ``... · S1 [3f2c9a]``."""
+    by_label: dict[str, list[ModelRow]] = {}
+    for row in rows:
+        by_label.setdefault(row.label, []).append(row)
+    for same in by_label.values():
+        if len(same) > 1:
+            for row in same:
+                row.label += f" [{(row.train_run or row.run_id or row.model)[:6]}]"
+
+
 def select_models(store: Store, refs: list[str], bases: list[str] | None = None) -> list[ModelRow]:
     """Ordered rows: per backbone (by short name) its base, then its students
     by setting and round; then the models without a base, by label."""
@@ -229,6 +243,7 @@ def select_models(store: Store, refs: list[str], bases: list[str] | None = None)
         row.relabel()
         if not row.base and row.round is None and row.model in trained_bases:
             row.label = f"{short_name(row.model)}{SEP}base"  # a backbone asked for without its students
+    _distinct_labels(list(models.values()))
     backbones = sorted(dict.fromkeys(r.base for r in models.values() if r.base),
                        key=lambda b: (short_name(b).lower(), b))
     ordered: list[ModelRow] = []
