@@ -104,7 +104,8 @@ def test_every_format_and_the_python_api_keep_the_order(store, demo, tmp_path):
     assert [e.label for e in table.section("mtbench").entries] == everything
     assert [r["label"] for r in json.loads(render(table, "json"))["rows"]] == everything
     assert [r["model"] for r in csv.DictReader(io.StringIO(render(table, "csv")))] == everything
-    full_json = [r["label"] for r in json.loads(render(table, "json", full=True))["rows"] if r["benchmark"] == "mtbench"]
+    full_json = [r["label"] for r in json.loads(render(table, "json", full=True))["rows"]
+                 if r["benchmark"] == "mtbench"]
     assert full_json == everything
     full_csv = [r["label"] for r in csv.DictReader(io.StringIO(render(table, "csv", full=True)))
                 if r["benchmark"] == "mtbench"]

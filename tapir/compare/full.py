@@ -148,8 +148,8 @@ def _raw(value: float | None) -> str:
     return "" if value is None else repr(round(value, 6))
 
 
-_CSV_HEAD = ["benchmark", "label", "model", "base", "round", "run", "status", "settings", "subset", "judge", "judge_mode",
-             "data_version", "n", "failures"]
+_CSV_HEAD = ["benchmark", "label", "model", "base", "round", "run", "status", "settings", "subset", "judge",
+             "judge_mode", "data_version", "n", "failures"]
 
 
 def to_csv(table: Comparison, delta: bool = True) -> str:
@@ -175,7 +175,8 @@ def to_json(table: Comparison, delta: bool = True) -> str:
     for e in table.entries:
         item = {
             "benchmark": e.benchmark, "model": e.model, "label": e.label, "base": e.base, "is_base": e.is_base,
-            "backbone": e.backbone, "setting": e.setting, "train_run": e.train_run, "round": e.round, "run_id": e.run_id, "status": e.status,
+            "backbone": e.backbone, "setting": e.setting, "train_run": e.train_run, "round": e.round,
+            "run_id": e.run_id, "status": e.status,
             "options": e.options if e.options is not None else MISSING, "subset": e.subset, "judge": e.judge,
             "judge_mode": e.judge_mode, "data_version": e.data_version, "template": e.template,
             "n": e.n, "failures": e.failures,
