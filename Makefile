@@ -27,7 +27,7 @@ OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 LITELLM_LOCAL_MODEL_COST_MAP=T
 
 demo: install
 	$(OFFLINE) $(BIN)/tapir --db tapir-demo.db distill configs/demo.yaml
-	$(OFFLINE) $(BIN)/tapir --db tapir-demo.db compare --benchmark heldout-loss
+	$(OFFLINE) $(BIN)/tapir --db tapir-demo.db compare
 	$(OFFLINE) $(BIN)/tapir --db tapir-demo.db report tapir-demo -o tapir-out/demo/report.html
 
 # Table 5's six settings on the demo setting; after `make demo` every shared stage is reused.

@@ -266,6 +266,12 @@ def test_new_judge_options_reuse_answers_without_loading_the_model(pm, store, re
     assert len(judge.requests) == 8  # judged again: other judge settings
     assert robust[0]["meta"]["answers_id"] == first[0]["meta"]["answers_id"]
     assert robust[0]["meta"]["readings"] == {"brackets": 4}
+    from tapir.compare import build, render, to_json
+
+    footer = render(build(store), "table", True, full=True)
+    assert f"run {robust[0]['run_id']}: brackets 4" in footer and f"run {first[0]['run_id']}: reference 4" in footer
+    rows = {r["run_id"]: r for r in json.loads(to_json(build(store)))["rows"]}
+    assert rows[robust[0]["run_id"]]["readings"] == {"brackets": 4}
 
     calls = select_calls(store, role="judge", count=0)
     assert len(calls) == 8

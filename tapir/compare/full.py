@@ -99,6 +99,12 @@ def footer(table: Comparison, entries: list[Entry] | None = None) -> list[str]:
                  for e in (table.entries if entries is None else entries) if e.template not in (None, MISSING)]
     if templates:
         out.append("Prompt templates: " + "; ".join(templates))
+    readings = [f"{e.benchmark} {e.label} run {e.run_id}: "
+                + ", ".join(f"{how} {n}" for how, n in sorted(e.readings.items()))
+                for e in (table.entries if entries is None else entries)
+                if isinstance(e.readings, dict) and e.readings]
+    if readings:
+        out.append("How judgments were read: " + "; ".join(readings))
     if table.classifiers:
         out.append("Classifier accuracy (tapir classifier eval; not models): " + ", ".join(
             f"{c['model']} {c['metric']} {c['value']:.3f} (n={c['n']})" for c in table.classifiers))
@@ -179,7 +185,7 @@ def to_json(table: Comparison, delta: bool = True) -> str:
             "run_id": e.run_id, "status": e.status,
             "options": e.options if e.options is not None else MISSING, "subset": e.subset, "judge": e.judge,
             "judge_mode": e.judge_mode, "data_version": e.data_version, "template": e.template,
-            "n": e.n, "failures": e.failures,
+            "readings": e.readings, "n": e.n, "failures": e.failures,
             "failure_reasons": e.failure_reasons, "scores": e.scores, "stderr": e.stderr,
         }
         if delta and e.is_student:

@@ -58,6 +58,8 @@ def _fill(entry: Entry, rows: list[dict[str, Any]], run: dict[str, Any] | None) 
         entry.options = stage_options if isinstance(stage_options, dict) else None
     for key in ("judge", "judge_mode", "data_version", "template", "template_warning"):
         setattr(entry, key, _one(metas, key))
+    readings = _one(metas, "readings")  # MT-Bench's name; AlpacaEval's rows call it "read"
+    entry.readings = readings if readings != MISSING else _one(metas, "read")
     subset = _one(metas, "subset")
     if subset == MISSING and entry.options is not None:
         subset = subset_label(entry.options)

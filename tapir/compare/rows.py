@@ -109,6 +109,7 @@ class Entry:
     data_version: Any = MISSING
     template: Any = MISSING  # the prompt template the answers were generated with (name@digest)
     template_warning: Any = MISSING
+    readings: Any = MISSING  # how the judgments were read: {method: count} (logprobs, parser, fallback, ...)
     n: int | None = None
     failures: Any = MISSING
     failure_reasons: dict[str, int] = field(default_factory=dict)
