@@ -4,7 +4,8 @@ Local task YAMLs are indexed through a ``TaskManager(include_path=...,
 include_defaults=False)``; lm-eval's built-in tasks (indexing them costs
 ~15 s) are only added when a task name is not found locally. A local YAML
 whose relative ``data_files`` are not found from the working directory
-(lm-eval's rule) is loaded from its own folder, so a task folder works from
+(lm-eval's rule) is loaded from its own folder, whether it is named by path
+or by task name through ``include_path``, so a task folder works from
 anywhere.
 """
 
@@ -113,9 +114,12 @@ def _load(tm, spec: TaskSpec) -> dict[str, Any]:
     try:
         return tm.load([name])
     except FileNotFoundError:
-        if spec.path is None:
+        entry = tm.task_index.get(name)
+        folder = spec.path.parent if spec.path is not None else (
+            Path(entry.yaml_path).parent if entry is not None and getattr(entry, "yaml_path", None) else None)
+        if folder is None:
             raise
-    with _working_dir(spec.path.parent):
+    with _working_dir(folder):
         return tm.load([name])
 
 

@@ -163,7 +163,12 @@ def write_dataset_folder(job, folder: Path, repo_id: str) -> dict[str, Any]:
     costs = "\n".join(f"| {name} | {calls} | {tokens} | {cost:.4f} |" for name, calls, tokens, cost in stage_costs(job))
     import yaml
 
-    shown = {k: v for k, v in cfg.model_dump(mode="json", exclude_none=True).items() if k not in ("db", "output_dir")}
+    from tapir.pipeline.reads import config_value
+
+    # The sections the export stage reads (its config view refuses the rest), speed options left out.
+    shown = {k: config_value(cfg, k) for k in ("name", "seed", "data", "teacher", "student", "judge", "rewriter",
+                                                "trainer", "curriculum", "resample")}
+    shown = {k: v for k, v in shown.items() if v is not None}
     config = yaml.safe_dump(public(shown), sort_keys=False, allow_unicode=True, width=100)
     text = DATASET_CARD.format(
         front="---\n" + data.to_yaml() + "\n---", name=cfg.name, project_url=PROJECT_URL, paper_url=PAPER_URL,

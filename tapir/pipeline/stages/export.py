@@ -21,7 +21,9 @@ class Export:
 
     @staticmethod
     def upstream(step):
+        # Every node: the dataset card sums every stage's calls and cost.
         return (("ingest", 0), ("seed_cut", None), ("classify", 0), ("train", None), ("judge", None),
+                ("student_answers", None), ("resample", None), ("heldout_answers", 0),
                 ("expand", None), ("rewrite", None), ("teacher_answers", None), ("evaluate_base", 0),
                 ("evaluate", None), ("benchmarks_base", 0), ("benchmarks", None))
     version = "1"
