@@ -7,6 +7,19 @@ import json
 import click
 
 
+# Stages that record no per-item outcome: what their "ok" counts instead
+# (a figure each one stores in its info), and the table's note about it.
+COUNTED_BY_INFO = {"train": ("examples", "examples trained on"), "export": ("rows", "rows exported")}
+
+
+def handled(name: str, ok: int, failed: int, info: dict) -> int:
+    """The items stage ``name`` handled: its ok outcomes, or for a stage that
+    records none (train, export) the count it stores in its info."""
+    if name in COUNTED_BY_INFO and not ok and not failed:
+        return int(info.get(COUNTED_BY_INFO[name][0]) or 0)
+    return ok
+
+
 def stage_table(rows) -> list[str]:
     """The per-stage summary: items ok / failed / reused, calls, tokens, cost, time."""
     lines = [f"{'stage':<24}{'round':>5}  {'status':<9}{'ok':>7}{'failed':>7}{'calls':>7}{'sent':>7}{'tokens':>9}"
@@ -22,6 +35,9 @@ def stage_table(rows) -> list[str]:
                      f"{r.get('calls', 0):>7}{r.get('attempts', r.get('calls', 0)):>7}{r.get('tokens', 0):>9}"
                      f"{r.get('cost', 0.0):>9.4f}{r.get('truncated', 0):>6}{(r['seconds'] or 0.0):>9.1f}")
     lines.append(f"{'total':<24}{'':>5}  {'':<9}{'':>7}{'':>7}{'':>7}{'':>7}{'':>9}{'':>9}{'':>6}{total:>9.1f}")
+    notes = [f"{name}: {what}" for name, (_, what) in COUNTED_BY_INFO.items() if any(r["name"] == name for r in rows)]
+    if notes:
+        lines.append(f"ok counts items (for {'; '.join(notes)})")
     if maybe:
         lines.append(f"{maybe} attempt(s) timed out or broke mid-answer: the server may have generated (and billed) "
                      f"them; the cost column counts only answers received")
@@ -31,7 +47,8 @@ def stage_table(rows) -> list[str]:
 def summary_rows(results) -> list[dict]:
     return [
         {"name": r.step.stage, "round": r.step.round, "status": r.status, "reused_from": r.reused_from,
-         "ok": r.ok, "failed": r.failed, "calls": r.calls if r.status != "reused" else 0,
+         "ok": handled(r.step.stage, r.ok, r.failed, r.info or {}), "failed": r.failed,
+         "calls": r.calls if r.status != "reused" else 0,
          "tokens": r.tokens if r.status != "reused" else 0, "cost": r.cost if r.status != "reused" else 0.0,
          "attempts": r.attempts if r.status != "reused" else 0,
          "maybe_billed": r.maybe_billed if r.status != "reused" else 0,
