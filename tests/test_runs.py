@@ -381,7 +381,12 @@ def test_a_db_that_is_a_folder_or_missing_is_exit_2_with_one_message_everywhere(
     expected = (f"Error: --db {target} is a folder, not a database file (set by --db, TAPIR_DB or the config's db:). "
                 f"Give a file path, e.g. {target}/tapir.db\n" if kind == "folder"
                 else f"Error: no database at {target} (pass --db PATH or set TAPIR_DB)\n")
-    for args in (["runs"], ["runs", "show", "x"], ["logs"], ["logs", "--run", "x"], ["report", "x"]):
+    config = tmp_path / "c.yaml"
+    config.write_text(json.dumps({"name": "c", "data": {"path": "d.jsonl"}, "teacher": {"name": "default"},
+                                  "student": {"model": "hf:./s"}, "judge": {"name": "student-loss"},
+                                  "classifier": {"name": "centroid"}}))
+    for args in (["runs"], ["runs", "show", "x"], ["logs"], ["logs", "--run", "x"], ["report", "x"],
+                 ["mfd", str(config)]):
         assert cli(["--db", str(target), *args], code=2).output == expected, args
     assert list(tmp_path.rglob("*.db")) == []
 
