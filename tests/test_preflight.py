@@ -259,6 +259,9 @@ def test_dry_run_reads_the_judges_reply_length_from_its_params(tmp_path, cli, mo
         judge_out[length] = p.tokens[key][1]
         assert f"the judge's replies: its options.params.max_new_tokens = {length}" in p.assumptions
     assert judge_out[100] == 104004 * 60 and judge_out[1000] == 104004 * 600
+    p = plan(check(cfg, db))
+    assert any(a.startswith("the judge's replies: its own default length, not known before it is built; assumed 256")
+               for a in p.assumptions), p.assumptions
 
 
 def test_an_unknown_model_is_reported_once(tmp_path, tiny_model, cli):

@@ -261,8 +261,13 @@ def plan(checked: Checked, retry: bool = True) -> Plan:
     reply_length = {role: (role_cfg.options.get("params") or {}).get("max_new_tokens")
                     for role, role_cfg in (("judge", cfg.judge), ("classifier", cfg.classifier))}
     for role, length in reply_length.items():
+        ref = cfg.judge.model if role == "judge" else cfg.classifier.model
         if length is not None:
             assumptions.append(f"the {role}'s replies: its options.params.max_new_tokens = {length}")
+        elif ref is not None:
+            assumptions.append(f"the {role}'s replies: its own default length, not known before it is built; "
+                               f"assumed {ref.generation.max_new_tokens} (set {role}.options.params.max_new_tokens "
+                               f"to plan with the real one)")
 
     def add(role: str, ref: ModelRef | None, count: int, prompt_tokens: int, planned: PlannedStage):
         if ref is None or count <= 0:
