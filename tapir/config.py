@@ -295,8 +295,10 @@ class PipelineConfig(Section):
     students: list[StudentConfig] = Field(
         default_factory=list, description="several backbones: one run per student, one after another; stages that "
                                           "do not read the student are computed once")
-    judge: RoleConfig = Field(description="the judge of the MFD (teacher vs student answers)")
-    classifier: RoleConfig = Field(description="the task-type classifier of the instructions")
+    judge: RoleConfig = Field(description="the judge of the MFD (teacher vs student answers); its decoding is "
+                                          "options.params (`tapir plugins NAME`), not model.generation")
+    classifier: RoleConfig = Field(description="the task-type classifier of the instructions; its decoding is "
+                                               "options.params (`tapir plugins NAME`), not model.generation")
     rewriter: RoleConfig | None = Field(None, description="the instruction rewriter (Appendix C); null: train on "
                                                           "the teacher's answers as they are")
     trainer: TrainerConfig = Field(default_factory=TrainerConfig, description="how each round's student is trained")
