@@ -400,3 +400,30 @@ def test_the_stage_table_counts_what_train_and_export_handled(cli, runs_db):
     assert rows["train"][3:5] == ["12", "0"]  # examples trained on, not "0 ok"
     assert rows["export"][3:5] == ["20", "0"]  # rows exported
     assert "ok counts items (for train: examples trained on; export: rows exported)" in out
+
+
+def test_a_real_runs_stage_table_counts_train_examples_and_export_rows(tmp_path, tiny_model, register_plugin,
+                                                                       monkeypatch, cli):
+    """distill's summary and `runs show` of a run: train's ok is the examples
+    it trained on, export's the rows it wrote; no stage that worked shows 0."""
+    from pipeline_helpers import ScriptPlugin, SpyPlugin, SpyTrainer, write_config
+
+    from tapir.cli.distill_cmd import stage_table, summary_rows
+    from tapir.pipeline.runner import distill
+
+    register_plugin(ScriptPlugin(), "test-script")
+    register_plugin(SpyPlugin(), "test-spy")
+    SpyTrainer.seen = []
+    monkeypatch.setenv("TAPIR_QUIET", "1")
+    cfg = write_config(tmp_path, tiny_model, curriculum={"rounds": 1, "expand_per_round": [4]})
+    out = distill(cfg, str(tmp_path / "t.db"))
+    rows = {(r["name"], r["round"]): r for r in summary_rows(out.results)}
+    for r in (0, 1):
+        assert rows[("train", r)]["ok"] == out.info("train", r)["examples"] == len(SpyTrainer.seen[r][1]) > 0
+    assert rows[("export", 0)]["ok"] == out.info("export", 0)["rows"] > 0
+    assert [node for node, row in rows.items() if row["ok"] == 0] == []
+    summary = stage_table(list(rows.values()))
+    out.store.close()
+    shown = cli(["--db", str(tmp_path / "t.db"), "runs", "show", out.run.id]).output.splitlines()
+    for line in summary[1:-2]:  # the stage lines (their seconds differ: the summary's are measured here)
+        assert any(s.split()[:-1] == line.split()[:-1] for s in shown), (line, shown)

@@ -6,18 +6,7 @@ import json
 
 import click
 
-
-# Stages that record no per-item outcome: what their "ok" counts instead
-# (a figure each one stores in its info), and the table's note about it.
-COUNTED_BY_INFO = {"train": ("examples", "examples trained on"), "export": ("rows", "rows exported")}
-
-
-def handled(name: str, ok: int, failed: int, info: dict) -> int:
-    """The items stage ``name`` handled: its ok outcomes, or for a stage that
-    records none (train, export) the count it stores in its info."""
-    if name in COUNTED_BY_INFO and not ok and not failed:
-        return int(info.get(COUNTED_BY_INFO[name][0]) or 0)
-    return ok
+from tapir.pipeline.counts import counted_note, handled
 
 
 def stage_table(rows) -> list[str]:
@@ -35,9 +24,9 @@ def stage_table(rows) -> list[str]:
                      f"{r.get('calls', 0):>7}{r.get('attempts', r.get('calls', 0)):>7}{r.get('tokens', 0):>9}"
                      f"{r.get('cost', 0.0):>9.4f}{r.get('truncated', 0):>6}{(r['seconds'] or 0.0):>9.1f}")
     lines.append(f"{'total':<24}{'':>5}  {'':<9}{'':>7}{'':>7}{'':>7}{'':>7}{'':>9}{'':>9}{'':>6}{total:>9.1f}")
-    notes = [f"{name}: {what}" for name, (_, what) in COUNTED_BY_INFO.items() if any(r["name"] == name for r in rows)]
-    if notes:
-        lines.append(f"ok counts items (for {'; '.join(notes)})")
+    note = counted_note(r["name"] for r in rows)
+    if note:
+        lines.append(note)
     if maybe:
         lines.append(f"{maybe} attempt(s) timed out or broke mid-answer: the server may have generated (and billed) "
                      f"them; the cost column counts only answers received")

@@ -18,7 +18,7 @@ def _open(db):
 
 
 def _stage_rows(store, run_id: str) -> list[dict]:
-    from tapir.cli.distill_cmd import handled
+    from tapir.pipeline.counts import handled
 
     rows = []
     for s in store["stages"].rows_where("run_id = ?", [run_id], order_by="id"):
