@@ -115,7 +115,8 @@ def test_several_students_share_what_does_not_read_the_student(tmp_path, tiny_mo
     bases = store.execute("select count(*) from benchmark_results where benchmark = 'heldout-loss' "
                           "and metric = 'nll' and json_extract(meta, '$.label') = 'base'").fetchone()[0]
     assert bases == 2  # each backbone beside its base
-    shown = CliRunner().invoke(cli, ["--db", str(db), "compare", "--benchmark", "heldout-loss", "--format", "json"])
+    shown = CliRunner().invoke(cli, ["--db", str(db), "compare", "--full", "--benchmark", "heldout-loss",
+                                       "--format", "json"])
     assert shown.exit_code == 0, shown.output
     rows = json.loads(shown.output)["rows"]
     base_runs = {r["model"]: r["run_id"] for r in rows if r["is_base"]}

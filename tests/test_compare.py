@@ -94,7 +94,7 @@ def test_two_runs_of_one_model_are_two_rows_never_merged(store, scored):
         (rid("m1", {"limit": 5, "judge_model": "judge-y"}), "limit=5", "judge-y",
          {"overall/score": 3.0, "writing/score": None}),
     ]
-    assert render(table, "markdown") == f"""## scored
+    assert render(table, "markdown", full=True) == f"""## scored
 
 | model | base | round | run | status | settings | subset | judge | mode | data | n | failures | overall/score | writing/score |
 |---|---|---|---|---|---|---|---|---|---|---|---|---:|---:|
@@ -119,29 +119,29 @@ def test_base_rows_and_deltas_only_between_the_same_settings(store, scored):
     rows = [(e.label, e.is_base, e.round, e.subset, e.judge_mode, e.delta.get("overall/score"), e.delta_vs, e.delta_note)
             for e in table.section("scored").entries]
     assert rows == [
-        ("base-a", True, None, None, "reference", None, None, None),
-        ("base-a", True, None, "limit=5", "reference", None, None, None),
-        ("/ck/a1", False, 1, None, "reference", 0.5, rid("base-a"), None),
-        ("/ck/a1", False, 1, "limit=5", "reference", 0.5, rid("base-a", {"limit": 5}), None),
-        ("/ck/a2", False, 2, None, "reference", 1.25, rid("base-a"), None),
-        ("/ck/a2", False, 2, None, "robust", None, None, "no base run with the same settings"),
+        ("base-a · base", True, None, None, "reference", None, None, None),
+        ("base-a · base", True, None, "limit=5", "reference", None, None, None),
+        ("base-a · distill · S1", False, 1, None, "reference", 0.5, rid("base-a"), None),
+        ("base-a · distill · S1", False, 1, "limit=5", "reference", 0.5, rid("base-a", {"limit": 5}), None),
+        ("base-a · distill · S2", False, 2, None, "reference", 1.25, rid("base-a"), None),
+        ("base-a · distill · S2", False, 2, None, "robust", None, None, "no base run with the same settings"),
     ]
     base, ck1 = table.section("scored2").entries
-    assert (base.label, base.status, base.run_id) == ("base-a", "no results", None)
+    assert (base.label, base.status, base.run_id) == ("base-a · base", "no results", None)
     assert ck1.delta_note == "base has no run of this benchmark"
-    md = render(table, "markdown")
-    assert f"| /ck/a1 | base-a | 1 | {rid('/ck/a1', {'limit': 5})} | {rid('base-a', {'limit': 5})} | limit=5 | " \
+    md = render(table, "markdown", full=True)
+    assert f"| base-a · distill · S1 | base-a | 1 | {rid('/ck/a1', {'limit': 5})} | {rid('base-a', {'limit': 5})} | limit=5 | " \
            "+0.500 |  |" in md
-    assert f"| /ck/a2 | base-a | 2 | {rid('/ck/a2', {'judge_mode': 'robust'})} | none: no base run with the same " \
+    assert f"| base-a · distill · S2 | base-a | 2 | {rid('/ck/a2', {'judge_mode': 'robust'})} | none: no base run with the same " \
            "settings | full |  |  |" in md
-    data = json.loads(render(table, "json"))
+    data = json.loads(render(table, "json", full=True))
     assert data["benchmarks"] == {"scored": ["overall/score", "writing/score"], "scored2": ["overall/score",
                                                                                           "writing/score"]}
     first_student = data["rows"][2]
     assert (first_student["model"], first_student["run_id"], first_student["delta"], first_student["delta_vs"]) == (
         "/ck/a1", rid("/ck/a1"), {"overall/score": 0.5, "writing/score": 0.5}, rid("base-a"))
     assert "delta" not in data["rows"][0]
-    assert render(table, "markdown", delta=False).count("delta vs base") == 0
+    assert render(table, "markdown", delta=False, full=True).count("delta vs base") == 0
 
 
 def test_failures_judge_and_failed_runs_are_shown(store, scored):
@@ -150,13 +150,13 @@ def test_failures_judge_and_failed_runs_are_shown(store, scored):
         run_benchmark(store, "scored", "m2", {})
     run_benchmark(store, "scored", "m1", {"judge_mode": "robust"})
     table = build(store)
-    failed, robust = table.entries
+    robust, failed = table.entries  # by label: m1, m2
     assert (failed.model, failed.status, failed.failures, failed.n, failed.failure_reasons) == (
         "m2", "failed", 13, 7, {"no rating": 13})
     assert (robust.model, robust.status, robust.judge_mode, robust.failures) == ("m1", "done", "robust", 0)
-    text = render(table, "table")
+    text = render(table, "table", full=True)
     assert text.splitlines()[0] == "scored:"
-    head, row_failed, row_robust = text.splitlines()[1:4]
+    head, row_robust, row_failed = text.splitlines()[1:4]
     assert head.split() == ["model", "base", "round", "run", "status", "settings", "subset", "judge", "mode", "data",
                             "n", "failures", "overall/score", "writing/score"]
     assert row_failed.split() == ["m2", rid("m2"), "failed", "defaults", "full", "judge-x", "reference",
@@ -170,7 +170,7 @@ def test_old_rows_without_meta_show_question_marks(store, scored):
     [entry] = build(store).entries
     assert (entry.run_id, entry.status, entry.judge, entry.judge_mode, entry.subset, entry.data_version,
             entry.failures) == ("0ld0ld0ld0ld", "?", "?", "?", "?", "?", "?")
-    assert render(build(store), "markdown").splitlines()[4] == \
+    assert render(build(store), "markdown", full=True).splitlines()[4] == \
         "| legacy |  |  | 0ld0ld0ld0ld | ? | ? | ? | ? | ? | ? |  | ? | 3.500 |"
 
 
@@ -184,7 +184,7 @@ def test_classifier_rows_are_not_models(store, scored, tmp_path):
     assert [e.model for e in table.entries] == ["m1"]
     assert table.classifiers == [{"benchmark": "classifier", "model": "encoder-clf", "task": "task-type",
                                   "metric": "accuracy", "value": 0.75, "n": 40}]
-    assert render(table, "markdown").splitlines()[-1] == \
+    assert render(table, "markdown", full=True).splitlines()[-1] == \
         "Classifier accuracy (tapir classifier eval; not models): encoder-clf accuracy 0.750 (n=40)"
     with pytest.raises(UnknownReference, match="'encoder-clf' has classifier results only"):
         build(store, ["encoder-clf"])
@@ -215,24 +215,25 @@ def test_cli_compare(cli, scored, tmp_path):
     result = runner.invoke(cli, ["--db", db, "compare", "nosuch"])
     assert result.exit_code == 2
     assert result.stderr == ("Error: unknown model, run or checkpoint 'nosuch'\n"
-                             "Stored models: m1, m2; or give a run id (`tapir runs`) or a checkpoint path.\n")
-    result = runner.invoke(cli, ["--db", db, "compare", "--format", "csv", "--base", "m1"])
+                             "Stored models: m1, m2; or give a run id or name (`tapir runs`), a study name or a "
+                             "checkpoint path.\n")
+    result = runner.invoke(cli, ["--db", db, "compare", "--full", "--format", "csv", "--base", "m1"])
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("benchmark,model,base,round,run,status,settings,subset,judge,judge_mode,"
+    assert lines[0].startswith("benchmark,label,model,base,round,run,status,settings,subset,judge,judge_mode,"
                                "data_version,n,failures,scored/overall/score,scored/writing/score,"
                                "delta scored/overall/score")
     assert lines[1:] == [
-        f"scored,m1,(base),,{rid('m1')},done,defaults,full,judge-x,reference,sha256:0123456789abcdef,20,0,4.0,5.0,,,",
-        f"scored,m2,m1,,{rid('m2')},done,defaults,full,judge-x,reference,sha256:0123456789abcdef,20,0,4.5,5.5,"
+        f"scored,m1 · base,m1,(base),,{rid('m1')},done,defaults,full,judge-x,reference,sha256:0123456789abcdef,20,0,4.0,5.0,,,",
+        f"scored,m2,m2,m1,,{rid('m2')},done,defaults,full,judge-x,reference,sha256:0123456789abcdef,20,0,4.5,5.5,"
         f"0.5,0.5,{rid('m1')}",
-        f"scored,m2,m1,,{rid('m2', {'limit': 3})},done,limit=3,limit=3,judge-x,reference,sha256:0123456789abcdef,"
+        f"scored,m2,m2,m1,,{rid('m2', {'limit': 3})},done,limit=3,limit=3,judge-x,reference,sha256:0123456789abcdef,"
         "20,0,4.5,,,,",
     ]
-    result = runner.invoke(cli, ["--db", db, "compare", "--format", "json"])
+    result = runner.invoke(cli, ["--db", db, "compare", "--full", "--format", "json"])
     assert [(r["model"], r["subset"]) for r in json.loads(result.stdout)["rows"]] == [
         ("m1", None), ("m2", None), ("m2", "limit=3")]
-    result = runner.invoke(cli, ["--db", db, "compare", "--format", "table"])
+    result = runner.invoke(cli, ["--db", db, "compare", "--full", "--format", "table"])
     assert result.exit_code == 0 and result.stdout.startswith("scored:\nmodel")
     png = tmp_path / "cmp.png"
     result = runner.invoke(cli, ["--db", db, "compare", "m1", "m2", "--plot", str(png)])

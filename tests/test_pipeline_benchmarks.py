@@ -78,7 +78,7 @@ def test_benchmarks_run_on_base_and_every_round_and_compare_shows_deltas(tmp_pat
     assert [round(v, 4) for _, v in rows] == [0.2, 0.3, 0.4, 0.5]
     info = json.loads(store.execute("select info from stages where name = 'benchmarks' and round = 2").fetchone()[0])
     assert info["label"] == "S2" and info["scores"] == {"quiz": {"quiz/acc": pytest.approx(0.5)}}
-    shown = json.loads(CliRunner().invoke(cli, ["--db", str(db), "compare", "--benchmark", "quiz",
+    shown = json.loads(CliRunner().invoke(cli, ["--db", str(db), "compare", "--full", "--benchmark", "quiz",
                                                 "--format", "json"]).output)["rows"]
     students = [r for r in shown if not r["is_base"]]
     assert len(students) == 3 and all(r["delta_vs"] for r in students)

@@ -161,6 +161,41 @@ def test_paper_config_dry_run_shows_the_papers_sizes_and_a_price(tmp_path, cli, 
     assert not db.exists() and not (tmp_path / "paper-out").exists()
 
 
+def test_paper_qwen_config_reads_openhermes_and_is_priced(tmp_path, cli, monkeypatch):
+    """configs/paper-qwen.yaml with a local stand-in for OpenHermes-2.5
+    (ShareGPT rows, some with a system turn): the 70K sample is drawn, the
+    paper's sizes are planned and the plan has a price."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key-000000000")
+    rows = tmp_path / "openhermes.jsonl"
+    words = "river mountain ledger violin protein harvest orbit lantern glacier canyon".split()
+    with rows.open("w") as f:
+        for i in range(72000):
+            turns = [{"from": "system", "value": "You are a helpful assistant."}] if i % 3 == 0 else []
+            turns += [{"from": "human", "value": f"Explain item {i}: how {words[i % 10]} and "
+                                                  f"{words[(i // 10) % 10]} relate."},
+                      {"from": "gpt", "value": "They relate."}]
+            f.write(json.dumps({"conversations": turns}) + "\n")
+    data = yaml.safe_load((ROOT / "configs" / "paper-qwen.yaml").read_text())
+    assert data["data"]["hf_dataset"] == "teknium/OpenHermes-2.5" and data["data"]["sample"] == 70000
+    assert data["trainer"]["options"]["learning_rate"] == 5e-6 and data["trainer"]["options"]["num_train_epochs"] == 4
+    data["data"] = {"path": str(rows), "sample": 70000}
+    data["output_dir"] = str(tmp_path / "out")
+    cfg = tmp_path / "paper-qwen.yaml"
+    cfg.write_text(yaml.safe_dump(data))
+    db = tmp_path / "t.db"
+    result = CliRunner().invoke(cli, ["--db", str(db), "distill", str(cfg), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "seed 11,000, round 1 hard 30,000, round 2 hard 50,000, round 3 hard 70,000" in out
+    assert "calls: teacher 70,000" in out  # the sample, answered once
+    assert "judge      openai/gpt-4-turbo-2024-04-09" in out and "140,000 calls" in out  # both orders
+    teacher_line = next(line for line in out.splitlines()
+                        if line.strip().startswith("teacher    openai/gpt-4-turbo-2024-04-09"))
+    assert "$" in teacher_line
+    assert "training examples 70,000" in out
+    assert not db.exists() and not (tmp_path / "out").exists()
+
+
 def test_paper_config_passes_preflight_without_a_key_only_for_the_key(tmp_path, cli, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     cfg = _paper_with_local_data(tmp_path)

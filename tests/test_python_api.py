@@ -189,8 +189,8 @@ def test_apply_overrides_paths_indices_and_yaml_values():
 
 
 @pytest.mark.parametrize("item, message", [
-    ("mfd.deltaa=3", "--set mfd.deltaa=3: unknown key 'mfd.deltaa'. Did you mean 'delta'? Allowed here: delta, "),
-    ("nope=1", "--set nope=1: unknown key 'nope'. Allowed here: classifier, curriculum, "),
+    ("mfd.deltaa=3", "--set mfd.deltaa=3: unknown key 'mfd.deltaa'. Did you mean 'delta'? Allowed here: allow_nonpositive, delta, "),
+    ("nope=1", "--set nope=1: unknown key 'nope'. Allowed here: budget, classifier, curriculum, "),
     ("recipe.add.0.stagee=x", "--set recipe.add.0.stagee=x: unknown key 'recipe.add.0.stagee'. Did you mean 'stage'?"),
     ("curriculum.expand_per_round.9=1", "--set curriculum.expand_per_round.9=1: index 9 is outside "
                                         "'curriculum.expand_per_round' (3 entries; 3 appends)"),

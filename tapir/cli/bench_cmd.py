@@ -217,30 +217,38 @@ def register(cli):
 
     @cli.command()
     @click.argument("refs", nargs=-1)
-    @click.option("--format", "fmt", type=click.Choice(["markdown", "table", "json", "csv"]), default="markdown",
-                  show_default=True)
+    @click.option("--format", "fmt", type=click.Choice(["markdown", "table", "latex", "json", "csv"]),
+                  default="markdown", show_default=True, help="latex: the compact table only.")
+    @click.option("--full", is_flag=True,
+                  help="One row per benchmark run with its settings, judge, subset, n, failures and the delta "
+                       "vs base, instead of one row per model.")
     @click.option("--base", "bases", multiple=True,
                   help="Base model for models with no checkpoint record: BASE, or MODEL=BASE; repeatable.")
     @click.option("--benchmark", "benchmarks", multiple=True, help="Only these benchmarks; repeatable.")
-    @click.option("--all-metrics", is_flag=True, help="Every stored metric, not only the headline ones.")
-    @click.option("--no-delta", is_flag=True, help="Leave out the delta-vs-base view.")
-    @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Also write a bar chart (PNG).")
+    @click.option("--all-metrics", is_flag=True, help="Every stored metric, not only the headline ones (--full).")
+    @click.option("--no-delta", is_flag=True, help="Leave out the delta-vs-base view (--full).")
+    @click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
+                  help="Also write a bar chart (PNG): a panel per benchmark column, a bar per model.")
     @click.pass_obj
-    def compare(obj, refs, fmt, bases, benchmarks, all_metrics, no_delta, plot_path):
-        """Benchmark scores side by side, one row per benchmark run: REFS are
-        models, checkpoint paths or run ids (all stored models when none).
-        Each row names its run, settings, subset, judge and mode, data
-        version, n and failures; each backbone's base model comes first, with
-        every student's delta against the base run with the same settings."""
+    def compare(obj, refs, fmt, full, bases, benchmarks, all_metrics, no_delta, plot_path):
+        """Benchmark scores side by side. REFS: run names or ids (a training
+        run brings all its checkpoints), study names, checkpoint paths or
+        model names (all stored models when none). By default one row per
+        model, labelled `backbone · setting · S_r` and ordered so, one column
+        per benchmark with mean ± stderr; --full shows every benchmark run
+        with its settings, judge, subset, n, failures and delta vs base."""
         from tapir import compare as cmp
 
+        if full and fmt == "latex":
+            _exit_on(click.UsageError("--format latex is for the compact table: leave out --full, or use "
+                                      "--format markdown|table|csv|json with --full"), 2)
         store = _store(obj)
         try:
             table = cmp.build(store, list(refs), list(bases), all_metrics=all_metrics,
                               benchmarks=list(benchmarks) or None)
         except cmp.UnknownReference as exc:
             _exit_on(exc, 2)
-        click.echo(cmp.render(table, fmt, delta=not no_delta), nl=False)
+        click.echo(cmp.render(table, fmt, delta=not no_delta, full=full), nl=False)
         if plot_path:
             cmp.plot(table, plot_path)
             click.echo(f"wrote {plot_path}", err=True)
