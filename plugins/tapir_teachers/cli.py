@@ -115,7 +115,8 @@ def register(cli: click.Group) -> None:
                   help="Folder for the trained rewriter (a later run names it as hf:OUT).")
     @click.option("--from-jsonl", "jsonl_path", type=click.Path(exists=True, dir_okay=False), default=None,
                   help="Read pairs from this JSONL (instruction, refined_instruction) instead of the database.")
-    @click.option("--run", "run_id", default=None, help="Only the pairs of this run (id, unique id prefix or name; default: every run in --db).")
+    @click.option("--run", "run_id", default=None,
+                  help="Only the pairs of this run (id, unique id prefix or name; default: every run in --db).")
     @click.option("--lora/--full", default=False, show_default=True, help="LoRA adapters (merged on save) or "
                                                                           "full fine-tuning.")
     @click.option("--epochs", type=float, default=None, help="Default: the trainer's (3).")
