@@ -307,3 +307,18 @@ def test_an_unknown_model_is_reported_once(tmp_path, tiny_model, cli):
     assert result.output.count("unknown model 'nosuch:teacher'") == 1, result.output
     assert result.output.count("unknown model 'nosuch:rewriter'") == 1, result.output
     assert f"{cfg}: 'teacher.model': unknown model 'nosuch:teacher'." in result.output
+
+
+def test_dry_run_plans_expansion_calls_with_the_expansion_reply_length(tmp_path, cli, monkeypatch):
+    """Expansion asks the teacher with expansion.generation, not the teacher's own generation."""
+    from tapir.pipeline.preflight import check, plan
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key-000000000")
+    cfg = _paper_with_local_data(tmp_path)
+    out = {}
+    for length in (100, 1000):
+        p = plan(check(cfg, str(tmp_path / "t.db"), overrides=[f"expansion.generation.max_new_tokens={length}"]))
+        (key,) = [k for k in p.tokens if k[0] == "teacher"]
+        out[length] = p.tokens[key][1]
+    draws = int(19000 * 1.2) + 2 * int(20000 * 1.2)  # the paper's rounds, 1.2 asks per draw
+    assert out[1000] - out[100] == draws * (600 - 60)

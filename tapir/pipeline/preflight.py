@@ -269,12 +269,15 @@ def plan(checked: Checked, retry: bool = True) -> Plan:
                                f"assumed {ref.generation.max_new_tokens} (set {role}.options.params.max_new_tokens "
                                f"to plan with the real one)")
 
-    def add(role: str, ref: ModelRef | None, count: int, prompt_tokens: int, planned: PlannedStage):
+    def add(role: str, ref: ModelRef | None, count: int, prompt_tokens: int, planned: PlannedStage,
+            reply_tokens: int | None = None):
+        """``reply_tokens``: the max_new_tokens these calls are sent with, when
+        not the role's own (expansion samples with expansion.generation)."""
         if ref is None or count <= 0:
             return
         key = (role, ref.model)
         calls[key] = calls.get(key, 0) + count
-        out = int((reply_length.get(role) or ref.generation.max_new_tokens) * 0.6)
+        out = int((reply_tokens or reply_length.get(role) or ref.generation.max_new_tokens) * 0.6)
         i, o = tokens.get(key, (0, 0))
         tokens[key] = (i + count * prompt_tokens, o + count * out)
         planned.calls[role] = planned.calls.get(role, 0) + count
@@ -296,7 +299,7 @@ def plan(checked: Checked, retry: bool = True) -> Plan:
             add("classifier", cfg.classifier.model, n, in_tokens + 400, planned)
         elif step.stage == "expand":
             add("teacher", cfg.teacher.model, int(cfg.curriculum.expand_per_round[r - 1] * 1.2), in_tokens + 250,
-                planned)
+                planned, reply_tokens=cfg.expansion.generation.max_new_tokens)
         elif step.stage == "rewrite":
             count = (hard if r == 1 else 0) + cfg.curriculum.expand_per_round[r - 1]
             add("rewriter", cfg.rewriter.model, count, in_tokens + (600 if refine else 2 * in_tokens), planned)
