@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from tapir.errors import ConfigError, TapirError
+from tapir.errors import ConfigError
 
 _COLUMNS = ("id", "created_at", "model", "role", "stage_key", "round", "item_id", "sample", "params", "messages",
             "response", "error", "finish_reason", "prompt_tokens", "completion_tokens", "cost", "latency_s",
@@ -63,7 +63,7 @@ def select_calls(store, *, run: str | None = None, stage: str | None = None, rol
             names = _known(store, f"select distinct name from stages where 1=1{scope} order by name",
                            [run_id] if run_id else [])
             raise ConfigError(f"no stage '{stage}'{f' in run {run_id}' if run_id else ''} (a stage name or key). "
-                             f"Stages: {', '.join(names) or 'none'}")
+                              f"Stages: {', '.join(names) or 'none'}")
     if role is not None:
         _one_of(role, _known(store, "select distinct role from llm_calls order by role"), "role")
         where.append("role = ?")
