@@ -107,8 +107,9 @@ def config_sections() -> list[str]:
         section, suffix = section_of(field.annotation)
         if section is None:
             continue
+        default = field.default_factory() if field.default_factory is not None and not suffix else None
         lines += [f"### `{name}{suffix}`", "", _cell(field.description or ""), ""]
-        lines += _table(key_rows(section)) + [""]
+        lines += _table(key_rows(section, defaults=default if isinstance(default, BaseModel) else None)) + [""]
     return lines
 
 
