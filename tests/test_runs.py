@@ -386,7 +386,7 @@ def test_a_db_that_is_a_folder_or_missing_is_exit_2_with_one_message_everywhere(
                                   "student": {"model": "hf:./s"}, "judge": {"name": "student-loss"},
                                   "classifier": {"name": "centroid"}}))
     for args in (["runs"], ["runs", "show", "x"], ["logs"], ["logs", "--run", "x"], ["report", "x"],
-                 ["mfd", str(config)]):
+                 ["mfd", str(config)], ["compare"]):
         assert cli(["--db", str(target), *args], code=2).output == expected, args
     assert list(tmp_path.rglob("*.db")) == []
 
