@@ -96,16 +96,84 @@ def _format(exc: ValidationError, model: type[BaseModel], where: str) -> list[st
 
 
 def describe(model: type[BaseModel]) -> list[dict[str, str]]:
-    """One row per option: name, type, default, doc (for ``tapir plugins NAME`` and docs/config.md)."""
+    """One row per option: name, type (Literal values listed, ranges from
+    ge / gt / le / lt), default, doc (for ``tapir plugins NAME`` and docs/config.md)."""
     rows = []
     for name, field in model.model_fields.items():
-        annotation = field.annotation
-        type_name = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
-        if field.is_required():
-            default = "required"
-        elif field.default_factory is not None:
-            default = repr(field.default_factory())
-        else:
-            default = repr(field.default)
-        rows.append({"name": name, "type": type_name, "default": default, "doc": field.description or ""})
+        rows.append({"name": name, "type": type_text(field.annotation, field.metadata),
+                     "default": default_text(field), "doc": field.description or ""})
     return rows
+
+
+def default_text(field: Any) -> str:
+    """A field's default as written in Python (``required`` when it has none)."""
+    if field.is_required():
+        return "required"
+    if field.default_factory is not None:
+        return repr(field.default_factory())
+    return repr(field.default)
+
+
+def _bounds(metadata: Any) -> list[str]:
+    """'>= 1', '< 1', 'at least 1 entry' from a field's constraints (annotated_types)."""
+    import annotated_types as at
+
+    out = []
+    for m in metadata or ():
+        if isinstance(m, at.Ge):
+            out.append(f">= {m.ge}")
+        elif isinstance(m, at.Gt):
+            out.append(f"> {m.gt}")
+        elif isinstance(m, at.Le):
+            out.append(f"<= {m.le}")
+        elif isinstance(m, at.Lt):
+            out.append(f"< {m.lt}")
+        elif isinstance(m, at.MinLen) and m.min_length:
+            out.append(f"at least {m.min_length} {'entry' if m.min_length == 1 else 'entries'}")
+        elif isinstance(m, at.MaxLen):
+            out.append(f"at most {m.max_length} entries")
+    return out
+
+
+def type_text(annotation: Any, metadata: Any = ()) -> str:
+    """A type for people: ``int >= 1``, ``one of 'skip', 'error'``,
+    ``float > 0, <= 1 or null``, ``list of int >= 0``, ``mapping str -> float``."""
+    import types
+    import typing
+
+    from pydantic.fields import FieldInfo
+
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    bounds = _bounds(metadata)
+    if origin is typing.Annotated:
+        inner = []
+        for m in args[1:]:
+            inner.extend(m.metadata if isinstance(m, FieldInfo) else [m])
+        return type_text(args[0], [*inner, *(metadata or ())])
+    if origin is typing.Literal:
+        text = "one of " + ", ".join(repr(a) for a in args)
+    elif origin in (typing.Union, types.UnionType):
+        parts = [type_text(a) for a in args if a is not type(None)]
+        text = " or ".join(parts) + (" or null" if type(None) in args else "")
+        if bounds:  # bounds of an optional number belong to the number
+            parts[0] = f"{parts[0]} {', '.join(bounds)}"
+            text = " or ".join(parts) + (" or null" if type(None) in args else "")
+        return text
+    elif origin in (list, tuple, set, frozenset):
+        inner = type_text(args[0]) if args else ""
+        text = (f"list of ({inner})" if " " in inner and inner != "section" else
+                f"list of {inner}") if args else "list"
+    elif origin is dict:
+        text = f"mapping {type_text(args[0])} -> {type_text(args[1])}" if args else "mapping"
+    elif annotation is Any:
+        text = "any"
+    elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        text = "section"
+    elif isinstance(annotation, type):
+        text = annotation.__name__
+    else:
+        text = str(annotation).replace("typing.", "")
+    if bounds and origin in (list, tuple, set, frozenset):
+        return f"{text}, {', '.join(bounds)}"
+    return f"{text} {', '.join(bounds)}" if bounds else text

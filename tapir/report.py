@@ -107,21 +107,12 @@ def open_readonly(path: str | Path | None = None) -> Store:
 
 
 def find_run(store: Store, ref: str) -> dict[str, Any]:
-    """A run by id, unique id prefix (6+ characters) or name (the latest run
-    of that name). Unknown: a :class:`TapirError` listing recent runs."""
+    """A run by id, unique id prefix or name (the latest run of that name),
+    as :func:`tapir.runs.resolve_run` reads them."""
+    from tapir.runs import resolve_run
+
     cols = "id, name, status, config, created_at, updated_at, tapir_version"
-    rows = store.execute(f"select {cols} from runs where id = ?", [ref]).fetchall()
-    if not rows and len(ref) >= 6:
-        rows = store.execute(f"select {cols} from runs where id like ?", [ref + "%"]).fetchall()
-        if len(rows) > 1:
-            raise TapirError(f"run prefix '{ref}' is ambiguous: {', '.join(r[0] for r in rows)}")
-    if not rows:
-        rows = store.execute(f"select {cols} from runs where name = ? order by updated_at desc limit 1",
-                             [ref]).fetchall()
-    if not rows:
-        known = [f"{r[0]} ({r[1]})" for r in store.execute(
-            "select id, name from runs order by created_at desc limit 10")]
-        raise TapirError(f"no run '{ref}' in {store.path}. Recent runs: {', '.join(known) or 'none'}")
+    rows = store.execute(f"select {cols} from runs where id = ?", [resolve_run(store, ref)]).fetchall()
     run = dict(zip([c.strip() for c in cols.split(",")], rows[0]))
     try:
         run["config"] = json.loads(run["config"] or "{}")

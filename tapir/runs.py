@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 from tapir import __version__
+from tapir.errors import ConfigError
 from tapir.store.db import Store, dumps, utcnow
 
 # Secret-looking keys. "token" alone or with an auth-ish prefix (hf_token,
@@ -82,6 +83,45 @@ def run_id_for(config: dict[str, Any]) -> str:
     """The id :meth:`Run.start` gives a run of this config. The budget is not
     part of it: raising ``budget.max_cost_usd`` resumes the same run."""
     return config_hash({k: v for k, v in config.items() if k != "budget"})[:16]
+
+
+# An id prefix shorter than this is not looked up (a typo of a name would
+# match some id by chance).
+MIN_PREFIX = 4
+
+
+def resolve_run(store: Store, text: str) -> str:
+    """The id of the run ``text`` names: its id, its name (the latest run of
+    that name) or a unique prefix of its id (``MIN_PREFIX``+ characters).
+
+    Every command that takes a run calls this, so all of them accept the same
+    words and fail with the same message: an unknown run or an ambiguous
+    prefix is a :class:`ConfigError` (exit 2) listing the candidates."""
+    text = (text or "").strip()
+    if store.execute("select 1 from runs where id = ?", [text]).fetchone():
+        return text
+    row = store.execute("select id from runs where name = ? order by updated_at desc, created_at desc limit 1",
+                        [text]).fetchone()
+    if row:
+        return row[0]
+    matches = []
+    if len(text) >= MIN_PREFIX:
+        pattern = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        matches = store.execute("select id, name from runs where id like ? escape '\\' order by created_at desc",
+                                [pattern]).fetchall()
+    if len(matches) == 1:
+        return matches[0][0]
+    if matches:
+        raise ConfigError(f"run '{text}' is ambiguous in {store.path}: it starts {len(matches)} run ids: "
+                          f"{_listed(matches)}. Give more characters of the id, or the run's name")
+    recent = store.execute("select id, name from runs order by created_at desc limit 10").fetchall()
+    short = f" (an id prefix needs {MIN_PREFIX}+ characters)" if 0 < len(text) < MIN_PREFIX else ""
+    raise ConfigError(f"no run '{text}' in {store.path}: not a run id, id prefix or name{short}. "
+                      f"Recent runs: {_listed(recent) or 'none'} (`tapir runs` lists them)")
+
+
+def _listed(rows) -> str:
+    return ", ".join(f"{rid} ({name})" if name and name != rid else rid for rid, name in rows)
 
 
 class Run:

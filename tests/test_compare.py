@@ -239,6 +239,11 @@ def test_cli_compare(cli, scored, tmp_path):
     result = runner.invoke(cli, ["--db", db, "compare", "m1", "m2", "--plot", str(png)])
     assert result.exit_code == 0, result.output
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    empty = str(tmp_path / "empty.db")
-    result = runner.invoke(cli, ["--db", empty, "compare"])
+    empty = tmp_path / "empty.db"
+    result = runner.invoke(cli, ["--db", str(empty), "compare"])  # compare only reads: none is created
+    assert result.exit_code == 2 and f"no database at {empty}" in result.output and not empty.exists()
+    from tapir.store import open_store
+
+    open_store(empty).close()
+    result = runner.invoke(cli, ["--db", str(empty), "compare"])
     assert result.exit_code == 1 and "nothing to compare" in result.output

@@ -114,7 +114,7 @@ def test_filters(invoke, logs_db):
     (["--run", "run-b", "--stage", "expand"], "Stages: judge, teacher_answers"),
 ])
 def test_unknown_names_are_errors(invoke, logs_db, args, message):
-    out = invoke(["--db", str(logs_db), "logs", *args], code=1).output
+    out = invoke(["--db", str(logs_db), "logs", *args], code=2).output  # command-line mistakes
     assert message in out
 
 
@@ -133,7 +133,7 @@ def test_db_before_or_after_the_subcommand(invoke, logs_db):
 def test_read_only_commands_never_create_a_database(invoke, tmp_path):
     for args in (["logs"], ["runs"], ["runs", "show", "x"], ["logs", "--db", "sub/none.db"],
                  ["runs", "--db", "none.db"]):
-        out = invoke(args, code=1).output
+        out = invoke(args, code=2).output
         assert "no database at" in out
     assert list(tmp_path.rglob("*.db")) == [] and not (tmp_path / "sub").exists()
 

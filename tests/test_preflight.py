@@ -277,3 +277,48 @@ def test_dry_run_counts_no_zero_weight_examples_and_the_matched_steps(tmp_path, 
     assert "training examples 30,000, ~123 steps" in out and "training examples 70,000, ~123 steps" in out
     assert "training examples 52,002, ~4,878 steps" in out  # S0 keeps the trainer's own count
     assert "up-samples each round's hard pairs to the task mix" in out
+
+
+def test_dry_run_reads_the_judges_reply_length_from_its_params(tmp_path, cli, monkeypatch):
+    """The judge's replies are as long as judge.options.params.max_new_tokens
+    says (what the run passes to the judge), not its model's generation."""
+    from tapir.pipeline.preflight import check, plan
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key-000000000")
+    cfg = _paper_with_local_data(tmp_path)
+    db = str(tmp_path / "t.db")
+    judge_out = {}
+    for length in (100, 1000):
+        p = plan(check(cfg, db, overrides=[f"judge.options.params={{max_new_tokens: {length}}}"]))
+        (key,) = [k for k in p.tokens if k[0] == "judge"]
+        judge_out[length] = p.tokens[key][1]
+        assert f"the judge's replies: its options.params.max_new_tokens = {length}" in p.assumptions
+    assert judge_out[100] == 104004 * 60 and judge_out[1000] == 104004 * 600
+    p = plan(check(cfg, db))
+    assert any(a.startswith("the judge's replies: its own default length, not known before it is built; assumed 256")
+               for a in p.assumptions), p.assumptions
+
+
+def test_an_unknown_model_is_reported_once(tmp_path, tiny_model, cli):
+    cfg = _config(tmp_path, tiny_model, [("teacher.model.model", "nosuch:teacher"),
+                                         ("rewriter.model.model", "nosuch:rewriter")])
+    result = CliRunner().invoke(cli, ["--db", str(tmp_path / "t.db"), "distill", str(cfg), "--dry-run"])
+    assert result.exit_code == 2, result.output
+    assert result.output.count("unknown model 'nosuch:teacher'") == 1, result.output
+    assert result.output.count("unknown model 'nosuch:rewriter'") == 1, result.output
+    assert f"{cfg}: 'teacher.model': unknown model 'nosuch:teacher'." in result.output
+
+
+def test_dry_run_plans_expansion_calls_with_the_expansion_reply_length(tmp_path, cli, monkeypatch):
+    """Expansion asks the teacher with expansion.generation, not the teacher's own generation."""
+    from tapir.pipeline.preflight import check, plan
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key-000000000")
+    cfg = _paper_with_local_data(tmp_path)
+    out = {}
+    for length in (100, 1000):
+        p = plan(check(cfg, str(tmp_path / "t.db"), overrides=[f"expansion.generation.max_new_tokens={length}"]))
+        (key,) = [k for k in p.tokens if k[0] == "teacher"]
+        out[length] = p.tokens[key][1]
+    draws = int(19000 * 1.2) + 2 * int(20000 * 1.2)  # the paper's rounds, 1.2 asks per draw
+    assert out[1000] - out[100] == draws * (600 - 60)

@@ -309,7 +309,7 @@ def test_unknown_run_and_missing_database_are_errors(built, tmp_path):
     assert result.exit_code != 0 and "no database" in result.output
     assert not missing.exists()
     result = runner.invoke(cli, ["--db", str(built["db"]), "report", "nope", "-o", str(tmp_path / "y.html")])
-    assert result.exit_code == 1 and "no run 'nope'" in result.output
+    assert result.exit_code == 2 and "no run 'nope'" in result.output  # a command-line mistake
     out = tmp_path / "z.html"
     result = runner.invoke(cli, ["--db", str(built["db"]), "report", built["full"][:8], "-o", str(out)])
     assert result.exit_code == 0, result.output

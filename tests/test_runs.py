@@ -272,3 +272,158 @@ def test_resume_half_done_stage_processes_only_the_rest(tmp_path):
     assert len(resumed) == 10
     assert resumed[0] == ("item-0", "teacher", "teacher-model", 0, 0, "answer 0")
     clean.close()
+
+
+# --- one grammar for a run on the command line ---------------------------------------------------
+
+
+@pytest.fixture
+def runs_db(tmp_path):
+    """Three runs: two whose ids share the prefix 'abcd12', one named 'beta'
+    twice (its latest run wins), with a train and an export stage."""
+    path = tmp_path / "runs.db"
+    store = open_store(path)
+    store["runs"].insert_all([
+        {"id": "abcd1234aaaa0000", "name": "alpha", "status": "done", "created_at": "2026-01-01T00:00:00Z",
+         "updated_at": "2026-01-01T00:00:00Z", "config": "{}"},
+        {"id": "abcd12ffbbbb0000", "name": "beta", "status": "done", "created_at": "2026-01-02T00:00:00Z",
+         "updated_at": "2026-01-02T00:00:00Z", "config": "{}"},
+        {"id": "ef01000000000000", "name": "beta", "status": "done", "created_at": "2026-01-03T00:00:00Z",
+         "updated_at": "2026-01-03T00:00:00Z", "config": "{}"},
+    ])
+    run = Run(store, "abcd1234aaaa0000", "alpha")
+    run.mark_stage("teacher_answers", 0, "k-teacher", "done", {"ok": 8, "failed": 1, "calls": 9}, 1.0)
+    run.mark_stage("train", 0, "k-train0", "done", {"examples": 12, "path": "/ckpt/s0"}, 2.0)
+    run.mark_stage("export", 0, "k-export", "done", {"rows": 20, "jsonl": "/out/data.jsonl"}, 0.1)
+    store.close()
+    return path
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from tapir.cli import _add_commands, cli as group
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TAPIR_DB", raising=False)
+    _add_commands()
+
+    def invoke(args, code=0):
+        result = CliRunner().invoke(group, args)
+        assert result.exit_code == code, result.output
+        return result
+
+    return invoke
+
+
+def test_resolve_run_takes_id_name_or_unique_prefix(runs_db):
+    from tapir.runs import resolve_run
+
+    store = open_store(runs_db, readonly=True)
+    assert resolve_run(store, "abcd1234aaaa0000") == "abcd1234aaaa0000"  # id
+    assert resolve_run(store, "alpha") == "abcd1234aaaa0000"  # name
+    assert resolve_run(store, "beta") == "ef01000000000000"  # a name run twice: the latest run of it
+    assert resolve_run(store, "abcd1234") == "abcd1234aaaa0000"  # unique prefix
+    assert resolve_run(store, "ef01") == "ef01000000000000"
+
+
+def test_resolve_run_unknown_or_ambiguous_is_one_message_listing_candidates(runs_db):
+    from tapir.errors import ConfigError
+    from tapir.runs import resolve_run
+
+    store = open_store(runs_db, readonly=True)
+    with pytest.raises(ConfigError) as ambiguous:
+        resolve_run(store, "abcd12")
+    assert str(ambiguous.value) == (
+        f"run 'abcd12' is ambiguous in {runs_db}: it starts 2 run ids: abcd12ffbbbb0000 (beta), "
+        f"abcd1234aaaa0000 (alpha). Give more characters of the id, or the run's name")
+    with pytest.raises(ConfigError) as unknown:
+        resolve_run(store, "gamma")
+    assert str(unknown.value) == (
+        f"no run 'gamma' in {runs_db}: not a run id, id prefix or name. Recent runs: ef01000000000000 (beta), "
+        f"abcd12ffbbbb0000 (beta), abcd1234aaaa0000 (alpha) (`tapir runs` lists them)")
+    with pytest.raises(ConfigError, match=r"an id prefix needs 4\+ characters"):
+        resolve_run(store, "abc")  # too short to be read as a prefix
+    with pytest.raises(ConfigError, match="no run 'abcd%'"):
+        resolve_run(store, "abcd%")  # LIKE wildcards are taken literally
+    assert unknown.value.exit_code == 2
+
+
+@pytest.mark.parametrize("ref", ["abcd1234aaaa0000", "abcd1234", "alpha"])
+def test_every_command_that_takes_a_run_reads_it_the_same(cli, runs_db, tmp_path, ref):
+    db = ["--db", str(runs_db)]
+    assert "run abcd1234aaaa0000 (alpha): done" in cli([*db, "runs", "show", ref]).output
+    assert cli([*db, "logs", "--run", ref]).output == f"no calls match in {runs_db}\n"
+    out = tmp_path / "r.html"
+    assert cli([*db, "report", ref, "-o", str(out)]).output == f"report: {out}\n"
+    assert "abcd1234aaaa0000" in out.read_text()
+
+
+@pytest.mark.parametrize("ref, message", [
+    ("abcd12", "run 'abcd12' is ambiguous"),
+    ("gamma", "no run 'gamma'"),
+])
+def test_an_unknown_or_ambiguous_run_is_the_same_error_everywhere(cli, runs_db, tmp_path, ref, message):
+    db = ["--db", str(runs_db)]
+    outputs = [cli([*db, *args], code=2).output for args in (
+        ["runs", "show", ref], ["logs", "--run", ref], ["report", ref, "-o", str(tmp_path / "r.html")])]
+    assert outputs[0].startswith(f"Error: {message}") and outputs[0] == outputs[1] == outputs[2]
+    assert outputs[0].count("\n") == 1  # one message, one line
+    assert not (tmp_path / "r.html").exists()
+
+
+@pytest.mark.parametrize("kind", ["folder", "missing"])
+def test_a_db_that_is_a_folder_or_missing_is_exit_2_with_one_message_everywhere(cli, tmp_path, kind):
+    target = tmp_path / "dbdir" if kind == "folder" else tmp_path / "none.db"
+    if kind == "folder":
+        target.mkdir()
+    expected = (f"Error: --db {target} is a folder, not a database file (set by --db, TAPIR_DB or the config's db:). "
+                f"Give a file path, e.g. {target}/tapir.db\n" if kind == "folder"
+                else f"Error: no database at {target} (pass --db PATH or set TAPIR_DB)\n")
+    config = tmp_path / "c.yaml"
+    config.write_text(json.dumps({"name": "c", "data": {"path": "d.jsonl"}, "teacher": {"name": "default"},
+                                  "student": {"model": "hf:./s"}, "judge": {"name": "student-loss"},
+                                  "classifier": {"name": "centroid"}}))
+    for args in (["runs"], ["runs", "show", "x"], ["logs"], ["logs", "--run", "x"], ["report", "x"],
+                 ["mfd", str(config)], ["compare"]):
+        assert cli(["--db", str(target), *args], code=2).output == expected, args
+    assert list(tmp_path.rglob("*.db")) == []
+
+
+def test_the_stage_table_counts_what_train_and_export_handled(cli, runs_db):
+    out = cli(["--db", str(runs_db), "runs", "show", "alpha"]).output.splitlines()
+    rows = {line.split()[0]: line.split() for line in out if line.split() and line.split()[0] in
+            ("teacher_answers", "train", "export")}
+    # stage, round, status, ok, failed, ...
+    assert rows["teacher_answers"][3:5] == ["8", "1"]
+    assert rows["train"][3:5] == ["12", "0"]  # examples trained on, not "0 ok"
+    assert rows["export"][3:5] == ["20", "0"]  # rows exported
+    assert "ok counts items (for train: examples trained on; export: rows exported)" in out
+
+
+def test_a_real_runs_stage_table_counts_train_examples_and_export_rows(tmp_path, tiny_model, register_plugin,
+                                                                       monkeypatch, cli):
+    """distill's summary and `runs show` of a run: train's ok is the examples
+    it trained on, export's the rows it wrote; no stage that worked shows 0."""
+    from pipeline_helpers import ScriptPlugin, SpyPlugin, SpyTrainer, write_config
+
+    from tapir.cli.distill_cmd import stage_table, summary_rows
+    from tapir.pipeline.runner import distill
+
+    register_plugin(ScriptPlugin(), "test-script")
+    register_plugin(SpyPlugin(), "test-spy")
+    SpyTrainer.seen = []
+    monkeypatch.setenv("TAPIR_QUIET", "1")
+    cfg = write_config(tmp_path, tiny_model, curriculum={"rounds": 1, "expand_per_round": [4]})
+    out = distill(cfg, str(tmp_path / "t.db"))
+    rows = {(r["name"], r["round"]): r for r in summary_rows(out.results)}
+    for r in (0, 1):
+        assert rows[("train", r)]["ok"] == out.info("train", r)["examples"] == len(SpyTrainer.seen[r][1]) > 0
+    assert rows[("export", 0)]["ok"] == out.info("export", 0)["rows"] > 0
+    assert [node for node, row in rows.items() if row["ok"] == 0] == []
+    summary = stage_table(list(rows.values()))
+    out.store.close()
+    shown = cli(["--db", str(tmp_path / "t.db"), "runs", "show", out.run.id]).output.splitlines()
+    for line in summary[1:-2]:  # the stage lines (their seconds differ: the summary's are measured here)
+        assert any(s.split()[:-1] == line.split()[:-1] for s in shown), (line, shown)

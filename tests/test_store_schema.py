@@ -195,18 +195,18 @@ def cli_in(tmp_path, monkeypatch):
 
 def test_cli_default_db_is_tapir_db_in_cwd(cli_in, tmp_path):
     # `tapir runs` reads the database it is pointed at and never creates one.
-    assert "no database at tapir.db" in cli_in(["runs"], code=1).output
+    assert "no database at tapir.db" in cli_in(["runs"], code=2).output
     assert list(tmp_path.glob("*.db")) == []
 
 
 def test_cli_tapir_db_env_overrides_default(cli_in, tmp_path):
-    out = cli_in(["runs"], env={"TAPIR_DB": str(tmp_path / "from-env.db")}, code=1).output
+    out = cli_in(["runs"], env={"TAPIR_DB": str(tmp_path / "from-env.db")}, code=2).output
     assert str(tmp_path / "from-env.db") in out
     assert list(tmp_path.glob("*.db")) == []
 
 
 def test_cli_db_flag_beats_tapir_db(cli_in, tmp_path):
     out = cli_in(["--db", str(tmp_path / "flag.db"), "runs"], env={"TAPIR_DB": str(tmp_path / "from-env.db")},
-                 code=1).output
+                 code=2).output
     assert str(tmp_path / "flag.db") in out
     assert list(tmp_path.glob("*.db")) == []

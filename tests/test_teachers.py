@@ -442,6 +442,13 @@ def test_rewriter_train_reads_the_database(cli, tiny_model, tmp_path):
     result = invoke(cli, ["--db", str(db), "rewriter", "train", "--base", str(tiny_model), "--out",
                           str(tmp_path / "x"), "--run", "run-1", "--dry-run"])
     assert f"pairs: 3 from db:{db} run run-1" in result.output
+    for ref in ("demo", "run-"):  # its name, a unique id prefix: as every command reads a run
+        result = invoke(cli, ["--db", str(db), "rewriter", "train", "--base", str(tiny_model), "--out",
+                              str(tmp_path / "x"), "--run", ref, "--dry-run"])
+        assert f"pairs: 3 from db:{db} run run-1" in result.output
+    result = invoke(cli, ["--db", str(db), "rewriter", "train", "--base", str(tiny_model), "--out",
+                          str(tmp_path / "x"), "--run", "nosuch", "--dry-run"], code=2)
+    assert "no run 'nosuch'" in result.output
 
     out = tmp_path / "lora-rewriter"
     result = invoke(cli, ["--db", str(db), "rewriter", "train", "--base", str(tiny_model), "--out", str(out),
@@ -451,7 +458,7 @@ def test_rewriter_train_reads_the_database(cli, tiny_model, tmp_path):
     assert (out / "adapter").is_dir() and (out / "config.json").is_file()
 
     result = invoke(cli, ["--db", str(tmp_path / "none.db"), "rewriter", "train", "--base", str(tiny_model),
-                          "--out", str(out)], code=1)
+                          "--out", str(out)], code=2)
     assert "no database at" in result.output
 
 

@@ -115,7 +115,8 @@ def register(cli: click.Group) -> None:
                   help="Folder for the trained rewriter (a later run names it as hf:OUT).")
     @click.option("--from-jsonl", "jsonl_path", type=click.Path(exists=True, dir_okay=False), default=None,
                   help="Read pairs from this JSONL (instruction, refined_instruction) instead of the database.")
-    @click.option("--run", "run_id", default=None, help="Only the pairs of this run (default: every run in --db).")
+    @click.option("--run", "run_id", default=None,
+                  help="Only the pairs of this run (id, unique id prefix or name; default: every run in --db).")
     @click.option("--lora/--full", default=False, show_default=True, help="LoRA adapters (merged on save) or "
                                                                           "full fine-tuning.")
     @click.option("--epochs", type=float, default=None, help="Default: the trainer's (3).")
@@ -145,13 +146,13 @@ def register(cli: click.Group) -> None:
             source = f"jsonl:{jsonl_path}"
             raw = pairs_from_jsonl(jsonl_path)
         else:
+            from tapir.runs import resolve_run
             from tapir.store import open_store, resolve_db_path
 
             db_path = resolve_db_path(click.get_current_context().obj.get("db"))
-            if not db_path.is_file():
-                raise TapirError(f"no database at {db_path}: pass --db, or read pairs with --from-jsonl")
-            store = open_store(db_path)
+            store = open_store(db_path, create=False)  # missing or a folder: the message every command gives
             try:
+                run_id = resolve_run(store, run_id) if run_id else None
                 raw = pairs_from_store(store, run_id)
             finally:
                 store.close()

@@ -242,7 +242,9 @@ def register(cli):
         if full and fmt == "latex":
             _exit_on(click.UsageError("--format latex is for the compact table: leave out --full, or use "
                                       "--format markdown|table|csv|json with --full"), 2)
-        store = _store(obj)
+        from tapir.store import open_store
+
+        store = open_store(obj["db"], readonly=True)  # reads only: a missing --db is an error, never created
         try:
             table = cmp.build(store, list(refs), list(bases), all_metrics=all_metrics,
                               benchmarks=list(benchmarks) or None)

@@ -6,6 +6,8 @@ import json
 
 import click
 
+from tapir.pipeline.counts import counted_note, handled
+
 
 def stage_table(rows) -> list[str]:
     """The per-stage summary: items ok / failed / reused, calls, tokens, cost, time."""
@@ -22,6 +24,9 @@ def stage_table(rows) -> list[str]:
                      f"{r.get('calls', 0):>7}{r.get('attempts', r.get('calls', 0)):>7}{r.get('tokens', 0):>9}"
                      f"{r.get('cost', 0.0):>9.4f}{r.get('truncated', 0):>6}{(r['seconds'] or 0.0):>9.1f}")
     lines.append(f"{'total':<24}{'':>5}  {'':<9}{'':>7}{'':>7}{'':>7}{'':>7}{'':>9}{'':>9}{'':>6}{total:>9.1f}")
+    note = counted_note(r["name"] for r in rows)
+    if note:
+        lines.append(note)
     if maybe:
         lines.append(f"{maybe} attempt(s) timed out or broke mid-answer: the server may have generated (and billed) "
                      f"them; the cost column counts only answers received")
@@ -31,7 +36,8 @@ def stage_table(rows) -> list[str]:
 def summary_rows(results) -> list[dict]:
     return [
         {"name": r.step.stage, "round": r.step.round, "status": r.status, "reused_from": r.reused_from,
-         "ok": r.ok, "failed": r.failed, "calls": r.calls if r.status != "reused" else 0,
+         "ok": handled(r.step.stage, r.ok, r.failed, r.info or {}), "failed": r.failed,
+         "calls": r.calls if r.status != "reused" else 0,
          "tokens": r.tokens if r.status != "reused" else 0, "cost": r.cost if r.status != "reused" else 0.0,
          "attempts": r.attempts if r.status != "reused" else 0,
          "maybe_billed": r.maybe_billed if r.status != "reused" else 0,

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from tapir.errors import TapirError
+from tapir.errors import ConfigError
 
 _COLUMNS = ("id", "created_at", "model", "role", "stage_key", "round", "item_id", "sample", "params", "messages",
             "response", "error", "finish_reason", "prompt_tokens", "completion_tokens", "cost", "latency_s",
@@ -29,17 +29,7 @@ def _known(store, sql: str, params: list | tuple = ()) -> list[str]:
 def _one_of(value: str, known: list[str], what: str) -> None:
     if value not in known:
         shown = ", ".join(known[:20]) + (" ..." if len(known) > 20 else "")
-        raise TapirError(f"no {what} '{value}' in the call log. Known: {shown or 'none'}")
-
-
-def _run_id(store, run: str) -> str:
-    row = store.execute("select id from runs where id = ? or name = ? order by created_at desc limit 1",
-                        [run, run]).fetchone()
-    if row is None:
-        recent = _known(store, "select id || ' (' || coalesce(name, '') || ')' from runs "
-                               "order by created_at desc limit 10")
-        raise TapirError(f"no run '{run}' in {store.path}. Recent runs: {', '.join(recent) or 'none'}")
-    return row[0]
+        raise ConfigError(f"no {what} '{value}' in the call log. Known: {shown or 'none'}")
 
 
 def select_calls(store, *, run: str | None = None, stage: str | None = None, role: str | None = None,
@@ -47,14 +37,16 @@ def select_calls(store, *, run: str | None = None, stage: str | None = None, rol
                  round_: int | None = None, count: int = 3) -> list[dict[str, Any]]:
     """The newest ``count`` calls (0: all) matching every filter given, newest first.
 
-    ``run``: a run id or name (calls of its stages' keys, reused stages
+    ``run``: a run id, unique id prefix or name (calls of its stages' keys, reused stages
     included, and calls it made outside any stage); ``stage``: a stage name
     (within ``run`` when given) or a stage key or key prefix."""
     where: list[str] = []
     params: list[Any] = []
     run_id = None
     if run is not None:
-        run_id = _run_id(store, run)
+        from tapir.runs import resolve_run
+
+        run_id = resolve_run(store, run)
         where.append("(stage_key in (select key from stages where run_id = ?) or run_id = ?)")
         params += [run_id, run_id]
     if stage is not None:
@@ -70,8 +62,8 @@ def select_calls(store, *, run: str | None = None, stage: str | None = None, rol
         else:
             names = _known(store, f"select distinct name from stages where 1=1{scope} order by name",
                            [run_id] if run_id else [])
-            raise TapirError(f"no stage '{stage}'{f' in run {run_id}' if run_id else ''} (a stage name or key). "
-                             f"Stages: {', '.join(names) or 'none'}")
+            raise ConfigError(f"no stage '{stage}'{f' in run {run_id}' if run_id else ''} (a stage name or key). "
+                              f"Stages: {', '.join(names) or 'none'}")
     if role is not None:
         _one_of(role, _known(store, "select distinct role from llm_calls order by role"), "role")
         where.append("role = ?")
@@ -182,7 +174,7 @@ def render(call: dict[str, Any], width: int | None) -> list[str]:
 
 def register(cli):
     @cli.command()
-    @click.option("--run", "run", default=None, help="A run id or name: the calls of its stages.")
+    @click.option("--run", "run", default=None, help="A run (id, unique id prefix or name): the calls of its stages.")
     @click.option("--stage", default=None, help="A stage name (teacher_answers, judge, ...) or stage key.")
     @click.option("--role", default=None, help="teacher, judge, rewriter, student, classifier, ...")
     @click.option("-m", "--model", default=None, help="Model id, as recorded (see `tapir logs --json`).")
@@ -200,7 +192,7 @@ def register(cli):
         from tapir.store import open_store
 
         if count < 0:
-            raise TapirError("-n must be 0 (all) or more")
+            raise ConfigError("-n must be 0 (all) or more")
         store = open_store(obj["db"], create=False)
         try:
             calls = select_calls(store, run=run, stage=stage, role=role, model=model, status=status, item=item,

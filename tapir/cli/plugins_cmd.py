@@ -66,7 +66,8 @@ def register(cli):
     @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
     def plugins(name, as_json):
         """List installed plugins and what each offers; with NAME, the
-        options every component of that name declares (type, default, doc)."""
+        options every component of that name declares (type with its allowed
+        values and range, default, doc)."""
         if name:
             _show_component(name, as_json)
             return
@@ -125,7 +126,7 @@ def register(cli):
 
 def _show_component(name: str, as_json: bool) -> None:
     from tapir.errors import TapirError
-    from tapir.options import describe
+    from tapir.configdoc import key_rows
 
     reg = get_plugin_manager().registry
     roles = [r for r in ROLES if r != "models"]  # named models are aliases, not components with options
@@ -137,7 +138,7 @@ def _show_component(name: str, as_json: bool) -> None:
     for c in found:
         entry = {"role": c.role[:-1], "name": c.name, "plugin": c.plugin, "description": c.description,
                  "available": c.available, "reason": c.reason,
-                 "options": describe(c.options_model()) if c.available else []}
+                 "options": key_rows(c.options_model()) if c.available else []}
         out.append(entry)
     if as_json:
         click.echo(json.dumps(out, indent=2))
@@ -149,5 +150,9 @@ def _show_component(name: str, as_json: bool) -> None:
             continue
         if not e["options"]:
             click.echo("    (no options)")
+        # columns as wide as their widest cell: a type lists its allowed values and range
+        widths = {k: max(len(o[k]) for o in e["options"]) for k in ("name", "type", "default")} if e["options"] \
+            else {}
         for o in e["options"]:
-            click.echo(f"    {o['name']:<28} {o['type']:<22} default {o['default']:<14} {o['doc']}")
+            click.echo(f"    {o['name']:<{widths['name']}}  {o['type']:<{widths['type']}}  "
+                       f"default {o['default']:<{widths['default']}}  {o['doc']}")

@@ -9,7 +9,7 @@ import click
 
 def register(cli):
     @cli.command()
-    @click.argument("run_id")
+    @click.argument("run_id", metavar="RUN")
     @click.option("-o", "--output", "output", type=click.Path(dir_okay=False), default=None,
                   help="Where to write the HTML file (default report-<run id>.html).")
     @click.option("--ablation", "ablation_file", type=click.Path(dir_okay=False, exists=True), default=None,

@@ -8,35 +8,33 @@ import json
 
 import click
 
-from tapir.errors import TapirError
-
 
 def _open(db):
     from tapir.store import open_store
-    from tapir.store.db import resolve_db_path
 
-    path = resolve_db_path(db)
-    if not path.is_file():
-        raise TapirError(f"no database at {path} (pass --db PATH or set TAPIR_DB)")
-    return open_store(path, readonly=True)  # read-only: never migrates or writes
+    # read-only: never migrates or writes; a folder, a missing file or a file
+    # that is no tapir database is the same one message (exit 2) as in every command
+    return open_store(db, readonly=True)
 
 
 def _stage_rows(store, run_id: str) -> list[dict]:
+    from tapir.pipeline.counts import handled
+
     rows = []
     for s in store["stages"].rows_where("run_id = ?", [run_id], order_by="id"):
         info = json.loads(s["info"]) if s["info"] else {}
-        rows.append({**s, "info": info, **{k: info.get(k, 0) for k in ("ok", "failed", "calls", "tokens",
-                                                                         "cost", "truncated", "maybe_billed")},
-                     "attempts": info.get("attempts", info.get("calls", 0))})
+        counts = {k: info.get(k, 0) for k in ("ok", "failed", "calls", "tokens", "cost", "truncated", "maybe_billed")}
+        counts["ok"] = handled(s["name"], counts["ok"], counts["failed"], info)
+        rows.append({**s, "info": info, **counts, "attempts": info.get("attempts", info.get("calls", 0))})
     return rows
 
 
-def run_details(store, run_id: str) -> dict:
-    row = store.execute("select id, name, status, created_at, updated_at from runs where id = ? or name = ?",
-                        [run_id, run_id]).fetchone()
-    if row is None:
-        known = [r[0] for r in store.execute("select id from runs order by created_at desc limit 10")]
-        raise TapirError(f"no run '{run_id}' in {store.path}. Recent runs: {', '.join(known) or 'none'}")
+def run_details(store, run_ref: str) -> dict:
+    """Everything ``runs show`` prints about the run ``run_ref`` names (id, id prefix or name)."""
+    from tapir.runs import resolve_run
+
+    row = store.execute("select id, name, status, created_at, updated_at from runs where id = ?",
+                        [resolve_run(store, run_ref)]).fetchone()
     run = dict(zip(("id", "name", "status", "created_at", "updated_at"), row))
     stages = _stage_rows(store, run["id"])
     failures = []
@@ -127,12 +125,13 @@ def register(cli):
                 click.echo(f"    {s['name']:<24} round {s['round']}  {status:<8} {secs}{reason}")
 
     @runs.command("show")
-    @click.argument("run_id")
+    @click.argument("run_id", metavar="RUN")
     @click.option("--json", "as_json", is_flag=True)
     @click.pass_obj
     def show(obj, run_id, as_json):
-        """One run: per stage the items ok / failed / reused, calls, tokens,
-        cost and time; failures with their reasons; calls by role."""
+        """One run (RUN: its id, a unique id prefix or its name): per stage
+        the items ok / failed / reused, calls, tokens, cost and time; failures
+        with their reasons; calls by role."""
         from tapir.cli.distill_cmd import stage_table
 
         store = _open(obj["db"])

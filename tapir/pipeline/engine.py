@@ -35,6 +35,7 @@ from typing import Any, Callable, Iterable, Protocol, Sequence
 
 from tapir import progress
 from tapir.errors import PermanentFailure, TapirError
+from tapir.pipeline.counts import handled
 from tapir.pipeline.reads import ConfigView, UndeclaredRead, config_value
 from tapir.store.db import Store, dumps, utcnow
 
@@ -439,7 +440,8 @@ class Engine:
                 raise StageFailed(message)
             result.status = "done"
             run.mark_stage(step.stage, step.round, key, "done", info, result.seconds)
-            progress.say(f"   {step.label}: {result.ok} ok" + (f", {result.failed} failed" if result.failed else "")
+            progress.say(f"   {step.label}: {handled(step.stage, result.ok, result.failed, job.info)} ok"
+                         + (f", {result.failed} failed" if result.failed else "")
                          + f", {result.seconds:.1f}s")
             return result
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tapir.errors import TapirError
-
 
 def engine_without_run(config_path: str | Path, db: str | None, overrides: list[str] | None = None):
     """An engine over CONFIG's recipe, against an existing database, with no
@@ -20,9 +18,9 @@ def engine_without_run(config_path: str | Path, db: str | None, overrides: list[
 
     cfg = load_config(config_path, check_references=False, overrides=overrides)
     path = resolve_db_path(db or cfg.db)
-    if not path.is_file():
-        raise TapirError(f"no database at {path}: run `tapir distill {config_path}` first, or pass --db")
-    store = open_store(path, readonly=True)  # inspection writes nothing, migrates nothing
+    # inspection writes nothing, migrates nothing; a missing database or a
+    # folder is the message (and exit 2) every command gives
+    store = open_store(path, readonly=True)
     run = Run(store, run_id_for(cfg.model_dump(mode="json")), cfg.name)
     ctx = Context(cfg, store, run, Path(config_path).resolve().parent, Path(cfg.output_dir).resolve())
     return engine_for(ctx)

@@ -155,8 +155,13 @@ def model_problems(config: PipelineConfig, source: str) -> list[str]:
     if config.rewriter is not None:
         roles.append(("rewriter", config.rewriter.model))
     for key, ref in roles:
-        if ref is not None:
-            problems += [f"{source}: '{key}.model': {p}" for p in call_problems(ref.model, ref.options, what="model")]
+        if ref is None:
+            continue
+        try:
+            resolve(ref.model, ref.options)
+        except TapirError:
+            continue  # an unknown model: the config's reference check reports it (once)
+        problems += [f"{source}: '{key}.model': {p}" for p in call_problems(ref.model, ref.options, what="model")]
     for i, student in enumerate([config.student] if config.student else config.students):
         key = "student" if config.student else f"students[{i}]"
         try:
@@ -251,12 +256,28 @@ def plan(checked: Checked, retry: bool = True) -> Plan:
     stages: list[PlannedStage] = []
     refine = cfg.rewriter is not None and cfg.rewriter.options.get("mode", "refine-instruction") == "refine-instruction"
 
-    def add(role: str, ref: ModelRef | None, count: int, prompt_tokens: int, planned: PlannedStage):
+    # A judge and a classifier take their reply length from options.params (the
+    # run passes it to the component; their model's generation is refused).
+    reply_length = {role: (role_cfg.options.get("params") or {}).get("max_new_tokens")
+                    for role, role_cfg in (("judge", cfg.judge), ("classifier", cfg.classifier))}
+    for role, length in reply_length.items():
+        ref = cfg.judge.model if role == "judge" else cfg.classifier.model
+        if length is not None:
+            assumptions.append(f"the {role}'s replies: its options.params.max_new_tokens = {length}")
+        elif ref is not None:
+            assumptions.append(f"the {role}'s replies: its own default length, not known before it is built; "
+                               f"assumed {ref.generation.max_new_tokens} (set {role}.options.params.max_new_tokens "
+                               f"to plan with the real one)")
+
+    def add(role: str, ref: ModelRef | None, count: int, prompt_tokens: int, planned: PlannedStage,
+            reply_tokens: int | None = None):
+        """``reply_tokens``: the max_new_tokens these calls are sent with, when
+        not the role's own (expansion samples with expansion.generation)."""
         if ref is None or count <= 0:
             return
         key = (role, ref.model)
         calls[key] = calls.get(key, 0) + count
-        out = int(ref.generation.max_new_tokens * 0.6)
+        out = int((reply_tokens or reply_length.get(role) or ref.generation.max_new_tokens) * 0.6)
         i, o = tokens.get(key, (0, 0))
         tokens[key] = (i + count * prompt_tokens, o + count * out)
         planned.calls[role] = planned.calls.get(role, 0) + count
@@ -278,7 +299,7 @@ def plan(checked: Checked, retry: bool = True) -> Plan:
             add("classifier", cfg.classifier.model, n, in_tokens + 400, planned)
         elif step.stage == "expand":
             add("teacher", cfg.teacher.model, int(cfg.curriculum.expand_per_round[r - 1] * 1.2), in_tokens + 250,
-                planned)
+                planned, reply_tokens=cfg.expansion.generation.max_new_tokens)
         elif step.stage == "rewrite":
             count = (hard if r == 1 else 0) + cfg.curriculum.expand_per_round[r - 1]
             add("rewriter", cfg.rewriter.model, count, in_tokens + (600 if refine else 2 * in_tokens), planned)

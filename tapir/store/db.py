@@ -38,7 +38,10 @@ class StoreError(ConfigError):
 
 
 class StoreMissing(TapirError):
-    """A command that only reads was pointed at a database that does not exist."""
+    """A command that only reads was pointed at a database that does not
+    exist: a command-line mistake (exit code 2), as a folder given for --db is."""
+
+    exit_code = 2
 
 
 def resolve_db_path(path: str | os.PathLike | None = None) -> Path:
