@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
@@ -174,13 +175,13 @@ def _is_tag(part: Any) -> bool:
     return isinstance(part, str) and (part.startswith("function-") or "[" in part)
 
 
-_SECRET_WORDS = ("api_key", "apikey", "secret", "password", "token")
+# Option names that hold a credential (``api_key``, ``hf_token``; not ``api_key_env`` or ``max_new_token``).
+_SECRET = re.compile(r"^(?:(?:\w+_)?(?:api_?key|secret|password)|(?:hf_|api_|access_|auth_|bearer_)?token)$")
 
 
 def _is_secret(key: str) -> bool:
-    """An option name that holds a credential (``api_key``; not ``api_key_env``, ``max_new_tokens``)."""
     low = key.lower()
-    return not low.endswith("_env") and not low.endswith("tokens") and any(w in low for w in _SECRET_WORDS)
+    return bool(_SECRET.match(low)) and not low.startswith(("max_", "min_", "top_"))
 
 
 def _format(exc: ValidationError, model: type[BaseModel], where: str) -> list[str]:
