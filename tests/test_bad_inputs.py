@@ -695,3 +695,58 @@ def test_model_folder_with_a_broken_config(env):
     folder = _folder(env, "broken", {"config.json": "{not json", "model.safetensors": b"x"})
     out = _distill_both(env, _good(env, judge={"name": "pairwise", "model": {"model": f"hf:{folder}"}}))
     assert f"'judge.model': {folder / 'config.json'} is not readable JSON (" in out
+
+
+# --------------------------------------------------------------------------- rows against the trainer's max_length
+
+
+def _word_tokenizer(folder: Path) -> None:
+    """A tokenizer.json that makes one token of each word (exact counts)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    tok = Tokenizer(models.WordLevel({"[UNK]": 0, "a": 1}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.save(str(folder / "tokenizer.json"))
+
+
+def test_row_longer_than_max_length_under_on_bad_row_error(env):
+    _word_tokenizer(env.student)
+    long_row = {"instruction": "Summarise: " + "a " * 120}
+    f = data_file(env.root, "d.jsonl", jsonl(GOOD_ROW, GOOD_ROW.replace("colour", "color"), long_row))
+    path = env.config(data={"path": str(f), "on_bad_row": "error"})
+    out = _distill_both(env, path)
+    assert (f"{f}: 1 row(s) too long to train on; nothing was loaded: a prompt this long leaves the trainer "
+            "nothing to learn, so it would drop the example after the teacher answered it. Raise "
+            "trainer.options.max_length above 121 (the longest prompt), shorten or remove the rows, or set "
+            "data.on_bad_row: skip to leave them out:") in out
+    assert (f"{f} line 3: the prompt is 121 tokens (the student's tokenizer, without the chat template), at "
+            "least trainer.options.max_length (96)") in out
+
+
+def test_every_row_too_long_is_an_error_even_under_skip(env):
+    rows = [{"instruction": f"Row {i}: " + "x" * 900} for i in range(2)]
+    f = data_file(env.root, "d.jsonl", jsonl(*rows))
+    out = _distill_both(env, env.config(data={"path": str(f)}))
+    assert f"{f}: every row is too long to train on: a prompt this long" in out
+    assert "or set data.on_bad_row" not in out  # skipping would leave nothing
+    assert (f"{f} line 2: the prompt is at least ~113 tokens (UTF-8 bytes / 8: no tokenizer.json of the student "
+            "was found on disk), at least trainer.options.max_length (96)") in out
+
+
+def test_rows_too_long_are_left_out_under_skip_before_any_call(env):
+    from tapir.pipeline.preflight import check
+
+    _word_tokenizer(env.student)
+    near = {"instruction": "Count: " + "a " * 90}  # 91 tokens: fits
+    f = data_file(env.root, "d.jsonl", jsonl(GOOD_ROW, near, {"instruction": "Say: " + "a " * 96}))
+    checked = check(env.config(data={"path": str(f)}), str(env.existing))
+    assert [it.instruction[:6] for it in checked.loaded.items] == ["Name a", "Count:"]
+    assert checked.loaded.bad_rows == [
+        f"{f} line 3: the prompt is 97 tokens (the student's tokenizer, without the chat template), at least "
+        "trainer.options.max_length (96): left out (data.on_bad_row: skip)"]
+    # Raising max_length keeps the row.
+    base = yaml.safe_load(env.config(data={"path": str(f)}).read_text())
+    base["trainer"]["options"]["max_length"] = 98
+    wider = env.root / "wider.yaml"
+    wider.write_text(yaml.safe_dump(base))
+    assert len(check(wider, str(env.existing)).loaded.items) == 3

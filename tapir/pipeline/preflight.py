@@ -2,10 +2,14 @@
 
 :func:`check` reads the config, builds nothing that costs, and collects every
 problem at once: the config's shape, every component's options against its
-declared ``Options``, every model id (the student must be a trainable local
-model; API models need their credentials), the data file, the output folder
-and the database. Problems raise one :class:`~tapir.errors.ConfigError`
-(exit 2); nothing is written and nothing is called.
+declared ``Options`` (judges' and classifiers' ``params`` too), every model's
+backend options against its backend's ``Options`` (no backend is built, no
+model loaded), every model id (the student must be a trainable local model;
+API models need their credentials; a local folder needs config.json and its
+weights), the data file and each row against the trainer's ``max_length``
+(:mod:`tapir.pipeline.rowfit`), the output folder and the database. Problems
+raise one :class:`~tapir.errors.ConfigError` (exit 2); nothing is written and
+nothing is called.
 
 :func:`plan` turns a checked config into the dry run: the stages in order,
 which would be reused, LLM calls per role and round, estimated tokens and
@@ -23,6 +27,7 @@ from typing import Any
 
 from tapir.config import ModelRef, PipelineConfig, load_config
 from tapir.errors import ConfigError, TapirError
+from tapir.pipeline.rowfit import fit_rows
 
 # Roles whose components always talk to a model.
 _NEEDS_MODEL = {"teachers", "rewriters"}
@@ -62,6 +67,9 @@ def check(config_path: str | Path | dict, db: str | None = None, overrides: list
             loaded = load_items(config.data, base_dir, config.seed)
         except TapirError as exc:
             problems.append(str(exc))
+        else:
+            loaded, too_long = fit_rows(config, loaded, base_dir)  # rows the trainer could not train on
+            problems += too_long
     problems += output_problems(config, source)
     db_path = resolve_db_path(db or config.db)
     problems += store_problems(db_path)
