@@ -49,7 +49,7 @@ class NoOptions(Options):
 # --------------------------------------------------------------------------- shared option types
 
 
-def _comma_list(value: Any) -> Any:
+def comma_list(value: Any) -> Any:
     """A list given as a list, a JSON list string, a comma-separated string
     (``-o categories=writing,math``) or one value."""
     if value is None or value == "":
@@ -71,7 +71,7 @@ def _comma_list(value: Any) -> Any:
     return value  # pydantic reports what it is
 
 
-def _json_dict(value: Any) -> Any:
+def json_object(value: Any) -> Any:
     """A mapping given as a mapping or a JSON object string
     (``-o judge_options='{"api_base": "http://..."}'``)."""
     if value is None or value == "":
@@ -85,10 +85,10 @@ def _json_dict(value: Any) -> Any:
     return value
 
 
-#: A list of names: a list, a JSON list or a comma-separated string.
-CommaList = Annotated[list[str], BeforeValidator(_comma_list)]
+#: A list of names: a list, a JSON list or a comma-separated string ("" and null: None).
+CommaList = Annotated[list[str] | None, BeforeValidator(comma_list)]
 #: A mapping: a mapping or a JSON object string.
-JsonDict = Annotated[dict[str, Any], BeforeValidator(_json_dict)]
+JsonDict = Annotated[dict[str, Any], BeforeValidator(json_object)]
 
 
 class GenerationOverrides(BaseModel):
@@ -101,7 +101,7 @@ class GenerationOverrides(BaseModel):
     max_new_tokens: int | None = Field(None, ge=1, description="most new tokens of a reply")
     temperature: float | None = Field(None, ge=0.0, description="sampling temperature (0: greedy)")
     top_p: float | None = Field(None, gt=0.0, le=1.0, description="nucleus sampling mass (sampled replies only)")
-    stop: CommaList | None = Field(None, description="strings that end a reply")
+    stop: CommaList = Field(None, description="strings that end a reply")
     top_logprobs: int | None = Field(None, ge=0, le=20, description="alternatives asked per token (0: none)")
     seed: int | None = Field(None, description="sampling seed (sampled replies only)")
 
