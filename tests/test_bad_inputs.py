@@ -620,6 +620,15 @@ def test_student_option_typo_set_on_the_command_line_fails_the_dry_run(env):
     assert "dry run" not in out  # no plan printed
 
 
+def test_student_serve_options_are_checked(env):
+    path = _good(env, student={"model": f"hf:{env.student}",
+                               "serve": {"model": "openai/student", "options": {"api_base": "http://127.0.0.1:9/v1",
+                                                                                "concurrency": "many"}}})
+    out = _distill_both(env, path)
+    assert (f"{path}: 'student.serve.options': option 'concurrency': Input should be a valid integer, unable to "
+            "parse string as an integer (got 'many')") in out
+
+
 @pytest.mark.parametrize("judge", ["preference", "pairwise", "mtbench-single"])
 def test_judge_params_typo_is_found_before_any_call(env, judge):
     options = {"params": {"temprature": 0.5}}

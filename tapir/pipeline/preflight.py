@@ -180,6 +180,9 @@ def model_problems(config: PipelineConfig, source: str) -> list[str]:
             continue
         problems += backend_option_problems(student.model, student.options, f"{source}: '{key}.options'",
                                             f"{key}.generation")
+        if student.serve is not None:  # placeholders ({checkpoint}, {port}) are text of the right type
+            problems += backend_option_problems(student.serve.model, student.serve.options,
+                                                f"{source}: '{key}.serve.options'", f"{key}.generation")
         problems += folder_problems(student.model, student.options, f"{source}: '{key}.model'")
         if spec.backend != "hf":
             hint = ""
