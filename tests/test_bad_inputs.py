@@ -559,7 +559,9 @@ def _good(env, **overrides) -> Path:
 def _distill_both(env, config: Path, extra: list[str] | None = None) -> str:
     """Run against the existing database (left byte-for-byte unchanged) and
     against a new path (no file created); both exit 2 with the same message."""
+    mtime = env.existing.stat().st_mtime_ns
     out = env.invoke(["--db", str(env.existing), "distill", str(config), *(extra or [])])
+    assert env.existing.stat().st_mtime_ns == mtime
     fresh = env.root / "fresh.db"
     again = env.invoke(["--db", str(fresh), "distill", str(config), *(extra or [])])
     assert not fresh.exists() and not (env.root / "out").exists()
