@@ -202,6 +202,20 @@ class FailuresConfig(Section):
     circuit_breaker: int = Field(5, ge=0, description="a stage stops after this many LLM calls in a row failed the "
                                                       "same way (kind, cause, status); 0: off")
 
+    @field_validator("max_failure_rate")
+    @classmethod
+    def _known_stages(cls, value: dict[str, float]) -> dict[str, float]:
+        """Keys are stage names (built-in or a plugin's): a typo would be a threshold nobody reads."""
+        from tapir.pipeline.recipe import stage_table
+
+        known = sorted(stage_table())
+        for key in value:
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f" Did you mean '{close[0]}'?" if close else ""
+                raise ValueError(f"unknown stage '{key}'.{hint} Stages: {', '.join(known)}")
+        return value
+
 
 class BudgetConfig(Section):
     max_cost_usd: float | None = Field(

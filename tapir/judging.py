@@ -18,10 +18,9 @@ from __future__ import annotations
 import logging
 import math
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, Iterable, Sequence, TypeVar
 
-from tapir.errors import TapirError
 from tapir.roles import Completion, GenerationParams, GenerationRequest, Judgment, Message, TokenLogprob
 
 SCORE_MIN = 1.0
@@ -351,17 +350,12 @@ def scores_from_logprobs(
 
 def judge_params(defaults: dict[str, Any], overrides: dict[str, Any] | None) -> GenerationParams:
     """GenerationParams from a judge's defaults and the user's ``params``
-    option; unknown names are a :class:`TapirError`."""
-    names = {f.name for f in fields(GenerationParams)}
-    merged = {**defaults, **(overrides or {})}
-    unknown = sorted(set(merged) - names)
-    if unknown:
-        raise TapirError(
-            f"unknown judge generation parameter(s) {', '.join(unknown)}; allowed: {', '.join(sorted(names))}"
-        )
-    if "stop" in merged and merged["stop"] is not None:
-        merged["stop"] = tuple(merged["stop"])
-    return GenerationParams(**merged)
+    option (kept for plugins; built-in components declare ``params`` as
+    :class:`tapir.options.GenerationOverrides`); a wrong name or value is a
+    :class:`~tapir.errors.ConfigError`."""
+    from tapir.options import GenerationOverrides, validate
+
+    return validate(GenerationOverrides, overrides, "params").apply(defaults)
 
 
 # --------------------------------------------------------------------------

@@ -19,9 +19,11 @@ models.
 from __future__ import annotations
 
 import difflib
-from typing import Any
+import json
+import re
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from tapir.errors import ConfigError
 
@@ -42,6 +44,82 @@ def option(default: Any = ..., doc: str = "", *, factory: bool = False, **constr
 
 class NoOptions(Options):
     """For components that take no options."""
+
+
+# --------------------------------------------------------------------------- shared option types
+
+
+def comma_list(value: Any) -> Any:
+    """A list given as a list, a JSON list string, a comma-separated string
+    (``-o categories=writing,math``) or one value."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (list, tuple)):
+        return [str(v).strip() for v in value]
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                parsed = json.loads(text)
+            except json.JSONDecodeError:
+                parsed = None
+            if isinstance(parsed, list):
+                return [str(v).strip() for v in parsed]
+        return [part.strip() for part in text.split(",") if part.strip()]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return [str(value)]
+    return value  # pydantic reports what it is
+
+
+def json_object(value: Any) -> Any:
+    """A mapping given as a mapping or a JSON object string
+    (``-o judge_options='{"api_base": "http://..."}'``)."""
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            return value  # pydantic reports "should be a valid dictionary"
+        return parsed
+    return value
+
+
+#: A list of names: a list, a JSON list or a comma-separated string ("" and null: None).
+CommaList = Annotated[list[str] | None, BeforeValidator(comma_list)]
+#: A mapping: a mapping or a JSON object string.
+JsonDict = Annotated[dict[str, Any], BeforeValidator(json_object)]
+
+
+class GenerationOverrides(BaseModel):
+    """The ``params`` option of judges and classifiers: generation
+    parameters that replace the component's defaults (each unset one keeps
+    the default). The names are :class:`tapir.roles.GenerationParams`'."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_new_tokens: int | None = Field(None, ge=1, description="most new tokens of a reply")
+    temperature: float | None = Field(None, ge=0.0, description="sampling temperature (0: greedy)")
+    top_p: float | None = Field(None, gt=0.0, le=1.0, description="nucleus sampling mass (sampled replies only)")
+    stop: CommaList = Field(None, description="strings that end a reply")
+    top_logprobs: int | None = Field(None, ge=0, le=20, description="alternatives asked per token (0: none)")
+    seed: int | None = Field(None, description="sampling seed (sampled replies only)")
+
+    def apply(self, defaults: dict[str, Any]) -> Any:
+        """:class:`tapir.roles.GenerationParams` from ``defaults`` and the values set here."""
+        from tapir.roles import GenerationParams
+
+        merged = {**defaults, **self.model_dump(exclude_none=True)}
+        if merged.get("stop") is not None:
+            merged["stop"] = tuple(merged["stop"])
+        return GenerationParams(**merged)
+
+
+def generation_params(defaults: dict[str, Any], overrides: "GenerationOverrides | dict[str, Any] | None") -> Any:
+    """:class:`tapir.roles.GenerationParams` from a component's ``defaults`` and its ``params`` option."""
+    if not isinstance(overrides, GenerationOverrides):
+        overrides = GenerationOverrides.model_validate(overrides or {})
+    return overrides.apply(defaults)
 
 
 def options_model(factory: Any) -> type[Options]:
@@ -75,13 +153,53 @@ def validate(model: type[BaseModel], values: dict[str, Any] | None, where: str) 
     return model.model_validate(values or {})
 
 
+def _owner(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The model class whose key is the last part of ``loc`` (a nested option
+    such as ``params.temperatre`` belongs to the ``params`` model)."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int) or _is_tag(part):
+            continue
+        field = current.model_fields.get(part) if isinstance(current, type) else None
+        if field is None:
+            return None
+        annotation = field.annotation
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if current is None:
+            return None
+    return current
+
+
+def _is_tag(part: Any) -> bool:
+    return isinstance(part, str) and (part.startswith("function-") or "[" in part)
+
+
+# Option names that hold a credential (``api_key``, ``hf_token``; not ``api_key_env`` or ``max_new_token``).
+_SECRET = re.compile(r"^(?:(?:\w+_)?(?:api_?key|secret|password)|(?:hf_|api_|access_|auth_|bearer_)?token)$")
+
+
+def _is_secret(key: str) -> bool:
+    low = key.lower()
+    return bool(_SECRET.match(low)) and not low.startswith(("max_", "min_", "top_"))
+
+
 def _format(exc: ValidationError, model: type[BaseModel], where: str) -> list[str]:
-    allowed = sorted(model.model_fields)
     lines = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+        parts = tuple(p for p in err["loc"] if not _is_tag(p))
+        loc = ".".join(str(p) for p in parts)
         if err["type"] == "extra_forbidden":
-            key = str(err["loc"][-1])
+            owner = _owner(model, parts) or model
+            allowed = sorted(owner.model_fields)
+            key = str(parts[-1])
+            if _is_secret(key):
+                env_hint = (" with api_key_env naming the variable (e.g. api_key_env: MY_KEY)"
+                            if "api_key_env" in allowed else "")
+                lines.append(f"{where}: '{loc}' holds a credential: keys never go into a config (it is stored "
+                             f"with the run). Remove it and export the key as an environment variable instead"
+                             f"{env_hint}")
+                continue
             close = difflib.get_close_matches(key, allowed, n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
             lines.append(f"{where}: unknown option '{loc}'.{hint} Allowed: {', '.join(allowed) or 'none'}")
@@ -91,6 +209,8 @@ def _format(exc: ValidationError, model: type[BaseModel], where: str) -> list[st
         else:
             got = err.get("input")
             got_text = f" (got {got!r:.60})" if got is not None and not isinstance(got, dict) else ""
+            if any(_is_secret(str(p)) for p in parts):
+                got_text = ""  # never echo a credential
             lines.append(f"{where}: option '{loc}': {err['msg']}{got_text}")
     return lines
 

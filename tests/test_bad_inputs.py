@@ -62,6 +62,7 @@ def env(tmp_path, register_plugin, monkeypatch):
     student = tmp_path / "student"
     student.mkdir()
     (student / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    (student / "model.safetensors").write_bytes(b"stand-in weights")  # preflight checks the weights are there
     existing = tmp_path / "existing.db"
     store = open_store(existing)
     store.execute("insert into runs (id, name, status) values ('r-old', 'old', 'done')")
@@ -540,3 +541,223 @@ def test_a_lock_conflict_sqlite_reports_at_once_is_asked_again(tmp_path, monkeyp
     with pytest.raises(db_mod.StoreError):
         db_mod.open_store(tmp_path / "u.db")
     assert len(calls) == 1  # not a lock conflict: no second try
+
+
+# --------------------------------------------------------------------------- options and models, checked in preflight
+
+API = {"api_key_env": "TAPIR_TEST_KEY"}
+
+
+def _api_teacher(options: dict) -> dict:
+    return {"name": "default", "model": {"model": "openai/gpt-4o-mini", "options": {**API, **options}}}
+
+
+def _good(env, **overrides) -> Path:
+    return env.config(data={"path": str(SEED_DATA), "limit": 16}, **overrides)
+
+
+def _distill_both(env, config: Path, extra: list[str] | None = None) -> str:
+    """Run against the existing database (left byte-for-byte unchanged) and
+    against a new path (no file created); both exit 2 with the same message."""
+    mtime = env.existing.stat().st_mtime_ns
+    out = env.invoke(["--db", str(env.existing), "distill", str(config), *(extra or [])])
+    assert env.existing.stat().st_mtime_ns == mtime
+    fresh = env.root / "fresh.db"
+    again = env.invoke(["--db", str(fresh), "distill", str(config), *(extra or [])])
+    assert not fresh.exists() and not (env.root / "out").exists()
+    assert out.splitlines()[-1] == again.splitlines()[-1]
+    return out
+
+
+@pytest.fixture
+def key(monkeypatch):
+    monkeypatch.setenv("TAPIR_TEST_KEY", "test-key")
+
+
+def test_backend_option_typo_is_found_before_anything_is_written(env, key):
+    path = _good(env, teacher=_api_teacher({"concurency": 4}))
+    out = _distill_both(env, path)
+    assert (f"{path}: 'teacher.model.options': unknown option 'concurency'. Did you mean 'concurrency'? "
+            "Allowed: api_base, api_bases, api_key_env,") in out
+
+
+def test_sampling_parameter_among_backend_options_points_to_generation(env, key):
+    path = _good(env, teacher=_api_teacher({"temprature": 0.2}))
+    out = _distill_both(env, path)
+    assert (f"{path}: 'teacher.model.options': 'temprature' is not an option of the litellm backend: sampling "
+            "parameters go under teacher.model.generation (e.g. teacher.model.generation.temperature)") in out
+
+
+def test_backend_option_out_of_range(env, key):
+    path = _good(env, judge={"name": "pairwise", "model": {"model": "openai/gpt-4o-mini",
+                                                           "options": {**API, "concurrency": 0}}})
+    out = _distill_both(env, path)
+    assert (f"{path}: 'judge.model.options': option 'concurrency': Input should be greater than or equal to 1 "
+            "(got 0)") in out
+
+
+def test_api_key_in_the_config_is_refused_and_never_echoed(env, key):
+    secret = "sk-proj-DO-NOT-PRINT-1234567890"
+    path = _good(env, rewriter={"name": "task-aware", "model": {"model": "openai/gpt-4o-mini",
+                                                                "options": {"api_key": secret}}})
+    out = _distill_both(env, path)
+    assert (f"{path}: 'rewriter.model.options': 'api_key' holds a credential: keys never go into a config "
+            "(it is stored with the run). Remove it and export the key as an environment variable instead with "
+            "api_key_env naming the variable (e.g. api_key_env: MY_KEY)") in out
+    assert secret not in out
+
+
+def test_classifier_backend_options_are_checked(env, key):
+    path = _good(env, classifier={"name": "llm", "model": {"model": "openai/gpt-4o-mini",
+                                                           "options": {**API, "timeout": -1}}})
+    out = _distill_both(env, path)
+    assert f"{path}: 'classifier.model.options': option 'timeout': Input should be greater than 0 (got -1)" in out
+
+
+def test_student_option_typo_set_on_the_command_line_fails_the_dry_run(env):
+    path = _good(env)
+    out = _distill_both(env, path, ["--dry-run", "--set", "student.options.batch_sise=4"])
+    assert (f"{path}: 'student.options': unknown option 'batch_sise'. Did you mean 'batch_size'? "
+            "Allowed: batch_size, chat_template, device, dtype,") in out
+    assert "dry run" not in out  # no plan printed
+
+
+def test_student_serve_options_are_checked(env):
+    path = _good(env, student={"model": f"hf:{env.student}",
+                               "serve": {"model": "openai/student", "options": {"api_base": "http://127.0.0.1:9/v1",
+                                                                                "concurrency": "many"}}})
+    out = _distill_both(env, path)
+    assert (f"{path}: 'student.serve.options': option 'concurrency': Input should be a valid integer, unable to "
+            "parse string as an integer (got 'many')") in out
+
+
+@pytest.mark.parametrize("judge", ["preference", "pairwise", "mtbench-single"])
+def test_judge_params_typo_is_found_before_any_call(env, judge):
+    options = {"params": {"temprature": 0.5}}
+    if judge == "mtbench-single":
+        options["judge_mode"] = "robust"
+    path = _good(env, judge={"name": judge, "model": {"model": "script:judge"}, "options": options})
+    out = _distill_both(env, path)
+    assert (f"{path}: 'judge.options': unknown option 'params.temprature'. Did you mean 'temperature'? "
+            "Allowed: max_new_tokens, seed, stop, temperature, top_logprobs, top_p") in out
+
+
+def test_judge_params_wrong_type_names_the_value(env):
+    path = _good(env, judge={"name": "preference", "model": {"model": "script:judge"},
+                             "options": {"params": {"max_new_tokens": "many"}}})
+    out = _distill_both(env, path)
+    assert (f"{path}: 'judge.options': option 'params.max_new_tokens': Input should be a valid integer, unable "
+            "to parse string as an integer (got 'many')") in out
+
+
+def test_classifier_params_typo(env):
+    path = _good(env, classifier={"name": "llm", "model": {"model": "script:classifier"},
+                                  "options": {"params": {"max_new_token": 8}}})
+    out = _distill_both(env, path)
+    assert (f"{path}: 'classifier.options': unknown option 'params.max_new_token'. Did you mean "
+            "'max_new_tokens'?") in out
+
+
+def test_failure_rate_for_an_unknown_stage(env):
+    path = _good(env, failures={"max_failure_rate": {"teacher_answer": 0.1}})
+    out = _distill_both(env, path)
+    assert (f"{path}: 'failures.max_failure_rate': Value error, unknown stage 'teacher_answer'. Did you mean "
+            "'teacher_answers'? Stages: benchmarks,") in out
+
+
+@pytest.mark.parametrize("role", ["student", "teacher"])
+def test_missing_local_model_folder(env, role):
+    model = "hf:/nonexistent/folder"
+    if role == "student":
+        path = _good(env, student={"model": model})
+    else:
+        path = _good(env, teacher={"name": "default", "model": {"model": model}})
+    out = _distill_both(env, path)
+    assert (f"{path}: '{role}.model': no folder /nonexistent/folder: '{model}' names a local model folder "
+            "that does not exist. Fix the path (a folder with config.json and the weights), or write "
+            "hf:ORG/NAME for a hub model") in out
+
+
+def _folder(env, name: str, files: dict[str, str | bytes]) -> Path:
+    folder = env.root / name
+    folder.mkdir()
+    for file, content in files.items():
+        (folder / file).write_bytes(content.encode() if isinstance(content, str) else content)
+    return folder
+
+
+def test_model_folder_without_weights(env):
+    folder = _folder(env, "noweights", {"config.json": "{}", "tokenizer.json": "{}"})
+    out = _distill_both(env, _good(env, student={"model": f"hf:{folder}"}))
+    assert (f"'student.model': {folder} has config.json but no weights: none of model.safetensors, "
+            "pytorch_model.bin (or a sharded model's index) is there.") in out
+
+
+def test_model_folder_with_a_missing_shard(env):
+    index = {"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}
+    folder = _folder(env, "sharded", {"config.json": "{}", "model.safetensors.index.json": json.dumps(index),
+                                      "model-00001-of-00002.safetensors": b"x"})
+    out = _distill_both(env, _good(env, student={"model": str(folder)}))
+    assert (f"'student.model': {folder} is missing weight file model-00002-of-00002.safetensors (listed in "
+            "model.safetensors.index.json); copy the missing shard(s) into the folder") in out
+
+
+def test_model_folder_with_a_broken_config(env):
+    folder = _folder(env, "broken", {"config.json": "{not json", "model.safetensors": b"x"})
+    out = _distill_both(env, _good(env, judge={"name": "pairwise", "model": {"model": f"hf:{folder}"}}))
+    assert f"'judge.model': {folder / 'config.json'} is not readable JSON (" in out
+
+
+# --------------------------------------------------------------------------- rows against the trainer's max_length
+
+
+def _word_tokenizer(folder: Path) -> None:
+    """A tokenizer.json that makes one token of each word (exact counts)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    tok = Tokenizer(models.WordLevel({"[UNK]": 0, "a": 1}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.save(str(folder / "tokenizer.json"))
+
+
+def test_row_longer_than_max_length_under_on_bad_row_error(env):
+    _word_tokenizer(env.student)
+    long_row = {"instruction": "Summarise: " + "a " * 120}
+    f = data_file(env.root, "d.jsonl", jsonl(GOOD_ROW, GOOD_ROW.replace("colour", "color"), long_row))
+    path = env.config(data={"path": str(f), "on_bad_row": "error"})
+    out = _distill_both(env, path)
+    assert (f"{f}: 1 row(s) too long to train on; nothing was loaded: a prompt this long leaves the trainer "
+            "nothing to learn, so it would drop the example after the teacher answered it. Raise "
+            "trainer.options.max_length above 121 (the longest prompt), shorten or remove the rows, or set "
+            "data.on_bad_row: skip to leave them out:") in out
+    assert (f"{f} line 3: the prompt is 121 tokens (the student's tokenizer, without the chat template), at "
+            "least trainer.options.max_length (96)") in out
+
+
+def test_every_row_too_long_is_an_error_even_under_skip(env):
+    rows = [{"instruction": f"Row {i}: " + "x" * 900} for i in range(2)]
+    f = data_file(env.root, "d.jsonl", jsonl(*rows))
+    out = _distill_both(env, env.config(data={"path": str(f)}))
+    assert f"{f}: every row is too long to train on: a prompt this long" in out
+    assert "or set data.on_bad_row" not in out  # skipping would leave nothing
+    assert (f"{f} line 2: the prompt is at least ~113 tokens (UTF-8 bytes / 8: no tokenizer.json of the student "
+            "was found on disk), at least trainer.options.max_length (96)") in out
+
+
+def test_rows_too_long_are_left_out_under_skip_before_any_call(env):
+    from tapir.pipeline.preflight import check
+
+    _word_tokenizer(env.student)
+    near = {"instruction": "Count: " + "a " * 90}  # 91 tokens: fits
+    f = data_file(env.root, "d.jsonl", jsonl(GOOD_ROW, near, {"instruction": "Say: " + "a " * 96}))
+    checked = check(env.config(data={"path": str(f)}), str(env.existing))
+    assert [it.instruction[:6] for it in checked.loaded.items] == ["Name a", "Count:"]
+    assert checked.loaded.bad_rows == [
+        f"{f} line 3: the prompt is 97 tokens (the student's tokenizer, without the chat template), at least "
+        "trainer.options.max_length (96): left out (data.on_bad_row: skip)"]
+    # Raising max_length keeps the row.
+    base = yaml.safe_load(env.config(data={"path": str(f)}).read_text())
+    base["trainer"]["options"]["max_length"] = 98
+    wider = env.root / "wider.yaml"
+    wider.write_text(yaml.safe_dump(base))
+    assert len(check(wider, str(env.existing)).loaded.items) == 3

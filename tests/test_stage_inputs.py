@@ -69,7 +69,7 @@ def test_using_a_role_reads_its_config_section():
 def test_speed_only_backend_options_are_out_of_the_key_and_others_in():
     base = small_config()
     faster = small_config(student={"model": "hf:x", "options": {"batch_size": 64, "dtype": "float32"}})
-    wider = small_config(student={"model": "hf:x", "options": {"batch_size": 4, "dtype": "float64"}})
+    wider = small_config(student={"model": "hf:x", "options": {"batch_size": 4, "dtype": "bfloat16"}})
     for path in ("student", "student.options"):
         assert config_value(base, path) == config_value(faster, path)
         assert config_value(base, path) != config_value(wider, path)
@@ -155,7 +155,7 @@ EDITS: list[tuple[str, str, set]] = [
     ("truncation.teacher", "truncation.teacher=keep",
      {("teacher_answers", 0), ("teacher_answers", 1), ("teacher_answers", 2)}),
     ("student.options.batch_size", "student.options.batch_size=4", set()),  # speed only
-    ("student.options.dtype", "student.options.dtype=float64",
+    ("student.options.dtype", "student.options.dtype=bfloat16",
      {("student_answers", r) for r in ALL_ROUNDS} | {("judge", r) for r in ALL_ROUNDS}
      | {("evaluate", r) for r in ALL_ROUNDS} | {("evaluate_base", 0)}),
     ("student.generation.max_new_tokens", "student.generation.max_new_tokens=10",

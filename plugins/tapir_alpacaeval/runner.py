@@ -68,7 +68,7 @@ from pydantic import field_validator
 import tapir.options
 from tapir.errors import TapirError
 from tapir.models import load_cached, resolve
-from tapir.options import option
+from tapir.options import comma_list, option
 from tapir.plugins import registry
 from tapir.progress import bar
 from tapir.roles import GenerationRequest, JudgeRequest, Judgment
@@ -135,7 +135,7 @@ def _ids(value: Any) -> Any:
     if value is None or isinstance(value, list) and not value:
         return None if value is None else []
     if isinstance(value, (int, str)):
-        value = [v for v in str(value).split(",") if v.strip()]
+        value = comma_list(str(value)) or []
     out = []
     for v in value:
         text = str(v).strip()

@@ -25,9 +25,7 @@ import re
 from collections import Counter
 from typing import Any, Literal, Sequence
 
-from pydantic import field_validator
-
-from tapir.options import Options, option
+from tapir.options import GenerationOverrides, Options, generation_params, option
 from tapir.roles import GenerationParams, GenerationRequest
 from tapir.tasks import TASK_TYPES
 
@@ -217,21 +215,9 @@ class LLMClassifier:
             None, "in-process only: the labelled Example objects the few-shot turns come from")
         labels_path: str | None = option(
             None, "labelled JSONL the few-shot turns come from (default the shipped seed set)")
-        params: dict[str, Any] | None = option(
-            None, "GenerationParams overrides (default: greedy, 256 new tokens for table6, 16 for label)")
-
-        @field_validator("params")
-        @classmethod
-        def _known_params(cls, value):
-            if value:
-                from tapir.judging import judge_params
-                from tapir.errors import TapirError
-
-                try:
-                    judge_params({}, value)
-                except TapirError as exc:
-                    raise ValueError(str(exc).replace("judge generation", "generation")) from None
-            return value
+        params: GenerationOverrides | None = option(
+            None, "generation overrides: max_new_tokens, temperature, top_p, stop, top_logprobs, seed "
+                  "(default: greedy, 256 new tokens for table6, 16 for label)")
 
     def __init__(self, backend: Any, options: "LLMClassifier.Options"):
         if backend is None:
@@ -245,10 +231,8 @@ class LLMClassifier:
         if FALLBACK not in self.labels:
             self.labels.append(FALLBACK)
         self.parser = LabelParser(self.labels)
-        from tapir.judging import judge_params
-
         defaults = {"max_new_tokens": 256 if options.prompt == "table6" else 16, "temperature": 0.0}
-        self.params: GenerationParams = judge_params(defaults, options.params)
+        self.params: GenerationParams = generation_params(defaults, options.params)
         self.retry = options.retry
         self.shots = self._pick_shots(options.few_shot if options.prompt == "label" else 0,
                                       options.examples, options.labels_path)

@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
-from pydantic import field_validator, model_validator
+from pydantic import model_validator
 
 from tapir.errors import TapirError
 from tapir.judging import (
@@ -42,7 +42,6 @@ from tapir.judging import (
     average_orders,
     combine_errors,
     judge_meta,
-    judge_params,
     mask_scales,
     parse_pair,
     run_with_retry,
@@ -50,7 +49,7 @@ from tapir.judging import (
     warn_missing_logprobs,
     weakest_read,
 )
-from tapir.options import Options, option
+from tapir.options import GenerationOverrides, Options, generation_params, option
 from tapir.roles import Completion, JudgeRequest, Judgment
 
 from tapir_judges.prompts import PAIRWISE_PROMPTS
@@ -112,25 +111,16 @@ class PairwiseJudge:
             False, "read each score as the expected value over the digit-token logprobs at its position")
         score_only: bool = option(False, "ask for the two scores without an explanation (short replies)")
         top_logprobs: int = option(20, "alternatives per token asked for with use_logprobs", ge=1, le=20)
-        params: dict[str, Any] | None = option(
-            None, "GenerationParams overrides (default: 512 new tokens, or 24 with score_only; greedy)")
+        params: GenerationOverrides | None = option(
+            None, "generation overrides: max_new_tokens, temperature, top_p, stop, top_logprobs, seed "
+                  "(default: 512 new tokens, or 24 with score_only; greedy)")
         judge_repeats: int = option(
             1, "judge each pair this many times (sampled: needs params.temperature > 0), each repeat a distinct "
                "sample; the scores are the means, details.spread their standard deviations", ge=1)
 
-        @field_validator("params")
-        @classmethod
-        def _known_params(cls, value):
-            if value:
-                try:
-                    judge_params({}, value)
-                except TapirError as exc:
-                    raise ValueError(str(exc)) from None
-            return value
-
         @model_validator(mode="after")
         def _repeats_sample(self):
-            if self.judge_repeats > 1 and not float((self.params or {}).get("temperature", 0.0)) > 0:
+            if self.judge_repeats > 1 and not ((self.params and self.params.temperature) or 0.0) > 0:
                 raise ValueError(
                     f"judge_repeats: {self.judge_repeats} repeats a greedy judge (temperature 0), which answers "
                     "the same each time: set params: {temperature: 0.7} (or another > 0), or judge_repeats: 1")
@@ -151,7 +141,7 @@ class PairwiseJudge:
         defaults: dict[str, Any] = {"max_new_tokens": 24 if options.score_only else 512, "temperature": 0.0}
         if options.use_logprobs:
             defaults["top_logprobs"] = options.top_logprobs
-        self.params = judge_params(defaults, options.params)
+        self.params = generation_params(defaults, options.params)
 
     def find(self, text: str) -> tuple[tuple[Found, Found] | None, str]:
         """The two scores and which parser read them: Table 8's format first

@@ -30,7 +30,6 @@ from tapir.judging import (
     clean_token,
     combine_errors,
     judge_meta,
-    judge_params,
     run_with_retry,
     warn_missing_logprobs,
     weakest_read,
@@ -113,8 +112,9 @@ class PreferenceJudge:
         order: Literal["random", "fixed", "both"] = tapir.options.option(
             "random", "random: a stable per-item coin decides which output is shown first; fixed: reference "
                       "first; both: both orders, averaged")
-        params: dict[str, Any] = tapir.options.option(
-            lambda: {}, "GenerationParams overrides (default: one new token, greedy)", factory=True)
+        params: tapir.options.GenerationOverrides | None = tapir.options.option(
+            None, "generation overrides: max_new_tokens, temperature, top_p, stop, top_logprobs, seed "
+                  "(default: one new token, greedy)")
 
     def __init__(self, backend: Any, options: "PreferenceJudge.Options | None" = None):
         options = options if options is not None else self.Options()
@@ -127,7 +127,7 @@ class PreferenceJudge:
         defaults: dict[str, Any] = {"max_new_tokens": 1, "temperature": 0.0}
         if options.use_logprobs:
             defaults["top_logprobs"] = options.top_logprobs
-        self.params = judge_params(defaults, options.params)
+        self.params = tapir.options.generation_params(defaults, options.params)
 
     def parse(self, completion: Completion) -> _Verdict | None:
         if self.use_logprobs:

@@ -25,6 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
+from pydantic import model_validator
+
 import tapir.options as opt
 from tapir.errors import TapirError
 from tapir.judging import (
@@ -35,7 +37,6 @@ from tapir.judging import (
     digit_distribution,
     expected_value,
     judge_meta,
-    judge_params,
     parse_rating,
     run_with_retry,
     scores_from_logprobs,
@@ -78,9 +79,20 @@ class MTBenchSingleJudge:
         score_only: bool = opt.option(
             False, "robust mode: ask for the bare rating with a short reply (small judges); with "
             "use_logprobs a reply without a number is read from its first token's digits")
-        params: dict[str, Any] | None = opt.option(None, "robust mode: GenerationParams overrides")
+        params: opt.GenerationOverrides | None = opt.option(
+            None, "robust mode: generation overrides (max_new_tokens, temperature, top_p, stop, top_logprobs, "
+                  "seed)")
         prompts_path: str | None = opt.option(None, "a judge_prompts.jsonl (default: the installed MT-Bench data)")
         top_logprobs: int = opt.option(20, "robust mode with use_logprobs: alternatives per token", ge=1)
+
+        @model_validator(mode="after")
+        def _robust_only(self):
+            extra = [k for k in ("use_logprobs", "score_only", "params") if getattr(self, k)]
+            if self.judge_mode == "reference" and extra:
+                raise ValueError(
+                    f"{', '.join(extra)} change FastChat's request or parser; they need judge_mode=robust "
+                    "(judge_mode=reference reproduces FastChat)")
+            return self
 
     def __init__(self, backend: Any, options: "MTBenchSingleJudge.Options"):
         if backend is None:
@@ -89,12 +101,6 @@ class MTBenchSingleJudge:
         self.options = options
         self.judge_mode = options.judge_mode
         self.reference = options.judge_mode == "reference"
-        if self.reference:
-            extra = [k for k in ("use_logprobs", "score_only", "params") if getattr(options, k)]
-            if extra:
-                raise TapirError(
-                    f"mtbench-single: {', '.join(extra)} change FastChat's request or parser; "
-                    "they need judge_mode=robust (judge_mode=reference reproduces FastChat)")
         self.use_logprobs = options.use_logprobs
         self.score_only = options.score_only
         self.prompts = mp.load_prompts(options.prompts_path)
@@ -104,7 +110,7 @@ class MTBenchSingleJudge:
             defaults: dict[str, Any] = {"max_new_tokens": 16 if self.score_only else 512, "temperature": 0.0}
             if self.use_logprobs:
                 defaults["top_logprobs"] = options.top_logprobs
-            self.params = judge_params(defaults, options.params)
+            self.params = opt.generation_params(defaults, options.params)
 
     # -- prompts ---------------------------------------------------------
 

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any, Iterator, Literal
 
 from tapir.errors import TapirError
-from tapir.options import Options, option
+from tapir.options import CommaList, Options, option
 
 DEFAULT_BATCH_SIZE = 8
 
@@ -202,9 +202,10 @@ class LMEval:
     name = "lmeval"
 
     class Options(Options):
-        preset: str | list[str] | None = option(
+        preset: CommaList = option(
             None, "leaderboard-v1 | leaderboard-v1-core | leaderboard (a list or comma string for several)")
-        tasks: str | list[str] | None = option(None, "lm-eval task/group names or local task YAML paths")
+        tasks: CommaList = option(None, "lm-eval task/group names or local task YAML paths (a list or "
+                                               "comma string)")
         num_fewshot: int | None = option(None, "few-shot examples for every task (overrides a preset's)", ge=0)
         limit: int | float | None = option(None, "a subset: documents per task (int) or a fraction (< 1)", gt=0)
         samples: dict[str, list[int]] | None = option(None, "a subset: document indices per task, {task: [0, 1]}")

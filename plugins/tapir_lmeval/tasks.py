@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from tapir.errors import TapirError
+from tapir.options import comma_list
 from tapir_lmeval.presets import PRESETS, preset_names
 
 
@@ -35,12 +36,8 @@ class TaskSpec:
 
 
 def _as_list(value: Any) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [v.strip() for v in value.split(",") if v.strip()]
-    if isinstance(value, (list, tuple)):
-        return [str(v) for v in value]
+    if value is None or isinstance(value, (str, list, tuple)):
+        return comma_list(value) or []
     raise TapirError(f"lmeval option tasks must be a list or comma-separated string, not {type(value).__name__}")
 
 

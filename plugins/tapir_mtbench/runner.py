@@ -54,35 +54,6 @@ SINGLE_JUDGE = "mtbench-single"
 ROBUST_ONLY_JUDGE_ARGS = ("use_logprobs", "score_only", "params")
 
 
-def _names(value: Any) -> Any:
-    """A list option given as a list, a comma-separated string or one value."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, (list, tuple)):
-        return [str(v).strip() for v in value]
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("["):
-            try:
-                return [str(v) for v in json.loads(text)]
-            except json.JSONDecodeError:
-                pass
-        return [part.strip() for part in text.split(",") if part.strip()]
-    return [str(value)]
-
-
-def _mapping(value: Any) -> Any:
-    """A dict option given as a dict or a JSON object string."""
-    if value is None or value == "":
-        return {}
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError:
-            return value  # pydantic reports it
-    return value
-
-
 class MTBench:
     """MT-Bench evaluator (see the module docstring and
     docs/benchmarks-mtbench-alpacaeval.md for the options)."""
@@ -93,8 +64,8 @@ class MTBench:
         data_dir: str | None = opt.option(
             None, "folder in FastChat's layout (question.jsonl, reference_answer/); default: an installed copy")
         reference_model: str = opt.option("gpt-4", "reference answer file name under reference_answer/")
-        categories: list[str] | None = opt.option(None, "only these categories (comma-separated); a subset")
-        question_ids: list[str] | None = opt.option(None, "only these question ids (comma-separated); a subset")
+        categories: opt.CommaList = opt.option(None, "only these categories (comma-separated); a subset")
+        question_ids: opt.CommaList = opt.option(None, "only these question ids (comma-separated); a subset")
         limit: int | None = opt.option(None, "only the first N questions (after the filters above); a subset",
                                        ge=1)
         mode: Literal["single", "pairwise"] = opt.option("single", "single-answer grading or pairwise")
@@ -103,10 +74,10 @@ class MTBench:
             "lenient parser and one re-ask (pairwise mode's only mode)")
         judge: str | None = opt.option(None, "judge plugin (default mtbench-single; pairwise mode: pairwise)")
         judge_model: str = opt.option(DEFAULT_JUDGE_MODEL, "model id of the judge")
-        judge_options: dict[str, Any] = opt.option({}, "backend options of the judge model, e.g. {api_base: ...}")
-        judge_args: dict[str, Any] = opt.option({}, "options of the judge plugin itself, e.g. {prompts_path: ...}")
+        judge_options: opt.JsonDict = opt.option({}, "backend options of the judge model, e.g. {api_base: ...}")
+        judge_args: opt.JsonDict = opt.option({}, "options of the judge plugin itself, e.g. {prompts_path: ...}")
         baseline_model: str | None = opt.option(None, "pairwise mode: the model compared against")
-        baseline_options: dict[str, Any] = opt.option({}, "pairwise mode: backend options of the baseline model")
+        baseline_options: opt.JsonDict = opt.option({}, "pairwise mode: backend options of the baseline model")
         max_new_tokens: int = opt.option(1024, "answer length limit (FastChat's max_new_token)", ge=1)
         seed: int = opt.option(0, "torch seed before each question (FastChat: the choice index, 0)")
         conv_template: str = opt.option(
@@ -114,14 +85,12 @@ class MTBench:
             "local checkpoint's chat template, its training format, else FastChat's one_shot), a FastChat "
             "template name, or 'chat_template' (plain chat messages: the tokenizer's template)")
         system_prompt: str | None = opt.option(None, "replace the template's system message (not FastChat's)")
-        model_options: dict[str, Any] = opt.option({}, "backend options of the answering model, e.g. {batch_size: 8}")
+        model_options: opt.JsonDict = opt.option({}, "backend options of the answering model, e.g. {batch_size: 8}")
         temperatures: dict[str, float] = opt.option(
             {}, "per-category temperature overrides, e.g. {writing: 0.0} (not FastChat's)")
         retry_failed: bool = opt.option(True, "judge again, on a re-run, the answers whose judgment failed")
 
-        _lists = field_validator("categories", "question_ids", mode="before")(_names)
-        _dicts = field_validator("judge_options", "judge_args", "baseline_options", "model_options",
-                                 "temperatures", mode="before")(_mapping)
+        _temperatures = field_validator("temperatures", mode="before")(opt.json_object)
 
         @field_validator("categories")
         @classmethod

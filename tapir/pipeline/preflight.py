@@ -2,10 +2,14 @@
 
 :func:`check` reads the config, builds nothing that costs, and collects every
 problem at once: the config's shape, every component's options against its
-declared ``Options``, every model id (the student must be a trainable local
-model; API models need their credentials), the data file, the output folder
-and the database. Problems raise one :class:`~tapir.errors.ConfigError`
-(exit 2); nothing is written and nothing is called.
+declared ``Options`` (judges' and classifiers' ``params`` too), every model's
+backend options against its backend's ``Options`` (no backend is built, no
+model loaded), every model id (the student must be a trainable local model;
+API models need their credentials; a local folder needs config.json and its
+weights), the data file and each row against the trainer's ``max_length``
+(:mod:`tapir.pipeline.rowfit`), the output folder and the database. Problems
+raise one :class:`~tapir.errors.ConfigError` (exit 2); nothing is written and
+nothing is called.
 
 :func:`plan` turns a checked config into the dry run: the stages in order,
 which would be reused, LLM calls per role and round, estimated tokens and
@@ -23,6 +27,7 @@ from typing import Any
 
 from tapir.config import ModelRef, PipelineConfig, load_config
 from tapir.errors import ConfigError, TapirError
+from tapir.pipeline.rowfit import fit_rows
 
 # Roles whose components always talk to a model.
 _NEEDS_MODEL = {"teachers", "rewriters"}
@@ -62,6 +67,9 @@ def check(config_path: str | Path | dict, db: str | None = None, overrides: list
             loaded = load_items(config.data, base_dir, config.seed)
         except TapirError as exc:
             problems.append(str(exc))
+        else:
+            loaded, too_long = fit_rows(config, loaded, base_dir)  # rows the trainer could not train on
+            problems += too_long
     problems += output_problems(config, source)
     db_path = resolve_db_path(db or config.db)
     problems += store_problems(db_path)
@@ -161,7 +169,12 @@ def model_problems(config: PipelineConfig, source: str) -> list[str]:
             resolve(ref.model, ref.options)
         except TapirError:
             continue  # an unknown model: the config's reference check reports it (once)
-        problems += [f"{source}: '{key}.model': {p}" for p in call_problems(ref.model, ref.options, what="model")]
+        option_errors = backend_option_problems(ref.model, ref.options, f"{source}: '{key}.model.options'",
+                                                f"{key}.model.generation")
+        problems += option_errors
+        if not option_errors:  # credentials are read from valid options only
+            problems += [f"{source}: '{key}.model': {p}" for p in call_problems(ref.model, ref.options, what="model")]
+        problems += folder_problems(ref.model, ref.options, f"{source}: '{key}.model'")
     for i, student in enumerate([config.student] if config.student else config.students):
         key = "student" if config.student else f"students[{i}]"
         try:
@@ -169,6 +182,12 @@ def model_problems(config: PipelineConfig, source: str) -> list[str]:
         except TapirError as exc:
             problems.append(f"{source}: '{key}.model': {exc}")
             continue
+        problems += backend_option_problems(student.model, student.options, f"{source}: '{key}.options'",
+                                            f"{key}.generation")
+        if student.serve is not None:  # placeholders ({checkpoint}, {port}) are text of the right type
+            problems += backend_option_problems(student.serve.model, student.serve.options,
+                                                f"{source}: '{key}.serve.options'", f"{key}.generation")
+        problems += folder_problems(student.model, student.options, f"{source}: '{key}.model'")
         if spec.backend != "hf":
             hint = ""
             if "/" in student.model and not student.model.startswith("hf:"):
@@ -178,6 +197,105 @@ def model_problems(config: PipelineConfig, source: str) -> list[str]:
                 f"student is trained here: it must be a local transformers model (a folder, a named local model, "
                 f"or hf:org/name for a hub id).{hint}")
     return problems
+
+
+def backend_option_problems(model_id: str, options: dict[str, Any], where: str, generation_key: str) -> list[str]:
+    """A model's backend options against the backend's declared ``Options``
+    (nothing is built, loaded or called). Sampling parameters written among
+    them are pointed to ``generation_key``."""
+    import difflib
+
+    from tapir.config import Generation
+    from tapir.models import resolve
+    from tapir.plugins import registry
+
+    try:
+        spec = resolve(model_id, options)
+    except TapirError:
+        return []  # reported with the model id
+    table = registry().by_role["backends"]
+    if spec.backend not in table:
+        return []  # reported by the reference check
+    component = table[spec.backend]
+    try:
+        allowed = set(component.options_model().model_fields)
+    except Exception:  # noqa: BLE001 - a plugin that cannot even be imported is reported as unavailable
+        return []
+    problems: list[str] = []
+    rest = dict(spec.options)
+    for key in list(options or {}):
+        if key in allowed:
+            continue
+        close = difflib.get_close_matches(str(key), list(Generation.model_fields), n=1, cutoff=0.75)
+        if close:
+            rest.pop(key, None)
+            problems.append(f"{where}: '{key}' is not an option of the {spec.backend} backend: sampling "
+                            f"parameters go under {generation_key} (e.g. {generation_key}.{close[0]}); "
+                            f"the backend's options are: {', '.join(sorted(allowed)) or 'none'}")
+    return problems + component.check_options(rest, where)
+
+
+# Weight files transformers loads from a folder (the index names the shards).
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
+                "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
+_LOCAL_BACKENDS = ("hf", "vllm")
+
+
+def folder_problems(model_id: str, options: dict[str, Any], where: str) -> list[str]:
+    """A local model folder (``hf:PATH``, ``vllm:PATH`` or a path) holds a
+    readable config.json and its weights; nothing is loaded. Hub ids
+    (``org/name``) are left to the backend."""
+    import json
+
+    from tapir.models import resolve
+
+    try:
+        spec = resolve(model_id, options)
+    except TapirError:
+        return []
+    if spec.backend not in _LOCAL_BACKENDS:
+        return []
+    name = spec.name
+    folder = Path(name).expanduser()
+    looks_local = name.startswith(("/", ".", "~")) or name.count("/") > 1 or folder.exists()
+    if not looks_local:
+        return []  # a hub id (or a named model the backend knows)
+    if not folder.exists():
+        return [f"{where}: no folder {folder}: '{model_id}' names a local model folder that does not exist. "
+                f"Fix the path (a folder with config.json and the weights), or write hf:ORG/NAME for a hub model"]
+    if not folder.is_dir():
+        return [f"{where}: {folder} is a file, not a model folder; point at the folder that holds config.json"]
+    config = folder / "config.json"
+    if not config.is_file():
+        if (folder / "adapter_config.json").is_file():
+            return []  # a PEFT adapter: its base model is read from adapter_config.json
+        return [f"{where}: {folder} holds no config.json, so it is not a transformers model. Point at the "
+                f"folder that has config.json (e.g. a checkpoint's)"]
+    try:
+        loaded = json.loads(config.read_text(encoding="utf-8"))
+        if not isinstance(loaded, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as exc:
+        return [f"{where}: {config} is not readable JSON ({exc}); write the model folder again "
+                f"(save_pretrained) or fix the file"]
+    present = [f for f in WEIGHT_FILES if (folder / f).is_file()]
+    sharded = sorted(folder.glob("model-*.safetensors")) + sorted(folder.glob("pytorch_model-*.bin"))
+    if not present and not sharded and not any(folder.glob("*.gguf")):
+        return [f"{where}: {folder} has config.json but no weights: none of {', '.join(WEIGHT_FILES[:2])} "
+                f"(or a sharded model's index) is there. Copy the weights into the folder, or point at the "
+                f"checkpoint that has them"]
+    for index_name in (f for f in present if f.endswith(".index.json")):
+        index = folder / index_name
+        try:
+            shards = set(json.loads(index.read_text(encoding="utf-8")).get("weight_map", {}).values())
+        except (OSError, ValueError, AttributeError) as exc:
+            return [f"{where}: {index} is not readable JSON ({exc}); write the model folder again"]
+        missing = sorted(s for s in shards if not (folder / s).is_file())
+        if missing:
+            more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+            return [f"{where}: {folder} is missing weight file {missing[0]}{more} (listed in {index_name}); "
+                    f"copy the missing shard(s) into the folder"]
+    return []
 
 
 def output_problems(config: PipelineConfig, source: str) -> list[str]:

@@ -71,7 +71,9 @@ def engine_for(ctx: Context, retry: bool | None = None) -> Engine:
 
     cfg = ctx.config
     if ctx.loaded is None:  # inspection: read the data to know its rows' digest
-        ctx.loaded = load_items(cfg.data, ctx.base_dir)
+        from tapir.pipeline.rowfit import fit_rows
+
+        ctx.loaded, _ = fit_rows(cfg, load_items(cfg.data, ctx.base_dir), ctx.base_dir)  # as preflight reads it
     stages = stage_table()
     steps = build(cfg, stages, run_id=ctx.run.id, digest=data_digest(ctx.loaded),
                   judge_reads_answer=ctx.judge_reads_student_answer())
