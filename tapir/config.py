@@ -260,8 +260,20 @@ class EvaluationConfig(Section):
     benchmarks: list[BenchmarkRef] = Field(default_factory=list)
 
 
+class StudyTag(Section):
+    """Which study a run belongs to (``tapir study``; docs/study.md): its
+    name, the student backbone and the Table 5 setting of this run."""
+
+    name: str
+    student: str | None = None  # the backbone's model id
+    setting: str | None = None  # full, full-alpaca, seed-alpaca, ... (tapir.study.SETTINGS)
+
+
 class PipelineConfig(Section):
     name: str
+    # The study this config is (``tapir study``): a name, or {name, student,
+    # setting}, which tapir study writes into each of its runs' configs.
+    study: StudyTag | None = None
     db: str | None = None
     output_dir: str = "tapir-out"
     seed: int = 0
@@ -285,6 +297,17 @@ class PipelineConfig(Section):
     recipe: RecipeConfig = Field(default_factory=RecipeConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     truncation: TruncationConfig = Field(default_factory=TruncationConfig)
+
+    @field_validator("study", mode="before")
+    @classmethod
+    def _study_name(cls, v: Any) -> Any:
+        return {"name": v} if isinstance(v, str) else v
+
+    @field_validator("students", mode="before")
+    @classmethod
+    def _student_ids(cls, v: Any) -> Any:
+        # ``students: [hf:a, hf:b]``: a bare model id is {model: id}
+        return [{"model": s} if isinstance(s, str) else s for s in v] if isinstance(v, list) else v
 
     @model_validator(mode="after")
     def _one_student(self):
@@ -528,6 +551,21 @@ def _check_key(parts: list[str], item: str) -> None:
         in_list = getattr(annotation, "__origin__", None) is list
 
 
+def _one_student_kind(data: dict[str, Any], parts: list[str], value: Any) -> None:
+    """``--set students=[...]`` on a config with ``student:`` (or ``--set
+    student=...`` on one with ``students:``) replaces the other key: a config
+    has one or the other. A bare model id in the new ``students`` list takes
+    the replaced ``student`` entry's options and generation settings."""
+    import copy
+
+    if parts == ["students"] and value:
+        template = data.pop("student", None)
+        if isinstance(template, dict) and isinstance(value, list):
+            value[:] = [{**copy.deepcopy(template), "model": v} if isinstance(v, str) else v for v in value]
+    elif parts == ["student"] and value:
+        data.pop("students", None)
+
+
 def apply_overrides(data: dict[str, Any], sets: list[str] | tuple[str, ...]) -> dict[str, Any]:
     """A copy of config ``data`` with each ``KEY=VALUE`` of ``sets`` applied:
     dotted keys (``trainer.options.lr=1e-4``), list indices
@@ -542,6 +580,7 @@ def apply_overrides(data: dict[str, Any], sets: list[str] | tuple[str, ...]) -> 
     for item in sets or ():
         parts, value = _set_parts(item)
         _check_key(parts, item)
+        _one_student_kind(out, parts, value)
         node: Any = out
         for i, part in enumerate(parts):
             last = i == len(parts) - 1

@@ -220,8 +220,10 @@ class Plan:
     sizes: dict[str, int]
 
 
-def plan(checked: Checked, retry: bool = True) -> Plan:
-    """The dry run: nothing written, nothing called."""
+def plan(checked: Checked, retry: bool = True, known: frozenset[str] | set[str] = frozenset()) -> Plan:
+    """The dry run: nothing written, nothing called. ``known``: stage keys an
+    earlier run of the same study computes first (``tapir study``): planned
+    as reused, their calls not counted again."""
     from tapir.pipeline.runner import planning_engine
 
     cfg = checked.config
@@ -263,9 +265,11 @@ def plan(checked: Checked, retry: bool = True) -> Plan:
 
     rounds_examples: dict[int, int] = {}
     for step, key, action in engine.plan():
+        if key in known and action != "reuse":
+            action = "reuse (earlier run)"
         planned = PlannedStage(step.label, key, action)
         stages.append(planned)
-        if action == "reuse":
+        if action.startswith("reuse"):
             continue
         r = step.round
         if step.stage == "teacher_answers":
