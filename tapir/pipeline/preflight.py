@@ -276,6 +276,8 @@ def plan(checked: Checked, retry: bool = True, known: frozenset[str] | set[str] 
             count = n if r == 0 else cfg.curriculum.expand_per_round[r - 1]
             if not (cfg.data.use_dataset_answers and r == 0):
                 add("teacher", cfg.teacher.model, count, in_tokens, planned)
+        elif step.stage == "heldout_answers" and cfg.evaluation.heldout is not None:
+            add("teacher", cfg.teacher.model, cfg.evaluation.heldout.limit, in_tokens, planned)  # at most
         elif step.stage == "judge":
             add("judge", cfg.judge.model, n * judge_orders, 2 * in_tokens + 300, planned)
         elif step.stage == "classify":
