@@ -264,9 +264,10 @@ class StudyTag(Section):
     """Which study a run belongs to (``tapir study``; docs/study.md): its
     name, the student backbone and the Table 5 setting of this run."""
 
-    name: str
-    student: str | None = None  # the backbone's model id
-    setting: str | None = None  # full, full-alpaca, seed-alpaca, ... (tapir.study.SETTINGS)
+    name: str = Field(description="the study's name: tapir study-report NAME; runs are grouped by it")
+    student: str | None = Field(None, description="this run's student backbone (model id); set by tapir study")
+    setting: str | None = Field(None, description="this run's Table 5 setting (full, full-alpaca, seed-alpaca, "
+                                                  "...); set by tapir study")
 
 
 class PipelineConfig(Section):

@@ -223,7 +223,7 @@ def render_plan(plans: list[RunPlan]) -> str:
         if p.price is not None:
             total_price += p.price
         unpriced = unpriced or p.unpriced
-        price = "n/a" if p.price is None else f"{p.price:.2f}" + ("+?" if p.unpriced else "")
+        price = "n/a" if p.price is None else f"{p.price:.4f}" + ("+?" if p.unpriced else "")
         roles = ", ".join(f"{r} {c:,}" for r, c in sorted(p.calls.items())) or "-"
         lines.append(f"{_short(p.run.label, 22):<22} {p.run.setting:<17} {p.stages_run:>10} {p.stages_reused:>7} "
                      f"{n:>8,} {p.tokens_in:>11,} {p.tokens_out:>11,} {p.examples:>9,} "
@@ -232,7 +232,7 @@ def render_plan(plans: list[RunPlan]) -> str:
     lines.append(f"{'total':<22} {'':<17} {sum(p.stages_run for p in plans):>10} "
                  f"{sum(p.stages_reused for p in plans):>7} {total_calls:>8,} {total_in:>11,} {total_out:>11,} "
                  f"{sum(p.examples for p in plans):>9,} {str(total_steps) + ('+?' if steps_unknown else ''):>6} "
-                 f"{total_price:>9.2f}  batch API ${total_price * BATCH_DISCOUNT:,.2f}"
+                 f"{total_price:>9.4f}  batch API ${total_price * BATCH_DISCOUNT:,.4f}"
                  + (" + models without a known price" if unpriced else ""))
     lines += ["", "students:"] + [f"  {p.run.label}: {p.run.student}" for p in plans if p.run.setting == settings[0]]
     lines += ["", "reused: the stage is in the database already, or an earlier run of this study computes it "

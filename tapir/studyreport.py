@@ -146,10 +146,11 @@ def provenance_table(entries, runs: list[StudyRunRow]) -> Table:
     """Every number's source: benchmark, model, judge, template, n, failures."""
     from tapir.bench import model_key
 
-    names = {}
+    shared: dict[str, tuple[str, int, list[str]]] = {}  # a checkpoint settings share (S0...) is named once
     for r in runs:
         for rnd, path in checkpoints_of(r.stages).items():
-            names.setdefault(model_key(path), f"{_label(r.student)} {r.setting} S{rnd}")
+            shared.setdefault(model_key(path), (_label(r.student), rnd, []))[2].append(r.setting)
+    names = {k: f"{label} S{rnd} ({', '.join(settings)})" for k, (label, rnd, settings) in shared.items()}
     rows = []
     for sec in entries.sections if entries else []:
         for e in sec.entries:
@@ -211,7 +212,6 @@ def failures_section(store: Store, runs: list[StudyRunRow], entries) -> Section:
 def build_study_report(store: Store, name: str) -> StudyPage:
     runs = study_runs(store, name)
     students = list(dict.fromkeys(r.student for r in runs))
-    settings = list(dict.fromkeys(r.setting for r in runs))
     paths = [p for r in runs for p in checkpoints_of(r.stages).values()]
     try:
         entries = _benchmark_entries(store, paths)
@@ -254,7 +254,6 @@ def build_study_report(store: Store, name: str) -> StudyPage:
     for r in runs:
         per_run.append((r, [task_distribution(store, r.stages), mfd_distribution(store, r.stages)]))
     sections = [overview, settings_sec, rounds_sec, sources, failures_section(store, runs, entries)]
-    del settings
     return StudyPage(name, str(store.path), runs, sections, per_run, utcnow())
 
 

@@ -232,7 +232,7 @@ def study_db(tmp_path_factory, tiny_model):
 def test_study_shares_what_does_not_read_the_axis(study_db, tiny_model):
     store = sqlite_utils.Database(study_db["db"])
     runs = [(r[0], json.loads(r[1])["study"]) for r in store.execute(
-        "select name, config from runs order by created_at, id")]
+        "select name, config from runs where json_extract(config, '$.study') is not null order by created_at, id")]
     assert [(t["student"].split("/")[-1], t["setting"]) for _, t in runs] == [
         ("tiny-llama", "full-alpaca"), ("tiny-llama", "full"), ("tiny-2", "full-alpaca"), ("tiny-2", "full")]
     assert {t["name"] for _, t in runs} == {"backbones"}
@@ -243,11 +243,19 @@ def test_study_shares_what_does_not_read_the_axis(study_db, tiny_model):
     # one S0 per backbone, shared by its two settings
     assert store.execute("select count(distinct key) from stages where name = 'train' and round = 0"
                          ).fetchone()[0] == 2
+    # The second backbone's first run took those stages from a run of the first backbone.
+    ids = [r[0] for r in store.execute("select id from runs where json_extract(config, '$.study') is not null "
+                                       "order by created_at, id")]
+    rows = dict(store.execute("select name || ':' || round, reused_from from stages where run_id = ?", [ids[2]]))
+    for node in ("ingest:0", "teacher_answers:0", "classify:0", "heldout_answers:0"):
+        assert rows.get(node) in ids[:2], (node, rows)
+    assert rows.get("train:0") is None  # its own S0
     # Teacher calls: each backbone alone pays D's 16 answers and the 4 held-out answers; the study pays
-    # them once, and the second setting of a backbone (full after full-alpaca) pays nothing.
+    # them once, and a backbone's second setting (full after full-alpaca) pays nothing. (The second
+    # backbone is a copy of the first, so the LLM-call cache answers its other calls too: at most.)
     calls = study_db["calls"]
-    assert calls[0] > 16 + 4 and calls[1] > 16 + 4
-    assert calls["study"] == calls[0] + calls[1] - (16 + 4)
+    assert calls[0] >= 16 + 4 and calls[1] >= 16 + 4
+    assert calls["study"] <= calls[0] + calls[1] - (16 + 4)
     lines = study_db["output"].splitlines()
     row = next(x for x in lines if x.startswith("tiny-2 ") and " full " in x)
     assert row.split()[-1] == "0.5500"  # quiz on S2 of the second backbone (0.2 + 0.1 * 3 + 0.05)
@@ -271,17 +279,21 @@ def test_study_report_has_the_grids(page, study_db):
     store.close()
     tables = {t.title: t for s in built.sections for t in s.tables}
     grid = tables["Backbones x benchmarks (Tables 2/3)"]
-    assert grid.header[:3] == ["backbone", "model", "quiz: quiz/acc"]
-    cells = {(r[0], r[1]): r[2] for r in grid.rows}
+    assert grid.header[:2] == ["backbone", "model"] and "heldout-loss: heldout/nll" in grid.header
+    quiz = grid.header.index("quiz: quiz/acc")
+    cells = {(r[0], r[1]): r[quiz] for r in grid.rows}
     assert cells == {("tiny-llama", "base"): "0.2", ("tiny-llama", "TAPIR (full)"): "0.5",
                      ("tiny-2", "base"): "0.25", ("tiny-2", "TAPIR (full)"): "0.55"}
     settings = tables["tiny-2 (hf:" + str(study_db["other"]) + "): settings x benchmarks"]
     by = {r[0]: dict(zip(settings.header, r)) for r in settings.rows}
     assert by["full-alpaca"]["quiz: quiz/acc"] == "0.35" and by["full"]["quiz: quiz/acc"] == "0.55"
     assert by["full"]["optimizer steps"] == 2 and by["full-alpaca"]["optimizer steps"] == 1
-    assert by["full"]["examples (setting)"] > 0 and by["full"]["tokens"] > 0
+    assert by["full"]["examples (setting)"] > by["full-alpaca"]["examples (setting)"] == 16
+    assert by["full"]["tokens"] > 0
     sources = tables["Where each number comes from: judge and prompt template per benchmark run"]
-    assert {r[2] for r in sources.rows} == {"quiz-judge"} and len(sources.rows) >= 8
+    quiz_rows = [r for r in sources.rows if r[0] == "quiz"]
+    assert {r[2] for r in quiz_rows} == {"quiz-judge"} and len(quiz_rows) == 8  # base, S0, S1, S2 per backbone
+    assert "tiny-2 S2 (full-alpaca, full)" in {r[1] for r in quiz_rows}  # one checkpoint, both settings
     assert tables["Failed items by kind"].note == "no failed items"
     # Fig. 3 once per backbone; Figs. 5 and 6 per run, folded
     rounds = next(s for s in built.sections if s.id == "rounds")
