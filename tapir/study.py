@@ -192,6 +192,20 @@ def plan_study(config: str | Path | dict, db: str | None = None, settings: Seque
     return out
 
 
+def over_budget(plans: list[RunPlan]) -> list[str]:
+    """The runs whose planned cost passes their budget.* (each run has its own
+    budget, as a run of ``tapir distill`` has), one line each."""
+    from tapir.budget import plan_over
+
+    out = []
+    for p in plans:
+        limits = p.run.config.get("budget") or {}
+        for line in plan_over(p.plan.prices if p.plan else {}, limits.get("max_cost_usd"),
+                              limits.get("per_role") or {}):
+            out.append(f"{p.run.label}/{p.run.setting}: {line}")
+    return out
+
+
 def render_plan(plans: list[RunPlan]) -> str:
     """The study's dry run: one row per student and setting, and a total."""
     from tapir.pipeline.preflight import BATCH_DISCOUNT
@@ -236,8 +250,8 @@ def render_plan(plans: list[RunPlan]) -> str:
                  + (" + models without a known price" if unpriced else ""))
     lines += ["", "students:"] + [f"  {p.run.label}: {p.run.student}" for p in plans if p.run.setting == settings[0]]
     lines += ["", "reused: the stage is in the database already, or an earlier run of this study computes it "
-                  "(counted once); steps: optimizer steps this run trains; benchmark judge calls are not "
-                  "priced here (see each benchmark's own plan)."]
+                  "(counted once); steps: optimizer steps this run trains; the judge calls of "
+                  "evaluation.benchmarks are not in this plan."]
     assumptions = plans[0].plan.assumptions if plans[0].plan else []
     if assumptions:
         lines += ["", "assumptions:", *(f"  - {a}" for a in assumptions)]

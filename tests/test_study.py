@@ -184,6 +184,24 @@ def test_dry_run_plans_each_student_and_setting_counting_shared_stages_once(tmp_
     assert same.output.split("students:")[0] == out.split("students:")[0]
 
 
+def test_dry_run_refuses_a_study_above_a_runs_budget(tmp_path, tiny_model, cli, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-used-0000000000")
+    data = _data(tmp_path, tiny_model, budget={"max_cost_usd": 0.0055})
+    data["teacher"]["model"]["model"] = "openai/gpt-4o-mini"  # priced in litellm's map; never called here
+    data["rewriter"]["model"]["model"] = "openai/gpt-4o-mini"
+    data["students"] = [data.pop("student"), {"model": f"hf:{_second(tmp_path, tiny_model)}"}]
+    cfg = _write(tmp_path, data)
+    db = tmp_path / "t.db"
+    result = CliRunner().invoke(cli, ["--db", str(db), "study", str(cfg), "--dry-run"])
+    assert result.exit_code == 2, result.output
+    # the first backbone pays the shared stages: only its run passes the budget
+    assert "tiny-llama/full: the plan's estimated cost $0.01 is above budget.max_cost_usd" in result.output
+    assert "tiny-2/full" not in result.output.split("priced above its budget")[1]
+    shown = CliRunner().invoke(cli, ["--db", str(db), "study", str(cfg), "--dry-run", "--over-budget"])
+    assert shown.exit_code == 0 and "\nbudget: tiny-llama/full:" in shown.output, shown.output
+    assert not db.exists()
+
+
 # --------------------------------------------------------------------------- running it, and the page
 
 

@@ -111,7 +111,7 @@ def register(cli):
             from tapir.cli.study_cmd import print_plan, run_and_print
 
             if dry_run:  # one plan per student: the study's (tapir study CONFIG --dry-run)
-                print_plan(config, obj["db"], None, sets, retry=not no_retry)
+                print_plan(config, obj["db"], None, sets, retry=not no_retry, over_budget_ok=over_budget)
             else:
                 run_and_print(config, obj["db"], None, sets, False if no_retry else None)
             return

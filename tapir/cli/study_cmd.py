@@ -13,10 +13,19 @@ SETTINGS_OPTION = click.option(
          "single-round, full; 'all' for every one). Default: full (TAPIR itself).")
 
 
-def print_plan(config, db, settings, sets, retry: bool = True) -> None:
-    from tapir.study import plan_study, render_plan
+def print_plan(config, db, settings, sets, retry: bool = True, over_budget_ok: bool = False) -> None:
+    from tapir.errors import ConfigError
+    from tapir.study import over_budget, plan_study, render_plan
 
-    click.echo(render_plan(plan_study(config, db, settings, list(sets), retry=retry)))
+    plans = plan_study(config, db, settings, list(sets), retry=retry)
+    click.echo(render_plan(plans))
+    over = over_budget(plans)
+    if over and not over_budget_ok:
+        raise ConfigError(f"{config}: the plan is priced above its budget: {'; '.join(over)}. Raise "
+                          f"budget.max_cost_usd / budget.per_role (each run has its own), shrink the study "
+                          f"(students, --settings, data.limit), or pass --over-budget to see the plan anyway.")
+    if over:
+        click.echo("\nbudget: " + "; ".join(over))
 
 
 def run_and_print(config, db, settings, sets, retry) -> None:
@@ -34,10 +43,13 @@ def register(cli):
     @click.option("--dry-run", is_flag=True,
                   help="Check every run and print the plan per student and setting (stages run and reused, "
                        "calls, tokens, training steps, price) and a total; write nothing, call nothing.")
+    @click.option("--over-budget", is_flag=True,
+                  help="With --dry-run: print the plan even when a run's estimated cost is above its budget.* "
+                       "(by default such a plan is refused, exit 2).")
     @click.option("--no-retry", is_flag=True, help="Keep failed items failed (default: a re-run retries them).")
     @SET_OPTION
     @click.pass_obj
-    def study(obj, config, settings, dry_run, no_retry, sets):
+    def study(obj, config, settings, dry_run, over_budget, no_retry, sets):
         """Run CONFIG as a study: every student (``students:``, or the one
         ``student:``) in every setting (--settings), each evaluated on
         evaluation.benchmarks, as runs of one database named after the
@@ -45,7 +57,7 @@ def register(cli):
         student or the setting are computed once. Ends with one table; the
         page is ``tapir study-report NAME``."""
         if dry_run:
-            print_plan(config, obj["db"], settings, sets, retry=not no_retry)
+            print_plan(config, obj["db"], settings, sets, retry=not no_retry, over_budget_ok=over_budget)
             return
         run_and_print(config, obj["db"], settings, sets, False if no_retry else None)
 
