@@ -184,6 +184,22 @@ def test_dry_run_plans_each_student_and_setting_counting_shared_stages_once(tmp_
     assert same.output.split("students:")[0] == out.split("students:")[0]
 
 
+def test_python_api_dry_run_returns_the_plan_per_run(tmp_path, tiny_model, register_plugin):
+    import tapir
+
+    register_plugin(ScriptPlugin(), "test-script")
+    data = _data(tmp_path, tiny_model, study={"name": "api"})
+    plans = tapir.study(data, db=tmp_path / "t.db", settings="full-alpaca,full", dry_run=True,
+                        overrides=[f"students=[hf:{tiny_model}, hf:{_second(tmp_path, tiny_model)}]"])
+    assert [(p.run.label, p.run.setting) for p in plans] == [("tiny-llama", "full-alpaca"), ("tiny-llama", "full"),
+                                                            ("tiny-2", "full-alpaca"), ("tiny-2", "full")]
+    assert plans[1].stages_run <= 1 and sum(plans[1].calls.values()) == 0  # full after full-alpaca: all reused
+    assert plans[0].calls["teacher"] - plans[2].calls["teacher"] == 16 + 4
+    assert plans[0].run.config["study"] == {"name": "api", "student": f"hf:{tiny_model}", "setting": "full-alpaca"}
+    assert "study api: 2 student(s) x 2 setting(s)" in tapir.study.render_plan(plans)
+    assert not (tmp_path / "t.db").exists()
+
+
 def test_dry_run_refuses_a_study_above_a_runs_budget(tmp_path, tiny_model, cli, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-used-0000000000")
     data = _data(tmp_path, tiny_model, budget={"max_cost_usd": 0.0055})
