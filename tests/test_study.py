@@ -376,3 +376,34 @@ def test_study_report_in_a_headless_browser(page, tmp_path):
     # Fig. 3 per backbone (2) + Figs. 5 and 6 per run (4 x 2), every one decoded, none taller than the window
     assert attrs["data-images"] == "10" and attrs["data-images-ok"] == "10", attrs
     assert attrs["data-too-tall"] == "0", attrs
+
+
+def test_study_report_says_what_failed(study_db, tmp_path):
+    from tapir.report import open_readonly
+    from tapir.store import open_store
+    from tapir.studyreport import build_study_report
+
+    db = tmp_path / "t.db"
+    shutil.copy(study_db["db"], db)
+    store = open_store(db)
+    run_id, = store.execute("select id from runs where name = 'backbones/tiny-2/full'").fetchone()
+    key, = store.execute("select key from stages where run_id = ? and name = 'teacher_answers' and round = 1",
+                         [run_id]).fetchone()
+    item, = store.execute("select item_id from outcomes where stage_key = ? limit 1", [key]).fetchone()
+    with store.db.conn:
+        store.execute("update outcomes set status = 'failed', error_kind = 'rate_limit', reason = 'HTTP 429: slow "
+                      "down' where stage_key = ? and item_id = ?", [key, item])
+        store.execute("update runs set status = 'done_with_failures' where id = ?", [run_id])
+    store.close()
+    store = open_readonly(db)
+    built = build_study_report(store, "backbones")
+    store.close()
+    tables = {t.title: t for s in built.sections for t in s.tables}
+    runs = {(r[0], r[1]): r for r in tables["Runs"].rows}
+    assert runs[("tiny-2", "full")][3] == "done_with_failures" and runs[("tiny-llama", "full")][3] == "done"
+    failed = tables["Failed items by kind"]
+    assert failed.note is None
+    # the stage is shared by the backbone's two settings (one key): both runs show the failed item
+    assert sorted(r[:6] for r in failed.rows) == [["tiny-2", s, "teacher_answers", 1, "rate_limit", 1]
+                                                  for s in ("full", "full-alpaca")]
+    assert {(r[6], r[7]) for r in failed.rows} == {(item, "HTTP 429: slow down")}
