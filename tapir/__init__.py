@@ -20,12 +20,13 @@ __version__ = "0.1.0"
 # unrelated project. The import package and the command are ``tapir``.
 DISTRIBUTION = "tapir-distill"
 
-__all__ = ["hookimpl", "__version__", "DISTRIBUTION", "distill", "bench", "compare", "DistillResult",
+__all__ = ["hookimpl", "__version__", "DISTRIBUTION", "distill", "study", "bench", "compare", "DistillResult",
            "StageSummary"]
 
 # name -> (module, attribute or None for the module itself)
 _LAZY = {
     "distill": ("tapir.api", "distill"),
+    "study": ("tapir.study", None),  # a callable module: tapir.study(CONFIG) (docs/study.md)
     "DistillResult": ("tapir.api", "DistillResult"),
     "StageSummary": ("tapir.api", "StageSummary"),
     "bench": ("tapir.bench", None),  # tapir.bench.run(...)

@@ -1,4 +1,4 @@
-"""The Python API: :func:`distill`, :func:`compare` (and ``tapir.bench.run``).
+"""The Python API: :func:`distill`, :func:`study`, :func:`compare` (and ``tapir.bench.run``).
 
 They do what ``tapir distill``, ``tapir compare`` and ``tapir bench run`` do,
 with the same checks and errors (:class:`tapir.errors.ConfigError` for a bad
@@ -116,6 +116,33 @@ def distill(config: str | os.PathLike | dict[str, Any], *, db: str | os.PathLike
         mfd_plot=Path(export["mfd_plot"]) if export.get("mfd_plot") else None,
         outcome=outcome,
     )
+
+
+def study(config: str | os.PathLike | dict[str, Any], *, db: str | os.PathLike | None = None,
+          settings: list[str] | str | None = None, overrides: list[str] | None = None,
+          retry: bool | None = None, dry_run: bool = False):
+    """Run the study of ``config`` as ``tapir study`` does (docs/study.md):
+    every student (``students:``, or the one ``student:``) in every Table 5
+    setting of ``settings`` (default ``["full"]``; ``"all"`` for all six),
+    each evaluated on ``evaluation.benchmarks``, on one database; stages that
+    do not depend on the student or the setting are computed once. Every run
+    is checked before the first starts (:class:`tapir.errors.ConfigError`,
+    nothing written).
+
+    Returns a :class:`tapir.study.StudyResult` (``.runs``: student, setting,
+    run id, checkpoint, held-out loss, benchmark scores, what it trained;
+    ``.run(student, setting)``). ``dry_run``: nothing written or called;
+    returns the plan instead, a list of :class:`tapir.study.RunPlan`
+    (``tapir.study.render_plan(plans)`` prints it)."""
+    from tapir.progress import quiet_libraries
+    from tapir.study import plan_study, run_study
+
+    quiet_libraries()
+    source = dict(config) if isinstance(config, dict) else Path(config)
+    db_ = None if db is None else str(db)
+    if dry_run:
+        return plan_study(source, db_, settings, overrides, retry=retry is not False)
+    return run_study(source, db_, settings, overrides, retry=retry)
 
 
 def compare(refs: list[str] | str | None = None, *, db: str | os.PathLike | None = None,

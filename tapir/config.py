@@ -297,8 +297,21 @@ class EvaluationConfig(Section):
                                           "run` does (`tapir compare` and `tapir report` show them)")
 
 
+class StudyTag(Section):
+    """Which study a run belongs to (``tapir study``; docs/study.md): its
+    name, the student backbone and the Table 5 setting of this run."""
+
+    name: str = Field(description="the study's name: tapir study-report NAME; runs are grouped by it")
+    student: str | None = Field(None, description="this run's student backbone (model id); set by tapir study")
+    setting: str | None = Field(None, description="this run's Table 5 setting (full, full-alpaca, seed-alpaca, "
+                                                  "...); set by tapir study")
+
+
 class PipelineConfig(Section):
     name: str = Field(description="the run's name (`tapir runs`, `tapir report NAME`)")
+    study: StudyTag | None = Field(
+        None, description="the study this config is (`tapir study`): a name, or {name, student, setting}, which "
+                          "tapir study writes into each of its runs' configs; null: none")
     db: str | None = Field(None, description="the SQLite database; null: --db, TAPIR_DB or ./tapir.db")
     output_dir: str = Field("tapir-out", description="where checkpoints, exported data and plots are written")
     seed: int = Field(0, description="seed of tapir's draws (data.sample, re-sampling, expansion) and of "
@@ -328,6 +341,17 @@ class PipelineConfig(Section):
     export: ExportConfig = Field(default_factory=ExportConfig, description="where checkpoints and data go at the end")
     truncation: TruncationConfig = Field(default_factory=TruncationConfig,
                                          description="what to do with answers cut at max_new_tokens")
+
+    @field_validator("study", mode="before")
+    @classmethod
+    def _study_name(cls, v: Any) -> Any:
+        return {"name": v} if isinstance(v, str) else v
+
+    @field_validator("students", mode="before")
+    @classmethod
+    def _student_ids(cls, v: Any) -> Any:
+        # ``students: [hf:a, hf:b]``: a bare model id is {model: id}
+        return [{"model": s} if isinstance(s, str) else s for s in v] if isinstance(v, list) else v
 
     @model_validator(mode="after")
     def _one_student(self):
@@ -571,6 +595,21 @@ def _check_key(parts: list[str], item: str) -> None:
         in_list = getattr(annotation, "__origin__", None) is list
 
 
+def _one_student_kind(data: dict[str, Any], parts: list[str], value: Any) -> None:
+    """``--set students=[...]`` on a config with ``student:`` (or ``--set
+    student=...`` on one with ``students:``) replaces the other key: a config
+    has one or the other. A bare model id in the new ``students`` list takes
+    the replaced ``student`` entry's options and generation settings."""
+    import copy
+
+    if parts == ["students"] and value:
+        template = data.pop("student", None)
+        if isinstance(template, dict) and isinstance(value, list):
+            value[:] = [{**copy.deepcopy(template), "model": v} if isinstance(v, str) else v for v in value]
+    elif parts == ["student"] and value:
+        data.pop("students", None)
+
+
 def apply_overrides(data: dict[str, Any], sets: list[str] | tuple[str, ...]) -> dict[str, Any]:
     """A copy of config ``data`` with each ``KEY=VALUE`` of ``sets`` applied:
     dotted keys (``trainer.options.lr=1e-4``), list indices
@@ -585,6 +624,7 @@ def apply_overrides(data: dict[str, Any], sets: list[str] | tuple[str, ...]) -> 
     for item in sets or ():
         parts, value = _set_parts(item)
         _check_key(parts, item)
+        _one_student_kind(out, parts, value)
         node: Any = out
         for i, part in enumerate(parts):
             last = i == len(parts) - 1

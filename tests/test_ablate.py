@@ -105,7 +105,7 @@ def test_several_students_share_what_does_not_read_the_student(tmp_path, tiny_mo
     ScriptTeacher.calls = 0
     result = CliRunner().invoke(cli, ["--db", str(db), "distill", str(cfg)])
     assert result.exit_code == 0, result.output
-    assert "students:" in result.output and f"student:hf:{other}" in result.output
+    assert "study tiny-pipeline" in result.output and "\ntiny-2 " in result.output  # the study table
     store = sqlite_utils.Database(db)
     assert store.execute("select count(*) from runs where status = 'done'").fetchone()[0] == 2
     for stage in ("ingest", "teacher_answers", "classify", "heldout_answers"):

@@ -114,9 +114,10 @@ def cli(ctx, db_path, verbose, debug):
 
 
 def _add_commands() -> None:
-    from tapir.cli import bench_cmd, distill_cmd, logs_cmd, plugins_cmd, prompt_cmd, report_cmd, runs_cmd
+    from tapir.cli import (bench_cmd, distill_cmd, logs_cmd, plugins_cmd, prompt_cmd, report_cmd, runs_cmd,
+                           study_cmd)
 
-    for module in (plugins_cmd, prompt_cmd, runs_cmd, logs_cmd, distill_cmd, bench_cmd, report_cmd):
+    for module in (plugins_cmd, prompt_cmd, runs_cmd, logs_cmd, distill_cmd, bench_cmd, report_cmd, study_cmd):
         module.register(cli)
     from tapir.plugins import get_plugin_manager
 

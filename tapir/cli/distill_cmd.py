@@ -109,6 +109,18 @@ def register(cli):
         checked first (exit 2, nothing written). Safe to re-run: stages whose
         inputs are unchanged are reused, failed items are retried, and no LLM
         call is paid twice."""
+        from pathlib import Path
+
+        from tapir.config import apply_overrides, read_yaml
+
+        if Path(config).is_file() and apply_overrides(read_yaml(config), list(sets)).get("students"):
+            from tapir.cli.study_cmd import print_plan, run_and_print
+
+            if dry_run:  # one plan per student: the study's (tapir study CONFIG --dry-run)
+                print_plan(config, obj["db"], None, sets, retry=not no_retry, over_budget_ok=over_budget)
+            else:
+                run_and_print(config, obj["db"], None, sets, False if no_retry else None)
+            return
         if dry_run:
             from tapir.pipeline.preflight import check, plan, render
 
@@ -128,18 +140,8 @@ def register(cli):
                                   f"curriculum sizes), or pass --over-budget to see the plan anyway (the run "
                                   f"itself stops before the call that would pass the budget).")
             return
-        from tapir.config import read_yaml
         from tapir.pipeline.runner import distill as run_distill
 
-        if read_yaml(config).get("students"):
-            from tapir.pipeline.variants import run_variants, students, table
-
-            results = run_variants(config, students(read_yaml(config)), "student", obj["db"],
-                                   retry=False if no_retry else None, overrides=list(sets))
-            for r in results:
-                click.echo(_summary(r.outcome) + "\n")
-            click.echo("\n".join(["students:", *table(results)]))
-            return
         outcome = run_distill(config, obj["db"], retry=False if no_retry else None, wait=wait,
                               overrides=list(sets))
         click.echo(_summary(outcome))

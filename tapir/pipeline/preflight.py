@@ -343,8 +343,10 @@ class Plan:
     sizes: dict[str, int]
 
 
-def plan(checked: Checked, retry: bool = True) -> Plan:
-    """The dry run: nothing written, nothing called."""
+def plan(checked: Checked, retry: bool = True, known: frozenset[str] | set[str] = frozenset()) -> Plan:
+    """The dry run: nothing written, nothing called. ``known``: stage keys an
+    earlier run of the same study computes first (``tapir study``): planned
+    as reused, their calls not counted again."""
     from tapir.pipeline.runner import planning_engine
 
     cfg = checked.config
@@ -402,15 +404,19 @@ def plan(checked: Checked, retry: bool = True) -> Plan:
 
     rounds_examples: dict[int, int] = {}
     for step, key, action in engine.plan():
+        if key in known and action != "reuse":
+            action = "reuse (earlier run)"
         planned = PlannedStage(step.label, key, action)
         stages.append(planned)
-        if action == "reuse":
+        if action.startswith("reuse"):
             continue
         r = step.round
         if step.stage == "teacher_answers":
             count = n if r == 0 else cfg.curriculum.expand_per_round[r - 1]
             if not (cfg.data.use_dataset_answers and r == 0):
                 add("teacher", cfg.teacher.model, count, in_tokens, planned)
+        elif step.stage == "heldout_answers" and cfg.evaluation.heldout is not None:
+            add("teacher", cfg.teacher.model, cfg.evaluation.heldout.limit, in_tokens, planned)  # at most
         elif step.stage == "judge":
             add("judge", cfg.judge.model, n * judge_orders, 2 * in_tokens + 300, planned)
         elif step.stage == "classify":

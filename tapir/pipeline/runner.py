@@ -120,8 +120,9 @@ def distill(config_path: str | Path | dict, db: str | None = None, *, retry: boo
     if config.students:
         from tapir.errors import ConfigError
 
-        raise ConfigError("a config with 'students' is one run per student: run it with `tapir distill CONFIG` "
-                          "or tapir.pipeline.variants.run_variants(CONFIG, students(...))")
+        raise ConfigError(f"{checked.path or config.name}: a config with 'students' is a study, one run per "
+                          f"student: run it with tapir.study(CONFIG) in Python, or `tapir study CONFIG` "
+                          f"(`tapir distill CONFIG` runs the study too)")
     for line in report.bad_rows[:20]:
         progress.say(f"   skipped bad row: {line}")
     if len(report.bad_rows) > 20:
