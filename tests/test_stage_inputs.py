@@ -148,7 +148,8 @@ EDITS: list[tuple[str, str, set]] = [
     ("data.limit", "data.limit=11", {("ingest", 0)}),
     ("data.use_dataset_answers", "data.use_dataset_answers=true", {("teacher_answers", 0)}),
     ("seed", "seed=1", {("train", 0), ("train", 1), ("train", 2), ("resample", 1), ("resample", 2),
-                        ("expand", 1), ("expand", 2)}),
+                        ("expand", 1), ("expand", 2), ("seed_cut", 0)}
+     | {("student_answers", r) for r in ALL_ROUNDS}),
     ("teacher.model.generation.max_new_tokens", "teacher.model.generation.max_new_tokens=200",
      {("teacher_answers", 0), ("teacher_answers", 1), ("teacher_answers", 2), ("expand", 1), ("expand", 2),
       ("rewrite", 1), ("rewrite", 2), ("heldout_answers", 0)}),
