@@ -407,3 +407,15 @@ def test_study_report_says_what_failed(study_db, tmp_path):
     assert sorted(r[:6] for r in failed.rows) == [["tiny-2", s, "teacher_answers", 1, "rate_limit", 1]
                                                   for s in ("full", "full-alpaca")]
     assert {(r[6], r[7]) for r in failed.rows} == {(item, "HTTP 429: slow down")}
+
+
+def test_compare_takes_the_study_name_and_labels_backbone_setting_round(study_db):
+    result = CliRunner().invoke(study_db["group"], ["--db", str(study_db["db"]), "compare", "backbones"])
+    assert result.exit_code == 0, result.output
+    rows = [line.split("|")[1].strip() for line in result.output.splitlines() if line.startswith("| ")][1:]
+    # full-alpaca's result is S0 (its run trains the whole recipe, whose S1, S2 are full's)
+    assert rows == [f"{b} · {label}" for b in ("tiny-2", "tiny-llama")
+                    for label in ("base", "full · S1", "full · S2", "full-alpaca · S0")]
+    quiz = {line.split("|")[1].strip(): line.split("|")[3].strip() for line in result.output.splitlines()
+            if line.startswith("| tiny")}
+    assert quiz["tiny-llama · full · S2"] == "0.500 ± 0.010" and quiz["tiny-2 · base"] == "0.250 ± 0.010"

@@ -132,9 +132,22 @@ def _from_checkpoint(runs: _Runs, c: dict[str, Any], run_id: str | None = None) 
     return row
 
 
+def _last_round(setting: str | None) -> int | None:
+    """The last round that is a Table 5 setting's result (full-alpaca: S0, though
+    its run trains the whole recipe), None for any other setting."""
+    from tapir.pipeline.variants import ablations
+
+    for v in ablations({}):
+        if v.label == setting and v.final_stage and v.final_stage[0] == "train":
+            return v.final_stage[1]
+    return None
+
+
 def _from_run(runs: _Runs, run_id: str, by_path: dict[str, dict[str, Any]]) -> list[ModelRow]:
     keys = runs.keys_of(run_id)
-    mine = [c for c in runs.checkpoints if c["run_id"] in keys]
+    run = runs.rows[run_id]
+    last = _last_round(run_setting(run["name"], run["config"]))
+    mine = [c for c in runs.checkpoints if c["run_id"] in keys and (last is None or c["round"] <= last)]
     if mine:
         return [_from_checkpoint(runs, c, run_id) for c in mine]
     config = runs.rows[run_id]["config"]
