@@ -178,6 +178,10 @@ class FailuresConfig(Section):
     # A stage stops after this many LLM calls in a row failed the same way (same kind,
     # cause and status), instead of failing every item; 0 turns it off (docs/pipeline.md).
     circuit_breaker: int = Field(5, ge=0)
+    # An item whose reply failed on its content (malformed, too long, rejected by a check,
+    # a judge reply without a score) is asked again on re-run with a fresh draw (a new
+    # sample, not the cached reply), up to this many draws in all (docs/pipeline.md).
+    max_draws: int = Field(3, ge=1)
 
 
 class BudgetConfig(Section):

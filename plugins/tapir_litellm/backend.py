@@ -436,7 +436,9 @@ class LiteLLMBackend:
             kwargs["top_p"] = float(p.top_p)
         if p.stop:
             kwargs["stop"] = list(p.stop)
-        if p.temperature > 0:  # distinct, reproducible samples (see GenerationParams.sample_seed)
+        if p.temperature > 0 or request.sample:
+            # Distinct, reproducible samples (see GenerationParams.sample_seed); at temperature 0 a
+            # fresh draw (sample > 0) sends one too, so a server whose greedy path honours it may differ.
             kwargs["seed"] = p.sample_seed(request.sample)
         if p.top_logprobs > 0:
             kwargs["logprobs"] = True
