@@ -217,16 +217,17 @@ class Rewrite:
     student trains on, paired with the *original* instruction. A failed
     rewrite sets ``error`` (a reason a person can read) and is never the
     original item passed off as rewritten. ``call_ids`` are the
-    ``llm_calls`` rows used (:attr:`Completion.call_id`). ``content``: the
-    error is about a reply that came (too long, rejected by a check), not a
-    failed call: another draw may pass.
+    ``llm_calls`` rows used (:attr:`Completion.call_id`). ``rejected``:
+    which reply a check rejected (``"refinement"``: the rewriter's,
+    ``"answer"``: the teacher's), None when a call failed: another draw of
+    a rejected reply may pass.
     """
 
     instruction: str
     answer: str
     error: str | None = None
     call_ids: list[int] = field(default_factory=list)
-    content: bool = False
+    rejected: str | None = None
 
 
 # What the pipeline calls. Every component class also declares its options

@@ -161,7 +161,8 @@ class TaskAwareRewriter:
             ids = [c.call_id] if c.call_id is not None else []
             reason = self._refinement_problem(item, c)
             if reason is not None:
-                self._finish(results, on_result, i, Rewrite(item.instruction, "", reason, ids, content=c.ok))
+                self._finish(results, on_result, i, Rewrite(item.instruction, "", reason, ids,
+                                                            rejected="refinement" if c.ok else None))
             else:
                 refined[i] = (clean_refinement(c.text), c.call_id)
 
@@ -194,7 +195,7 @@ class TaskAwareRewriter:
             else:
                 reason = None
             self._finish(results, on_result, i, Rewrite(text, answer if reason is None else "", reason, ids,
-                                                        content=c.ok and reason is not None))
+                                                        rejected="answer" if c.ok and reason else None))
 
         if asks:
             answers = teacher.answer(asks, teacher_params, on_result=answer_done, samples=[samples[i] for i in todo])
@@ -240,7 +241,7 @@ class TaskAwareRewriter:
             else:
                 reason = None
             self._finish(results, on_result, i, Rewrite(item.instruction, text if reason is None else "", reason, ids,
-                                                        content=c.ok and reason is not None))
+                                                        rejected="answer" if c.ok and reason else None))
 
         if asked:
             requests = [GenerationRequest(self.polish_messages(items[i]), params, samples[i],

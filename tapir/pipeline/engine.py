@@ -427,6 +427,24 @@ class Engine:
             f"select count(*) from outcomes where stage_key = ? and status = 'failed' and {self._retried_sql()}",
             [key]).fetchone()[0]
 
+    def handled_count(self, key: str) -> int:
+        """Items of ``key`` with an outcome already (ok or failed)."""
+        return self.ctx.store.execute("select count(*) from outcomes where stage_key = ?", [key]).fetchone()[0]
+
+    def resumed_calls(self, key: str, planned: int) -> int:
+        """Of ``planned`` items a node handles, how many a run that resumes it asks:
+        the failed ones a re-run retries, plus, for a node stopped part-way,
+        those without an outcome yet (``planned`` is an estimate)."""
+        import json
+
+        retried = len(self.retried_items(key))
+        row = self.ctx.store.execute(
+            "select status, info from stages where key = ? and status in ('done', 'failed') order by id desc limit 1",
+            [key]).fetchone()
+        if row and (row[0] == "done" or json.loads(row[1] or "{}").get("ran_to_end")):
+            return retried
+        return retried + max(0, planned - self.handled_count(key))
+
     def retried_items(self, key: str) -> list[str]:
         """The failed items of ``key`` a re-run asks again (the dry run counts their calls)."""
         return [r[0] for r in self.ctx.store.execute(
@@ -455,7 +473,9 @@ class Engine:
             pending_up = any(self.fingerprint(n) == "pending" for n in step.after if n in self.by_node)
             if row and not (self.retry and self.failed_count(key)):
                 out.append((step, key, "reuse"))
-            elif row:
+            elif row or self.handled_count(key):
+                # Done with failures, or stopped / interrupted part-way: the run asks only the
+                # items not ok yet (failed ones: those a re-run retries).
                 out.append((step, key, "retry failures"))
             elif pending_up:
                 out.append((step, key, "run (after upstream)"))
@@ -524,6 +544,7 @@ class Engine:
                 result.status = "failed"
                 message = self.failure_message(step, key, result, threshold)
                 info["error"] = message
+                info["ran_to_end"] = True  # every item has its outcome (the dry run counts only the retried)
                 run.mark_stage(step.stage, step.round, key, "failed", info, result.seconds)
                 raise StageFailed(message)
             result.status = "done"

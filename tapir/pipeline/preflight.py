@@ -251,7 +251,14 @@ def plan(checked: Checked, retry: bool = True) -> Plan:
     stages: list[PlannedStage] = []
     refine = cfg.rewriter is not None and cfg.rewriter.options.get("mode", "refine-instruction") == "refine-instruction"
 
-    def add(role: str, ref: ModelRef | None, count: int, prompt_tokens: int, planned: PlannedStage):
+    def add(role: str, ref: ModelRef | None, count: int, prompt_tokens: int, planned: PlannedStage,
+            per_item: int | float = 1):
+        """``count`` calls (``per_item`` per item handled); a node the run resumes
+        ("retry failures") asks only its items a re-run retries (engine.resumed_calls)."""
+        if planned.action == "retry failures":
+            # A fresh draw or a failed call is one request per call (no over-asking estimate).
+            count = engine.resumed_calls(planned.key, round(count / per_item)) * (
+                per_item if isinstance(per_item, int) else 1)
         if ref is None or count <= 0:
             return
         key = (role, ref.model)
@@ -273,12 +280,12 @@ def plan(checked: Checked, retry: bool = True) -> Plan:
             if not (cfg.data.use_dataset_answers and r == 0):
                 add("teacher", cfg.teacher.model, count, in_tokens, planned)
         elif step.stage == "judge":
-            add("judge", cfg.judge.model, n * judge_orders, 2 * in_tokens + 300, planned)
+            add("judge", cfg.judge.model, n * judge_orders, 2 * in_tokens + 300, planned, judge_orders)
         elif step.stage == "classify":
             add("classifier", cfg.classifier.model, n, in_tokens + 400, planned)
         elif step.stage == "expand":
             add("teacher", cfg.teacher.model, int(cfg.curriculum.expand_per_round[r - 1] * 1.2), in_tokens + 250,
-                planned)
+                planned, 1.2)
         elif step.stage == "rewrite":
             count = (hard if r == 1 else 0) + cfg.curriculum.expand_per_round[r - 1]
             add("rewriter", cfg.rewriter.model, count, in_tokens + (600 if refine else 2 * in_tokens), planned)

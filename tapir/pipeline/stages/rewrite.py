@@ -50,21 +50,26 @@ class Rewrite:
         teacher_params = params_of(ctx.config.teacher.model)
         from tapir.pipeline.draws import reproduces
 
-        rewriter_model = ctx.config.rewriter.model
-        # Greedy from local models: another draw gives the same refinement and answer.
-        same_again = (reproduces(rewriter_model.model if rewriter_model else None, params.temperature)
-                      and reproduces(ctx.config.teacher.model.model if ctx.config.teacher.model else None,
-                                     teacher_params.temperature))
+        rewriter_model, teacher_model = ctx.config.rewriter.model, ctx.config.teacher.model
+        # Greedy from a local model: another draw gives the same reply (the rewriter's
+        # refinement, or in polish-answer mode its answer; the teacher's answer to a refinement).
+        same_again = {
+            "refinement": reproduces(rewriter_model.model if rewriter_model else None, params.temperature),
+            "answer": (reproduces(teacher_model.model if teacher_model else None, teacher_params.temperature)
+                       if ctx.config.rewriter.options.get("mode", "refine-instruction") == "refine-instruction"
+                       else reproduces(rewriter_model.model if rewriter_model else None, params.temperature)),
+        }
         with progress.bar(f"rewriting (round {job.round})", len(todo)) as bar:
 
             def on_result(i: int, rw) -> None:
                 bar.update()
                 it = todo[i]
                 call = rw.call_ids[-1] if rw.call_ids else None
-                if rw.error and rw.content:
+                if rw.error and rw.rejected:
                     # Kind "rejected": a reply that came but failed a check (not a failed call:
                     # the circuit breaker does not count it).
-                    job.fail(it.id, rw.error, "rejected", call_id=call, content=True, reproduces=same_again)
+                    job.fail(it.id, rw.error, "rejected", call_id=call, content=True,
+                             reproduces=same_again.get(rw.rejected, False))
                     return
                 if rw.error:
                     job.fail(it.id, rw.error, "rewrite", call_id=call)
