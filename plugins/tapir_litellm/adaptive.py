@@ -72,13 +72,7 @@ class ServerGate:
         self.lowest = self.ceiling  # the lowest limit it went down to
         self._seq = 0
         self._lowered_at = float("-inf")  # when the limit last went down
-        self._cond: asyncio.Condition | None = None
-
-    @property
-    def cond(self) -> asyncio.Condition:
-        if self._cond is None:
-            self._cond = asyncio.Condition()
-        return self._cond
+        self._waiters: list[asyncio.Future] = []
 
     @property
     def allowed(self) -> int:
@@ -86,15 +80,21 @@ class ServerGate:
         return max(1, min(self.ceiling, int(self.limit)))
 
     async def acquire(self) -> Ticket:
-        async with self.cond:
-            while len(self.in_flight) >= self.allowed:
-                await self.cond.wait()
-            return self.enter()
+        while len(self.in_flight) >= self.allowed:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
+        return self.enter()
 
-    async def release(self, ticket: Ticket, outcome: str, latency: float | None = None) -> None:
-        async with self.cond:
-            self.leave(ticket, outcome, latency)
-            self.cond.notify_all()
+    def release(self, ticket: Ticket, outcome: str, latency: float | None = None) -> None:
+        """:meth:`leave`, then wake the requests waiting for a slot. Synchronous:
+        the caller's result is handed on before any of them runs (a permanent
+        failure stops them from being sent)."""
+        self.leave(ticket, outcome, latency)
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def enter(self) -> Ticket:
         """Count an attempt as sent (a pool that picks servers itself calls this)."""

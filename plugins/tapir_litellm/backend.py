@@ -401,7 +401,7 @@ class LiteLLMBackend:
                         outcome = _gate_outcome(exc)
                         raise
                     finally:
-                        await asyncio.shield(sem.release(ticket, outcome, seconds))
+                        sem.release(ticket, outcome, seconds)
                 completion = self._to_completion(response)
                 if reserved:  # the reservation becomes what the answer cost
                     spending.settle(role, reserved, completion.cost or 0.0)
