@@ -344,6 +344,7 @@ class Engine:
                  max_draws: int = 3):
         self.ctx = ctx
         self.max_draws = max_draws  # draws an item whose reply fails on its content gets in all
+        self._has_draws: bool | None = None
         self.circuit_breaker = circuit_breaker  # failures of one kind in a row that stop a stage (0: never)
         self.steps = list(steps)
         self.stages = stages
@@ -410,7 +411,7 @@ class Engine:
     @property
     def has_draws(self) -> bool:
         """Whether the database has outcomes.draws (m008; the dry run may read an older one)."""
-        if not hasattr(self, "_has_draws"):
+        if self._has_draws is None:
             columns = {row[1] for row in self.ctx.store.execute("pragma table_info(outcomes)")}
             self._has_draws = "draws" in columns
         return self._has_draws
@@ -437,7 +438,7 @@ class Engine:
         those without an outcome yet (``planned`` is an estimate)."""
         import json
 
-        retried = len(self.retried_items(key))
+        retried = len(self.retried_items(key)) if self.retry else 0
         row = self.ctx.store.execute(
             "select status, info from stages where key = ? and status in ('done', 'failed') order by id desc limit 1",
             [key]).fetchone()
