@@ -215,3 +215,40 @@ def test_greedy_local_failures_reproduce_and_are_not_asked_again(tmp_path, tiny_
         after = sqlite_utils.Database(db).execute("select count(*) from llm_calls where role = 'rewriter'").fetchone()
         assert before == after
         assert next(r for r in second.results if r.step.stage == "rewrite").status == "reused"
+
+
+def test_malformed_expansions_are_asked_with_fresh_samples_not_served_from_the_cache(tmp_path, tiny_model):
+    """Run 1: the teacher writes no usable instruction, on every try (the draws fail
+    above expand's 20%). Run 2, the teacher fixed: without fresh draws the
+    cache would serve the same malformed replies (0 calls, the same failure); with them
+    each failed draw is asked once more, with sample indices past those already used."""
+    broken = {"on": True}
+
+    def reply(messages, body):
+        text = messages[-1]["content"]
+        if broken["on"] and text.startswith(("You write new tasks", "Act as an Instruction Creator")):
+            return "Sure."
+        return server_reply(messages, body)
+
+    with OpenAIServer(reply=reply) as srv:
+        cfg = api_config(tmp_path, tiny_model, srv.base_url, curriculum={"rounds": 1, "expand_per_round": [6]})
+        db = tmp_path / "t.db"
+        with pytest.raises(StageFailed) as first:
+            distill(cfg, db)
+        assert "stage expand (round 1) failed" in str(first.value)
+        assert "the reply held no usable instruction after 3 tries [draw 1 of 3" in str(first.value)
+        failed = sqlite_utils.Database(db).execute(
+            "select count(*) from outcomes o join stages s on s.key = o.stage_key "
+            "where s.name = 'expand' and o.status = 'failed' and o.draws = 1").fetchone()[0]
+        assert failed == 6
+        plan = planned_calls(cfg, db)
+        assert plan["expand (round 1)"] == {"teacher": failed}
+
+        broken["on"] = False
+        since = last_call(db)
+        distill(cfg, db)
+        assert api_rows(db, since)["expand (round 1)"] == plan["expand (round 1)"]
+        samples = [r[0] % 100 for r in sqlite_utils.Database(db).execute(
+            "select c.sample from llm_calls c join stages s on s.key = c.stage_key "
+            "where s.name = 'expand' and c.id > ?", [since])]
+        assert samples == [3] * failed  # draw 2's first try: past the 3 tries of draw 1
