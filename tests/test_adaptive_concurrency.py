@@ -152,3 +152,22 @@ def test_queued_requests_are_not_timed_out_with_or_without_adaptation(store, ada
         generations = srv.stats()["generations"]
     assert all(r.ok and len(r.attempts) == 1 for r in results)
     assert generations == 12
+
+
+def test_with_several_servers_the_one_that_queues_gets_fewer(store):
+    with OpenAIServer(latency=0.25, max_active=1) as small, OpenAIServer(latency=0.25, max_active=8) as big:
+        from tapir_litellm.backend import LiteLLMBackend
+
+        backend = LiteLLMBackend("openai/pair", LiteLLMBackend.Options(
+            api_bases=[small.base_url, big.base_url], concurrency=8, timeout=1.5, max_retries=2,
+            retry_base_seconds=0.05))
+        cached = CachedBackend(backend, store)
+        cached.generate(asks(2, "pair-warm-up"))
+        results = cached.generate(asks(64, "pair"))
+        gates = backend.concurrency_stats()
+        generations = small.stats()["generations"] + big.stats()["generations"]
+        requests = small.requests + big.requests
+    assert all(r.ok for r in results)
+    assert generations == requests == 66  # nothing generated twice
+    assert gates[small.base_url]["lowered"] >= 1 and gates[small.base_url]["limit"] <= 2
+    assert gates[big.base_url]["limit"] == 8

@@ -287,7 +287,7 @@ class LiteLLMBackend:
             return None
         pool = _pools.get(self._pool_key)
         if pool is None:
-            pool = _pools[self._pool_key] = ServerPool(self.servers)
+            pool = _pools[self._pool_key] = ServerPool(self.servers, limit_of=lambda url: self._gate(url).allowed)
         return pool
 
     async def _run_all(self, requests: list[GenerationRequest], done: queue.SimpleQueue) -> None:
@@ -372,7 +372,7 @@ class LiteLLMBackend:
                 if pool is not None:
                     server = await pool.acquire()
                     kwargs["api_base"] = server.url
-                    gate = self._gate(server.url)  # the attempt clock only: the pool spreads the load
+                    gate = self._gate(server.url)  # the attempt clock and the adaptive cap (the pool reads it)
                     ticket = gate.enter()
                     try:
                         if stop:
