@@ -201,6 +201,9 @@ class FailuresConfig(Section):
     retry: bool = Field(True, description="re-runs retry failed items (the CLI's --no-retry turns it off)")
     circuit_breaker: int = Field(5, ge=0, description="a stage stops after this many LLM calls in a row failed the "
                                                       "same way (kind, cause, status); 0: off")
+    max_draws: int = Field(3, ge=1, description="an item whose reply failed on its content (malformed, too long, "
+                                                "rejected by a check, a judge reply without a score) is asked again "
+                                                "on re-run with a fresh draw, up to this many draws in all")
 
     @field_validator("max_failure_rate")
     @classmethod

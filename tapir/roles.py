@@ -194,7 +194,9 @@ class Judgment:
 class JudgeRequest:
     """What a judge looks at: a question and one answer (single grading) or
     two answers (pairwise / preference), optionally a reference answer and
-    earlier turns."""
+    earlier turns. ``draw``: 0 at first; a re-run after a reply without a
+    usable score asks draw n, which a judge turns into new sample indices
+    (a fresh reply, not the cached one)."""
 
     question: str
     answer_a: str
@@ -203,6 +205,7 @@ class JudgeRequest:
     category: str | None = None
     turns: list[dict[str, str]] | None = None
     item_id: str | None = None
+    draw: int = 0
 
 
 @dataclass
@@ -214,13 +217,17 @@ class Rewrite:
     student trains on, paired with the *original* instruction. A failed
     rewrite sets ``error`` (a reason a person can read) and is never the
     original item passed off as rewritten. ``call_ids`` are the
-    ``llm_calls`` rows used (:attr:`Completion.call_id`).
+    ``llm_calls`` rows used (:attr:`Completion.call_id`). ``rejected``:
+    which reply a check rejected (``"refinement"``: the rewriter's,
+    ``"answer"``: the teacher's), None when a call failed: another draw of
+    a rejected reply may pass.
     """
 
     instruction: str
     answer: str
     error: str | None = None
     call_ids: list[int] = field(default_factory=list)
+    rejected: str | None = None
 
 
 # What the pipeline calls. Every component class also declares its options
@@ -232,8 +239,9 @@ class Rewrite:
 
 class Teacher(Protocol):
     def answer(self, items: Sequence[Item], params: GenerationParams,
-               on_result: OnResult | None = None) -> list[Completion]:
-        """One answer per item; ``on_result(i, completion)`` as each finishes."""
+               on_result: OnResult | None = None, *, samples: Sequence[int] | None = None) -> list[Completion]:
+        """One answer per item; ``on_result(i, completion)`` as each finishes.
+        ``samples``: each item's sample index (default 0; a fresh draw asks with a new one)."""
         ...
 
     def create_instructions(self, groups: Sequence[tuple[str, Sequence[Item]]], samples: Sequence[int],
@@ -274,10 +282,13 @@ class Classifier(Protocol):
 class Rewriter(Protocol):
     def rewrite(self, items: Sequence[Item], teacher: Teacher, params: GenerationParams,
                 on_result: Callable[[int, Rewrite], None] | None = None, *,
-                teacher_params: GenerationParams | None = None) -> list[Rewrite]:
+                teacher_params: GenerationParams | None = None,
+                samples: Sequence[int] | None = None) -> list[Rewrite]:
         """One :class:`Rewrite` per item (its task type set; its teacher answer
         in ``output``). ``params`` drive the rewriter model, ``teacher_params``
-        the teacher's answers to refined instructions."""
+        the teacher's answers to refined instructions. ``samples``: each
+        item's sample index for its calls (default 0; a fresh draw after a
+        rejected rewrite asks with a new one)."""
         ...
 
 

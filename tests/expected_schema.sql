@@ -132,7 +132,7 @@ CREATE TABLE "outcomes" (
    "http_status" INTEGER,
    "llm_call_id" INTEGER REFERENCES "llm_calls"("id"),
    "attempts" INTEGER,
-   "updated_at" TEXT,
+   "updated_at" TEXT, "draws" INTEGER, "reproduces" INTEGER,
    PRIMARY KEY ("stage_key", "item_id")
 );
 CREATE INDEX "idx_outcomes_stage_key_status"

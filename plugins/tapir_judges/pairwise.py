@@ -178,7 +178,7 @@ class PairwiseJudge:
                 for r in requests:
                     first, second = (r.answer_a, r.answer_b) if order == "ab" else (r.answer_b, r.answer_a)
                     prompts.append(self._messages(r.question, first, second, scores_only=self.score_only))
-                    samples.append(repeat)
+                    samples.append(r.draw * self.repeats + repeat)  # a fresh draw: past every repeat
                     metas.append(judge_meta(r))
         outcomes = run_with_retry(self.backend, prompts, self.params, self.parse, self._nudge, what="pair of scores",
                                   samples=samples, metas=metas)

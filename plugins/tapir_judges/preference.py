@@ -157,7 +157,8 @@ class PreferenceJudge:
             for i, swapped in plan
         ]
         outcomes = run_with_retry(self.backend, prompts, self.params, self.parse, PREFERENCE_NUDGE,
-                                  what="verdict (A or B)", metas=[judge_meta(requests[i]) for i, _ in plan])
+                                  what="verdict (A or B)", metas=[judge_meta(requests[i]) for i, _ in plan],
+                                  samples=[requests[i].draw for i, _ in plan])
         if self.use_logprobs:
             answered = [o.completion for o in outcomes if o.completion is not None]
             warn_missing_logprobs(self.name, self.backend.model_id,

@@ -201,7 +201,7 @@ class MTBenchSingleJudge:
         built = [self.messages(r) for r in requests]
         outcomes = run_with_retry(
             self.backend, [m for _, m in built], self.params, self.parse, SINGLE_NUDGE, what="[[rating]]",
-            metas=[judge_meta(r) for r in requests],
+            metas=[judge_meta(r) for r in requests], samples=[r.draw for r in requests],
         )
         if self.use_logprobs:
             answered = [o.completion for o in outcomes if o.completion is not None]
@@ -231,7 +231,7 @@ class MTBenchSingleJudge:
     def _judge_reference(self, requests: Sequence[JudgeRequest], on_result: OnResult | None) -> list[Judgment]:
         """FastChat's run_judge_single: one request each, no re-ask, its parser."""
         built = [self.messages(r) for r in requests]
-        sent = [GenerationRequest(messages=list(m), params=self.params, meta=judge_meta(r))
+        sent = [GenerationRequest(messages=list(m), params=self.params, sample=r.draw, meta=judge_meta(r))
                 for r, (_, m) in zip(requests, built)]
         if not sent:
             completions = []

@@ -29,8 +29,9 @@ from tapir.options import Options as _Options
 from tapir.options import option
 from tapir.roles import Completion, GenerationRequest, OnResult, TokenLogprob
 
-from tapir_litellm import direct, endpoints, ratelimit
-from tapir_litellm.loop import get_loop, semaphore
+from tapir_litellm import adaptive, direct, endpoints, ratelimit
+from tapir_litellm.adaptive import QUEUE_CAP, ServerGate
+from tapir_litellm.loop import get_loop
 from tapir_litellm.pool import SERVER_FAILURES, ServerPool
 from tapir_litellm.retry import PERMANENT, MalformedResponse, RetryPolicy, classify, failure_of, retry_after_of
 
@@ -110,7 +111,12 @@ class LiteLLMBackend:
                                      "every backend of the same model id in the process", ge=1)
         timeout: float = option(
             300.0, "seconds per attempt (from sending to the whole answer; a long generation on a busy server "
-                   "fits, a hung one is given up after it)", gt=0)
+                   "fits, a hung one is given up after it); the clock restarts whenever the server answers a "
+                   "request sent before it (a queued request waits its turn), up to 10 times this in all", gt=0)
+        adaptive_concurrency: bool = option(
+            True, "lower the concurrency for a server whose answers slow down as requests queue (latency over "
+                  "1.5 times the fastest recent answer and over a quarter of the timeout), back up to concurrency as "
+                  "they speed up; false: always concurrency")
         input_usd_per_million: float | None = option(
             None, "price of a million prompt tokens, for cost accounting and the budget (default: litellm's price "
                   "map; a self-hosted server costs nothing)", ge=0)
@@ -281,12 +287,12 @@ class LiteLLMBackend:
             return None
         pool = _pools.get(self._pool_key)
         if pool is None:
-            pool = _pools[self._pool_key] = ServerPool(self.servers)
+            pool = _pools[self._pool_key] = ServerPool(self.servers, limit_of=lambda url: self._gate(url).allowed)
         return pool
 
     async def _run_all(self, requests: list[GenerationRequest], done: queue.SimpleQueue) -> None:
         pool = self._pool()
-        sem = None if pool else semaphore(self.model_id, self.concurrency)
+        sem = None if pool else self._gate(self.api_base)
         stop: dict[str, Completion] = {}  # the first permanent failure: nothing more is sent
 
         async def one(i: int, request: GenerationRequest) -> None:
@@ -310,7 +316,17 @@ class LiteLLMBackend:
                           failure_kind=PERMANENT, failure_cause=first.failure_cause, http_status=first.http_status,
                           attempts=attempts)
 
-    async def _call_with_retries(self, request: GenerationRequest, sem: asyncio.Semaphore | None,
+    def _gate(self, url: str | None) -> ServerGate:
+        """The process-wide gate of a server of this model (see adaptive.py)."""
+        return adaptive.gate(self.model_id, url, self.concurrency if url == self.api_base or not self.servers
+                             else dict(self.servers)[url], self.timeout, bool(self.options.adaptive_concurrency))
+
+    def concurrency_stats(self) -> dict[str, dict]:
+        """Per server: the concurrency limit now, the configured one, the peak in
+        flight, how often and how low it was lowered (adaptive_concurrency)."""
+        return {url: g.stats() for url, g in adaptive.gates_of(self.model_id).items()}
+
+    async def _call_with_retries(self, request: GenerationRequest, sem: ServerGate | None,
                                  pool: ServerPool | None, stop: dict[str, Completion] | None = None) -> Completion:
         """One request, retried while its failures are transient. Every attempt
         is listed in ``Completion.attempts``; ``latency_s`` is the last
@@ -356,23 +372,36 @@ class LiteLLMBackend:
                 if pool is not None:
                     server = await pool.acquire()
                     kwargs["api_base"] = server.url
+                    gate = self._gate(server.url)  # the attempt clock and the adaptive cap (the pool reads it)
+                    ticket = gate.enter()
                     try:
                         if stop:
+                            gate.leave(ticket, "gone")
                             await pool.release(server, "cancelled")
                             return self._not_sent(stop, attempts)
                         began = time.perf_counter()
-                        response = await _within(call(kwargs), self.timeout * 1.5 + 5)
+                        response = await gate.within(call(kwargs), ticket)
                     except BaseException as exc:
                         kind = classify(exc)[0] if isinstance(exc, Exception) else "cancelled"
+                        gate.leave(ticket, _gate_outcome(exc))
                         await pool.release(server, kind)
                         raise
+                    gate.leave(ticket, "answered", time.perf_counter() - began)
                     await pool.release(server, None)
                 else:
-                    async with sem:
+                    ticket = await sem.acquire()
+                    outcome, seconds = "gone", None
+                    try:
                         if stop:
                             return self._not_sent(stop, attempts)
                         began = time.perf_counter()
-                        response = await _within(call(kwargs), self.timeout * 1.5 + 5)
+                        response = await sem.within(call(kwargs), ticket)
+                        outcome, seconds = "answered", time.perf_counter() - began
+                    except BaseException as exc:
+                        outcome = _gate_outcome(exc)
+                        raise
+                    finally:
+                        sem.release(ticket, outcome, seconds)
                 completion = self._to_completion(response)
                 if reserved:  # the reservation becomes what the answer cost
                     spending.settle(role, reserved, completion.cost or 0.0)
@@ -426,7 +455,8 @@ class LiteLLMBackend:
             "messages": request.messages,
             "max_tokens": p.max_new_tokens,
             "temperature": float(p.temperature),
-            "timeout": self.timeout,
+            # The transport's own limit: queued attempts are timed by the server gate (adaptive.py).
+            "timeout": self.timeout * QUEUE_CAP,
             "num_retries": 0,  # ours are the only retries
             "max_retries": 0,  # ... including the openai SDK's
             "drop_params": True,  # a provider without e.g. logprobs answers without them
@@ -436,7 +466,9 @@ class LiteLLMBackend:
             kwargs["top_p"] = float(p.top_p)
         if p.stop:
             kwargs["stop"] = list(p.stop)
-        if p.temperature > 0:  # distinct, reproducible samples (see GenerationParams.sample_seed)
+        if p.temperature > 0 or request.sample:
+            # Distinct, reproducible samples (see GenerationParams.sample_seed); at temperature 0 a
+            # fresh draw (sample > 0) sends one too, so a server whose greedy path honours it may differ.
             kwargs["seed"] = p.sample_seed(request.sample)
         if p.top_logprobs > 0:
             kwargs["logprobs"] = True
@@ -583,14 +615,15 @@ def _with_query_client(kw: dict[str, Any]) -> dict[str, Any]:
     return kw
 
 
-async def _within(awaitable: Any, seconds: float) -> Any:
-    """A safety net over the client's own timeout (asyncio.timeout where it
-    exists: no extra task per call)."""
-    timeout = getattr(asyncio, "timeout", None)
-    if timeout is None:  # Python 3.10
-        return await asyncio.wait_for(awaitable, seconds)
-    async with timeout(seconds):
-        return await awaitable
+def _gate_outcome(exc: BaseException) -> str:
+    """How a failed attempt ended, for the server gate: timed out, refused by
+    the server (an HTTP error answer: its queue moved), or gone (no answer)."""
+    if not isinstance(exc, Exception):
+        return "gone"  # cancelled
+    kind, status = classify(exc)
+    if kind == "Timeout":
+        return "timeout"
+    return "refused" if status is not None else "gone"
 
 
 def _attempt(n: int, outcome: str, status: int | None, seconds: float, billed: str) -> dict[str, Any]:

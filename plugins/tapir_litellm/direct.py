@@ -55,7 +55,7 @@ def usable(model_name: str, api_base: str | None, extra: dict[str, Any]) -> bool
 
 def _session():
     """One aiohttp session per event loop (connections pooled per host; our
-    semaphores, not the connector, limit what is in flight)."""
+    server gates (adaptive.py), not the connector, limit what is in flight)."""
     import aiohttp
 
     loop = asyncio.get_running_loop()

@@ -1,8 +1,9 @@
 """One asyncio event loop per process, in a daemon thread, for API calls.
 
-All API backends share it, so a per-model concurrency limit holds across
-backend instances and across threads that call ``generate`` at the same time,
-and litellm's cached async HTTP clients always meet the loop they were made on.
+All API backends share it, so a per-server concurrency limit
+(:mod:`tapir_litellm.adaptive`) holds across backend instances and across
+threads that call ``generate`` at the same time, and litellm's cached async
+HTTP clients always meet the loop they were made on.
 Results travel back to the calling thread through a queue, so callbacks run
 in the caller's thread.
 """
@@ -14,7 +15,6 @@ import threading
 
 _loop: asyncio.AbstractEventLoop | None = None
 _lock = threading.Lock()
-_semaphores: dict[tuple[str, int], asyncio.Semaphore] = {}
 
 
 def get_loop() -> asyncio.AbstractEventLoop:
@@ -35,11 +35,3 @@ def get_loop() -> asyncio.AbstractEventLoop:
             _loop = loop
         return _loop
 
-
-def semaphore(model_id: str, limit: int) -> asyncio.Semaphore:
-    """The process-wide semaphore for ``model_id`` at ``limit`` (call on the loop)."""
-    key = (model_id, limit)
-    sem = _semaphores.get(key)
-    if sem is None:
-        sem = _semaphores[key] = asyncio.Semaphore(limit)
-    return sem

@@ -9,6 +9,9 @@ retried on the others at once (no backoff while another server is up). After
 the cool-down it gets one probe request at a time until one succeeds, then
 its full concurrency again. When every server is down, requests wait for the
 server back soonest, one probe at a time, paced by the retry policy alone.
+``limit_of(url)``, when given, caps a server below its concurrency (the
+adaptive limit of its gate, see adaptive.py: a server that queues gets
+fewer, and the others take the rest).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 SERVER_FAILURES = frozenset({"Timeout", "ConnectionRefused", "ConnectionError", "ServerError"})
 
@@ -36,8 +40,10 @@ class Server:
 
 
 class ServerPool:
-    def __init__(self, servers: list[tuple[str, int]], cooldown_base: float = 0.5, cooldown_cap: float = 30.0):
+    def __init__(self, servers: list[tuple[str, int]], cooldown_base: float = 0.5, cooldown_cap: float = 30.0,
+                 limit_of: Callable[[str], int] | None = None):
         self.servers = [Server(url, int(capacity)) for url, capacity in servers]
+        self.limit_of = limit_of
         self.cooldown_base = cooldown_base
         self.cooldown_cap = cooldown_cap
         self._cond: asyncio.Condition | None = None
@@ -60,7 +66,7 @@ class ServerPool:
                 # All down: no server to fail over to, so the cool-down would only add
                 # to the retry policy's own backoff; probe the one back soonest.
                 pool = healthy or sorted(self.servers, key=lambda s: s.down_until)[:1]
-                free = [s for s in pool if s.in_flight < s.limit()]
+                free = [s for s in pool if s.in_flight < self._limit(s)]
                 if free:
                     server = min(free, key=lambda s: (s.in_flight / s.capacity, -s.capacity))
                     server.in_flight += 1
@@ -70,6 +76,10 @@ class ServerPool:
                     await asyncio.wait_for(self.cond.wait(), min(later) if later else None)
                 except asyncio.TimeoutError:
                     pass
+
+    def _limit(self, server: Server) -> int:
+        own = server.limit()
+        return min(own, self.limit_of(server.url)) if self.limit_of is not None else own
 
     async def release(self, server: Server, kind: str | None) -> None:
         """``kind``: None for a success, else the failure kind (see retry.classify)."""

@@ -130,13 +130,16 @@ class TaskAwareRewriter:
     # ---- the work ---------------------------------------------------------------
 
     def rewrite(self, items: Sequence[Item], teacher, params: GenerationParams, on_result=None, *,
-                teacher_params: GenerationParams | None = None) -> list[Rewrite]:
+                teacher_params: GenerationParams | None = None,
+                samples: Sequence[int] | None = None) -> list[Rewrite]:
         """One :class:`Rewrite` per item, in order; ``on_result(i, rewrite)``
         as each item finishes. ``params`` drive the rewriter model's calls,
-        ``teacher_params`` the teacher's answers (default: ``params``)."""
+        ``teacher_params`` the teacher's answers (default: ``params``);
+        ``samples`` each item's sample index (a fresh draw: a new one)."""
+        samples = list(samples) if samples is not None else [0] * len(items)
         if self.options.mode == "polish-answer":
-            return self._polish(items, params, on_result)
-        return self._refine_and_answer(items, teacher, params, teacher_params or params, on_result)
+            return self._polish(items, params, on_result, samples)
+        return self._refine_and_answer(items, teacher, params, teacher_params or params, on_result, samples)
 
     def _finish(self, results: list, on_result, i: int, rewrite: Rewrite) -> None:
         results[i] = rewrite
@@ -146,7 +149,7 @@ class TaskAwareRewriter:
     def _short(self, text: str) -> bool:
         return len(text) < self.options.min_chars
 
-    def _refine_and_answer(self, items, teacher, params, teacher_params, on_result) -> list[Rewrite]:
+    def _refine_and_answer(self, items, teacher, params, teacher_params, on_result, samples) -> list[Rewrite]:
         if teacher is None:
             raise TapirError("rewriter mode 'refine-instruction' needs the teacher to answer the refined "
                              "instructions")
@@ -158,11 +161,13 @@ class TaskAwareRewriter:
             ids = [c.call_id] if c.call_id is not None else []
             reason = self._refinement_problem(item, c)
             if reason is not None:
-                self._finish(results, on_result, i, Rewrite(item.instruction, "", reason, ids))
+                self._finish(results, on_result, i, Rewrite(item.instruction, "", reason, ids,
+                                                            rejected="refinement" if c.ok else None))
             else:
                 refined[i] = (clean_refinement(c.text), c.call_id)
 
-        requests = [GenerationRequest(self.refine_messages(it), params, meta={"item_id": it.id}) for it in items]
+        requests = [GenerationRequest(self.refine_messages(it), params, sample, meta={"item_id": it.id})
+                    for it, sample in zip(items, samples)]
         completions = self.backend.generate(requests, on_result=refinement_done)
         # A backend that does not call on_result still returns every completion.
         for i, c in enumerate(completions):
@@ -189,10 +194,11 @@ class TaskAwareRewriter:
                 reason = f"teacher answer to the refined instruction repeats itself: {loop}"
             else:
                 reason = None
-            self._finish(results, on_result, i, Rewrite(text, answer if reason is None else "", reason, ids))
+            self._finish(results, on_result, i, Rewrite(text, answer if reason is None else "", reason, ids,
+                                                        rejected="answer" if c.ok and reason else None))
 
         if asks:
-            answers = teacher.answer(asks, teacher_params, on_result=answer_done)
+            answers = teacher.answer(asks, teacher_params, on_result=answer_done, samples=[samples[i] for i in todo])
             for j, c in enumerate(answers):
                 answer_done(j, c)
         return results  # type: ignore[return-value]
@@ -214,7 +220,7 @@ class TaskAwareRewriter:
                    or drifts_from(text, item.instruction, min_overlap=o.min_overlap))
         return f"instruction refinement rejected: {problem}" if problem else None
 
-    def _polish(self, items, params, on_result) -> list[Rewrite]:
+    def _polish(self, items, params, on_result, samples) -> list[Rewrite]:
         results: list[Rewrite | None] = [None] * len(items)
         asked = [i for i, it in enumerate(items) if it.output]
         for i, it in enumerate(items):
@@ -234,11 +240,12 @@ class TaskAwareRewriter:
                 reason = f"polished answer is too short ({len(text)} < {self.options.min_chars} characters)"
             else:
                 reason = None
-            self._finish(results, on_result, i, Rewrite(item.instruction, text if reason is None else "", reason, ids))
+            self._finish(results, on_result, i, Rewrite(item.instruction, text if reason is None else "", reason, ids,
+                                                        rejected="answer" if c.ok and reason else None))
 
         if asked:
-            requests = [GenerationRequest(self.polish_messages(items[i]), params, meta={"item_id": items[i].id})
-                        for i in asked]
+            requests = [GenerationRequest(self.polish_messages(items[i]), params, samples[i],
+                                          meta={"item_id": items[i].id}) for i in asked]
             for j, c in enumerate(self.backend.generate(requests, on_result=done)):
                 done(j, c)
         return results  # type: ignore[return-value]

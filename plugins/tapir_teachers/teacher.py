@@ -47,8 +47,11 @@ class Teacher:
         msgs = [{"role": "system", "content": system}] if system else []
         return msgs + item.messages
 
-    def answer(self, items: Sequence[Item], params: GenerationParams, on_result=None) -> list[Completion]:
-        requests = [GenerationRequest(self.messages(it), params, meta={"item_id": it.id}) for it in items]
+    def answer(self, items: Sequence[Item], params: GenerationParams, on_result=None, *,
+               samples: Sequence[int] | None = None) -> list[Completion]:
+        samples = list(samples) if samples is not None else [0] * len(items)
+        requests = [GenerationRequest(self.messages(it), params, sample, meta={"item_id": it.id})
+                    for it, sample in zip(items, samples)]
         return self.backend.generate(requests, on_result=on_result)
 
     def expansion_messages(self, task_type: str, examples: Sequence[Item]) -> list[dict]:

@@ -50,8 +50,17 @@ def _summary(outcome) -> str:
     ctx = outcome.ctx
     results = outcome.results
     failed = sum(r.failed for r in results)
+    final = sum(r.final for r in results)  # a re-run would fail them the same way
+    retried = failed - final
     head = f"run {ctx.run.id} ({ctx.config.name}) finished" + (
-        f" with {failed} failed item(s): re-run to retry them" if failed else "") + "."
+        f" with {failed} failed item(s)" if failed else "")
+    if retried:
+        head += f": re-run to retry {'them' if not final else f'{retried} of them'}"
+    if final:
+        head += (f"{',' if retried else ':'} {final} fail the same way on a re-run (the same inputs reproduce them, "
+                 f"or their draws are used up; `tapir runs show {ctx.run.id}` gives the reasons and the option "
+                 f"that changes them)")
+    head += "."
     lines = [head, "", *stage_table(summary_rows(results))]
     if outcome.budget is not None:
         lines += ["", *outcome.budget.lines()]

@@ -17,7 +17,12 @@ it writes lives in a folder named after it, so
   downstream of them.
 
 Every item a stage handles ends ``ok`` or ``failed`` with its reason in
-``outcomes``. A re-run retries the failed items (``retry=False`` keeps them);
+``outcomes``. A re-run retries the failed items (``retry=False`` keeps them):
+a failed call is asked again as it was; a reply that failed on its content
+(malformed, rejected by a check) is asked again with a *fresh draw* (the
+stage asks :meth:`Job.draw` for the sample index), up to ``max_draws`` draws,
+unless the same inputs reproduce it (greedy decoding from a local model):
+such items stay failed and say which option changes them;
 a stage whose failed share exceeds its ``max_failure_rate`` ends the run with
 :class:`StageFailed` (exit code 1) naming the stage, the count and the most
 common reasons.
@@ -123,6 +128,7 @@ class StageResult:
     tokens: int = 0
     cost: float = 0.0
     truncated: int = 0
+    final: int = 0  # failed items a re-run will not retry (draws used up, or the same inputs reproduce them)
     attempts: int = 0  # requests sent for the calls (retries and timed-out ones included)
     maybe_billed: int = 0  # attempts that timed out or broke: the server may have generated (billed) them
     info: dict[str, Any] = field(default_factory=dict)
@@ -148,6 +154,8 @@ class Job:
         self.info: dict[str, Any] = {}
         self._outcomes: list[tuple] = []
         self._known: dict[str, str] | None = None
+        self._draws: dict[str, tuple[int | None, int | None]] = {}  # failed item -> (draws, reproduces)
+        self.redrawn: dict[str, int] = {}  # item -> the fresh draw this run asks for it (1 = the second draw)
         self._upstream = tuple(stage.upstream(step))
         self._streak: tuple[Any, int] = (None, 0)  # (kind, status, error class) of the failures in a row, and how many
         self.stopped: tuple | None = None  # (item, reason, cause, status) of a permanent failure
@@ -183,29 +191,72 @@ class Job:
     def known(self) -> dict[str, str]:
         """item id -> status for the items this key already handled."""
         if self._known is None:
-            rows = self.store.execute("select item_id, status from outcomes where stage_key = ?", [self.key])
-            self._known = dict(rows.fetchall())
+            if self.engine.has_draws:
+                rows = self.store.execute("select item_id, status, draws, reproduces from outcomes "
+                                          "where stage_key = ?", [self.key]).fetchall()
+            else:  # an older database, read by the dry run
+                rows = [(i, s, None, None) for i, s in self.store.execute(
+                    "select item_id, status from outcomes where stage_key = ?", [self.key])]
+            self._known = {item: status for item, status, _, _ in rows}
+            self._draws = {item: (draws, reproduces) for item, status, draws, reproduces in rows
+                           if status == "failed"}
         return self._known
 
+    def retries(self, item_id: str) -> bool:
+        """Whether a re-run asks a failed item again: a failed call, yes; a
+        content failure, while draws are left and the same inputs do not
+        reproduce it."""
+        self.known()
+        draws, reproduces = self._draws.get(item_id, (None, None))
+        return draws is None or (not reproduces and draws < self.engine.max_draws)
+
     def todo(self, item_ids: Iterable[str]) -> list[str]:
-        """The items still to do: not ok yet (failed ones only when retrying)."""
+        """The items still to do: not ok yet (failed ones only when retrying,
+        and only those :meth:`retries` says a re-run asks again)."""
         known = self.known()
-        return [i for i in item_ids if known.get(i) != "ok" and (self.retry or known.get(i) != "failed")]
+        out = []
+        for i in item_ids:
+            status = known.get(i)
+            if status == "ok" or (status == "failed" and not (self.retry and self.retries(i))):
+                continue
+            if status == "failed" and self.draw(i):
+                self.redrawn[i] = self.draw(i)
+            out.append(i)
+        return out
+
+    def draw(self, item_id: str) -> int:
+        """The draw this run asks for an item: 0 at first; after n draws that
+        failed on their content, n (a stage turns it into a new sample index,
+        so the cache does not serve the failed reply again)."""
+        self.known()
+        draws, _ = self._draws.get(item_id, (None, None))
+        return draws or 0
 
     def ok(self, item_id: str, call_id: int | None = None, attempts: int = 1) -> None:
         self._streak = (None, 0)
-        self._outcomes.append((self.key, item_id, "ok", None, None, None, call_id, attempts, utcnow()))
+        self._outcomes.append((self.key, item_id, "ok", None, None, None, call_id, attempts, utcnow(), None, None))
         self.known()[item_id] = "ok"
         self._maybe_flush()
 
     def fail(self, item_id: str, reason: str, kind: str = "error", http_status: int | None = None,
-             call_id: int | None = None, attempts: int = 1, breaker: bool | None = None) -> None:
+             call_id: int | None = None, attempts: int = 1, breaker: bool | None = None, *,
+             content: bool = False, reproduces: bool = False) -> None:
         """Record a failed item. ``breaker``: whether the failure counts for the
-        circuit breaker (default: for the kinds a failed call gets, BREAKER_KINDS)."""
+        circuit breaker (default: for the kinds a failed call gets, BREAKER_KINDS).
+        ``content``: the reply came but failed on its content (malformed,
+        rejected): a re-run asks again with a fresh draw, unless
+        ``reproduces`` (the same inputs give the same reply) or the draws are
+        used up; the reason then says so and names the option that changes it."""
         from tapir.runs import redact_text
 
+        self.known()
+        # A failed call keeps the item's draw count: the re-run asks the same draw again.
+        draws, reproduce = self._draws.get(item_id, (None, None))[0], None
+        if content:
+            draws, reproduce = self.draw(item_id) + 1, int(bool(reproduces))
+            reason += self.engine.draw_note(draws, bool(reproduces))
         self._outcomes.append((self.key, item_id, "failed", redact_text(reason)[:2000], kind, http_status,
-                               call_id, attempts, utcnow()))
+                               call_id, attempts, utcnow(), draws, reproduce))
         self.known()[item_id] = "failed"
         self._maybe_flush()
         if breaker or (breaker is None and kind in BREAKER_KINDS):
@@ -254,7 +305,7 @@ class Job:
         with self.store.db.conn:
             self.store.db.conn.executemany(
                 "insert or replace into outcomes (stage_key, item_id, status, reason, error_kind, http_status, "
-                "llm_call_id, attempts, updated_at) values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "llm_call_id, attempts, updated_at, draws, reproduces) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 self._outcomes,
             )
         self._outcomes = []
@@ -290,8 +341,11 @@ class Engine:
     """Runs the steps of a recipe in order for one run of one config."""
 
     def __init__(self, ctx, steps: Sequence[Step], stages: dict[str, Stage], *, retry: bool = True,
-                 max_failure_rate: dict[str, float] | None = None, circuit_breaker: int = 5):
+                 max_failure_rate: dict[str, float] | None = None, circuit_breaker: int = 5,
+                 max_draws: int = 3):
         self.ctx = ctx
+        self.max_draws = max_draws  # draws an item whose reply fails on its content gets in all
+        self._has_draws: bool | None = None
         self.circuit_breaker = circuit_breaker  # failures of one kind in a row that stop a stage (0: never)
         self.steps = list(steps)
         self.stages = stages
@@ -355,10 +409,60 @@ class Engine:
         return {"run_id": rows[0][0], "info": info, "seconds": rows[0][2],
                 "fingerprint": info.get("_fingerprint", "")}
 
+    @property
+    def has_draws(self) -> bool:
+        """Whether the database has outcomes.draws (m008; the dry run may read an older one)."""
+        if self._has_draws is None:
+            columns = {row[1] for row in self.ctx.store.execute("pragma table_info(outcomes)")}
+            self._has_draws = "draws" in columns
+        return self._has_draws
+
+    def _retried_sql(self) -> str:
+        """The failed outcomes a re-run asks again (see Job.retries)."""
+        if not self.has_draws:
+            return "1"
+        return f"(draws is null or (coalesce(reproduces, 0) = 0 and draws < {int(self.max_draws)}))"
+
     def failed_count(self, key: str) -> int:
+        """Failed items of ``key`` that a re-run asks again."""
         return self.ctx.store.execute(
-            "select count(*) from outcomes where stage_key = ? and status = 'failed'", [key]
-        ).fetchone()[0]
+            f"select count(*) from outcomes where stage_key = ? and status = 'failed' and {self._retried_sql()}",
+            [key]).fetchone()[0]
+
+    def handled_count(self, key: str) -> int:
+        """Items of ``key`` with an outcome already (ok or failed)."""
+        return self.ctx.store.execute("select count(*) from outcomes where stage_key = ?", [key]).fetchone()[0]
+
+    def resumed_calls(self, key: str, planned: int) -> int:
+        """Of ``planned`` items a node handles, how many a run that resumes it asks:
+        the failed ones a re-run retries, plus, for a node stopped part-way,
+        those without an outcome yet (``planned`` is an estimate)."""
+        import json
+
+        retried = len(self.retried_items(key)) if self.retry else 0
+        row = self.ctx.store.execute(
+            "select status, info from stages where key = ? and status in ('done', 'failed') order by id desc limit 1",
+            [key]).fetchone()
+        if row and (row[0] == "done" or json.loads(row[1] or "{}").get("ran_to_end")):
+            return retried
+        return retried + max(0, planned - self.handled_count(key))
+
+    def retried_items(self, key: str) -> list[str]:
+        """The failed items of ``key`` a re-run asks again (the dry run counts their calls)."""
+        return [r[0] for r in self.ctx.store.execute(
+            f"select item_id from outcomes where stage_key = ? and status = 'failed' and {self._retried_sql()} "
+            "order by item_id", [key])]
+
+    def draw_note(self, draws: int, reproduces: bool) -> str:
+        """What a re-run does with an item whose ``draws``-th draw failed on its content."""
+        if reproduces:
+            return (" [the same inputs reproduce this reply (greedy decoding at temperature 0 from a local model), "
+                    "so a re-run does not ask again: set the role's model.generation.temperature above 0 for "
+                    "fresh draws, or raise failures.max_failure_rate for the stage]")
+        if draws >= self.max_draws:
+            return (f" [draw {draws} of {self.max_draws}: draws used up, a re-run does not ask again; raise "
+                    f"failures.max_draws for more]")
+        return f" [draw {draws} of {self.max_draws}: a re-run asks again with a fresh draw]"
 
     # -- running ----------------------------------------------------------------
 
@@ -371,7 +475,9 @@ class Engine:
             pending_up = any(self.fingerprint(n) == "pending" for n in step.after if n in self.by_node)
             if row and not (self.retry and self.failed_count(key)):
                 out.append((step, key, "reuse"))
-            elif row:
+            elif row or self.handled_count(key):
+                # Done with failures, or stopped / interrupted part-way: the run asks only the
+                # items not ok yet (failed ones: those a re-run retries).
                 out.append((step, key, "retry failures"))
             elif pending_up:
                 out.append((step, key, "run (after upstream)"))
@@ -412,6 +518,10 @@ class Engine:
             try:
                 try:
                     stage.run(job)
+                    if job.redrawn:
+                        progress.say(f"   {step.label}: {len(job.redrawn)} item(s) retried with a fresh draw ("
+                                     + ", ".join(f"{n} x draw {d + 1} of {self.max_draws}" for d, n in
+                                                 sorted(Counter(job.redrawn.values()).items())) + ")")
                 except PermanentFailure as exc:
                     job.stopped = job.stopped or (None, exc.error, exc.cause, exc.status)
                 if job.stopped is not None:
@@ -436,6 +546,7 @@ class Engine:
                 result.status = "failed"
                 message = self.failure_message(step, key, result, threshold)
                 info["error"] = message
+                info["ran_to_end"] = True  # every item has its outcome (the dry run counts only the retried)
                 run.mark_stage(step.stage, step.round, key, "failed", info, result.seconds)
                 raise StageFailed(message)
             result.status = "done"
@@ -453,6 +564,7 @@ class Engine:
         result.fingerprint = row["fingerprint"]
         result.ok = info.get("ok", 0)
         result.failed = info.get("failed", 0)
+        result.final = result.failed - self.failed_count(result.key) if result.failed else 0
         self.ctx.run.mark_stage(step.stage, step.round, result.key, "done", info, 0.0,
                                 reused_from=row["run_id"])
         progress.say(f"-> {step.label}: reused (same inputs as run {row['run_id']})")
@@ -465,8 +577,9 @@ class Engine:
 
     def _count(self, result: StageResult, since: str) -> None:
         store = self.ctx.store
-        result.ok, result.failed = store.execute(
-            "select coalesce(sum(status = 'ok'), 0), coalesce(sum(status = 'failed'), 0) from outcomes "
+        result.ok, result.failed, result.final = store.execute(
+            "select coalesce(sum(status = 'ok'), 0), coalesce(sum(status = 'failed'), 0), "
+            f"coalesce(sum(status = 'failed' and not {self._retried_sql()}), 0) from outcomes "
             "where stage_key = ?", [result.key]).fetchone()
         calls, tokens, cost, truncated, attempts = store.execute(
             "select count(*), coalesce(sum(coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0)), 0), "
@@ -482,7 +595,8 @@ class Engine:
     @staticmethod
     def counts(result: StageResult) -> dict[str, Any]:
         """The figures a stage row's info keeps (the summary and `tapir runs show` print them)."""
-        return {"ok": result.ok, "failed": result.failed, "calls": result.calls, "tokens": result.tokens,
+        return {"ok": result.ok, "failed": result.failed, "final": result.final, "calls": result.calls,
+                "tokens": result.tokens,
                 "cost": result.cost, "truncated": result.truncated, "attempts": result.attempts,
                 "maybe_billed": result.maybe_billed}
 
@@ -500,8 +614,14 @@ class Engine:
         for kind, count in kinds.most_common(3):
             item_id, reason = examples[kind]
             lines.append(f"  {count} x {kind}, e.g. item {item_id}: {reason}")
-        lines.append("Fix the cause, then re-run the same command: only the failed items are retried "
-                     "(nothing already paid for is sent again).")
+        if result.final:
+            lines.append(f"{result.final} of the failed items will fail the same way on a re-run (the same inputs "
+                         f"reproduce them, or their {self.max_draws} draws are used up: see [...] above); the "
+                         f"option named there changes that.")
+        if result.failed > result.final:
+            lines.append("Fix the cause, then re-run the same command: only the failed items are retried "
+                         "(nothing already paid for is sent again; a reply that failed on its content is asked "
+                         "again with a fresh draw).")
         return "\n".join(lines)
 
 

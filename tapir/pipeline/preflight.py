@@ -390,9 +390,15 @@ def plan(checked: Checked, retry: bool = True, known: frozenset[str] | set[str] 
                                f"to plan with the real one)")
 
     def add(role: str, ref: ModelRef | None, count: int, prompt_tokens: int, planned: PlannedStage,
-            reply_tokens: int | None = None):
-        """``reply_tokens``: the max_new_tokens these calls are sent with, when
+            per_item: int | float = 1, reply_tokens: int | None = None):
+        """``count`` calls (``per_item`` per item handled); a node the run resumes
+        ("retry failures") asks only its items a re-run retries (engine.resumed_calls).
+        ``reply_tokens``: the max_new_tokens these calls are sent with, when
         not the role's own (expansion samples with expansion.generation)."""
+        if planned.action == "retry failures":
+            # A fresh draw or a failed call is one request per call (no over-asking estimate).
+            count = engine.resumed_calls(planned.key, round(count / per_item)) * (
+                per_item if isinstance(per_item, int) else 1)
         if ref is None or count <= 0:
             return
         key = (role, ref.model)
@@ -418,12 +424,12 @@ def plan(checked: Checked, retry: bool = True, known: frozenset[str] | set[str] 
         elif step.stage == "heldout_answers" and cfg.evaluation.heldout is not None:
             add("teacher", cfg.teacher.model, cfg.evaluation.heldout.limit, in_tokens, planned)  # at most
         elif step.stage == "judge":
-            add("judge", cfg.judge.model, n * judge_orders, 2 * in_tokens + 300, planned)
+            add("judge", cfg.judge.model, n * judge_orders, 2 * in_tokens + 300, planned, judge_orders)
         elif step.stage == "classify":
             add("classifier", cfg.classifier.model, n, in_tokens + 400, planned)
         elif step.stage == "expand":
             add("teacher", cfg.teacher.model, int(cfg.curriculum.expand_per_round[r - 1] * 1.2), in_tokens + 250,
-                planned, reply_tokens=cfg.expansion.generation.max_new_tokens)
+                planned, 1.2, reply_tokens=cfg.expansion.generation.max_new_tokens)
         elif step.stage == "rewrite":
             count = (hard if r == 1 else 0) + cfg.curriculum.expand_per_round[r - 1]
             add("rewriter", cfg.rewriter.model, count, in_tokens + (600 if refine else 2 * in_tokens), planned)

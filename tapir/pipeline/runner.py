@@ -78,7 +78,8 @@ def engine_for(ctx: Context, retry: bool | None = None) -> Engine:
     steps = build(cfg, stages, run_id=ctx.run.id, digest=data_digest(ctx.loaded),
                   judge_reads_answer=ctx.judge_reads_student_answer())
     return Engine(ctx, steps, stages, retry=cfg.failures.retry if retry is None else retry,
-                  max_failure_rate=cfg.failures.max_failure_rate, circuit_breaker=cfg.failures.circuit_breaker)
+                  max_failure_rate=cfg.failures.max_failure_rate, circuit_breaker=cfg.failures.circuit_breaker,
+                  max_draws=cfg.failures.max_draws)
 
 
 def planning_engine(checked, retry: bool = True) -> Engine:

@@ -464,3 +464,14 @@ def m007_call_attempts(db: sqlite_utils.Database):
     db["llm_calls"].add_column("attempts", int)
     db["llm_calls"].add_column("attempt_log", str)
     db["llm_calls"].add_column("failure_kind", str)
+
+
+@migration
+def m008_fresh_draws(db: sqlite_utils.Database):
+    """Content failures retried with a fresh draw: ``outcomes.draws`` (how
+    many draws of the item failed on their content: a malformed or rejected
+    reply; null for a failed call, which a re-run asks again as it was) and
+    ``outcomes.reproduces`` (1 when the same inputs give the same reply:
+    greedy decoding from a local model; a re-run does not ask again)."""
+    db["outcomes"].add_column("draws", int)
+    db["outcomes"].add_column("reproduces", int)

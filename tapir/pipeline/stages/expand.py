@@ -2,7 +2,9 @@
 similar difficulty); malformed ones and near-duplicates of everything
 already in the pool are asked again with a new sample index, up to
 ``expansion.max_attempts_factor`` tries. A failed call is not a try: the
-draw stays failed and is retried with the same request on re-run."""
+draw stays failed and is retried with the same request on re-run. A draw
+whose tries all failed (malformed or duplicates) is asked again on re-run
+with fresh sample indices (tapir.pipeline.draws), up to failures.max_draws."""
 
 from __future__ import annotations
 
@@ -86,6 +88,12 @@ class Expand:
         pending = [int(d.split("-")[1]) for d in pending if int(d.split("-")[1]) not in existing]
         attempts = {j: 0 for j in pending}
         max_attempts = max(1, int(cfg.max_attempts_factor))
+        # A re-run's fresh draw continues past the sample indices the earlier draws used.
+        first = {j: job.draw(f"draw-{j}") * max_attempts for j in pending}
+        from tapir.pipeline.draws import reproduces
+
+        same_again = reproduces(ctx.config.teacher.model.model if ctx.config.teacher.model else None,
+                                cfg.generation.temperature)
         stats = {"malformed": 0, "duplicates": 0, "call_errors": 0, "calls": 0}
         g = cfg.generation
         params = GenerationParams(max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p,
@@ -93,7 +101,8 @@ class Expand:
         with progress.bar(f"expanding (round {r})", len(pending)) as bar:
             while pending:
                 completions = ctx.teacher.create_instructions(
-                    [groups[j] for j in pending], [sample_index(r, j, attempts[j]) for j in pending], params)
+                    [groups[j] for j in pending], [sample_index(r, j, first[j] + attempts[j]) for j in pending],
+                    params)
                 stats["calls"] += len(pending)
                 retry = []
                 # The pass's usable texts go through the filter at once, in draw order: the same
@@ -125,7 +134,8 @@ class Expand:
                         retry.append(j)
                     else:
                         job.fail(f"draw-{j}", f"{problem[1]} after {attempts[j]} tries", problem[0],
-                                 call_id=completion.call_id, attempts=attempts[j])
+                                 call_id=completion.call_id, attempts=attempts[j], content=True,
+                                 reproduces=same_again)
                         bar.update()
                 pending = retry
         job.info.update(requested=len(draws), accepted=len(ctx.items(job.key)), **stats)
@@ -134,5 +144,7 @@ class Expand:
 def sample_index(round: int, draw: int, attempt: int) -> int:
     """The sample index of a creation request: distinct per (round, draw,
     attempt), so an over-sampled seed drawn k times (same prompt, e.g. Table
-    7's single example) gets k different samples instead of one cached reply."""
-    return (round * 1_000_000 + draw) * 100 + attempt
+    7's single example) gets k different samples instead of one cached reply.
+    ``attempt`` counts the tries of every draw (fresh draws on re-run
+    included), at most 99."""
+    return (round * 1_000_000 + draw) * 100 + min(attempt, 99)

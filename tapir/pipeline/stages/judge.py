@@ -1,7 +1,9 @@
 """judge: score the teacher's and the student's answers; MFD =
 score(teacher) - score(student). An item whose judgment failed (or, with
 ``mfd.one_order_failed: retry``, lost one of its two orders) stays unjudged:
-neither hard nor easy until a re-run judges it."""
+neither hard nor easy until a re-run judges it. A reply without a usable
+score is asked again on re-run with a fresh draw (tapir.pipeline.draws), up
+to failures.max_draws."""
 
 from __future__ import annotations
 
@@ -47,13 +49,18 @@ class JudgeMFD:
                 continue
             todo.append(it)
         accept_one = ctx.config.mfd.one_order_failed == "accept"
+        from tapir.pipeline.draws import reproduces
+
+        # The judges built in take their sampling from options.params (temperature 0 unless set there).
+        temperature = float((cfg.options.get("params") or {}).get("temperature", 0.0))
+        same_again = cfg.model is not None and reproduces(cfg.model.model, temperature)
         with progress.bar(f"judging MFD (S{job.round})", len(todo)) as bar:
             for start in range(0, len(todo), CHUNK):
                 chunk = todo[start : start + CHUNK]
                 requests = [
                     JudgeRequest(question=it.prompt, answer_a=teacher[it.id]["text"],
                                  answer_b=student[it.id]["text"] if reads_answer else "", item_id=it.id,
-                                 category=it.task_type)
+                                 category=it.task_type, draw=job.draw(it.id))
                     for it in chunk
                 ]
                 judgments = judge.judge(requests)
@@ -89,7 +96,8 @@ class JudgeMFD:
                             job.ok(it.id)
                         else:
                             kind = "partial" if partial else ("parse" if j.raw else "error")
-                            job.fail(it.id, error, kind)
+                            # A reply came but gave no usable score: a fresh draw may.
+                            job.fail(it.id, error, kind, content=kind != "error", reproduces=same_again)
                 ctx.set_scores(job.key, scores)
                 bar.update(len(chunk))
         from tapir.pipeline.mfd import distribution

@@ -2,7 +2,12 @@
 instruction, the teacher answers the refined instruction with the template
 of its task type, and training keeps the *original* instruction with the
 enhanced answer; both instructions are stored in ``rewrites``. Round 1
-rewrites D_S and the round's new items, later rounds their new items."""
+rewrites D_S and the round's new items, later rounds their new items.
+
+A rewrite rejected on its content (a refinement too long, drifting or
+reading as an answer; an answer too short or looping) is asked again on
+re-run with a fresh draw: both calls with the next sample index
+(tapir.pipeline.draws), up to failures.max_draws."""
 
 from __future__ import annotations
 
@@ -43,12 +48,29 @@ class Rewrite:
         name = ctx.config.rewriter.name
         params = params_of(ctx.config.rewriter.model)
         teacher_params = params_of(ctx.config.teacher.model)
+        from tapir.pipeline.draws import reproduces
+
+        rewriter_model, teacher_model = ctx.config.rewriter.model, ctx.config.teacher.model
+        # Greedy from a local model: another draw gives the same reply (the rewriter's
+        # refinement, or in polish-answer mode its answer; the teacher's answer to a refinement).
+        same_again = {
+            "refinement": reproduces(rewriter_model.model if rewriter_model else None, params.temperature),
+            "answer": (reproduces(teacher_model.model if teacher_model else None, teacher_params.temperature)
+                       if ctx.config.rewriter.options.get("mode", "refine-instruction") == "refine-instruction"
+                       else reproduces(rewriter_model.model if rewriter_model else None, params.temperature)),
+        }
         with progress.bar(f"rewriting (round {job.round})", len(todo)) as bar:
 
             def on_result(i: int, rw) -> None:
                 bar.update()
                 it = todo[i]
                 call = rw.call_ids[-1] if rw.call_ids else None
+                if rw.error and rw.rejected:
+                    # Kind "rejected": a reply that came but failed a check (not a failed call:
+                    # the circuit breaker does not count it).
+                    job.fail(it.id, rw.error, "rejected", call_id=call, content=True,
+                             reproduces=same_again.get(rw.rejected, False))
+                    return
                 if rw.error:
                     job.fail(it.id, rw.error, "rewrite", call_id=call)
                     return
@@ -63,7 +85,8 @@ class Rewrite:
                         conflict="replace")
                 job.ok(it.id, call)
 
-            ctx.rewriter.rewrite(todo, ctx.teacher, params, on_result=on_result, teacher_params=teacher_params)
+            ctx.rewriter.rewrite(todo, ctx.teacher, params, on_result=on_result, teacher_params=teacher_params,
+                                 samples=[job.draw(it.id) for it in todo])
         job.info.update(items=len(items), asked=len(todo))
 
 

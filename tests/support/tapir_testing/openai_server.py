@@ -91,6 +91,15 @@ of credit, no Retry-After), ``"model_not_found"`` (404, ``model_not_found``),
 ``"context_length"`` (400, ``context_length_exceeded``). A plain ``"401"``
 or ``"403"`` answers with an ``invalid_api_key`` body.
 
+``max_active=K`` serves at most K chat requests at once, like an inference
+server with K generation slots (FastChat's ``--limit-worker-concurrency``):
+the rest wait in a queue, in arrival order, and their latency starts when a
+slot frees. A request whose client went away while it waited is still
+generated, as a real server does. ``stats()["generations"]`` counts the
+generations run (answers written or not), ``["peak_active"]`` the most
+served at once, ``["active"]`` those being served now; ``peak_in_flight``
+counts queued requests too.
+
 ``srv.arrivals`` lists the ``time.monotonic()`` of every chat request's
 arrival (``stats()["arrivals"]``); ``srv.max_in_window(seconds)`` is the most
 that arrived within any window of that length (rate-limit tests).
@@ -240,8 +249,13 @@ class OpenAIServer:
         process: bool = False,
         batch_latency: float = 0.0,
         batch_hold: threading.Event | None = None,
+        max_active: int | None = None,
     ):
         self.reply = reply or _default_reply
+        self.max_active = max_active  # generation slots; None: every request is served at once
+        self._queue = threading.Condition()  # max_active: requests wait here, first come first served
+        self._waiting: list[object] = []
+        self._serving = 0
         self.batch_latency = batch_latency  # seconds a batch stays in_progress before it completes
         self.batch_hold = batch_hold  # if given, batches complete only once it is set
         self._files: dict[str, dict] = {}
@@ -276,6 +290,9 @@ class OpenAIServer:
             self._headers: list[dict[str, str]] = []
             self._batch_counts: Counter = Counter()  # files_created, batches_created, batch_lines, ...
             self._arrivals: list[float] = []
+            self._generations = 0
+            self._active = 0
+            self._peak_active = 0
 
     def reset_counts(self) -> None:
         """Zero every counter (requests, peak, statuses, faults, bodies)."""
@@ -301,6 +318,9 @@ class OpenAIServer:
                 "faults_injected": Counter(self._faults_seen),
                 "batch_counts": Counter(self._batch_counts),
                 "arrivals": list(self._arrivals),
+                "generations": self._generations,
+                "active": self._active,
+                "peak_active": self._peak_active,
             }
             if bodies:
                 data["bodies"] = list(self._bodies)
@@ -477,6 +497,30 @@ class OpenAIServer:
     def _mark_fault(self, kind: str) -> None:
         with self._lock:
             self._faults_seen[kind] += 1
+
+    def _take_slot(self) -> None:
+        """Wait for a generation slot (``max_active``), then count the request as served."""
+        if self.max_active:
+            with self._queue:
+                me = object()
+                self._waiting.append(me)
+                while not (self._waiting[0] is me and self._serving < self.max_active) and not self._stop.is_set():
+                    self._queue.wait(0.05)
+                self._waiting.remove(me)
+                self._serving += 1
+                self._queue.notify_all()
+        with self._lock:
+            self._active += 1
+            self._peak_active = max(self._peak_active, self._active)
+
+    def _free_slot(self, generated: bool) -> None:
+        with self._lock:
+            self._active -= 1
+            self._generations += int(generated)
+        if self.max_active:
+            with self._queue:
+                self._serving -= 1
+                self._queue.notify_all()
 
     def _sleep(self, seconds: float) -> bool:
         """Sleep unless the server stops first; False if it stopped."""
@@ -752,18 +796,24 @@ class _Handler(BaseHTTPRequestHandler):
 
         try:
             answer: Any = None
-            if kind is None or kind == "slow":
-                try:
-                    answer = srv.reply(body.get("messages") or [], body)
-                except Exception as exc:  # a broken reply function is a visible 500
-                    answer = {"__error__": f"{type(exc).__name__}: {exc}"}
-                if isinstance(answer, Fault):
-                    kind = answer.kind
-                    srv._mark_fault(kind)
-            delay = srv.latency(index, body) if callable(srv.latency) else float(srv.latency)
-            if kind == "slow":
-                delay = max(delay, srv.faults.slow_seconds if isinstance(srv.faults, Faults) else 5.0)
-            if not srv._sleep(delay):
+            slept = False
+            srv._take_slot()  # queued here while max_active requests are being served
+            try:
+                if kind is None or kind == "slow":
+                    try:
+                        answer = srv.reply(body.get("messages") or [], body)
+                    except Exception as exc:  # a broken reply function is a visible 500
+                        answer = {"__error__": f"{type(exc).__name__}: {exc}"}
+                    if isinstance(answer, Fault):
+                        kind = answer.kind
+                        srv._mark_fault(kind)
+                delay = srv.latency(index, body) if callable(srv.latency) else float(srv.latency)
+                if kind == "slow":
+                    delay = max(delay, srv.faults.slow_seconds if isinstance(srv.faults, Faults) else 5.0)
+                slept = srv._sleep(delay)
+            finally:
+                srv._free_slot(generated=slept and kind is None)
+            if not slept:
                 end("stopped")
                 self.close_connection = True
                 return

@@ -1,0 +1,173 @@
+"""Adaptive concurrency (issue 20, item 2): a server that serves at most K
+requests at once queues the rest; tapir lowers its concurrency for it to
+about K instead of timing the queued requests out and sending them again
+(which a real server would generate twice).
+
+Against the local test server with ``max_active=K`` (FastChat's worker
+concurrency limit, in miniature).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from tapir_testing.openai_server import OpenAIServer
+
+from tapir.cache import CachedBackend
+from tapir.roles import GenerationRequest
+
+
+def backend_for(url: str, **options):
+    from tapir_litellm.backend import LiteLLMBackend
+
+    opts = {"api_base": url, "concurrency": 16, "timeout": 1.5, "max_retries": 2, "retry_base_seconds": 0.05,
+            **options}
+    return LiteLLMBackend("openai/worker", LiteLLMBackend.Options(**opts))
+
+
+def asks(n: int, tag: str) -> list[GenerationRequest]:
+    return [GenerationRequest([{"role": "user", "content": f"{tag} question {i}"}]) for i in range(n)]
+
+
+class InFlight:
+    """Samples the server's requests in flight (queued + served) every 20 ms."""
+
+    def __init__(self, srv: OpenAIServer):
+        self.srv, self.samples, self._stop = srv, [], threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.wait(0.02):
+            self.samples.append((time.monotonic(), self.srv.stats()["in_flight"]))
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def mean_after(self, start: float) -> float:
+        late = [n for t, n in self.samples if t >= start and n > 0]
+        return sum(late) / len(late)
+
+
+def test_queueing_server_gets_about_its_capacity_and_nothing_is_generated_twice(store):
+    k, service = 2, 0.25
+    with OpenAIServer(latency=service, max_active=k) as srv:
+        backend = backend_for(srv.base_url)
+        cached = CachedBackend(backend, store)
+        # The process's first call pays the client's start-up (~0.8 s here): not the server's speed.
+        cached.generate(asks(1, "warm-up"))
+        srv.reset_counts()
+        store.execute("delete from llm_calls")
+        with InFlight(srv) as watch:
+            started = time.monotonic()
+            results = cached.generate(asks(48, "queue"))
+            elapsed = time.monotonic() - started
+        stats = srv.stats()
+        rows = store.execute("select count(*), sum(attempts), sum(error is not null) from llm_calls").fetchone()
+        gate = backend.concurrency_stats()[srv.base_url]
+        print(f"K={k}: generations {stats['generations']}, requests {stats['requests']}, calls recorded {rows[0]}, "
+              f"attempts {rows[1]}, errors {rows[2]}; limit now {gate['limit']} (configured {gate['ceiling']}, "
+              f"lowest {gate['lowest']}, lowered {gate['lowered']} times); mean in flight at the server over the "
+              f"second half {watch.mean_after(started + elapsed / 2):.2f}; {elapsed:.1f}s (ideal "
+              f"{48 / k * service:.1f}s)")
+    assert all(r.ok for r in results)
+    # Every generation the server ran is a call recorded once: no request timed out and was sent again.
+    assert stats["generations"] == stats["requests"] == rows[0] == rows[1] == 48
+    assert rows[2] == 0
+    assert stats["peak_active"] == k
+    # Sending 16 at a server that serves 2 only queues: tapir came down to about its capacity.
+    assert gate["lowered"] >= 1 and gate["limit"] <= 2 * k
+    assert watch.mean_after(started + elapsed / 2) <= 2 * k + 0.5
+    # ... without giving up throughput: the server stayed busy.
+    assert elapsed < 1.5 * 48 / k * service + 1.0
+
+
+def test_a_fast_server_keeps_the_configured_concurrency(store):
+    with OpenAIServer(latency=0.1) as srv:
+        backend = backend_for(srv.base_url, concurrency=8)
+        assert all(r.ok for r in CachedBackend(backend, store).generate(asks(40, "fast")))
+        gate = backend.concurrency_stats()[srv.base_url]
+        assert srv.peak_in_flight == 8
+    assert gate["lowered"] == 0 and gate["limit"] == 8
+
+
+def test_a_hung_request_still_times_out_while_the_others_are_answered(store):
+    """The attempt clock restarts only when a request sent BEFORE it is
+    answered: a request the server sits on while it answers later ones is
+    given up after the timeout (and retried), not kept forever."""
+
+    hung: list[int] = []
+
+    def latency(index, body):
+        if body["messages"][-1]["content"] == "hung question 0" and not hung:
+            hung.append(index)  # its first attempt only
+            return 4.0
+        return 0.05
+
+    with OpenAIServer(latency=latency) as srv:
+        backend = backend_for(srv.base_url, timeout=0.6, concurrency=4)
+        started = time.monotonic()
+        results = CachedBackend(backend, store).generate(asks(12, "hung"))
+        elapsed = time.monotonic() - started
+    assert all(r.ok for r in results)
+    assert results[0].attempts[0]["outcome"] == "timeout" and len(results[0].attempts) == 2
+    assert elapsed < 3.0  # given up at ~0.6-1.2 s, not at the 4 s answer
+
+
+def test_gate_lowers_in_proportion_to_the_queueing_and_comes_back_up():
+    from tapir_litellm.adaptive import ServerGate
+
+    gate = ServerGate(16, timeout=1.5)
+    tickets = [gate.enter() for _ in range(3)]
+    gate.leave(tickets[0], "answered", 0.25)
+    assert gate.allowed == 16
+    gate.leave(tickets[1], "answered", 2.0)  # 8 x the fastest, above a quarter of the timeout
+    assert gate.allowed == 8  # 16 x 1.5 x 0.25 / 2.0 = 3, but one answer at most halves it
+    gate.leave(tickets[2], "timeout")  # sent before the limit went down: already accounted for
+    assert gate.allowed == 8
+    gate.leave(gate.enter(), "answered", 1.0)  # 4 x the fastest: 8 x 1.5 x 0.25 / 1.0 = 3, at most halved
+    assert gate.allowed == 4
+    gate.leave(gate.enter(), "timeout")
+    assert gate.allowed == 2 and gate.lowest == 2
+    for _ in range(40):
+        gate.leave(gate.enter(), "answered", 0.25)
+    assert 4 <= gate.allowed <= 16  # additive increase while answers are fast
+    slow_but_far_from_timeout = ServerGate(8, timeout=300)
+    slow_but_far_from_timeout.leave(slow_but_far_from_timeout.enter(), "answered", 1.0)
+    slow_but_far_from_timeout.leave(slow_but_far_from_timeout.enter(), "answered", 20.0)
+    assert slow_but_far_from_timeout.allowed == 8  # long answers, far below the timeout: not slowed
+
+
+@pytest.mark.parametrize("adaptive", [True, False])
+def test_queued_requests_are_not_timed_out_with_or_without_adaptation(store, adaptive):
+    with OpenAIServer(latency=0.2, max_active=1) as srv:
+        backend = backend_for(srv.base_url, concurrency=6, timeout=0.5, adaptive_concurrency=adaptive)
+        results = CachedBackend(backend, store).generate(asks(12, f"slow-{adaptive}"))
+        generations = srv.stats()["generations"]
+    assert all(r.ok and len(r.attempts) == 1 for r in results)
+    assert generations == 12
+
+
+def test_with_several_servers_the_one_that_queues_gets_fewer(store):
+    with OpenAIServer(latency=0.25, max_active=1) as small, OpenAIServer(latency=0.25, max_active=8) as big:
+        from tapir_litellm.backend import LiteLLMBackend
+
+        backend = LiteLLMBackend("openai/pair", LiteLLMBackend.Options(
+            api_bases=[small.base_url, big.base_url], concurrency=8, timeout=1.5, max_retries=2,
+            retry_base_seconds=0.05))
+        cached = CachedBackend(backend, store)
+        cached.generate(asks(2, "pair-warm-up"))
+        results = cached.generate(asks(64, "pair"))
+        gates = backend.concurrency_stats()
+        generations = small.stats()["generations"] + big.stats()["generations"]
+        requests = small.requests + big.requests
+    assert all(r.ok for r in results)
+    assert generations == requests == 66  # nothing generated twice
+    assert gates[small.base_url]["lowered"] >= 1 and gates[small.base_url]["limit"] <= 2
+    assert gates[big.base_url]["limit"] == 8
