@@ -1,5 +1,6 @@
 """The README's main job, configs/demo.yaml, on the real embedded models
-(slow: about 8 minutes on 2 CPU cores)."""
+(slow: about 8 minutes on 2 CPU cores; run from the repo root,
+where the demo's lm-eval include_path points)."""
 
 from __future__ import annotations
 
@@ -31,14 +32,21 @@ def test_demo_config_end_to_end(tmp_path, monkeypatch):
     stages = ctx.run.stages()
     assert all(s["status"] == "done" for s in stages)
     rounds = config["curriculum"]["rounds"]
+    n = config["data"]["sample"]
     assert ctx.store["checkpoints"].count == rounds + 1
-    assert len(ctx.scores("mfd", 0)) == config["data"]["limit"]
+    assert len(ctx.scores("mfd", 0)) == n
     hard = sum(v == 1.0 for v in ctx.scores("hard", 0).values())
-    assert hard == config["data"]["limit"] // 2
+    assert hard == n // 2
+    # the stratified sample brings Math, Reasoning and Code in
+    types = {r[0] for r in ctx.store.execute("select task_type from items where origin = 'seed'")}
+    assert {"Math", "Reasoning", "Code Generation", "Code Debug"} <= types
+    # the shipped lm-eval task ran through lm-eval on the base model and every S_r
+    models = ctx.store.execute("select count(distinct model) from benchmark_results where benchmark = 'lmeval'")
+    assert models.fetchone()[0] == rounds + 2
     expanded = ctx.store.execute("select count(*) from items where origin = 'expanded'").fetchone()[0]
     assert 0 < expanded <= sum(config["curriculum"]["expand_per_round"])
     rows = [json.loads(line) for line in (tmp_path / "out" / "dataset.jsonl").read_text().splitlines()]
-    assert len(rows) == hard + expanded + (config["data"]["limit"] - hard)
+    assert len(rows) == hard + expanded + (n - hard)
     final = tmp_path / "out" / "checkpoints" / f"round-{rounds}"
     assert "| round |" in (final / "README.md").read_text()
     model = AutoModelForCausalLM.from_pretrained(final)
