@@ -578,7 +578,7 @@ def test_backend_option_typo_is_found_before_anything_is_written(env, key):
     path = _good(env, teacher=_api_teacher({"concurency": 4}))
     out = _distill_both(env, path)
     assert (f"{path}: 'teacher.model.options': unknown option 'concurency'. Did you mean 'concurrency'? "
-            "Allowed: api_base, api_bases, api_key_env,") in out
+            "Allowed: adaptive_concurrency, api_base, api_bases, api_key_env,") in out
 
 
 def test_sampling_parameter_among_backend_options_points_to_generation(env, key):
