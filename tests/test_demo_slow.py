@@ -46,7 +46,10 @@ def test_demo_config_end_to_end(tmp_path, monkeypatch):
     expanded = ctx.store.execute("select count(*) from items where origin = 'expanded'").fetchone()[0]
     assert 0 < expanded <= sum(config["curriculum"]["expand_per_round"])
     rows = [json.loads(line) for line in (tmp_path / "out" / "dataset.jsonl").read_text().splitlines()]
-    assert len(rows) == hard + expanded + (n - hard)
+    # the final round's training set: every pair of D_P at least once (Eq. 3 up-samples some), and the easy rows
+    assert len({r["id"] for r in rows}) == hard + expanded + (n - hard)
+    final_train = next(s for s in stages if s["name"] == "train" and s["round"] == rounds)
+    assert len(rows) == json.loads(final_train["info"])["examples"]
     final = tmp_path / "out" / "checkpoints" / f"round-{rounds}"
     assert "| round |" in (final / "README.md").read_text()
     model = AutoModelForCausalLM.from_pretrained(final)
