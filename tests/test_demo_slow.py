@@ -25,6 +25,7 @@ def test_demo_config_end_to_end(tmp_path, monkeypatch):
     config["output_dir"] = str(tmp_path / "out")
     config["data"]["path"] = str(ROOT / "data" / "seed_instructions.jsonl")
     config["classifier"]["options"]["labels_path"] = str(ROOT / "data" / "seed_instructions.jsonl")
+    config["evaluation"]["heldout"]["path"] = str(ROOT / "data" / "seed_instructions.jsonl")
     path = tmp_path / "demo.yaml"
     path.write_text(yaml.safe_dump(config))
 
