@@ -35,8 +35,8 @@ def test_demo_config_end_to_end(tmp_path, monkeypatch):
     rounds = config["curriculum"]["rounds"]
     n = config["data"]["sample"]
     assert ctx.store["checkpoints"].count == rounds + 1
-    assert len(ctx.scores("mfd", 0)) == n
-    hard = sum(v == 1.0 for v in ctx.scores("hard", 0).values())
+    assert len(ctx.scores("judge", 0, "mfd")) == n
+    hard = sum(v == 1.0 for v in ctx.scores("seed_cut", 0, "hard").values())
     assert hard == n // 2
     # the stratified sample brings Math, Reasoning and Code in
     types = {r[0] for r in ctx.store.execute("select task_type from items where origin = 'seed'")}
