@@ -100,8 +100,6 @@ def template_digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-_short = template_digest
-
 
 @dataclass(frozen=True)
 class PromptFormat:
@@ -120,7 +118,7 @@ class PromptFormat:
 
     @classmethod
     def named(cls, name: str, rendering: str) -> "PromptFormat":
-        return cls(name, _short(rendering))
+        return cls(name, template_digest(rendering))
 
 
 def chat_template_text(folder: str | Path) -> str | None:
@@ -151,7 +149,7 @@ def chat_format(model: str) -> PromptFormat:
     checkpoint, without one for a model whose template is not readable here."""
     folder = local_folder(model)
     text = chat_template_text(folder) if folder is not None else None
-    return PromptFormat(CHAT_TEMPLATE, _short(text) if text else None)
+    return PromptFormat(CHAT_TEMPLATE, template_digest(text) if text else None)
 
 
 def trained_format(model: str) -> PromptFormat | None:
@@ -162,7 +160,7 @@ def trained_format(model: str) -> PromptFormat | None:
     if folder is None:
         return None
     text = chat_template_text(folder)
-    return PromptFormat(CHAT_TEMPLATE, _short(text)) if text else None
+    return PromptFormat(CHAT_TEMPLATE, template_digest(text)) if text else None
 
 
 def prefers_chat_template(model: str, *, has_named_template: bool) -> bool:
