@@ -100,7 +100,6 @@ def template_digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-
 @dataclass(frozen=True)
 class PromptFormat:
     """How prompts are rendered: ``name`` (``chat_template``, or an
