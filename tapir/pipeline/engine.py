@@ -313,8 +313,14 @@ class Job:
     # -- artifacts --------------------------------------------------------------
 
     def artifact_dir(self, label: str) -> Path:
-        """A folder for this key's files (checkpoints, exports): never shared with another key."""
-        path = self.ctx.out_dir / "stages" / f"{label}-{self.key[:12]}"
+        """A folder for this key's files (checkpoints, exports): never shared
+        with another key, and owned by the store, not by this run:
+        ``<db folder>/tapir-stages/<label>-<key>`` (tapir/pipeline/stagedirs.py),
+        so deleting the output_dir of the run that computed it breaks no
+        other run that reuses the key."""
+        from tapir.pipeline.stagedirs import stages_root
+
+        path = stages_root(self.ctx.store.path, self.ctx.out_dir) / f"{label}-{self.key[:12]}"
         path.mkdir(parents=True, exist_ok=True)
         return path
 

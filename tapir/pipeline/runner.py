@@ -58,6 +58,23 @@ def open_run(config: PipelineConfig, base_dir: Path, store, *, loaded=None) -> C
     return ctx
 
 
+def relink(ctx: Context, engine: Engine) -> None:
+    """A re-run whose export stage is reused (same run, nothing changed)
+    re-creates ``output_dir/checkpoints/round-N``: the checkpoints live in the
+    database's ``tapir-stages/`` folder, so a deleted output_dir loses only
+    its links, and they come back without training again."""
+    from tapir.pipeline.stagedirs import link_checkpoints
+
+    export = engine.results.get(("export", 0))
+    if export is None or export.status != "reused":
+        return  # the export stage made them (or the recipe has none)
+    paths = {r: res.info["path"] for (name, r), res in engine.results.items() if name == "train" and
+             res.info.get("path")}
+    _, missing = link_checkpoints(ctx.out_dir, paths)
+    for line in missing:
+        progress.say(f"   warning: {line}")
+
+
 def run_budget(ctx: Context) -> Budget | None:
     """The run's budget (budget.max_cost_usd / per_role), starting from what its calls already cost."""
     cfg = ctx.config.budget
@@ -151,6 +168,7 @@ def distill(config_path: str | Path | dict, db: str | None = None, *, retry: boo
             raise
         finally:
             ctx.close_backends()
+        relink(ctx, engine)
         failed = sum(r.failed for r in engine.results.values())
         ctx.run.finish("done" if not failed else "done_with_failures")
         return Outcome(ctx, [engine.results[s.node] for s in engine.steps], engine, spending)

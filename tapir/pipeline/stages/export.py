@@ -1,16 +1,17 @@
 """export: the distilled dataset of the last round (JSONL and a datasets
 folder), the MFD plot, and ``checkpoints/round-N`` links to this run's
-checkpoints. It runs for every run (its key includes the run id): the files
-in ``output_dir`` are this run's."""
+checkpoints (which live in the database's ``tapir-stages/`` folder:
+tapir/pipeline/stagedirs.py). It runs for every run (its key includes the
+run id): the files in ``output_dir`` are this run's."""
 
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 from typing import Sequence
 
+from tapir import progress
 from tapir.pipeline.engine import Job
+from tapir.pipeline.stagedirs import link_checkpoints
 
 
 class Export:
@@ -38,14 +39,14 @@ class Export:
         hard, easy, alpha = training_set(job, last)
         examples = weighted_examples(hard, easy, alpha, cfg.curriculum.weighting)
         write_dataset(job, dataset_rows(examples, hard + easy))
-        links = {}
-        for (name, r) in sorted(job.engine.by_node):
-            if name != "train":
-                continue
-            path = job.upstream_info("train", r).get("path")
-            if path:
-                links[f"round-{r}"] = link_checkpoint(ctx.out_dir / "checkpoints" / f"round-{r}", Path(path))
+        paths = {r: job.upstream_info("train", r).get("path") for (name, r) in sorted(job.engine.by_node)
+                 if name == "train"}
+        links, missing = link_checkpoints(ctx.out_dir, {r: p for r, p in paths.items() if p})
         job.info["checkpoints"] = links
+        for line in missing:
+            progress.say(f"   warning: {line}")
+        if missing:
+            job.info["missing_checkpoints"] = missing
         from tapir.pipeline.modelcard import export_cards
 
         export_cards(job)  # every round's card with its benchmark results; export.push_to_hub
@@ -59,16 +60,6 @@ class Export:
         plot = plot_mfd(job, rounds, (cut["threshold"], cut["rule"]) if "threshold" in cut else None)
         if plot:
             job.info["mfd_plot"] = plot
-
-
-def link_checkpoint(link: Path, target: Path) -> str:
-    link.parent.mkdir(parents=True, exist_ok=True)
-    tmp = link.with_name(link.name + ".tmp")
-    if tmp.is_symlink() or tmp.exists():
-        tmp.unlink()
-    os.symlink(os.path.relpath(target, link.parent), tmp)
-    os.replace(tmp, link)
-    return str(link)
 
 
 def write_dataset(job: Job, rows: Sequence[dict]) -> None:
