@@ -1,5 +1,5 @@
 """Stage outputs are the store's, not one run's (tapir/pipeline/stagedirs.py):
-checkpoints live under ``<db folder>/tapir-stages/``, a run's
+checkpoints live under ``<db folder>/<db name>-stages/``, a run's
 ``output_dir/checkpoints/round-N`` link there, so deleting one run's output
 folder breaks no run that reuses its stages, and a re-run re-creates its
 links without training again."""
@@ -18,26 +18,27 @@ from click.testing import CliRunner
 from pipeline_helpers import ScriptedClassifier, ScriptPlugin, SpyPlugin, SpyTrainer, write_config
 from tapir import hookimpl
 from tapir.options import Options, option
-from tapir.pipeline.stagedirs import STAGES_FOLDER, link_checkpoints, stages_root, unreferenced
+from tapir.pipeline.stagedirs import link_checkpoints, stages_root, unreferenced
 from tapir.store import open_store
 
 # --------------------------------------------------------------------------- units
 
 
 def test_stages_root_is_beside_the_database(tmp_path):
-    assert stages_root(tmp_path / "db" / "t.db", tmp_path / "out") == (tmp_path / "db" / STAGES_FOLDER).resolve()
+    assert stages_root(tmp_path / "db" / "t.db", tmp_path / "out") == (tmp_path / "db" / "t-stages").resolve()
+    assert stages_root(tmp_path / "tapir.db", tmp_path / "out").name == "tapir-stages"
     assert stages_root(None, tmp_path / "out") == tmp_path / "out" / "stages"  # an in-memory database
 
 
 def test_links_are_relative_and_a_missing_checkpoint_gets_none(tmp_path):
-    shared = tmp_path / STAGES_FOLDER / "train-r0-abc"
+    shared = tmp_path / "t-stages" / "train-r0-abc"
     shared.mkdir(parents=True)
     out = tmp_path / "runs" / "a"
     (out / "checkpoints").mkdir(parents=True)
     os.symlink(tmp_path / "gone", out / "checkpoints" / "round-1")  # a link left by an earlier run
     links, missing = link_checkpoints(out, {0: str(shared), 1: str(tmp_path / "old-out" / "stages" / "train-r1-x")})
     assert links == {"round-0": str(out / "checkpoints" / "round-0")}
-    assert os.readlink(out / "checkpoints" / "round-0") == f"../../../{STAGES_FOLDER}/train-r0-abc"
+    assert os.readlink(out / "checkpoints" / "round-0") == "../../../t-stages/train-r0-abc"
     assert (out / "checkpoints" / "round-0").resolve() == shared.resolve()
     assert not (out / "checkpoints" / "round-1").is_symlink()  # no dangling link
     (line,) = missing
@@ -47,7 +48,8 @@ def test_links_are_relative_and_a_missing_checkpoint_gets_none(tmp_path):
 
 def test_unreferenced_lists_folders_no_stage_row_names(tmp_path):
     store = open_store(tmp_path / "t.db")
-    root = tmp_path / STAGES_FOLDER
+    root = tmp_path / "t-stages"
+    (tmp_path / "other-stages" / "train-r1-bbbbbbbbbbbb").mkdir(parents=True)  # another database's
     for name in ("train-r0-aaaaaaaaaaaa", "train-r1-bbbbbbbbbbbb"):
         (root / name).mkdir(parents=True)
     with store.db.conn:
@@ -119,7 +121,7 @@ def test_deleting_one_runs_outputs_breaks_no_other_run(tmp_path, tiny_model, plu
     db = tmp_path / "t.db"
     a = tapir.distill(_config(tmp_path, tiny_model, "out-a"), db=db)
     assert len(SpyTrainer.seen) == 2  # S0 and S1
-    shared = (tmp_path / STAGES_FOLDER).resolve()
+    shared = (tmp_path / "t-stages").resolve()
     assert {p.parent for p in a.checkpoints.values()} == {shared}  # the store's folder, not out-a's
     assert not (tmp_path / "out-a" / "stages").exists()
     for r, path in a.checkpoints.items():
@@ -162,7 +164,7 @@ def test_deleting_one_runs_outputs_breaks_no_other_run(tmp_path, tiny_model, plu
 
 
 def test_an_old_databases_paths_into_a_run_folder_keep_working(tmp_path, tiny_model, plugins):
-    """A database from before tapir-stages/ stored checkpoints under the first
+    """A database from before <db name>-stages/ stored checkpoints under the first
     run's output_dir: a re-run reuses those paths as they are (nothing is
     moved), and once that folder is gone says so instead of linking to nothing."""
     import tapir

@@ -315,7 +315,7 @@ class Job:
     def artifact_dir(self, label: str) -> Path:
         """A folder for this key's files (checkpoints, exports): never shared
         with another key, and owned by the store, not by this run:
-        ``<db folder>/tapir-stages/<label>-<key>`` (tapir/pipeline/stagedirs.py),
+        ``<db folder>/<db name>-stages/<label>-<key>`` (tapir/pipeline/stagedirs.py),
         so deleting the output_dir of the run that computed it breaks no
         other run that reuses the key."""
         from tapir.pipeline.stagedirs import stages_root

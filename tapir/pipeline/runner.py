@@ -61,7 +61,7 @@ def open_run(config: PipelineConfig, base_dir: Path, store, *, loaded=None) -> C
 def relink(ctx: Context, engine: Engine) -> None:
     """A re-run whose export stage is reused (same run, nothing changed)
     re-creates ``output_dir/checkpoints/round-N``: the checkpoints live in the
-    database's ``tapir-stages/`` folder, so a deleted output_dir loses only
+    database's ``<db name>-stages/`` folder, so a deleted output_dir loses only
     its links, and they come back without training again."""
     from tapir.pipeline.stagedirs import link_checkpoints
 

@@ -3,9 +3,16 @@
 A stage's files (a training round's checkpoint, anything a stage asks
 :meth:`tapir.pipeline.engine.Job.artifact_dir` for) belong to its *key*, and
 a key is reused by every run on the same database. So the files live with
-the database, not with the run that computed them first::
+the database, not with the run that computed them first, in a folder named
+after the database file::
 
-    <db folder>/tapir-stages/<label>-<key[:12]>/     e.g. ./tapir-stages/train-r1-3f2a9c0d41b7/
+    <db folder>/<db name>-stages/<label>-<key[:12]>/
+    e.g. ./tapir-stages/train-r1-3f2a9c0d41b7/ for ./tapir.db,
+         ./tapir-demo-stages/train-r1-.../ for ./tapir-demo.db
+
+One folder per database, because a key (and the lock that guards its
+computation) is one database's: two databases in one folder never write
+into each other's stage folders.
 
 and a run's ``output_dir/checkpoints/round-N`` are (relative) symbolic links
 into that folder. Deleting a run's ``output_dir`` removes its links and
@@ -23,18 +30,20 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-STAGES_FOLDER = "tapir-stages"
+STAGES_SUFFIX = "-stages"
 
-__all__ = ["STAGES_FOLDER", "link_checkpoints", "link_to", "stages_root", "unreferenced"]
+__all__ = ["STAGES_SUFFIX", "link_checkpoints", "link_to", "stages_root", "unreferenced"]
 
 
 def stages_root(store_path: str | os.PathLike | None, out_dir: Path) -> Path:
     """The folder holding every stage's files for the database at
-    ``store_path``: ``<db folder>/tapir-stages``; ``out_dir/stages`` for an
-    in-memory database (``store_path`` None)."""
+    ``store_path``: ``<db folder>/<db name>-stages`` (``tapir.db``:
+    ``tapir-stages``); ``out_dir/stages`` for an in-memory database
+    (``store_path`` None)."""
     if store_path is None:
         return Path(out_dir) / "stages"
-    return Path(store_path).resolve().parent / STAGES_FOLDER
+    db = Path(store_path).resolve()
+    return db.parent / f"{db.stem}{STAGES_SUFFIX}"
 
 
 def link_to(link: Path, target: Path) -> str:
@@ -62,7 +71,7 @@ def link_checkpoints(out_dir: Path, paths: dict[int, str]) -> tuple[dict[str, st
         link = Path(out_dir) / "checkpoints" / name
         if not Path(path).is_dir():
             missing.append(f"checkpoint of round {r} is missing: {path} no longer exists (deleted by hand, or, "
-                           f"in a database from before {STAGES_FOLDER}/, with the output_dir of the run that "
+                           f"in a database from before <db name>{STAGES_SUFFIX}/, with the output_dir of the run that "
                            f"trained it). Restore that folder, or change a trainer option to train round {r} again")
             if link.is_symlink():
                 link.unlink()
@@ -72,7 +81,7 @@ def link_checkpoints(out_dir: Path, paths: dict[int, str]) -> tuple[dict[str, st
 
 
 def unreferenced(store) -> list[Path]:
-    """Folders under the database's ``tapir-stages/`` that no stage row of
+    """Folders under the database's ``<db name>-stages/`` that no stage row of
     any run names by key (left by a database that was replaced or edited by
     hand). Nothing deletes them on its own; ``tapir`` never removes a stage
     folder a stage row still names."""

@@ -1,6 +1,6 @@
 """export: the distilled dataset of the last round (JSONL and a datasets
 folder), the MFD plot, and ``checkpoints/round-N`` links to this run's
-checkpoints (which live in the database's ``tapir-stages/`` folder:
+checkpoints (which live in the database's ``<db name>-stages/`` folder:
 tapir/pipeline/stagedirs.py). It runs for every run (its key includes the
 run id): the files in ``output_dir`` are this run's."""
 

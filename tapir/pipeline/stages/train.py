@@ -2,7 +2,7 @@
 on the hard set (D_S plus the expansions of rounds 1..r, rewritten) weighted
 against the easy remainder D minus D_S (Eq. 4). Checkpoints live in a folder
 named after the stage key, so a training never resumes another key's
-checkpoint; that folder is the database's (``<db folder>/tapir-stages/``,
+checkpoint; that folder is the database's (``<db folder>/<db name>-stages/``,
 tapir/pipeline/stagedirs.py), so every run reusing the key shares it and no
 run's output_dir owns it."""
 
