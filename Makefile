@@ -44,4 +44,4 @@ bench: install
 	for f in benchmarks/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
 
 clean:
-	rm -rf $(VENV) .pytest_cache tapir-demo.db* tapir-out
+	rm -rf $(VENV) .pytest_cache tapir-demo.db* tapir-demo-stages tapir-out
