@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from pipeline_helpers import ScriptedClassifier, ScriptPlugin, SpyPlugin, SpyTrainer, write_config
 from tapir import hookimpl
 from tapir.options import Options, option
-from tapir.pipeline.stagedirs import link_checkpoints, stages_root, unreferenced
+from tapir.pipeline.stagedirs import link_checkpoints, stage_dir, stages_root, unreferenced
 from tapir.store import open_store
 
 # --------------------------------------------------------------------------- units
@@ -28,6 +28,16 @@ def test_stages_root_is_beside_the_database(tmp_path):
     assert stages_root(tmp_path / "db" / "t.db", tmp_path / "out") == (tmp_path / "db" / "t-stages").resolve()
     assert stages_root(tmp_path / "tapir.db", tmp_path / "out").name == "tapir-stages"
     assert stages_root(None, tmp_path / "out") == tmp_path / "out" / "stages"  # an in-memory database
+
+
+def test_a_training_begun_before_the_upgrade_resumes_where_it_is(tmp_path):
+    out = tmp_path / "out"
+    legacy = out / "stages" / "train-r1-abc"
+    legacy.mkdir(parents=True)  # an interrupted training of the old layout (checkpoint-* inside)
+    assert stage_dir(tmp_path / "t.db", out, "train-r1-abc") == legacy
+    assert stage_dir(tmp_path / "t.db", out, "train-r2-def") == (tmp_path / "t-stages" / "train-r2-def").resolve()
+    (tmp_path / "t-stages" / "train-r1-abc").mkdir(parents=True)
+    assert stage_dir(tmp_path / "t.db", out, "train-r1-abc") == (tmp_path / "t-stages" / "train-r1-abc").resolve()
 
 
 def test_links_are_relative_and_a_missing_checkpoint_gets_none(tmp_path):

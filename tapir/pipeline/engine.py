@@ -318,9 +318,9 @@ class Job:
         ``<db folder>/<db name>-stages/<label>-<key>`` (tapir/pipeline/stagedirs.py),
         so deleting the output_dir of the run that computed it breaks no
         other run that reuses the key."""
-        from tapir.pipeline.stagedirs import stages_root
+        from tapir.pipeline.stagedirs import stage_dir
 
-        path = stages_root(self.ctx.store.path, self.ctx.out_dir) / f"{label}-{self.key[:12]}"
+        path = stage_dir(self.ctx.store.path, self.ctx.out_dir, f"{label}-{self.key[:12]}")
         path.mkdir(parents=True, exist_ok=True)
         return path
 

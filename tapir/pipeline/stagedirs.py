@@ -32,7 +32,7 @@ from pathlib import Path
 
 STAGES_SUFFIX = "-stages"
 
-__all__ = ["STAGES_SUFFIX", "link_checkpoints", "link_to", "stages_root", "unreferenced"]
+__all__ = ["STAGES_SUFFIX", "link_checkpoints", "link_to", "stage_dir", "stages_root", "unreferenced"]
 
 
 def stages_root(store_path: str | os.PathLike | None, out_dir: Path) -> Path:
@@ -44,6 +44,19 @@ def stages_root(store_path: str | os.PathLike | None, out_dir: Path) -> Path:
         return Path(out_dir) / "stages"
     db = Path(store_path).resolve()
     return db.parent / f"{db.stem}{STAGES_SUFFIX}"
+
+
+def stage_dir(store_path: str | os.PathLike | None, out_dir: Path, name: str) -> Path:
+    """The folder of stage folder ``name`` (``<label>-<key[:12]>``): under
+    :func:`stages_root`, unless this run's output_dir already holds one of
+    that name from before ``<db name>-stages/`` (a training interrupted
+    before the upgrade): that one is used where it is, so the trainer
+    resumes it; nothing is moved."""
+    shared = stages_root(store_path, out_dir) / name
+    legacy = Path(out_dir) / "stages" / name
+    if store_path is not None and not shared.exists() and legacy.is_dir():
+        return legacy
+    return shared
 
 
 def link_to(link: Path, target: Path) -> str:
