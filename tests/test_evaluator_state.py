@@ -71,3 +71,21 @@ def test_force_reaches_the_judge_as_an_argument(monkeypatch, tmp_path):
             judging.make_judge(evaluator.options, None, "r1", [], refresh=refresh)
     assert seen == [{"refresh": True}, {}]
     assert not [k for k in vars(evaluator) if k != "options"]
+
+
+SPLIT_MODULES = ["tapir_mtbench.runner", "tapir_mtbench.options", "tapir_mtbench.judging", "tapir_alpacaeval.runner",
+                 "tapir_alpacaeval.options", "tapir_alpacaeval.reference_mode", "tapir_alpacaeval.robust_mode",
+                 "tapir_alpacaeval.rows"]
+
+
+@pytest.mark.parametrize("module", SPLIT_MODULES)
+def test_no_probing_with_a_default(module):
+    """``getattr(obj, "name", default)`` guesses at what a component has; the
+    Judge protocol declares ``kind``, so it is read as ``judge.kind``."""
+    import importlib
+
+    tree = ast.parse(inspect.getsource(importlib.import_module(module)))
+    probes = [ast.unparse(node) for node in ast.walk(tree)
+              if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr"
+              and len(node.args) == 3 and isinstance(node.args[1], ast.Constant)]
+    assert probes == []

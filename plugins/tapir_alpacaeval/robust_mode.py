@@ -150,7 +150,7 @@ def _judge(o: Options, store, run_id: str, instructions, outputs, refs, judge_mo
                                   f"the {o.judge} judge read those verdicts from the text")
         if len(judgments) != len(todo):
             raise TapirError(f"the judge returned {len(judgments)} judgments for {len(todo)} requests")
-        records.save_judgments(store, run_id, o.judge, judge_model, getattr(judge, "kind", "preference"), [
+        records.save_judgments(store, run_id, o.judge, judge_model, judge.kind, [
             records.JudgmentRow(ins.item_id, position, 0, j, a_id, b_id)
             for (ins, position, a_id, b_id, _), j in zip(todo, judgments)
         ])

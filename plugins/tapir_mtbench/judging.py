@@ -93,7 +93,7 @@ def judge_single(o: Options, store, run_id: str, questions: list[Question], answ
             judgments = _judge_with_progress(judge, [r for _, _, r in todo], progress)
         _check_count(judgments, todo)
         records.save_judgments(
-            store, run_id, o.judge_key, o.judge_model, getattr(judge, "kind", "single"),
+            store, run_id, o.judge_key, o.judge_model, judge.kind,
             [records.JudgmentRow(q.item_id, "single", turn, j, answers[(q.item_id, turn)][0])
              for (q, turn, _), j in zip(todo, judgments)],
         )
@@ -149,7 +149,7 @@ def judge_pairwise(o: Options, store, run_id: str, questions: list[Question], an
         for (q, turn, _), j in zip(todo, judgments):
             ids = (answers[(q.item_id, turn)][0], baseline[(q.item_id, turn)][0])
             rows += [records.JudgmentRow(q.item_id, pos, turn, pj, *ids) for pos, pj in _split_orders(j)]
-        records.save_judgments(store, run_id, o.judge_key, o.judge_model, getattr(judge, "kind", "pairwise"),
+        records.save_judgments(store, run_id, o.judge_key, o.judge_model, judge.kind,
                                rows)
         stored = records.load_judgments(store, run_id, o.judge_key)
     outcomes = []
