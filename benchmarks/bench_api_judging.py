@@ -114,11 +114,12 @@ def main() -> None:
     ap.add_argument("--lookups", type=int, default=10_000)
     args = ap.parse_args()
 
-    from tapir_litellm.backend import LiteLLMBackend, _import_litellm
+    from tapir_litellm.backend import LiteLLMBackend
+    from tapir_litellm.library import import_litellm
 
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs (timings need a quiet machine)")
     t = time.perf_counter()
-    _import_litellm()
+    import_litellm()
     print(f"import litellm: {time.perf_counter() - t:.2f} s (once per process, not counted below)")
     ideal = args.calls * args.latency / args.concurrency
     tmp = Path(tempfile.mkdtemp(prefix="tapir-bench-api-"))

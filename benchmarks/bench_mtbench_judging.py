@@ -68,12 +68,12 @@ def main() -> None:
 
     from tapir.models import load_backend
     from tapir.plugins import registry
-    from tapir_litellm.backend import _import_litellm
+    from tapir_litellm.library import import_litellm
     from tapir_mtbench.data import load_mtbench
-    from tapir_mtbench.runner import _single_request
+    from tapir_mtbench.judging import _single_request
 
     t = time.perf_counter()
-    _import_litellm()
+    import_litellm()
     print(f"import litellm: {time.perf_counter() - t:.2f} s (once per process, not counted below)")
 
     questions = load_mtbench(args.data_dir).questions

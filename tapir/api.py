@@ -1,6 +1,9 @@
-"""The Python API: :func:`distill`, :func:`study`, :func:`compare` (and ``tapir.bench.run``).
+"""The Python API's :func:`distill`; ``tapir.study(...)`` is
+:func:`tapir.study.study`, ``tapir.compare(...)`` is
+:func:`tapir.compare.gather.compare` and ``tapir.bench.run`` is
+:func:`tapir.bench.run` (each in the module it belongs to).
 
-They do what ``tapir distill``, ``tapir compare`` and ``tapir bench run`` do,
+They do what ``tapir distill``, ``tapir study``, ``tapir compare`` and ``tapir bench run`` do,
 with the same checks and errors (:class:`tapir.errors.ConfigError` for a bad
 config, before anything is written), and return data instead of printing
 tables. See docs/python.md.
@@ -14,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
-    from tapir.compare import Comparison
     from tapir.pipeline.runner import Outcome
 
 
@@ -116,57 +118,3 @@ def distill(config: str | os.PathLike | dict[str, Any], *, db: str | os.PathLike
         mfd_plot=Path(export["mfd_plot"]) if export.get("mfd_plot") else None,
         outcome=outcome,
     )
-
-
-def study(config: str | os.PathLike | dict[str, Any], *, db: str | os.PathLike | None = None,
-          settings: list[str] | str | None = None, overrides: list[str] | None = None,
-          retry: bool | None = None, dry_run: bool = False):
-    """Run the study of ``config`` as ``tapir study`` does (docs/study.md):
-    every student (``students:``, or the one ``student:``) in every Table 5
-    setting of ``settings`` (default ``["full"]``; ``"all"`` for all six),
-    each evaluated on ``evaluation.benchmarks``, on one database; stages that
-    do not depend on the student or the setting are computed once. Every run
-    is checked before the first starts (:class:`tapir.errors.ConfigError`,
-    nothing written).
-
-    Returns a :class:`tapir.study.StudyResult` (``.runs``: student, setting,
-    run id, checkpoint, held-out loss, benchmark scores, what it trained;
-    ``.run(student, setting)``). ``dry_run``: nothing written or called;
-    returns the plan instead, a list of :class:`tapir.study.RunPlan`
-    (``tapir.study.render_plan(plans)`` prints it)."""
-    from tapir.progress import quiet_libraries
-    from tapir.study import plan_study, run_study
-
-    quiet_libraries()
-    source = dict(config) if isinstance(config, dict) else Path(config)
-    db_ = None if db is None else str(db)
-    if dry_run:
-        return plan_study(source, db_, settings, overrides, retry=retry is not False)
-    return run_study(source, db_, settings, overrides, retry=retry)
-
-
-def compare(refs: list[str] | str | None = None, *, db: str | os.PathLike | None = None,
-            bases: list[str] | None = None, benchmarks: list[str] | None = None,
-            all_metrics: bool = False) -> "Comparison":
-    """Benchmark scores side by side, as ``tapir compare`` (also callable as
-    ``tapir.compare(...)``). ``refs``: run ids (a training run brings all its
-    checkpoints), checkpoint paths or stored model names; all stored models
-    when empty. ``bases``: ``["BASE"]`` or ``["MODEL=BASE"]`` as ``--base``.
-
-    Returns a :class:`tapir.compare.Comparison`: ``.sections`` (one per
-    benchmark, with ``.columns`` and ``.entries``), ``.entries`` (one per
-    benchmark run: ``model``, ``label``, ``round``, ``run_id``, ``n``,
-    ``failures``, ``scores`` and ``delta`` by ``task/metric``...),
-    ``.missing``. ``tapir.compare.render(table, "markdown")`` prints it.
-    Reads only: a missing database is an error, never created."""
-    from tapir.compare import build
-    from tapir.store import open_store
-
-    if isinstance(refs, (str, os.PathLike)):
-        refs = [str(refs)]
-    store = open_store(None if db is None else str(db), readonly=True)
-    try:
-        return build(store, [str(r) for r in refs or []], list(bases or []), all_metrics=all_metrics,
-                     benchmarks=list(benchmarks) if benchmarks else None)
-    finally:
-        store.close()

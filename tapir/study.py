@@ -20,6 +20,7 @@ it.
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -357,13 +358,37 @@ def result_table(result: StudyResult) -> list[str]:
 # --------------------------------------------------------------------------- Python API
 
 
+def study(config: str | os.PathLike | dict[str, Any], *, db: str | os.PathLike | None = None,
+          settings: list[str] | str | None = None, overrides: list[str] | None = None,
+          retry: bool | None = None, dry_run: bool = False):
+    """Run the study of ``config`` as ``tapir study`` does (docs/study.md):
+    every student (``students:``, or the one ``student:``) in every Table 5
+    setting of ``settings`` (default ``["full"]``; ``"all"`` for all six),
+    each evaluated on ``evaluation.benchmarks``, on one database; stages that
+    do not depend on the student or the setting are computed once. Every run
+    is checked before the first starts (:class:`tapir.errors.ConfigError`,
+    nothing written).
+
+    Returns a :class:`tapir.study.StudyResult` (``.runs``: student, setting,
+    run id, checkpoint, held-out loss, benchmark scores, what it trained;
+    ``.run(student, setting)``). ``dry_run``: nothing written or called;
+    returns the plan instead, a list of :class:`tapir.study.RunPlan`
+    (``tapir.study.render_plan(plans)`` prints it)."""
+    from tapir.progress import quiet_libraries
+
+    quiet_libraries()
+    source = dict(config) if isinstance(config, dict) else Path(config)
+    db_ = None if db is None else str(db)
+    if dry_run:
+        return plan_study(source, db_, settings, overrides, retry=retry is not False)
+    return run_study(source, db_, settings, overrides, retry=retry)
+
+
 class _CallableModule(type(copy)):
-    """``tapir.study(...)`` calls :func:`tapir.api.study`; the module's
+    """``tapir.study(...)`` calls :func:`study`; the module's
     functions (``tapir.study.plan_study``, ``render_plan``...) stay where they are."""
 
     def __call__(self, config, **kwargs):
-        from tapir.api import study
-
         return study(config, **kwargs)
 
 

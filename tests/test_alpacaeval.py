@@ -121,10 +121,10 @@ def test_hub_offline_fails_clearly(monkeypatch):
 
 
 def test_order_is_randomised_per_instruction_and_seed():
-    from tapir_alpacaeval.runner import model_first, p_model as mapped
+    from tapir_alpacaeval.robust_mode import model_first, p_model as mapped
 
     assert mapped("ab", 0.8) == 0.8 and mapped("ba", 0.8) == pytest.approx(0.2)
-    from tapir_alpacaeval.runner import judge_preference
+    from tapir_alpacaeval.robust_mode import judge_preference
     from tapir.store.records import StoredJudgment
 
     def stored(sa=None, sb=None, pref=None):
@@ -164,7 +164,7 @@ def test_alpacaeval_robust_end_to_end(pm, store, tiny_model, monkeypatch, tmp_pa
         assert srv.requests == N + 1  # one re-ask for the instruction with no verdict
 
         # the order was randomised: both positions shown, as model_first says
-        from tapir_alpacaeval.runner import model_first
+        from tapir_alpacaeval.robust_mode import model_first
 
         positions = dict(store.execute("select item_id, position from judgments").fetchall())
         assert positions == {f"alpaca-{i}": "ba" if model_first(0, f"alpaca-{i}") else "ab" for i in range(N)}

@@ -241,7 +241,8 @@ def test_paper_config_first_stages_run_against_a_local_server(tmp_path, tiny_mod
     from tapir_testing.openai_server import OpenAIServer
 
     from tapir.pipeline.preflight import check
-    from tapir.pipeline.runner import engine_for, open_run
+    from tapir.pipeline.run_engine import engine_for
+    from tapir.pipeline.runner import open_run
     from tapir.store import open_store
 
     monkeypatch.setenv("TAPIR_QUIET", "1")

@@ -94,7 +94,7 @@ def test_data_is_identified_by_its_rows_not_its_path(tmp_path):
 def test_a_stage_reads_only_the_upstream_nodes_it_declares(tmp_path, tiny_model, register_plugin):
     from tapir.pipeline.engine import Job
     from tapir.pipeline.preflight import check
-    from tapir.pipeline.runner import planning_engine
+    from tapir.pipeline.run_engine import planning_engine
 
     register_plugin(ScriptPlugin(), "test-script")
     register_plugin(SpyPlugin(), "test-spy")
@@ -231,7 +231,8 @@ def test_each_config_field_reruns_exactly_the_stages_that_read_it(tmp_path, tiny
     """The full pipeline (2 rounds, re-judged each round, held-out loss,
     a benchmark) under the enforcing view; then the plan of each edit."""
     from tapir.pipeline.preflight import check
-    from tapir.pipeline.runner import distill, planning_engine
+    from tapir.pipeline.run_engine import planning_engine
+    from tapir.pipeline.runner import distill
 
     monkeypatch.setenv("TAPIR_QUIET", "1")
     register_plugin(ScriptPlugin(), "test-script")

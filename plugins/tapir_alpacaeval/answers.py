@@ -77,7 +77,8 @@ def answer_template(model: str, model_options: dict[str, Any] | None = None) -> 
     try:
         from transformers import AutoTokenizer
 
-        from tapir_hf.backend import quiet_transformers, resolve_name
+        from tapir_hf.backend import resolve_name
+        from tapir_hf.quiet import quiet_transformers
 
         path, _ = resolve_name(spec.name)
         with quiet_transformers(warnings=False):

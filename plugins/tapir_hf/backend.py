@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -37,6 +36,7 @@ from tapir.options import Options, option
 from tapir.roles import Completion, GenerationRequest, Message, OnResult, TokenLogprob
 
 from tapir_hf import embedded
+from tapir_hf.quiet import quiet_transformers
 
 _SMALL_FILE = 1 << 20  # config/tokenizer files up to this size are hashed by content
 
@@ -149,24 +149,6 @@ def free_memory() -> None:
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()
-
-
-@contextmanager
-def quiet_transformers(warnings: bool = True):
-    """No progress bars from transformers (a one-second load needs none);
-    with ``warnings=False`` no warnings either."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    if not warnings:
-        hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 def _load(path: str, device: str, torch_dtype, trust_remote_code: bool, revision: str | None):

@@ -137,7 +137,7 @@ def _convert(gguf: Path, out: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tapir_hf.backend import quiet_transformers
+    from tapir_hf.quiet import quiet_transformers
 
     folder, filename = str(gguf.parent), gguf.name
     with quiet_transformers(warnings=False):  # GGUF loading warns about every unused metadata key

@@ -14,12 +14,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import logging
-import os
 import queue
 import random
 import time
-import warnings
 from typing import Any, Literal, Sequence, Union
 
 from tapir import budget as _budget
@@ -31,34 +28,14 @@ from tapir.roles import Completion, GenerationRequest, OnResult, TokenLogprob
 
 from tapir_litellm import adaptive, direct, endpoints, ratelimit
 from tapir_litellm.adaptive import QUEUE_CAP, ServerGate
+from tapir_litellm.batch import BATCH_PRICE_FACTOR
+from tapir_litellm.library import import_litellm
 from tapir_litellm.loop import get_loop
 from tapir_litellm.pool import SERVER_FAILURES, ServerPool
 from tapir_litellm.retry import PERMANENT, MalformedResponse, RetryPolicy, classify, failure_of, retry_after_of
 
-_litellm = None
 _no_cost_models: set[str] = set()  # models litellm has no price for (skip the look-up)
 _pools: dict[tuple, ServerPool] = {}
-
-BATCH_PRICE_FACTOR = 0.5  # OpenAI-style batch endpoints bill half the synchronous price
-
-
-def _import_litellm():
-    """Import litellm once, offline and quiet, with its own retries off."""
-    global _litellm
-    if _litellm is None:
-        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-        os.environ.setdefault("LITELLM_LOG", "ERROR")
-        import litellm
-
-        litellm.suppress_debug_info = True
-        litellm.set_verbose = False
-        litellm.num_retries = 0
-        for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm"):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
-        # litellm's typed dicts make pydantic warn on first use; not actionable for our users.
-        warnings.filterwarnings("ignore", message=r".*using the `ReadOnly` qualifier.*", category=UserWarning)
-        _litellm = litellm
-    return _litellm
 
 
 class ServerOption(_Options):
@@ -249,7 +226,7 @@ class LiteLLMBackend:
 
             return BatchRunner(self, require_store(self)).run(requests, on_result)
         if self.transport == "litellm":
-            _import_litellm()
+            import_litellm()
         done: queue.SimpleQueue = queue.SimpleQueue()
         future = asyncio.run_coroutine_threadsafe(self._run_all(list(requests), done), get_loop())
         try:
@@ -333,7 +310,7 @@ class LiteLLMBackend:
         attempt's own time (the timeout is per attempt)."""
         call = direct.acompletion if self.transport == "openai" else None
         if call is None:
-            litellm = _import_litellm()
+            litellm = import_litellm()
 
             async def call(kw: dict[str, Any]) -> Any:
                 if "?" in (kw.get("api_base") or "") and self.model_name.startswith("openai/"):
@@ -554,7 +531,7 @@ class LiteLLMBackend:
             return (o.input_usd_per_million or 0.0) / 1e6, (o.output_usd_per_million or 0.0) / 1e6
         if self.transport != "litellm" or self.model_name in _no_cost_models:
             return None
-        table = _import_litellm().model_cost
+        table = import_litellm().model_cost
         entry = table.get(self.model_name) or table.get(self.model_name.partition("/")[2])
         if not entry:
             return None
@@ -588,7 +565,7 @@ class LiteLLMBackend:
         if self.model_name in _no_cost_models:
             return None
         try:
-            return float(_import_litellm().completion_cost(completion_response=response))
+            return float(import_litellm().completion_cost(completion_response=response))
         except Exception:
             _no_cost_models.add(self.model_name)
             return None

@@ -48,16 +48,17 @@ import json
 import shutil
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 from tapir.errors import TapirError
 from tapir.roles import Completion, GenerationRequest, OnResult
 
 from tapir_litellm import direct, endpoints
-from tapir_litellm.batch_protocol import DEAD, LIVE, BatchTransport
+from tapir_litellm.batch_protocol import DEAD, LIVE, BatchingBackend, BatchTransport
+from tapir_litellm.library import import_litellm
 
-if TYPE_CHECKING:
-    from tapir_litellm.backend import LiteLLMBackend
+# OpenAI-style batch endpoints bill half the synchronous price.
+BATCH_PRICE_FACTOR = 0.5
 
 # Providers whose whole batch cycle (upload, create, retrieve, read the
 # output) litellm 1.110.2 implements; ``list_batches`` (to adopt a batch
@@ -111,7 +112,7 @@ def problems(model_name: str, opts: dict[str, Any]) -> list[str]:
     return []
 
 
-def transport_for(backend: "LiteLLMBackend", store: Any) -> BatchTransport:
+def transport_for(backend: BatchingBackend, store: Any) -> BatchTransport:
     name = transport_name(backend.model_name)
     if name == "openai":
         from tapir_litellm.batch_openai import OpenAIBatches
@@ -143,7 +144,7 @@ def _now() -> str:
 
 
 class BatchRunner:
-    def __init__(self, backend: "LiteLLMBackend", store: Any, transport: BatchTransport | None = None):
+    def __init__(self, backend: BatchingBackend, store: Any, transport: BatchTransport | None = None):
         self.be = backend
         self.store = store
         self.conn = store.db.conn
@@ -354,11 +355,9 @@ class BatchRunner:
 def batch_cost(model_name: str, prompt_tokens: int | None, completion_tokens: int | None) -> float | None:
     """USD for a batch call: litellm's batch prices where its map has them,
     else :data:`BATCH_PRICE_FACTOR` x the synchronous price; None if unpriced."""
-    from tapir_litellm.backend import BATCH_PRICE_FACTOR, _import_litellm
-
     if prompt_tokens is None or completion_tokens is None:
         return None
-    litellm = _import_litellm()
+    litellm = import_litellm()
     name = model_name.split("/", 1)[1] if "/" in model_name else model_name  # the map keys most models bare
     info = litellm.model_cost.get(name) or litellm.model_cost.get(model_name)
     if not info:
@@ -373,7 +372,7 @@ def batch_cost(model_name: str, prompt_tokens: int | None, completion_tokens: in
     return BATCH_PRICE_FACTOR * (float(pin) * prompt_tokens + float(pout) * completion_tokens)
 
 
-def require_store(backend: "LiteLLMBackend") -> Any:
+def require_store(backend: BatchingBackend) -> Any:
     store = backend._store
     if store is None:
         raise TapirError(f"model '{backend.model_name}': batch: true keeps its batch ids in the database; the backend "

@@ -26,13 +26,11 @@ from __future__ import annotations
 import os
 import time
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from tapir_litellm import endpoints
-from tapir_litellm.batch_protocol import RemoteBatch, jsonl_lines
+from tapir_litellm.batch_protocol import BatchingBackend, RemoteBatch, jsonl_lines
 
-if TYPE_CHECKING:
-    from tapir_litellm.backend import LiteLLMBackend
 
 ANTHROPIC_BASE = "https://api.anthropic.com"
 ANTHROPIC_VERSION = "2023-06-01"
@@ -105,7 +103,7 @@ class AnthropicBatches:
 
     name = "anthropic"
 
-    def __init__(self, backend: "LiteLLMBackend", claimed: Callable[[], set[str]]):
+    def __init__(self, backend: BatchingBackend, claimed: Callable[[], set[str]]):
         self.be = backend
         self.claimed = claimed  # provider batch ids already kept in api_batches
         base = (backend.api_base or ANTHROPIC_BASE).rstrip("/")

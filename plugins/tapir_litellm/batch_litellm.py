@@ -14,14 +14,13 @@ time between the provider's answer to the create and one SQLite commit).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from tapir_litellm import endpoints
 from tapir_litellm.batch_openai import remote_of
-from tapir_litellm.batch_protocol import RemoteBatch, jsonl_lines
+from tapir_litellm.batch_protocol import BatchingBackend, RemoteBatch, jsonl_lines
+from tapir_litellm.library import import_litellm
 
-if TYPE_CHECKING:
-    from tapir_litellm.backend import LiteLLMBackend
 
 
 class LiteLLMBatches:
@@ -29,16 +28,14 @@ class LiteLLMBatches:
 
     name = "litellm"
 
-    def __init__(self, backend: "LiteLLMBackend", listable: tuple[str, ...]):
+    def __init__(self, backend: BatchingBackend, listable: tuple[str, ...]):
         self.be = backend
         self.provider = endpoints.provider_of(backend.model_name)
         self.listable = self.provider in listable
 
     def _auth(self) -> dict[str, Any]:
         """api_base / api_key where tapir knows them; else litellm reads the provider's environment."""
-        from tapir_litellm.backend import _import_litellm
-
-        _import_litellm()
+        import_litellm()
         base = self.be.api_base
         key = endpoints.api_key(self.be.model_name, base, self.be.api_key_env)
         auth: dict[str, Any] = {"custom_llm_provider": self.provider, "timeout": max(self.be.timeout, 60.0)}

@@ -5,13 +5,11 @@ test stand-in). vLLM's and FastChat's OpenAI servers do not."""
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from tapir_litellm import endpoints
-from tapir_litellm.batch_protocol import RemoteBatch, jsonl_lines
+from tapir_litellm.batch_protocol import BatchingBackend, RemoteBatch, jsonl_lines
 
-if TYPE_CHECKING:
-    from tapir_litellm.backend import LiteLLMBackend
 
 
 def remote_of(obj: Any) -> RemoteBatch:
@@ -27,7 +25,7 @@ class OpenAIBatches:
 
     name = "openai"
 
-    def __init__(self, backend: "LiteLLMBackend"):
+    def __init__(self, backend: BatchingBackend):
         self.be = backend
         self._client = None
 

@@ -26,6 +26,25 @@ class RemoteBatch:
     metadata: dict[str, str] = field(default_factory=dict)
 
 
+class BatchingBackend(Protocol):
+    """What the batch runner and the transports read of the backend whose
+    requests they batch (:class:`tapir_litellm.backend.LiteLLMBackend`)."""
+
+    model_name: str  # provider/model
+    model_id: str
+    api_base: str | None
+    api_key_env: str | None
+    timeout: float
+    options: Any  # the backend's Options (batch_* settings)
+    _store: Any  # the database batch ids are kept in (attach_store)
+
+    def attach_store(self, store: Any) -> None: ...
+
+    def _kwargs(self, request: Any) -> dict[str, Any]: ...
+
+    def _to_completion(self, response: Any) -> Any: ...
+
+
 class BatchTransport(Protocol):
     """One provider's batch API. ``data`` is OpenAI batch JSONL (one line per
     request: ``custom_id`` = the cache key, ``body`` = the chat request);

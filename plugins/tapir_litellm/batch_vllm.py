@@ -23,13 +23,11 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from tapir_litellm import endpoints
-from tapir_litellm.batch_protocol import RemoteBatch, jsonl_lines
+from tapir_litellm.batch_protocol import BatchingBackend, RemoteBatch, jsonl_lines
 
-if TYPE_CHECKING:
-    from tapir_litellm.backend import LiteLLMBackend
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child
@@ -47,7 +45,7 @@ class VLLMRunBatch:
 
     name = "vllm"
 
-    def __init__(self, backend: "LiteLLMBackend", store: Any):
+    def __init__(self, backend: BatchingBackend, store: Any):
         self.be = backend
         self.command = list(backend.options.batch_command)
         self.model = backend.model_name.split("/", 1)[1]

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping
 
+from tapir_litellm.library import import_litellm
+
 PLACEHOLDER_KEY = "sk-no-key-needed"  # self-hosted OpenAI-compatible servers accept any key
 OPENAI_HOST = "api.openai.com"
 
@@ -69,10 +71,8 @@ def missing_variables(model_name: str, api_base: str | None, api_key_env: str | 
             return []
         return [] if env.get(var) else [var]
     # Other providers (bedrock, vertex_ai, azure, ollama, ...): litellm's own table.
-    from tapir_litellm.backend import _import_litellm
-
     try:
-        found = _import_litellm().validate_environment(model=model_name, api_base=base)
+        found = import_litellm().validate_environment(model=model_name, api_base=base)
     except Exception:  # an unknown provider is reported by the call itself
         return []
     return [k for k in found.get("missing_keys") or [] if not k.endswith(("_API_BASE", "_BASE_URL"))]

@@ -19,39 +19,29 @@ Everything lands in the store under the run id (items ``mtbench-<id>``,
 responses with role ``mtbench-answer`` and round = turn, judgments with
 round = turn), and what is there already is reused, so a re-run makes no
 LLM call; failed answers and judgments are tried again on a re-run.
+
+This module is the orchestration (data, answers, the row meta, which mode);
+the options are :mod:`tapir_mtbench.options`, the judging modes
+:mod:`tapir_mtbench.judging`, the answers :mod:`tapir_mtbench.answers`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections import Counter
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import field_validator, model_validator
-
-import tapir.options as opt
-from tapir.errors import TapirError
-from tapir.models import load_cached
-from tapir.plugins import registry
-from tapir.progress import bar
-from tapir.roles import Judgment, JudgeRequest
-
-from tapir.store import records
 from tapir.benchmodel import PromptFormat, format_warning, weights_fingerprint
+from tapir.errors import TapirError
+from tapir.plugins import registry
 from tapir.progress import say
-from tapir_mtbench.answers import ROLE, AnswerSettings, check_conv_template, generate_answers, resolve_format
-from tapir_mtbench.data import (CATEGORIES, REFERENCE_CATEGORIES, STANDARD_COUNT, MTBenchData, Question,
-                                load_mtbench)
-from tapir_mtbench.scoring import combine_orders, pairwise_rows, single_rows, verdict
+from tapir.store import records
 
-# A dated snapshot, never the moving alias "gpt-4" (FastChat's default): the alias has
-# meant gpt-4-0613 since June 2023; docs/benchmarks-mtbench-alpacaeval.md says why this one.
-DEFAULT_JUDGE_MODEL = "openai/gpt-4-0613"
-SINGLE_JUDGE = "mtbench-single"
-# mtbench-single options that change FastChat's request or parser (the judge refuses them in reference mode).
-ROBUST_ONLY_JUDGE_ARGS = ("use_logprobs", "score_only", "params")
+from tapir_mtbench.answers import ROLE, AnswerSettings, check_conv_template, generate_answers, resolve_format
+from tapir_mtbench.data import REFERENCE_CATEGORIES, STANDARD_COUNT, MTBenchData, Question, load_mtbench
+from tapir_mtbench.judging import judge_args, judge_pairwise, judge_single, prompts_file, reference_of, row_meta
+from tapir_mtbench.options import SINGLE_JUDGE, Options
 
 
 class MTBench:
@@ -60,104 +50,7 @@ class MTBench:
 
     name = "mtbench"
 
-    class Options(opt.Options):
-        data_dir: str | None = opt.option(
-            None, "folder in FastChat's layout (question.jsonl, reference_answer/); default: an installed copy")
-        reference_model: str = opt.option("gpt-4", "reference answer file name under reference_answer/")
-        categories: opt.CommaList = opt.option(None, "only these categories (comma-separated); a subset")
-        question_ids: opt.CommaList = opt.option(None, "only these question ids (comma-separated); a subset")
-        limit: int | None = opt.option(None, "only the first N questions (after the filters above); a subset",
-                                       ge=1)
-        mode: Literal["single", "pairwise"] = opt.option("single", "single-answer grading or pairwise")
-        judge_mode: Literal["reference", "robust"] | None = opt.option(
-            None, "'reference' (single mode's default): FastChat's judging and -1 rule; 'robust': tapir's "
-            "lenient parser and one re-ask (pairwise mode's only mode)")
-        judge: str | None = opt.option(None, "judge plugin (default mtbench-single; pairwise mode: pairwise)")
-        judge_model: str = opt.option(DEFAULT_JUDGE_MODEL, "model id of the judge")
-        judge_options: opt.JsonDict = opt.option({}, "backend options of the judge model, e.g. {api_base: ...}")
-        judge_args: opt.JsonDict = opt.option({}, "options of the judge plugin itself, e.g. {prompts_path: ...}")
-        baseline_model: str | None = opt.option(None, "pairwise mode: the model compared against")
-        baseline_options: opt.JsonDict = opt.option({}, "pairwise mode: backend options of the baseline model")
-        max_new_tokens: int = opt.option(1024, "answer length limit (FastChat's max_new_token)", ge=1)
-        seed: int = opt.option(0, "torch seed before each question (FastChat: the choice index, 0)")
-        conv_template: str = opt.option(
-            "auto", "prompt format: 'auto' (FastChat's template when an adapter knows the model name, else a "
-            "local checkpoint's chat template, its training format, else FastChat's one_shot), a FastChat "
-            "template name, or 'chat_template' (plain chat messages: the tokenizer's template)")
-        system_prompt: str | None = opt.option(None, "replace the template's system message (not FastChat's)")
-        model_options: opt.JsonDict = opt.option({}, "backend options of the answering model, e.g. {batch_size: 8}")
-        temperatures: dict[str, float] = opt.option(
-            {}, "per-category temperature overrides, e.g. {writing: 0.0} (not FastChat's)")
-        retry_failed: bool = opt.option(True, "judge again, on a re-run, the answers whose judgment failed")
-
-        _temperatures = field_validator("temperatures", mode="before")(opt.json_object)
-
-        @field_validator("categories")
-        @classmethod
-        def _known_categories(cls, value):
-            for c in value or []:
-                if c not in CATEGORIES:
-                    raise ValueError(f"unknown category {c!r} (known: {', '.join(CATEGORIES)})")
-            return value
-
-        @model_validator(mode="after")
-        def _consistent(self):
-            if self.mode == "pairwise" and not self.baseline_model:
-                raise ValueError("mode=pairwise needs baseline_model=MODEL (the model compared against)")
-            judge = self.judge or ("pairwise" if self.mode == "pairwise" else SINGLE_JUDGE)
-            if self.judge_mode == "reference" and (self.mode != "single" or judge != SINGLE_JUDGE):
-                raise ValueError("judge_mode=reference is FastChat's single-answer grading: it needs mode=single "
-                                 f"and judge {SINGLE_JUDGE}; use judge_mode=robust")
-            mode_arg = (self.judge_args or {}).get("judge_mode")
-            if mode_arg is not None and self.judge_mode is not None and mode_arg != self.judge_mode:
-                raise ValueError("judge_args.judge_mode and judge_mode disagree; set judge_mode only")
-            robust_only = [k for k in ROBUST_ONLY_JUDGE_ARGS if (self.judge_args or {}).get(k)]
-            if robust_only and self.judge_name == SINGLE_JUDGE and self.resolved_judge_mode == "reference":
-                raise ValueError(
-                    f"judge_args {', '.join(robust_only)} change FastChat's judge request or parser, and "
-                    "judge_mode is reference (FastChat's judging, the default): add -o judge_mode=robust, "
-                    f"or drop {', '.join(robust_only)}")
-            return self
-
-        # -- derived ------------------------------------------------------
-
-        @property
-        def judge_name(self) -> str:
-            return self.judge or ("pairwise" if self.mode == "pairwise" else SINGLE_JUDGE)
-
-        @property
-        def resolved_judge_mode(self) -> str:
-            if self.judge_mode is not None:
-                return self.judge_mode
-            given = (self.judge_args or {}).get("judge_mode")
-            if given in ("reference", "robust"):
-                return given
-            return "reference" if self.mode == "single" and self.judge_name == SINGLE_JUDGE else "robust"
-
-        @property
-        def judge_key(self) -> str:
-            """The judge column of the stored judgments: plugin and mode, so
-            reference and robust verdicts are never read for each other."""
-            return f"{self.judge_name}/{self.resolved_judge_mode}"
-
-        @property
-        def subset(self) -> str | None:
-            parts = []
-            if self.categories:
-                parts.append("categories=" + ",".join(self.categories))
-            if self.question_ids:
-                parts.append("question_ids=" + ",".join(self.question_ids))
-            if self.limit:
-                parts.append(f"limit={self.limit}")
-            return " ".join(parts) or None
-
-        def answer_settings(self, model_options: dict[str, Any] | None = None) -> AnswerSettings:
-            return AnswerSettings(
-                max_new_tokens=self.max_new_tokens, seed=self.seed, conv_template=self.conv_template,
-                system_prompt=self.system_prompt,
-                model_options=self.model_options if model_options is None else model_options,
-                temperatures={k: float(v) for k, v in (self.temperatures or {}).items()},
-            )
+    Options = Options
 
     def __init__(self, options: "MTBench.Options | None" = None):
         self.options = options if options is not None else self.Options()
@@ -180,12 +73,12 @@ class MTBench:
             from tapir_judges.mtbench_prompts import find_prompts_file
 
             try:
-                find_prompts_file(self._judge_args().get("prompts_path"))
+                find_prompts_file(judge_args(o).get("prompts_path"))
             except TapirError as exc:
                 problems.append(str(exc))
         try:  # the judge plugin's own options (names, types), before any answer is generated
             problems += registry().get("judges", o.judge_name).check_options(
-                self._judge_args(), f"mtbench judge '{o.judge_name}' (judge_args)")
+                judge_args(o), f"mtbench judge '{o.judge_name}' (judge_args)")
         except TapirError as exc:
             problems.append(str(exc))
         try:
@@ -219,15 +112,6 @@ class MTBench:
             raise TapirError(f"mtbench: no questions left after the filters ({o.subset})")
         return questions
 
-    def _judge_args(self) -> dict[str, Any]:
-        args = dict(self.options.judge_args or {})
-        if self.options.judge_name == SINGLE_JUDGE:
-            args["judge_mode"] = self.options.resolved_judge_mode
-            prompts = _prompts_beside(self.options.data_dir)
-            if prompts is not None:
-                args.setdefault("prompts_path", str(prompts))
-        return args
-
     # -- the run --------------------------------------------------------------
 
     def run(self, model: str, store, *, run_id: str, force: bool = False) -> list[dict[str, Any]]:
@@ -235,7 +119,6 @@ class MTBench:
         check_conv_template(o.conv_template)
         data = self._data()
         questions = self._questions(data)
-        self._force = force
         records.save_items(store, run_id, _items(data))
         settings = o.answer_settings()
         settings.conv_template, fmt = resolve_format(model, o.conv_template, o.system_prompt)
@@ -252,7 +135,7 @@ class MTBench:
         meta = {
             "judge": o.judge_model,
             "judge_mode": judge_mode,
-            "data_version": _data_version(data, self._prompts_file()),
+            "data_version": _data_version(data, prompts_file(o)),
             "subset": _subset_label(o.subset, data, questions),
             "source": data.source,
             "questions": len(questions),
@@ -270,98 +153,29 @@ class MTBench:
         }
         gen_failures = _generation_failures(questions, answers, gen_info)
         if o.mode == "pairwise":
-            baseline, base_info = self._baseline_answers(data, store, run_id, questions)
+            baseline, base_info = self._baseline_answers(data, store, run_id, questions, refresh=force)
             meta["baseline_model"] = o.baseline_model
             base_failures = _generation_failures(questions, baseline, base_info, who="baseline answer")
-            rows = self._pairwise(store, run_id, questions, answers, baseline, meta,
-                                  [*gen_failures, *base_failures])
+            rows = judge_pairwise(o, store, run_id, questions, answers, baseline, meta,
+                                  [*gen_failures, *base_failures], refresh=force)
             missing_base = 2 * len(questions) - len(_present(baseline, questions))
             rows.append({"task": "pairwise/generation", "metric": "baseline_failures", "value": float(missing_base),
                          "stderr": None, "n": 2 * len(questions),
-                         "meta": {**_common(meta, base_failures), "errors": base_info.get("errors", [])[:20]}})
+                         "meta": {**row_meta(meta, base_failures), "errors": base_info.get("errors", [])[:20]}})
             prefix = "pairwise/"
         else:
-            rows = self._single(store, run_id, questions, answers, meta, gen_failures)
+            rows = judge_single(o, store, run_id, questions, answers, meta, gen_failures, refresh=force)
             prefix = ""
         missing = 2 * len(questions) - len(_present(answers, questions))
         rows.append({"task": f"{prefix}generation", "metric": "failures", "value": float(missing), "stderr": None,
                      "n": 2 * len(questions),
-                     "meta": {**_common(meta, gen_failures), "errors": gen_info["errors"][:20]}})
+                     "meta": {**row_meta(meta, gen_failures), "errors": gen_info["errors"][:20]}})
         return rows
 
-    # -- judges -----------------------------------------------------------------
+    # -- the baseline ----------------------------------------------------------
 
-    def _prompts_file(self) -> Path | None:
-        if self.options.judge_name != SINGLE_JUDGE:
-            return None
-        from tapir_judges.mtbench_prompts import find_prompts_file
-
-        return find_prompts_file(self._judge_args().get("prompts_path"))
-
-    def _judge(self, store, run_id: str, todo: list[tuple[Question, int, JudgeRequest]]):
-        """The judge over the judge model, its calls recorded in llm_calls
-        with role ``judge`` and, for mtbench-single, the item and turn."""
-        o = self.options
-        extra = {"refresh": True} if getattr(self, "_force", False) else {}
-        backend = load_cached(o.judge_model, store, run_id, options=o.judge_options or None, **extra)
-        backend.tags = {**backend.tags, "role": "judge"}
-        tagged = _ItemTags(backend)
-        judge = registry().get("judges", o.judge_name).create(tagged, options=self._judge_args())
-        from tapir_judges.single import MTBenchSingleJudge
-
-        if isinstance(judge, MTBenchSingleJudge):
-            for q, turn, request in todo:
-                tagged.add(judge.messages(request)[1], q.item_id, turn)
-        return judge
-
-    def _single(self, store, run_id: str, questions: list[Question], answers: dict, meta: dict,
-                gen_failures: list[tuple[str, str]]) -> list[dict[str, Any]]:
-        o = self.options
-        stored = records.load_judgments(store, run_id, o.judge_key)
-        todo: list[tuple[Question, int, JudgeRequest]] = []
-        for q in questions:
-            for turn in (1, 2):
-                if (q.item_id, turn) not in answers:
-                    continue
-                have = stored.get((q.item_id, "single", turn))
-                if have is not None and (have.ok or not o.retry_failed):
-                    continue
-                todo.append((q, turn, _single_request(q, turn, answers)))
-        if todo:
-            judge = self._judge(store, run_id, todo)
-            with bar(f"mtbench judging ({o.judge_model}, {o.resolved_judge_mode})", total=len(todo)) as progress:
-                judgments = _judge_with_progress(judge, [r for _, _, r in todo], progress)
-            _check_count(judgments, todo)
-            records.save_judgments(
-                store, run_id, o.judge_key, o.judge_model, getattr(judge, "kind", "single"),
-                [records.JudgmentRow(q.item_id, "single", turn, j, answers[(q.item_id, turn)][0])
-                 for (q, turn, _), j in zip(todo, judgments)],
-            )
-            stored = records.load_judgments(store, run_id, o.judge_key)
-        graded = []
-        failures = list(gen_failures)
-        readings: Counter = Counter()
-        by_category: Counter = Counter()  # failures (answer or judgment) per category
-        for q in questions:
-            for turn in (1, 2):
-                if (q.item_id, turn) not in answers:
-                    by_category[q.category] += 1
-                    continue
-                j = stored.get((q.item_id, "single", turn))
-                if j is None:
-                    continue
-                ok = j.ok and j.score_a is not None
-                graded.append((q.category, turn, j.score_a if ok else None))
-                if ok:
-                    readings[reading(o.resolved_judge_mode, j)] += 1
-                else:
-                    by_category[q.category] += 1
-                    failures.append((f"{q.item_id} turn {turn}", _reason(j.error)))
-        in_run = [c for c in CATEGORIES if any(q.category == c for q in questions)]
-        common = {**_common(meta, failures), "readings": {k: readings[k] for k in sorted(readings)}}
-        return single_rows(graded, in_run, common, category_failures=dict(by_category))
-
-    def _baseline_answers(self, data: MTBenchData, store, run_id: str, questions: list[Question]):
+    def _baseline_answers(self, data: MTBenchData, store, run_id: str, questions: list[Question], *,
+                          refresh: bool):
         """The baseline's answers: FastChat's ``model_answer/<name>.jsonl``
         beside the questions when there is one, else generated."""
         o = self.options
@@ -377,88 +191,11 @@ class MTBench:
             return records.load_responses(store, run_id, ROLE, name), {"source": str(path), "errors": []}
         settings = o.answer_settings(model_options=o.baseline_options)
         settings.conv_template, fmt = resolve_format(name, o.conv_template, o.system_prompt)
-        settings.refresh = getattr(self, "_force", False)
+        settings.refresh = refresh
         return generate_answers(name, store, answers_id(name, settings, fmt, data), questions, settings)
-
-    def _pairwise(self, store, run_id: str, questions: list[Question], answers: dict, baseline: dict,
-                  meta: dict, gen_failures: list[tuple[str, str]]) -> list[dict[str, Any]]:
-        o = self.options
-        stored = records.load_judgments(store, run_id, o.judge_key)
-        todo = []
-        for q in questions:
-            for turn in (1, 2):
-                key = (q.item_id, turn)
-                if key not in answers or key not in baseline:
-                    continue
-                have = [stored.get((q.item_id, pos, turn)) for pos in ("ab", "ba")]
-                both = stored.get((q.item_id, "both", turn))
-                done = all(h is not None for h in have) or both is not None
-                failed = any(h is not None and not h.ok for h in have) or (both is not None and not both.ok)
-                if done and not (failed and o.retry_failed):
-                    continue
-                todo.append((q, turn, _pair_request(q, turn, answers, baseline)))
-        if todo:
-            judge = self._judge(store, run_id, todo)
-            with bar(f"mtbench pairwise judging ({o.judge_model})", total=len(todo)) as progress:
-                judgments = _judge_with_progress(judge, [r for _, _, r in todo], progress)
-            _check_count(judgments, todo)
-            rows = []
-            for (q, turn, _), j in zip(todo, judgments):
-                ids = (answers[(q.item_id, turn)][0], baseline[(q.item_id, turn)][0])
-                rows += [records.JudgmentRow(q.item_id, pos, turn, pj, *ids) for pos, pj in _split_orders(j)]
-            records.save_judgments(store, run_id, o.judge_key, o.judge_model, getattr(judge, "kind", "pairwise"),
-                                   rows)
-            stored = records.load_judgments(store, run_id, o.judge_key)
-        outcomes = []
-        failures = list(gen_failures)
-        for q in questions:
-            for turn in (1, 2):
-                if (q.item_id, turn) not in answers or (q.item_id, turn) not in baseline:
-                    continue
-                outcome = _outcome(stored, q.item_id, turn)
-                outcomes.append((q.category, turn, outcome))
-                if outcome == "error":
-                    errors = [j.error for pos in ("ab", "ba", "both")
-                              if (j := stored.get((q.item_id, pos, turn))) is not None and j.error]
-                    failures.append((f"{q.item_id} turn {turn}", _reason(errors[0] if errors else None)))
-        return pairwise_rows(outcomes, "pairwise", _common(meta, failures))
 
 
 # -- helpers ---------------------------------------------------------------------
-
-
-class _ItemTags:
-    """The judge's backend, passing every request on with the MT-Bench item
-    and turn it grades in ``request.meta`` (recorded in llm_calls), found by
-    its first user message (a re-ask keeps it). Everything else is the
-    backend's."""
-
-    def __init__(self, backend):
-        self.backend = backend
-        self._items: dict[str, tuple[str, int]] = {}
-
-    def add(self, messages: list, item_id: str, turn: int) -> None:
-        self._items[_first_user(messages)] = (item_id, turn)
-
-    def generate(self, requests, on_result=None):
-        for request in requests:
-            found = self._items.get(_first_user(request.messages))
-            if found is not None:
-                request.meta = {"item_id": found[0], "round": found[1], **request.meta}
-        if on_result is None:
-            return self.backend.generate(requests)
-        return self.backend.generate(requests, on_result=on_result)
-
-    def __getattr__(self, name):  # model_id, capabilities, score(), ... are the backend's
-        return getattr(self.backend, name)
-
-
-def _first_user(messages: list) -> str:
-    return next((m["content"] for m in messages if m.get("role") == "user"), "")
-
-
-def _reference(q: Question, turn: int) -> str | None:
-    return q.reference(turn) if q.category in REFERENCE_CATEGORIES else None
 
 
 def _items(data: MTBenchData) -> list[dict[str, Any]]:
@@ -466,52 +203,13 @@ def _items(data: MTBenchData) -> list[dict[str, Any]]:
         {
             "id": q.item_id,
             "instruction": q.turns[0],
-            "output": _reference(q, 1),
+            "output": reference_of(q, 1),
             "task_type": q.category,
             "meta": {"question_id": q.question_id, "category": q.category, "turns": q.turns,
                      "references": q.references if q.category in REFERENCE_CATEGORIES else None},
         }
         for q in data.questions
     ]
-
-
-def _judge_with_progress(judge, requests: list[JudgeRequest], progress) -> list[Judgment]:
-    """``judge.judge(requests)``, ticking the bar per reply when the judge
-    reports replies (mtbench-single), else once at the end."""
-    from tapir_judges.single import MTBenchSingleJudge
-
-    if isinstance(judge, MTBenchSingleJudge):
-        return judge.judge(requests, on_result=lambda i, c: progress.update())
-    judgments = judge.judge(requests)
-    progress.update(len(requests))
-    return judgments
-
-
-def reading(judge_mode: str, j) -> str:
-    """How a scored judgment was read, from what is stored: ``reference``
-    (FastChat's ``[[n]]`` parser, reference mode), and in robust mode
-    ``logprobs`` (a non-integer score: the expected value of the rating
-    token), ``re-asked`` (read after the nudge), ``brackets`` (a ``[[n]]``
-    in the reply) or ``lenient`` (tapir's fallback parser)."""
-    if judge_mode == "reference":
-        return "reference"
-    if j.score_a is not None and float(j.score_a) != int(j.score_a):
-        return "logprobs"
-    if len(j.raw) > 1:
-        return "re-asked"
-    if j.raw and "[[" in j.raw[-1]:
-        return "brackets"
-    return "lenient"
-
-
-def _reason(error: str | None) -> str:
-    """The failure reason of a stored judgment error (its kind prefix dropped)."""
-    if not error:
-        return "not judged"
-    for prefix in ("parse: ", "backend: "):
-        if error.startswith(prefix):
-            error = error[len(prefix):]
-    return error.splitlines()[0][:200] if error else "not judged"
 
 
 def _generation_failures(questions: list[Question], answers: dict, info: dict,
@@ -530,13 +228,6 @@ def _generation_failures(questions: list[Question], answers: dict, info: dict,
             reason = errors.get(where) or ("turn one has no answer" if turn == 2 else "no answer")
             out.append((where, f"{who} failed: {reason.splitlines()[0][:200]}"))
     return out
-
-
-def _common(meta: dict, failures: list[tuple[str, str]]) -> dict[str, Any]:
-    """The row meta of the benchmark-row contract, with the failures."""
-    reasons = Counter(reason for _, reason in failures)
-    example = f"{failures[0][0]}: {failures[0][1]}" if failures else None
-    return {**meta, "failures": len(failures), "failure_reasons": dict(reasons), "failure_example": example}
 
 
 def answers_id(model: str, settings: AnswerSettings, fmt: PromptFormat, data: MTBenchData) -> str:
@@ -597,98 +288,8 @@ def _baseline_file(data_dir: str | None, name: str | None) -> Path | None:
     return path if path.is_file() else None
 
 
-def _prompts_beside(data_dir: str | None) -> Path | None:
-    """FastChat's judge_prompts.jsonl next to a data_dir (in it, or in its
-    parent as in FastChat's data/ folder), so a data_dir brings its prompts."""
-    if not data_dir:
-        return None
-    folder = Path(data_dir).expanduser()
-    for path in (folder / "judge_prompts.jsonl", folder.parent / "judge_prompts.jsonl"):
-        if path.is_file():
-            return path
-    return None
-
-
 def _present(answers: dict, questions: list[Question]) -> list:
     return [(q.item_id, t) for q in questions for t in (1, 2) if (q.item_id, t) in answers]
-
-
-def _check_count(judgments: list, todo: list) -> None:
-    if len(judgments) != len(todo):
-        raise TapirError(f"the judge returned {len(judgments)} judgments for {len(todo)} requests")
-
-
-def _single_request(q: Question, turn: int, answers: dict) -> JudgeRequest:
-    turns = []
-    for t in range(1, turn + 1):
-        entry = {"question": q.turns[t - 1], "answer": answers[(q.item_id, t)][1]}
-        ref = _reference(q, t)
-        if ref:
-            entry["reference"] = ref
-        turns.append(entry)
-    return JudgeRequest(
-        question=q.turns[turn - 1],
-        answer_a=answers[(q.item_id, turn)][1],
-        reference=_reference(q, turn),
-        category=q.category,
-        turns=turns,
-        item_id=q.item_id,
-    )
-
-
-def _pair_request(q: Question, turn: int, answers: dict, baseline: dict) -> JudgeRequest:
-    """Answer a is the model's, b the baseline's. For turn two the question
-    shows the first exchange as context, since the two assistants' turn-one
-    answers differ."""
-    question = q.turns[turn - 1]
-    if turn == 2:
-        question = (f"(Second turn of a conversation. The user's first message was: {q.turns[0]!r}.)\n\n"
-                    f"{q.turns[1]}")
-    turns = [{"question": q.turns[t - 1], "answer_a": answers[(q.item_id, t)][1],
-              "answer_b": baseline[(q.item_id, t)][1]} for t in range(1, turn + 1)]
-    return JudgeRequest(
-        question=question,
-        answer_a=answers[(q.item_id, turn)][1],
-        answer_b=baseline[(q.item_id, turn)][1],
-        reference=_reference(q, turn),
-        category=q.category,
-        turns=turns,
-        item_id=q.item_id,
-    )
-
-
-def _split_orders(j: Judgment) -> list[tuple[str, Judgment]]:
-    """Per-order judgments ("ab": model shown first, "ba": baseline first)
-    from a pairwise judgment's details, scores mapped to (model, baseline).
-    A judge that gives no per-order details is stored as one "both" row."""
-    orders = j.details.get("orders") if isinstance(j.details, dict) else None
-    raw_by_order = j.details.get("raw_by_order", {}) if isinstance(j.details, dict) else {}
-    errors = (j.details.get("order_errors", {}) or {}) if isinstance(j.details, dict) else {}
-    if not isinstance(orders, dict) or set(orders) | set(errors) != {"ab", "ba"}:
-        return [("both", j)]
-    out = []
-    for pos in ("ab", "ba"):
-        raw = list(raw_by_order.get(pos, []))
-        if pos in orders:
-            a, b = orders[pos]
-            out.append((pos, Judgment(score_a=a, score_b=b, raw=raw)))
-        else:
-            out.append((pos, Judgment(raw=raw, error=errors.get(pos) or j.error or "order not judged")))
-    return out
-
-
-def _outcome(stored: dict, item_id: str, turn: int) -> str:
-    both = stored.get((item_id, "both", turn))
-    if both is not None:
-        if not both.ok or both.score_a is None or both.score_b is None:
-            return "error"
-        return verdict(both.score_a, both.score_b)
-    verdicts = []
-    for pos in ("ab", "ba"):
-        j = stored.get((item_id, pos, turn))
-        ok = j is not None and j.ok and j.score_a is not None and j.score_b is not None
-        verdicts.append(verdict(j.score_a, j.score_b) if ok else None)
-    return combine_orders(*verdicts)
 
 
 def summary(rows: list[dict[str, Any]]) -> str:

@@ -29,7 +29,7 @@ import sys
 
 from tapir.compare.compact import CompactTable, compact, render_compact
 from tapir.compare.full import FORMATS, footer, render_full, settings_text, to_csv, to_json, to_markdown, to_table
-from tapir.compare.gather import _one, build
+from tapir.compare.gather import _one, build, compare
 from tapir.compare.rows import (BENCHMARK_ORDER, DIAGNOSTIC_METRICS, MISSING, NEUTRAL_OPTIONS, NOT_MODEL_BENCHMARKS,
                                 Comparison, Entry, ModelRow, Section, UnknownReference, label_for, short_name)
 from tapir.compare.select import select_models, stored_models
@@ -53,18 +53,16 @@ def plot(table: Comparison | CompactTable, path):
 
 __all__ = ["BENCHMARK_ORDER", "COMPACT_FORMATS", "DIAGNOSTIC_METRICS", "FORMATS", "MISSING", "NEUTRAL_OPTIONS",
            "NOT_MODEL_BENCHMARKS", "CompactTable", "Comparison", "Entry", "ModelRow", "Section", "UnknownReference",
-           "_one", "build", "compact", "footer", "label_for", "plot", "render", "render_compact", "render_full",
+           "_one", "build", "compact", "compare", "footer", "label_for", "plot", "render", "render_compact", "render_full",
            "select_models", "settings_text", "short_name", "stored_models", "to_csv", "to_json", "to_markdown",
            "to_table"]
 
 
 class _CallableModule(type(os)):
-    """``tapir.compare(...)`` calls :func:`tapir.api.compare`; the package's
+    """``tapir.compare(...)`` calls :func:`tapir.compare.gather.compare`; the package's
     functions (``tapir.compare.build``, ``render``...) stay where they are."""
 
     def __call__(self, refs=None, **kwargs) -> Comparison:
-        from tapir.api import compare
-
         return compare(refs, **kwargs)
 
 

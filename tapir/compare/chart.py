@@ -10,7 +10,7 @@ import math
 import textwrap
 from pathlib import Path
 
-from tapir.compare.compact import CompactTable
+from tapir.compare.compact import CompactTable, compact
 from tapir.compare.rows import SEP, Comparison
 from tapir.errors import TapirError
 
@@ -47,7 +47,7 @@ def figure(table: Comparison | CompactTable):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    view = table.compact() if isinstance(table, Comparison) else table
+    view = compact(table) if isinstance(table, Comparison) else table
     if not view.columns:
         raise TapirError("nothing to plot: no benchmark columns")
     n = len(view.columns)

@@ -6,6 +6,7 @@ student's delta against the base run with the same settings."""
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from tapir.bench import failure_summary, subset_label
@@ -203,3 +204,29 @@ def _deltas(entries: list[Entry], columns: list[str]) -> None:
         for c in columns:
             a, b = e.scores.get(c), base.scores.get(c)
             e.delta[c] = None if a is None or b is None else a - b
+
+
+def compare(refs: list[str] | str | None = None, *, db: str | os.PathLike | None = None,
+            bases: list[str] | None = None, benchmarks: list[str] | None = None,
+            all_metrics: bool = False) -> Comparison:
+    """Benchmark scores side by side, as ``tapir compare`` (also callable as
+    ``tapir.compare(...)``). ``refs``: run ids (a training run brings all its
+    checkpoints), checkpoint paths or stored model names; all stored models
+    when empty. ``bases``: ``["BASE"]`` or ``["MODEL=BASE"]`` as ``--base``.
+
+    Returns a :class:`tapir.compare.Comparison`: ``.sections`` (one per
+    benchmark, with ``.columns`` and ``.entries``), ``.entries`` (one per
+    benchmark run: ``model``, ``label``, ``round``, ``run_id``, ``n``,
+    ``failures``, ``scores`` and ``delta`` by ``task/metric``...),
+    ``.missing``. ``tapir.compare.render(table, "markdown")`` prints it.
+    Reads only: a missing database is an error, never created."""
+    from tapir.store import open_store
+
+    if isinstance(refs, (str, os.PathLike)):
+        refs = [str(refs)]
+    store = open_store(None if db is None else str(db), readonly=True)
+    try:
+        return build(store, [str(r) for r in refs or []], list(bases or []), all_metrics=all_metrics,
+                     benchmarks=list(benchmarks) if benchmarks else None)
+    finally:
+        store.close()

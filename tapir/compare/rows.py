@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tapir.errors import TapirError
-
-if TYPE_CHECKING:
-    from tapir.compare.compact import CompactTable
 
 # Benchmarks in this order first, then the rest alphabetically.
 BENCHMARK_ORDER = ("mtbench", "alpacaeval", "lmeval")
@@ -155,9 +152,3 @@ class Comparison:
 
     def section(self, benchmark: str) -> Section:
         return next(s for s in self.sections if s.benchmark == benchmark)
-
-    def compact(self) -> "CompactTable":
-        """One row per model, one column per benchmark headline (mean ± stderr)."""
-        from tapir.compare.compact import compact
-
-        return compact(self)

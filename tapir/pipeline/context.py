@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from tapir.config import ModelRef, PipelineConfig
+from tapir.config.schema import ModelRef, PipelineConfig
 from tapir.errors import TapirError
 from tapir.plugins import registry
 from tapir.roles import Completion, GenerationParams, Item
@@ -175,7 +175,7 @@ class Context:
         return answer or spec.name
 
     def path(self, value: str) -> Path:
-        from tapir.config import resolve_path
+        from tapir.config.paths import resolve_path
 
         return resolve_path(value, self.base_dir)
 

@@ -460,7 +460,7 @@ def load_items(data_config, base_dir: Path, seed: int = 0) -> LoadReport:
     Raises :class:`ConfigError` when the input cannot be read, when no row
     is usable (each bad row with its line and reason, first 20 shown), or
     when any row is bad under ``on_bad_row: error``."""
-    from tapir.config import resolve_path
+    from tapir.config.paths import resolve_path
 
     if data_config.path:
         path = resolve_path(data_config.path, base_dir)

@@ -9,9 +9,9 @@ from pathlib import Path
 def engine_without_run(config_path: str | Path, db: str | None, overrides: list[str] | None = None):
     """An engine over CONFIG's recipe, against an existing database, with no
     run row written (keys of finished upstream stages come from the store)."""
-    from tapir.config import load_config
+    from tapir.config.loading import load_config
     from tapir.pipeline.context import Context
-    from tapir.pipeline.runner import engine_for
+    from tapir.pipeline.run_engine import engine_for
     from tapir.runs import Run, run_id_for
     from tapir.store import open_store
     from tapir.store.db import resolve_db_path

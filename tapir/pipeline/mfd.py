@@ -8,7 +8,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Sequence
 
-from tapir.config import MFDConfig
+from tapir.config.schema import MFDConfig
 
 
 def distribution(values: Sequence[float]) -> dict:

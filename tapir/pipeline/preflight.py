@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tapir.config import ModelRef, PipelineConfig, load_config
+from tapir.config.loading import load_config
+from tapir.config.schema import ModelRef, PipelineConfig
 from tapir.errors import ConfigError, TapirError
 from tapir.pipeline.rowfit import fit_rows
 
@@ -48,11 +49,10 @@ def check(config_path: str | Path | dict, db: str | None = None, overrides: list
           base_dir: Path | None = None) -> Checked:
     """``config_path``: a YAML file or a dict (its relative paths are read
     from ``base_dir``, default the working directory)."""
-    from tapir.config import resolve_path
+    from tapir.config.paths import config_base, resolve_path
+    from tapir.config.validation import check_pipeline_references
     from tapir.pipeline.data import load_items
     from tapir.store.db import resolve_db_path
-
-    from tapir.config import check_pipeline_references, config_base
 
     kwargs = {"overrides": overrides} if overrides else {}
     config = load_config(config_path, check_references=False, **kwargs)  # shape and types: stop here if wrong
@@ -82,7 +82,7 @@ def check(config_path: str | Path | dict, db: str | None = None, overrides: list
 def component_problems(config: PipelineConfig, base_dir: Path, source: str) -> list[str]:
     """Every component's options against its declared schema, and the model
     it needs."""
-    from tapir.config import resolve_path
+    from tapir.config.paths import resolve_path
     from tapir.plugins import registry
 
     reg = registry()
@@ -205,7 +205,7 @@ def backend_option_problems(model_id: str, options: dict[str, Any], where: str, 
     them are pointed to ``generation_key``."""
     import difflib
 
-    from tapir.config import Generation
+    from tapir.config.schema import Generation
     from tapir.models import resolve
     from tapir.plugins import registry
 
@@ -347,7 +347,7 @@ def plan(checked: Checked, retry: bool = True, known: frozenset[str] | set[str] 
     """The dry run: nothing written, nothing called. ``known``: stage keys an
     earlier run of the same study computes first (``tapir study``): planned
     as reused, their calls not counted again."""
-    from tapir.pipeline.runner import planning_engine
+    from tapir.pipeline.run_engine import planning_engine
 
     cfg = checked.config
     engine = planning_engine(checked, retry)

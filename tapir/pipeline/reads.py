@@ -87,7 +87,7 @@ def config_value(config: Any, path: str) -> Any:
 
 
 def _is_backend_ref(value: Any) -> bool:
-    from tapir.config import ModelRef, ServeConfig
+    from tapir.config.schema import ModelRef, ServeConfig
 
     return isinstance(value, (ModelRef, ServeConfig))
 

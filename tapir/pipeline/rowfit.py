@@ -127,7 +127,7 @@ def tokenizer_file(model_id: str, options: dict[str, Any]) -> Path | None:
 
 
 def _source(data, base_dir: Path) -> str:
-    from tapir.config import resolve_path
+    from tapir.config.paths import resolve_path
 
     return str(resolve_path(data.path, base_dir)) if data.path else str(data.hf_dataset)
 
@@ -135,7 +135,7 @@ def _source(data, base_dir: Path) -> str:
 def row_places(data, base_dir: Path, ids: set[str]) -> dict[str, str]:
     """``item id -> "FILE line N"`` for ``ids``, read again the way the data
     was loaded (only called when a row is too long)."""
-    from tapir.config import resolve_path
+    from tapir.config.paths import resolve_path
     from tapir.pipeline import data as data_mod
 
     source = _source(data, base_dir)

@@ -8,10 +8,11 @@ from pathlib import Path
 
 from tapir import budget, progress
 from tapir.budget import Budget
-from tapir.config import PipelineConfig, load_config
+from tapir.config.loading import load_config
+from tapir.config.schema import PipelineConfig
 from tapir.pipeline.context import Context
-from tapir.pipeline.data import load_items
 from tapir.pipeline.engine import Engine, StageResult
+from tapir.pipeline.run_engine import engine_for
 from tapir.runs import Run
 from tapir.store import open_store
 
@@ -81,49 +82,6 @@ def run_budget(ctx: Context) -> Budget | None:
     if cfg.max_cost_usd is None and not cfg.per_role:
         return None
     return Budget(cfg.max_cost_usd, cfg.per_role, budget.spent_by_role(ctx.store, ctx.run.id))
-
-
-def engine_for(ctx: Context, retry: bool | None = None) -> Engine:
-    from tapir.pipeline.recipe import build, data_digest, stage_table
-
-    cfg = ctx.config
-    if ctx.loaded is None:  # inspection: read the data to know its rows' digest
-        from tapir.pipeline.rowfit import fit_rows
-
-        ctx.loaded, _ = fit_rows(cfg, load_items(cfg.data, ctx.base_dir), ctx.base_dir)  # as preflight reads it
-    stages = stage_table()
-    steps = build(cfg, stages, run_id=ctx.run.id, digest=data_digest(ctx.loaded),
-                  judge_reads_answer=ctx.judge_reads_student_answer())
-    return Engine(ctx, steps, stages, retry=cfg.failures.retry if retry is None else retry,
-                  max_failure_rate=cfg.failures.max_failure_rate, circuit_breaker=cfg.failures.circuit_breaker,
-                  max_draws=cfg.failures.max_draws)
-
-
-def planning_engine(checked, retry: bool = True) -> Engine:
-    """An engine over a checked config for the dry run: it reads what an
-    existing database already holds (read-only) and writes nothing."""
-    import sqlite3
-
-    import sqlite_utils
-
-    from tapir.runs import run_id_for
-    from tapir.store import open_store
-    from tapir.store.db import Store
-
-    cfg = checked.config
-    store = None
-    if checked.db_path.is_file():
-        try:
-            conn = sqlite3.connect(f"file:{checked.db_path.resolve()}?mode=ro", uri=True)
-            conn.execute("select key from stages limit 1")
-            store = Store(sqlite_utils.Database(conn), checked.db_path)
-        except sqlite3.Error:
-            store = None  # an older or foreign database: nothing to reuse
-    if store is None:
-        store = open_store(memory=True)
-    run = Run(store, run_id_for(cfg.model_dump(mode="json")), cfg.name)
-    ctx = Context(cfg, store, run, checked.base_dir, Path(cfg.output_dir).resolve(), loaded=checked.loaded)
-    return engine_for(ctx, retry)
 
 
 def distill(config_path: str | Path | dict, db: str | None = None, *, retry: bool | None = None,

@@ -149,7 +149,7 @@ def run_variants(config_path: str | Path, variants: list[Variant], kind: str, db
     setting whose result is a curriculum round gets ``curriculum.max_steps``
     so that its rounds take as many optimizer steps as the full setting's
     (full-alpaca, S0 itself, is shared and not re-trained)."""
-    from tapir.config import apply_overrides, read_yaml
+    from tapir.config.loading import apply_overrides, read_yaml
     from tapir.pipeline.preflight import check
     from tapir.pipeline.runner import distill
 

@@ -31,7 +31,7 @@ class HeldoutAnswers:
     max_failure_rate = 0.05
 
     def run(self, job: Job) -> None:
-        from tapir.config import DataConfig
+        from tapir.config.schema import DataConfig
         from tapir.pipeline.data import load_items
 
         ctx = job.ctx

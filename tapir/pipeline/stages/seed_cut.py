@@ -10,7 +10,7 @@ from __future__ import annotations
 from tapir import progress
 from tapir.errors import TapirError
 from tapir.pipeline.engine import Job
-from tapir.config import MFDConfig
+from tapir.config.schema import MFDConfig
 from tapir.pipeline.mfd import Cut, describe_cut, select_hard
 
 
