@@ -109,8 +109,9 @@ def test_new_rows_after_migration_get_their_item_link(migrated):
 
 
 def test_runs_report_and_compare_work_on_the_migrated_database(migrated, tmp_path, monkeypatch):
-    from tapir.cli import cli
+    from tapir.cli import _add_commands, cli
 
+    _add_commands()
     monkeypatch.setenv("TAPIR_DB", str(migrated))
     runner = CliRunner()
     listed = runner.invoke(cli, ["runs", "--json"], catch_exceptions=False)
