@@ -141,14 +141,14 @@ def _scores(store: Store, key: str | None, name: str) -> dict[str, float]:
     if not key:
         return {}
     return {i: v for i, v in store.execute(
-        "select item_id, value from scores where run_id = ? and name = ? and value is not null", [key, name])}
+        "select item_id, value from scores where scope = ? and name = ? and value is not null", [key, name])}
 
 
 def _labels(store: Store, key: str | None) -> dict[str, str]:
     if not key:
         return {}
     return {i: label for i, label in store.execute(
-        "select item_id, label from classifications where run_id = ? and label is not null", [key])}
+        "select item_id, label from classifications where scope = ? and label is not null", [key])}
 
 
 # --------------------------------------------------------------------------- figures

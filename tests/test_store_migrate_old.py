@@ -75,8 +75,9 @@ def test_items_have_content_addressed_ids_and_every_row_about_an_item_points_at_
     for table in ABOUT_ITEMS:
         fks = {(r[3], r[2], r[4]) for r in conn.execute(f"pragma foreign_key_list([{table}])")}
         assert ("item_uid", "items", "uid") in fks, (table, fks)
-        unlinked = conn.execute(f"select count(*) from [{table}] where item_uid is null").fetchone()[0]
-        assert unlinked == 0, table
+        unlinked = [r[0] for r in conn.execute(f"select item_id from [{table}] where item_uid is null")]
+        # Only the expand stage's outcomes per draw are about no stored item.
+        assert unlinked == ([] if table != "outcomes" else ["draw-0", "draw-1", "draw-2"]), table
     assert conn.execute("pragma foreign_key_check").fetchall() == []
     # The link is right: a teacher answer's item is the item of that id in the same run.
     row = conn.execute(

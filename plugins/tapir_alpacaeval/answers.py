@@ -147,7 +147,7 @@ def _copy_from_other_runs(store, run_id: str, key: str, item_ids: Sequence[str])
         marks = ",".join("?" * len(chunk))
         for item_id, text, call_id in store.execute(
                 f"select item_id, text, llm_call_id from responses where role = ? and model = ? and round = 0 "
-                f"and sample = 0 and run_id != ? and item_id in ({marks}) order by id", [ANSWER, key, run_id, *chunk]):
+                f"and sample = 0 and scope != ? and item_id in ({marks}) order by id", [ANSWER, key, run_id, *chunk]):
             found.setdefault(item_id, (text, call_id))
     records.save_responses(store, run_id, ANSWER, key, [(i, 0, t, c) for i, (t, c) in found.items()])
     return len(found)

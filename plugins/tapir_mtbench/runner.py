@@ -246,7 +246,7 @@ class MTBench:
         where = answers_id(model, settings, fmt, data)
         if force:  # a forced run regenerates its answers too
             with store.db.conn:
-                store.db.conn.execute("delete from responses where run_id = ? and role = ?", [where, ROLE])
+                store.db.conn.execute("delete from responses where scope = ? and role = ?", [where, ROLE])
         answers, gen_info = generate_answers(model, store, where, questions, settings)
         judge_mode = o.resolved_judge_mode
         meta = {
@@ -540,7 +540,7 @@ def _common(meta: dict, failures: list[tuple[str, str]]) -> dict[str, Any]:
 
 
 def answers_id(model: str, settings: AnswerSettings, fmt: PromptFormat, data: MTBenchData) -> str:
-    """Where a model's MT-Bench answers are kept (the ``run_id`` of their
+    """Where a model's MT-Bench answers are kept (the ``scope`` of their
     ``responses`` rows): a hash of what produces them, so any run that would
     generate the same answers reuses them, whatever its judge options. For a
     local checkpoint that is its weights fingerprint, not its path (a copy

@@ -212,7 +212,7 @@ def register(cli):
         engine = engine_without_run(config, obj["db"], list(sets))
         store, key, cfg = engine.ctx.store, engine.key_of(("judge", round_)), engine.ctx.config
         mfd = dict(store.execute(
-            "select item_id, value from scores where run_id = ? and name = 'mfd'", [key]).fetchall()) if key else {}
+            "select item_id, value from scores where scope = ? and name = 'mfd'", [key]).fetchall()) if key else {}
         if not mfd:
             raise click.ClickException(
                 f"no MFD scores for the judge stage (round {round_}) of {config} in {store.path}: run "

@@ -43,7 +43,7 @@ def run_details(store, run_ref: str) -> dict:
             continue
         for kind, count, example_item, example in store.execute(
             "select error_kind, count(*), min(item_id), min(reason) from outcomes "
-            "where stage_key = ? and status = 'failed' group by error_kind order by count(*) desc", [s["key"]]
+            "where scope = ? and status = 'failed' group by error_kind order by count(*) desc", [s["key"]]
         ):
             failures.append({"stage": s["name"], "round": s["round"], "kind": kind, "count": count,
                              "example_item": example_item, "example": example})

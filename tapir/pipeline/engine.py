@@ -8,7 +8,7 @@ fingerprint of every upstream node it declares (``upstream``). What it
 declares is also all it can read: while it runs, its config is a view that
 refuses any other field, and :meth:`Job.scope` refuses any other node
 (:mod:`tapir.pipeline.reads`). Every row a stage writes carries its key (in the
-``run_id`` column of the data tables, the stage's *scope*), and every file
+``scope`` column of the data tables), and every file
 it writes lives in a folder named after it, so
 
 * a node whose key is done (in this run or any other run on the database)
@@ -193,10 +193,10 @@ class Job:
         if self._known is None:
             if self.engine.has_draws:
                 rows = self.store.execute("select item_id, status, draws, reproduces from outcomes "
-                                          "where stage_key = ?", [self.key]).fetchall()
+                                          "where scope = ?", [self.key]).fetchall()
             else:  # an older database, read by the dry run
                 rows = [(i, s, None, None) for i, s in self.store.execute(
-                    "select item_id, status from outcomes where stage_key = ?", [self.key])]
+                    "select item_id, status from outcomes where scope = ?", [self.key])]
             self._known = {item: status for item, status, _, _ in rows}
             self._draws = {item: (draws, reproduces) for item, status, draws, reproduces in rows
                            if status == "failed"}
@@ -304,7 +304,7 @@ class Job:
             return
         with self.store.db.conn:
             self.store.db.conn.executemany(
-                "insert or replace into outcomes (stage_key, item_id, status, reason, error_kind, http_status, "
+                "insert or replace into outcomes (scope, item_id, status, reason, error_kind, http_status, "
                 "llm_call_id, attempts, updated_at, draws, reproduces) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 self._outcomes,
             )
@@ -426,12 +426,12 @@ class Engine:
     def failed_count(self, key: str) -> int:
         """Failed items of ``key`` that a re-run asks again."""
         return self.ctx.store.execute(
-            f"select count(*) from outcomes where stage_key = ? and status = 'failed' and {self._retried_sql()}",
+            f"select count(*) from outcomes where scope = ? and status = 'failed' and {self._retried_sql()}",
             [key]).fetchone()[0]
 
     def handled_count(self, key: str) -> int:
         """Items of ``key`` with an outcome already (ok or failed)."""
-        return self.ctx.store.execute("select count(*) from outcomes where stage_key = ?", [key]).fetchone()[0]
+        return self.ctx.store.execute("select count(*) from outcomes where scope = ?", [key]).fetchone()[0]
 
     def resumed_calls(self, key: str, planned: int) -> int:
         """Of ``planned`` items a node handles, how many a run that resumes it asks:
@@ -450,7 +450,7 @@ class Engine:
     def retried_items(self, key: str) -> list[str]:
         """The failed items of ``key`` a re-run asks again (the dry run counts their calls)."""
         return [r[0] for r in self.ctx.store.execute(
-            f"select item_id from outcomes where stage_key = ? and status = 'failed' and {self._retried_sql()} "
+            f"select item_id from outcomes where scope = ? and status = 'failed' and {self._retried_sql()} "
             "order by item_id", [key])]
 
     def draw_note(self, draws: int, reproduces: bool) -> str:
@@ -571,7 +571,7 @@ class Engine:
 
     def _fingerprint(self, key: str, info: dict) -> str:
         ids = [r[0] for r in self.ctx.store.execute(
-            "select item_id from outcomes where stage_key = ? and status = 'ok' order by item_id", [key])]
+            "select item_id from outcomes where scope = ? and status = 'ok' order by item_id", [key])]
         payload = dumps([ids, info.get("pin")])
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -580,7 +580,7 @@ class Engine:
         result.ok, result.failed, result.final = store.execute(
             "select coalesce(sum(status = 'ok'), 0), coalesce(sum(status = 'failed'), 0), "
             f"coalesce(sum(status = 'failed' and not {self._retried_sql()}), 0) from outcomes "
-            "where stage_key = ?", [result.key]).fetchone()
+            "where scope = ?", [result.key]).fetchone()
         calls, tokens, cost, truncated, attempts = store.execute(
             "select count(*), coalesce(sum(coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0)), 0), "
             "coalesce(sum(cost), 0), coalesce(sum(finish_reason = 'length'), 0), coalesce(sum(coalesce(attempts, 1)), 0) "
@@ -602,7 +602,7 @@ class Engine:
 
     def failure_message(self, step: Step, key: str, result: StageResult, threshold: float) -> str:
         rows = self.ctx.store.execute(
-            "select item_id, reason, error_kind from outcomes where stage_key = ? and status = 'failed'", [key]
+            "select item_id, reason, error_kind from outcomes where scope = ? and status = 'failed'", [key]
         ).fetchall()
         kinds = Counter(kind or "error" for _, _, kind in rows)
         examples = {}
