@@ -389,7 +389,7 @@ def test_study_report_says_what_failed(study_db, tmp_path):
     run_id, = store.execute("select id from runs where name = 'backbones/tiny-2/full'").fetchone()
     key, = store.execute("select key from stages where run_id = ? and name = 'teacher_answers' and round = 1",
                          [run_id]).fetchone()
-    item, = store.execute("select item_id from outcomes where stage_key = ? limit 1", [key]).fetchone()
+    item, = store.execute("select item_id from outcomes where scope = ? limit 1", [key]).fetchone()
     with store.db.conn:
         store.execute("update outcomes set status = 'failed', error_kind = 'rate_limit', reason = 'HTTP 429: slow "
                       "down' where stage_key = ? and item_id = ?", [key, item])
