@@ -41,6 +41,7 @@ from typing import Any, Iterable, Sequence
 
 from tapir.errors import TapirError
 from tapir.store.db import Store, utcnow
+from tapir.store.stages import run_stages
 from tapir.tasks import TASK_TYPES
 
 ABLATION_TAG = "/ablation:"
@@ -122,15 +123,7 @@ def find_run(store: Store, ref: str) -> dict[str, Any]:
 
 
 def _stages(store: Store, run_id: str) -> list[dict[str, Any]]:
-    out = []
-    for row in store["stages"].rows_where("run_id = ?", [run_id], order_by="id"):
-        row = dict(row)
-        try:
-            row["info"] = json.loads(row["info"]) if row["info"] else {}
-        except ValueError:
-            row["info"] = {}
-        out.append(row)
-    return out
+    return run_stages(store, run_id)
 
 
 def _by_node(stages: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Any]]:
@@ -714,7 +707,7 @@ def _ablation_section(store: Store, run: dict[str, Any], settings: Sequence[tupl
 
 
 def stage_section(store: Store, run_id: str) -> Section:
-    from tapir.cli.runs_cmd import run_details
+    from tapir.runs import run_details
 
     details = run_details(store, run_id)
     section = Section("stages", "Stages: time, calls, tokens, cost, failures")

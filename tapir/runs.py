@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator
 from tapir import __version__
 from tapir.errors import ConfigError
 from tapir.store.db import Store, dumps, utcnow
+from tapir.store.stages import calls_by_role, decode_info, encode_info, failures_by_kind, run_stages
 
 # Secret-looking keys. "token" alone or with an auth-ish prefix (hf_token,
 # access_token), but not tokenizer settings such as pad_token / eos_token:
@@ -171,7 +172,7 @@ class Run:
     def stage_info(self, name: str, round: int = 0) -> dict[str, Any]:
         """The ``info`` a stage stored (counts, figures); empty if none yet."""
         row = self._row(name, round)
-        return json.loads(row["info"]) if row and row["info"] else {}
+        return decode_info(row["info"]) if row else {}
 
     def stages(self) -> list[dict]:
         return list(self.store["stages"].rows_where("run_id = ?", [self.id], order_by="id"))
@@ -198,7 +199,7 @@ class Run:
             with self.store.db.conn:
                 table.update(
                     row["id"],
-                    {"status": "failed", "finished_at": utcnow(), "info": dumps({**info, "error": repr(exc)})},
+                    {"status": "failed", "finished_at": utcnow(), "info": encode_info({**info, "error": repr(exc)})},
                 )
             raise
         with self.store.db.conn:
@@ -208,7 +209,7 @@ class Run:
                     "status": "done",
                     "finished_at": utcnow(),
                     "seconds": float(f"{time.perf_counter() - started:.3f}"),  # (`round` is a parameter here)
-                    "info": dumps(info),
+                    "info": encode_info(info),
                 },
             )
 
@@ -222,7 +223,7 @@ class Run:
             values.update(started_at=now, finished_at=None)
         else:
             values.update(finished_at=now, seconds=None if seconds is None else float(f"{seconds:.3f}"),
-                          info=dumps(info or {}))
+                          info=encode_info(info))
         table = self.store["stages"]
         with self.store.db.conn:
             row = self._row(name, round)
@@ -241,3 +242,78 @@ class Run:
             fn(info)
         return True
 
+
+# --------------------------------------------------------------------------- reading a run
+
+
+def stage_rows(store: Store, run_id: str) -> list[dict]:
+    """The stages of run ``run_id`` with their counts (ok, failed, calls,
+    tokens, cost, truncated, maybe_billed, attempts) read from ``info``."""
+    from tapir.pipeline.counts import handled
+
+    rows = []
+    for s in run_stages(store, run_id):
+        info = s["info"]
+        counts = {k: info.get(k, 0) for k in ("ok", "failed", "calls", "tokens", "cost", "truncated", "maybe_billed")}
+        counts["ok"] = handled(s["name"], counts["ok"], counts["failed"], info)
+        rows.append({**s, "info": info, **counts, "attempts": info.get("attempts", info.get("calls", 0))})
+    return rows
+
+
+def run_details(store: Store, run_ref: str) -> dict:
+    """Everything ``runs show`` prints about the run ``run_ref`` names (id, id prefix or name)."""
+    row = store.execute("select id, name, status, created_at, updated_at from runs where id = ?",
+                        [resolve_run(store, run_ref)]).fetchone()
+    run = dict(zip(("id", "name", "status", "created_at", "updated_at"), row))
+    stages = stage_rows(store, run["id"])
+    failures = []
+    for s in stages:
+        if not s["key"]:
+            continue
+        for kind, count, example_item, example in failures_by_kind(store, s["key"]):
+            failures.append({"stage": s["name"], "round": s["round"], "kind": kind, "count": count,
+                             "example_item": example_item, "example": example})
+    by_role = calls_by_role(store, run["id"])
+    from tapir.pipeline.curriculum_notes import curriculum_lines
+
+    curriculum = curriculum_lines((s["name"], s["round"], s["info"]) for s in stages)
+    return {**run, "stages": stages, "failures": failures, "calls_by_role": by_role, "outputs": _outputs(stages),
+            "curriculum": curriculum, "budget": _budget(store, run["id"])}
+
+
+def _budget(store, run_id: str) -> dict | None:
+    """The run's budget (from its config) and what its calls cost against it, by role."""
+    from tapir.budget import spent_by_role
+
+    row = store.execute("select config from runs where id = ?", [run_id]).fetchone()
+    config = json.loads(row[0]) if row and row[0] else {}
+    budget = config.get("budget") or {}
+    if budget.get("max_cost_usd") is None and not budget.get("per_role"):
+        return None
+    spent = spent_by_role(store, run_id)
+    return {"max_cost_usd": budget.get("max_cost_usd"), "per_role": budget.get("per_role") or {},
+            "spent": round(sum(spent.values()), 6), "spent_by_role": {k: round(v, 6) for k, v in spent.items()}}
+
+
+def _outputs(stages: list[dict]) -> list[dict]:
+    """What the run produced, from its stages' info: each round's checkpoint
+    (the exported copies when the run got to export), the held-out loss of
+    the base model and of every S_r, the exported files."""
+    trained, scored, exported = [], [], []
+    for s in stages:
+        info = s["info"]
+        if s["name"] == "train" and info.get("path"):
+            trained.append({"what": f"checkpoint S{s['round']}", "value": info["path"]})
+        elif s["name"] in ("evaluate", "evaluate_base") and info.get("nll") is not None:
+            scored.append({"what": f"held-out nll {info.get('label', '?')}",
+                           "value": f"{info['nll']:.4f} (perplexity {info.get('perplexity', float('nan')):.2f}, "
+                                    f"n {info.get('n', '?')})"})
+        elif s["name"] == "export":
+            for key, label in (("jsonl", "dataset (JSONL)"), ("datasets_folder", "dataset (datasets folder)"),
+                               ("mfd_plot", "MFD plot")):
+                if info.get(key):
+                    exported.append({"what": label, "value": info[key]})
+            exported += [{"what": f"exported {name}", "value": path}
+                         for name, path in (info.get("checkpoints") or {}).items()]
+    checkpoints = [] if any(o["what"].startswith("exported ") for o in exported) else trained
+    return checkpoints + scored + exported

@@ -173,7 +173,7 @@ def _text(value: Any) -> str:
 
 
 def failures_section(store: Store, runs: list[StudyRunRow], entries) -> Section:
-    from tapir.cli.runs_cmd import run_details
+    from tapir.runs import run_details
 
     section = Section("failures", "What failed",
                       intro="Runs that did not end done, stages that failed, items that ended failed (a re-run "

@@ -43,6 +43,7 @@ from tapir.errors import PermanentFailure, TapirError
 from tapir.pipeline.counts import handled
 from tapir.pipeline.reads import ConfigView, UndeclaredRead, config_value
 from tapir.store.db import Store, dumps, utcnow
+from tapir.store.stages import done_stage, last_finished
 
 Node = tuple[str, int]  # (stage name, round)
 Upstream = tuple[str, int | None]  # (stage name, round); round None: every round of that stage
@@ -397,17 +398,10 @@ class Engine:
     def _done_row(self, key: str | None) -> dict | None:
         if key is None:
             return None
-        rows = self.ctx.store.execute(
-            "select run_id, info, seconds from stages where key = ? and status = 'done' order by id desc limit 1",
-            [key],
-        ).fetchall()
-        if not rows:
+        row = done_stage(self.ctx.store, key)
+        if row is None:
             return None
-        import json
-
-        info = json.loads(rows[0][1]) if rows[0][1] else {}
-        return {"run_id": rows[0][0], "info": info, "seconds": rows[0][2],
-                "fingerprint": info.get("_fingerprint", "")}
+        return {**row, "fingerprint": row["info"].get("_fingerprint", "")}
 
     @property
     def has_draws(self) -> bool:
@@ -437,13 +431,9 @@ class Engine:
         """Of ``planned`` items a node handles, how many a run that resumes it asks:
         the failed ones a re-run retries, plus, for a node stopped part-way,
         those without an outcome yet (``planned`` is an estimate)."""
-        import json
-
         retried = len(self.retried_items(key)) if self.retry else 0
-        row = self.ctx.store.execute(
-            "select status, info from stages where key = ? and status in ('done', 'failed') order by id desc limit 1",
-            [key]).fetchone()
-        if row and (row[0] == "done" or json.loads(row[1] or "{}").get("ran_to_end")):
+        row = last_finished(self.ctx.store, key)
+        if row and (row[0] == "done" or row[1].get("ran_to_end")):
             return retried
         return retried + max(0, planned - self.handled_count(key))
 
