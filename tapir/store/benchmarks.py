@@ -1,0 +1,19 @@
+"""The ``benchmark_results`` table, as the report reads it (``tapir.bench``
+writes it)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from tapir.store.db import Store
+
+
+def models_with_results(store: Store, models: Sequence[str]) -> list[str]:
+    """Which of ``models`` have benchmark rows from a benchmark run
+    (classifier evaluations left out)."""
+    if not models:
+        return []
+    marks = ",".join("?" * len(models))
+    return [r[0] for r in store.execute(
+        f"select distinct model from benchmark_results where model in ({marks}) and run_id is not null "
+        f"and benchmark != 'classifier'", list(models))]

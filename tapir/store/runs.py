@@ -1,0 +1,52 @@
+"""The ``runs`` table: one row per run (its id is the hash of its config)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tapir.store.db import Store
+
+_COLUMNS = ("id", "name", "status", "config", "created_at", "updated_at", "tapir_version")
+
+
+def run_row(store: Store, run_id: str) -> dict[str, Any] | None:
+    """The row of run ``run_id`` with ``config`` decoded (``{}`` when it is
+    not JSON), or None."""
+    row = store.execute(f"select {', '.join(_COLUMNS)} from runs where id = ?", [run_id]).fetchone()
+    if row is None:
+        return None
+    run = dict(zip(_COLUMNS, row))
+    try:
+        run["config"] = json.loads(run["config"] or "{}")
+    except ValueError:
+        run["config"] = {}
+    return run
+
+
+def runs_named_with_prefix(store: Store, prefix: str) -> list[tuple[str, str]]:
+    """(id, name) of the runs whose name starts with ``prefix``, oldest first."""
+    pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    return store.execute("select id, name from runs where name like ? escape '\\' order by created_at, id",
+                         [pattern]).fetchall()
+
+
+def run_status(store: Store, run_id: str) -> str | None:
+    """The status of run ``run_id``; None when there is no such run."""
+    row = store.execute("select status from runs where id = ?", [run_id]).fetchone()
+    return row[0] if row else None
+
+
+def study_runs(store: Store, study: str) -> list[tuple[str, str, str, str, str]]:
+    """(id, name, status, config, created_at) of the runs whose config says
+    ``study.name: <study>``, in the order they were started."""
+    return store.execute(
+        "select id, name, status, config, created_at from runs where json_extract(config, '$.study.name') = ? "
+        "order by created_at, id", [study]).fetchall()
+
+
+def study_names(store: Store) -> list[str]:
+    """Every study named in a stored run config."""
+    return [r[0] for r in store.execute(
+        "select distinct json_extract(config, '$.study.name') from runs "
+        "where json_extract(config, '$.study.name') is not null")]
