@@ -248,7 +248,7 @@ from outcomes o join stages s on s.key = o.scope;
 CREATE VIEW hard_items as select cut.run_id, hard.item_id, item.instruction, item.input, label.label as task_type,
        teacher.text as teacher_answer, student.text as student_answer,
        tscore.value as teacher_score, sscore.value as student_score, mfd.value as mfd,
-       (select group_concat(j.position || ': ' || coalesce(j.raw, ''), char(10)) from judgments j
+       (select group_concat(j.position || ': ' || coalesce(j.raw, '') || coalesce(' ' || j.details, ''), char(10)) from judgments j
          where j.scope = judge.key and j.item_id = hard.item_id) as judge_raw,
        (select group_concat(j.error, '; ') from judgments j
          where j.scope = judge.key and j.item_id = hard.item_id) as judge_error,

@@ -125,7 +125,7 @@ def test_hard_items_view_joins_the_run_stages(run_db):
                                                      [out.key("student_answers")])}
     mfd = out.scores("judge", 0, "mfd")
     labels = {r["item_id"]: r["label"] for r in rows(db, "select item_id, label from classifications "
-                                                         "where run_id = ?", [out.key("classify")])}
+                                                         "where scope = ?", [out.key("classify")])}
     for r in view:
         i = r["item_id"]
         assert r["instruction"] == items[i]["instruction"]
@@ -235,7 +235,23 @@ def test_judgments_link_to_responses(run_db):
                    "where r.id is null")
     assert bad == []
     fks = rows(db, "select * from pragma_foreign_key_list('judgments')")
-    assert {(f["from"], f["table"]) for f in fks} == {("response_a_id", "responses"), ("response_b_id", "responses")}
+    assert {(f["from"], f["table"]) for f in fks} == {("response_a_id", "responses"), ("response_b_id", "responses"),
+                                                      ("item_uid", "items")}
+
+
+def test_every_row_about_an_item_links_to_it(run_db):
+    """A fresh pipeline run: the triggers fill item_uid for every row the
+    stages wrote, and each link names the item of that id in the run."""
+    out, db = run_db
+    assert rows(db, "select * from pragma_foreign_key_check") == []
+    for table in ("responses", "judgments", "scores", "classifications", "rewrites"):
+        unlinked = rows(db, f"select item_id from {table} where item_uid is null")
+        assert unlinked == [], table
+        wrong = rows(db, f"select t.item_id from {table} t join items i on i.uid = t.item_uid where i.id != t.item_id")
+        assert wrong == [], table
+    teacher = rows(db, "select r.item_id, i.scope from responses r join items i on i.uid = r.item_uid "
+                       "where r.scope = ?", [out.key("teacher_answers")])
+    assert len(teacher) == 16 and {r["scope"] for r in teacher} == {out.key("ingest")}
 
 
 # --- the shipped metadata ----------------------------------------------------

@@ -514,7 +514,8 @@ _VIEWS_M009["hard_items"] = _VIEWS["hard_items"].replace("j.run_id =", "j.scope 
     ".run_id = judge.key", ".scope = judge.key").replace("hard.run_id = cut.key", "hard.scope = cut.key").replace(
     "item.run_id = ingest.key", "item.scope = ingest.key").replace("teacher.run_id = ta.key", "teacher.scope = ta.key"
     ).replace("student.run_id = sa.key", "student.scope = sa.key").replace(
-    "label.run_id = cls.key", "label.scope = cls.key")
+    "label.run_id = cls.key", "label.scope = cls.key").replace(
+    "j.position || ': ' || coalesce(j.raw, '')", "j.position || ': ' || coalesce(j.raw, '') || coalesce(' ' || j.details, '')")
 _VIEWS_M009["item_history"] = _VIEWS["item_history"].replace("s.key = t.run_id", "s.key = t.scope").replace(
     "s.key = t.stage_key", "s.key = t.scope")
 
@@ -537,7 +538,8 @@ def m009_scope_and_item_fks(db: sqlite_utils.Database):
     * ``judgments.raw`` is a JSON list of the judge's texts everywhere; the
       judge stage's details (read_by counts, spreads, order errors), which
       it kept next to them in a JSON object, move to ``judgments.details``.
-    * The views join on ``scope``; ``item_outcomes`` shows ``item_uid``.
+    * The views join on ``scope``; ``item_outcomes`` shows ``item_uid``;
+      ``hard_items.judge_raw`` shows each judgment's details after its texts.
     """
     from tapir.store.items import item_uid
 
