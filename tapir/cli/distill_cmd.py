@@ -208,11 +208,11 @@ def register(cli):
         judge stage has the same inputs (editing mfd.delta does not change it)."""
         from tapir.pipeline.inspect import engine_without_run
         from tapir.pipeline.mfd import candidate_deltas, describe_cut, distribution, histogram, select_hard
+        from tapir.store.scores import scores_by_item
 
         engine = engine_without_run(config, obj["db"], list(sets))
         store, key, cfg = engine.ctx.store, engine.key_of(("judge", round_)), engine.ctx.config
-        mfd = dict(store.execute(
-            "select item_id, value from scores where scope = ? and name = 'mfd'", [key]).fetchall()) if key else {}
+        mfd = scores_by_item(store, key, "mfd") if key else {}
         if not mfd:
             raise click.ClickException(
                 f"no MFD scores for the judge stage (round {round_}) of {config} in {store.path}: run "

@@ -26,10 +26,11 @@ def register(cli):
         if click_ctx.invoked_subcommand is not None:
             return
         from tapir.runs import stage_rows
+        from tapir.store.runs import all_runs
 
         store = _open(click_ctx.obj["db"])
         out = []
-        for run in store["runs"].rows_where(order_by="created_at"):
+        for run in all_runs(store):
             stages = stage_rows(store, run["id"])
             out.append({**{k: run[k] for k in ("id", "name", "status", "created_at")}, "stages": stages})
         if as_json:

@@ -17,3 +17,11 @@ def models_with_results(store: Store, models: Sequence[str]) -> list[str]:
     return [r[0] for r in store.execute(
         f"select distinct model from benchmark_results where model in ({marks}) and run_id is not null "
         f"and benchmark != 'classifier'", list(models))]
+
+
+def model_results(store: Store, model: str) -> list[tuple]:
+    """(id, benchmark, task, metric, value, stderr, n, meta) of the
+    benchmark rows of ``model`` (classifier evaluations left out), oldest first."""
+    return store.execute(
+        "select id, benchmark, task, metric, value, stderr, n, meta from benchmark_results "
+        "where model = ? and benchmark != 'classifier' order by id", [model]).fetchall()

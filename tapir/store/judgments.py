@@ -35,3 +35,13 @@ def save_stage_judgment(store: Store, scope: str, item_id: str, judge: str, mode
         "values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [scope, item_id, judge, model, kind, position, round, response_a_id, response_b_id, score_a, score_b,
          preference, encode_raw(raw), dumps(details) if details else None, error, read_by, utcnow()])
+
+
+def provenance_rows(store: Any, scope: str) -> list[tuple]:
+    """(read_by, logprobs_missing, MFD spread) of the ok judgments under
+    ``scope``, the last two from ``details`` (NULL where it is not JSON).
+    ``store``: anything with ``execute(sql, params)``."""
+    field = "case when json_valid(details) then json_extract(details, '$.{}') end"
+    return store.execute(
+        f"select read_by, {field.format('logprobs_missing')}, {field.format('spread.mfd')} "
+        "from judgments where scope = ? and error is null", [scope]).fetchall()

@@ -50,3 +50,8 @@ def study_names(store: Store) -> list[str]:
     return [r[0] for r in store.execute(
         "select distinct json_extract(config, '$.study.name') from runs "
         "where json_extract(config, '$.study.name') is not null")]
+
+
+def all_runs(store: Store) -> list[dict[str, Any]]:
+    """Every run row, oldest first (``config`` as stored)."""
+    return list(store["runs"].rows_where(order_by="created_at"))
