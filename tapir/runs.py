@@ -10,7 +10,6 @@ already wrote (each stage checks its own rows).
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import time
 from contextlib import contextmanager
@@ -18,6 +17,7 @@ from typing import Any, Callable, Iterator
 
 from tapir import __version__
 from tapir.errors import ConfigError
+from tapir.store import runs as run_rows
 from tapir.store.db import Store, dumps, utcnow
 from tapir.store.stages import calls_by_role, decode_info, encode_info, failures_by_kind, run_stages
 
@@ -99,23 +99,20 @@ def resolve_run(store: Store, text: str) -> str:
     words and fail with the same message: an unknown run or an ambiguous
     prefix is a :class:`ConfigError` (exit 2) listing the candidates."""
     text = (text or "").strip()
-    if store.execute("select 1 from runs where id = ?", [text]).fetchone():
+    if run_rows.run_exists(store, text):
         return text
-    row = store.execute("select id from runs where name = ? order by updated_at desc, created_at desc limit 1",
-                        [text]).fetchone()
-    if row:
-        return row[0]
+    named = run_rows.latest_run_named(store, text)
+    if named:
+        return named
     matches = []
     if len(text) >= MIN_PREFIX:
-        pattern = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        matches = store.execute("select id, name from runs where id like ? escape '\\' order by created_at desc",
-                                [pattern]).fetchall()
+        matches = run_rows.runs_with_id_prefix(store, text)
     if len(matches) == 1:
         return matches[0][0]
     if matches:
         raise ConfigError(f"run '{text}' is ambiguous in {store.path}: it starts {len(matches)} run ids: "
                           f"{_listed(matches)}. Give more characters of the id, or the run's name")
-    recent = store.execute("select id, name from runs order by created_at desc limit 10").fetchall()
+    recent = run_rows.recent_runs(store, 10)
     short = f" (an id prefix needs {MIN_PREFIX}+ characters)" if 0 < len(text) < MIN_PREFIX else ""
     raise ConfigError(f"no run '{text}' in {store.path}: not a run id, id prefix or name{short}. "
                       f"Recent runs: {_listed(recent) or 'none'} (`tapir runs` lists them)")
@@ -262,9 +259,8 @@ def stage_rows(store: Store, run_id: str) -> list[dict]:
 
 def run_details(store: Store, run_ref: str) -> dict:
     """Everything ``runs show`` prints about the run ``run_ref`` names (id, id prefix or name)."""
-    row = store.execute("select id, name, status, created_at, updated_at from runs where id = ?",
-                        [resolve_run(store, run_ref)]).fetchone()
-    run = dict(zip(("id", "name", "status", "created_at", "updated_at"), row))
+    row = run_rows.run_row(store, resolve_run(store, run_ref))
+    run = {k: row[k] for k in ("id", "name", "status", "created_at", "updated_at")}
     stages = stage_rows(store, run["id"])
     failures = []
     for s in stages:
@@ -285,9 +281,7 @@ def _budget(store, run_id: str) -> dict | None:
     """The run's budget (from its config) and what its calls cost against it, by role."""
     from tapir.budget import spent_by_role
 
-    row = store.execute("select config from runs where id = ?", [run_id]).fetchone()
-    config = json.loads(row[0]) if row and row[0] else {}
-    budget = config.get("budget") or {}
+    budget = run_rows.run_config(store, run_id).get("budget") or {}
     if budget.get("max_cost_usd") is None and not budget.get("per_role"):
         return None
     spent = spent_by_role(store, run_id)

@@ -254,8 +254,7 @@ def _local_answers(model: str, local: tuple[Any, Any], questions: list[Question]
 def stored_answers(store, answers_id: str) -> dict[tuple[str, int], tuple[int, str]]:
     """``{(item_id, turn): (response id, text)}`` stored under ``answers_id``
     (whatever path the model had then: the id names its weights)."""
-    rows = store.execute("select id, item_id, round, text from responses where scope = ? and role = ? "
-                         "and sample = 0 order by id", [answers_id, ROLE]).fetchall()
+    rows = records.responses_of_role(store, answers_id, ROLE)
     return {(item_id, rnd): (rid, text) for rid, item_id, rnd, text in rows}
 
 

@@ -245,8 +245,7 @@ class MTBench:
         settings.refresh = force
         where = answers_id(model, settings, fmt, data)
         if force:  # a forced run regenerates its answers too
-            with store.db.conn:
-                store.db.conn.execute("delete from responses where scope = ? and role = ?", [where, ROLE])
+            records.forget_responses(store, where, ROLE)
         answers, gen_info = generate_answers(model, store, where, questions, settings)
         judge_mode = o.resolved_judge_mode
         meta = {

@@ -132,3 +132,29 @@ def save_judgments(store: Store, run_id: str, judge: str, judge_model: str, kind
     if params:
         with store.db.conn:
             store.db.conn.executemany(_UPSERT, params)
+
+
+def forget_responses(store: Store, scope: str, role: str) -> int:
+    """Delete the ``role`` answers under ``scope`` (a forced re-run
+    regenerates them); returns how many."""
+    with store.db.conn:
+        return store.db.conn.execute("delete from responses where scope = ? and role = ?", [scope, role]).rowcount
+
+
+def responses_of_role(store: Store, scope: str, role: str) -> list[tuple[int, str, int, str]]:
+    """(response id, item_id, round, text) of the sample-0 ``role`` answers
+    under ``scope``, in the order they were written."""
+    return store.execute("select id, item_id, round, text from responses where scope = ? and role = ? "
+                         "and sample = 0 order by id", [scope, role]).fetchall()
+
+
+def answers_elsewhere(store: Store, role: str, model: str, not_scope: str,
+                      item_ids: list[str]) -> list[tuple[str, str, int | None]]:
+    """(item_id, text, llm_call_id) of round-0, sample-0 ``role`` answers by
+    ``model`` to ``item_ids`` stored under any scope but ``not_scope``,
+    oldest first."""
+    marks = ",".join("?" * len(item_ids))
+    return store.execute(
+        f"select item_id, text, llm_call_id from responses where role = ? and model = ? and round = 0 "
+        f"and sample = 0 and scope != ? and item_id in ({marks}) order by id",
+        [role, model, not_scope, *item_ids]).fetchall()

@@ -55,3 +55,35 @@ def study_names(store: Store) -> list[str]:
 def all_runs(store: Store) -> list[dict[str, Any]]:
     """Every run row, oldest first (``config`` as stored)."""
     return list(store["runs"].rows_where(order_by="created_at"))
+
+
+def run_exists(store: Store, run_id: str) -> bool:
+    return store.execute("select 1 from runs where id = ?", [run_id]).fetchone() is not None
+
+
+def latest_run_named(store: Store, name: str) -> str | None:
+    """The id of the latest run named ``name``, or None."""
+    row = store.execute("select id from runs where name = ? order by updated_at desc, created_at desc limit 1",
+                        [name]).fetchone()
+    return row[0] if row else None
+
+
+def runs_with_id_prefix(store: Store, prefix: str) -> list[tuple[str, str]]:
+    """(id, name) of the runs whose id starts with ``prefix``, newest first."""
+    pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    return store.execute("select id, name from runs where id like ? escape '\\' order by created_at desc",
+                         [pattern]).fetchall()
+
+
+def recent_runs(store: Store, limit: int = 10) -> list[tuple[str, str]]:
+    """(id, name) of the latest ``limit`` runs, newest first."""
+    return store.execute("select id, name from runs order by created_at desc limit ?", [limit]).fetchall()
+
+
+def run_config(store: Store, run_id: str) -> dict[str, Any]:
+    """The stored (redacted) config of run ``run_id``; ``{}`` when none or not JSON."""
+    row = store.execute("select config from runs where id = ?", [run_id]).fetchone()
+    try:
+        return json.loads(row[0]) if row and row[0] else {}
+    except ValueError:
+        return {}
