@@ -392,7 +392,7 @@ def test_study_report_says_what_failed(study_db, tmp_path):
     item, = store.execute("select item_id from outcomes where scope = ? limit 1", [key]).fetchone()
     with store.db.conn:
         store.execute("update outcomes set status = 'failed', error_kind = 'rate_limit', reason = 'HTTP 429: slow "
-                      "down' where stage_key = ? and item_id = ?", [key, item])
+                      "down' where scope = ? and item_id = ?", [key, item])
         store.execute("update runs set status = 'done_with_failures' where id = ?", [run_id])
     store.close()
     store = open_readonly(db)
