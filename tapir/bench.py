@@ -58,7 +58,8 @@ from tapir.store.db import Store, dumps, utcnow
 META_KEYS = ("judge", "judge_mode", "failures", "failure_reasons", "failure_example", "data_version", "subset")
 # Options that select a part of a benchmark: used to label rows of old runs that lack meta.subset.
 SUBSET_OPTIONS = ("limit", "question_ids", "ids", "samples", "categories", "instruction_ids")
-# Tables where an evaluator keeps its answers and judgments under the run id (deleted by force).
+# Tables where an evaluator keeps its answers and judgments under the run id, in
+# their ``scope`` column (deleted by force).
 RUN_TABLES = ("judgments", "responses", "scores")
 
 
@@ -330,9 +331,9 @@ def forget_run(store: Store, run_id: str) -> dict[str, int]:
     deleted = {}
     tables = set(store.db.table_names())
     with store.db.conn:
-        for table in (*RUN_TABLES, "benchmark_results"):
+        for table, column in (*((t, "scope") for t in RUN_TABLES), ("benchmark_results", "run_id")):
             if table in tables:
-                deleted[table] = store.db.conn.execute(f"delete from {table} where run_id = ?", [run_id]).rowcount
+                deleted[table] = store.db.conn.execute(f"delete from {table} where {column} = ?", [run_id]).rowcount
     return deleted
 
 

@@ -522,10 +522,9 @@ def judgment_provenance(store: Any, scope: str) -> dict[str, Any]:
     the mean over items of the MFD's standard deviation over the repeats.
     Read from the store, so a resumed stage counts every judgment it holds.
     ``store`` is anything with ``execute(sql, params)``."""
-    details = "case when json_valid(raw) then json_extract(raw, '$.details.{}') end"
-    rows = store.execute(
-        f"select read_by, {details.format('logprobs_missing')}, {details.format('spread.mfd')} "
-        "from judgments where run_id = ? and error is null", [scope]).fetchall()
+    from tapir.store.judgments import provenance_rows
+
+    rows = provenance_rows(store, scope)
     out: dict = {"read_by": count_read_by(r[0] for r in rows)}
     missing = sum(1 for r in rows if r[1])
     if missing:

@@ -10,17 +10,15 @@ at once when the holder is a dead pid on this host (kill -9), after
 
 from __future__ import annotations
 
-import os
-import socket
 import threading
 import time
 
 from tapir.errors import TapirError
+from tapir.store import locks as rows
 from tapir.store.db import Store, utcnow
+from tapir.store.locks import HOST, STALE_S, holder_alive  # noqa: F401  (where they used to live)
 
 HEARTBEAT_S = 5.0
-STALE_S = 30.0
-HOST = socket.gethostname()
 
 
 class LockHeld(TapirError):
@@ -32,27 +30,6 @@ class LockHeld(TapirError):
         label = f"{what[0]} {what[1]}" if len(what) == 2 else name
         super().__init__(f"{label} is being written by pid {pid} on {host} since {since}; "
                          f"wait for it to finish (or pass --wait), or stop that process")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (killed child not yet reaped) is dead for our purposes.
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            return f.read().split(") ", 1)[1][:1] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def holder_alive(pid: int, host: str, heartbeat_at: float) -> bool:
-    if host == HOST:
-        return pid == os.getpid() or _pid_alive(pid)
-    return time.time() - heartbeat_at < STALE_S
 
 
 class Lock:
@@ -69,30 +46,14 @@ class Lock:
     def try_acquire(self) -> bool:
         """Take the lock if it is free or its holder is dead; False if a
         live process holds it (see :meth:`holder`)."""
-        conn = self.store.db.conn
-        now = time.time()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            row = conn.execute("select pid, host, heartbeat_at from locks where name = ?", [self.name]).fetchone()
-            if row is not None and not (row[0] == os.getpid() and row[1] == HOST) and holder_alive(*row):
-                conn.execute("COMMIT")
-                return False
-            conn.execute(
-                "insert or replace into locks (name, pid, host, acquired_at, heartbeat_at) values (?, ?, ?, ?, ?)",
-                [self.name, os.getpid(), HOST, utcnow(), now],
-            )
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+        if not rows.claim(self.store.db.conn, self.name, utcnow()):
+            return False
         self.held = True
         self._start_heartbeat()
         return True
 
     def holder(self) -> tuple[int, str, str] | None:
-        row = self.store.execute("select pid, host, acquired_at from locks where name = ?", [self.name]).fetchone()
-        return tuple(row) if row else None
+        return rows.holder(self.store.db.conn, self.name)
 
     def acquire(self, wait: bool = False, poll_s: float = 0.5, timeout_s: float | None = None) -> None:
         """Take the lock; without ``wait``, raise :class:`LockHeld` at once
@@ -112,9 +73,7 @@ class Lock:
             self._thread.join(timeout=HEARTBEAT_S)
             self._thread = None
         if self.held:
-            with self.store.db.conn:
-                self.store.execute("delete from locks where name = ? and pid = ? and host = ?",
-                                   [self.name, os.getpid(), HOST])
+            rows.drop(self.store.db.conn, self.name)
             self.held = False
 
     def _start_heartbeat(self) -> None:
@@ -131,9 +90,7 @@ class Lock:
             conn = sqlite3.connect(str(path), timeout=30)
             try:
                 while not self._stop.wait(HEARTBEAT_S):
-                    with conn:  # every lock this process holds (its call claims too)
-                        conn.execute("update locks set heartbeat_at = ? where pid = ? and host = ?",
-                                     [time.time(), os.getpid(), HOST])
+                    rows.beat(conn)  # every lock this process holds (its call claims too)
             finally:
                 conn.close()
 

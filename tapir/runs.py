@@ -10,7 +10,6 @@ already wrote (each stage checks its own rows).
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import time
 from contextlib import contextmanager
@@ -18,7 +17,9 @@ from typing import Any, Callable, Iterator
 
 from tapir import __version__
 from tapir.errors import ConfigError
+from tapir.store import runs as run_rows
 from tapir.store.db import Store, dumps, utcnow
+from tapir.store.stages import calls_by_role, decode_info, encode_info, failures_by_kind, run_stages
 
 # Secret-looking keys. "token" alone or with an auth-ish prefix (hf_token,
 # access_token), but not tokenizer settings such as pad_token / eos_token:
@@ -98,23 +99,20 @@ def resolve_run(store: Store, text: str) -> str:
     words and fail with the same message: an unknown run or an ambiguous
     prefix is a :class:`ConfigError` (exit 2) listing the candidates."""
     text = (text or "").strip()
-    if store.execute("select 1 from runs where id = ?", [text]).fetchone():
+    if run_rows.run_exists(store, text):
         return text
-    row = store.execute("select id from runs where name = ? order by updated_at desc, created_at desc limit 1",
-                        [text]).fetchone()
-    if row:
-        return row[0]
+    named = run_rows.latest_run_named(store, text)
+    if named:
+        return named
     matches = []
     if len(text) >= MIN_PREFIX:
-        pattern = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        matches = store.execute("select id, name from runs where id like ? escape '\\' order by created_at desc",
-                                [pattern]).fetchall()
+        matches = run_rows.runs_with_id_prefix(store, text)
     if len(matches) == 1:
         return matches[0][0]
     if matches:
         raise ConfigError(f"run '{text}' is ambiguous in {store.path}: it starts {len(matches)} run ids: "
                           f"{_listed(matches)}. Give more characters of the id, or the run's name")
-    recent = store.execute("select id, name from runs order by created_at desc limit 10").fetchall()
+    recent = run_rows.recent_runs(store, 10)
     short = f" (an id prefix needs {MIN_PREFIX}+ characters)" if 0 < len(text) < MIN_PREFIX else ""
     raise ConfigError(f"no run '{text}' in {store.path}: not a run id, id prefix or name{short}. "
                       f"Recent runs: {_listed(recent) or 'none'} (`tapir runs` lists them)")
@@ -171,7 +169,7 @@ class Run:
     def stage_info(self, name: str, round: int = 0) -> dict[str, Any]:
         """The ``info`` a stage stored (counts, figures); empty if none yet."""
         row = self._row(name, round)
-        return json.loads(row["info"]) if row and row["info"] else {}
+        return decode_info(row["info"]) if row else {}
 
     def stages(self) -> list[dict]:
         return list(self.store["stages"].rows_where("run_id = ?", [self.id], order_by="id"))
@@ -198,7 +196,7 @@ class Run:
             with self.store.db.conn:
                 table.update(
                     row["id"],
-                    {"status": "failed", "finished_at": utcnow(), "info": dumps({**info, "error": repr(exc)})},
+                    {"status": "failed", "finished_at": utcnow(), "info": encode_info({**info, "error": repr(exc)})},
                 )
             raise
         with self.store.db.conn:
@@ -208,7 +206,7 @@ class Run:
                     "status": "done",
                     "finished_at": utcnow(),
                     "seconds": float(f"{time.perf_counter() - started:.3f}"),  # (`round` is a parameter here)
-                    "info": dumps(info),
+                    "info": encode_info(info),
                 },
             )
 
@@ -222,7 +220,7 @@ class Run:
             values.update(started_at=now, finished_at=None)
         else:
             values.update(finished_at=now, seconds=None if seconds is None else float(f"{seconds:.3f}"),
-                          info=dumps(info or {}))
+                          info=encode_info(info))
         table = self.store["stages"]
         with self.store.db.conn:
             row = self._row(name, round)
@@ -241,3 +239,75 @@ class Run:
             fn(info)
         return True
 
+
+# --------------------------------------------------------------------------- reading a run
+
+
+def stage_rows(store: Store, run_id: str) -> list[dict]:
+    """The stages of run ``run_id`` with their counts (ok, failed, calls,
+    tokens, cost, truncated, maybe_billed, attempts) read from ``info``."""
+    from tapir.pipeline.counts import handled
+
+    rows = []
+    for s in run_stages(store, run_id):
+        info = s["info"]
+        counts = {k: info.get(k, 0) for k in ("ok", "failed", "calls", "tokens", "cost", "truncated", "maybe_billed")}
+        counts["ok"] = handled(s["name"], counts["ok"], counts["failed"], info)
+        rows.append({**s, "info": info, **counts, "attempts": info.get("attempts", info.get("calls", 0))})
+    return rows
+
+
+def run_details(store: Store, run_ref: str) -> dict:
+    """Everything ``runs show`` prints about the run ``run_ref`` names (id, id prefix or name)."""
+    row = run_rows.run_row(store, resolve_run(store, run_ref))
+    run = {k: row[k] for k in ("id", "name", "status", "created_at", "updated_at")}
+    stages = stage_rows(store, run["id"])
+    failures = []
+    for s in stages:
+        if not s["key"]:
+            continue
+        for kind, count, example_item, example in failures_by_kind(store, s["key"]):
+            failures.append({"stage": s["name"], "round": s["round"], "kind": kind, "count": count,
+                             "example_item": example_item, "example": example})
+    by_role = calls_by_role(store, run["id"])
+    from tapir.pipeline.curriculum_notes import curriculum_lines
+
+    curriculum = curriculum_lines((s["name"], s["round"], s["info"]) for s in stages)
+    return {**run, "stages": stages, "failures": failures, "calls_by_role": by_role, "outputs": _outputs(stages),
+            "curriculum": curriculum, "budget": _budget(store, run["id"])}
+
+
+def _budget(store, run_id: str) -> dict | None:
+    """The run's budget (from its config) and what its calls cost against it, by role."""
+    from tapir.budget import spent_by_role
+
+    budget = run_rows.run_config(store, run_id).get("budget") or {}
+    if budget.get("max_cost_usd") is None and not budget.get("per_role"):
+        return None
+    spent = spent_by_role(store, run_id)
+    return {"max_cost_usd": budget.get("max_cost_usd"), "per_role": budget.get("per_role") or {},
+            "spent": round(sum(spent.values()), 6), "spent_by_role": {k: round(v, 6) for k, v in spent.items()}}
+
+
+def _outputs(stages: list[dict]) -> list[dict]:
+    """What the run produced, from its stages' info: each round's checkpoint
+    (the exported copies when the run got to export), the held-out loss of
+    the base model and of every S_r, the exported files."""
+    trained, scored, exported = [], [], []
+    for s in stages:
+        info = s["info"]
+        if s["name"] == "train" and info.get("path"):
+            trained.append({"what": f"checkpoint S{s['round']}", "value": info["path"]})
+        elif s["name"] in ("evaluate", "evaluate_base") and info.get("nll") is not None:
+            scored.append({"what": f"held-out nll {info.get('label', '?')}",
+                           "value": f"{info['nll']:.4f} (perplexity {info.get('perplexity', float('nan')):.2f}, "
+                                    f"n {info.get('n', '?')})"})
+        elif s["name"] == "export":
+            for key, label in (("jsonl", "dataset (JSONL)"), ("datasets_folder", "dataset (datasets folder)"),
+                               ("mfd_plot", "MFD plot")):
+                if info.get(key):
+                    exported.append({"what": label, "value": info[key]})
+            exported += [{"what": f"exported {name}", "value": path}
+                         for name, path in (info.get("checkpoints") or {}).items()]
+    checkpoints = [] if any(o["what"].startswith("exported ") for o in exported) else trained
+    return checkpoints + scored + exported

@@ -29,9 +29,15 @@ from pathlib import Path
 from typing import Any
 
 from tapir.errors import TapirError
-from tapir.report import (CSS, Section, Table, _benchmark_entries, _e, _figure_html, _stages, _table_html,
-                          ablation_table, benchmark_rounds, checkpoints_of, mfd_distribution, task_distribution)
+from tapir.report.ablation import ablation_table
+from tapir.report.benchmarks import _benchmark_entries, benchmark_rounds, checkpoints_of
+from tapir.report.html import CSS, _e, _figure_html, _table_html
+from tapir.report.pieces import Section, Table
+from tapir.report.queries import _stages
+from tapir.report.sections import mfd_distribution, task_distribution
 from tapir.store.db import Store, utcnow
+from tapir.store.runs import study_names
+from tapir.store.runs import study_runs as stored_study_runs
 
 # A figure is at most this tall on the page (a screen), however many task
 # types or rounds it has; a click opens it at full size.
@@ -63,13 +69,9 @@ def study_runs(store: Store, name: str) -> list[StudyRunRow]:
     """The runs of study ``name`` (from their stored config's ``study``), in
     the order they were started; a (student, setting) run again under a new
     config replaces the older one."""
-    rows = store.execute(
-        "select id, name, status, config, created_at from runs where json_extract(config, '$.study.name') = ? "
-        "order by created_at, id", [name]).fetchall()
+    rows = stored_study_runs(store, name)
     if not rows:
-        known = [r[0] for r in store.execute(
-            "select distinct json_extract(config, '$.study.name') from runs "
-            "where json_extract(config, '$.study.name') is not null")]
+        known = study_names(store)
         raise TapirError(f"no study '{name}' in {store.path}: no run's config has study.name = {name!r}. Studies "
                          f"here: {', '.join(known) or 'none'} (run one with `tapir study CONFIG`)")
     latest: dict[tuple[str, str], StudyRunRow] = {}
@@ -173,7 +175,7 @@ def _text(value: Any) -> str:
 
 
 def failures_section(store: Store, runs: list[StudyRunRow], entries) -> Section:
-    from tapir.cli.runs_cmd import run_details
+    from tapir.runs import run_details
 
     section = Section("failures", "What failed",
                       intro="Runs that did not end done, stages that failed, items that ended failed (a re-run "

@@ -26,7 +26,7 @@ CREATE TABLE "stages" (
 CREATE UNIQUE INDEX "idx_stages_run_id_name_round"
     ON "stages" ("run_id", "name", "round");
 CREATE TABLE "items" (
-   "run_id" TEXT,
+   "scope" TEXT,
    "id" TEXT,
    "origin" TEXT,
    "round" INTEGER,
@@ -34,8 +34,8 @@ CREATE TABLE "items" (
    "input" TEXT,
    "output" TEXT,
    "task_type" TEXT,
-   "meta" TEXT,
-   PRIMARY KEY ("run_id", "id")
+   "meta" TEXT, uid text,
+   PRIMARY KEY ("scope", "id")
 );
 CREATE TABLE "llm_calls" (
    "id" INTEGER PRIMARY KEY,
@@ -58,7 +58,7 @@ CREATE INDEX "idx_llm_calls_key"
     ON "llm_calls" ("key");
 CREATE TABLE "responses" (
    "id" INTEGER PRIMARY KEY,
-   "run_id" TEXT,
+   "scope" TEXT,
    "item_id" TEXT,
    "role" TEXT,
    "model" TEXT,
@@ -67,30 +67,30 @@ CREATE TABLE "responses" (
    "text" TEXT,
    "llm_call_id" INTEGER REFERENCES "llm_calls"("id"),
    "created_at" TEXT
-);
+, item_uid text references items(uid));
 CREATE UNIQUE INDEX "idx_responses_run_id_item_id_role_model_round_sample"
-    ON "responses" ("run_id", "item_id", "role", "model", "round", "sample");
+    ON "responses" ("scope", "item_id", "role", "model", "round", "sample");
 CREATE TABLE "classifications" (
-   "run_id" TEXT,
+   "scope" TEXT,
    "item_id" TEXT,
    "classifier" TEXT,
    "label" TEXT,
    "confidence" REAL,
-   "created_at" TEXT,
-   PRIMARY KEY ("run_id", "item_id", "classifier")
+   "created_at" TEXT, item_uid text references items(uid),
+   PRIMARY KEY ("scope", "item_id", "classifier")
 );
 CREATE TABLE "rewrites" (
-   "run_id" TEXT,
+   "scope" TEXT,
    "item_id" TEXT,
    "new_item_id" TEXT,
    "rewriter" TEXT,
    "round" INTEGER,
-   "created_at" TEXT, "instruction" TEXT, "refined_instruction" TEXT, "error" TEXT,
-   PRIMARY KEY ("run_id", "item_id", "rewriter", "round")
+   "created_at" TEXT, "instruction" TEXT, "refined_instruction" TEXT, "error" TEXT, item_uid text references items(uid),
+   PRIMARY KEY ("scope", "item_id", "rewriter", "round")
 );
 CREATE TABLE "checkpoints" (
    "id" INTEGER PRIMARY KEY,
-   "run_id" TEXT,
+   "scope" TEXT,
    "round" INTEGER,
    "path" TEXT,
    "base_model" TEXT,
@@ -99,14 +99,14 @@ CREATE TABLE "checkpoints" (
    "created_at" TEXT
 );
 CREATE UNIQUE INDEX "idx_checkpoints_run_id_round"
-    ON "checkpoints" ("run_id", "round");
+    ON "checkpoints" ("scope", "round");
 CREATE TABLE "scores" (
-   "run_id" TEXT,
+   "scope" TEXT,
    "item_id" TEXT,
    "name" TEXT,
    "round" INTEGER,
-   "value" REAL,
-   PRIMARY KEY ("run_id", "item_id", "name", "round")
+   "value" REAL, item_uid text references items(uid),
+   PRIMARY KEY ("scope", "item_id", "name", "round")
 );
 CREATE TABLE "benchmark_results" (
    "id" INTEGER PRIMARY KEY,
@@ -124,7 +124,7 @@ CREATE TABLE "benchmark_results" (
 CREATE INDEX "idx_stages_key"
     ON "stages" ("key");
 CREATE TABLE "outcomes" (
-   "stage_key" TEXT,
+   "scope" TEXT,
    "item_id" TEXT,
    "status" TEXT,
    "reason" TEXT,
@@ -132,11 +132,11 @@ CREATE TABLE "outcomes" (
    "http_status" INTEGER,
    "llm_call_id" INTEGER REFERENCES "llm_calls"("id"),
    "attempts" INTEGER,
-   "updated_at" TEXT, "draws" INTEGER, "reproduces" INTEGER,
-   PRIMARY KEY ("stage_key", "item_id")
+   "updated_at" TEXT, "draws" INTEGER, "reproduces" INTEGER, item_uid text references items(uid),
+   PRIMARY KEY ("scope", "item_id")
 );
 CREATE INDEX "idx_outcomes_stage_key_status"
-    ON "outcomes" ("stage_key", "status");
+    ON "outcomes" ("scope", "status");
 CREATE TABLE "locks" (
    "name" TEXT PRIMARY KEY,
    "pid" INTEGER,
@@ -174,7 +174,7 @@ CREATE INDEX "idx_api_batch_requests_request_key"
     ON "api_batch_requests" ("request_key");
 CREATE TABLE "judgments" (
    "id" INTEGER PRIMARY KEY,
-   "run_id" TEXT,
+   "scope" TEXT,
    "item_id" TEXT,
    "judge" TEXT,
    "model" TEXT,
@@ -189,9 +189,52 @@ CREATE TABLE "judgments" (
    "raw" TEXT,
    "error" TEXT,
    "created_at" TEXT
-, "read_by" TEXT);
+, "read_by" TEXT, item_uid text references items(uid), details text);
 CREATE UNIQUE INDEX "idx_judgments_run_id_item_id_judge_position_round"
-    ON "judgments" ("run_id", "item_id", "judge", "position", "round");
+    ON "judgments" ("scope", "item_id", "judge", "position", "round");
+CREATE UNIQUE INDEX idx_items_uid on items (uid);
+CREATE INDEX idx_responses_item_uid on [responses] (item_uid);
+CREATE TRIGGER responses_item_uid after insert on responses when new.item_uid is null begin update responses set item_uid = coalesce(
+  (select i.uid from items i where i.scope = new.scope and i.id = new.item_id),
+  (select i.uid from items i where i.id = new.item_id and i.scope in (
+     select other.key from stages mine join stages other on other.run_id = mine.run_id
+     where mine.key = new.scope and other.key is not null)
+   order by i.rowid desc limit 1)) where rowid = new.rowid; end;
+CREATE INDEX idx_judgments_item_uid on [judgments] (item_uid);
+CREATE TRIGGER judgments_item_uid after insert on judgments when new.item_uid is null begin update judgments set item_uid = coalesce(
+  (select i.uid from items i where i.scope = new.scope and i.id = new.item_id),
+  (select i.uid from items i where i.id = new.item_id and i.scope in (
+     select other.key from stages mine join stages other on other.run_id = mine.run_id
+     where mine.key = new.scope and other.key is not null)
+   order by i.rowid desc limit 1)) where rowid = new.rowid; end;
+CREATE INDEX idx_scores_item_uid on [scores] (item_uid);
+CREATE TRIGGER scores_item_uid after insert on scores when new.item_uid is null begin update scores set item_uid = coalesce(
+  (select i.uid from items i where i.scope = new.scope and i.id = new.item_id),
+  (select i.uid from items i where i.id = new.item_id and i.scope in (
+     select other.key from stages mine join stages other on other.run_id = mine.run_id
+     where mine.key = new.scope and other.key is not null)
+   order by i.rowid desc limit 1)) where rowid = new.rowid; end;
+CREATE INDEX idx_classifications_item_uid on [classifications] (item_uid);
+CREATE TRIGGER classifications_item_uid after insert on classifications when new.item_uid is null begin update classifications set item_uid = coalesce(
+  (select i.uid from items i where i.scope = new.scope and i.id = new.item_id),
+  (select i.uid from items i where i.id = new.item_id and i.scope in (
+     select other.key from stages mine join stages other on other.run_id = mine.run_id
+     where mine.key = new.scope and other.key is not null)
+   order by i.rowid desc limit 1)) where rowid = new.rowid; end;
+CREATE INDEX idx_rewrites_item_uid on [rewrites] (item_uid);
+CREATE TRIGGER rewrites_item_uid after insert on rewrites when new.item_uid is null begin update rewrites set item_uid = coalesce(
+  (select i.uid from items i where i.scope = new.scope and i.id = new.item_id),
+  (select i.uid from items i where i.id = new.item_id and i.scope in (
+     select other.key from stages mine join stages other on other.run_id = mine.run_id
+     where mine.key = new.scope and other.key is not null)
+   order by i.rowid desc limit 1)) where rowid = new.rowid; end;
+CREATE INDEX idx_outcomes_item_uid on [outcomes] (item_uid);
+CREATE TRIGGER outcomes_item_uid after insert on outcomes when new.item_uid is null begin update outcomes set item_uid = coalesce(
+  (select i.uid from items i where i.scope = new.scope and i.id = new.item_id),
+  (select i.uid from items i where i.id = new.item_id and i.scope in (
+     select other.key from stages mine join stages other on other.run_id = mine.run_id
+     where mine.key = new.scope and other.key is not null)
+   order by i.rowid desc limit 1)) where rowid = new.rowid; end;
 CREATE VIEW stage_summary as select s.run_id, r.name as run_name, s.name as stage, s.round, s.status,
        case when s.reused_from is not null then 'reused from ' || s.reused_from end as reused,
        case when json_valid(s.info) then json_extract(s.info, '$.ok') end as ok, case when json_valid(s.info) then json_extract(s.info, '$.failed') end as failed,
@@ -200,34 +243,34 @@ CREATE VIEW stage_summary as select s.run_id, r.name as run_name, s.name as stag
        s.seconds, case when json_valid(s.info) then json_extract(s.info, '$.error') end as error, s.started_at, s.finished_at, s.key as stage_key
 from stages s left join runs r on r.id = s.run_id;
 CREATE VIEW item_outcomes as select s.run_id, s.name as stage, s.round, o.item_id, o.status, o.reason, o.error_kind, o.http_status,
-       o.attempts, o.llm_call_id, o.updated_at, o.stage_key
-from outcomes o join stages s on s.key = o.stage_key;
+       o.attempts, o.llm_call_id, o.updated_at, o.scope as stage_key, o.item_uid
+from outcomes o join stages s on s.key = o.scope;
 CREATE VIEW hard_items as select cut.run_id, hard.item_id, item.instruction, item.input, label.label as task_type,
        teacher.text as teacher_answer, student.text as student_answer,
        tscore.value as teacher_score, sscore.value as student_score, mfd.value as mfd,
-       (select group_concat(j.position || ': ' || coalesce(j.raw, ''), char(10)) from judgments j
-         where j.run_id = judge.key and j.item_id = hard.item_id) as judge_raw,
+       (select group_concat(j.position || ': ' || coalesce(j.raw, '') || coalesce(' ' || j.details, ''), char(10)) from judgments j
+         where j.scope = judge.key and j.item_id = hard.item_id) as judge_raw,
        (select group_concat(j.error, '; ') from judgments j
-         where j.run_id = judge.key and j.item_id = hard.item_id) as judge_error,
+         where j.scope = judge.key and j.item_id = hard.item_id) as judge_error,
        cut.key as seed_cut_key
 from stages cut
-join scores hard on hard.run_id = cut.key and hard.name = 'hard' and hard.value = 1
+join scores hard on hard.scope = cut.key and hard.name = 'hard' and hard.value = 1
 left join stages ingest on ingest.run_id = cut.run_id and ingest.name = 'ingest' and ingest.round = 0
-left join items item on item.run_id = ingest.key and item.id = hard.item_id
+left join items item on item.scope = ingest.key and item.id = hard.item_id
 left join stages ta on ta.run_id = cut.run_id and ta.name = 'teacher_answers' and ta.round = 0
-left join responses teacher on teacher.run_id = ta.key and teacher.item_id = hard.item_id
+left join responses teacher on teacher.scope = ta.key and teacher.item_id = hard.item_id
      and teacher.role = 'teacher' and teacher.sample = 0
 left join stages sa on sa.run_id = cut.run_id and sa.name = 'student_answers' and sa.round = 0
-left join responses student on student.run_id = sa.key and student.item_id = hard.item_id
+left join responses student on student.scope = sa.key and student.item_id = hard.item_id
      and student.role = 'student' and student.sample = 0
 left join stages judge on judge.run_id = cut.run_id and judge.name = 'judge' and judge.round = 0
-left join scores tscore on tscore.run_id = judge.key and tscore.item_id = hard.item_id
+left join scores tscore on tscore.scope = judge.key and tscore.item_id = hard.item_id
      and tscore.name = 'teacher_score'
-left join scores sscore on sscore.run_id = judge.key and sscore.item_id = hard.item_id
+left join scores sscore on sscore.scope = judge.key and sscore.item_id = hard.item_id
      and sscore.name = 'student_score'
-left join scores mfd on mfd.run_id = judge.key and mfd.item_id = hard.item_id and mfd.name = 'mfd'
+left join scores mfd on mfd.scope = judge.key and mfd.item_id = hard.item_id and mfd.name = 'mfd'
 left join stages cls on cls.run_id = cut.run_id and cls.name = 'classify' and cls.round = 0
-left join classifications label on label.run_id = cls.key and label.item_id = hard.item_id
+left join classifications label on label.scope = cls.key and label.item_id = hard.item_id
 where cut.name = 'seed_cut';
 CREATE VIEW calls_by_role as select c.run_id, c.role, count(*) as calls, coalesce(sum(c.error is not null), 0) as errors,
        coalesce(sum(c.prompt_tokens), 0) as prompt_tokens, coalesce(sum(c.completion_tokens), 0) as completion_tokens,
@@ -250,24 +293,24 @@ CREATE VIEW benchmark_scores as select b.model, b.benchmark, b.task, b.metric, b
 from benchmark_results b;
 CREATE VIEW item_history as select s.run_id, t.id as item_id, s.name as stage, s.round, 'item (' || coalesce(t.origin, '?') || ')' as what,
        t.instruction as text, null as value, s.key as stage_key
-from items t join stages s on s.key = t.run_id
+from items t join stages s on s.key = t.scope
 union all
 select s.run_id, t.item_id, s.name, s.round, coalesce(t.role, '?') || ' answer', t.text, null, s.key
-from responses t join stages s on s.key = t.run_id
+from responses t join stages s on s.key = t.scope
 union all
 select s.run_id, t.item_id, s.name, s.round, 'judgment ' || coalesce(t.position, ''),
        coalesce(t.error, t.raw), t.score_a - t.score_b, s.key
-from judgments t join stages s on s.key = t.run_id
+from judgments t join stages s on s.key = t.scope
 union all
 select s.run_id, t.item_id, s.name, s.round, t.name, null, t.value, s.key
-from scores t join stages s on s.key = t.run_id
+from scores t join stages s on s.key = t.scope
 union all
 select s.run_id, t.item_id, s.name, s.round, 'task type', t.label, t.confidence, s.key
-from classifications t join stages s on s.key = t.run_id
+from classifications t join stages s on s.key = t.scope
 union all
 select s.run_id, t.item_id, s.name, s.round, 'rewritten as ' || coalesce(t.new_item_id, '?'),
        coalesce(t.error, t.refined_instruction), null, s.key
-from rewrites t join stages s on s.key = t.run_id
+from rewrites t join stages s on s.key = t.scope
 union all
 select s.run_id, t.item_id, s.name, s.round, 'outcome ' || t.status, t.reason, t.attempts, s.key
-from outcomes t join stages s on s.key = t.stage_key;
+from outcomes t join stages s on s.key = t.scope;

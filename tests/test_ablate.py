@@ -153,16 +153,16 @@ def test_reselect_seed_takes_each_rounds_cut_from_the_new_students_mfd(tmp_path,
     store = sqlite_utils.Database(db)
     keys = dict(store.execute("select name || ':' || round, key from stages").fetchall())
     assert "seed_cut:1" in keys and "judge:1" in keys
-    hard0 = {r[0] for r in store.execute("select item_id from scores where run_id = ? and name = 'hard' "
+    hard0 = {r[0] for r in store.execute("select item_id from scores where scope = ? and name = 'hard' "
                                          "and value = 1", [keys["seed_cut:0"]])}
-    hard1 = {r[0] for r in store.execute("select item_id from scores where run_id = ? and name = 'hard' "
+    hard1 = {r[0] for r in store.execute("select item_id from scores where scope = ? and name = 'hard' "
                                          "and value = 1", [keys["seed_cut:1"]])}
     assert len(hard0) == len(hard1) == 4
-    mfd1 = dict(store.execute("select item_id, value from scores where run_id = ? and name = 'mfd'",
+    mfd1 = dict(store.execute("select item_id, value from scores where scope = ? and name = 'mfd'",
                               [keys["judge:1"]]).fetchall())
     assert min(mfd1[i] for i in hard1) >= max(v for i, v in mfd1.items() if i not in hard1)
     # Round 2's resample draws from the cut of S1, round 1's from the cut of S0.
-    pool2 = {r[0] for r in store.execute("select item_id from scores where run_id = ? and name = 'draws'",
+    pool2 = {r[0] for r in store.execute("select item_id from scores where scope = ? and name = 'draws'",
                                          [keys["resample:2"]])}
     assert hard1 <= pool2 and (hard0 - hard1).isdisjoint(pool2)
     result = CliRunner().invoke(cli, ["--db", str(db), "distill", str(cfg)])

@@ -316,7 +316,7 @@ def test_reference_failures_have_reasons_and_are_retried_on_rerun(pm, store, tin
         assert rows[("judge", "failures")]["value"] == 2
         assert rows[("alpaca_eval", "length_controlled_winrate")]["value"] is None  # too few to fit
         # the only judged one: P(M) = 0.7 for the output shown second
-        swapped = dict(store.execute("select item_id, position from judgments where run_id = 'ref1'").fetchall())
+        swapped = dict(store.execute("select item_id, position from judgments where scope = 'ref1'").fetchall())
         assert wr["value"] == pytest.approx(100 * (0.3 if swapped["alpaca-2"] == "ba" else 0.7))
 
         again = _rows(registry().get("evaluators", "alpacaeval").create(options=options).run(

@@ -126,7 +126,7 @@ def test_checkpoint_is_asked_in_its_training_format_and_outputs_follow_their_pro
         wr = first[("alpaca_eval", "win_rate")]
         template = f"chat_template@{hashlib.sha256(DEFAULT_CHAT_TEMPLATE.encode()).hexdigest()[:12]}"
         assert all(r["meta"]["template"] == template for r in first.values())
-        positions = [p for (p,) in store.execute("select position from judgments where run_id = 'r1'")]
+        positions = [p for (p,) in store.execute("select position from judgments where scope = 'r1'")]
         assert wr["n"] == 3 and wr["value"] == pytest.approx(
             100 * sum(0.7 if p == "ab" else 0.3 for p in positions) / 3)  # P(M) is for the output shown second
         produced = wr["meta"]["outputs"]
@@ -149,7 +149,7 @@ def test_checkpoint_is_asked_in_its_training_format_and_outputs_follow_their_pro
         produced = second[("alpaca_eval", "win_rate")]["meta"]["outputs"]
         assert produced["generated"] == 0 and produced["reused_from_other_runs"] == 3
         assert second[("generation", "failures")]["value"] == 0
-        texts = "select item_id, text from responses where run_id = ? and role = 'answer' order by item_id"
+        texts = "select item_id, text from responses where scope = ? and role = 'answer' order by item_id"
         assert store.execute(texts, ["r2"]).fetchall() == store.execute(texts, ["r1"]).fetchall()
 
         # new weights in the same folder, same run id (a run keyed by the path): generated afresh

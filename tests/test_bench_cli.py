@@ -81,7 +81,7 @@ class JudgedEvaluator:
     def run(self, model, store, *, run_id, force=False):
         backend = CachedBackend(JudgedEvaluator.judge, store, run_id, refresh=force)
         n = min(self.options.items, self.options.limit or self.options.items)
-        have = {r["item_id"] for r in store["judgments"].rows_where("run_id = ?", [run_id])}
+        have = {r["item_id"] for r in store["judgments"].rows_where("scope = ?", [run_id])}
         todo = [i for i in range(n) if f"q{i}" not in have]
         out = backend.generate([GenerationRequest([{"role": "user", "content": f"judge {model} on q{i}"}])
                                 for i in todo])
@@ -90,13 +90,13 @@ class JudgedEvaluator:
         with store.db.conn:
             for i, completion in zip(todo, out):
                 if completion.ok:
-                    store["judgments"].insert({"run_id": run_id, "item_id": f"q{i}", "judge": "fake", "kind": "single",
+                    store["judgments"].insert({"scope": run_id, "item_id": f"q{i}", "judge": "fake", "kind": "single",
                                                "position": "a", "round": 1, "score_a": float(completion.text),
                                                "raw": completion.text})
                 else:
                     reasons[completion.error] = reasons.get(completion.error, 0) + 1
                     example = example or f"q{i}: {completion.error}"
-        scores = [r["score_a"] for r in store["judgments"].rows_where("run_id = ?", [run_id])]
+        scores = [r["score_a"] for r in store["judgments"].rows_where("scope = ?", [run_id])]
         failures = n - len(scores)
         meta = {"judge": "fake/judge", "judge_mode": "reference", "failures": failures, "failure_reasons": reasons,
                 "failure_example": example, "data_version": "sha256:abc",
@@ -243,7 +243,7 @@ def test_force_deletes_stored_judgments_and_bypasses_the_cache(store, fake):
     run_benchmark(store, "judged", "m1", {}, force=True)
     assert _requests() == 12  # every judgment asked again, none served from the cache
     assert store["llm_calls"].count == 12  # and recorded
-    assert store["judgments"].count_where("run_id = ?", [run_id]) == 6
+    assert store["judgments"].count_where("scope = ?", [run_id]) == 6
     stage = list(store["stages"].rows_where("run_id = ?", [run_id]))[0]
     assert json.loads(stage["info"])["forced_deleted"]["judgments"] == 6
 

@@ -71,7 +71,7 @@ def scored(register_plugin, monkeypatch):
 def _training(store):
     run = Run.start(store, {"distill": "demo"}, name="distill")
     for rnd in (1, 2):
-        store["checkpoints"].insert({"run_id": run.id, "round": rnd, "path": f"/ck/a{rnd}", "base_model": "base-a",
+        store["checkpoints"].insert({"scope": run.id, "round": rnd, "path": f"/ck/a{rnd}", "base_model": "base-a",
                                      "trainer": "fake"})
     return run.id
 

@@ -54,7 +54,7 @@ def pipeline(store, name, base=QWEN, rounds=(0, 1, 2, 3), study=None, salt=""):
         key = KEYS[r] + salt
         path = ckpt(name, r, salt)
         run.mark_stage("train", r, key, "done", {"path": path})
-        store["checkpoints"].insert({"run_id": key, "round": r, "path": path, "base_model": base, "trainer": "hf"})
+        store["checkpoints"].insert({"scope": key, "round": r, "path": path, "base_model": base, "trainer": "hf"})
     run.finish()
     return run.id
 

@@ -118,14 +118,14 @@ def test_hard_items_view_joins_the_run_stages(run_db):
     assert len(hard) == 8
     view = rows(db, "select * from hard_items where run_id = ? order by item_id", [out.ctx.run.id])
     assert {r["item_id"] for r in view} == hard
-    items = {r["id"]: r for r in rows(db, "select * from items where run_id = ?", [out.key("ingest")])}
-    teacher = {r["item_id"]: r["text"] for r in rows(db, "select item_id, text from responses where run_id = ?",
+    items = {r["id"]: r for r in rows(db, "select * from items where scope = ?", [out.key("ingest")])}
+    teacher = {r["item_id"]: r["text"] for r in rows(db, "select item_id, text from responses where scope = ?",
                                                      [out.key("teacher_answers")])}
-    student = {r["item_id"]: r["text"] for r in rows(db, "select item_id, text from responses where run_id = ?",
+    student = {r["item_id"]: r["text"] for r in rows(db, "select item_id, text from responses where scope = ?",
                                                      [out.key("student_answers")])}
     mfd = out.scores("judge", 0, "mfd")
     labels = {r["item_id"]: r["label"] for r in rows(db, "select item_id, label from classifications "
-                                                         "where run_id = ?", [out.key("classify")])}
+                                                         "where scope = ?", [out.key("classify")])}
     for r in view:
         i = r["item_id"]
         assert r["instruction"] == items[i]["instruction"]
@@ -147,7 +147,7 @@ def test_item_outcomes_and_stage_summary(run_db):
         by_stage.setdefault((r["stage"], r["round"]), []).append(r)
     assert len(by_stage[("teacher_answers", 0)]) == 16
     assert all(r["status"] == "ok" for r in outcomes)
-    direct = rows(db, "select count(*) as n from outcomes where stage_key in "
+    direct = rows(db, "select count(*) as n from outcomes where scope in "
                       "(select key from stages where run_id = ?)", [out.ctx.run.id])[0]["n"]
     assert len(outcomes) == direct
     summary = {(r["stage"], r["round"]): r for r in rows(db, "select * from stage_summary where run_id = ?",
@@ -164,7 +164,7 @@ def test_call_log_has_role_stage_round_item_and_finish_reason(run_db):
     out, db = run_db
     calls = rows(db, "select * from llm_calls where stage_key = ?", [out.key("teacher_answers")])
     assert len(calls) == 16
-    items = {r["id"] for r in rows(db, "select id from items where run_id = ?", [out.key("ingest")])}
+    items = {r["id"] for r in rows(db, "select id from items where scope = ?", [out.key("ingest")])}
     assert {c["item_id"] for c in calls} == items
     assert {c["role"] for c in calls} == {"teacher"} and {c["round"] for c in calls} == {0}
     cut = [c for c in calls if _cut(json.loads(c["messages"])[-1]["content"])]
@@ -174,7 +174,7 @@ def test_call_log_has_role_stage_round_item_and_finish_reason(run_db):
     stage = next(r for r in out.results if (r.step.stage, r.step.round) == ("teacher_answers", 0))
     assert stage.truncated == len(cut)
     assert stage.info["truncated_answers"] == len(cut) and stage.info["on_truncated"] == "flag"
-    assert len(rows(db, "select 1 from responses where run_id = ?", [out.key("teacher_answers")])) == 16
+    assert len(rows(db, "select 1 from responses where scope = ?", [out.key("teacher_answers")])) == 16
     # the rewriter's calls are tagged too
     rw = rows(db, "select * from llm_calls where stage_key = ? and role = 'rewriter'", [out.key("rewrite", 1)])
     assert rw and all(c["item_id"] for c in rw) and {c["round"] for c in rw} == {1}
@@ -235,7 +235,23 @@ def test_judgments_link_to_responses(run_db):
                    "where r.id is null")
     assert bad == []
     fks = rows(db, "select * from pragma_foreign_key_list('judgments')")
-    assert {(f["from"], f["table"]) for f in fks} == {("response_a_id", "responses"), ("response_b_id", "responses")}
+    assert {(f["from"], f["table"]) for f in fks} == {("response_a_id", "responses"), ("response_b_id", "responses"),
+                                                      ("item_uid", "items")}
+
+
+def test_every_row_about_an_item_links_to_it(run_db):
+    """A fresh pipeline run: the triggers fill item_uid for every row the
+    stages wrote, and each link names the item of that id in the run."""
+    out, db = run_db
+    assert rows(db, "select * from pragma_foreign_key_check") == []
+    for table in ("responses", "judgments", "scores", "classifications", "rewrites"):
+        unlinked = rows(db, f"select item_id from {table} where item_uid is null")
+        assert unlinked == [], table
+        wrong = rows(db, f"select t.item_id from {table} t join items i on i.uid = t.item_uid where i.id != t.item_id")
+        assert wrong == [], table
+    teacher = rows(db, "select r.item_id, i.scope from responses r join items i on i.uid = r.item_uid "
+                       "where r.scope = ?", [out.key("teacher_answers")])
+    assert len(teacher) == 16 and {r["scope"] for r in teacher} == {out.key("ingest")}
 
 
 # --- the shipped metadata ----------------------------------------------------

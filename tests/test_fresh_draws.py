@@ -97,7 +97,7 @@ def test_content_failures_heal_with_fresh_draws_and_the_plan_counts_them(tmp_pat
         assert "stage judge failed" in str(first.value)
         assert "draw 1 of 3: a re-run asks again with a fresh draw" in str(first.value)
         failed_judged = sqlite_utils.Database(db).execute(
-            "select count(*) from outcomes o join stages s on s.key = o.stage_key "
+            "select count(*) from outcomes o join stages s on s.key = o.scope "
             "where s.name = 'judge' and o.status = 'failed'").fetchone()[0]
         assert failed_judged >= 1
 
@@ -122,7 +122,7 @@ def test_content_failures_heal_with_fresh_draws_and_the_plan_counts_them(tmp_pat
                 assert sent.get(label, {}) == {k: v for k, v in calls.items() if k != "classifier"}, label
 
         failed_rewrites = sqlite_utils.Database(db).execute(
-            "select count(*) from outcomes o join stages s on s.key = o.stage_key "
+            "select count(*) from outcomes o join stages s on s.key = o.scope "
             "where s.name = 'rewrite' and o.status = 'failed' and o.draws = 1 and o.reproduces = 0").fetchone()[0]
         assert failed_rewrites >= 1
         plan = planned_calls(cfg, db)
@@ -206,7 +206,7 @@ def test_greedy_local_failures_reproduce_and_are_not_asked_again(tmp_path, tiny_
         rewrite = next(r for r in first.results if r.step.stage == "rewrite")
         assert rewrite.failed >= 1 and rewrite.final == rewrite.failed
         reasons = [r[0] for r in sqlite_utils.Database(db).execute(
-            "select o.reason from outcomes o join stages s on s.key = o.stage_key "
+            "select o.reason from outcomes o join stages s on s.key = o.scope "
             "where s.name = 'rewrite' and o.status = 'failed'")]
         assert all("the same inputs reproduce this reply (greedy decoding at temperature 0 from a local model)"
                    in r and "model.generation.temperature above 0" in r for r in reasons)
@@ -238,7 +238,7 @@ def test_malformed_expansions_are_asked_with_fresh_samples_not_served_from_the_c
         assert "stage expand (round 1) failed" in str(first.value)
         assert "the reply held no usable instruction after 3 tries [draw 1 of 3" in str(first.value)
         failed = sqlite_utils.Database(db).execute(
-            "select count(*) from outcomes o join stages s on s.key = o.stage_key "
+            "select count(*) from outcomes o join stages s on s.key = o.scope "
             "where s.name = 'expand' and o.status = 'failed' and o.draws = 1").fetchone()[0]
         assert failed == 6
         plan = planned_calls(cfg, db)

@@ -166,7 +166,7 @@ def tapir_preferences(store, run_id="p1") -> dict[int, float]:
     """Each instruction's final preference (alpaca_eval's 1..2 scale), from the stored judgments."""
     out = {}
     for item_id, position, pref in store.execute(
-            "select item_id, position, preference from judgments where run_id = ? and error is null", [run_id]):
+            "select item_id, position, preference from judgments where scope = ? and error is null", [run_id]):
         shown = 1.0 + pref
         out[int(item_id.split("-")[1])] = 3.0 - shown if position == "ba" else shown
     return out

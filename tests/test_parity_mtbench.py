@@ -268,7 +268,7 @@ def _tapir_run(store, register_plugin, questions, run_id="t1", **options):
 def _tapir_scores(store, run_id: str, judge_key: str) -> dict[tuple[int, int], float]:
     out = {}
     for item_id, rnd, score, error in store.execute(
-            "select item_id, round, score_a, error from judgments where run_id = ? and judge = ?", [run_id, judge_key]):
+            "select item_id, round, score_a, error from judgments where scope = ? and judge = ?", [run_id, judge_key]):
         out[(int(item_id.split("-")[1]), rnd)] = -1 if error == "parse: no rating in judge reply" else score
     return out
 
@@ -292,7 +292,7 @@ def test_reference_mode_reproduces_fastchat(fastchat, mtdata, store, pm, registe
     # The answers: stripped, stop string and special tokens removed, the same on both sides;
     # turn two was built on the stripped turn one (its prompt is among the equal prompts above).
     stored = {(int(i.split("-")[1]), r): t for i, r, t in store.execute(
-        "select item_id, round, text from responses where run_id = ? and role = 'mtbench-answer'",
+        "select item_id, round, text from responses where scope = ? and role = 'mtbench-answer'",
         [ours.rows[("overall", "score")]["meta"]["answers_id"]])}
     for qid, turns in fc.answers.items():
         assert [stored[(qid, 1)], stored[(qid, 2)]] == turns

@@ -35,13 +35,13 @@ def test_pipeline_numbers(tmp_path, tiny_model, pipeline_plugins, monkeypatch):
         return db.execute(sql, [out.key(stage, round)]).fetchone()[0]
 
     # Rows per stage, each under its stage's key.
-    assert count("select count(*) from items where run_id = ? and origin = 'seed'", "ingest") == 16
-    assert count("select count(*) from responses where run_id = ? and role = 'teacher'", "teacher_answers") == 16
-    assert count("select count(*) from responses where run_id = ? and role = 'student'", "student_answers") == 16
-    assert count("select count(*) from judgments where run_id = ? and round = 0", "judge") == 16
-    assert count("select count(*) from classifications where run_id = ?", "classify") == 16
-    assert sum(count("select count(*) from checkpoints where run_id = ?", "train", r) for r in range(4)) == 4
-    expanded = sum(count("select count(*) from items where run_id = ? and origin = 'expanded'", "expand", r)
+    assert count("select count(*) from items where scope = ? and origin = 'seed'", "ingest") == 16
+    assert count("select count(*) from responses where scope = ? and role = 'teacher'", "teacher_answers") == 16
+    assert count("select count(*) from responses where scope = ? and role = 'student'", "student_answers") == 16
+    assert count("select count(*) from judgments where scope = ? and round = 0", "judge") == 16
+    assert count("select count(*) from classifications where scope = ?", "classify") == 16
+    assert sum(count("select count(*) from checkpoints where scope = ?", "train", r) for r in range(4)) == 4
+    expanded = sum(count("select count(*) from items where scope = ? and origin = 'expanded'", "expand", r)
                    for r in (1, 2, 3))
     assert expanded == 6 + 4 + 4
     stages = {(s["name"], s["round"]): s for s in out.run.stages()}
@@ -52,9 +52,9 @@ def test_pipeline_numbers(tmp_path, tiny_model, pipeline_plugins, monkeypatch):
     # MFD arithmetic: teacher score 10, student 1 + 9 * ROUGE-L F1, MFD = difference.
     scorer = rouge_scorer.RougeScorer(["rougeL"])
     teacher = {r["item_id"]: r["text"] for r in db.query(
-        "select item_id, text from responses where run_id = ?", [out.key("teacher_answers")])}
+        "select item_id, text from responses where scope = ?", [out.key("teacher_answers")])}
     student = {r["item_id"]: r["text"] for r in db.query(
-        "select item_id, text from responses where run_id = ?", [out.key("student_answers")])}
+        "select item_id, text from responses where scope = ?", [out.key("student_answers")])}
     mfd = out.scores("judge", 0, "mfd")
     assert len(mfd) == 16
     for item_id, value in mfd.items():
@@ -136,11 +136,11 @@ def test_student_loss_judge_needs_no_student_answers(tmp_path, tiny_model, pipel
     db = out.store.db
     assert db.execute("select count(*) from responses where role = 'student'").fetchone()[0] == 0
     assert out.key("student_answers") is None
-    rows = list(db.query("select item_id, raw, score_a, score_b, kind from judgments"))
+    rows = list(db.query("select item_id, raw, details, score_a, score_b, kind from judgments"))
     assert len(rows) == 16 and {r["kind"] for r in rows} == {"loss"}
     mfd = out.scores("judge", 0, "mfd")
     for r in rows:
-        nll = json.loads(r["raw"])["details"]["nll"]
+        nll = json.loads(r["details"])["nll"]
         assert r["score_b"] == pytest.approx(10 * math.exp(-nll))
         assert mfd[r["item_id"]] == pytest.approx(10 - 10 * math.exp(-nll))
     assert len({round(v, 6) for v in mfd.values()}) > 8  # a spread, not a constant

@@ -42,13 +42,13 @@ def test_judge_and_classifier_calls_carry_role_item_and_provenance(tmp_path, tin
         result = distill(cfg, str(db))
     store = result.store
     judge_key, classify_key = result.key("judge", 0), result.key("classify", 0)
-    items = {r[0] for r in store.execute("select id from items where run_id = ?", [result.key("ingest", 0)])}
+    items = {r[0] for r in store.execute("select id from items where scope = ?", [result.key("ingest", 0)])}
 
     judge_calls = store.execute("select role, item_id, provider_model, system_fingerprint from llm_calls "
                                 "where stage_key = ?", [judge_key]).fetchall()
     assert judge_calls and {r[0] for r in judge_calls} == {"judge"}
     assert {r[1] for r in judge_calls} == {r[0] for r in store.execute(
-        "select item_id from judgments where run_id = ?", [judge_key])}
+        "select item_id from judgments where scope = ?", [judge_key])}
     assert {(r[2], r[3]) for r in judge_calls} == {("judge-2026-12-01", "fp_local")}
 
     classifier_calls = store.execute("select role, item_id from llm_calls where stage_key = ?",
@@ -57,7 +57,7 @@ def test_judge_and_classifier_calls_carry_role_item_and_provenance(tmp_path, tin
     assert {r[1] for r in classifier_calls} == items
 
     # Table 8's format, followed by every reply: read by the reference parser, counted in the stage's info.
-    read_by = store.execute("select read_by, count(*) from judgments where run_id = ? group by read_by",
+    read_by = store.execute("select read_by, count(*) from judgments where scope = ? group by read_by",
                             [judge_key]).fetchall()
     assert read_by == [("reference parser", len(items))]
     assert result.info("judge", 0)["read_by"] == {"reference parser": len(items)}

@@ -203,11 +203,11 @@ def test_judgment_provenance_counts_a_scope(store):
     rows = [("logprobs", {"spread": {"mfd": 1.0}}, None), ("lenient fallback", {"logprobs_missing": 2,
             "spread": {"mfd": 0.0}}, None), ("logprobs", {}, "parse: no score")]
     for i, (read_by, details, error) in enumerate(rows):
-        store.db["judgments"].insert({"run_id": "s1", "item_id": f"i{i}", "judge": "pairwise", "position": "both",
+        store.db["judgments"].insert({"scope": "s1", "item_id": f"i{i}", "judge": "pairwise", "position": "both",
                                       "round": 0, "read_by": read_by, "error": error,
-                                      "raw": dumps({"raw": [], "details": details})})
-    store.db["judgments"].insert({"run_id": "s1", "item_id": "bench", "judge": "x", "position": "single",
-                                  "round": 0, "read_by": "reference parser", "raw": "not json"})
+                                      "raw": "[]", "details": dumps(details)})
+    store.db["judgments"].insert({"scope": "s1", "item_id": "bench", "judge": "x", "position": "single",
+                                  "round": 0, "read_by": "reference parser", "raw": "[]", "details": "not json"})
     assert judgment_provenance(store, "s1") == {
         "read_by": {"logprobs": 1, "reference parser": 1, "lenient fallback": 1},
         "logprobs_missing": 1, "mean_mfd_spread": 0.5}

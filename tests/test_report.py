@@ -205,7 +205,7 @@ def test_report_is_self_contained_with_every_figure_and_table(built, report):
     conn = sqlite3.connect(built["db"])
 
     # Fig. 5: counts per task type in D are the classify stage's labels.
-    counts = dict(conn.execute("select label, count(*) from classifications where run_id = ? group by label",
+    counts = dict(conn.execute("select label, count(*) from classifications where scope = ? group by label",
                                [keys[("classify", 0)]]).fetchall())
     tasks = table(page, "task type", "D, classified (n=12)")
     assert {row[0]: int(row[1].split()[0]) for row in tasks["rows"] if row[1]} == counts
@@ -225,7 +225,7 @@ def test_report_is_self_contained_with_every_figure_and_table(built, report):
     mfd = table(page, "student", "n", "mean", "median")
     assert [row[0] for row in mfd["rows"]] == ["S0", "S1", "S2"]
     for row, r in zip(mfd["rows"], (0, 1, 2)):
-        values = [v for (v,) in conn.execute("select value from scores where run_id = ? and name = 'mfd'",
+        values = [v for (v,) in conn.execute("select value from scores where scope = ? and name = 'mfd'",
                                              [keys[("judge", r)]])]
         assert int(row[1]) == len(values) == 12
         assert float(row[2]) == pytest.approx(sum(values) / len(values), rel=1e-3)

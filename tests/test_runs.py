@@ -202,7 +202,7 @@ def answer_stage(run: Run, backend: CachedBackend, kill_after: int | None = None
 
     def body(info):
         table = run.store["responses"]
-        done = {r["item_id"] for r in table.rows_where("run_id = ? and role = 'teacher'", [run.id])}
+        done = {r["item_id"] for r in table.rows_where("scope = ? and role = 'teacher'", [run.id])}
         todo = [(f"item-{i}", text) for i, text in enumerate(ITEMS) if f"item-{i}" not in done]
         info["skipped"] = len(done)
         for n, (item_id, text) in enumerate(todo):
@@ -211,7 +211,7 @@ def answer_stage(run: Run, backend: CachedBackend, kill_after: int | None = None
             (completion,) = backend.generate([GenerationRequest([{"role": "user", "content": text}],
                                                                 GenerationParams(max_new_tokens=32))])
             with run.store.db.conn:
-                table.insert({"run_id": run.id, "item_id": item_id, "role": "teacher", "model": backend.model_id,
+                table.insert({"scope": run.id, "item_id": item_id, "role": "teacher", "model": backend.model_id,
                               "round": 0, "sample": 0, "text": completion.text, "llm_call_id": completion.call_id})
         info["answered"] = len(todo)
 
@@ -225,7 +225,7 @@ def teacher(messages):
 def response_table(store, run_id):
     return [
         (r["item_id"], r["role"], r["model"], r["round"], r["sample"], r["text"])
-        for r in store["responses"].rows_where("run_id = ?", [run_id], order_by="item_id")
+        for r in store["responses"].rows_where("scope = ?", [run_id], order_by="item_id")
     ]
 
 

@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import sqlite_utils
@@ -22,7 +23,8 @@ from tapir.options import Options
 
 class Quiz:
     """A benchmark double: the score grows with the round in the model's path,
-    and the second backbone (a folder named tiny-2) scores 0.05 more."""
+    and the second backbone (a folder named tiny-2, whose config.json, kept
+    by its trained checkpoints, carries a marker) scores 0.05 more."""
 
     class Options(Options):
         pass
@@ -35,7 +37,9 @@ class Quiz:
 
     def run(self, model, store, *, run_id, force=False):
         r = next((int(model.split("train-r")[1][0]) for _ in [0] if "train-r" in model), -1)
-        bonus = 0.05 if "tiny-2" in model else 0.0
+        config = Path(model) / "config.json"
+        marked = config.is_file() and json.loads(config.read_text()).get("tapir_test_backbone") == "tiny-2"
+        bonus = 0.05 if "tiny-2" in model or marked else 0.0
         meta = {"judge": "quiz-judge", "judge_mode": "reference", "failures": 0, "failure_reasons": {},
                 "failure_example": None, "data_version": "quiz-1", "subset": None}
         return [{"task": "quiz", "metric": "acc", "value": round(0.2 + 0.1 * (r + 1) + bonus, 4), "stderr": 0.01,
@@ -73,6 +77,8 @@ def _second(tmp_path, tiny_model):
     other = tmp_path / "tiny-2"
     if not other.exists():
         shutil.copytree(tiny_model, other)
+        config = json.loads((other / "config.json").read_text())
+        (other / "config.json").write_text(json.dumps({**config, "tapir_test_backbone": "tiny-2"}))
     return other
 
 
@@ -389,10 +395,10 @@ def test_study_report_says_what_failed(study_db, tmp_path):
     run_id, = store.execute("select id from runs where name = 'backbones/tiny-2/full'").fetchone()
     key, = store.execute("select key from stages where run_id = ? and name = 'teacher_answers' and round = 1",
                          [run_id]).fetchone()
-    item, = store.execute("select item_id from outcomes where stage_key = ? limit 1", [key]).fetchone()
+    item, = store.execute("select item_id from outcomes where scope = ? limit 1", [key]).fetchone()
     with store.db.conn:
         store.execute("update outcomes set status = 'failed', error_kind = 'rate_limit', reason = 'HTTP 429: slow "
-                      "down' where stage_key = ? and item_id = ?", [key, item])
+                      "down' where scope = ? and item_id = ?", [key, item])
         store.execute("update runs set status = 'done_with_failures' where id = ?", [run_id])
     store.close()
     store = open_readonly(db)

@@ -425,14 +425,14 @@ def test_rewriter_train_reads_the_database(cli, tiny_model, tmp_path):
         store["runs"].insert({"id": "run-1", "name": "demo", "status": "done"})
         store["stages"].insert({"run_id": "run-1", "name": "rewrite", "round": 1, "status": "done", "key": "stage-k1"})
         rows = [
-            # run-1's pipeline rows carry the stage key in run_id
+            # run-1's pipeline rows carry the stage key in scope
             ("stage-k1", "a", *PAIRS[0], None), ("stage-k1", "b", *PAIRS[1], None),
             ("stage-k1", "c", "Broken one.", "", "refinement failed"),
             ("run-1", "d", *PAIRS[2], None),
             ("stage-other", "e", "Name a fruit.", "Name one fruit and describe its taste.", None),
         ]
         store["rewrites"].insert_all(
-            [{"run_id": r, "item_id": i, "rewriter": "task-aware", "round": 1, "instruction": a,
+            [{"scope": r, "item_id": i, "rewriter": "task-aware", "round": 1, "instruction": a,
               "refined_instruction": b, "error": e} for r, i, a, b, e in rows])
     store.close()
 

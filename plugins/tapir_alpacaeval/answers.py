@@ -145,10 +145,7 @@ def _copy_from_other_runs(store, run_id: str, key: str, item_ids: Sequence[str])
     found: dict[str, tuple[str, int | None]] = {}
     for start in range(0, len(item_ids), 500):
         chunk = list(item_ids[start:start + 500])
-        marks = ",".join("?" * len(chunk))
-        for item_id, text, call_id in store.execute(
-                f"select item_id, text, llm_call_id from responses where role = ? and model = ? and round = 0 "
-                f"and sample = 0 and run_id != ? and item_id in ({marks}) order by id", [ANSWER, key, run_id, *chunk]):
+        for item_id, text, call_id in records.answers_elsewhere(store, ANSWER, key, run_id, chunk):
             found.setdefault(item_id, (text, call_id))
     records.save_responses(store, run_id, ANSWER, key, [(i, 0, t, c) for i, (t, c) in found.items()])
     return len(found)

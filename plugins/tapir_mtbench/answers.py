@@ -254,8 +254,7 @@ def _local_answers(model: str, local: tuple[Any, Any], questions: list[Question]
 def stored_answers(store, answers_id: str) -> dict[tuple[str, int], tuple[int, str]]:
     """``{(item_id, turn): (response id, text)}`` stored under ``answers_id``
     (whatever path the model had then: the id names its weights)."""
-    rows = store.execute("select id, item_id, round, text from responses where run_id = ? and role = ? "
-                         "and sample = 0 order by id", [answers_id, ROLE]).fetchall()
+    rows = records.responses_of_role(store, answers_id, ROLE)
     return {(item_id, rnd): (rid, text) for rid, item_id, rnd, text in rows}
 
 
@@ -263,7 +262,7 @@ def generate_answers(model: str, store, run_id: str, questions: list[Question],
                      settings: AnswerSettings) -> tuple[dict[tuple[str, int], tuple[int, str]], dict[str, Any]]:
     """Answers of ``model`` to both turns: ``{(item_id, turn): (response id,
     text)}``, plus counts (generated, reused, failures with their errors).
-    ``run_id`` is where the answers are kept: the runner passes an id keyed
+    ``scope`` is where the answers are kept: the runner passes an id keyed
     by what produces them (:func:`tapir_mtbench.runner.answers_id`). The
     model is loaded only when an answer is missing."""
     table = {**temperature_config(), **(settings.temperatures or {})}

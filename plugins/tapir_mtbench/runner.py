@@ -128,8 +128,7 @@ class MTBench:
         settings.refresh = force
         where = answers_id(model, settings, fmt, data)
         if force:  # a forced run regenerates its answers too
-            with store.db.conn:
-                store.db.conn.execute("delete from responses where run_id = ? and role = ?", [where, ROLE])
+            records.forget_responses(store, where, ROLE)
         answers, gen_info = generate_answers(model, store, where, questions, settings)
         judge_mode = o.resolved_judge_mode
         meta = {
@@ -231,7 +230,7 @@ def _generation_failures(questions: list[Question], answers: dict, info: dict,
 
 
 def answers_id(model: str, settings: AnswerSettings, fmt: PromptFormat, data: MTBenchData) -> str:
-    """Where a model's MT-Bench answers are kept (the ``run_id`` of their
+    """Where a model's MT-Bench answers are kept (the ``scope`` of their
     ``responses`` rows): a hash of what produces them, so any run that would
     generate the same answers reuses them, whatever its judge options. For a
     local checkpoint that is its weights fingerprint, not its path (a copy

@@ -45,7 +45,7 @@ def pairs_from_jsonl(path: str | Path) -> list[tuple[str, str]]:
 def pairs_from_store(store, run: str | None = None) -> list[tuple[str, str]]:
     """(instruction, refined instruction) from the ``rewrites`` table: rows
     without an error; ``run`` limits them to one run (its id, or the key of
-    one of its stages, which is what pipeline rows carry in ``run_id``)."""
+    one of its stages, which is what pipeline rows carry in ``scope``)."""
     columns = {c.name for c in store["rewrites"].columns} if store["rewrites"].exists() else set()
     missing = {"instruction", "refined_instruction"} - columns
     if missing:
@@ -61,7 +61,7 @@ def pairs_from_store(store, run: str | None = None) -> list[tuple[str, str]]:
         if "key" in stage_cols:
             scopes += [r[0] for r in store.execute(
                 "select key from stages where run_id = ? and key is not null", [run]).fetchall()]
-        where.append(f"run_id in ({', '.join('?' * len(scopes))})")
+        where.append(f"scope in ({', '.join('?' * len(scopes))})")
         params += scopes
     sql = f"select instruction, refined_instruction from rewrites where {' and '.join(where)} order by rowid"
     return [(a, b) for a, b in store.execute(sql, params).fetchall()]

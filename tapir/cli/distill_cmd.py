@@ -6,6 +6,7 @@ import json
 
 import click
 
+from tapir.cli.options import SET_OPTION
 from tapir.pipeline.counts import counted_note, handled
 
 
@@ -94,10 +95,6 @@ def _summary(outcome) -> str:
     return "\n".join(lines)
 
 
-SET_OPTION = click.option(
-    "--set", "sets", multiple=True, metavar="KEY=VALUE",
-    help="Override a config key (repeatable; checked like the file): dotted keys, list indices, YAML values, "
-         "e.g. --set mfd.delta=1.5 --set curriculum.expand_per_round.0=5 --set trainer.options.lora=null.")
 
 
 def register(cli):
@@ -208,11 +205,11 @@ def register(cli):
         judge stage has the same inputs (editing mfd.delta does not change it)."""
         from tapir.pipeline.inspect import engine_without_run
         from tapir.pipeline.mfd import candidate_deltas, describe_cut, distribution, histogram, select_hard
+        from tapir.store.scores import scores_by_item
 
         engine = engine_without_run(config, obj["db"], list(sets))
         store, key, cfg = engine.ctx.store, engine.key_of(("judge", round_)), engine.ctx.config
-        mfd = dict(store.execute(
-            "select item_id, value from scores where run_id = ? and name = 'mfd'", [key]).fetchall()) if key else {}
+        mfd = scores_by_item(store, key, "mfd") if key else {}
         if not mfd:
             raise click.ClickException(
                 f"no MFD scores for the judge stage (round {round_}) of {config} in {store.path}: run "

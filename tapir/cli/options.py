@@ -1,8 +1,10 @@
-"""``-o KEY=VALUE`` options shared by the commands that take them."""
+"""Options shared by the commands that take them: ``-o KEY=VALUE`` and ``--set KEY=VALUE``."""
 
 from __future__ import annotations
 
 from typing import Any
+
+import click
 
 from tapir.errors import TapirError
 
@@ -23,3 +25,8 @@ def parse_options(pairs: tuple[str, ...] | list[str]) -> dict[str, Any]:
             parsed = value
         options[key.strip()] = parsed
     return options
+
+SET_OPTION = click.option(
+    "--set", "sets", multiple=True, metavar="KEY=VALUE",
+    help="Override a config key (repeatable; checked like the file): dotted keys, list indices, YAML values, "
+         "e.g. --set mfd.delta=1.5 --set curriculum.expand_per_round.0=5 --set trainer.options.lora=null.")

@@ -17,86 +17,6 @@ def _open(db):
     return open_store(db, readonly=True)
 
 
-def _stage_rows(store, run_id: str) -> list[dict]:
-    from tapir.pipeline.counts import handled
-
-    rows = []
-    for s in store["stages"].rows_where("run_id = ?", [run_id], order_by="id"):
-        info = json.loads(s["info"]) if s["info"] else {}
-        counts = {k: info.get(k, 0) for k in ("ok", "failed", "calls", "tokens", "cost", "truncated", "maybe_billed")}
-        counts["ok"] = handled(s["name"], counts["ok"], counts["failed"], info)
-        rows.append({**s, "info": info, **counts, "attempts": info.get("attempts", info.get("calls", 0))})
-    return rows
-
-
-def run_details(store, run_ref: str) -> dict:
-    """Everything ``runs show`` prints about the run ``run_ref`` names (id, id prefix or name)."""
-    from tapir.runs import resolve_run
-
-    row = store.execute("select id, name, status, created_at, updated_at from runs where id = ?",
-                        [resolve_run(store, run_ref)]).fetchone()
-    run = dict(zip(("id", "name", "status", "created_at", "updated_at"), row))
-    stages = _stage_rows(store, run["id"])
-    failures = []
-    for s in stages:
-        if not s["key"]:
-            continue
-        for kind, count, example_item, example in store.execute(
-            "select error_kind, count(*), min(item_id), min(reason) from outcomes "
-            "where stage_key = ? and status = 'failed' group by error_kind order by count(*) desc", [s["key"]]
-        ):
-            failures.append({"stage": s["name"], "round": s["round"], "kind": kind, "count": count,
-                             "example_item": example_item, "example": example})
-    by_role = [dict(zip(("role", "calls", "errors", "tokens", "cost"), r)) for r in store.execute(
-        "select coalesce(role, '?'), count(*), sum(error is not null), "
-        "coalesce(sum(coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0)), 0), coalesce(sum(cost), 0) "
-        "from llm_calls where stage_key in (select key from stages where run_id = ?) group by role",
-        [run["id"]])]
-    from tapir.pipeline.curriculum_notes import curriculum_lines
-
-    curriculum = curriculum_lines((s["name"], s["round"], s["info"]) for s in stages)
-    return {**run, "stages": stages, "failures": failures, "calls_by_role": by_role, "outputs": _outputs(stages),
-            "curriculum": curriculum, "budget": _budget(store, run["id"])}
-
-
-def _budget(store, run_id: str) -> dict | None:
-    """The run's budget (from its config) and what its calls cost against it, by role."""
-    from tapir.budget import spent_by_role
-
-    row = store.execute("select config from runs where id = ?", [run_id]).fetchone()
-    config = json.loads(row[0]) if row and row[0] else {}
-    budget = config.get("budget") or {}
-    if budget.get("max_cost_usd") is None and not budget.get("per_role"):
-        return None
-    spent = spent_by_role(store, run_id)
-    return {"max_cost_usd": budget.get("max_cost_usd"), "per_role": budget.get("per_role") or {},
-            "spent": round(sum(spent.values()), 6), "spent_by_role": {k: round(v, 6) for k, v in spent.items()}}
-
-
-def _outputs(stages: list[dict]) -> list[dict]:
-    """What the run produced, from its stages' info: each round's checkpoint
-    (the exported copies when the run got to export), the held-out loss of
-    the base model and of every S_r, the exported files."""
-    trained, scored, exported = [], [], []
-    for s in stages:
-        info = s["info"]
-        if s["name"] == "train" and info.get("path"):
-            trained.append({"what": f"checkpoint S{s['round']}", "value": info["path"]})
-        elif s["name"] in ("evaluate", "evaluate_base") and info.get("nll") is not None:
-            scored.append({"what": f"held-out nll {info.get('label', '?')}",
-                           "value": f"{info['nll']:.4f} (perplexity {info.get('perplexity', float('nan')):.2f}, "
-                                    f"n {info.get('n', '?')})"})
-        elif s["name"] == "export":
-            for key, label in (("jsonl", "dataset (JSONL)"), ("datasets_folder", "dataset (datasets folder)"),
-                               ("mfd_plot", "MFD plot")):
-                if info.get(key):
-                    exported.append({"what": label, "value": info[key]})
-            exported += [{"what": f"exported {name}", "value": path}
-                         for name, path in (info.get("checkpoints") or {}).items()]
-    checkpoints = [] if any(o["what"].startswith("exported ") for o in exported) else trained
-    return checkpoints + scored + exported
-
-
 def register(cli):
     @cli.group(invoke_without_command=True)
     @click.option("--json", "as_json", is_flag=True)
@@ -105,10 +25,13 @@ def register(cli):
         """List runs and the status of each stage (``runs show RUN`` for one run)."""
         if click_ctx.invoked_subcommand is not None:
             return
+        from tapir.runs import stage_rows
+        from tapir.store.runs import all_runs
+
         store = _open(click_ctx.obj["db"])
         out = []
-        for run in store["runs"].rows_where(order_by="created_at"):
-            stages = _stage_rows(store, run["id"])
+        for run in all_runs(store):
+            stages = stage_rows(store, run["id"])
             out.append({**{k: run[k] for k in ("id", "name", "status", "created_at")}, "stages": stages})
         if as_json:
             click.echo(json.dumps(out, indent=2))
@@ -133,6 +56,7 @@ def register(cli):
         the items ok / failed / reused, calls, tokens, cost and time; failures
         with their reasons; calls by role."""
         from tapir.cli.distill_cmd import stage_table
+        from tapir.runs import run_details
 
         store = _open(obj["db"])
         details = run_details(store, run_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from tapir.cli.distill_cmd import SET_OPTION
+from tapir.cli.options import SET_OPTION
 
 SETTINGS_OPTION = click.option(
     "--settings", default=None, metavar="NAME,...",

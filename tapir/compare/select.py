@@ -72,7 +72,7 @@ class _Runs:
                 self.by_stage_key.setdefault(key, [])
                 if rid not in self.by_stage_key[key]:
                     self.by_stage_key[key].append(rid)
-        self.checkpoints = (list(store["checkpoints"].rows_where(order_by="run_id, round"))
+        self.checkpoints = (list(store["checkpoints"].rows_where(order_by="scope, round"))
                             if "checkpoints" in store.db.table_names() else [])
 
     def trained_by(self, key: str) -> list[str]:
@@ -123,9 +123,9 @@ def _from_checkpoint(runs: _Runs, c: dict[str, Any], run_id: str | None = None) 
     """A checkpoint's row; its run is ``run_id`` when the reference named one, else the first run that trained it."""
     key = model_key(c["path"])
     base = model_key(c["base_model"]) if c.get("base_model") else None
-    rid = run_id or next(iter(runs.trained_by(c["run_id"])), None)
+    rid = run_id or next(iter(runs.trained_by(c["scope"])), None)
     run = runs.rows.get(rid or "")
-    row = ModelRow(key, label_for(key), base, c["run_id"], c["round"])
+    row = ModelRow(key, label_for(key), base, c["scope"], c["round"])
     if run:
         row.run_name, row.setting = run["name"], run_setting(run["name"], run["config"])
         row.train_run = run["id"]
@@ -147,7 +147,7 @@ def _from_run(runs: _Runs, run_id: str, by_path: dict[str, dict[str, Any]]) -> l
     keys = runs.keys_of(run_id)
     run = runs.rows[run_id]
     last = _last_round(run_setting(run["name"], run["config"]))
-    mine = [c for c in runs.checkpoints if c["run_id"] in keys and (last is None or c["round"] <= last)]
+    mine = [c for c in runs.checkpoints if c["scope"] in keys and (last is None or c["round"] <= last)]
     if mine:
         return [_from_checkpoint(runs, c, run_id) for c in mine]
     config = runs.rows[run_id]["config"]

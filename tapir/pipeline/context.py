@@ -25,7 +25,11 @@ from tapir.errors import TapirError
 from tapir.plugins import registry
 from tapir.roles import Completion, GenerationParams, Item
 from tapir.runs import Run
-from tapir.store.db import Store, dumps, utcnow
+from tapir.store import classifications as store_classifications
+from tapir.store import items as store_items
+from tapir.store import responses as store_responses
+from tapir.store import scores as store_scores
+from tapir.store.db import Store, dumps
 
 from tapir.pipeline.reads import SPEED_OPTIONS  # noqa: F401  (where it used to live)
 
@@ -182,31 +186,16 @@ class Context:
     # --- scoped rows -----------------------------------------------------------
 
     def add_items(self, scope: str, items: Iterable[Item], origin: str, round: int) -> None:
-        rows = [
-            {
-                "run_id": scope,
-                "id": it.id,
-                "origin": origin,
-                "round": round,
-                "instruction": it.instruction,
-                "input": it.input,
-                "output": it.output,
-                "task_type": it.task_type,
-                "meta": dumps(it.meta),
-            }
-            for it in items
-        ]
+        rows = [{"id": it.id, "origin": origin, "round": round, "instruction": it.instruction, "input": it.input,
+                 "output": it.output, "task_type": it.task_type, "meta": it.meta} for it in items]
         with self.store.db.conn:
-            insert_rows(self.store, "items", rows)
+            store_items.add_items(self.store, scope, rows)
 
     def items(self, scope: str | None) -> list[Item]:
         if scope is None:
             return []
-        rows = self.store.execute(
-            "select id, instruction, input, output, task_type, meta, origin, round from items "
-            "where run_id = ? order by rowid", [scope]).fetchall()
         out = []
-        for iid, instruction, input_text, output, task_type, meta, origin, rnd in rows:
+        for iid, instruction, input_text, output, task_type, meta, origin, rnd in store_items.item_rows(self.store, scope):
             m = json.loads(meta) if meta else {}
             m.update({"origin": origin, "round": rnd})
             out.append(Item(iid, instruction, input_text or "", output, task_type, m))
@@ -215,63 +204,28 @@ class Context:
     def responses(self, scope: str | None, role: str) -> dict[str, dict]:
         if scope is None:
             return {}
-        sql = "select * from responses where run_id = ? and role = ?"
-        return {r["item_id"]: r for r in self.store.db.query(sql, [scope, role])}
+        return store_responses.responses_by_item(self.store, scope, role)
 
     def save_response(self, scope: str, item_id: str, role: str, model: str, round: int,
                       completion: Completion) -> None:
         with self.store.db.conn:
-            insert_rows(self.store, "responses", [{
-                "run_id": scope,
-                "item_id": item_id,
-                "role": role,
-                "model": model,
-                "round": round,
-                "sample": 0,
-                "text": completion.text,
-                "llm_call_id": completion.call_id,
-                "created_at": utcnow(),
-            }])
+            store_responses.add_response(self.store, scope, item_id, role, model, round, completion.text,
+                                         completion.call_id)
 
     def set_scores(self, scope: str, rows: Sequence[tuple[str, str, int, float]]) -> None:
         """Upsert (item_id, name, round, value) scores under ``scope``."""
         with self.store.db.conn:
-            self.store.db.conn.executemany(
-                "insert or replace into scores (run_id, item_id, name, round, value) values (?, ?, ?, ?, ?)",
-                [(scope, *row) for row in rows],
-            )
+            store_scores.set_scores(self.store, scope, rows)
 
     def scores(self, scope: str | None, name: str) -> dict[str, float]:
         if scope is None:
             return {}
-        rows = self.store.execute(
-            "select item_id, value from scores where run_id = ? and name = ?", [scope, name]).fetchall()
-        return dict(rows)
+        return store_scores.scores_by_item(self.store, scope, name)
 
     def labels(self, scope: str | None) -> dict[str, str]:
         if scope is None:
             return {}
-        return dict(self.store.execute(
-            "select item_id, label from classifications where run_id = ?", [scope]).fetchall())
-
-
-_INSERT_SQL: dict[tuple, str] = {}
-
-
-def insert_rows(store: Store, table: str, rows: Sequence[dict[str, Any]], conflict: str = "ignore") -> None:
-    """``INSERT OR IGNORE`` (or ``OR REPLACE``) ``rows`` (dicts with the same
-    keys) into ``table``, as a prepared statement: what sqlite-utils'
-    ``table.insert(row, ignore=True)`` writes, without its per-call table
-    introspection (~0.1 ms a row, measured). The caller holds the transaction."""
-    if not rows:
-        return
-    columns = tuple(rows[0])
-    sql = _INSERT_SQL.get((table, conflict, columns))
-    if sql is None:
-        sql = _INSERT_SQL[(table, conflict, columns)] = (
-            f"insert or {conflict} into [{table}] ({', '.join(f'[{c}]' for c in columns)}) "
-            f"values ({', '.join('?' * len(columns))})")
-    store.db.conn.executemany(sql, [[row[c] for c in columns] for row in rows])
+        return store_classifications.labels_by_item(self.store, scope)
 
 
 def _declared(factory: Any, name: str) -> Any:

@@ -8,7 +8,7 @@ fingerprint of every upstream node it declares (``upstream``). What it
 declares is also all it can read: while it runs, its config is a view that
 refuses any other field, and :meth:`Job.scope` refuses any other node
 (:mod:`tapir.pipeline.reads`). Every row a stage writes carries its key (in the
-``run_id`` column of the data tables, the stage's *scope*), and every file
+``scope`` column of the data tables), and every file
 it writes lives in a folder named after it, so
 
 * a node whose key is done (in this run or any other run on the database)
@@ -42,7 +42,10 @@ from tapir import progress
 from tapir.errors import PermanentFailure, TapirError
 from tapir.pipeline.counts import handled
 from tapir.pipeline.reads import ConfigView, UndeclaredRead, config_value
+from tapir.store import outcomes as outcome_rows
+from tapir.store.calls import maybe_billed_attempts, stage_call_totals
 from tapir.store.db import Store, dumps, utcnow
+from tapir.store.stages import done_stage, last_finished
 
 Node = tuple[str, int]  # (stage name, round)
 Upstream = tuple[str, int | None]  # (stage name, round); round None: every round of that stage
@@ -191,12 +194,7 @@ class Job:
     def known(self) -> dict[str, str]:
         """item id -> status for the items this key already handled."""
         if self._known is None:
-            if self.engine.has_draws:
-                rows = self.store.execute("select item_id, status, draws, reproduces from outcomes "
-                                          "where stage_key = ?", [self.key]).fetchall()
-            else:  # an older database, read by the dry run
-                rows = [(i, s, None, None) for i, s in self.store.execute(
-                    "select item_id, status from outcomes where stage_key = ?", [self.key])]
+            rows = outcome_rows.known_outcomes(self.store, self.key, with_draws=self.engine.has_draws)
             self._known = {item: status for item, status, _, _ in rows}
             self._draws = {item: (draws, reproduces) for item, status, draws, reproduces in rows
                            if status == "failed"}
@@ -302,12 +300,7 @@ class Job:
     def flush(self) -> None:
         if not self._outcomes:
             return
-        with self.store.db.conn:
-            self.store.db.conn.executemany(
-                "insert or replace into outcomes (stage_key, item_id, status, reason, error_kind, http_status, "
-                "llm_call_id, attempts, updated_at, draws, reproduces) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                self._outcomes,
-            )
+        outcome_rows.save_outcomes(self.store, self._outcomes)
         self._outcomes = []
 
     # -- artifacts --------------------------------------------------------------
@@ -403,61 +396,44 @@ class Engine:
     def _done_row(self, key: str | None) -> dict | None:
         if key is None:
             return None
-        rows = self.ctx.store.execute(
-            "select run_id, info, seconds from stages where key = ? and status = 'done' order by id desc limit 1",
-            [key],
-        ).fetchall()
-        if not rows:
+        row = done_stage(self.ctx.store, key)
+        if row is None:
             return None
-        import json
-
-        info = json.loads(rows[0][1]) if rows[0][1] else {}
-        return {"run_id": rows[0][0], "info": info, "seconds": rows[0][2],
-                "fingerprint": info.get("_fingerprint", "")}
+        return {**row, "fingerprint": row["info"].get("_fingerprint", "")}
 
     @property
     def has_draws(self) -> bool:
         """Whether the database has outcomes.draws (m008; the dry run may read an older one)."""
         if self._has_draws is None:
-            columns = {row[1] for row in self.ctx.store.execute("pragma table_info(outcomes)")}
-            self._has_draws = "draws" in columns
+            self._has_draws = outcome_rows.has_draws_column(self.ctx.store)
         return self._has_draws
 
-    def _retried_sql(self) -> str:
-        """The failed outcomes a re-run asks again (see Job.retries)."""
-        if not self.has_draws:
-            return "1"
-        return f"(draws is null or (coalesce(reproduces, 0) = 0 and draws < {int(self.max_draws)}))"
+    def _retry_limit(self) -> int | None:
+        """The draws after which a failed outcome is not asked again (see
+        Job.retries); None: every failed one is (a database without draws)."""
+        return int(self.max_draws) if self.has_draws else None
 
     def failed_count(self, key: str) -> int:
         """Failed items of ``key`` that a re-run asks again."""
-        return self.ctx.store.execute(
-            f"select count(*) from outcomes where stage_key = ? and status = 'failed' and {self._retried_sql()}",
-            [key]).fetchone()[0]
+        return outcome_rows.count_retried(self.ctx.store, key, self._retry_limit())
 
     def handled_count(self, key: str) -> int:
         """Items of ``key`` with an outcome already (ok or failed)."""
-        return self.ctx.store.execute("select count(*) from outcomes where stage_key = ?", [key]).fetchone()[0]
+        return outcome_rows.count_handled(self.ctx.store, key)
 
     def resumed_calls(self, key: str, planned: int) -> int:
         """Of ``planned`` items a node handles, how many a run that resumes it asks:
         the failed ones a re-run retries, plus, for a node stopped part-way,
         those without an outcome yet (``planned`` is an estimate)."""
-        import json
-
         retried = len(self.retried_items(key)) if self.retry else 0
-        row = self.ctx.store.execute(
-            "select status, info from stages where key = ? and status in ('done', 'failed') order by id desc limit 1",
-            [key]).fetchone()
-        if row and (row[0] == "done" or json.loads(row[1] or "{}").get("ran_to_end")):
+        row = last_finished(self.ctx.store, key)
+        if row and (row[0] == "done" or row[1].get("ran_to_end")):
             return retried
         return retried + max(0, planned - self.handled_count(key))
 
     def retried_items(self, key: str) -> list[str]:
         """The failed items of ``key`` a re-run asks again (the dry run counts their calls)."""
-        return [r[0] for r in self.ctx.store.execute(
-            f"select item_id from outcomes where stage_key = ? and status = 'failed' and {self._retried_sql()} "
-            "order by item_id", [key])]
+        return outcome_rows.retried_items(self.ctx.store, key, self._retry_limit())
 
     def draw_note(self, draws: int, reproduces: bool) -> str:
         """What a re-run does with an item whose ``draws``-th draw failed on its content."""
@@ -576,27 +552,17 @@ class Engine:
         progress.say(f"-> {step.label}: reused (same inputs as run {row['run_id']})")
 
     def _fingerprint(self, key: str, info: dict) -> str:
-        ids = [r[0] for r in self.ctx.store.execute(
-            "select item_id from outcomes where stage_key = ? and status = 'ok' order by item_id", [key])]
+        ids = outcome_rows.ok_items(self.ctx.store, key)
         payload = dumps([ids, info.get("pin")])
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def _count(self, result: StageResult, since: str) -> None:
         store = self.ctx.store
-        result.ok, result.failed, result.final = store.execute(
-            "select coalesce(sum(status = 'ok'), 0), coalesce(sum(status = 'failed'), 0), "
-            f"coalesce(sum(status = 'failed' and not {self._retried_sql()}), 0) from outcomes "
-            "where stage_key = ?", [result.key]).fetchone()
-        calls, tokens, cost, truncated, attempts = store.execute(
-            "select count(*), coalesce(sum(coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0)), 0), "
-            "coalesce(sum(cost), 0), coalesce(sum(finish_reason = 'length'), 0), coalesce(sum(coalesce(attempts, 1)), 0) "
-            "from llm_calls where stage_key = ? and created_at >= ?", [result.key, since]).fetchone()
+        result.ok, result.failed, result.final = outcome_rows.status_counts(store, result.key, self._retry_limit())
+        calls, tokens, cost, truncated, attempts = stage_call_totals(store, result.key, since)
         result.calls, result.tokens, result.cost, result.truncated = calls, tokens, round(cost, 6), truncated
         result.attempts = attempts
-        result.maybe_billed = store.execute(
-            "select count(*) from llm_calls c, json_each(c.attempt_log) a where c.stage_key = ? and c.created_at >= ? "
-            "and c.attempt_log is not null and json_extract(a.value, '$.billed') = 'maybe'",
-            [result.key, since]).fetchone()[0]
+        result.maybe_billed = maybe_billed_attempts(store, result.key, since)
 
     @staticmethod
     def counts(result: StageResult) -> dict[str, Any]:
@@ -607,9 +573,7 @@ class Engine:
                 "maybe_billed": result.maybe_billed}
 
     def failure_message(self, step: Step, key: str, result: StageResult, threshold: float) -> str:
-        rows = self.ctx.store.execute(
-            "select item_id, reason, error_kind from outcomes where stage_key = ? and status = 'failed'", [key]
-        ).fetchall()
+        rows = outcome_rows.failures(self.ctx.store, key)
         kinds = Counter(kind or "error" for _, _, kind in rows)
         examples = {}
         for item_id, reason, kind in rows:

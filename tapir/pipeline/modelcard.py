@@ -235,9 +235,9 @@ def eval_rows(store, checkpoint: str | Path) -> list[dict[str, Any]]:
     if "benchmark_results" not in store.db.table_names():
         return []
     key = str(Path(checkpoint).resolve())
-    rows = store.execute(
-        "select id, benchmark, task, metric, value, stderr, n, meta from benchmark_results "
-        "where model = ? and benchmark != 'classifier' order by id", [key]).fetchall()
+    from tapir.store.benchmarks import model_results
+
+    rows = model_results(store, key)
     latest: dict[tuple, dict[str, Any]] = {}
     for rid, bench, task, metric, value, stderr, n, meta in rows:
         meta = json.loads(meta) if meta else {}

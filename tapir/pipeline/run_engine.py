@@ -45,7 +45,7 @@ def planning_engine(checked, retry: bool = True) -> Engine:
     if checked.db_path.is_file():
         try:
             conn = sqlite3.connect(f"file:{checked.db_path.resolve()}?mode=ro", uri=True)
-            conn.execute("select key from stages limit 1")
+            conn.execute("select scope from outcomes limit 1")  # m009 applied
             store = Store(sqlite_utils.Database(conn), checked.db_path)
         except sqlite3.Error:
             store = None  # an older or foreign database: nothing to reuse

@@ -1,6 +1,13 @@
 """The SQLite store: one database holds runs, stages, items, responses,
 judgments, classifications, rewrites, checkpoints, scores, benchmark results
-and every LLM call."""
+and every LLM call.
+
+Rows are read and written through the typed functions of one module per
+table (``items``, ``responses``, ``judgments``, ``scores``,
+``classifications``, ``rewrites``, ``checkpoints``, ``outcomes``, ``stages``,
+``runs``, ``benchmarks``, ``calls``, ``locks``; ``records`` for a benchmark
+run's own rows); :mod:`tapir.store.db` opens the file and
+:mod:`tapir.store.migrations` keeps the schema."""
 
 from tapir.store.db import DEFAULT_DB, Store, open_store, resolve_db_path
 

@@ -22,6 +22,7 @@ from typing import Any
 import sqlite_utils
 
 from tapir.errors import ConfigError, TapirError
+from tapir.store.locks import live_holders
 from tapir.store.migrations import migrate
 
 DEFAULT_DB = "tapir.db"
@@ -134,16 +135,11 @@ def _lock_holders(path: Path) -> list[str]:
     except sqlite3.Error:
         return []
     try:
-        rows = conn.execute("select name, pid, host, acquired_at, heartbeat_at from locks "
-                            "where name not like 'call:%' order by acquired_at").fetchall()
+        return live_holders(conn)
     except sqlite3.Error:
         return []
     finally:
         conn.close()
-    from tapir.locks import holder_alive
-
-    return [f"{name} by pid {pid} on {host} since {since}" for name, pid, host, since, beat in rows
-            if holder_alive(pid, host, beat or 0.0)]
 
 
 def _locked_message(path: Path) -> str:

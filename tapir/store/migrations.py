@@ -475,3 +475,92 @@ def m008_fresh_draws(db: sqlite_utils.Database):
     greedy decoding from a local model; a re-run does not ask again)."""
     db["outcomes"].add_column("draws", int)
     db["outcomes"].add_column("reproduces", int)
+
+
+# The tables whose ``run_id`` (``stage_key`` in outcomes) holds the key of
+# the stage that wrote the row (or a benchmark run's id): its *scope*.
+SCOPED_TABLES = ("items", "responses", "judgments", "scores", "classifications", "rewrites", "checkpoints",
+                 "outcomes")
+# The tables whose rows are about one item, with ``item_id``; each has
+# ``item_uid``, a foreign key to ``items.uid``.
+ITEM_TABLES = ("responses", "judgments", "scores", "classifications", "rewrites", "outcomes")
+
+# The item a row (scope, item_id) is about: the item of that id in the same
+# scope (a benchmark run's rows), else in a scope of a run that has the
+# row's scope as a stage (a pipeline stage reads the items that its run's
+# ingest, expand or rewrite stages wrote); the latest written when several.
+_ITEM_OF = """coalesce(
+  (select i.uid from items i where i.scope = {scope} and i.id = {item_id}),
+  (select i.uid from items i where i.id = {item_id} and i.scope in (
+     select other.key from stages mine join stages other on other.run_id = mine.run_id
+     where mine.key = {scope} and other.key is not null)
+   order by i.rowid desc limit 1))"""
+
+
+def item_link_trigger(table: str) -> str:
+    """The trigger that fills ``item_uid`` of a new ``table`` row that has
+    none (every writer, the plugins' too, gets the link without knowing it)."""
+    return (f"create trigger {table}_item_uid after insert on {table} when new.item_uid is null begin "
+            f"update {table} set item_uid = {_ITEM_OF.format(item_id='new.item_id', scope='new.scope')} "
+            f"where rowid = new.rowid; end")
+
+
+_VIEWS_M009 = dict(_VIEWS)
+_VIEWS_M009["item_outcomes"] = """
+select s.run_id, s.name as stage, s.round, o.item_id, o.status, o.reason, o.error_kind, o.http_status,
+       o.attempts, o.llm_call_id, o.updated_at, o.scope as stage_key, o.item_uid
+from outcomes o join stages s on s.key = o.scope"""
+_VIEWS_M009["hard_items"] = _VIEWS["hard_items"].replace("j.run_id =", "j.scope =").replace(
+    ".run_id = judge.key", ".scope = judge.key").replace("hard.run_id = cut.key", "hard.scope = cut.key").replace(
+    "item.run_id = ingest.key", "item.scope = ingest.key").replace("teacher.run_id = ta.key", "teacher.scope = ta.key"
+    ).replace("student.run_id = sa.key", "student.scope = sa.key").replace(
+    "label.run_id = cls.key", "label.scope = cls.key").replace(
+    "j.position || ': ' || coalesce(j.raw, '')", "j.position || ': ' || coalesce(j.raw, '') || coalesce(' ' || j.details, '')")
+_VIEWS_M009["item_history"] = _VIEWS["item_history"].replace("s.key = t.run_id", "s.key = t.scope").replace(
+    "s.key = t.stage_key", "s.key = t.scope")
+
+
+@migration
+def m009_scope_and_item_fks(db: sqlite_utils.Database):
+    """One name for one thing, and rows linked to their item.
+
+    * ``run_id`` of items, responses, judgments, scores, classifications,
+      rewrites and checkpoints, and ``stage_key`` of outcomes, hold the key
+      of the stage that wrote the row (or a benchmark run's id): renamed
+      ``scope``. ``stages.run_id``, ``llm_calls.run_id`` and
+      ``benchmark_results.run_id`` hold run ids and keep their name.
+    * ``items.uid``: the content-addressed id of an item row
+      (:func:`tapir.store.items.item_uid`), unique.
+    * ``item_uid`` on responses, judgments, scores, classifications,
+      rewrites and outcomes: a foreign key to ``items.uid``, filled for the
+      old rows here and for new rows by a trigger per table. A row about
+      no stored item (an expand stage's ``draw-N`` outcomes) keeps NULL.
+    * ``judgments.raw`` is a JSON list of the judge's texts everywhere; the
+      judge stage's details (read_by counts, spreads, order errors), which
+      it kept next to them in a JSON object, move to ``judgments.details``.
+    * The views join on ``scope``; ``item_outcomes`` shows ``item_uid``;
+      ``hard_items.judge_raw`` shows each judgment's details after its texts.
+    """
+    from tapir.store.uids import item_uid
+
+    for name in db.view_names():
+        db.execute(f"drop view [{name}]")
+    for table in SCOPED_TABLES:
+        old = "stage_key" if table == "outcomes" else "run_id"
+        db.execute(f"alter table [{table}] rename column [{old}] to [scope]")
+    db.execute("alter table items add column uid text")
+    rows = db.execute("select rowid, scope, id, instruction, input, output from items").fetchall()
+    db.conn.executemany("update items set uid = ? where rowid = ?",
+                        [(item_uid(scope, iid, ins, inp, out), rowid) for rowid, scope, iid, ins, inp, out in rows])
+    db.execute("create unique index idx_items_uid on items (uid)")
+    for table in ITEM_TABLES:
+        db.execute(f"alter table [{table}] add column item_uid text references items(uid)")
+        db.execute(f"update [{table}] set item_uid = {_ITEM_OF.format(item_id=f'[{table}].item_id', scope=f'[{table}].scope')}")
+        db.execute(f"create index idx_{table}_item_uid on [{table}] (item_uid)")
+        db.execute(item_link_trigger(table))
+    db.execute("alter table judgments add column details text")
+    db.execute("update judgments set details = json_extract(raw, '$.details'), "
+               "raw = coalesce(json_extract(raw, '$.raw'), '[]') "
+               "where json_valid(raw) and json_type(raw) = 'object'")
+    for name, sql in _VIEWS_M009.items():
+        db.execute(f"create view {name} as {sql.strip()}")

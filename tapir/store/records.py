@@ -9,12 +9,13 @@ appear whatever is re-run.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, Iterable
 
 from tapir.roles import Judgment
-from tapir.store.db import Store, dumps, utcnow
+from tapir.store.db import Store, utcnow
+from tapir.store.items import add_items
+from tapir.store.judgments import decode_raw, encode_raw
 
 ORIGIN = "benchmark"
 
@@ -40,29 +41,15 @@ class StoredJudgment:
 def save_items(store: Store, run_id: str, items: Iterable[dict[str, Any]]) -> None:
     """Insert the benchmark's items (``id``, ``instruction``, ``output``,
     ``task_type``, ``meta``) under ``run_id``; existing ones are kept."""
-    rows = []
-    for item in items:
-        rows.append(
-            {
-                "run_id": run_id,
-                "id": item["id"],
-                "origin": ORIGIN,
-                "round": 0,
-                "instruction": item["instruction"],
-                "input": item.get("input", ""),
-                "output": item.get("output"),
-                "task_type": item.get("task_type"),
-                "meta": dumps(item.get("meta", {})),
-            }
-        )
+    rows = [{**item, "origin": ORIGIN, "round": 0} for item in items]
     with store.db.conn:
-        store["items"].insert_all(rows, pk=("run_id", "id"), ignore=True)
+        add_items(store, run_id, rows)
 
 
 def load_responses(store: Store, run_id: str, role: str, model: str) -> dict[tuple[str, int], tuple[int, str]]:
     """``{(item_id, round): (response id, text)}`` for one role and model."""
     rows = store.execute(
-        "select id, item_id, round, text from responses where run_id = ? and role = ? and model = ? and sample = 0",
+        "select id, item_id, round, text from responses where scope = ? and role = ? and model = ? and sample = 0",
         [run_id, role, model],
     ).fetchall()
     return {(item_id, rnd): (rid, text) for rid, item_id, rnd, text in rows}
@@ -76,7 +63,7 @@ def save_responses(
     now = utcnow()
     records = [
         {
-            "run_id": run_id,
+            "scope": run_id,
             "item_id": item_id,
             "role": role,
             "model": model,
@@ -97,21 +84,21 @@ def load_judgments(store: Store, run_id: str, judge: str) -> dict[tuple[str, str
     """``{(item_id, position, round): StoredJudgment}`` for one judge."""
     rows = store.execute(
         "select item_id, position, round, score_a, score_b, preference, raw, error from judgments "
-        "where run_id = ? and judge = ?",
+        "where scope = ? and judge = ?",
         [run_id, judge],
     ).fetchall()
     out = {}
     for item_id, position, rnd, sa, sb, pref, raw, error in rows:
         out[(item_id, position, rnd)] = StoredJudgment(
-            item_id, position, rnd, sa, sb, pref, json.loads(raw) if raw else [], error
+            item_id, position, rnd, sa, sb, pref, decode_raw(raw), error
         )
     return out
 
 
 _UPSERT = (
-    "insert into judgments (run_id, item_id, judge, model, kind, position, round, response_a_id, response_b_id, "
+    "insert into judgments (scope, item_id, judge, model, kind, position, round, response_a_id, response_b_id, "
     "score_a, score_b, preference, raw, error, created_at) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-    "on conflict (run_id, item_id, judge, position, round) do update set model = excluded.model, "
+    "on conflict (scope, item_id, judge, position, round) do update set model = excluded.model, "
     "kind = excluded.kind, response_a_id = excluded.response_a_id, response_b_id = excluded.response_b_id, "
     "score_a = excluded.score_a, score_b = excluded.score_b, preference = excluded.preference, "
     "raw = excluded.raw, error = excluded.error, created_at = excluded.created_at"
@@ -138,10 +125,36 @@ def save_judgments(store: Store, run_id: str, judge: str, judge_model: str, kind
         (
             run_id, r.item_id, judge, judge_model, kind, r.position, r.round, r.response_a_id, r.response_b_id,
             r.judgment.score_a, r.judgment.score_b, r.judgment.preference,
-            json.dumps(list(r.judgment.raw), ensure_ascii=False), r.judgment.error, now,
+            encode_raw(r.judgment.raw), r.judgment.error, now,
         )
         for r in rows
     ]
     if params:
         with store.db.conn:
             store.db.conn.executemany(_UPSERT, params)
+
+
+def forget_responses(store: Store, scope: str, role: str) -> int:
+    """Delete the ``role`` answers under ``scope`` (a forced re-run
+    regenerates them); returns how many."""
+    with store.db.conn:
+        return store.db.conn.execute("delete from responses where scope = ? and role = ?", [scope, role]).rowcount
+
+
+def responses_of_role(store: Store, scope: str, role: str) -> list[tuple[int, str, int, str]]:
+    """(response id, item_id, round, text) of the sample-0 ``role`` answers
+    under ``scope``, in the order they were written."""
+    return store.execute("select id, item_id, round, text from responses where scope = ? and role = ? "
+                         "and sample = 0 order by id", [scope, role]).fetchall()
+
+
+def answers_elsewhere(store: Store, role: str, model: str, not_scope: str,
+                      item_ids: list[str]) -> list[tuple[str, str, int | None]]:
+    """(item_id, text, llm_call_id) of round-0, sample-0 ``role`` answers by
+    ``model`` to ``item_ids`` stored under any scope but ``not_scope``,
+    oldest first."""
+    marks = ",".join("?" * len(item_ids))
+    return store.execute(
+        f"select item_id, text, llm_call_id from responses where role = ? and model = ? and round = 0 "
+        f"and sample = 0 and scope != ? and item_id in ({marks}) order by id",
+        [role, model, not_scope, *item_ids]).fetchall()

@@ -4,9 +4,8 @@ table, under this stage's key; the ingested rows are never changed)."""
 from __future__ import annotations
 
 from tapir import progress
-from tapir.pipeline.context import insert_rows
 from tapir.pipeline.engine import Job
-from tapir.store.db import utcnow
+from tapir.store.classifications import set_labels
 
 
 class Classify:
@@ -34,10 +33,8 @@ class Classify:
                     labels = ctx.classifier.classify(texts)
                 bar.update(len(todo))
             with ctx.store.db.conn:
-                insert_rows(ctx.store, "classifications", [
-                    {"run_id": job.key, "item_id": it.id, "classifier": name, "label": label,
-                     "confidence": confidence, "created_at": utcnow()}
-                    for it, (label, confidence) in zip(todo, labels)], conflict="replace")
+                set_labels(ctx.store, job.key, name,
+                           [(it.id, label, confidence) for it, (label, confidence) in zip(todo, labels)])
             for it, (label, _) in zip(todo, labels):
                 if label:
                     job.ok(it.id)

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from tapir import progress
 from tapir.judging import judgment_provenance
-from tapir.pipeline.context import insert_rows
 from tapir.pipeline.engine import Job
 from tapir.pipeline.stages.answers import student_path
 from tapir.roles import JudgeRequest
-from tapir.store.db import dumps, utcnow
+from tapir.store.judgments import save_stage_judgment
 
 CHUNK = 64
 
@@ -75,18 +74,10 @@ class JudgeMFD:
                         if error is None and partial and not accept_one:
                             error = "one of the two orders failed: " + "; ".join(
                                 f"{k}: {v}" for k, v in j.details["order_errors"].items())
-                        insert_rows(ctx.store, "judgments", [
-                            {
-                                "run_id": job.key, "item_id": it.id, "judge": cfg.name, "model": judge_model,
-                                "kind": judge.kind,
-                                "position": _position(j),
-                                "round": job.round,
-                                "response_a_id": teacher[it.id]["id"],
-                                "response_b_id": student[it.id]["id"] if reads_answer else None,
-                                "score_a": j.score_a, "score_b": j.score_b, "preference": j.preference,
-                                "raw": dumps({"raw": j.raw, "details": j.details}), "error": error,
-                                "read_by": j.details.get("read_by"), "created_at": utcnow(),
-                            }], conflict="replace")
+                        save_stage_judgment(
+                            ctx.store, job.key, it.id, cfg.name, judge_model, judge.kind, _position(j), job.round,
+                            teacher[it.id]["id"], student[it.id]["id"] if reads_answer else None,
+                            j.score_a, j.score_b, j.preference, j.raw, j.details, error, j.details.get("read_by"))
                         if error is None:
                             scores += [(it.id, "teacher_score", job.round, j.score_a),
                                        (it.id, "student_score", job.round, j.score_b),

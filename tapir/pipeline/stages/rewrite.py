@@ -14,11 +14,11 @@ from __future__ import annotations
 from dataclasses import replace
 
 from tapir import progress
-from tapir.pipeline.context import insert_rows, params_of
+from tapir.pipeline.context import params_of
 from tapir.pipeline.engine import Job
 from tapir.pipeline.stages.answers import teacher_answers_upto, with_answers
 from tapir.pipeline.stages.resample import hard_seed
-from tapir.store.db import utcnow
+from tapir.store.rewrites import add_rewrite
 
 
 def rewrite_targets(job: Job, round: int):
@@ -78,11 +78,7 @@ class Rewrite:
                               meta={**it.meta, "source_id": it.id, "refined_instruction": rw.instruction})
                 ctx.add_items(job.key, [new], "rewritten", job.round)
                 with ctx.store.db.conn:
-                    insert_rows(ctx.store, "rewrites", [
-                        {"run_id": job.key, "item_id": it.id, "new_item_id": new.id, "rewriter": name,
-                         "round": job.round, "instruction": it.instruction,
-                         "refined_instruction": rw.instruction, "error": None, "created_at": utcnow()}],
-                        conflict="replace")
+                    add_rewrite(ctx.store, job.key, it.id, new.id, name, job.round, it.instruction, rw.instruction)
                 job.ok(it.id, call)
 
             ctx.rewriter.rewrite(todo, ctx.teacher, params, on_result=on_result, teacher_params=teacher_params,

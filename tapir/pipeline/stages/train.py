@@ -16,7 +16,7 @@ from tapir.pipeline.stages.resample import easy_seed, hard_seed
 from tapir.pipeline.stages.rewrite import rewritten
 from tapir.pipeline.taskmix import coverage, task_cover, task_draws, task_weights
 from tapir.roles import Item, TrainExample
-from tapir.store.db import dumps, utcnow
+from tapir.store.checkpoints import save_checkpoint
 
 
 def alpha_for(round: int, alpha: float, step: float) -> float:
@@ -147,10 +147,8 @@ class Train:
         ctx.close_backends()  # models loaded for earlier stages give their (GPU) memory to training
         metrics = trainer_for(job).train(base, examples, str(out))
         with ctx.store.db.conn:
-            ctx.store["checkpoints"].insert(
-                {"run_id": job.key, "round": r, "path": str(out.resolve()), "base_model": ctx.config.student.model,
-                 "trainer": ctx.config.trainer.name, "metrics": dumps(metrics), "created_at": utcnow()},
-                replace=True)
+            save_checkpoint(ctx.store, job.key, r, str(out.resolve()), ctx.config.student.model,
+                            ctx.config.trainer.name, metrics)
         # The trainer's "tokens" (tokens trained on) would be taken for the stage's LLM tokens: train_tokens.
         job.info.update({("train_tokens" if k == "tokens" else k): v for k, v in metrics.items()
                          if isinstance(v, (int, float, str))})

@@ -1,0 +1,48 @@
+"""The ``items`` table: the instructions (seed, expanded, rewritten,
+benchmark) every other data row is about.
+
+An item row is stored under a *scope* (the key of the stage that wrote it,
+or a benchmark run's id) with its own id (``seed-0001``, ``q81``); its
+``uid`` is the digest of the row's content (scope, id, instruction, input,
+output), the one column the rows about it (responses, judgments, scores,
+classifications, rewrites, outcomes) point at with their ``item_uid``
+foreign key. The database fills ``item_uid`` when such a row is written
+(see :data:`tapir.store.migrations.ITEM_LINK_TRIGGERS`): from the row's
+scope and ``item_id``, the item of that id in the same scope, else in a
+scope of the same run.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Sequence
+
+from tapir.store.db import Store, dumps
+from tapir.store.uids import item_uid
+
+
+_INSERT = ("insert or ignore into items (uid, scope, id, origin, round, instruction, input, output, task_type, "
+           "meta) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+
+
+def add_items(store: Store, scope: str, items: Iterable[dict[str, Any]]) -> int:
+    """Insert item rows (``id``, ``origin``, ``round``, ``instruction``,
+    ``input``, ``output``, ``task_type``, ``meta`` dict) under ``scope``;
+    an existing (scope, id) row is kept. The caller holds the transaction.
+    Returns how many rows were given."""
+    params = []
+    for it in items:
+        instruction, input_text, output = it["instruction"], it.get("input", ""), it.get("output")
+        params.append((item_uid(scope, it["id"], instruction, input_text, output), scope, it["id"],
+                       it.get("origin"), it.get("round", 0), instruction, input_text, output, it.get("task_type"),
+                       dumps(it.get("meta") or {})))
+    if params:
+        store.db.conn.executemany(_INSERT, params)
+    return len(params)
+
+
+def item_rows(store: Store, scope: str) -> Sequence[tuple]:
+    """``(id, instruction, input, output, task_type, meta, origin, round)``
+    of the items under ``scope``, in the order they were written."""
+    return store.execute(
+        "select id, instruction, input, output, task_type, meta, origin, round from items "
+        "where scope = ? order by rowid", [scope]).fetchall()

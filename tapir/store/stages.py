@@ -1,0 +1,71 @@
+"""The ``stages`` table: a run's view of each stage (name, round), its key
+(the ``scope`` of the rows the stage wrote), status, time and ``info``.
+
+``info`` has one encoding: a JSON object (counts, figures, an ``error``
+line), written by :func:`encode_info` and read back only through
+:func:`decode_info`, which turns NULL, text that is not JSON and JSON that
+is not an object into ``{}``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tapir.store.db import Store, dumps
+
+
+def encode_info(info: dict[str, Any] | None) -> str:
+    """``stages.info`` for ``info``."""
+    return dumps(info or {})
+
+
+def decode_info(text: str | None) -> dict[str, Any]:
+    """A stage's info from ``stages.info``: always a dict."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def run_stages(store: Store, run_id: str) -> list[dict[str, Any]]:
+    """The stage rows of run ``run_id`` in the order they were written,
+    ``info`` decoded."""
+    return [{**row, "info": decode_info(row["info"])}
+            for row in store["stages"].rows_where("run_id = ?", [run_id], order_by="id")]
+
+
+def done_stage(store: Store, key: str) -> dict[str, Any] | None:
+    """The latest done stage row of ``key`` in any run (``run_id``,
+    ``info`` decoded, ``seconds``), or None."""
+    row = store.execute("select run_id, info, seconds from stages where key = ? and status = 'done' "
+                        "order by id desc limit 1", [key]).fetchone()
+    if row is None:
+        return None
+    return {"run_id": row[0], "info": decode_info(row[1]), "seconds": row[2]}
+
+
+def last_finished(store: Store, key: str) -> tuple[str, dict[str, Any]] | None:
+    """(status, info) of the latest done or failed stage row of ``key``."""
+    row = store.execute("select status, info from stages where key = ? and status in ('done', 'failed') "
+                        "order by id desc limit 1", [key]).fetchone()
+    return (row[0], decode_info(row[1])) if row else None
+
+
+def failures_by_kind(store: Store, scope: str) -> list[tuple[str | None, int, str, str]]:
+    """The failed outcomes under ``scope`` per error kind, most first:
+    (kind, count, an example item, an example reason)."""
+    return store.execute(
+        "select error_kind, count(*), min(item_id), min(reason) from outcomes "
+        "where scope = ? and status = 'failed' group by error_kind order by count(*) desc", [scope]).fetchall()
+
+
+def calls_by_role(store: Store, run_id: str) -> list[dict[str, Any]]:
+    """The LLM calls of a run's stages per role: calls, errors, tokens, cost."""
+    return [dict(zip(("role", "calls", "errors", "tokens", "cost"), r)) for r in store.execute(
+        "select coalesce(role, '?'), count(*), sum(error is not null), "
+        "coalesce(sum(coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0)), 0), coalesce(sum(cost), 0) "
+        "from llm_calls where stage_key in (select key from stages where run_id = ?) group by role",
+        [run_id])]

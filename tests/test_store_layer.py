@@ -1,0 +1,118 @@
+"""The store layer: one encoding per column, read back by one function;
+content-addressed item ids; the rows about an item linked to it as they are
+written; the report package's public names; and the module graph (the store
+imports no CLI, report or lock module)."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_stage_info_has_one_decoder():
+    from tapir.store.stages import decode_info, encode_info
+
+    assert decode_info(encode_info({"ok": 3, "per_task": {"math": 1}})) == {"ok": 3, "per_task": {"math": 1}}
+    assert decode_info(None) == decode_info("") == decode_info("not json") == decode_info("[1, 2]") == {}
+    # Nobody else parses stages.info: no json.loads of an ``info`` outside tapir/store.
+    offenders = []
+    for path in (ROOT / "tapir").rglob("*.py"):
+        if "store" in path.relative_to(ROOT / "tapir").parts[:1]:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "loads"
+                    and "info" in ast.unparse(node.args[0] if node.args else node)):
+                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert offenders == []
+
+
+def test_judgments_raw_is_a_list_and_details_an_object(store):
+    from tapir.store.judgments import decode_raw, save_stage_judgment
+
+    with store.db.conn:
+        save_stage_judgment(store, "k1", "i1", "pairwise", "m", "pairwise", "both", 0, None, None, 8.0, 6.0, None,
+                            ["Score 8", "Score 6"], {"read_by": "logprobs", "spread": {"mfd": 0.5}}, None, "logprobs")
+        save_stage_judgment(store, "k1", "i2", "rouge", None, "reference", "single", 0, None, None, 10.0, 3.0, None,
+                            [], {}, None, None)
+    rows = store.execute("select item_id, raw, details from judgments order by item_id").fetchall()
+    assert [(i, decode_raw(r)) for i, r, _ in rows] == [("i1", ["Score 8", "Score 6"]), ("i2", [])]
+    assert json.loads(rows[0][2]) == {"read_by": "logprobs", "spread": {"mfd": 0.5}} and rows[1][2] is None
+    from tapir.judging import judgment_provenance
+
+    assert judgment_provenance(store, "k1") == {"read_by": {"logprobs": 1}, "mean_mfd_spread": 0.5}
+
+
+def test_item_uid_is_a_digest_of_the_row():
+    from tapir.store.items import item_uid
+
+    uid = item_uid("scope-a", "seed-1", "Say hi.", "", None)
+    assert uid == item_uid("scope-a", "seed-1", "Say hi.", None, "")  # None and "" are one input
+    assert len(uid) == 16 and int(uid, 16) >= 0
+    assert len({uid, item_uid("scope-b", "seed-1", "Say hi.", "", None), item_uid("scope-a", "seed-2", "Say hi.", "", None),
+                item_uid("scope-a", "seed-1", "Say hello.", "", None)}) == 4
+
+
+def test_rows_written_under_a_stage_link_to_the_item_of_their_run(store):
+    """A pipeline stage's rows live under its own key; the trigger finds the
+    item in a scope of the same run (the ingest stage's), and only there."""
+    from tapir.store import items, responses, scores
+
+    with store.db.conn:
+        store["runs"].insert_all([{"id": "run-a"}, {"id": "run-b"}])
+        store["stages"].insert_all([
+            {"run_id": "run-a", "name": "ingest", "round": 0, "key": "ingest-a"},
+            {"run_id": "run-a", "name": "teacher_answers", "round": 0, "key": "answers-a"},
+            {"run_id": "run-b", "name": "ingest", "round": 0, "key": "ingest-b"},
+            {"run_id": "run-b", "name": "teacher_answers", "round": 0, "key": "answers-b"}])
+        items.add_items(store, "ingest-a", [{"id": "x", "instruction": "A's x", "origin": "seed"}])
+        items.add_items(store, "ingest-b", [{"id": "x", "instruction": "B's x", "origin": "seed"}])
+        responses.add_response(store, "answers-a", "x", "teacher", "t", 0, "answer a", None)
+        responses.add_response(store, "answers-b", "x", "teacher", "t", 0, "answer b", None)
+        scores.set_scores(store, "answers-b", [("x", "mfd", 0, 1.5), ("nowhere", "mfd", 0, 2.0)])
+    linked = dict(store.execute("select r.text, i.instruction from responses r join items i on i.uid = r.item_uid"))
+    assert linked == {"answer a": "A's x", "answer b": "B's x"}
+    assert dict(store.execute("select item_id, item_uid is not null from scores")) == {"x": 1, "nowhere": 0}
+    assert store.execute("pragma foreign_key_check").fetchall() == []
+
+
+def test_an_item_link_to_no_item_is_refused(store):
+    import sqlite3
+
+    with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+        with store.db.conn:
+            store.execute("insert into responses (scope, item_id, role, item_uid) values ('s', 'i', 'r', 'nope')")
+
+
+def test_report_keeps_its_public_names():
+    import tapir.report as report
+
+    for name in ("build_report", "write_report", "render_html", "open_readonly", "find_run", "load_ablation",
+                 "ablation_runs", "ablation_table", "benchmark_rounds", "task_distribution", "mfd_distribution",
+                 "stage_section", "checkpoints_of", "Table", "Figure", "Section", "Report", "CSS"):
+        assert hasattr(report, name), name
+    assert report.build_report.__module__ == "tapir.report.page"
+
+
+def _imports(path: Path) -> set[str]:
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            out.add(node.module)
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+    return out
+
+
+def test_no_cycles_through_the_store_locks_or_the_cli():
+    store_imports = set().union(*(_imports(p) for p in (ROOT / "tapir" / "store").glob("*.py")))
+    # The store sits below everything but the error and role types.
+    assert {m for m in store_imports if m.startswith("tapir.") and not m.startswith("tapir.store")} <= {
+        "tapir.errors", "tapir.roles"}, store_imports
+    report_imports = set().union(*(_imports(p) for p in (ROOT / "tapir" / "report").glob("*.py")),
+                                 _imports(ROOT / "tapir" / "studyreport.py"), _imports(ROOT / "tapir" / "runs.py"))
+    assert not {m for m in report_imports if m.startswith("tapir.cli")}
