@@ -127,16 +127,23 @@ class Context:
             options.setdefault("model_dir", str(self.out_dir / "classifier"))
         return self._role("classifiers", cfg.name, cfg.model, options)
 
-    def judge_class(self):
-        return registry().get("judges", self.config.judge.name).load()
-
     def judge_needs_student(self) -> bool:
-        return bool(_declared(self.judge_class(), "needs_student"))
+        return self._judge_flag("needs_student")
 
     def judge_reads_student_answer(self) -> bool:
         """False for judges (student-loss) that score the teacher's answer
         under the student: then the student need not answer at all."""
-        return bool(_declared(self.judge_class(), "reads_student_answer"))
+        return self._judge_flag("reads_student_answer")
+
+    def _judge_flag(self, name: str) -> bool:
+        """A flag every judge declares (tapir.roles.Judge), as the registry
+        recorded it when the plugin registered the judge."""
+        component = registry().get("judges", self.config.judge.name)
+        component.load()  # an unavailable or broken judge says so here
+        if name not in component.flags:
+            raise TapirError(f"judge '{component.name}' ({component.plugin}) does not declare '{name}' "
+                             f"(see tapir.roles.Judge); update the plugin")
+        return component.flags[name]
 
     def judge(self, student_path: str | None = None):
         """The MFD judge; judges that need the student score with it."""
@@ -272,10 +279,3 @@ def insert_rows(store: Store, table: str, rows: Sequence[dict[str, Any]], confli
             f"insert or {conflict} into [{table}] ({', '.join(f'[{c}]' for c in columns)}) "
             f"values ({', '.join('?' * len(columns))})")
     store.db.conn.executemany(sql, [[row[c] for c in columns] for row in rows])
-
-
-def _declared(factory: Any, name: str) -> Any:
-    """A class attribute every judge declares (see tapir.roles.Judge)."""
-    if name not in dir(factory):
-        raise TapirError(f"judge class {factory.__name__} does not declare '{name}' (see tapir.roles.Judge)")
-    return getattr(factory, name)
