@@ -402,6 +402,11 @@ class Stepping(Protocol):
 # Declared booleans (class attributes) a component may carry; the core reads
 # them from the registry's record (``Component.flags``).
 FLAGS = {
+    # local_weights: the model is weights on this machine (a folder or a hub
+    # id it downloads): preflight checks a folder, greedy replies repeat;
+    # trainable: tapir's trainers can fine-tune this backend's models (the
+    # student's backend).
+    "backends": ("local_weights", "trainable"),
     "judges": ("needs_model", "needs_student", "reads_student_answer"),
     "classifiers": ("needs_model",),
 }

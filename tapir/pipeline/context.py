@@ -168,12 +168,12 @@ class Context:
 
     def student_base(self) -> str:
         """The folder or hub id the trainer loads for the student's S0."""
-        from tapir.models import resolve
+        from tapir.models import backend_flag, resolve
         from tapir.plugins import get_plugin_manager
 
         # The backend and name do not depend on the options: S0's base reads student.model only.
         spec = resolve(self.config.student.model)
-        if spec.backend != "hf":
+        if not backend_flag(spec.backend, "trainable"):
             raise TapirError(
                 f"student.model '{self.config.student.model}' resolves to backend '{spec.backend}'; "
                 "the student must be a local transformers model (a folder, hub id, or hf:NAME)"

@@ -158,7 +158,7 @@ def model_problems(config: PipelineConfig, source: str) -> list[str]:
     """Every model id resolves; the student to a trainable local model; API
     models have their credentials (named by variable)."""
     from tapir.bench import model_problems as call_problems
-    from tapir.models import resolve
+    from tapir.models import backend_flag, resolve
 
     problems: list[str] = []
     roles = [("teacher", config.teacher.model), ("judge", config.judge.model),
@@ -191,7 +191,7 @@ def model_problems(config: PipelineConfig, source: str) -> list[str]:
             problems += backend_option_problems(student.serve.model, student.serve.options,
                                                 f"{source}: '{key}.serve.options'", f"{key}.generation")
         problems += folder_problems(student.model, student.options, f"{source}: '{key}.model'")
-        if spec.backend != "hf":
+        if not backend_flag(spec.backend, "trainable"):
             hint = ""
             if "/" in student.model and not student.model.startswith("hf:"):
                 hint = f" Did you mean hf:{student.model}?"
@@ -241,7 +241,6 @@ def backend_option_problems(model_id: str, options: dict[str, Any], where: str, 
 # Weight files transformers loads from a folder (the index names the shards).
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
                 "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
-_LOCAL_BACKENDS = ("hf", "vllm")
 
 
 def folder_problems(model_id: str, options: dict[str, Any], where: str) -> list[str]:
@@ -250,13 +249,13 @@ def folder_problems(model_id: str, options: dict[str, Any], where: str) -> list[
     (``org/name``) are left to the backend."""
     import json
 
-    from tapir.models import resolve
+    from tapir.models import backend_flag, resolve
 
     try:
         spec = resolve(model_id, options)
     except TapirError:
         return []
-    if spec.backend not in _LOCAL_BACKENDS:
+    if not backend_flag(spec.backend, "local_weights"):
         return []
     name = spec.name
     folder = Path(name).expanduser()
