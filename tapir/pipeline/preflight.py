@@ -426,7 +426,7 @@ def plan(checked: Checked, retry: bool = True, known: frozenset[str] | set[str] 
         elif step.stage == "judge":
             for e in estimate("judges", cfg.judge.name, cfg.judge.options, "judge", n, in_tokens,
                               CallEstimate("judge", n, 2 * in_tokens + 300)):
-                add(e.role, refs.get(e.role), e.calls, e.prompt_tokens, planned, e.calls / n if n else 1)
+                add(e.role, refs.get(e.role), e.calls, e.prompt_tokens, planned, _per_item(e.calls, n))
         elif step.stage == "classify":
             add("classifier", cfg.classifier.model, n, in_tokens + 400, planned)
         elif step.stage == "expand":
@@ -460,6 +460,13 @@ def plan(checked: Checked, retry: bool = True, known: frozenset[str] | set[str] 
     prices = {key: price(key[1], *tokens.get(key, (0, 0)), options=_model_options(refs.get(key[0])))
               for key in calls}
     return Plan(stages, calls, tokens, prices, assumptions, sizes)
+
+
+def _per_item(calls: int, n: int) -> int | float:
+    """Calls per item: an int when whole (a resumed stage asks that many per item it retries)."""
+    if not n:
+        return 1
+    return calls // n if calls % n == 0 else calls / n
 
 
 def _model_options(ref: ModelRef | None) -> dict[str, Any]:
