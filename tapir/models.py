@@ -68,7 +68,7 @@ def resolve(model_id: str, options: dict[str, Any] | None = None) -> ModelSpec:
                 f"write {local}:{model_id} for the hub model of that name. See docs/models.md"
             )
         provider = (f"'{org}' is not a {api} provider, and " if api is not None
-                    else "no plugin that serves API models (litellm) is loaded, and ")
+                    else "the litellm plugin (API models) is not loaded, and ")
         raise TapirError(
             f"unknown model '{model_id}': did you mean {local}:{model_id}? {provider}no local folder has that name. "
             f"A Hugging Face hub model run locally by transformers is written {local}:ORG/NAME; an API model is "
