@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -23,6 +24,22 @@ from .options import TrainOptions
 from .weighting import normalise_weights, validate_weights
 
 __all__ = ["BaseTrainer", "resolve_base_model"]
+
+
+@dataclass
+class Job:
+    """One training job's set-up, before its transformers trainer is built."""
+
+    out: Path
+    model_path: str
+    tokenizer: Any
+    encoded: list
+    dropped: list
+    weights: list[float]
+    world_size: int
+    micro: int
+    grad_accum: int
+    same_job: bool  # ``out`` held this job's files before any rank touched it
 
 
 class BaseTrainer:
@@ -82,6 +99,27 @@ class BaseTrainer:
     def _train_here(self, base_model, examples, output_dir, opts, progress, callbacks) -> dict[str, Any]:
         raise NotImplementedError
 
+    def _prepare(self, base_model: str, examples: Sequence[Any], output_dir: str, opts) -> Job:
+        """The set-up every job does first: the base model's folder, the seed,
+        the examples tokenised (with their weights), the batch arithmetic for
+        this world size, and whether ``output_dir`` is this job's already."""
+        from transformers import set_seed
+
+        out = Path(output_dir)
+        model_path = resolve_base_model(base_model)
+        set_seed(int(opts.seed))
+        tokenizer, encoded, dropped, weights = prepare_examples(model_path, examples, opts)
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        micro, grad_accum = opts.batch_arithmetic(world_size)
+        same_job = _same_job_before_init(self.name, out, model_path, examples, opts)
+        return Job(out, model_path, tokenizer, encoded, dropped, weights, world_size, micro, grad_accum, same_job)
+
+    def _claim_and_load(self, job: Job, examples: Sequence[Any], opts, args):
+        """Claim the output folder for the job (the checkpoint to resume, or
+        None) and load the model to train: ``(resumed_from, model)``."""
+        resumed_from = claim_output_dir(self.name, job.out, job.model_path, examples, opts, args, job.same_job)
+        return resumed_from, load_model_for_training(job.model_path, opts)
+
     @staticmethod
     def _callbacks(metrics_cb, callbacks: Sequence[Any], progress, *more: Any) -> list[Any]:
         """The callbacks of a job: metrics first, the caller's, ``more``, then progress."""
@@ -90,8 +128,7 @@ class BaseTrainer:
         return [metrics_cb, *callbacks, *more, ProgressCallbackFn(progress) if progress is not None else TqdmCallback()]
 
     @staticmethod
-    def _run(trainer, tokenizer, out: Path, opts, metrics_cb, encoded, dropped, examples, resumed_from,
-             micro: int, grad_accum: int) -> dict[str, Any]:
+    def _run(trainer, job: Job, opts, metrics_cb, examples, resumed_from) -> dict[str, Any]:
         """Train (resuming ``resumed_from``), save the final folder, and return the job's metrics."""
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -101,9 +138,9 @@ class BaseTrainer:
         result = trainer.train(resume_from_checkpoint=resumed_from)
         seconds = time.perf_counter() - start
         real, total = trainer.token_counts()
-        finish(trainer, tokenizer, out, opts)
-        return job_metrics(trainer, result, metrics_cb, opts, encoded, dropped, examples, real, total, seconds,
-                           resumed_from, micro, grad_accum, out)
+        finish(trainer, job.tokenizer, job.out, opts)
+        return job_metrics(trainer, result, metrics_cb, opts, job.encoded, job.dropped, examples, real, total,
+                           seconds, resumed_from, job.micro, job.grad_accum, job.out)
 
 
 def _resolve(options, overrides: dict[str, Any]):

@@ -14,16 +14,13 @@ Two ways to scale out:
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 from pydantic import model_validator
 
 from tapir.options import option
 
-from .base import (BaseTrainer, _same_job_before_init, claim_output_dir, load_model_for_training,
-                   prepare_examples, resolve_base_model, training_arguments)
+from .base import BaseTrainer, resolve_base_model, training_arguments
 from .options import TrainOptions
 from .weighting import WEIGHTINGS
 
@@ -53,44 +50,37 @@ class HFTrainer(BaseTrainer):
             return self
 
     def _train_here(self, base_model, examples, output_dir, opts, progress, callbacks) -> dict[str, Any]:
-        from transformers import TrainingArguments, set_seed
+        from transformers import TrainingArguments
 
         from .collate import PackCollator, PadCollator, TrainDataset
         from .packing import EpochPermutationSampler, PackedBatchSampler
         from .trainer_core import EpochCallback, MetricsCallback, WeightedLossTrainer
         from .weighting import WeightedEpochSampler
 
-        out = Path(output_dir)
-        model_path = resolve_base_model(base_model)
-        set_seed(int(opts.seed))
-        tokenizer, encoded, dropped, weights = prepare_examples(model_path, examples, opts)
+        job = self._prepare(base_model, examples, output_dir, opts)
+        encoded, weights, micro, grad_accum = job.encoded, job.weights, job.micro, job.grad_accum
         for row, weight in zip(encoded, weights):
             row.weight = weight if opts.weighting == "loss" else 1.0
         dataset = TrainDataset(encoded)
-
-        world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        micro, grad_accum = opts.batch_arithmetic(world_size)
         group_by_length = opts.group_by_length
         if group_by_length is None:
             group_by_length = not opts.packing and opts.weighting != "sampling"
-        same_job = _same_job_before_init(self.name, out, model_path, examples, opts)
-        args = TrainingArguments(**training_arguments(opts, out, micro, grad_accum, world_size, group_by_length))
-        resumed_from = claim_output_dir(self.name, out, model_path, examples, opts, args, same_job)
-
-        model = load_model_for_training(model_path, opts)
+        args = TrainingArguments(**training_arguments(opts, job.out, micro, grad_accum, job.world_size,
+                                                      group_by_length))
+        resumed_from, model = self._claim_and_load(job, examples, opts, args)
         pack_length = int(opts.pack_length or opts.max_length)
         if opts.packing:
-            collator = PackCollator(tokenizer.pad_token_id, pack_length)
+            collator = PackCollator(job.tokenizer.pad_token_id, pack_length)
         else:
-            collator = PadCollator(tokenizer.pad_token_id)
+            collator = PadCollator(job.tokenizer.pad_token_id)
         sampler = batch_sampler = None
         if opts.weighting == "sampling":
             sampler = WeightedEpochSampler(weights, len(encoded), int(opts.seed))
         if opts.packing:
             order = sampler if sampler is not None else EpochPermutationSampler(len(encoded), int(opts.seed))
             batch_sampler = PackedBatchSampler(
-                order, [len(r) for r in encoded], group_size=micro * grad_accum * world_size,
-                n_micro=grad_accum * world_size, capacity=pack_length)
+                order, [len(r) for r in encoded], group_size=micro * grad_accum * job.world_size,
+                n_micro=grad_accum * job.world_size, capacity=pack_length)
 
         metrics_cb = MetricsCallback()
         epoch_sampler = batch_sampler if batch_sampler is not None else sampler
@@ -101,14 +91,13 @@ class HFTrainer(BaseTrainer):
             args=args,
             train_dataset=dataset,
             data_collator=collator,
-            processing_class=tokenizer,
+            processing_class=job.tokenizer,
             callbacks=all_callbacks,
             weighted_sampler=sampler,
             batch_sampler=batch_sampler,
         )
         return {
-            **self._run(trainer, tokenizer, out, opts, metrics_cb, encoded, dropped, examples, resumed_from,
-                        micro, grad_accum),
+            **self._run(trainer, job, opts, metrics_cb, examples, resumed_from),
             "packing": bool(opts.packing),
             "weighting": opts.weighting,
         }

@@ -22,11 +22,9 @@ Packing and weighted sampling are ``hf`` trainer features only.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from .base import (BaseTrainer, _same_job_before_init, claim_output_dir, load_model_for_training, prepare_examples,
-                   resolve_base_model, training_arguments)
+from .base import BaseTrainer, training_arguments
 from .options import TrainOptions
 
 
@@ -39,22 +37,13 @@ class TRLTrainer(BaseTrainer):
         pass
 
     def _train_here(self, base_model, examples, output_dir, opts, progress, callbacks) -> dict[str, Any]:
-        import os
-
-        from transformers import set_seed
         from trl import SFTConfig
 
         from .trainer_core import MetricsCallback
 
-        out = Path(output_dir)
-        model_path = resolve_base_model(base_model)
-        set_seed(int(opts.seed))
-        tokenizer, encoded, dropped, weights = prepare_examples(model_path, examples, opts)
-        world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        micro, grad_accum = opts.batch_arithmetic(world_size)
+        job = self._prepare(base_model, examples, output_dir, opts)
         group_by_length = True if opts.group_by_length is None else opts.group_by_length
-        same_job = _same_job_before_init(self.name, out, model_path, examples, opts)
-        kwargs = training_arguments(opts, out, micro, grad_accum, world_size, group_by_length)
+        kwargs = training_arguments(opts, job.out, job.micro, job.grad_accum, job.world_size, group_by_length)
         kwargs.update(
             gradient_checkpointing=bool(opts.gradient_checkpointing),  # SFTConfig defaults it to True
             max_length=int(opts.max_length),
@@ -67,15 +56,13 @@ class TRLTrainer(BaseTrainer):
         with warnings.catch_warnings():  # gradient_checkpointing: its deprecation warning, not ours
             warnings.simplefilter("ignore", FutureWarning)
             args = SFTConfig(**kwargs)
-        resumed_from = claim_output_dir(self.name, out, model_path, examples, opts, args, same_job)
-        model = load_model_for_training(model_path, opts)
+        resumed_from, model = self._claim_and_load(job, examples, opts, args)
 
         metrics_cb = MetricsCallback()
-        trainer = build_sft_trainer(model, args, tokenizer, encoded, weights,
+        trainer = build_sft_trainer(model, args, job.tokenizer, job.encoded, job.weights,
                                     self._callbacks(metrics_cb, callbacks, progress))
         return {
-            **self._run(trainer, tokenizer, out, opts, metrics_cb, encoded, dropped, examples, resumed_from,
-                        micro, grad_accum),
+            **self._run(trainer, job, opts, metrics_cb, examples, resumed_from),
             "packing": False,
             "weighting": "loss",
             "trainer": "trl",
