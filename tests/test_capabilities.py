@@ -252,3 +252,27 @@ def test_the_rule_catches_what_it_forbids(tmp_path):
     found = core_violations({"hf", "litellm", "vllm", "pairwise"} | WRAPPED_LIBRARIES, sample)
     assert sorted((line, name) for _, line, name in found) == [
         (1, "litellm"), (2, "tapir_hf"), (4, "hf"), (5, "pairwise"), (6, "vllm"), (7, "litellm")]
+
+
+# --- one copy of each thing (issue 18 item 4) ------------------------------------------------------
+
+
+def test_both_trainers_extend_one_base_and_launch_imports_no_trainer():
+    from tapir_trainers.base import BaseTrainer
+    from tapir_trainers.hf_trainer import HFTrainer
+    from tapir_trainers.trl_trainer import TRLTrainer
+
+    assert issubclass(HFTrainer, BaseTrainer) and issubclass(TRLTrainer, BaseTrainer)
+    for shared in ("train", "steps_for", "_prepare", "_claim_and_load", "_run"):
+        assert shared not in HFTrainer.__dict__ and shared not in TRLTrainer.__dict__, shared
+    launch = Path(__file__).resolve().parents[1] / "plugins" / "tapir_trainers" / "launch.py"
+    imported = {node.module for node in ast.walk(ast.parse(launch.read_text())) if isinstance(node, ast.ImportFrom)}
+    assert not imported & {"hf_trainer", "trl_trainer", "base"}, imported  # no cycle back to a trainer
+
+
+def test_one_cli_fixture_and_one_snapshot_helper():
+    tests = Path(__file__).resolve().parent
+    defining = {p.name for p in tests.glob("*.py") for node in ast.walk(ast.parse(p.read_text()))
+                if isinstance(node, ast.FunctionDef) and node.name in ("cli", "snapshot")
+                and (node.name == "cli" or p.name != "test_bad_inputs.py")}  # there: a folder's file hashes
+    assert defining == {"conftest.py", "pipeline_helpers.py"}
