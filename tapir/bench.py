@@ -145,34 +145,16 @@ def model_problems(model_id: str, options: dict[str, Any] | None = None, *, what
 
 
 def missing_credentials(backend: str, name: str, options: dict[str, Any]) -> list[str]:
-    """Environment variables a backend needs for ``name`` and does not find.
-
-    A backend class may answer itself with ``missing_credentials(name,
-    options) -> [variable, ...]``; for the litellm backend tapir asks
-    litellm's own per-provider table (``validate_environment``)."""
+    """Environment variables backend ``backend`` needs for model ``name`` and
+    does not find: the backend's own ``missing_credentials`` capability
+    (tapir.roles.MissingCredentials), the one check; a backend without it
+    needs none."""
     from tapir.plugins import registry
 
-    factory = registry().get("backends", backend).load()
-    check = getattr(factory, "missing_credentials", None)
-    if callable(check):
-        return list(check(name, options))
-    if backend != "litellm":
+    component = registry().get("backends", backend)
+    if "missing_credentials" not in component.capabilities:
         return []
-    key_env = options.get("api_key_env")
-    if key_env:
-        return [] if os.environ.get(str(key_env)) else [str(key_env)]
-    if options.get("api_base"):
-        return []  # a self-hosted OpenAI-compatible server: a key is optional
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    os.environ.setdefault("LITELLM_LOG", "ERROR")
-    import litellm
-
-    litellm.suppress_debug_info = True
-    try:
-        found = litellm.validate_environment(model=name)
-    except Exception:  # noqa: BLE001 - an unknown provider is found out by the call itself
-        return []
-    return [k for k in found.get("missing_keys") or [] if not k.endswith("_API_BASE")]
+    return list(component.capability("missing_credentials")(name, options))
 
 
 # --------------------------------------------------------------------------- rows

@@ -13,9 +13,16 @@ component needs; when one is missing the component still lists, marked
 unavailable with the reason.
 
     register(name: str, factory: Callable | str, *, description: str = "",
-             requires: Sequence[str] = (), extra: str | None = None)
+             requires: Sequence[str] = (), extra: str | None = None,
+             capabilities: object | str | None = None)
 
-What each factory must build is described in :mod:`tapir.roles`. Every
+What each factory must build is described in :mod:`tapir.roles`, with the
+optional capabilities a role's factory may offer (``missing_credentials``,
+``price``, ``estimate``, ``steps_for``; flags such as ``needs_model``):
+tapir checks them once, at registration, and refuses a component whose
+capability has the wrong shape (the plugin lists as broken, naming it).
+``capabilities`` names where they live when not on the factory (an object,
+or a light ``"module"`` so that checking them imports no backend). Every
 ``options`` a factory is called with is the component's declared ``Options``
 model, already validated (:mod:`tapir.options`).
 """

@@ -55,19 +55,23 @@ def resolve(model_id: str, options: dict[str, Any] | None = None) -> ModelSpec:
     known = ", ".join(reg.names("models")) or "none"
     backends = ", ".join(reg.names("backends")) or "none"
     org = hub_org(model_id)
-    if org is not None and "hf" in reg.by_role["backends"]:
+    # The backend that runs a hub model locally (trainable), and one that
+    # serves API models (it prices its calls): named in the hint, never assumed.
+    local = next((n for n in reg.names("backends") if backend_flag(n, "trainable")), None)
+    api = next((n for n in reg.names("backends") if "price" in reg.by_role["backends"][n].capabilities), None)
+    if org is not None and local is not None:
         folder = Path(model_id).expanduser()
         if folder.is_dir():
             raise TapirError(
                 f"unknown model '{model_id}': the folder {folder} holds no config.json, so it is not a "
                 f"transformers model. Point at the folder that has config.json (e.g. a checkpoint's), or "
-                f"write hf:{model_id} for the hub model of that name. See docs/models.md"
+                f"write {local}:{model_id} for the hub model of that name. See docs/models.md"
             )
-        litellm = ("'" + org + "' is not a litellm provider, and " if "litellm" in reg.by_role["backends"]
-                   else "the litellm plugin is not loaded, and ")
+        provider = (f"'{org}' is not a {api} provider, and " if api is not None
+                    else "the litellm plugin (API models) is not loaded, and ")
         raise TapirError(
-            f"unknown model '{model_id}': did you mean hf:{model_id}? {litellm}no local folder has that name. "
-            f"A Hugging Face hub model run locally by transformers is written hf:ORG/NAME; an API model is "
+            f"unknown model '{model_id}': did you mean {local}:{model_id}? {provider}no local folder has that name. "
+            f"A Hugging Face hub model run locally by transformers is written {local}:ORG/NAME; an API model is "
             f"PROVIDER/MODEL with a litellm provider (openai/gpt-4o-mini, anthropic/..., hosted_vllm/...). "
             f"Named models: {known}. See docs/models.md"
         )
@@ -76,6 +80,14 @@ def resolve(model_id: str, options: dict[str, Any] | None = None) -> ModelSpec:
         f"Or write BACKEND:NAME with a backend from: {backends}; "
         f"API models need the litellm plugin (provider/model, e.g. openai/gpt-4o-mini)."
     )
+
+
+def backend_flag(backend: str, flag: str) -> bool:
+    """A flag backend ``backend`` declares (tapir.roles.FLAGS: ``local_weights``,
+    ``trainable``), as the registry recorded it; False when it declares none
+    or is unknown."""
+    component = get_plugin_manager().registry.by_role["backends"].get(backend)
+    return bool(component is not None and component.flags.get(flag))
 
 
 def hub_org(model_id: str) -> str | None:

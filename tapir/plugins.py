@@ -68,6 +68,14 @@ class Component:
     requires: tuple[str, ...] = ()
     extra: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    # What the factory offers beyond its role's protocol (tapir.roles.CAPABILITIES)
+    # and the flags it declares (tapir.roles.FLAGS), read once at registration.
+    capabilities: frozenset[str] = frozenset()
+    flags: dict[str, bool] = field(default_factory=dict)
+    # Where the capabilities live when not on the factory: an object or a
+    # "module[:attr]" the plugin names with register(..., capabilities=...),
+    # so checking them imports a small module, not the component.
+    provider: Any = None
 
     @property
     def missing(self) -> list[str]:
@@ -99,6 +107,24 @@ class Component:
             return obj
         return self.factory
 
+    def capability(self, name: str) -> Callable[..., Any]:
+        """The factory's capability ``name`` (checked at registration; see
+        tapir.roles.CAPABILITIES), to call with what the caller knows."""
+        if name not in self.capabilities:
+            raise TapirError(f"{self.role[:-1]} '{self.name}' ({self.plugin}) does not offer {name}")
+        return getattr(self._capability_source(), name)
+
+    def _capability_source(self) -> Any:
+        if self.provider is None:
+            return self.load(even_unavailable=True)
+        if isinstance(self.provider, str):
+            module_name, _, attr = self.provider.partition(":")
+            obj: Any = importlib.import_module(module_name)
+            for part in attr.split(".") if attr else []:
+                obj = getattr(obj, part)
+            return obj
+        return self.provider
+
     def options_model(self):
         """The component's declared :class:`tapir.options.Options` model."""
         from tapir.options import options_model
@@ -124,6 +150,54 @@ class Component:
         factory = self.load()
         where = where or f"{self.role[:-1]} '{self.name}' options"
         return factory(*args, validate(self.options_model(), options, where))
+
+
+def _offered(comp: Component) -> tuple[frozenset[str], dict[str, bool]]:
+    """The capabilities and flags ``comp``'s factory offers (tapir.roles
+    CAPABILITIES and FLAGS for its role). This is the one place that looks
+    at a factory's attributes; the core reads the result from the registry.
+    A capability or flag of the wrong shape raises :class:`TapirError`
+    naming the plugin. A factory that cannot be imported offers nothing
+    (using it reports the import error)."""
+    import inspect
+
+    from tapir.roles import CAPABILITIES, FLAGS
+
+    wanted, flag_names = CAPABILITIES.get(comp.role, {}), FLAGS.get(comp.role, ())
+    if not wanted and not flag_names:
+        return frozenset(), {}
+    try:
+        source = comp._capability_source()
+        factory = comp.load(even_unavailable=True) if flag_names else None
+    except Exception:  # noqa: BLE001 - reported when the component is used
+        return frozenset(), {}
+    what = f"plugin '{comp.plugin}' registered {comp.role[:-1]} '{comp.name}'"
+    offered = set()
+    for name, (protocol, params) in wanted.items():
+        if not hasattr(source, name):
+            continue
+        method = getattr(source, name)
+        shape = f"{name}({', '.join(params)})"
+        try:
+            ok = callable(method) and inspect.signature(method).bind(*params) is not None
+        except (TypeError, ValueError):
+            ok = False
+        if inspect.isclass(source) and inspect.isfunction(inspect.getattr_static(source, name)):
+            ok = False  # a plain method wants an instance: capabilities are asked of the class
+        if not ok:
+            raise TapirError(f"{what} with a capability of the wrong shape: {name} must be a classmethod or "
+                             f"staticmethod called as {shape} (tapir.roles.{protocol.__name__}); fix the plugin")
+        offered.add(name)
+    flags = {}
+    for name in flag_names:
+        if not hasattr(factory, name):
+            continue
+        value = getattr(factory, name)
+        if not isinstance(value, bool):
+            raise TapirError(f"{what} whose '{name}' is {type(value).__name__} {value!r}: it must be a class "
+                             f"attribute True or False (tapir.roles); fix the plugin")
+        flags[name] = value
+    return frozenset(offered), flags
 
 
 class Registry:
@@ -152,7 +226,7 @@ class Registry:
                     self.errors.setdefault(plugin_name, f"{hook_name}: {type(exc).__name__}: {exc}")
 
     def _register_fn(self, role: str, plugin_name: str):
-        def register(name, factory=None, *, description="", requires=(), extra=None, **options):
+        def register(name, factory=None, *, description="", requires=(), extra=None, capabilities=None, **options):
             if role == "models":
                 # register(model_id, backend=..., model=..., description=..., options=...)
                 comp = Component(role, name, plugin_name, factory or "", description,
@@ -161,7 +235,14 @@ class Registry:
                 if factory is None:
                     raise TapirError(f"plugin {plugin_name} registered {role[:-1]} '{name}' without a factory")
                 comp = Component(role, name, plugin_name, factory, description,
-                                 tuple(requires), extra, options)
+                                 tuple(requires), extra, options, provider=capabilities)
+            try:
+                comp.capabilities, comp.flags = _offered(comp)
+            except TapirError as exc:  # refused: the plugin's other components still register
+                problem = f"register_{role}: {exc}"
+                previous_error = self.errors.get(plugin_name)
+                self.errors[plugin_name] = f"{previous_error}; {problem}" if previous_error else problem
+                return
             previous = self.by_role[role].get(name)
             if previous is not None and previous.plugin != plugin_name:
                 self.overridden.append((role, name, previous.plugin, plugin_name))

@@ -335,3 +335,90 @@ class Evaluator(Protocol):
         judge_mode, failures, failure_reasons, failure_example, data_version,
         subset)."""
         ...
+
+
+# --------------------------------------------------------------------------- capabilities
+#
+# What a component class may offer beyond its role's protocol. The core asks
+# for a capability through the registry's record (``Component.capabilities``,
+# ``Component.capability(name)``), never by probing the class: tapir.plugins
+# checks each factory ONCE, when it is registered, and refuses a capability
+# of the wrong shape with a message naming the plugin. Capabilities are read
+# from the class, not from a built component: whatever a run knows (model
+# name, options, counts) is passed in, nothing is kept on the component.
+
+
+@dataclass
+class CallEstimate:
+    """LLM calls a stage is expected to make: ``calls`` requests answered by
+    ``role``'s model (``"judge"``, ``"rewriter"``, ``"teacher"``), each with
+    about ``prompt_tokens`` tokens of prompt."""
+
+    role: str
+    calls: int
+    prompt_tokens: int
+
+
+class MissingCredentials(Protocol):
+    """A backend's check for its credentials, without sending anything."""
+
+    @classmethod
+    def missing_credentials(cls, model_name: str, options: Any) -> list[str]:
+        """Environment variables a call to ``model_name`` with ``options`` (a
+        dict or the backend's Options) needs and does not find."""
+        ...
+
+
+class Priced(Protocol):
+    """A backend that knows what its calls cost."""
+
+    @classmethod
+    def price(cls, model_name: str, tokens_in: int, tokens_out: int) -> float | None:
+        """Estimated USD for that many tokens, None when the model has no known price."""
+        ...
+
+
+class Estimating(Protocol):
+    """A judge or rewriter that says how many calls a stage of it makes."""
+
+    @classmethod
+    def estimate(cls, stage: str, n: int, prompt_tokens: int, options: Any) -> list[CallEstimate]:
+        """The calls stage ``stage`` makes for ``n`` items whose prompts are
+        about ``prompt_tokens`` tokens, with the component's validated
+        ``options``."""
+        ...
+
+
+class Stepping(Protocol):
+    """A trainer that can say how long a round is before it runs."""
+
+    @classmethod
+    def steps_for(cls, options: Any, n_examples: int) -> int | None:
+        """Optimizer steps of one training round on ``n_examples`` examples
+        with the trainer's validated ``options`` (None: not known)."""
+        ...
+
+
+# Declared booleans (class attributes) a component may carry; the core reads
+# them from the registry's record (``Component.flags``).
+FLAGS = {
+    # local_weights: the model is weights on this machine (a folder or a hub
+    # id it downloads): preflight checks a folder, greedy replies repeat;
+    # trainable: tapir's trainers can fine-tune this backend's models (the
+    # student's backend).
+    "backends": ("local_weights", "trainable"),
+    "judges": ("needs_model", "needs_student", "reads_student_answer"),
+    "classifiers": ("needs_model",),
+}
+
+# Capability name -> (the protocol that declares it, the parameters the
+# method takes when read from the class), by role.
+CAPABILITIES: dict[str, dict[str, tuple[type, tuple[str, ...]]]] = {
+    "backends": {
+        "missing_credentials": (MissingCredentials, ("model_name", "options")),
+        "price": (Priced, ("model_name", "tokens_in", "tokens_out")),
+    },
+    "judges": {"estimate": (Estimating, ("stage", "n", "prompt_tokens", "options"))},
+    "rewriters": {"estimate": (Estimating, ("stage", "n", "prompt_tokens", "options"))},
+    "trainers": {"steps_for": (Stepping, ("options", "n_examples"))},
+}

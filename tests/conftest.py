@@ -58,3 +58,30 @@ def register_plugin(pm):
         return plugin
 
     yield _register
+
+
+@pytest.fixture
+def cli_plugins():
+    """In-process plugins, ``[(plugin, name), ...]``, that :func:`cli`
+    registers before it adds the commands. A test file that needs its own
+    (scripted backends, fake benchmarks) overrides this fixture."""
+    return []
+
+
+@pytest.fixture
+def cli(pm, cli_plugins, monkeypatch, tmp_path):
+    """The tapir click group with every command added (plugins' too), run in
+    ``tmp_path`` with ``TAPIR_DB`` unset and tapir's progress quiet; the
+    commands added for the test are taken out again after it."""
+    from tapir.cli import _add_commands, cli as group
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TAPIR_DB", raising=False)
+    monkeypatch.setenv("TAPIR_QUIET", "1")
+    for plugin, name in cli_plugins:
+        pm.register(plugin, name=name)
+    _add_commands()
+    added = set(group.commands)
+    yield group
+    for name in set(group.commands) - added:
+        group.commands.pop(name)

@@ -195,3 +195,30 @@ class ScriptedClassifier:
 
     def classify(self, texts):
         return [(self.labels[sum(map(ord, t)) % len(self.labels)], 1.0) for t in texts]
+
+
+def snapshot(db_path: Path, *, calls: bool = False) -> dict:
+    """A pipeline database's results, independent of keys and row order: two
+    runs that should agree (a clean one, one healed or resumed) compare equal.
+    ``calls``: also the stage rows and the LLM calls answered (a resumed run
+    pays for nothing twice)."""
+    import sqlite_utils
+
+    db = sqlite_utils.Database(db_path)
+    q = lambda sql: sorted(tuple(r) for r in db.execute(sql).fetchall())  # noqa: E731
+    out = {
+        "items": q("select id, origin, round, instruction, output, task_type from items"),
+        "responses": q("select item_id, role, round, text from responses"),
+        "judgments": q("select item_id, judge, round, score_a, score_b, error from judgments"),
+        "scores": q("select item_id, name, round, round(value, 9) from scores"),
+        "classifications": q("select item_id, label from classifications"),
+        "rewrites": q("select item_id, new_item_id, round, refined_instruction from rewrites"),
+        "checkpoints": q("select round from checkpoints"),
+        "outcomes": q("select item_id, status from outcomes"),
+    }
+    if calls:
+        out["stages"] = q("select name, round, status from stages")
+        out["llm_calls"] = db.execute("select count(*) from llm_calls where error is null").fetchone()[0]
+        out["llm_calls_by_model"] = q("select model, count(*) from llm_calls where model like 'script:%' "
+                                      "group by model")
+    return out

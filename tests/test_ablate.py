@@ -13,13 +13,8 @@ from pipeline_helpers import SEED_DATA, ScriptPlugin, ScriptTeacher, write_confi
 
 
 @pytest.fixture
-def cli(register_plugin, monkeypatch):
-    from tapir.cli import _add_commands, cli as group
-
-    monkeypatch.setenv("TAPIR_QUIET", "1")
-    register_plugin(ScriptPlugin(), "test-script")
-    _add_commands()
-    return group
+def cli_plugins():
+    return [(ScriptPlugin(), "test-script")]
 
 
 def _config(tmp_path, tiny_model, **extra):

@@ -317,14 +317,6 @@ def test_suite_errors(tmp_path, fake, store):
 # --- the CLI ------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def cli():
-    from tapir.cli import _add_commands, cli
-
-    _add_commands()
-    return cli
-
-
 def test_cli_bench_run_list_suite(cli, fake, tmp_path):
     db = str(tmp_path / "cli.db")
     runner = CliRunner()

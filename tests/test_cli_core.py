@@ -41,20 +41,6 @@ def tapir_command() -> list[str]:
     return [sys.executable, "-c", "from tapir.cli import main; main()"]
 
 
-@pytest.fixture
-def cli(pm, monkeypatch, tmp_path):
-    """The tapir click group with every command added, run in tmp_path."""
-    from tapir.cli import _add_commands, cli as group
-
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("TAPIR_DB", raising=False)
-    _add_commands()
-    added = set(group.commands)
-    yield group
-    for name in set(group.commands) - added:
-        group.commands.pop(name)
-
-
 def invoke(group, args, code=0, **kwargs):
     result = CliRunner().invoke(group, args, **kwargs)
     assert result.exit_code == code, (result.output, result.exception)

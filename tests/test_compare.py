@@ -199,14 +199,6 @@ def test_unknown_names_are_errors(store, scored):
         build(store, benchmarks=["nope"])
 
 
-@pytest.fixture(scope="module")
-def cli():
-    from tapir.cli import _add_commands, cli
-
-    _add_commands()
-    return cli
-
-
 def test_cli_compare(cli, scored, tmp_path):
     db = str(tmp_path / "cli.db")
     runner = CliRunner()

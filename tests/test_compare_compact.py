@@ -191,14 +191,6 @@ def test_compact_shows_one_run_per_cell_and_says_which(store, demo):
     assert [line.split()[-2:] for line in text.splitlines() if line.startswith("SmolLM2")] == [["-", "-"]]
 
 
-@pytest.fixture(scope="module")
-def cli():
-    from tapir.cli import _add_commands, cli
-
-    _add_commands()
-    return cli
-
-
 def test_cli_takes_a_run_name_and_prints_the_compact_table(cli, store, demo, tmp_path):
     db = str(tmp_path / "test.db")
     runner = CliRunner()

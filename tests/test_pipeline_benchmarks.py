@@ -50,16 +50,9 @@ class QuizPlugin:
 
 
 @pytest.fixture
-def cli(register_plugin, monkeypatch):
-    from tapir.cli import _add_commands, cli as group
-
-    monkeypatch.setenv("TAPIR_QUIET", "1")
-    register_plugin(ScriptPlugin(), "test-script")
-    register_plugin(SpyPlugin(), "test-spy")
-    register_plugin(QuizPlugin(), "test-quiz")
+def cli_plugins():
     Quiz.runs = []
-    _add_commands()
-    return group
+    return [(ScriptPlugin(), "test-script"), (SpyPlugin(), "test-spy"), (QuizPlugin(), "test-quiz")]
 
 
 def _config(tmp_path, tiny_model, **bench):

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import sqlite_utils
-from pipeline_helpers import write_config
+from pipeline_helpers import snapshot, write_config
 
 TESTS = Path(__file__).resolve().parent
 
@@ -37,23 +37,6 @@ def run_distill(config: Path, db: Path, crash_at: int | None = None) -> int:
     return proc.returncode
 
 
-def snapshot(db_path: Path) -> dict:
-    db = sqlite_utils.Database(db_path)
-    q = lambda sql: sorted(tuple(r) for r in db.execute(sql).fetchall())  # noqa: E731
-    return {
-        "items": q("select id, origin, round, instruction, output, task_type from items"),
-        "responses": q("select item_id, role, round, text from responses"),
-        "judgments": q("select item_id, judge, round, score_a, score_b, error from judgments"),
-        "scores": q("select item_id, name, round, round(value, 9) from scores"),
-        "classifications": q("select item_id, label from classifications"),
-        "rewrites": q("select item_id, new_item_id, round from rewrites"),
-        "checkpoints": q("select round from checkpoints"),
-        "stages": q("select name, round, status from stages"),
-        "llm_calls": db.execute("select count(*) from llm_calls where error is null").fetchone()[0],
-        "llm_calls_by_model": q("select model, count(*) from llm_calls where model like 'script:%' group by model"),
-    }
-
-
 def test_crash_mid_stage_then_resume(tmp_path, tiny_model):
     rounds = {"rounds": 2, "expand_per_round": [6, 4]}
     clean_dir, crash_dir = tmp_path / "clean", tmp_path / "crash"
@@ -72,7 +55,7 @@ def test_crash_mid_stage_then_resume(tmp_path, tiny_model):
     assert half.execute("select status from stages where name = 'expand' and round = 1").fetchone()[0] == "running"
     run_distill(crash_cfg, crash_dir / "t.db")
 
-    clean, resumed = snapshot(clean_dir / "t.db"), snapshot(crash_dir / "t.db")
+    clean, resumed = snapshot(clean_dir / "t.db", calls=True), snapshot(crash_dir / "t.db", calls=True)
     assert resumed["stages"] == clean["stages"]
     for table in ("items", "responses", "judgments", "scores", "classifications", "rewrites", "checkpoints"):
         assert resumed[table] == clean[table], table

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import sqlite_utils
 import yaml
-from pipeline_helpers import api_config, server_reply
+from pipeline_helpers import api_config, server_reply, snapshot
 from tapir_testing.openai_server import Faults, OpenAIServer
 
 from tapir.pipeline.engine import StageFailed
@@ -41,22 +41,6 @@ def distill(cfg, db, **kw):
     from tapir.pipeline.runner import distill as run
 
     return run(cfg, str(db), **kw)
-
-
-def snapshot(db_path: Path) -> dict:
-    """The pipeline's results, independent of keys and row order."""
-    db = sqlite_utils.Database(db_path)
-    q = lambda sql: sorted(tuple(r) for r in db.execute(sql).fetchall())  # noqa: E731
-    return {
-        "items": q("select id, origin, round, instruction, output, task_type from items"),
-        "responses": q("select item_id, role, round, text from responses"),
-        "judgments": q("select item_id, round, score_a, score_b, error from judgments"),
-        "scores": q("select item_id, name, round, round(value, 9) from scores"),
-        "classifications": q("select item_id, label from classifications"),
-        "rewrites": q("select item_id, new_item_id, round, refined_instruction from rewrites"),
-        "checkpoints": q("select round from checkpoints"),
-        "outcomes": q("select item_id, status from outcomes"),
-    }
 
 
 def keyed_rows(db_path: Path, keys) -> dict:

@@ -18,13 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def cli(register_plugin, monkeypatch):
-    from tapir.cli import _add_commands, cli as group
-
-    monkeypatch.setenv("TAPIR_QUIET", "1")
-    register_plugin(ScriptPlugin(), "test-script")
-    _add_commands()
-    return group
+def cli_plugins():
+    return [(ScriptPlugin(), "test-script")]
 
 
 def _set(data: dict, dotted: str, value) -> None:

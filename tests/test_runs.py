@@ -300,17 +300,12 @@ def runs_db(tmp_path):
 
 
 @pytest.fixture
-def cli(tmp_path, monkeypatch):
+def run_cli(cli):
+    """``run_cli(args, code=0)``: the CLI's result, its exit code checked."""
     from click.testing import CliRunner
 
-    from tapir.cli import _add_commands, cli as group
-
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("TAPIR_DB", raising=False)
-    _add_commands()
-
     def invoke(args, code=0):
-        result = CliRunner().invoke(group, args)
+        result = CliRunner().invoke(cli, args)
         assert result.exit_code == code, result.output
         return result
 
@@ -351,12 +346,12 @@ def test_resolve_run_unknown_or_ambiguous_is_one_message_listing_candidates(runs
 
 
 @pytest.mark.parametrize("ref", ["abcd1234aaaa0000", "abcd1234", "alpha"])
-def test_every_command_that_takes_a_run_reads_it_the_same(cli, runs_db, tmp_path, ref):
+def test_every_command_that_takes_a_run_reads_it_the_same(run_cli, runs_db, tmp_path, ref):
     db = ["--db", str(runs_db)]
-    assert "run abcd1234aaaa0000 (alpha): done" in cli([*db, "runs", "show", ref]).output
-    assert cli([*db, "logs", "--run", ref]).output == f"no calls match in {runs_db}\n"
+    assert "run abcd1234aaaa0000 (alpha): done" in run_cli([*db, "runs", "show", ref]).output
+    assert run_cli([*db, "logs", "--run", ref]).output == f"no calls match in {runs_db}\n"
     out = tmp_path / "r.html"
-    assert cli([*db, "report", ref, "-o", str(out)]).output == f"report: {out}\n"
+    assert run_cli([*db, "report", ref, "-o", str(out)]).output == f"report: {out}\n"
     assert "abcd1234aaaa0000" in out.read_text()
 
 
@@ -364,9 +359,9 @@ def test_every_command_that_takes_a_run_reads_it_the_same(cli, runs_db, tmp_path
     ("abcd12", "run 'abcd12' is ambiguous"),
     ("gamma", "no run 'gamma'"),
 ])
-def test_an_unknown_or_ambiguous_run_is_the_same_error_everywhere(cli, runs_db, tmp_path, ref, message):
+def test_an_unknown_or_ambiguous_run_is_the_same_error_everywhere(run_cli, runs_db, tmp_path, ref, message):
     db = ["--db", str(runs_db)]
-    outputs = [cli([*db, *args], code=2).output for args in (
+    outputs = [run_cli([*db, *args], code=2).output for args in (
         ["runs", "show", ref], ["logs", "--run", ref], ["report", ref, "-o", str(tmp_path / "r.html")])]
     assert outputs[0].startswith(f"Error: {message}") and outputs[0] == outputs[1] == outputs[2]
     assert outputs[0].count("\n") == 1  # one message, one line
@@ -374,7 +369,7 @@ def test_an_unknown_or_ambiguous_run_is_the_same_error_everywhere(cli, runs_db, 
 
 
 @pytest.mark.parametrize("kind", ["folder", "missing"])
-def test_a_db_that_is_a_folder_or_missing_is_exit_2_with_one_message_everywhere(cli, tmp_path, kind):
+def test_a_db_that_is_a_folder_or_missing_is_exit_2_with_one_message_everywhere(run_cli, tmp_path, kind):
     target = tmp_path / "dbdir" if kind == "folder" else tmp_path / "none.db"
     if kind == "folder":
         target.mkdir()
@@ -387,12 +382,12 @@ def test_a_db_that_is_a_folder_or_missing_is_exit_2_with_one_message_everywhere(
                                   "classifier": {"name": "centroid"}}))
     for args in (["runs"], ["runs", "show", "x"], ["logs"], ["logs", "--run", "x"], ["report", "x"],
                  ["mfd", str(config)], ["compare"]):
-        assert cli(["--db", str(target), *args], code=2).output == expected, args
+        assert run_cli(["--db", str(target), *args], code=2).output == expected, args
     assert list(tmp_path.rglob("*.db")) == []
 
 
-def test_the_stage_table_counts_what_train_and_export_handled(cli, runs_db):
-    out = cli(["--db", str(runs_db), "runs", "show", "alpha"]).output.splitlines()
+def test_the_stage_table_counts_what_train_and_export_handled(run_cli, runs_db):
+    out = run_cli(["--db", str(runs_db), "runs", "show", "alpha"]).output.splitlines()
     rows = {line.split()[0]: line.split() for line in out if line.split() and line.split()[0] in
             ("teacher_answers", "train", "export")}
     # stage, round, status, ok, failed, ...
@@ -403,7 +398,7 @@ def test_the_stage_table_counts_what_train_and_export_handled(cli, runs_db):
 
 
 def test_a_real_runs_stage_table_counts_train_examples_and_export_rows(tmp_path, tiny_model, register_plugin,
-                                                                       monkeypatch, cli):
+                                                                       monkeypatch, run_cli):
     """distill's summary and `runs show` of a run: train's ok is the examples
     it trained on, export's the rows it wrote; no stage that worked shows 0."""
     from pipeline_helpers import ScriptPlugin, SpyPlugin, SpyTrainer, write_config
@@ -424,6 +419,6 @@ def test_a_real_runs_stage_table_counts_train_examples_and_export_rows(tmp_path,
     assert [node for node, row in rows.items() if row["ok"] == 0] == []
     summary = stage_table(list(rows.values()))
     out.store.close()
-    shown = cli(["--db", str(tmp_path / "t.db"), "runs", "show", out.run.id]).output.splitlines()
+    shown = run_cli(["--db", str(tmp_path / "t.db"), "runs", "show", out.run.id]).output.splitlines()
     for line in summary[1:-2]:  # the stage lines (their seconds differ: the summary's are measured here)
         assert any(s.split()[:-1] == line.split()[:-1] for s in shown), (line, shown)

@@ -53,14 +53,8 @@ class QuizPlugin:
 
 
 @pytest.fixture
-def cli(register_plugin, monkeypatch):
-    from tapir.cli import _add_commands, cli as group
-
-    monkeypatch.setenv("TAPIR_QUIET", "1")
-    register_plugin(ScriptPlugin(), "test-script")
-    register_plugin(QuizPlugin(), "test-quiz")
-    _add_commands()
-    return group
+def cli_plugins():
+    return [(ScriptPlugin(), "test-script"), (QuizPlugin(), "test-quiz")]
 
 
 def _data(tmp_path, tiny_model, **extra) -> dict:

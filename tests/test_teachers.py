@@ -357,16 +357,6 @@ def test_rewriter_rejects_unknown_options():
 # --- tapir rewriter train ----------------------------------------------------------------------
 
 
-@pytest.fixture
-def cli(pm, monkeypatch, tmp_path):
-    from tapir.cli import _add_commands, cli as group
-
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("TAPIR_DB", raising=False)
-    _add_commands()
-    return group
-
-
 def invoke(group, args, code=0):
     from click.testing import CliRunner
 

@@ -196,6 +196,9 @@ class HFBackend:
     """A local causal LM. ``model_name`` is a folder, a hub id or
     ``embedded:smollm2-135m-instruct``; options: :class:`HFBackend.Options`."""
 
+    local_weights = True  # tapir.roles.FLAGS
+    trainable = True
+
     class Options(Options):
         device: str = option("auto", "torch device; auto: cuda when available, else cpu")
         dtype: Literal["auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16"] = option(

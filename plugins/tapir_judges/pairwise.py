@@ -50,7 +50,7 @@ from tapir.judging import (
     weakest_read,
 )
 from tapir.options import GenerationOverrides, Options, generation_params, option
-from tapir.roles import Completion, JudgeRequest, Judgment
+from tapir.roles import CallEstimate, Completion, JudgeRequest, Judgment
 
 from tapir_judges.prompts import PAIRWISE_PROMPTS
 
@@ -125,6 +125,14 @@ class PairwiseJudge:
                     f"judge_repeats: {self.judge_repeats} repeats a greedy judge (temperature 0), which answers "
                     "the same each time: set params: {temperature: 0.7} (or another > 0), or judge_repeats: 1")
             return self
+
+    @staticmethod
+    def estimate(stage: str, n: int, prompt_tokens: int, options: "PairwiseJudge.Options") -> list[CallEstimate]:
+        """Calls for ``n`` pairs (tapir.roles.Estimating): one per order asked
+        (both by default) and per repeat; each prompt holds the question and
+        both answers plus the template."""
+        per_pair = (2 if options.both_orders else 1) * options.judge_repeats
+        return [CallEstimate("judge", n * per_pair, 2 * prompt_tokens + 300)]
 
     def __init__(self, backend: Any, options: "PairwiseJudge.Options"):
         if backend is None:

@@ -14,6 +14,7 @@ def register_backends(register):
         description="any provider/model id litellm knows; async, retries, cost accounting",
         requires=("litellm",),
         extra="api",
+        capabilities="tapir_litellm.capabilities",
     )
 
 

@@ -46,19 +46,24 @@ import tempfile
 import time
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import TYPE_CHECKING, Any, Iterator, Literal
 
 from tapir.errors import TapirError
 from tapir.options import CommaList, Options, option
 
+if TYPE_CHECKING:
+    from tapir.store.db import Store
+
 DEFAULT_BATCH_SIZE = 8
 
 
-def output_dir(store: Any, run_id: str, options: dict[str, Any]) -> Path:
-    """Where the request cache, results.json and samples go for this run."""
+def output_dir(store: "Store", run_id: str, options: dict[str, Any]) -> Path:
+    """Where the request cache, results.json and samples go for this run:
+    options.output_dir, else beside the database (an in-memory store has no
+    path: then the temp folder)."""
     if options.get("output_dir"):
         base = Path(options["output_dir"]).expanduser()
-    elif getattr(store, "path", None):
+    elif store.path is not None:
         base = Path(store.path).resolve().parent / "tapir-out" / "bench" / run_id
     else:
         base = Path(tempfile.gettempdir()) / "tapir-bench" / run_id

@@ -22,7 +22,7 @@ from typing import Literal, Sequence
 
 from tapir import options as opt
 from tapir.errors import TapirError
-from tapir.roles import Completion, GenerationParams, GenerationRequest, Item
+from tapir.roles import CallEstimate, Completion, GenerationParams, GenerationRequest, Item
 from tapir.textchecks import drifts_from, reads_as_answer, repeats_itself
 
 from tapir_teachers.prompts import ANSWER_TEMPLATES, POLISH_SYSTEM, POLISH_USER, family, refine_messages
@@ -91,6 +91,16 @@ class TaskAwareRewriter:
             "failure; 0: no check", ge=0, le=1)
         reject_loops: bool = opt.option(
             True, "a refinement or an enhanced answer that repeats itself (a generation loop) is a failure")
+
+    @staticmethod
+    def estimate(stage: str, n: int, prompt_tokens: int, options: "TaskAwareRewriter.Options") -> list[CallEstimate]:
+        """Calls for ``n`` items (tapir.roles.Estimating): refine-instruction
+        asks the rewriter (instruction plus examples) and then the teacher
+        (the refined instruction); polish-answer asks the rewriter alone
+        (instruction plus the teacher's answer)."""
+        if options.mode == "refine-instruction":
+            return [CallEstimate("rewriter", n, prompt_tokens + 600), CallEstimate("teacher", n, prompt_tokens + 80)]
+        return [CallEstimate("rewriter", n, 2 * prompt_tokens)]
 
     def __init__(self, backend, options: "TaskAwareRewriter.Options"):
         if backend is None:

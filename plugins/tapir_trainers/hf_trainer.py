@@ -14,50 +14,20 @@ Two ways to scale out:
 
 from __future__ import annotations
 
-import os
-import time
-from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from pydantic import model_validator
 
-from tapir.errors import TapirError
 from tapir.options import option
 
+from .base import BaseTrainer, resolve_base_model, training_arguments
 from .options import TrainOptions
-from .weighting import WEIGHTINGS, normalise_weights, validate_weights
+from .weighting import WEIGHTINGS
+
+__all__ = ["HFTrainer", "resolve_base_model", "training_arguments"]
 
 
-def resolve_base_model(base_model: str) -> str:
-    """A local folder for ``base_model``: a folder path, ``embedded:NAME``, or a named model id.
-
-    Anything else is passed through to ``from_pretrained`` (a hub id).
-    """
-    path = Path(base_model).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise TapirError(f"base model folder {path} has no config.json; point at a transformers model folder")
-        return str(path)
-    if base_model.startswith("embedded:"):
-        from tapir_hf.embedded import embedded_model_path
-
-        return str(embedded_model_path(base_model.partition(":")[2]))
-    if base_model.startswith("hf:"):
-        return resolve_base_model(base_model[3:])
-    from tapir.plugins import get_plugin_manager
-
-    if base_model in get_plugin_manager().registry.by_role["models"]:
-        from tapir.models import resolve
-
-        spec = resolve(base_model)
-        if spec.backend != "hf":
-            raise TapirError(f"model '{base_model}' is served by the '{spec.backend}' backend; "
-                             f"the hf trainer needs a transformers model (a folder, hub id or hf model)")
-        return resolve_base_model(spec.name)
-    return base_model
-
-
-class HFTrainer:
+class HFTrainer(BaseTrainer):
     """Fine-tunes a causal LM on (prompt, response, weight) examples.
 
     ``HFTrainer(options)`` sets the options of every :meth:`train` call;
@@ -79,311 +49,55 @@ class HFTrainer:
                 raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {self.weighting!r}")
             return self
 
-    def __init__(self, options: "HFTrainer.Options | None" = None):
-        self.options = options if options is not None else self.Options()
-
-    # ---- the job -----------------------------------------------------------------
-
-    def train(self, base_model: str, examples: Sequence[Any], output_dir: str, *, progress=None,
-              callbacks: Sequence[Any] = (), **overrides: Any) -> dict[str, Any]:
-        """Fine-tune ``base_model`` on ``examples``; save a loadable folder in ``output_dir``.
-
-        ``progress(step, total, loss)`` is called at each logged loss (in this
-        process only; launched workers log to ``output_dir/train.log``);
-        ``callbacks`` are extra transformers ``TrainerCallback`` objects;
-        ``overrides`` are options for this call only.
-
-        Returns metrics: train_loss, steps, epochs, examples, dropped, tokens
-        (non-padding tokens seen, all ranks), tokens_per_s, padding_fraction,
-        seconds, resumed_from, world_size, batch_size, grad_accum, final_loss,
-        loss_history, weight_sum, launcher.
-        """
-        opts = _resolve(self.options, overrides)
-        if not examples:
-            raise TapirError("no training examples given")
-        if opts.launcher != "none":
-            from .launch import launch
-
-            return launch(self, base_model, examples, output_dir, opts)
-        return self._train_here(base_model, examples, output_dir, opts, progress, callbacks)
-
     def _train_here(self, base_model, examples, output_dir, opts, progress, callbacks) -> dict[str, Any]:
-        import torch
-        from transformers import TrainingArguments, set_seed
-        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+        from transformers import TrainingArguments
 
         from .collate import PackCollator, PadCollator, TrainDataset
         from .packing import EpochPermutationSampler, PackedBatchSampler
-        from .trainer_core import EpochCallback, MetricsCallback, ProgressCallbackFn, TqdmCallback, WeightedLossTrainer
+        from .trainer_core import EpochCallback, MetricsCallback, WeightedLossTrainer
         from .weighting import WeightedEpochSampler
 
-        out = Path(output_dir)
-        model_path = resolve_base_model(base_model)
-        set_seed(int(opts.seed))
-        tokenizer, encoded, dropped, weights = prepare_examples(model_path, examples, opts)
+        job = self._prepare(base_model, examples, output_dir, opts)
+        encoded, weights, micro, grad_accum = job.encoded, job.weights, job.micro, job.grad_accum
         for row, weight in zip(encoded, weights):
             row.weight = weight if opts.weighting == "loss" else 1.0
         dataset = TrainDataset(encoded)
-
-        world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        micro, grad_accum = opts.batch_arithmetic(world_size)
         group_by_length = opts.group_by_length
         if group_by_length is None:
             group_by_length = not opts.packing and opts.weighting != "sampling"
-        same_job = _same_job_before_init(self.name, out, model_path, examples, opts)
-        args = TrainingArguments(**training_arguments(opts, out, micro, grad_accum, world_size, group_by_length))
-        resumed_from = claim_output_dir(self.name, out, model_path, examples, opts, args, same_job)
-
-        model = load_model_for_training(model_path, opts)
+        args = TrainingArguments(**training_arguments(opts, job.out, micro, grad_accum, job.world_size,
+                                                      group_by_length))
+        resumed_from, model = self._claim_and_load(job, examples, opts, args)
         pack_length = int(opts.pack_length or opts.max_length)
         if opts.packing:
-            collator = PackCollator(tokenizer.pad_token_id, pack_length)
+            collator = PackCollator(job.tokenizer.pad_token_id, pack_length)
         else:
-            collator = PadCollator(tokenizer.pad_token_id)
+            collator = PadCollator(job.tokenizer.pad_token_id)
         sampler = batch_sampler = None
         if opts.weighting == "sampling":
             sampler = WeightedEpochSampler(weights, len(encoded), int(opts.seed))
         if opts.packing:
             order = sampler if sampler is not None else EpochPermutationSampler(len(encoded), int(opts.seed))
             batch_sampler = PackedBatchSampler(
-                order, [len(r) for r in encoded], group_size=micro * grad_accum * world_size,
-                n_micro=grad_accum * world_size, capacity=pack_length)
+                order, [len(r) for r in encoded], group_size=micro * grad_accum * job.world_size,
+                n_micro=grad_accum * job.world_size, capacity=pack_length)
 
         metrics_cb = MetricsCallback()
-        all_callbacks: list[Any] = [metrics_cb, *callbacks]
         epoch_sampler = batch_sampler if batch_sampler is not None else sampler
-        if epoch_sampler is not None:
-            all_callbacks.append(EpochCallback(epoch_sampler))
-        all_callbacks.append(ProgressCallbackFn(progress) if progress is not None else TqdmCallback())
+        all_callbacks = self._callbacks(metrics_cb, callbacks, progress,
+                                        *([EpochCallback(epoch_sampler)] if epoch_sampler is not None else []))
         trainer = WeightedLossTrainer(
             model=model,
             args=args,
             train_dataset=dataset,
             data_collator=collator,
-            processing_class=tokenizer,
+            processing_class=job.tokenizer,
             callbacks=all_callbacks,
             weighted_sampler=sampler,
             batch_sampler=batch_sampler,
         )
-        for noisy in (PrinterCallback, ProgressCallback):  # they print a dict per logged step
-            trainer.remove_callback(noisy)
-
-        start = time.perf_counter()
-        result = trainer.train(resume_from_checkpoint=resumed_from)
-        seconds = time.perf_counter() - start
-        real, total = trainer.token_counts()
-        finish(trainer, tokenizer, out, opts)
         return {
-            **job_metrics(trainer, result, metrics_cb, opts, encoded, dropped, examples, real, total, seconds,
-                          resumed_from, micro, grad_accum, out),
+            **self._run(trainer, job, opts, metrics_cb, examples, resumed_from),
             "packing": bool(opts.packing),
             "weighting": opts.weighting,
         }
-
-
-# ---- shared by the hf and trl trainers ------------------------------------------------
-
-
-def _resolve(options, overrides: dict[str, Any]):
-    from tapir.errors import ConfigError
-    from pydantic import ValidationError
-
-    if not overrides:
-        return options
-    try:
-        return options.merged(overrides)
-    except (ValidationError, ValueError) as exc:
-        raise ConfigError(f"train() overrides: {exc}") from exc
-
-
-def prepare_examples(model_path: str, examples: Sequence[Any], opts):
-    """``(tokenizer, encoded, dropped, weights)``: the examples tokenised with
-    response-only labels, and the weights of the kept ones as the loss sees
-    them (as given, or rescaled to mean 1 with ``normalize_weights``)."""
-    from transformers import AutoTokenizer
-
-    from .collate import encode_examples
-
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    if tokenizer.pad_token_id is None:
-        raise TapirError(f"tokenizer of {model_path} has neither a pad nor an EOS token; set one in its "
-                         f"tokenizer_config.json")
-    validate_weights([float(getattr(e, "weight", 1.0)) for e in examples])  # before tokenising
-    encoded, dropped = encode_examples(tokenizer, examples, int(opts.max_length))
-    if not encoded:
-        raise TapirError(f"all {len(examples)} examples have prompts of max_length={opts.max_length} "
-                         f"tokens or more; raise max_length or shorten the prompts")
-    weights = [row.weight for row in encoded]
-    validate_weights(weights)
-    if opts.normalize_weights:
-        weights = normalise_weights(weights)
-    return tokenizer, encoded, dropped, weights
-
-
-def training_arguments(opts, out: Path, micro: int, grad_accum: int, world_size: int,
-                       group_by_length: bool) -> dict[str, Any]:
-    """``TrainingArguments`` keyword arguments for ``opts``."""
-    import torch
-
-    on_cuda = torch.cuda.is_available()
-    bf16, fp16 = opts.mixed_precision(on_cuda)
-    save_strategy, save_steps = ("steps", int(opts.save_steps)) if opts.save_steps else ("epoch", 500)
-    kwargs: dict[str, Any] = dict(
-        output_dir=str(out),
-        learning_rate=opts.lr,
-        warmup_steps=float(opts.warmup_ratio),  # a float < 1 is a ratio of the total steps (transformers 5)
-        per_device_train_batch_size=micro,
-        gradient_accumulation_steps=grad_accum,
-        num_train_epochs=float(opts.num_train_epochs),
-        max_steps=int(opts.max_steps),
-        lr_scheduler_type=opts.lr_scheduler_type,
-        weight_decay=float(opts.weight_decay),
-        max_grad_norm=float(opts.max_grad_norm),
-        seed=int(opts.seed),
-        data_seed=int(opts.seed),
-        save_strategy=save_strategy,
-        save_steps=save_steps,
-        save_total_limit=opts.save_total_limit,
-        logging_strategy="steps",
-        logging_steps=int(opts.logging_steps),
-        report_to=opts.report_to,
-        remove_unused_columns=False,
-        train_sampling_strategy="group_by_length" if group_by_length else "random",
-        activation_checkpointing=bool(opts.gradient_checkpointing),
-        bf16=bf16,
-        fp16=fp16,
-        use_cpu=not on_cuda,
-        ddp_backend="gloo" if world_size > 1 and not on_cuda else None,
-        dataloader_num_workers=int(opts.dataloader_num_workers),
-        disable_tqdm=True,  # our own bar (TqdmCallback) or the progress callback instead
-    )
-    if opts.deepspeed:
-        kwargs["deepspeed"] = opts.deepspeed
-    if opts.fsdp:
-        kwargs["fsdp"] = opts.fsdp
-        if opts.fsdp_config is not None:
-            kwargs["fsdp_config"] = opts.fsdp_config
-    return kwargs
-
-
-def _is_main() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def _barrier() -> None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-
-
-def _same_job_before_init(trainer_name, out: Path, model_path, examples, opts) -> bool:
-    """Whether ``out`` holds this job's files, read by every rank before any rank changes the folder."""
-    from .jobdir import fingerprint, matches
-
-    return matches(out, fingerprint(trainer_name, model_path, examples, opts))
-
-
-def claim_output_dir(trainer_name, out: Path, model_path, examples, opts, args, same_job: bool):
-    """Make ``out`` this job's folder (main process; the others wait) and
-    return the checkpoint to resume from: this job's last one, or ``None``.
-    A folder of another job (other data, base model or options) is cleaned."""
-    from transformers.trainer_utils import get_last_checkpoint
-
-    from .jobdir import claim, fingerprint
-
-    _ = args.device  # sets up the process group under torchrun / accelerate
-    _barrier()
-    if _is_main():
-        claim(out, fingerprint(trainer_name, model_path, examples, opts))
-    _barrier()
-    if not (same_job and opts.resume and out.is_dir()):
-        return None
-    return get_last_checkpoint(str(out))
-
-
-def load_model_for_training(model_path: str, opts):
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(
-        model_path, dtype=torch.float32, attn_implementation=opts.attn_implementation)
-    if opts.lora is not None:
-        model = _wrap_lora(model, opts.lora, opts.gradient_checkpointing)
-    return model
-
-
-def finish(trainer, tokenizer, out: Path, opts) -> None:
-    """Save the final folder on the main process; drop checkpoints if asked."""
-    trainer.accelerator.wait_for_everyone()
-    if trainer.is_world_process_zero():
-        _save(trainer, tokenizer, out, opts.lora is not None)
-        if not opts.keep_checkpoints:
-            import shutil
-
-            for ckpt in out.glob("checkpoint-*"):
-                shutil.rmtree(ckpt, ignore_errors=True)
-    trainer.accelerator.wait_for_everyone()
-
-
-def job_metrics(trainer, result, metrics_cb, opts, encoded, dropped, examples, real, total, seconds,
-                resumed_from, micro, grad_accum, out) -> dict[str, Any]:
-    history = metrics_cb.losses
-    world = int(trainer.args.world_size)
-    return {
-        "train_loss": float(result.training_loss),
-        "final_loss": history[-1][1] if history else None,
-        "loss_history": history,
-        "steps": int(trainer.state.global_step),
-        "epochs": float(trainer.state.epoch or 0.0),
-        "examples": len(encoded),
-        "dropped": len(dropped),
-        "truncated": sum(1 for r in encoded if r.truncated),
-        "weight_sum": float(sum(float(getattr(e, "weight", 1.0)) for e in examples)),
-        "normalize_weights": bool(opts.normalize_weights),
-        "tokens": int(real),
-        "tokens_per_s": real / seconds if seconds > 0 else 0.0,
-        "padding_fraction": 1.0 - real / total if total else 0.0,
-        "seconds": seconds,
-        "resumed_from": resumed_from,
-        "world_size": world,
-        "batch_size": micro * grad_accum * world,
-        "micro_batch_size": micro,
-        "grad_accum": grad_accum,
-        "lr": opts.lr,
-        "lora": opts.lora is not None,
-        "launcher": "none",
-        "output_dir": str(out),
-    }
-
-
-def _wrap_lora(model, lora, gradient_checkpointing: bool):
-    from peft import LoraConfig, get_peft_model
-
-    config = LoraConfig(
-        r=int(lora.r),
-        lora_alpha=int(lora.alpha),
-        lora_dropout=float(lora.dropout),
-        target_modules=lora.target_modules,
-        task_type="CAUSAL_LM",
-    )
-    if gradient_checkpointing:
-        model.enable_input_require_grads()
-    return get_peft_model(model, config)
-
-
-def _save(trainer, tokenizer, out: Path, lora: bool) -> None:
-    """Write the final model (merged when LoRA) and tokenizer into ``out``."""
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    if lora:
-        model.save_pretrained(str(out / "adapter"))
-        tokenizer.save_pretrained(str(out / "adapter"))
-        model = model.merge_and_unload()
-    model.config.use_cache = True  # Trainer turns it off; generation is ~7x slower without it
-    if getattr(model, "generation_config", None) is not None:
-        model.generation_config.use_cache = True
-    model.save_pretrained(str(out))
-    tokenizer.save_pretrained(str(out))
-

@@ -108,7 +108,7 @@ def write_job(trainer, model_path: str, examples: Sequence[Any], out: Path, opts
 
 
 def launch(trainer, base_model: str, examples: Sequence[Any], output_dir: str, opts) -> dict[str, Any]:
-    from .hf_trainer import resolve_base_model
+    from .base_model import resolve_base_model
 
     out = Path(output_dir)
     model_path = resolve_base_model(base_model)

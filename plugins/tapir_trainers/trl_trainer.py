@@ -22,18 +22,13 @@ Packing and weighted sampling are ``hf`` trainer features only.
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from tapir.errors import TapirError
-
-from .hf_trainer import (claim_output_dir, finish, job_metrics, load_model_for_training, prepare_examples,
-                         resolve_base_model, training_arguments, _resolve, _same_job_before_init)
+from .base import BaseTrainer, training_arguments
 from .options import TrainOptions
 
 
-class TRLTrainer:
+class TRLTrainer(BaseTrainer):
     """Fine-tunes a causal LM with ``trl.SFTTrainer``; the same ``train`` call and metrics as ``hf``."""
 
     name = "trl"
@@ -41,39 +36,14 @@ class TRLTrainer:
     class Options(TrainOptions):
         pass
 
-    def __init__(self, options: "TRLTrainer.Options | None" = None):
-        self.options = options if options is not None else self.Options()
-
-    def train(self, base_model: str, examples: Sequence[Any], output_dir: str, *, progress=None,
-              callbacks: Sequence[Any] = (), **overrides: Any) -> dict[str, Any]:
-        """As :meth:`tapir_trainers.hf_trainer.HFTrainer.train`."""
-        opts = _resolve(self.options, overrides)
-        if not examples:
-            raise TapirError("no training examples given")
-        if opts.launcher != "none":
-            from .launch import launch
-
-            return launch(self, base_model, examples, output_dir, opts)
-        return self._train_here(base_model, examples, output_dir, opts, progress, callbacks)
-
     def _train_here(self, base_model, examples, output_dir, opts, progress, callbacks) -> dict[str, Any]:
-        import os
-
-        from transformers import set_seed
-        from transformers.trainer_callback import PrinterCallback, ProgressCallback
         from trl import SFTConfig
 
-        from .trainer_core import MetricsCallback, ProgressCallbackFn, TqdmCallback
+        from .trainer_core import MetricsCallback
 
-        out = Path(output_dir)
-        model_path = resolve_base_model(base_model)
-        set_seed(int(opts.seed))
-        tokenizer, encoded, dropped, weights = prepare_examples(model_path, examples, opts)
-        world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        micro, grad_accum = opts.batch_arithmetic(world_size)
+        job = self._prepare(base_model, examples, output_dir, opts)
         group_by_length = True if opts.group_by_length is None else opts.group_by_length
-        same_job = _same_job_before_init(self.name, out, model_path, examples, opts)
-        kwargs = training_arguments(opts, out, micro, grad_accum, world_size, group_by_length)
+        kwargs = training_arguments(opts, job.out, job.micro, job.grad_accum, job.world_size, group_by_length)
         kwargs.update(
             gradient_checkpointing=bool(opts.gradient_checkpointing),  # SFTConfig defaults it to True
             max_length=int(opts.max_length),
@@ -86,24 +56,13 @@ class TRLTrainer:
         with warnings.catch_warnings():  # gradient_checkpointing: its deprecation warning, not ours
             warnings.simplefilter("ignore", FutureWarning)
             args = SFTConfig(**kwargs)
-        resumed_from = claim_output_dir(self.name, out, model_path, examples, opts, args, same_job)
-        model = load_model_for_training(model_path, opts)
+        resumed_from, model = self._claim_and_load(job, examples, opts, args)
 
         metrics_cb = MetricsCallback()
-        all_callbacks: list[Any] = [metrics_cb, *callbacks]
-        all_callbacks.append(ProgressCallbackFn(progress) if progress is not None else TqdmCallback())
-        trainer = build_sft_trainer(model, args, tokenizer, encoded, weights, all_callbacks)
-        for noisy in (PrinterCallback, ProgressCallback):
-            trainer.remove_callback(noisy)
-
-        start = time.perf_counter()
-        result = trainer.train(resume_from_checkpoint=resumed_from)
-        seconds = time.perf_counter() - start
-        real, total = trainer.token_counts()
-        finish(trainer, tokenizer, out, opts)
+        trainer = build_sft_trainer(model, args, job.tokenizer, job.encoded, job.weights,
+                                    self._callbacks(metrics_cb, callbacks, progress))
         return {
-            **job_metrics(trainer, result, metrics_cb, opts, encoded, dropped, examples, real, total, seconds,
-                          resumed_from, micro, grad_accum, out),
+            **self._run(trainer, job, opts, metrics_cb, examples, resumed_from),
             "packing": False,
             "weighting": "loss",
             "trainer": "trl",

@@ -34,6 +34,9 @@ class VLLMBackend:
     """``vllm.LLM`` in this process. ``model_name`` is a hub id, a folder or
     ``embedded:NAME``; options: :class:`VLLMBackend.Options`."""
 
+    local_weights = True  # tapir.roles.FLAGS
+    trainable = False  # served here, trained by the hf trainers under another backend
+
     class Options(Options):
         tensor_parallel_size: int = option(1, "GPUs to shard the model over (vllm tensor parallelism)", ge=1)
         chat_template: bool = option(True, "apply the tokenizer's chat template; false joins the message texts")

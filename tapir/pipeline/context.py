@@ -131,16 +131,23 @@ class Context:
             options.setdefault("model_dir", str(self.out_dir / "classifier"))
         return self._role("classifiers", cfg.name, cfg.model, options)
 
-    def judge_class(self):
-        return registry().get("judges", self.config.judge.name).load()
-
     def judge_needs_student(self) -> bool:
-        return bool(_declared(self.judge_class(), "needs_student"))
+        return self._judge_flag("needs_student")
 
     def judge_reads_student_answer(self) -> bool:
         """False for judges (student-loss) that score the teacher's answer
         under the student: then the student need not answer at all."""
-        return bool(_declared(self.judge_class(), "reads_student_answer"))
+        return self._judge_flag("reads_student_answer")
+
+    def _judge_flag(self, name: str) -> bool:
+        """A flag every judge declares (tapir.roles.Judge), as the registry
+        recorded it when the plugin registered the judge."""
+        component = registry().get("judges", self.config.judge.name)
+        component.load()  # an unavailable or broken judge says so here
+        if name not in component.flags:
+            raise TapirError(f"judge '{component.name}' ({component.plugin}) does not declare '{name}' "
+                             f"(see tapir.roles.Judge); update the plugin")
+        return component.flags[name]
 
     def judge(self, student_path: str | None = None):
         """The MFD judge; judges that need the student score with it."""
@@ -165,12 +172,12 @@ class Context:
 
     def student_base(self) -> str:
         """The folder or hub id the trainer loads for the student's S0."""
-        from tapir.models import resolve
+        from tapir.models import backend_flag, resolve
         from tapir.plugins import get_plugin_manager
 
         # The backend and name do not depend on the options: S0's base reads student.model only.
         spec = resolve(self.config.student.model)
-        if spec.backend != "hf":
+        if not backend_flag(spec.backend, "trainable"):
             raise TapirError(
                 f"student.model '{self.config.student.model}' resolves to backend '{spec.backend}'; "
                 "the student must be a local transformers model (a folder, hub id, or hf:NAME)"
@@ -226,10 +233,3 @@ class Context:
         if scope is None:
             return {}
         return store_classifications.labels_by_item(self.store, scope)
-
-
-def _declared(factory: Any, name: str) -> Any:
-    """A class attribute every judge declares (see tapir.roles.Judge)."""
-    if name not in dir(factory):
-        raise TapirError(f"judge class {factory.__name__} does not declare '{name}' (see tapir.roles.Judge)")
-    return getattr(factory, name)

@@ -18,18 +18,15 @@ re-run does not ask again, and the reason names the option that changes it.
 
 from __future__ import annotations
 
-LOCAL_BACKENDS = frozenset({"hf", "vllm"})
-
-
 def reproduces(model: str | None, temperature: float) -> bool:
     """Whether asking ``model`` again, at ``temperature``, with another sample
     index gives the same reply: greedy decoding from a local model."""
     if model is None or temperature > 0:
         return False
-    from tapir.models import resolve
+    from tapir.models import backend_flag, resolve
 
     try:
-        return resolve(model).backend in LOCAL_BACKENDS
+        return backend_flag(resolve(model).backend, "local_weights")
     except Exception:  # noqa: BLE001 - an id only a plugin or a test knows: assume a draw may differ
         return False
 

@@ -152,7 +152,7 @@ def hub_id_for(model_id: str | None, options: dict[str, Any] | None = None) -> s
     folder's card names (a checkpoint trained from a hub model)."""
     if not model_id:
         return None
-    from tapir.models import resolve
+    from tapir.models import backend_flag, resolve
     from tapir.plugins import registry
 
     named = registry().by_role["models"].get(model_id)
@@ -162,7 +162,7 @@ def hub_id_for(model_id: str | None, options: dict[str, Any] | None = None) -> s
         spec = resolve(model_id, options)
     except TapirError:
         return None
-    if spec.backend not in ("hf", "vllm"):
+    if not backend_flag(spec.backend, "local_weights"):
         return None  # an API model
     folder = Path(spec.name).expanduser()
     if folder.is_dir():

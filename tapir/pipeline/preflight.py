@@ -13,13 +13,15 @@ nothing is called.
 
 :func:`plan` turns a checked config into the dry run: the stages in order,
 which would be reused, LLM calls per role and round, estimated tokens and
-cost from litellm's price map (assumptions printed), and training examples
-and steps per round.
+cost from each model's backend (its ``price`` capability; assumptions
+printed), and training examples and steps per round (the trainer's
+``steps_for``). What a component knows about itself (a judge that asks twice
+per pair, a rewriter that also asks the teacher) comes from its ``estimate``
+capability (tapir.roles.CAPABILITIES): nothing here names a plugin.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +31,7 @@ from tapir.config.loading import load_config
 from tapir.config.schema import ModelRef, PipelineConfig
 from tapir.errors import ConfigError, TapirError
 from tapir.pipeline.rowfit import fit_rows
+from tapir.roles import CallEstimate
 
 # Roles whose components always talk to a model.
 _NEEDS_MODEL = {"teachers", "rewriters"}
@@ -93,12 +96,12 @@ def component_problems(config: PipelineConfig, base_dir: Path, source: str) -> l
             return  # reported by the config's reference check
         component = reg.get(role, name)
         problems.extend(component.check_options(options, f"{source}: '{key}.options'"))
-        factory = component.load()
-        if role not in _NEEDS_MODEL and "needs_model" not in dir(factory):
+        component.load()  # an import error is reported here
+        if role not in _NEEDS_MODEL and "needs_model" not in component.flags:
             problems.append(f"{source}: '{key}.name': {role[:-1]} '{name}' ({component.plugin}) does not declare "
                             f"needs_model, which tapir.roles asks of every {role[:-1]}; update the plugin")
             return
-        if model is None and (role in _NEEDS_MODEL or factory.needs_model):
+        if model is None and (role in _NEEDS_MODEL or component.flags["needs_model"]):
             problems.append(f"{source}: '{key}': {role[:-1]} '{name}' needs a model: add {key}.model "
                             f"(e.g. model: openai/gpt-4o-mini, or a local folder)")
 
@@ -155,7 +158,7 @@ def model_problems(config: PipelineConfig, source: str) -> list[str]:
     """Every model id resolves; the student to a trainable local model; API
     models have their credentials (named by variable)."""
     from tapir.bench import model_problems as call_problems
-    from tapir.models import resolve
+    from tapir.models import backend_flag, resolve
 
     problems: list[str] = []
     roles = [("teacher", config.teacher.model), ("judge", config.judge.model),
@@ -188,7 +191,7 @@ def model_problems(config: PipelineConfig, source: str) -> list[str]:
             problems += backend_option_problems(student.serve.model, student.serve.options,
                                                 f"{source}: '{key}.serve.options'", f"{key}.generation")
         problems += folder_problems(student.model, student.options, f"{source}: '{key}.model'")
-        if spec.backend != "hf":
+        if not backend_flag(spec.backend, "trainable"):
             hint = ""
             if "/" in student.model and not student.model.startswith("hf:"):
                 hint = f" Did you mean hf:{student.model}?"
@@ -238,7 +241,6 @@ def backend_option_problems(model_id: str, options: dict[str, Any], where: str, 
 # Weight files transformers loads from a folder (the index names the shards).
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
                 "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
-_LOCAL_BACKENDS = ("hf", "vllm")
 
 
 def folder_problems(model_id: str, options: dict[str, Any], where: str) -> list[str]:
@@ -247,13 +249,13 @@ def folder_problems(model_id: str, options: dict[str, Any], where: str) -> list[
     (``org/name``) are left to the backend."""
     import json
 
-    from tapir.models import resolve
+    from tapir.models import backend_flag, resolve
 
     try:
         spec = resolve(model_id, options)
     except TapirError:
         return []
-    if spec.backend not in _LOCAL_BACKENDS:
+    if not backend_flag(spec.backend, "local_weights"):
         return []
     name = spec.name
     folder = Path(name).expanduser()
@@ -366,15 +368,11 @@ def plan(checked: Checked, retry: bool = True, known: frozenset[str] | set[str] 
         assumptions.append(f"the seed cut keeps about half the items ({seed}); the real count depends on the MFD")
     assumptions.append("each answer uses its role's max_new_tokens x 0.6; expansion asks 1.2 times per draw "
                        "(malformed and duplicate replies are asked again)")
-    judge_orders = 1
-    if cfg.judge.name == "pairwise":
-        judge_orders = 1 if cfg.judge.options.get("both_orders") is False else 2
     sizes = {"seed": seed}
     hard = seed
     calls: dict[tuple[str, str], int] = {}
     tokens: dict[tuple[str, str], tuple[int, int]] = {}
     stages: list[PlannedStage] = []
-    refine = cfg.rewriter is not None and cfg.rewriter.options.get("mode", "refine-instruction") == "refine-instruction"
 
     # A judge and a classifier take their reply length from options.params (the
     # run passes it to the component; their model's generation is refused).
@@ -408,6 +406,8 @@ def plan(checked: Checked, retry: bool = True, known: frozenset[str] | set[str] 
         tokens[key] = (i + count * prompt_tokens, o + count * out)
         planned.calls[role] = planned.calls.get(role, 0) + count
 
+    refs = {"teacher": cfg.teacher.model, "judge": cfg.judge.model, "classifier": cfg.classifier.model,
+            "rewriter": cfg.rewriter.model if cfg.rewriter is not None else None}
     rounds_examples: dict[int, int] = {}
     for step, key, action in engine.plan():
         if key in known and action != "reuse":
@@ -424,7 +424,9 @@ def plan(checked: Checked, retry: bool = True, known: frozenset[str] | set[str] 
         elif step.stage == "heldout_answers" and cfg.evaluation.heldout is not None:
             add("teacher", cfg.teacher.model, cfg.evaluation.heldout.limit, in_tokens, planned)  # at most
         elif step.stage == "judge":
-            add("judge", cfg.judge.model, n * judge_orders, 2 * in_tokens + 300, planned, judge_orders)
+            for e in estimate("judges", cfg.judge.name, cfg.judge.options, "judge", n, in_tokens,
+                              CallEstimate("judge", n, 2 * in_tokens + 300)):
+                add(e.role, refs.get(e.role), e.calls, e.prompt_tokens, planned, _per_item(e.calls, n))
         elif step.stage == "classify":
             add("classifier", cfg.classifier.model, n, in_tokens + 400, planned)
         elif step.stage == "expand":
@@ -432,9 +434,9 @@ def plan(checked: Checked, retry: bool = True, known: frozenset[str] | set[str] 
                 planned, 1.2, reply_tokens=cfg.expansion.generation.max_new_tokens)
         elif step.stage == "rewrite":
             count = (hard if r == 1 else 0) + cfg.curriculum.expand_per_round[r - 1]
-            add("rewriter", cfg.rewriter.model, count, in_tokens + (600 if refine else 2 * in_tokens), planned)
-            if refine:
-                add("teacher", cfg.teacher.model, count, in_tokens + 80, planned)
+            for e in estimate("rewriters", cfg.rewriter.name, cfg.rewriter.options, "rewrite", count, in_tokens,
+                              CallEstimate("rewriter", count, 2 * in_tokens)):
+                add(e.role, refs.get(e.role), e.calls, e.prompt_tokens, planned)
         elif step.stage == "train":
             if r == 0:
                 examples = n
@@ -455,12 +457,38 @@ def plan(checked: Checked, retry: bool = True, known: frozenset[str] | set[str] 
                            "after classify; the train stage records it): the counts above take each pair once"
                            + (f", the real count is at most {cfg.curriculum.upsample_limit:g}x"
                               if cfg.curriculum.upsample_limit else ""))
-    prices = {key: price(key[1], *tokens.get(key, (0, 0))) for key in calls}
+    prices = {key: price(key[1], *tokens.get(key, (0, 0)), options=_model_options(refs.get(key[0])))
+              for key in calls}
     return Plan(stages, calls, tokens, prices, assumptions, sizes)
 
 
+def _per_item(calls: int, n: int) -> int | float:
+    """Calls per item: an int when whole (a resumed stage asks that many per item it retries)."""
+    if not n:
+        return 1
+    return calls // n if calls % n == 0 else calls / n
+
+
+def _model_options(ref: ModelRef | None) -> dict[str, Any]:
+    return dict(ref.options) if ref is not None else {}
+
+
+def estimate(role: str, name: str, options: dict[str, Any], stage: str, n: int, prompt_tokens: int,
+             default: "CallEstimate") -> list["CallEstimate"]:
+    """The calls component ``name`` of ``role`` makes in ``stage`` for ``n``
+    items: its ``estimate`` capability, else ``default`` (one call per item)."""
+    from tapir.plugins import registry
+
+    component = registry().get(role, name)
+    if "estimate" not in component.capabilities:
+        return [default]
+    validated = component.options_model().model_validate(options)
+    return list(component.capability("estimate")(stage, n, prompt_tokens, validated))
+
+
 def steps_for(config: PipelineConfig, examples: int) -> int | None:
-    """Optimizer steps of one training round, from the trainer's own options."""
+    """Optimizer steps of one training round: the trainer's ``steps_for``
+    capability with its own options (None when it has none)."""
     from tapir.plugins import registry
 
     try:
@@ -468,28 +496,26 @@ def steps_for(config: PipelineConfig, examples: int) -> int | None:
         options = component.options_model().model_validate(config.trainer.options)
     except Exception:  # noqa: BLE001 - reported by preflight already
         return None
-    fields = type(options).model_fields
-    if "max_steps" in fields and (options.max_steps or -1) > 0:
-        return int(options.max_steps)
-    if "total_batch_size" in fields and "num_train_epochs" in fields:
-        return math.ceil(examples / max(1, int(options.total_batch_size))) * math.ceil(float(options.num_train_epochs))
-    return None
+    if "steps_for" not in component.capabilities:
+        return None
+    return component.capability("steps_for")(options, examples)
 
 
-def price(model: str, input_tokens: int, output_tokens: int) -> float | None:
-    """Estimated $ from litellm's local price map (None when the model has no price)."""
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    os.environ.setdefault("LITELLM_LOG", "ERROR")
+def price(model: str, input_tokens: int, output_tokens: int, *, options: dict[str, Any] | None = None
+          ) -> float | None:
+    """Estimated $ for ``model``: its backend's ``price`` capability (None
+    when the backend has none or the model has no known price)."""
+    from tapir.models import resolve
+    from tapir.plugins import registry
+
     try:
-        import litellm
-    except ImportError:  # pragma: no cover - the api extra
+        spec = resolve(model, options)
+        component = registry().get("backends", spec.backend)
+    except TapirError:
         return None
-    name = model.split("/", 1)[1] if model.startswith("openai/") else model
-    entry = litellm.model_cost.get(model) or litellm.model_cost.get(name)
-    if not entry:
+    if "price" not in component.capabilities:
         return None
-    return input_tokens * float(entry.get("input_cost_per_token") or 0) + output_tokens * float(
-        entry.get("output_cost_per_token") or 0)
+    return component.capability("price")(spec.name, input_tokens, output_tokens)
 
 
 BATCH_DISCOUNT = 0.5  # OpenAI-style batch endpoints cost half
@@ -512,7 +538,7 @@ def render(p: Plan) -> str:
         cost = p.prices.get((role, model))
         if cost is None:
             priced = False
-            cost_text = "no price in litellm's map"
+            cost_text = "no known price (its backend has none for it)"
         else:
             total += cost
             cost_text = f"${cost:,.2f} (batch API ${cost * BATCH_DISCOUNT:,.2f})"

@@ -1,0 +1,278 @@
+"""Capabilities, not probes (issue 18 item 3): what a component offers beyond
+its role is declared in tapir.roles, checked once when the plugin registers
+it, and the core asks the registry's record, never the class; the core
+names no built-in plugin."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from tapir import hookimpl
+from tapir.roles import CAPABILITIES, FLAGS, CallEstimate
+
+CORE = Path(__file__).resolve().parents[1] / "tapir"
+
+
+# --- registration checks the capabilities once ------------------------------------------------
+
+
+class GoodBackend:
+    local_weights = False
+    trainable = False
+
+    @classmethod
+    def missing_credentials(cls, model_name, options):
+        return ["MY_TOKEN"] if model_name == "locked" else []
+
+    @staticmethod
+    def price(model_name, tokens_in, tokens_out):
+        return tokens_in * 0.001 + tokens_out * 0.002
+
+    def __init__(self, model_name, options):
+        self.model_id = model_name
+
+
+class TooFewParameters:
+    @classmethod
+    def price(cls, model_name):  # the protocol passes (model_name, tokens_in, tokens_out)
+        return 0.0
+
+
+class InstanceMethod:
+    def missing_credentials(self, model_name, options):  # asked of the class: must not need an instance
+        return []
+
+
+class StringFlag:
+    needs_model = "yes"
+
+
+def test_capabilities_and_flags_are_recorded_at_registration(register_plugin, pm):
+    class Plugin:
+        @hookimpl
+        def register_backends(self, register):
+            register("good", GoodBackend)
+
+    register_plugin(Plugin(), "good-plugin")
+    component = pm.registry.get("backends", "good")
+    assert component.capabilities == frozenset({"missing_credentials", "price"})
+    assert component.flags == {"local_weights": False, "trainable": False}
+    assert component.capability("price")("m", 1000, 500) == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("role, factory, wanted", [
+    ("backends", TooFewParameters, "price must be a classmethod or staticmethod called as "
+                                   "price(model_name, tokens_in, tokens_out) (tapir.roles.Priced)"),
+    ("backends", InstanceMethod, "missing_credentials must be a classmethod or staticmethod called as "
+                                 "missing_credentials(model_name, options)"),
+    ("judges", StringFlag, "whose 'needs_model' is str 'yes': it must be a class attribute True or False"),
+])
+def test_a_wrong_capability_is_refused_at_registration_naming_the_plugin(register_plugin, pm, role, factory,
+                                                                         wanted):
+    from tapir.cli.plugins_cmd import plugin_rows
+
+    class Plugin:
+        pass
+
+    def hook(register):
+        register("bad-one", factory)
+        register("fine-one", GoodBackend if role == "backends" else type("J", (), {"needs_model": False}))
+
+    setattr(Plugin, f"register_{role}", staticmethod(hookimpl(hook)))
+    register_plugin(Plugin(), "shaky-plugin")
+    registry = pm.registry
+    assert "bad-one" not in registry.by_role[role]  # refused
+    assert "fine-one" in registry.by_role[role]  # its other components still register
+    error = registry.errors["shaky-plugin"]
+    assert error.startswith(f"register_{role}: plugin 'shaky-plugin' registered {role[:-1]} 'bad-one'")
+    assert wanted in error
+    rows = {r["name"]: r for r in plugin_rows()}
+    assert rows["shaky-plugin"]["available"] is False and rows["shaky-plugin"]["error"] == error
+
+
+def test_a_component_without_a_capability_is_asked_nothing(register_plugin, pm):
+    from tapir.bench import missing_credentials
+    from tapir.errors import TapirError
+
+    class Plugin:
+        @hookimpl
+        def register_backends(self, register):
+            register("plain", type("Plain", (), {"__init__": lambda self, name, options: None}))
+            register("good", GoodBackend)
+
+    register_plugin(Plugin(), "p")
+    assert missing_credentials("plain", "anything", {}) == []
+    assert missing_credentials("good", "locked", {}) == ["MY_TOKEN"]
+    with pytest.raises(TapirError, match="backend 'plain' \\(p\\) does not offer price"):
+        pm.registry.get("backends", "plain").capability("price")
+
+
+def test_builtin_capabilities(pm):
+    registry = pm.registry
+    offered = {(role, name): registry.get(role, name).capabilities
+               for role in CAPABILITIES for name in registry.names(role)}
+    assert offered[("backends", "litellm")] == {"missing_credentials", "price"}
+    assert offered[("judges", "pairwise")] == {"estimate"}
+    assert offered[("rewriters", "task-aware")] == {"estimate"}
+    assert offered[("trainers", "hf")] == offered[("trainers", "trl")] == {"steps_for"}
+    assert registry.get("backends", "hf").flags == {"local_weights": True, "trainable": True}
+    assert registry.get("backends", "vllm").flags == {"local_weights": True, "trainable": False}
+    for name in registry.names("judges"):
+        assert set(registry.get("judges", name).flags) == set(FLAGS["judges"]), name
+    assert registry.errors == {}
+
+
+def test_litellm_price_and_credentials_come_from_the_plugin(pm, monkeypatch):
+    from tapir.bench import missing_credentials
+    from tapir.pipeline.preflight import price
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("MY_KEY", raising=False)
+    assert missing_credentials("litellm", "openai/gpt-4o-mini", {}) == ["OPENAI_API_KEY"]
+    assert missing_credentials("litellm", "openai/gpt-4o-mini", {"api_key_env": "MY_KEY"}) == ["MY_KEY"]
+    # a self-hosted OpenAI-compatible server needs no key
+    assert missing_credentials("litellm", "openai/m", {"api_base": "http://127.0.0.1:9/v1"}) == []
+    import litellm
+
+    entry = litellm.model_cost["gpt-4o-mini"]
+    want = 1000 * entry["input_cost_per_token"] + 100 * entry["output_cost_per_token"]
+    assert price("openai/gpt-4o-mini", 1000, 100) == pytest.approx(want)
+    assert price("openai/no-such-model-xyz", 1000, 100) is None
+    assert price("hf:org/name", 1000, 100) is None  # the hf backend prices nothing
+
+
+def test_estimates_of_the_pairwise_judge_and_the_rewriter(pm):
+    from tapir.pipeline.preflight import estimate
+
+    default = CallEstimate("judge", 10, 0)
+    assert estimate("judges", "pairwise", {}, "judge", 10, 50, default) == [CallEstimate("judge", 20, 400)]
+    assert estimate("judges", "pairwise", {"both_orders": False}, "judge", 10, 50, default) == [
+        CallEstimate("judge", 10, 400)]
+    assert estimate("judges", "pairwise", {"judge_repeats": 3, "params": {"temperature": 0.7}}, "judge", 10, 50,
+                    default)[0].calls == 60
+    assert estimate("judges", "mtbench-single", {}, "judge", 10, 50, default) == [default]
+    rewrite = CallEstimate("rewriter", 4, 100)
+    assert estimate("rewriters", "task-aware", {}, "rewrite", 4, 50, rewrite) == [
+        CallEstimate("rewriter", 4, 650), CallEstimate("teacher", 4, 130)]
+    assert estimate("rewriters", "task-aware", {"mode": "polish-answer"}, "rewrite", 4, 50, rewrite) == [
+        CallEstimate("rewriter", 4, 100)]
+
+
+def test_trainer_steps_for(pm):
+    trainer = pm.registry.get("trainers", "hf")
+    options = trainer.options_model()
+    steps_for = trainer.capability("steps_for")
+    assert steps_for(options(total_batch_size=32, num_train_epochs=3), 100) == 4 * 3
+    assert steps_for(options(total_batch_size=32, num_train_epochs=1.5, max_steps=7), 100) == 7
+    assert steps_for(options(per_device_train_batch_size=4, gradient_accumulation_steps=2,
+                             num_train_epochs=1), 20) == 3
+
+
+# --- the core names no built-in plugin ------------------------------------------------------------
+#
+# The rule: code in tapir/ never decides by a built-in plugin's name. It may
+# not compare a value with a literal naming a built-in component or plugin
+# (==, !=, in, not in; a literal tuple, list or set holding one counts),
+# index with one (x["litellm"]), nor import a plugin package (tapir_*) or a
+# library a plugin wraps (litellm, vllm, lm_eval, trl, peft, torch,
+# transformers). Plugin names may appear in what users read (messages,
+# hints, docstrings, help) and as defaults of config fields, which users
+# see and change. What a plugin knows about itself is a capability or a
+# flag (tapir.roles), read from the registry.
+
+WRAPPED_LIBRARIES = {"litellm", "vllm", "lm_eval", "trl", "peft", "torch", "transformers"}
+
+# (file under tapir/, literal): known exceptions, each with its reason.
+ALLOWED = {
+    ("progress.py", "transformers"): "quiets the library's logging when something else already imported it",
+    ("pipeline/modelcard.py", "lmeval"): "model card metadata: lm-eval rows name their task as the dataset; "
+                                         "(owner: model card) to move to an evaluator capability",
+}
+
+
+def builtin_names() -> set[str]:
+    from tapir.plugins import ROLES, get_plugin_manager
+
+    pm = get_plugin_manager()
+    names = {name for name, info in pm.infos.items() if info.module.startswith("tapir_")}
+    for role, table in pm.registry.by_role.items():
+        if role != "models":
+            names |= {name for name, c in table.items() if c.plugin in names}
+    # "default" (the built-in teacher) is also the ordinary word: an option's
+    # default, a chat template's name; the scan would only find those.
+    # Plugins named after a role (judges, trainers, ...) are left out: the
+    # role's name is the registry's key.
+    return (names - {"default"} - set(ROLES)) | WRAPPED_LIBRARIES
+
+
+def core_violations(names: set[str], root: Path = CORE) -> list[tuple[str, int, str]]:
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            literals: list[ast.AST] = []
+            if isinstance(node, ast.Compare):
+                for side in (node.left, *node.comparators):
+                    literals += list(side.elts) if isinstance(side, (ast.Tuple, ast.List, ast.Set)) else [side]
+            elif isinstance(node, ast.Subscript):
+                literals.append(node.slice)
+            elif isinstance(node, ast.Import):
+                found += [(rel, node.lineno, a.name) for a in node.names
+                          if a.name.split(".")[0] in WRAPPED_LIBRARIES or a.name.startswith("tapir_")]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                top = node.module.split(".")[0]
+                if top in WRAPPED_LIBRARIES or top.startswith("tapir_"):
+                    found.append((rel, node.lineno, top))
+            found += [(rel, node.lineno, lit.value) for lit in literals
+                      if isinstance(lit, ast.Constant) and isinstance(lit.value, str) and lit.value in names]
+    return [(rel, line, name) for rel, line, name in found if (rel, name) not in ALLOWED]
+
+
+def test_the_core_names_no_builtin_plugin(pm):
+    names = builtin_names()
+    assert {"hf", "litellm", "vllm", "pairwise", "trl", "lmeval", "task-aware"} <= names
+    assert core_violations(names) == []
+
+
+def test_the_rule_catches_what_it_forbids(tmp_path):
+    """The scan above is not vacuous: each forbidden shape is found."""
+    sample = tmp_path / "tapir"
+    sample.mkdir()
+    (sample / "bad.py").write_text(
+        "import litellm\n"
+        "from tapir_hf.backend import HFBackend\n"
+        "def f(spec, cfg, reg):\n"
+        "    if spec.backend != 'hf': pass\n"
+        "    if cfg.judge.name == 'pairwise': pass\n"
+        "    if spec.backend in ('vllm', 'other'): pass\n"
+        "    return reg['litellm'], f'hf:{spec}', 'a message naming litellm'\n")
+    found = core_violations({"hf", "litellm", "vllm", "pairwise"} | WRAPPED_LIBRARIES, sample)
+    assert sorted((line, name) for _, line, name in found) == [
+        (1, "litellm"), (2, "tapir_hf"), (4, "hf"), (5, "pairwise"), (6, "vllm"), (7, "litellm")]
+
+
+# --- one copy of each thing (issue 18 item 4) ------------------------------------------------------
+
+
+def test_both_trainers_extend_one_base_and_launch_imports_no_trainer():
+    from tapir_trainers.base import BaseTrainer
+    from tapir_trainers.hf_trainer import HFTrainer
+    from tapir_trainers.trl_trainer import TRLTrainer
+
+    assert issubclass(HFTrainer, BaseTrainer) and issubclass(TRLTrainer, BaseTrainer)
+    for shared in ("train", "steps_for", "_prepare", "_claim_and_load", "_run"):
+        assert shared not in HFTrainer.__dict__ and shared not in TRLTrainer.__dict__, shared
+    launch = Path(__file__).resolve().parents[1] / "plugins" / "tapir_trainers" / "launch.py"
+    imported = {node.module for node in ast.walk(ast.parse(launch.read_text())) if isinstance(node, ast.ImportFrom)}
+    assert not imported & {"hf_trainer", "trl_trainer", "base"}, imported  # no cycle back to a trainer
+
+
+def test_one_cli_fixture_and_one_snapshot_helper():
+    tests = Path(__file__).resolve().parent
+    defining = {p.name for p in tests.glob("*.py") for node in ast.walk(ast.parse(p.read_text()))
+                if isinstance(node, ast.FunctionDef) and node.name in ("cli", "snapshot")
+                and (node.name == "cli" or p.name != "test_bad_inputs.py")}  # there: a folder's file hashes
+    assert defining == {"conftest.py", "pipeline_helpers.py"}
