@@ -46,7 +46,7 @@ def distill(cfg, db, **kw):
 def keyed_rows(db_path: Path, keys) -> dict:
     db = sqlite_utils.Database(db_path)
     marks = ",".join("?" * len(keys))
-    return {t: sorted(map(tuple, db.execute(f"select * from {t} where run_id in ({marks})", list(keys)).fetchall()))
+    return {t: sorted(map(tuple, db.execute(f"select * from {t} where scope in ({marks})", list(keys)).fetchall()))
             for t in ("items", "responses", "judgments", "scores", "checkpoints", "rewrites", "classifications")}
 
 
