@@ -38,6 +38,13 @@ batch). Methods:
 For every method but ``none``, a text equal to an accepted one (after case
 and whitespace folding) is a duplicate.
 
+Across rounds the pool only grows (the instructions, then every round's
+accepted ones), so :func:`pool_filter` keeps the last filter built for the
+same settings and, when every text it holds is still in the new pool, adds
+only the pool's new texts instead of hashing the whole pool again. Every
+method's verdicts depend only on the set of pool texts, not on the order they
+came in, so a kept filter gives the same verdicts as a new one.
+
 Tokens are runs of Unicode letters and digits, lower-cased: on ASCII text the
 same tokens as rouge-score's default tokenizer without stemming (the
 similarity the pipeline used before), so :func:`rouge_l` equals
@@ -165,9 +172,10 @@ class NearDuplicateFilter:
         self.num_perm = int(num_perm)
         self.verify = bool(verify)
         self.seed = int(seed)
-        self.stats = {"accepted": 0, "rejected": 0, "exact": 0, "candidates": 0, "scored": 0}
+        self.stats = {"accepted": 0, "rejected": 0, "exact": 0, "candidates": 0, "scored": 0, "indexed": 0}
         self._embed = embed
         self._seen: set[str] = set()
+        self.members: set[str] = set()  # every text in the pool, as given
         self._tokens: list[list[str]] = []
         self._size = 0
         if method == "minhash":
@@ -204,7 +212,23 @@ class NearDuplicateFilter:
         pool is not changed and the texts are not compared with each other."""
         return [not ok for ok in self._run(list(texts), add=False)]
 
+    def extend(self, texts: Sequence[str]) -> int:
+        """Add to the pool the texts it does not hold yet (unchecked, like
+        the initial pool); returns how many were added."""
+        new = [t for t in dict.fromkeys(texts) if t not in self.members]
+        if new:
+            self._add_pool(new)
+        return len(new)
+
     def _run(self, texts: list[str], add: bool) -> list[bool]:
+        out = self._run_method(texts, add)
+        if add:
+            accepted = [t for t, ok in zip(texts, out) if ok]
+            self.members.update(accepted)
+            self.stats["indexed"] += len(accepted)
+        return out
+
+    def _run_method(self, texts: list[str], add: bool) -> list[bool]:
         if self.method == "none":
             if add:
                 self._size += len(texts)
@@ -225,6 +249,8 @@ class NearDuplicateFilter:
         return False
 
     def _add_pool(self, pool: list[str]) -> None:
+        self.members.update(pool)
+        self.stats["indexed"] += len(pool)
         if self.method == "none":
             self._size += len(pool)
         elif self.method == "embedding":
@@ -453,12 +479,53 @@ class NearDuplicateFilter:
         return out
 
 
+_KEPT: dict[tuple, NearDuplicateFilter] = {}
+
+
+def pool_filter(
+    method: str,
+    threshold: float,
+    pool: Sequence[str],
+    embed: Callable[[list[str]], "np.ndarray"] | None = None,
+    *,
+    embed_key: str | None = None,
+    num_perm: int = 256,
+    verify: bool = True,
+    seed: int = 1,
+) -> NearDuplicateFilter:
+    """A filter whose pool is ``pool``: the one kept from the last call with
+    the same settings when every text it holds is in ``pool`` (then only the
+    texts it lacks are added), else a new one, which is kept in its place.
+    One filter is kept per process (the latest). ``embed_key`` names the
+    ``embed`` function (e.g. the encoder); without it an ``embedding``
+    filter is never kept."""
+    key = (method, float(threshold), int(num_perm), bool(verify), int(seed), embed_key)
+    kept = _KEPT.get(key)
+    if kept is not None and (method != "embedding" or embed_key is not None):
+        wanted = set(pool)
+        if kept.members <= wanted:
+            kept.extend(pool)
+            return kept
+    _KEPT.clear()
+    made = NearDuplicateFilter(method, threshold, pool, embed, num_perm=num_perm, verify=verify, seed=seed)
+    if method != "embedding" or embed_key is not None:
+        _KEPT[key] = made
+    return made
+
+
+def forget_filters() -> None:
+    """Drop the kept filter (its memory goes with it)."""
+    _KEPT.clear()
+
+
 __all__ = [
     "DEFAULT_METHOD",
     "METHODS",
     "NearDuplicateFilter",
+    "forget_filters",
     "jaccard_for_rouge",
     "lcs_length",
+    "pool_filter",
     "rouge_l",
     "rouge_l_text",
     "tokenize",

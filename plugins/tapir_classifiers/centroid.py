@@ -53,9 +53,17 @@ class CentroidClassifier:
 
     def similarities(self, texts: Sequence[str]):
         """Cosine similarity of each text to each centroid (rows: texts)."""
+        import numpy as np
         from tapir_hf.encoder import embed
 
-        return embed(list(texts), self.encoder) @ self.centroids.T
+        from tapir_classifiers.batching import length_order
+
+        texts = list(texts)
+        order = length_order(texts)  # batches of alike lengths pad less
+        sims = np.empty((len(texts), len(self.centroids)), dtype="float32")
+        if texts:
+            sims[order] = embed([texts[i] for i in order], self.encoder) @ self.centroids.T
+        return sims
 
     def classify(self, texts: Sequence[str]) -> list[tuple[str, float]]:
         import numpy as np

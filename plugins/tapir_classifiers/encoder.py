@@ -250,6 +250,13 @@ class EncoderClassifier:
         return self.meta.get("accuracy")
 
     def classify(self, texts: Sequence[str]) -> list[tuple[str, float]]:
+        """(label, confidence) per text, in batches of ``batch_size_infer``
+        texts of alike lengths (they pad less)."""
+        from tapir_classifiers.batching import by_length
+
+        return by_length(self._classify_batches, list(texts))
+
+    def _classify_batches(self, texts: Sequence[str]) -> list[tuple[str, float]]:
         import torch
 
         out: list[tuple[str, float]] = []

@@ -80,7 +80,18 @@ def end_of_turn_ids(tokenizer) -> set[int]:
 def _ids(tokenizer, texts: list[str]) -> list[list[int]]:
     if not texts:
         return []
-    return tokenizer(texts, add_special_tokens=False)["input_ids"]
+    # Only the ids: building the masks costs as much again and nothing reads them.
+    return tokenizer(texts, add_special_tokens=False, return_attention_mask=False,
+                     return_token_type_ids=False)["input_ids"]
+
+
+def _render(tokenizer, conversations: list[list[dict]], add_generation_prompt: bool) -> list[str]:
+    """The chat template applied to each conversation, in one call (the
+    template is prepared once, not once per example)."""
+    if not conversations:
+        return []
+    return list(tokenizer.apply_chat_template(conversations, add_generation_prompt=add_generation_prompt,
+                                              tokenize=False))
 
 
 def encode_examples(tokenizer, examples: Sequence[Any], max_length: int,
@@ -95,17 +106,17 @@ def encode_examples(tokenizer, examples: Sequence[Any], max_length: int,
     if max_length < 2:
         raise TapirError(f"max_length must be at least 2, got {max_length}")
     ensure_chat_template(tokenizer)
-    prompts: list[str] = []
-    fulls: list[str] = []
+    conversations: list[list[dict]] = []
     for i, ex in enumerate(examples):
         prompt = list(ex.prompt)
         if not prompt or not all(isinstance(m, dict) and "role" in m and "content" in m for m in prompt):
             raise TapirError(
                 f"training example {i}: prompt must be a non-empty list of {{'role', 'content'}} messages"
             )
-        prompts.append(tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False))
-        fulls.append(tokenizer.apply_chat_template(
-            prompt + [{"role": "assistant", "content": str(ex.response)}], tokenize=False))
+        conversations.append(prompt)
+    prompts = _render(tokenizer, conversations, add_generation_prompt=True)
+    fulls = _render(tokenizer, [c + [{"role": "assistant", "content": str(ex.response)}]
+                                for c, ex in zip(conversations, examples)], add_generation_prompt=False)
     eos_text = tokenizer.eos_token or ""
     responses = []
     for ex, p, f in zip(examples, prompts, fulls):

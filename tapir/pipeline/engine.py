@@ -352,6 +352,11 @@ class Engine:
         self.thresholds = dict(max_failure_rate or {})
         self.results: dict[Node, StageResult] = {}
         self._keys: dict[Node, str] = {}
+        # A key's latest done row (parsed), read once per run for the fingerprints downstream keys
+        # hash (a node upstream of many is parsed once, not once per downstream key). run_step
+        # reads the store again (another run may have finished the key) and drops the row when
+        # it starts writing the key.
+        self._done_rows: dict[str, dict | None] = {}
         self.by_node = {s.node: s for s in self.steps}
 
     # -- keys -------------------------------------------------------------------
@@ -393,9 +398,16 @@ class Engine:
 
     # -- the store's view of keys ------------------------------------------------
 
-    def _done_row(self, key: str | None) -> dict | None:
+    def _done_row(self, key: str | None, fresh: bool = False) -> dict | None:
+        """The latest done stage row of ``key`` (run id, parsed info, seconds,
+        fingerprint), or None; kept for the run unless ``fresh``."""
         if key is None:
             return None
+        if fresh or key not in self._done_rows:
+            self._done_rows[key] = self._read_done_row(key)
+        return self._done_rows[key]
+
+    def _read_done_row(self, key: str) -> dict | None:
         row = done_stage(self.ctx.store, key)
         if row is None:
             return None
@@ -482,16 +494,17 @@ class Engine:
         result = StageResult(step, key)
         self.results[step.node] = result
         run = self.ctx.run
-        row = self._done_row(key)
+        row = self._done_row(key, fresh=True)
         if row and not (self.retry and self.failed_count(key)):
             self._reuse(step, result, row)
             return result
         with Lock(self.ctx.store, f"stage:{key}"):  # another run may be computing the same key
-            row = self._done_row(key)
+            row = self._done_row(key, fresh=True)
             if row and not (self.retry and self.failed_count(key)):
                 self._reuse(step, result, row)
                 return result
             job = Job(self, step, key, self.retry)
+            self._done_rows.pop(key, None)  # this run writes the key's stage row from here on
             self.ctx.tag_calls(stage_key=key, round=step.round)
             started_at = utcnow()
             started = time.perf_counter()

@@ -53,7 +53,7 @@ class Expand:
     max_failure_rate = 0.2
 
     def run(self, job: Job) -> None:
-        from tapir.dedup import NearDuplicateFilter
+        from tapir.dedup import pool_filter
 
         ctx = job.ctx
         cfg = ctx.config.expansion
@@ -65,7 +65,9 @@ class Expand:
         texts += [it.instruction for it in expanded_before(job, r)]
         texts += [it.instruction for it in existing.values()]
         embed = ctx.encoder(cfg.encoder).embed if cfg.dedup == "embedding" else None
-        dedup = NearDuplicateFilter(cfg.dedup, cfg.dedup_threshold, texts, embed=embed)
+        # The filter kept from the round before holds all but this round's new pool texts.
+        dedup = pool_filter(cfg.dedup, cfg.dedup_threshold, texts, embed=embed,
+                            embed_key=cfg.encoder if embed else None)
         rng = random.Random(ctx.config.seed * 1000 + r)
         by_type: dict[str, list[Item]] = {}
         for it in pool:
