@@ -38,6 +38,15 @@ ROLES = (
 )
 
 
+def _imported(ref: str) -> Any:
+    """The object a ``module:attr.path`` reference names (entry-point syntax)."""
+    module_name, _, attr = ref.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split(".") if attr else []:
+        obj = getattr(obj, part)
+    return obj
+
+
 @dataclass
 class PluginInfo:
     name: str
@@ -99,13 +108,7 @@ class Component:
         modules inside functions, so this works for the built-ins)."""
         if not self.available and not even_unavailable:
             raise TapirError(f"{self.role[:-1]} '{self.name}' is unavailable: {self.reason}")
-        if isinstance(self.factory, str):
-            module_name, _, attr = self.factory.partition(":")
-            obj: Any = importlib.import_module(module_name)
-            for part in attr.split(".") if attr else []:
-                obj = getattr(obj, part)
-            return obj
-        return self.factory
+        return _imported(self.factory) if isinstance(self.factory, str) else self.factory
 
     def capability(self, name: str) -> Callable[..., Any]:
         """The factory's capability ``name`` (checked at registration; see
@@ -117,13 +120,7 @@ class Component:
     def _capability_source(self) -> Any:
         if self.provider is None:
             return self.load(even_unavailable=True)
-        if isinstance(self.provider, str):
-            module_name, _, attr = self.provider.partition(":")
-            obj: Any = importlib.import_module(module_name)
-            for part in attr.split(".") if attr else []:
-                obj = getattr(obj, part)
-            return obj
-        return self.provider
+        return _imported(self.provider) if isinstance(self.provider, str) else self.provider
 
     def options_model(self):
         """The component's declared :class:`tapir.options.Options` model."""
