@@ -167,7 +167,11 @@ def test_with_several_servers_the_one_that_queues_gets_fewer(store):
         gates = backend.concurrency_stats()
         generations = small.stats()["generations"] + big.stats()["generations"]
         requests = small.requests + big.requests
+        to_small, to_big = small.requests, big.requests
     assert all(r.ok for r in results)
     assert generations == requests == 66  # nothing generated twice
-    assert gates[small.base_url]["lowered"] >= 1 and gates[small.base_url]["limit"] <= 2
+    # The limit settles between K and 2K and may have just probed one above (K = 1 here); a loaded
+    # machine's timing decides which, so the bound is 2K + 1, far below the 8 the big server keeps.
+    assert gates[small.base_url]["lowered"] >= 1 and gates[small.base_url]["limit"] <= 3
+    assert to_small < to_big
     assert gates[big.base_url]["limit"] == 8

@@ -30,6 +30,9 @@ def test_pipeline_numbers(tmp_path, tiny_model, pipeline_plugins, monkeypatch):
     cfg = write_config(tmp_path, tiny_model)
     out = distill(cfg, str(tmp_path / "t.db"))
     db = out.store.db
+    from tapir import dedup
+
+    assert dedup._KEPT == {}  # the de-dup filter kept across the run's rounds is dropped when it ends
 
     def count(sql, stage, round=0):
         return db.execute(sql, [out.key(stage, round)]).fetchone()[0]

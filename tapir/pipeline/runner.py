@@ -125,7 +125,10 @@ def distill(config_path: str | Path | dict, db: str | None = None, *, retry: boo
             ctx.run.finish("failed")
             raise
         finally:
+            from tapir.dedup import forget_filters
+
             ctx.close_backends()
+            forget_filters()  # the de-dup filter kept across this run's rounds
         relink(ctx, engine)
         failed = sum(r.failed for r in engine.results.values())
         ctx.run.finish("done" if not failed else "done_with_failures")
