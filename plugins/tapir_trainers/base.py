@@ -97,7 +97,8 @@ class BaseTrainer:
         return self._train_here(base_model, examples, output_dir, opts, progress, callbacks)
 
     def _train_here(self, base_model, examples, output_dir, opts, progress, callbacks) -> dict[str, Any]:
-        raise NotImplementedError
+        """Train in this process (one rank); each trainer (HFTrainer, TRLTrainer) supplies its own."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement _train_here")
 
     def _prepare(self, base_model: str, examples: Sequence[Any], output_dir: str, opts) -> Job:
         """The set-up every job does first: the base model's folder, the seed,
