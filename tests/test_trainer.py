@@ -476,3 +476,33 @@ def test_base_model_resolution(tiny_model, register_plugin, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(TapirError, match="no config.json"):
         resolve_base_model(str(tmp_path / "empty"))
+
+
+# ---- length grouping for small sets -------------------------------------------------------------------------------
+
+
+def test_length_grouped_sampler_sorts_whole_groups_and_is_a_seeded_permutation():
+    from tapir_trainers.length_groups import LengthGroupedEpochSampler
+
+    lengths = [10, 200, 30, 180, 50, 160, 70, 140, 90, 120, 110, 100, 130, 80, 150, 60]
+    sampler = LengthGroupedEpochSampler(lengths, batch_size=4, group_batches=50, seed=0)
+    order = list(sampler)
+    assert sorted(order) == list(range(16))
+    assert [lengths[k] for k in order] == sorted(lengths, reverse=True)  # one group: the whole set, sorted
+    grouped = LengthGroupedEpochSampler(lengths, batch_size=4, group_batches=2, seed=3)
+    first, second = grouped.order()[:8], grouped.order()[8:]
+    assert [lengths[k] for k in first] == sorted((lengths[k] for k in first), reverse=True)
+    assert [lengths[k] for k in second] == sorted((lengths[k] for k in second), reverse=True)
+    assert lengths[first[0]] == 200  # the group with the longest example comes first
+    grouped.set_epoch(1)
+    assert grouped.order() != first + second
+
+
+def test_length_group_batches_cuts_padding_of_a_small_set(tiny_model, tmp_path):
+    opts = dict(batch_size=8, micro_batch_size=8, epochs=1, lr=1e-3, seed=0, max_length=256, save_steps=1000)
+    data = _mixed_examples(32)
+    hf_rule = _trainer(**opts).train(str(tiny_model), data, str(tmp_path / "hf"))
+    grouped = _trainer(**opts).train(str(tiny_model), data, str(tmp_path / "grouped"), length_group_batches=50)
+    assert grouped["tokens"] == hf_rule["tokens"] and grouped["steps"] == hf_rule["steps"] == 4
+    assert grouped["padding_fraction"] < hf_rule["padding_fraction"] / 2, (grouped["padding_fraction"],
+                                                                          hf_rule["padding_fraction"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 
 class Section(BaseModel):
@@ -258,6 +258,17 @@ class HeldoutConfig(Section):
     path: str = Field(description="JSONL / JSON / CSV / parquet of instructions no round trains on")
     skip: int = Field(0, ge=0, description="rows to skip first (e.g. the rows data.limit takes)")
     limit: int = Field(32, ge=1, description="held-out instructions scored")
+    max_new_tokens: int | None = Field(
+        None, ge=1, description="longest teacher answer to a held-out instruction; null: the teacher's "
+                                "generation.max_new_tokens (a shorter answer is a cheaper, still per-token, loss)")
+
+    @model_serializer(mode="wrap")
+    def _unset_length_left_out(self, handler):
+        # Unset, the key is left out, so the stage keys of runs made before it existed stay the same.
+        data = handler(self)
+        if self.max_new_tokens is None:
+            data.pop("max_new_tokens", None)
+        return data
 
 
 class BenchmarkRef(Section):

@@ -422,7 +422,8 @@ def plan(checked: Checked, retry: bool = True, known: frozenset[str] | set[str] 
             if not (cfg.data.use_dataset_answers and r == 0):
                 add("teacher", cfg.teacher.model, count, in_tokens, planned)
         elif step.stage == "heldout_answers" and cfg.evaluation.heldout is not None:
-            add("teacher", cfg.teacher.model, cfg.evaluation.heldout.limit, in_tokens, planned)  # at most
+            add("teacher", cfg.teacher.model, cfg.evaluation.heldout.limit, in_tokens, planned,  # at most
+                reply_tokens=cfg.evaluation.heldout.max_new_tokens)
         elif step.stage == "judge":
             for e in estimate("judges", cfg.judge.name, cfg.judge.options, "judge", n, in_tokens,
                               CallEstimate("judge", n, 2 * in_tokens + 300)):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from dataclasses import replace
 
 from tapir import progress
 from tapir.errors import TapirError
@@ -53,7 +54,10 @@ class HeldoutAnswers:
                 else:
                     job.fail_completion(todo[i].id, completion, "held-out teacher answer")
 
-            ctx.teacher.answer(todo, params_of(ctx.config.teacher.model), on_result=on_result)
+            params = params_of(ctx.config.teacher.model)
+            if cfg.max_new_tokens is not None:
+                params = replace(params, max_new_tokens=cfg.max_new_tokens)
+            ctx.teacher.answer(todo, params, on_result=on_result)
         job.info.update(items=len(items), overlapping_training=len(report.items[cfg.skip:]) - len(items))
 
 
