@@ -105,3 +105,94 @@ def record_call(store: Store, row: dict[str, Any], release: str | None = None) -
         if release is not None:
             drop_in_transaction(conn, release)
     return cursor.lastrowid
+
+
+# --------------------------------------------------------------------------- the call log (``tapir logs``)
+
+LOG_COLUMNS = ("id", "created_at", "model", "role", "stage_key", "round", "item_id", "sample", "params", "messages",
+               "response", "error", "finish_reason", "prompt_tokens", "completion_tokens", "cost", "latency_s",
+               "run_id", "key")
+# Columns m007_call_attempts added (a database from before it, opened read-only, lacks them).
+_ATTEMPT_COLUMNS = ("attempts", "attempt_log", "failure_kind")
+
+
+@dataclass(frozen=True)
+class CallFilter:
+    """Which logged calls to read; every field given must match."""
+
+    run_id: str | None = None  # calls of the run's stages' keys, and calls the run made outside any stage
+    stage_keys: tuple[str, ...] = ()  # calls of these stage keys
+    stage_key_prefix: str | None = None  # calls whose stage key starts with this
+    role: str | None = None
+    model: str | None = None
+    ok: bool | None = None  # True: calls without an error; False: calls with one
+    item_id: str | None = None
+    round: int | None = None
+
+
+def _distinct(store: Store, column: str) -> list[str]:
+    return [str(r[0]) for r in store.execute(f"select distinct {column} from llm_calls order by {column}")
+            if r[0] is not None]
+
+
+def logged_roles(store: Store) -> list[str]:
+    """Every role a logged call was made for, sorted."""
+    return _distinct(store, "role")
+
+
+def logged_models(store: Store) -> list[str]:
+    """Every model a logged call was sent to, sorted."""
+    return _distinct(store, "model")
+
+
+def has_stage_key_prefix(store: Store, prefix: str) -> bool:
+    """Is there a logged call whose stage key starts with ``prefix``?"""
+    return store.execute("select 1 from llm_calls where stage_key like ? limit 1", [prefix + "%"]).fetchone() is not None
+
+
+def _decoded_json(text: str | None) -> Any:
+    """``params``/``messages`` as stored (JSON); text that is not JSON as it is."""
+    if not text:
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def logged_calls(store: Store, where: CallFilter, count: int = 0) -> list[dict[str, Any]]:
+    """The newest ``count`` logged calls (0: all) that ``where`` selects,
+    newest first, as dicts of :data:`LOG_COLUMNS` and the attempt columns
+    (None where the database has none), ``params`` and ``messages`` decoded."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if where.run_id is not None:
+        clauses.append("(stage_key in (select key from stages where run_id = ?) or run_id = ?)")
+        params += [where.run_id, where.run_id]
+    if where.stage_keys:
+        clauses.append(f"stage_key in ({','.join('?' * len(where.stage_keys))})")
+        params += list(where.stage_keys)
+    if where.stage_key_prefix is not None:
+        clauses.append("stage_key like ?")
+        params.append(where.stage_key_prefix + "%")
+    for column, value in (("role", where.role), ("model", where.model), ("item_id", where.item_id),
+                          ("round", where.round)):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if where.ok is not None:
+        clauses.append("error is null" if where.ok else "error is not null")
+    have = set(store["llm_calls"].columns_dict)
+    columns = LOG_COLUMNS + tuple(c for c in _ATTEMPT_COLUMNS if c in have)
+    sql = f"select {', '.join(columns)} from llm_calls"
+    if clauses:
+        sql += " where " + " and ".join(clauses)
+    sql += " order by id desc"
+    if count:
+        sql += f" limit {int(count)}"
+    rows = [{"attempts": None, "attempt_log": None, **dict(zip(columns, r))}
+            for r in store.execute(sql, params).fetchall()]
+    for r in rows:
+        r["params"] = _decoded_json(r["params"])
+        r["messages"] = _decoded_json(r["messages"])
+    return rows

@@ -93,3 +93,17 @@ def names_of_keys(store: Store, keys: list[str]) -> dict[str, str]:
         return {}
     marks = ",".join("?" * len(keys))
     return {k: n for k, n in store.execute(f"select key, name from stages where key in ({marks})", list(keys))}
+
+
+def keys_named(store: Store, name: str, run_id: str | None = None) -> list[str]:
+    """The keys of the stage rows named ``name`` (of run ``run_id`` when given)."""
+    scope, params = (" and run_id = ?", [name, run_id]) if run_id else ("", [name])
+    return [str(r[0]) for r in store.execute(f"select key from stages where name = ?{scope} and key is not null",
+                                             params) if r[0] is not None]
+
+
+def stage_names(store: Store, run_id: str | None = None) -> list[str]:
+    """The distinct stage names (of run ``run_id`` when given), sorted."""
+    scope, params = (" where run_id = ?", [run_id]) if run_id else ("", [])
+    return [str(r[0]) for r in store.execute(f"select distinct name from stages{scope} order by name", params)
+            if r[0] is not None]
