@@ -32,6 +32,14 @@ def maybe_billed_attempts(store: Store, stage_key: str, since: str) -> int:
         [stage_key, since]).fetchone()[0]
 
 
+def cost_by_role(store: Store, run_id: str) -> dict[str, float]:
+    """What the calls recorded for ``run_id`` cost, by role (``other`` for
+    calls without one)."""
+    rows = store.execute("select coalesce(role, 'other'), coalesce(sum(cost), 0) from llm_calls where run_id = ? "
+                         "group by 1", [run_id]).fetchall()
+    return {role: float(cost) for role, cost in rows}
+
+
 # --------------------------------------------------------------------------- the cache's rows
 
 CALL_COLUMNS = ("key", "model", "params", "messages", "sample", "response", "logprobs", "prompt_tokens",

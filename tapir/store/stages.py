@@ -83,7 +83,10 @@ def all_keys(store: Store) -> set[str]:
 
 
 def keys_of_run(store: Store, run_id: str) -> list[str]:
-    """The keys of run ``run_id``'s stage rows, in the order they were written."""
+    """The keys of run ``run_id``'s stage rows, in the order they were
+    written (none in a database from before stage keys)."""
+    if not store["stages"].exists() or "key" not in store["stages"].columns_dict:
+        return []
     return [r[0] for r in store.execute("select key from stages where run_id = ? and key is not null", [run_id])]
 
 
