@@ -42,7 +42,6 @@ data_version, subset`` (:data:`META_KEYS`).
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections import Counter
@@ -52,7 +51,8 @@ from typing import Any, Callable
 
 from tapir.errors import ConfigError, TapirError
 from tapir.runs import Run, run_id_for
-from tapir.store.db import Store, dumps, utcnow
+from tapir.store import benchmarks
+from tapir.store.db import Store, utcnow
 
 # What every evaluator row's meta carries (the contract between evaluators and bench/compare).
 META_KEYS = ("judge", "judge_mode", "failures", "failure_reasons", "failure_example", "data_version", "subset")
@@ -60,7 +60,7 @@ META_KEYS = ("judge", "judge_mode", "failures", "failure_reasons", "failure_exam
 SUBSET_OPTIONS = ("limit", "question_ids", "ids", "samples", "categories", "instruction_ids")
 # Tables where an evaluator keeps its answers and judgments under the run id, in
 # their ``scope`` column (deleted by force).
-RUN_TABLES = ("judgments", "responses", "scores")
+RUN_TABLES = benchmarks.EVALUATOR_TABLES
 
 
 class PreflightFailed(ConfigError):
@@ -162,7 +162,7 @@ def missing_credentials(backend: str, name: str, options: dict[str, Any]) -> lis
 
 def _decode(row: dict[str, Any]) -> dict[str, Any]:
     row = dict(row)
-    row["meta"] = json.loads(row["meta"]) if row.get("meta") else {}
+    row["meta"] = benchmarks.decode_meta(row.get("meta"))
     return row
 
 
@@ -177,12 +177,6 @@ def stored_rows(store: Store, *, run_id: str | None = None, benchmark: str | Non
     table = store["benchmark_results"]
     rows = table.rows_where(" and ".join(where) or None, params, order_by="id")
     return [_decode(r) for r in rows]
-
-
-_INSERT = """
-insert into benchmark_results (benchmark, model, task, metric, value, stderr, n, run_id, meta, created_at)
-values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-"""
 
 
 def _number(value: Any) -> float | None:
@@ -207,12 +201,9 @@ def upsert_rows(store: Store, benchmark: str, model: str, run_id: str, rows: lis
         n = row.get("n")
         values.append(
             (benchmark, model, str(row["task"]), str(row["metric"]), _number(row["value"]),
-             _number(row.get("stderr")), int(n) if n is not None else None, run_id, dumps(meta), now)
+             _number(row.get("stderr")), int(n) if n is not None else None, run_id, benchmarks.encode_meta(meta), now)
         )
-    with store.db.conn:
-        store.db.conn.execute("delete from benchmark_results where run_id = ? and benchmark = ? and model = ?",
-                              [run_id, benchmark, model])
-        store.db.conn.executemany(_INSERT, values)
+    benchmarks.replace_run_rows(store, run_id, benchmark, model, values)
     return len(values)
 
 
@@ -310,13 +301,7 @@ def is_done(store: Store, benchmark: str, model: str, options: dict[str, Any] | 
 def forget_run(store: Store, run_id: str) -> dict[str, int]:
     """Delete what an evaluator stored under ``run_id`` (answers, judgments,
     scores, result rows), so a forced run redoes everything."""
-    deleted = {}
-    tables = set(store.db.table_names())
-    with store.db.conn:
-        for table, column in (*((t, "scope") for t in RUN_TABLES), ("benchmark_results", "run_id")):
-            if table in tables:
-                deleted[table] = store.db.conn.execute(f"delete from {table} where {column} = ?", [run_id]).rowcount
-    return deleted
+    return benchmarks.forget_run_rows(store, run_id)
 
 
 def _say(message: str) -> None:

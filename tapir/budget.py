@@ -105,9 +105,9 @@ def use(budget: Budget | None) -> Iterator[Budget | None]:
 
 def spent_by_role(store, run_id: str) -> dict[str, float]:
     """What the calls recorded for ``run_id`` cost, by role."""
-    rows = store.execute("select coalesce(role, 'other'), coalesce(sum(cost), 0) from llm_calls where run_id = ? "
-                         "group by 1", [run_id]).fetchall()
-    return {role: float(cost) for role, cost in rows}
+    from tapir.store.calls import cost_by_role
+
+    return cost_by_role(store, run_id)
 
 
 def plan_over(prices: Mapping[tuple[str, str], float | None], max_cost_usd: float | None,

@@ -19,25 +19,17 @@ the first failed or died.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import threading
 import time
 from dataclasses import replace
 from typing import Sequence
 
-from tapir.roles import Backend, Closable, Completion, GenerationRequest, OnResult, TokenLogprob
+from tapir.roles import Backend, Closable, Completion, GenerationRequest, OnResult
+from tapir.store import calls, locks
 from tapir.store.db import Store, dumps, utcnow
 
-_LOOKUP_CHUNK = 500
-_COLUMNS = ("key", "model", "params", "messages", "sample", "response", "logprobs", "prompt_tokens",
-            "completion_tokens", "cost", "latency_s", "error", "run_id", "created_at", "stage_key", "role",
-            "item_id", "round", "finish_reason", "provider_model", "system_fingerprint", "attempts", "attempt_log",
-            "failure_kind")
 _META = ("stage_key", "role", "item_id", "round")
 _WAIT_POLL_S = 0.2
-_UNCLAIM_SQL = "delete from locks where name = ? and pid = ? and host = ?"
-_INSERT_SQL = f"insert into llm_calls ({', '.join(_COLUMNS)}) values ({', '.join('?' * len(_COLUMNS))})"
 
 
 def cache_key(model_id: str, request: GenerationRequest) -> str:
@@ -48,18 +40,6 @@ def cache_key(model_id: str, request: GenerationRequest) -> str:
         "sample": request.sample,
     }
     return hashlib.sha256(dumps(payload).encode()).hexdigest()
-
-
-def _logprobs_to_json(logprobs: list[TokenLogprob] | None) -> str | None:
-    if logprobs is None:
-        return None
-    return json.dumps([[t.token, t.logprob, t.top] for t in logprobs], ensure_ascii=False)
-
-
-def _logprobs_from_json(text: str | None) -> list[TokenLogprob] | None:
-    if text is None:
-        return None
-    return [TokenLogprob(tok, lp, [tuple(x) for x in top]) for tok, lp, top in json.loads(text)]
 
 
 class CachedBackend:
@@ -87,32 +67,11 @@ class CachedBackend:
             self.backend.close()
 
     def lookup(self, keys: Sequence[str]) -> dict[str, Completion]:
-        found: dict[str, Completion] = {}
-        unique = list(dict.fromkeys(keys))
-        for start in range(0, len(unique), _LOOKUP_CHUNK):
-            chunk = unique[start : start + _LOOKUP_CHUNK]
-            marks = ",".join("?" * len(chunk))
-            rows = self.store.execute(
-                f"select id, key, response, logprobs, prompt_tokens, completion_tokens, cost, finish_reason, "
-                f"provider_model, system_fingerprint "
-                f"from llm_calls where error is null and key in ({marks}) order by id",
-                chunk,
-            ).fetchall()
-            for call_id, key, response, logprobs, pt, ct, cost, finish, provider_model, fingerprint in rows:
-                if key not in found:
-                    found[key] = Completion(
-                        text=response,
-                        logprobs=_logprobs_from_json(logprobs),
-                        prompt_tokens=pt,
-                        completion_tokens=ct,
-                        cost=cost,
-                        cached=True,
-                        call_id=call_id,
-                        finish_reason=finish,
-                        provider_model=provider_model,
-                        system_fingerprint=fingerprint,
-                    )
-        return found
+        return {key: Completion(text=a.text, logprobs=a.logprobs, prompt_tokens=a.prompt_tokens,
+                                completion_tokens=a.completion_tokens, cost=a.cost, cached=True, call_id=a.call_id,
+                                finish_reason=a.finish_reason, provider_model=a.provider_model,
+                                system_fingerprint=a.system_fingerprint)
+                for key, a in calls.first_answers(self.store, keys).items()}
 
     def _record(self, key: str, request: GenerationRequest, completion: Completion, unclaim: bool = False) -> None:
         """Store one call; with ``unclaim`` its claim is released in the same
@@ -125,7 +84,7 @@ class CachedBackend:
                 "messages": dumps(request.messages),
                 "sample": request.sample,
                 "response": None if completion.error else completion.text,
-                "logprobs": _logprobs_to_json(completion.logprobs),
+                "logprobs": calls.encode_logprobs(completion.logprobs),
                 "prompt_tokens": completion.prompt_tokens,
                 "completion_tokens": completion.completion_tokens,
                 "cost": completion.cost,
@@ -143,14 +102,8 @@ class CachedBackend:
             }
             # One committed row per call, so a crash loses nothing already
             # paid for; a prepared INSERT is ~10x cheaper than table.insert().
-            conn = self.store.db.conn
-            with conn:
-                cursor = conn.execute(_INSERT_SQL, [row[c] for c in _COLUMNS])
-                if unclaim and self.store.path is not None:
-                    from tapir.locks import HOST
-
-                    conn.execute(_UNCLAIM_SQL, ("call:" + key, os.getpid(), HOST))
-            completion.call_id = cursor.lastrowid
+            release = "call:" + key if unclaim and self.store.path is not None else None
+            completion.call_id = calls.record_call(self.store, row, release)
             self.calls_made += 1
 
     def generate(self, requests: Sequence[GenerationRequest], on_result: OnResult | None = None) -> list[Completion]:
@@ -216,56 +169,19 @@ class CachedBackend:
         process is sending. In-memory stores have no other process."""
         if self.store.path is None:
             return keys, []
-        from tapir.locks import HOST, holder_alive
-
-        conn = self.store.db.conn
-        pid = os.getpid()
-        mine, theirs = [], []
         with self._lock:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                held: dict[str, tuple] = {}
-                for start in range(0, len(keys), _LOOKUP_CHUNK):
-                    chunk = keys[start : start + _LOOKUP_CHUNK]
-                    marks = ",".join("?" * len(chunk))
-                    for name, opid, host, beat in conn.execute(
-                        f"select name, pid, host, heartbeat_at from locks where name in ({marks})",
-                        ["call:" + k for k in chunk],
-                    ):
-                        held[name[5:]] = (opid, host, beat)
-                now = time.time()
-                for key in keys:
-                    other = held.get(key)
-                    if other and not (other[0] == pid and other[1] == HOST) and holder_alive(*other):
-                        theirs.append(key)
-                    else:
-                        mine.append(key)
-                conn.executemany(
-                    "insert or replace into locks (name, pid, host, acquired_at, heartbeat_at) values (?, ?, ?, ?, ?)",
-                    [("call:" + k, pid, HOST, utcnow(), now) for k in mine],
-                )
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        return mine, theirs
+            mine, theirs = locks.claim_many(self.store.db.conn, ["call:" + k for k in keys], utcnow)
+        return [name[5:] for name in mine], [name[5:] for name in theirs]
 
     def _unclaim(self, keys: Sequence[str]) -> None:
         if self.store.path is None or not keys:
             return
-        from tapir.locks import HOST
-
         with self._lock:
-            conn = self.store.db.conn
-            with conn:
-                conn.executemany(_UNCLAIM_SQL, [("call:" + k, os.getpid(), HOST) for k in keys])
+            locks.drop_many(self.store.db.conn, ["call:" + k for k in keys])
 
     def _wait_for(self, todo, keys, results, on_result) -> None:
         """Wait until another process's calls are answered (served from the
         cache) or released unanswered (then they are claimed again)."""
-        from tapir.locks import holder_alive
-
         pending = set(keys)
         while pending:
             time.sleep(_WAIT_POLL_S)
@@ -276,11 +192,6 @@ class CachedBackend:
                 pending.discard(key)
             if not pending:
                 return
-            marks = ",".join("?" * len(pending))
-            rows = self.store.execute(
-                f"select name, pid, host, heartbeat_at from locks where name in ({marks})",
-                ["call:" + k for k in pending],
-            ).fetchall()
-            still = {name[5:] for name, pid, host, beat in rows if holder_alive(pid, host, beat)}
+            still = {name[5:] for name in locks.live_of(self.store.db.conn, ["call:" + k for k in pending])}
             # Released without an answer (their call failed) or holder died: ours to send.
             pending &= still

@@ -116,3 +116,39 @@ def test_no_cycles_through_the_store_locks_or_the_cli():
     report_imports = set().union(*(_imports(p) for p in (ROOT / "tapir" / "report").glob("*.py")),
                                  _imports(ROOT / "tapir" / "studyreport.py"), _imports(ROOT / "tapir" / "runs.py"))
     assert not {m for m in report_imports if m.startswith("tapir.cli")}
+
+
+def test_outcomes_carry_the_item_uid_the_trigger_would_give(store):
+    """save_outcomes looks up each row's item_uid itself (all rows of a scope
+    at once), by the trigger's rule: the item in the row's own scope, else in
+    a scope of a run that has the row's scope as a stage, the latest written;
+    a row about no item keeps NULL. The same rows inserted without item_uid
+    (the trigger fills it) get the same values."""
+    from tapir.store import items, outcomes
+    from tapir.store.items import uids_of
+
+    with store.db.conn:
+        store["runs"].insert_all([{"id": "run-a"}, {"id": "run-b"}])
+        store["stages"].insert_all([
+            {"run_id": "run-a", "name": "ingest", "round": 0, "key": "ingest-a"},
+            {"run_id": "run-a", "name": "rewrite", "round": 1, "key": "rewrite-a"},
+            {"run_id": "run-a", "name": "judge", "round": 1, "key": "judge-a"},
+            {"run_id": "run-b", "name": "ingest", "round": 0, "key": "ingest-b"}])
+        items.add_items(store, "ingest-a", [{"id": "x", "instruction": "A's x"}, {"id": "y", "instruction": "A's y"}])
+        items.add_items(store, "rewrite-a", [{"id": "y", "instruction": "A's y, rewritten"}])  # later: wins
+        items.add_items(store, "ingest-b", [{"id": "z", "instruction": "B's z"}])  # another run: not ours
+        items.add_items(store, "judge-a", [{"id": "own", "instruction": "in the row's own scope"}])
+    ids = ["x", "y", "z", "own", "draw-1"]
+    rows = [("judge-a", i, "ok", None, None, None, None, 1, "now", 1, 0) for i in ids]
+    outcomes.save_outcomes(store, rows)
+    got = dict(store.execute("select item_id, i.instruction from outcomes o left join items i on i.uid = o.item_uid "
+                             "where o.scope = 'judge-a'"))
+    assert got == {"x": "A's x", "y": "A's y, rewritten", "z": None, "own": "in the row's own scope", "draw-1": None}
+    explicit = dict(store.execute("select item_id, item_uid from outcomes where scope = 'judge-a'"))
+    assert {k: v for k, v in explicit.items() if v} == uids_of(store, "judge-a", ids)
+    with store.db.conn:  # the same rows, linked by the trigger
+        store.db.conn.executemany("delete from outcomes where scope = ? and item_id = ?", [("judge-a", i) for i in ids])
+        store.db.conn.executemany(f"insert into outcomes ({', '.join(outcomes.COLUMNS)}) values "
+                                  f"({', '.join('?' * len(outcomes.COLUMNS))})", rows)
+    assert dict(store.execute("select item_id, item_uid from outcomes where scope = 'judge-a'")) == explicit
+    assert store.execute("pragma foreign_key_check").fetchall() == []

@@ -22,31 +22,15 @@ TASK = "task-type"
 
 def record_accuracy(db_path: str | None, model: str, result: dict[str, Any], meta: dict[str, Any]) -> None:
     """Upsert one accuracy row into ``benchmark_results`` (benchmark 'classifier')."""
-    from tapir.store import open_store
-    from tapir.store.db import dumps, utcnow
+    from tapir.store import benchmarks, open_store
+    from tapir.store.db import utcnow
 
     store = open_store(db_path)
     try:
         counts = {label: {"n": r["n"], "correct": r["correct"]} for label, r in result["per_label"].items()}
-        with store.db.conn:
-            store.execute(
-                "DELETE FROM benchmark_results WHERE benchmark = ? AND model = ? AND task = ? AND metric = ?",
-                [BENCHMARK, model, TASK, "accuracy"],
-            )
-            store["benchmark_results"].insert(
-                {
-                    "benchmark": BENCHMARK,
-                    "model": model,
-                    "task": TASK,
-                    "metric": "accuracy",
-                    "value": result["accuracy"],
-                    "stderr": _stderr(result["accuracy"], result["n"]),
-                    "n": result["n"],
-                    "run_id": None,
-                    "meta": dumps({**meta, "per_label": counts}),
-                    "created_at": utcnow(),
-                }
-            )
+        benchmarks.replace_row(store, BENCHMARK, model, TASK, "accuracy", result["accuracy"],
+                               _stderr(result["accuracy"], result["n"]), result["n"], {**meta, "per_label": counts},
+                               utcnow())
     finally:
         store.close()
 

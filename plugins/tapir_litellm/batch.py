@@ -52,6 +52,7 @@ from typing import Any, Sequence
 
 from tapir.errors import TapirError
 from tapir.roles import Completion, GenerationRequest, OnResult
+from tapir.store import batches
 
 from tapir_litellm import direct, endpoints
 from tapir_litellm.batch_protocol import DEAD, LIVE, BatchingBackend, BatchTransport
@@ -126,8 +127,7 @@ def transport_for(backend: BatchingBackend, store: Any) -> BatchTransport:
         from tapir_litellm.batch_anthropic import AnthropicBatches
 
         def claimed() -> set[str]:
-            return {r[0] for r in store.db.conn.execute(
-                "select provider_batch_id from api_batches where provider_batch_id is not null")}
+            return batches.provider_batch_ids(store)
 
         return AnthropicBatches(backend, claimed)
     if name == "vllm":
@@ -147,33 +147,18 @@ class BatchRunner:
     def __init__(self, backend: BatchingBackend, store: Any, transport: BatchTransport | None = None):
         self.be = backend
         self.store = store
-        self.conn = store.db.conn
         self.transport = transport if transport is not None else transport_for(backend, store)
 
     # -- the database -------------------------------------------------------
     def _update(self, batch_id: str, **fields: Any) -> None:
-        fields["updated_at"] = _now()
-        sets = ", ".join(f"{k} = ?" for k in fields)
-        with self.conn:
-            self.conn.execute(f"update api_batches set {sets} where id = ?", [*fields.values(), batch_id])
+        batches.update_batch(self.store, batch_id, {**fields, "updated_at": _now()})
 
     def _live_batches_of(self, keys: Sequence[str]) -> dict[str, str]:
         """cache key -> our batch id, for keys in a live batch of this model."""
-        found: dict[str, str] = {}
-        marks_live = ",".join("?" * len(LIVE))
-        for start in range(0, len(keys), 500):
-            chunk = list(keys[start:start + 500])
-            rows = self.conn.execute(
-                f"select r.request_key, b.id from api_batch_requests r join api_batches b on b.id = r.batch_id "
-                f"where b.model = ? and b.status in ({marks_live}) and r.request_key in ({','.join('?' * len(chunk))}) "
-                f"order by b.created_at", [self.be.model_id, *LIVE, *chunk]).fetchall()
-            for key, batch_id in rows:
-                found.setdefault(key, batch_id)
-        return found
+        return batches.live_batches_of(self.store, self.be.model_id, LIVE, keys)
 
     def _batch(self, batch_id: str) -> dict[str, Any]:
-        cur = self.conn.execute("select * from api_batches where id = ?", [batch_id])
-        return dict(zip([d[0] for d in cur.description], cur.fetchone()))
+        return batches.batch_row(self.store, batch_id)
 
     # -- submit -------------------------------------------------------------
     def _line(self, key: str, request: GenerationRequest) -> str:
@@ -185,11 +170,7 @@ class BatchRunner:
         """Record, then send one batch; None when sending failed (its requests got the reason)."""
         batch_id = f"tapir-{uuid.uuid4().hex[:16]}"
         now = _now()
-        with self.conn:  # recorded before anything is sent
-            self.conn.execute("insert into api_batches (id, model, status, n_requests, created_at, updated_at) "
-                              "values (?, ?, 'submitting', ?, ?, ?)", [batch_id, self.be.model_id, len(keys), now, now])
-            self.conn.executemany("insert into api_batch_requests (batch_id, request_key) values (?, ?)",
-                                  [(batch_id, k) for k in keys])
+        batches.add_batch(self.store, batch_id, self.be.model_id, keys, now)  # recorded before anything is sent
         try:
             self._upload_and_create(batch_id, keys, by_key)
         except Exception as exc:  # noqa: BLE001 - the provider refused or was unreachable: these requests' failure
@@ -225,8 +206,7 @@ class BatchRunner:
             self._update(batch_id, provider_batch_id=remote.id, input_file_id=remote.input_file_id or row["input_file_id"],
                          status=remote.status)
             return
-        keys = [r[0] for r in self.conn.execute("select request_key from api_batch_requests where batch_id = ?",
-                                                [batch_id])]
+        keys = batches.batch_request_keys(self.store, batch_id)
         if any(k not in by_key for k in keys):  # we cannot rebuild its lines: let these go again
             self._update(batch_id, status="failed", error="submit was interrupted; requests resubmitted")
             return

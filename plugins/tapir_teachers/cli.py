@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -46,25 +45,14 @@ def pairs_from_store(store, run: str | None = None) -> list[tuple[str, str]]:
     """(instruction, refined instruction) from the ``rewrites`` table: rows
     without an error; ``run`` limits them to one run (its id, or the key of
     one of its stages, which is what pipeline rows carry in ``scope``)."""
-    columns = {c.name for c in store["rewrites"].columns} if store["rewrites"].exists() else set()
-    missing = {"instruction", "refined_instruction"} - columns
+    from tapir.store import rewrites, stages
+
+    missing = {"instruction", "refined_instruction"} - rewrites.columns(store)
     if missing:
         raise TapirError(f"the database's rewrites table has no {', '.join(sorted(missing))} column; "
                          f"use --from-jsonl, or a database written by a tapir that stores refined instructions")
-    where = ["instruction is not null", "refined_instruction is not null"]
-    params: list[Any] = []
-    if "error" in columns:
-        where.append("error is null")
-    if run is not None:
-        scopes = [run]
-        stage_cols = {c.name for c in store["stages"].columns} if store["stages"].exists() else set()
-        if "key" in stage_cols:
-            scopes += [r[0] for r in store.execute(
-                "select key from stages where run_id = ? and key is not null", [run]).fetchall()]
-        where.append(f"scope in ({', '.join('?' * len(scopes))})")
-        params += scopes
-    sql = f"select instruction, refined_instruction from rewrites where {' and '.join(where)} order by rowid"
-    return [(a, b) for a, b in store.execute(sql, params).fetchall()]
+    scopes = None if run is None else [run, *stages.keys_of_run(store, run)]
+    return rewrites.refined_pairs(store, scopes)
 
 
 def usable_pairs(pairs: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], dict[str, int]]:

@@ -16,16 +16,6 @@ import click
 
 from tapir.errors import ConfigError
 
-_COLUMNS = ("id", "created_at", "model", "role", "stage_key", "round", "item_id", "sample", "params", "messages",
-            "response", "error", "finish_reason", "prompt_tokens", "completion_tokens", "cost", "latency_s",
-            "run_id", "key")
-_ATTEMPT_COLUMNS = ("attempts", "attempt_log", "failure_kind")
-
-
-def _known(store, sql: str, params: list | tuple = ()) -> list[str]:
-    return [str(r[0]) for r in store.execute(sql, params).fetchall() if r[0] is not None]
-
-
 def _one_of(value: str, known: list[str], what: str) -> None:
     if value not in known:
         shown = ", ".join(known[:20]) + (" ..." if len(known) > 20 else "")
@@ -40,74 +30,34 @@ def select_calls(store, *, run: str | None = None, stage: str | None = None, rol
     ``run``: a run id, unique id prefix or name (calls of its stages' keys, reused stages
     included, and calls it made outside any stage); ``stage``: a stage name
     (within ``run`` when given) or a stage key or key prefix."""
-    where: list[str] = []
-    params: list[Any] = []
+    from tapir.store import calls, stages
+
     run_id = None
+    stage_keys: tuple[str, ...] = ()
+    stage_prefix = None
     if run is not None:
         from tapir.runs import resolve_run
 
         run_id = resolve_run(store, run)
-        where.append("(stage_key in (select key from stages where run_id = ?) or run_id = ?)")
-        params += [run_id, run_id]
     if stage is not None:
-        scope = " and run_id = ?" if run_id else ""
-        keys = _known(store, f"select key from stages where name = ?{scope} and key is not null",
-                      [stage, *([run_id] if run_id else [])])
-        if keys:
-            where.append(f"stage_key in ({','.join('?' * len(keys))})")
-            params += keys
-        elif store.execute("select 1 from llm_calls where stage_key like ? limit 1", [stage + "%"]).fetchone():
-            where.append("stage_key like ?")
-            params.append(stage + "%")
-        else:
-            names = _known(store, f"select distinct name from stages where 1=1{scope} order by name",
-                           [run_id] if run_id else [])
-            raise ConfigError(f"no stage '{stage}'{f' in run {run_id}' if run_id else ''} (a stage name or key). "
-                              f"Stages: {', '.join(names) or 'none'}")
+        stage_keys = tuple(stages.keys_named(store, stage, run_id))
+        if not stage_keys:
+            if not calls.has_stage_key_prefix(store, stage):
+                names = stages.stage_names(store, run_id)
+                raise ConfigError(f"no stage '{stage}'{f' in run {run_id}' if run_id else ''} (a stage name or key). "
+                                  f"Stages: {', '.join(names) or 'none'}")
+            stage_prefix = stage
     if role is not None:
-        _one_of(role, _known(store, "select distinct role from llm_calls order by role"), "role")
-        where.append("role = ?")
-        params.append(role)
+        _one_of(role, calls.logged_roles(store), "role")
     if model is not None:
-        _one_of(model, _known(store, "select distinct model from llm_calls order by model"), "model")
-        where.append("model = ?")
-        params.append(model)
-    if status is not None:
-        where.append("error is null" if status == "ok" else "error is not null")
-    if item is not None:
-        where.append("item_id = ?")
-        params.append(item)
-    if round_ is not None:
-        where.append("round = ?")
-        params.append(round_)
-    # (a database from before m007_call_attempts, opened read-only, has no attempt columns)
-    have = set(store["llm_calls"].columns_dict)
-    columns = _COLUMNS + tuple(c for c in _ATTEMPT_COLUMNS if c in have)
-    sql = f"select {', '.join(columns)} from llm_calls"
-    if where:
-        sql += " where " + " and ".join(where)
-    sql += " order by id desc"
-    if count:
-        sql += f" limit {int(count)}"
-    rows = [{"attempts": None, "attempt_log": None, **dict(zip(columns, r))}
-            for r in store.execute(sql, params).fetchall()]
-    names = _stage_names(store, {r["stage_key"] for r in rows if r["stage_key"]})
+        _one_of(model, calls.logged_models(store), "model")
+    where = calls.CallFilter(run_id=run_id, stage_keys=stage_keys, stage_key_prefix=stage_prefix, role=role,
+                             model=model, ok=None if status is None else status == "ok", item_id=item, round=round_)
+    rows = calls.logged_calls(store, where, count)
+    names = stages.names_of_keys(store, sorted({r["stage_key"] for r in rows if r["stage_key"]}))
     for r in rows:
         r["stage"] = names.get(r["stage_key"])
-        for key in ("params", "messages"):
-            if r[key]:
-                try:
-                    r[key] = json.loads(r[key])
-                except ValueError:
-                    pass
     return rows
-
-
-def _stage_names(store, keys: set[str]) -> dict[str, str]:
-    if not keys:
-        return {}
-    marks = ",".join("?" * len(keys))
-    return {k: n for k, n in store.execute(f"select key, name from stages where key in ({marks})", list(keys))}
 
 
 def _cut(text: str | None, width: int | None) -> str:
@@ -195,15 +145,15 @@ def register(cli):
             raise ConfigError("-n must be 0 (all) or more")
         store = open_store(obj["db"], create=False)
         try:
-            calls = select_calls(store, run=run, stage=stage, role=role, model=model, status=status, item=item,
+            found = select_calls(store, run=run, stage=stage, role=role, model=model, status=status, item=item,
                                  round_=round_, count=count)
             if as_json:
-                click.echo(json.dumps(calls, indent=2, ensure_ascii=False, default=str))
+                click.echo(json.dumps(found, indent=2, ensure_ascii=False, default=str))
                 return
-            if not calls:
+            if not found:
                 click.echo(f"no calls match in {store.path}")
                 return
-            for call in calls:
+            for call in found:
                 click.echo("\n".join(render(call, None if full else width)))
         finally:
             store.close()

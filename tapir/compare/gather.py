@@ -10,10 +10,12 @@ import os
 from typing import Any
 
 from tapir.bench import failure_summary, subset_label
-from tapir.compare.rows import (BENCHMARK_ORDER, DIAGNOSTIC_METRICS, MISSING, MODEL_ROWS, NEUTRAL_OPTIONS,
-                                Comparison, Entry, Section, UnknownReference)
+from tapir.compare.rows import (BENCHMARK_ORDER, DIAGNOSTIC_METRICS, MISSING, NEUTRAL_OPTIONS,
+                                NOT_MODEL_BENCHMARKS, Comparison, Entry, Section, UnknownReference)
 from tapir.compare.select import select_models
+from tapir.store.benchmarks import score_rows, unscored_rows
 from tapir.store.db import Store
+from tapir.store.runs import statuses_and_configs
 
 
 # --------------------------------------------------------------------------- the table
@@ -32,17 +34,8 @@ def _one(rows_meta: list[dict[str, Any]], key: str) -> Any:
 
 
 def _run_info(store: Store, run_ids: list[str]) -> dict[str, dict[str, Any]]:
-    if not run_ids:
-        return {}
-    marks = ",".join("?" * len(run_ids))
-    out = {}
-    for rid, status, config in store.execute(f"select id, status, config from runs where id in ({marks})", run_ids):
-        try:
-            cfg = json.loads(config or "{}")
-        except ValueError:
-            cfg = {}
-        out[rid] = {"status": status, "options": cfg.get("options") if "benchmark" in cfg else None}
-    return out
+    return {rid: {"status": status, "options": cfg.get("options") if "benchmark" in cfg else None}
+            for rid, (status, cfg) in statuses_and_configs(store, run_ids).items()}
 
 
 def _fill(entry: Entry, rows: list[dict[str, Any]], run: dict[str, Any] | None) -> None:
@@ -93,10 +86,7 @@ def _benchmark_order(names: list[str]) -> list[str]:
 
 
 def _classifier_rows(store: Store) -> list[dict[str, Any]]:
-    rows = store.execute(
-        f"select benchmark, model, task, metric, value, n from benchmark_results where not ({MODEL_ROWS}) "
-        "order by id").fetchall()
-    return [{"benchmark": b, "model": m, "task": t, "metric": k, "value": v, "n": n} for b, m, t, k, v, n in rows]
+    return unscored_rows(store, NOT_MODEL_BENCHMARKS)
 
 
 def build(store: Store, refs: list[str] | None = None, bases: list[str] | None = None, *,
@@ -104,12 +94,7 @@ def build(store: Store, refs: list[str] | None = None, bases: list[str] | None =
     """The comparison for ``refs`` (all stored models when empty)."""
     models = select_models(store, list(refs or []), bases)
     keys = list(dict.fromkeys(r.model for r in models))
-    marks = ",".join("?" * len(keys))
-    raw = store.execute(
-        f"select id, benchmark, model, task, metric, value, stderr, n, run_id, meta from benchmark_results "
-        f"where model in ({marks}) and {MODEL_ROWS} order by id",
-        keys,
-    ).fetchall()
+    raw = score_rows(store, keys, NOT_MODEL_BENCHMARKS)
     present = sorted({r[1] for r in raw})
     if benchmarks:
         unknown = [b for b in benchmarks if b not in present]
@@ -128,7 +113,7 @@ def build(store: Store, refs: list[str] | None = None, bases: list[str] | None =
             continue
         groups.setdefault((bench, model, run_id), []).append(
             {"id": rid, "task": task, "metric": metric, "value": value, "stderr": stderr, "n": n,
-             "meta": json.loads(meta) if meta else {}})
+             "meta": meta})
     runs = _run_info(store, sorted({k[2] for k in groups}))
 
     sections = []

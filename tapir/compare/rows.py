@@ -22,9 +22,6 @@ NEUTRAL_OPTIONS = frozenset({"batch_size", "max_batch_size", "output_dir", "use_
 MISSING = "?"  # what an old stored run did not record
 SEP = " · "  # between the parts of a row's label: backbone · setting · S_r
 
-MODEL_ROWS = "run_id is not null and benchmark not in ({})".format(
-    ",".join(f"'{b}'" for b in sorted(NOT_MODEL_BENCHMARKS)))
-
 
 class UnknownReference(TapirError):
     """A name given to compare is no stored model, run, study or checkpoint."""

@@ -17,14 +17,16 @@ with no known base come last, by label.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
 from tapir.bench import model_key
-from tapir.compare.rows import MODEL_ROWS, SEP, ModelRow, UnknownReference, label_for, short_name
+from tapir.compare.rows import NOT_MODEL_BENCHMARKS, SEP, ModelRow, UnknownReference, label_for, short_name
 from tapir.errors import TapirError
+from tapir.store.benchmarks import scored_models, unscored_models
 from tapir.store.db import Store
+from tapir.store.runs import runs_in_order
+from tapir.store.stages import train_stage_keys
 
 # ``NAME/KIND:LABEL``: a variant run of ``tapir ablate`` (kind ablation) or of ``students:`` (kind student).
 _VARIANT = re.compile(r"^(?P<name>.+?)/(?P<kind>[a-z]+):(?P<label>.+)$")
@@ -56,19 +58,12 @@ class _Runs:
     def __init__(self, store: Store):
         self.store = store
         self.rows: dict[str, dict[str, Any]] = {}
-        for rid, name, config, created in store.execute("select id, name, config, created_at from runs "
-                                                        "order by created_at, rowid"):
-            try:
-                cfg = json.loads(config or "{}")
-            except ValueError:
-                cfg = {}
-            self.rows[rid] = {"id": rid, "name": name, "config": cfg if isinstance(cfg, dict) else {},
-                              "created_at": created}
+        for rid, name, config, created in runs_in_order(store):
+            self.rows[rid] = {"id": rid, "name": name, "config": config, "created_at": created}
         # a pipeline run's checkpoints are stored under its train stages' keys
         self.by_stage_key: dict[str, list[str]] = {}
         if "key" in store["stages"].columns_dict:  # an old schema read as it is has no stage keys
-            for rid, key in store.execute("select run_id, key from stages where name = 'train' and key is not null "
-                                          "order by id"):
+            for rid, key in train_stage_keys(store):
                 self.by_stage_key.setdefault(key, [])
                 if rid not in self.by_stage_key[key]:
                     self.by_stage_key[key].append(rid)
@@ -115,8 +110,7 @@ def _parse_bases(bases: list[str]) -> tuple[str | None, dict[str, str]]:
 
 def stored_models(store: Store) -> list[str]:
     """Models with benchmark results (classifier rows are not models), first stored first."""
-    return [r[0] for r in store.execute(
-        f"select model from benchmark_results where {MODEL_ROWS} group by model order by min(id)")]
+    return scored_models(store, NOT_MODEL_BENCHMARKS)
 
 
 def _from_checkpoint(runs: _Runs, c: dict[str, Any], run_id: str | None = None) -> ModelRow:
@@ -189,8 +183,7 @@ def _expand(runs: _Runs, ref: str, models: set[str]) -> list[ModelRow] | None:
 
 def _unknown(store: Store, refs: list[str], models: list[str]) -> UnknownReference:
     lines = []
-    classifier = {r[0] for r in store.execute(
-        f"select distinct model from benchmark_results where not ({MODEL_ROWS})")}
+    classifier = unscored_models(store, NOT_MODEL_BENCHMARKS)
     for ref in refs:
         if model_key(ref) in classifier:
             lines.append(f"'{ref}' has classifier results only (tapir classifier eval), which are not model scores")

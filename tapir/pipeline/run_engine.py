@@ -32,23 +32,12 @@ def engine_for(ctx: Context, retry: bool | None = None) -> Engine:
 def planning_engine(checked, retry: bool = True) -> Engine:
     """An engine over a checked config for the dry run: it reads what an
     existing database already holds (read-only) and writes nothing."""
-    import sqlite3
-
-    import sqlite_utils
-
     from tapir.runs import run_id_for
     from tapir.store import open_store
-    from tapir.store.db import Store
+    from tapir.store.db import open_current_for_reading
 
     cfg = checked.config
-    store = None
-    if checked.db_path.is_file():
-        try:
-            conn = sqlite3.connect(f"file:{checked.db_path.resolve()}?mode=ro", uri=True)
-            conn.execute("select scope from outcomes limit 1")  # m009 applied
-            store = Store(sqlite_utils.Database(conn), checked.db_path)
-        except sqlite3.Error:
-            store = None  # an older or foreign database: nothing to reuse
+    store = open_current_for_reading(checked.db_path) if checked.db_path.is_file() else None
     if store is None:
         store = open_store(memory=True)
     run = Run(store, run_id_for(cfg.model_dump(mode="json")), cfg.name)

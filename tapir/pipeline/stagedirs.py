@@ -103,5 +103,7 @@ def unreferenced(store) -> list[Path]:
     root = stages_root(store.path, Path("."))
     if not root.is_dir():
         return []
-    keys = {row[0][:12] for row in store.execute("select key from stages where key is not null")}
+    from tapir.store.stages import all_keys
+
+    keys = {key[:12] for key in all_keys(store)}
     return sorted(p for p in root.iterdir() if p.is_dir() and p.name.rsplit("-", 1)[-1] not in keys)

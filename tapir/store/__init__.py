@@ -5,8 +5,9 @@ and every LLM call.
 Rows are read and written through the typed functions of one module per
 table (``items``, ``responses``, ``judgments``, ``scores``,
 ``classifications``, ``rewrites``, ``checkpoints``, ``outcomes``, ``stages``,
-``runs``, ``benchmarks``, ``calls``, ``locks``; ``records`` for a benchmark
-run's own rows); :mod:`tapir.store.db` opens the file and
+``runs``, ``benchmarks``, ``calls``, ``batches``, ``locks``; ``records``
+for a benchmark run's own rows); no code outside this package runs SQL
+(tests/test_store_boundary.py); :mod:`tapir.store.db` opens the file and
 :mod:`tapir.store.migrations` keeps the schema."""
 
 from tapir.store.db import DEFAULT_DB, Store, open_store, resolve_db_path

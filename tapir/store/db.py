@@ -356,3 +356,20 @@ def _open_readonly(resolved: Path) -> Store:
     except sqlite3.Error as exc:
         raise StoreError(_problem_of(exc, resolved)) from None
     return Store(sqlite_utils.Database(conn), resolved, readonly=True)
+
+
+def open_current_for_reading(path: Path) -> Store | None:
+    """A read-only store on the existing database ``path`` when its schema
+    has the stores' scopes (m009_scope_and_item_fks applied); None for an
+    older or foreign database (nothing in it can be reused). Nothing is
+    created, migrated or written."""
+    try:
+        conn = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None
+    try:
+        conn.execute("select scope from outcomes limit 1")
+    except sqlite3.Error:
+        conn.close()
+        return None
+    return Store(sqlite_utils.Database(conn), path)

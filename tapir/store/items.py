@@ -19,6 +19,7 @@ from typing import Any, Iterable, Sequence
 from tapir.store.db import Store, dumps
 from tapir.store.uids import item_uid
 
+_CHUNK = 500
 
 _INSERT = ("insert or ignore into items (uid, scope, id, origin, round, instruction, input, output, task_type, "
            "meta) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
@@ -38,6 +39,29 @@ def add_items(store: Store, scope: str, items: Iterable[dict[str, Any]]) -> int:
     if params:
         store.db.conn.executemany(_INSERT, params)
     return len(params)
+
+
+def uids_of(store: Store, scope: str, item_ids: Iterable[str]) -> dict[str, str]:
+    """item id -> ``items.uid`` of the item a row (``scope``, item id) is
+    about, for those of ``item_ids`` that have one: the rule of the
+    ``item_uid`` triggers (m009), for many rows in two queries: the item of
+    that id in ``scope`` itself, else in a scope of a run that has ``scope``
+    as a stage (the latest written when several)."""
+    ids = list(dict.fromkeys(item_ids))
+    found: dict[str, str] = {}
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start:start + _CHUNK]
+        found.update(store.execute(f"select id, uid from items where scope = ? and id in ({','.join('?' * len(chunk))})",
+                                   [scope, *chunk]).fetchall())
+    rest = [i for i in ids if i not in found]
+    for start in range(0, len(rest), _CHUNK):
+        chunk = rest[start:start + _CHUNK]
+        # ascending rowid: the latest written item of an id is the one kept
+        found.update(store.execute(
+            f"select id, uid from items where id in ({','.join('?' * len(chunk))}) and scope in ("
+            "select other.key from stages mine join stages other on other.run_id = mine.run_id "
+            "where mine.key = ? and other.key is not null) order by rowid", [*chunk, scope]).fetchall())
+    return found
 
 
 def item_rows(store: Store, scope: str) -> Sequence[tuple]:

@@ -13,6 +13,7 @@ import os
 import socket
 import sqlite3
 import time
+from typing import Callable
 
 # A holder on another host whose heartbeat is older than this is dead.
 STALE_S = 30.0
@@ -86,3 +87,65 @@ def live_holders(conn: sqlite3.Connection) -> list[str]:
                         "where name not like 'call:%' order by acquired_at").fetchall()
     return [f"{name} by pid {pid} on {host} since {since}" for name, pid, host, since, heartbeat in rows
             if holder_alive(pid, host, heartbeat or 0.0)]
+
+
+_CHUNK = 500
+
+
+def claim_many(conn: sqlite3.Connection, names: list[str],
+               stamp: Callable[[], str]) -> tuple[list[str], list[str]]:
+    """Split lock ``names`` into those this process now holds and those a
+    live other process holds, in one write transaction (``BEGIN
+    IMMEDIATE``: two processes never both take a name); ``stamp()`` gives
+    each new row's ``acquired_at``. The caller serialises its threads
+    around the call."""
+    pid = os.getpid()
+    mine, theirs = [], []
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        held: dict[str, tuple] = {}
+        for start in range(0, len(names), _CHUNK):
+            chunk = names[start : start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for name, opid, host, beat in conn.execute(
+                f"select name, pid, host, heartbeat_at from locks where name in ({marks})", chunk,
+            ):
+                held[name] = (opid, host, beat)
+        now = time.time()
+        for name in names:
+            other = held.get(name)
+            if other and not (other[0] == pid and other[1] == HOST) and holder_alive(*other):
+                theirs.append(name)
+            else:
+                mine.append(name)
+        conn.executemany(
+            "insert or replace into locks (name, pid, host, acquired_at, heartbeat_at) values (?, ?, ?, ?, ?)",
+            [(name, pid, HOST, stamp(), now) for name in mine],
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return mine, theirs
+
+
+def drop_many(conn: sqlite3.Connection, names: list[str]) -> None:
+    """Let go of those of ``names`` this process holds, in one commit."""
+    with conn:
+        conn.executemany("delete from locks where name = ? and pid = ? and host = ?",
+                         [(name, os.getpid(), HOST) for name in names])
+
+
+def drop_in_transaction(conn: sqlite3.Connection, name: str) -> None:
+    """Let go of ``name`` if this process holds it, inside the caller's
+    transaction (committed with the caller's write)."""
+    conn.execute("delete from locks where name = ? and pid = ? and host = ?", (name, os.getpid(), HOST))
+
+
+def live_of(conn: sqlite3.Connection, names: list[str]) -> set[str]:
+    """Those of ``names`` that a live process holds (this one included)."""
+    marks = ",".join("?" * len(names))
+    rows = conn.execute(f"select name, pid, host, heartbeat_at from locks where name in ({marks})",
+                        list(names)).fetchall()
+    return {name for name, pid, host, beat in rows if holder_alive(pid, host, beat)}

@@ -1,4 +1,7 @@
-"""The ``runs`` table: one row per run (its id is the hash of its config)."""
+"""The ``runs`` table: one row per run (its id is the hash of its config).
+
+``config`` has one reading: :func:`decode_config` (NULL, text that is not
+JSON and JSON that is not an object read as ``{}``)."""
 
 from __future__ import annotations
 
@@ -8,6 +11,15 @@ from typing import Any
 from tapir.store.db import Store
 
 _COLUMNS = ("id", "name", "status", "config", "created_at", "updated_at", "tapir_version")
+
+
+def decode_config(text: str | None) -> dict[str, Any]:
+    """A run's config from ``runs.config``: always a dict."""
+    try:
+        value = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def run_row(store: Store, run_id: str) -> dict[str, Any] | None:
@@ -87,3 +99,19 @@ def run_config(store: Store, run_id: str) -> dict[str, Any]:
         return json.loads(row[0]) if row and row[0] else {}
     except ValueError:
         return {}
+
+
+def runs_in_order(store: Store) -> list[tuple[str, str, dict[str, Any], str]]:
+    """(id, name, config decoded, created_at) of every run, in the order
+    they were created."""
+    return [(rid, name, decode_config(config), created) for rid, name, config, created in store.execute(
+        "select id, name, config, created_at from runs order by created_at, rowid")]
+
+
+def statuses_and_configs(store: Store, run_ids: list[str]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """run id -> (status, config decoded) of those of ``run_ids`` that exist."""
+    if not run_ids:
+        return {}
+    marks = ",".join("?" * len(run_ids))
+    return {rid: (status, decode_config(config)) for rid, status, config in store.execute(
+        f"select id, status, config from runs where id in ({marks})", run_ids)}

@@ -69,3 +69,44 @@ def calls_by_role(store: Store, run_id: str) -> list[dict[str, Any]]:
         "coalesce(sum(coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0)), 0), coalesce(sum(cost), 0) "
         "from llm_calls where stage_key in (select key from stages where run_id = ?) group by role",
         [run_id])]
+
+
+def train_stage_keys(store: Store) -> list[tuple[str, str]]:
+    """(run id, key) of every train stage row that has a key, oldest first."""
+    return store.execute("select run_id, key from stages where name = 'train' and key is not null "
+                         "order by id").fetchall()
+
+
+def all_keys(store: Store) -> set[str]:
+    """The key of every stage row (of any run) that has one."""
+    return {row[0] for row in store.execute("select key from stages where key is not null")}
+
+
+def keys_of_run(store: Store, run_id: str) -> list[str]:
+    """The keys of run ``run_id``'s stage rows, in the order they were
+    written (none in a database from before stage keys)."""
+    if not store["stages"].exists() or "key" not in store["stages"].columns_dict:
+        return []
+    return [r[0] for r in store.execute("select key from stages where run_id = ? and key is not null", [run_id])]
+
+
+def names_of_keys(store: Store, keys: list[str]) -> dict[str, str]:
+    """stage key -> stage name, for those of ``keys`` that a stage row has."""
+    if not keys:
+        return {}
+    marks = ",".join("?" * len(keys))
+    return {k: n for k, n in store.execute(f"select key, name from stages where key in ({marks})", list(keys))}
+
+
+def keys_named(store: Store, name: str, run_id: str | None = None) -> list[str]:
+    """The keys of the stage rows named ``name`` (of run ``run_id`` when given)."""
+    scope, params = (" and run_id = ?", [name, run_id]) if run_id else ("", [name])
+    return [str(r[0]) for r in store.execute(f"select key from stages where name = ?{scope} and key is not null",
+                                             params) if r[0] is not None]
+
+
+def stage_names(store: Store, run_id: str | None = None) -> list[str]:
+    """The distinct stage names (of run ``run_id`` when given), sorted."""
+    scope, params = (" where run_id = ?", [run_id]) if run_id else ("", [])
+    return [str(r[0]) for r in store.execute(f"select distinct name from stages{scope} order by name", params)
+            if r[0] is not None]
