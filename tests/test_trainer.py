@@ -506,3 +506,25 @@ def test_length_group_batches_cuts_padding_of_a_small_set(tiny_model, tmp_path):
     assert grouped["tokens"] == hf_rule["tokens"] and grouped["steps"] == hf_rule["steps"] == 4
     assert grouped["padding_fraction"] < hf_rule["padding_fraction"] / 2, (grouped["padding_fraction"],
                                                                           hf_rule["padding_fraction"])
+
+
+def test_logits_of_prompt_positions_are_left_out_with_the_same_loss_and_gradient(model, tokenizer, tmp_path):
+    from tapir_trainers.collate import PadCollator, TrainDataset, encode_examples
+
+    encoded, _ = encode_examples(tokenizer, _mixed_examples(4), max_length=256)
+    data = TrainDataset(encoded)
+    batch = PadCollator(tokenizer.pad_token_id)([data[i] for i in range(len(data))])
+    trainer = _core_trainer(model, tmp_path)
+    first = trainer._first_learned_position(model, batch["labels"])
+    assert trainer._keeps_logits and first > 0  # the prompts' positions need no logits
+    model.train()
+    results = []
+    for keeps in (True, False):
+        trainer._keeps_logits = keeps
+        model.zero_grad()
+        loss = trainer.compute_loss(model, batch, num_items_in_batch=100)
+        loss.backward()
+        grad = next(p.grad.clone() for p in model.parameters() if p.grad is not None)
+        results.append((float(loss), grad))
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)
+    assert torch.allclose(results[0][1], results[1][1], rtol=1e-4, atol=1e-6)

@@ -51,6 +51,7 @@ class WeightedLossTrainer(Trainer):
         self._weighted_sampler = weighted_sampler
         self._real_tokens = torch.zeros((), dtype=torch.long)
         self._all_tokens = 0
+        self._keeps_logits: bool | None = None  # whether the model's forward takes logits_to_keep
 
     def get_train_dataloader(self):
         if self._batch_sampler is None:
@@ -76,7 +77,15 @@ class WeightedLossTrainer(Trainer):
         labels = inputs.pop("labels")
         weights = inputs.pop("token_weights", None)
         real = inputs.pop("real_tokens", None)
-        outputs = model(**inputs, use_cache=False)
+        first = self._first_learned_position(model, labels)
+        if first:
+            # Logits only from the batch's first learned target on: the prompt positions before it
+            # need no vocabulary projection (the same loss for less compute and memory).
+            outputs = model(**inputs, use_cache=False, logits_to_keep=labels.size(1) - first)
+            labels = labels[:, first:]
+            weights = weights[:, first:] if weights is not None else None
+        else:
+            outputs = model(**inputs, use_cache=False)
         loss_sum, count = weighted_token_loss(outputs.logits, labels, weights)
         if num_items_in_batch is not None:
             loss = loss_sum / num_items_in_batch
@@ -92,6 +101,19 @@ class WeightedLossTrainer(Trainer):
                 self._real_tokens = self._real_tokens + real.detach().to("cpu")
             self._all_tokens += int(inputs["input_ids"].numel())
         return (loss, outputs) if return_outputs else loss
+
+    def _first_learned_position(self, model, labels: torch.Tensor) -> int:
+        """The first position whose prediction is learned in any row (0: keep
+        every logit, also when the model cannot leave logits out)."""
+        if self._keeps_logits is None:
+            import inspect
+
+            base = self.accelerator.unwrap_model(model)
+            if hasattr(base, "get_base_model"):  # a PEFT model passes the argument on to its base model
+                base = base.get_base_model()
+            self._keeps_logits = "logits_to_keep" in inspect.signature(base.forward).parameters
+        learned = (labels[:, 1:] != IGNORE).any(0).nonzero()
+        return int(learned[0]) if self._keeps_logits and len(learned) else 0
 
     def token_counts(self) -> tuple[int, int]:
         """(non-padding tokens, all token positions) trained on, summed over ranks."""
