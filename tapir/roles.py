@@ -399,6 +399,34 @@ class Stepping(Protocol):
         ...
 
 
+class Answering(Protocol):
+    """A rewriter that says whose model answers a rewritten item."""
+
+    @classmethod
+    def answered_by(cls, options: Any) -> str:
+        """``"teacher"`` when the teacher answers the refined instruction (its
+        model's replies become the training answer), ``"rewriter"`` when the
+        rewriter's own model writes the answer, for the rewriter's validated
+        ``options``. Without this capability the core assumes ``"teacher"``
+        (what :class:`Rewriter` describes: the teacher answers it)."""
+        ...
+
+
+class Bounded(Protocol):
+    """A trainer whose examples have a longest length."""
+
+    @classmethod
+    def max_length(cls, options: Any) -> int | None:
+        """Tokens per example with the trainer's validated ``options``: a
+        prompt this long leaves nothing to learn, so the trainer drops it
+        (None: no limit). Without this capability the core checks no data
+        row's length before the run (the trainer reports it at training)."""
+        ...
+
+
+# The roles an ``answered_by`` capability may name.
+ANSWERED_BY = ("teacher", "rewriter")
+
 # Declared booleans (class attributes) a component may carry; the core reads
 # them from the registry's record (``Component.flags``).
 FLAGS = {
@@ -419,6 +447,12 @@ CAPABILITIES: dict[str, dict[str, tuple[type, tuple[str, ...]]]] = {
         "price": (Priced, ("model_name", "tokens_in", "tokens_out")),
     },
     "judges": {"estimate": (Estimating, ("stage", "n", "prompt_tokens", "options"))},
-    "rewriters": {"estimate": (Estimating, ("stage", "n", "prompt_tokens", "options"))},
-    "trainers": {"steps_for": (Stepping, ("options", "n_examples"))},
+    "rewriters": {
+        "estimate": (Estimating, ("stage", "n", "prompt_tokens", "options")),
+        "answered_by": (Answering, ("options",)),
+    },
+    "trainers": {
+        "steps_for": (Stepping, ("options", "n_examples")),
+        "max_length": (Bounded, ("options",)),
+    },
 }

@@ -116,8 +116,8 @@ def test_builtin_capabilities(pm):
                for role in CAPABILITIES for name in registry.names(role)}
     assert offered[("backends", "litellm")] == {"missing_credentials", "price"}
     assert offered[("judges", "pairwise")] == {"estimate"}
-    assert offered[("rewriters", "task-aware")] == {"estimate"}
-    assert offered[("trainers", "hf")] == offered[("trainers", "trl")] == {"steps_for"}
+    assert offered[("rewriters", "task-aware")] == {"estimate", "answered_by"}
+    assert offered[("trainers", "hf")] == offered[("trainers", "trl")] == {"steps_for", "max_length"}
     assert registry.get("backends", "hf").flags == {"local_weights": True, "trainable": True}
     assert registry.get("backends", "vllm").flags == {"local_weights": True, "trainable": False}
     for name in registry.names("judges"):
@@ -169,6 +169,85 @@ def test_trainer_steps_for(pm):
     assert steps_for(options(total_batch_size=32, num_train_epochs=1.5, max_steps=7), 100) == 7
     assert steps_for(options(per_device_train_batch_size=4, gradient_accumulation_steps=2,
                              num_train_epochs=1), 20) == 3
+
+
+def _section(name, **options):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(name=name, options=options)
+
+
+def test_who_answers_a_rewritten_item_is_the_rewriters_capability(register_plugin, pm):
+    """The rewrite stage asks the rewriter whose model answers (it decides
+    which model's greedy replies repeat), instead of reading its 'mode'."""
+    from tapir.errors import TapirError
+    from tapir.pipeline.stages.rewrite import answered_by
+
+    assert answered_by(_section("task-aware")) == "teacher"
+    assert answered_by(_section("task-aware", mode="refine-instruction")) == "teacher"
+    assert answered_by(_section("task-aware", mode="polish-answer")) == "rewriter"
+
+    class Plain:  # a third-party rewriter that says nothing: the teacher answers (tapir.roles.Answering)
+        pass
+
+    class SelfAnswering:
+        @staticmethod
+        def answered_by(options):
+            return "rewriter"
+
+    class Confused:
+        @classmethod
+        def answered_by(cls, options):
+            return "the judge"
+
+    class Plugin:
+        @hookimpl
+        def register_rewriters(self, register):
+            register("plain", Plain)
+            register("self-answering", SelfAnswering)
+            register("confused", Confused)
+
+    register_plugin(Plugin(), "third-party")
+    assert pm.registry.get("rewriters", "plain").capabilities == frozenset()
+    assert answered_by(_section("plain", mode="polish-answer")) == "teacher"  # its options are its own
+    assert answered_by(_section("self-answering")) == "rewriter"
+    with pytest.raises(TapirError, match="rewriter 'confused' \\(third-party\\) says its items are answered by "
+                                         "'the judge'; answered_by must return one of teacher, rewriter"):
+        answered_by(_section("confused"))
+
+
+def test_the_rows_length_check_reads_the_trainers_max_length_capability(register_plugin, pm):
+    from types import SimpleNamespace
+
+    from tapir.pipeline.rowfit import trainer_max_length
+
+    def config(name, **options):
+        return SimpleNamespace(trainer=_section(name, **options))
+
+    assert trainer_max_length(config("hf")) == 2048  # the built-ins' default
+    assert trainer_max_length(config("hf", max_length=64)) == 64
+    assert trainer_max_length(config("trl", max_length=96)) == 96
+    assert trainer_max_length(config("hf", max_length="many")) is None  # preflight reports the option
+
+    class Unbounded:  # a third-party trainer without the capability: no row is checked before the run
+        pass
+
+    class Bounded:
+        @classmethod
+        def max_length(cls, options):
+            return 10
+
+    class Plugin:
+        @hookimpl
+        def register_trainers(self, register):
+            register("unbounded", Unbounded)
+            register("bounded", Bounded)
+
+    register_plugin(Plugin(), "third-party")
+    assert pm.registry.get("trainers", "unbounded").capabilities == frozenset()
+    assert trainer_max_length(config("unbounded")) is None
+    assert trainer_max_length(config("bounded")) == 10
+    assert trainer_max_length(config("no-such-trainer")) is None
 
 
 # --- the core names no built-in plugin ------------------------------------------------------------

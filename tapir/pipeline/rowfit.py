@@ -75,19 +75,22 @@ _HOW = {"tokenizer": "the student's tokenizer, without the chat template",
 
 
 def trainer_max_length(config) -> int | None:
-    """The trainer's validated ``max_length`` option (None: it has none, or its options are wrong: reported
-    elsewhere)."""
+    """The trainer's ``max_length`` capability with its validated options
+    (tapir.roles.Bounded). None: the trainer has no such capability (no row
+    is checked before the run), says no limit, or its options are wrong
+    (reported elsewhere)."""
     from tapir.plugins import registry
 
     table = registry().by_role["trainers"]
-    if config.trainer.name not in table:
+    component = table.get(config.trainer.name)
+    if component is None or "max_length" not in component.capabilities:
         return None
     try:
-        options = table[config.trainer.name].options_model().model_validate(config.trainer.options)
+        options = component.options_model().model_validate(config.trainer.options)
     except Exception:  # noqa: BLE001 - preflight reports the options' problems
         return None
-    value = getattr(options, "max_length", None) if "max_length" in type(options).model_fields else None
-    return int(value) if isinstance(value, int) else None
+    value = component.capability("max_length")(options)
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def token_counter(model_id: str, options: dict[str, Any]):
