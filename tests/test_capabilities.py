@@ -171,6 +171,131 @@ def test_trainer_steps_for(pm):
                              num_train_epochs=1), 20) == 3
 
 
+# --- start-up: registering the built-ins imports none of their modules ----------------------------
+
+
+def test_building_the_registry_imports_no_builtin_factory_module(tmp_path):
+    """The built-ins declare their flags and name a small capabilities module
+    in register(...), so the check at registration imports no factory."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import json, sys\n"
+        "import tapir.plugins as p\n"
+        "r = p.registry()\n"
+        "comps = [c for t in r.by_role.values() for c in t.values() if c.role != 'models']\n"
+        "modules = {c.factory.partition(':')[0] for c in comps if isinstance(c.factory, str)}\n"
+        "print(json.dumps({'factories': sorted(modules), 'imported': sorted(modules & set(sys.modules)),\n"
+        "                  'plugin_modules': sorted(m for m in sys.modules if m.startswith('tapir_')),\n"
+        "                  'offered': sorted(f'{c.role}/{c.name}' for c in comps if c.capabilities or c.flags),\n"
+        "                  'errors': r.errors}))\n")
+    env = {k: v for k, v in os.environ.items() if k != "TAPIR_PLUGINS"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path,
+                         timeout=120, check=True)
+    found = json.loads(out.stdout)
+    assert {"tapir_judges.pairwise", "tapir_hf.backend", "tapir_trainers.hf_trainer",
+            "tapir_teachers.rewriter", "tapir_litellm.backend"} <= set(found["factories"])
+    assert found["imported"] == []
+    assert found["errors"] == {}
+    # Only the plugins' own packages and their capabilities modules.
+    assert all(m.count(".") == 0 or m.endswith(".capabilities") for m in found["plugin_modules"]), found
+    # Not vacuous: what the registry knows came from the declarations.
+    assert {"judges/pairwise", "trainers/hf", "rewriters/task-aware", "backends/hf", "classifiers/llm"} <= set(
+        found["offered"])
+
+
+def test_the_builtins_declarations_say_what_their_classes_offer(pm):
+    """A declaration must not drift from its class: the shape check of the
+    factory itself (as for a plugin that declares nothing) finds the same
+    flags, and no capability the declaration leaves out."""
+    from dataclasses import replace
+
+    from tapir.plugins import _offered
+
+    checked = 0
+    for role, table in pm.registry.by_role.items():
+        for name, component in table.items():
+            if role == "models" or not component.plugin.startswith(("hf", "litellm", "vllm", "judges",
+                                                                     "classifiers", "teachers", "trainers")):
+                continue
+            on_class, flags = _offered(replace(component, provider=None))
+            assert flags == component.flags, (role, name)
+            # The declaration hides nothing the class has (litellm's price lives in its module only).
+            assert on_class <= component.capabilities, (role, name)
+            checked += 1
+    assert checked >= 14
+
+
+class Unimportable:
+    """A factory that must not be imported: a lazy reference to a module that does not exist."""
+
+    ref = "tapir_no_such_module.judge:Judge"
+
+
+def test_declared_flags_and_no_capabilities_import_nothing(register_plugin, pm):
+    class Plugin:
+        @hookimpl
+        def register_judges(self, register):
+            register("declared", Unimportable.ref, flags={"needs_model": False, "reads_student_answer": True},
+                     capabilities=())
+            register("undeclared", Unimportable.ref)  # its shape check cannot import it: it offers nothing
+
+    register_plugin(Plugin(), "lazy-plugin")
+    registry = pm.registry
+    assert registry.get("judges", "declared").flags == {"needs_model": False, "reads_student_answer": True}
+    assert registry.get("judges", "declared").capabilities == frozenset()
+    assert registry.get("judges", "undeclared").flags == {}
+    assert registry.errors == {}
+
+
+@pytest.mark.parametrize("declared, wanted", [
+    ({"flags": {"needs_modle": True}}, "registered judge 'bad' with an unknown flag 'needs_modle' (flags of judges: "
+                                       "needs_model, needs_student, reads_student_answer; tapir.roles.FLAGS)"),
+    ({"flags": {"needs_model": "yes"}}, "registered judge 'bad' whose 'needs_model' is str 'yes': it must be a flag "
+                                        "declared True or False"),
+    ({"flags": {}, "capabilities": "tests_no_such_provider"}, None),  # a provider that cannot be imported: nothing
+    ({"flags": {}, "capabilities": TooFewParameters}, None),  # judges' estimate: a backend's price is not looked at
+])
+def test_a_wrong_declaration_is_refused_naming_the_plugin(register_plugin, pm, declared, wanted):
+    class Plugin:
+        @hookimpl
+        def register_judges(self, register):
+            register("bad", Unimportable.ref, **declared)
+
+    register_plugin(Plugin(), "declaring-plugin")
+    registry = pm.registry
+    if wanted is None:
+        assert registry.get("judges", "bad").capabilities == frozenset() and registry.errors == {}
+        return
+    assert "bad" not in registry.by_role["judges"]
+    assert registry.errors["declaring-plugin"].startswith("register_judges: plugin 'declaring-plugin' ")
+    assert wanted in registry.errors["declaring-plugin"]
+
+
+def test_a_named_provider_is_shape_checked_like_a_factory(register_plugin, pm):
+    class Plugin:
+        @hookimpl
+        def register_backends(self, register):
+            register("bad-provider", Unimportable.ref, flags={}, capabilities=TooFewParameters)
+            register("good-provider", Unimportable.ref, flags={"local_weights": True}, capabilities=GoodBackend)
+
+        @hookimpl
+        def register_teachers(self, register):
+            register("teacher", Unimportable.ref, capabilities=GoodBackend)  # teachers have no capabilities
+
+    register_plugin(Plugin(), "provider-plugin")
+    registry = pm.registry
+    assert "bad-provider" not in registry.by_role["backends"]
+    assert "price must be a classmethod or staticmethod" in registry.errors["provider-plugin"]
+    assert "registered teacher 'teacher' with capabilities, but teachers have none" in registry.errors[
+        "provider-plugin"]
+    good = registry.get("backends", "good-provider")
+    assert good.capabilities == {"missing_credentials", "price"} and good.flags == {"local_weights": True}
+
+
 def _section(name, **options):
     from types import SimpleNamespace
 
