@@ -399,6 +399,18 @@ class Stepping(Protocol):
         ...
 
 
+class Sampling(Protocol):
+    """A judge or classifier that says how it samples its replies."""
+
+    @classmethod
+    def generation(cls, options: Any) -> GenerationParams:
+        """The :class:`GenerationParams` of the component's calls with its
+        validated ``options`` (its defaults, then what ``options`` override).
+        Without this capability the core assumes greedy replies and does not
+        know their length (the dry run says so)."""
+        ...
+
+
 class Answering(Protocol):
     """A rewriter that says whose model answers a rewritten item."""
 
@@ -446,7 +458,11 @@ CAPABILITIES: dict[str, dict[str, tuple[type, tuple[str, ...]]]] = {
         "missing_credentials": (MissingCredentials, ("model_name", "options")),
         "price": (Priced, ("model_name", "tokens_in", "tokens_out")),
     },
-    "judges": {"estimate": (Estimating, ("stage", "n", "prompt_tokens", "options"))},
+    "judges": {
+        "estimate": (Estimating, ("stage", "n", "prompt_tokens", "options")),
+        "generation": (Sampling, ("options",)),
+    },
+    "classifiers": {"generation": (Sampling, ("options",))},
     "rewriters": {
         "estimate": (Estimating, ("stage", "n", "prompt_tokens", "options")),
         "answered_by": (Answering, ("options",)),

@@ -115,7 +115,10 @@ def test_builtin_capabilities(pm):
     offered = {(role, name): registry.get(role, name).capabilities
                for role in CAPABILITIES for name in registry.names(role)}
     assert offered[("backends", "litellm")] == {"missing_credentials", "price"}
-    assert offered[("judges", "pairwise")] == {"estimate"}
+    assert offered[("judges", "pairwise")] == {"estimate", "generation"}
+    assert offered[("judges", "mtbench-single")] == offered[("judges", "preference")] == {"generation"}
+    assert offered[("judges", "reference-similarity")] == offered[("judges", "student-loss")] == frozenset()
+    assert offered[("classifiers", "llm")] == {"generation"}
     assert offered[("rewriters", "task-aware")] == {"estimate", "answered_by"}
     assert offered[("trainers", "hf")] == offered[("trainers", "trl")] == {"steps_for", "max_length"}
     assert registry.get("backends", "hf").flags == {"local_weights": True, "trainable": True}
@@ -294,6 +297,36 @@ def test_a_named_provider_is_shape_checked_like_a_factory(register_plugin, pm):
         "provider-plugin"]
     good = registry.get("backends", "good-provider")
     assert good.capabilities == {"missing_credentials", "price"} and good.flags == {"local_weights": True}
+
+
+def test_how_a_judge_or_classifier_samples_is_its_generation_capability(register_plugin, pm):
+    """The dry run's reply lengths and the judge stage's 'greedy replies
+    repeat' read the component's generation with its options, instead of
+    reading a 'params' option by name."""
+    from tapir.pipeline.preflight import generation
+
+    pairwise = generation("judges", "pairwise", {})
+    assert (pairwise.max_new_tokens, pairwise.temperature, pairwise.top_logprobs) == (512, 0.0, 0)
+    assert generation("judges", "pairwise", {"score_only": True}).max_new_tokens == 24
+    sampled = generation("judges", "pairwise", {"judge_repeats": 3, "params": {"temperature": 0.7}})
+    assert sampled.temperature == 0.7 and sampled.max_new_tokens == 512
+    assert generation("judges", "mtbench-single", {"judge_mode": "reference"}).max_new_tokens == 2048
+    assert generation("judges", "preference", {}).max_new_tokens == 1
+    assert generation("classifiers", "llm", {"prompt": "table6"}).max_new_tokens == 256
+    assert generation("judges", "pairwise", {"params": {"temprature": 1}}) is None  # preflight reports the typo
+    assert generation("judges", "reference-similarity", {}) is None  # makes no call
+
+    class Silent:  # a third-party judge that does not say: planned at its model's length, taken as greedy
+        needs_model = True
+
+    class Plugin:
+        @hookimpl
+        def register_judges(self, register):
+            register("silent", Silent)
+
+    register_plugin(Plugin(), "third-party")
+    assert pm.registry.get("judges", "silent").capabilities == frozenset()
+    assert generation("judges", "silent", {}) is None
 
 
 def _section(name, **options):

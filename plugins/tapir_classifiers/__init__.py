@@ -22,6 +22,7 @@ def register_classifiers(register):
         "tapir_classifiers.llm:LLMClassifier",
         description="a chat model picks one task type from the list (lenient parsing, one nudge, else Others)",
         flags={"needs_model": True},  # as the class says (tests/test_capabilities.py compares them)
+        capabilities="tapir_classifiers.capabilities:LLM",
     )
     register(
         "encoder",
@@ -30,6 +31,7 @@ def register_classifiers(register):
         requires=_TORCH,
         extra="local",
         flags={"needs_model": False},
+        capabilities=(),
     )
     register(
         "centroid",
@@ -38,6 +40,7 @@ def register_classifiers(register):
         requires=_TORCH,
         extra="local",
         flags={"needs_model": False},
+        capabilities=(),
     )
 
 

@@ -33,14 +33,14 @@ def register_judges(register):
         "tapir_judges.single:MTBenchSingleJudge",
         description="MT-Bench single-answer grading 1-10 with its judge prompts ([[rating]]; reference, multi-turn)",
         flags={"needs_model": True, "needs_student": False, "reads_student_answer": True},
-        capabilities=(),
+        capabilities="tapir_judges.capabilities:Single",
     )
     register(
         "preference",
         "tapir_judges.preference:PreferenceJudge",
         description="AlpacaEval 2.0-style preference: P(model output better), weighted by verdict-token logprobs",
         flags={"needs_model": True, "needs_student": False, "reads_student_answer": True},
-        capabilities=(),
+        capabilities="tapir_judges.capabilities:Preference",
     )
     register(
         "reference-similarity",

@@ -14,3 +14,25 @@ class Pairwise:
         from tapir_judges.pairwise import PairwiseJudge
 
         return PairwiseJudge.estimate(stage, n, prompt_tokens, options)
+
+    @staticmethod
+    def generation(options: Any) -> Any:
+        from tapir_judges.pairwise import PairwiseJudge
+
+        return PairwiseJudge.generation(options)
+
+
+class Single:
+    @staticmethod
+    def generation(options: Any) -> Any:
+        from tapir_judges.single import MTBenchSingleJudge
+
+        return MTBenchSingleJudge.generation(options)
+
+
+class Preference:
+    @staticmethod
+    def generation(options: Any) -> Any:
+        from tapir_judges.preference import PreferenceJudge
+
+        return PreferenceJudge.generation(options)

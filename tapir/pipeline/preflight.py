@@ -374,18 +374,22 @@ def plan(checked: Checked, retry: bool = True, known: frozenset[str] | set[str] 
     tokens: dict[tuple[str, str], tuple[int, int]] = {}
     stages: list[PlannedStage] = []
 
-    # A judge and a classifier take their reply length from options.params (the
-    # run passes it to the component; their model's generation is refused).
-    reply_length = {role: (role_cfg.options.get("params") or {}).get("max_new_tokens")
-                    for role, role_cfg in (("judge", cfg.judge), ("classifier", cfg.classifier))}
-    for role, length in reply_length.items():
-        ref = cfg.judge.model if role == "judge" else cfg.classifier.model
-        if length is not None:
-            assumptions.append(f"the {role}'s replies: its options.params.max_new_tokens = {length}")
-        elif ref is not None:
-            assumptions.append(f"the {role}'s replies: its own default length, not known before it is built; "
-                               f"assumed {ref.generation.max_new_tokens} (set {role}.options.params.max_new_tokens "
-                               f"to plan with the real one)")
+    # A judge and a classifier sample as their generation capability says with
+    # their options (what the run passes to the component; their model's
+    # generation is refused).
+    reply_length: dict[str, int | None] = {}
+    for role, role_cfg in (("judge", cfg.judge), ("classifier", cfg.classifier)):
+        params = generation(f"{role}s", role_cfg.name, role_cfg.options)
+        reply_length[role] = params.max_new_tokens if params is not None else None
+        if role_cfg.model is None:
+            continue
+        if params is not None:
+            assumptions.append(f"the {role}'s replies: up to {params.max_new_tokens} tokens, as it asks with its "
+                               f"options")
+        else:
+            assumptions.append(f"the {role}'s replies: their length is not known before it is built ({role} "
+                               f"'{role_cfg.name}' does not say: tapir.roles.Sampling); assumed "
+                               f"{role_cfg.model.generation.max_new_tokens}")
 
     def add(role: str, ref: ModelRef | None, count: int, prompt_tokens: int, planned: PlannedStage,
             per_item: int | float = 1, reply_tokens: int | None = None):
@@ -484,6 +488,23 @@ def estimate(role: str, name: str, options: dict[str, Any], stage: str, n: int, 
         return [default]
     validated = component.options_model().model_validate(options)
     return list(component.capability("estimate")(stage, n, prompt_tokens, validated))
+
+
+def generation(role: str, name: str, options: dict[str, Any]) -> "GenerationParams | None":
+    """The generation parameters component ``name`` of ``role`` (judges,
+    classifiers) samples with, given its ``options``: its ``generation``
+    capability (None when it has none, is unknown, or its options are wrong:
+    preflight reports those)."""
+    from tapir.plugins import registry
+
+    try:
+        component = registry().get(role, name)
+        validated = component.options_model().model_validate(options)
+    except Exception:  # noqa: BLE001 - reported by preflight already
+        return None
+    if "generation" not in component.capabilities:
+        return None
+    return component.capability("generation")(validated)
 
 
 def steps_for(config: PipelineConfig, examples: int) -> int | None:
