@@ -378,6 +378,18 @@ class Priced(Protocol):
         ...
 
 
+class Servable(Protocol):
+    """A backend that can send its calls to OpenAI-compatible servers tapir
+    starts (``student.serve.launch``)."""
+
+    @classmethod
+    def served_at(cls, options: dict[str, Any], bases: list[str]) -> dict[str, Any]:
+        """``options`` (the config's mapping) made to send the calls to the
+        servers at ``bases`` (``http://127.0.0.1:PORT/v1``, one per replica);
+        a server the options already name wins."""
+        ...
+
+
 class Estimating(Protocol):
     """A judge or rewriter that says how many calls a stage of it makes."""
 
@@ -457,6 +469,7 @@ CAPABILITIES: dict[str, dict[str, tuple[type, tuple[str, ...]]]] = {
     "backends": {
         "missing_credentials": (MissingCredentials, ("model_name", "options")),
         "price": (Priced, ("model_name", "tokens_in", "tokens_out")),
+        "served_at": (Servable, ("options", "bases")),
     },
     "judges": {
         "estimate": (Estimating, ("stage", "n", "prompt_tokens", "options")),

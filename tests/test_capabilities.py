@@ -114,7 +114,7 @@ def test_builtin_capabilities(pm):
     registry = pm.registry
     offered = {(role, name): registry.get(role, name).capabilities
                for role in CAPABILITIES for name in registry.names(role)}
-    assert offered[("backends", "litellm")] == {"missing_credentials", "price"}
+    assert offered[("backends", "litellm")] == {"missing_credentials", "price", "served_at"}
     assert offered[("judges", "pairwise")] == {"estimate", "generation"}
     assert offered[("judges", "mtbench-single")] == offered[("judges", "preference")] == {"generation"}
     assert offered[("judges", "reference-similarity")] == offered[("judges", "student-loss")] == frozenset()
@@ -327,6 +327,40 @@ def test_how_a_judge_or_classifier_samples_is_its_generation_capability(register
     register_plugin(Plugin(), "third-party")
     assert pm.registry.get("judges", "silent").capabilities == frozenset()
     assert generation("judges", "silent", {}) is None
+
+
+def test_a_launched_student_server_is_named_to_the_backend_by_its_capability(register_plugin, pm):
+    """student.serve.launch: the backend is told where the servers are by its
+    served_at capability (the litellm backend: api_base / api_bases), not by
+    the core writing litellm's option names; a backend without it is refused
+    before anything runs."""
+    from types import SimpleNamespace
+
+    from tapir.pipeline.preflight import launch_problems
+    from tapir.pipeline.serving import served_component
+
+    served_at = served_component("openai/student", {}).capability("served_at")
+    assert served_at({"concurrency": 2}, ["http://a/v1"]) == {"concurrency": 2, "api_base": "http://a/v1"}
+    assert served_at({}, ["http://a/v1", "http://b/v1"]) == {"api_bases": ["http://a/v1", "http://b/v1"]}
+    assert served_at({"api_base": "http://mine/v1"}, ["http://a/v1"]) == {"api_base": "http://mine/v1"}
+
+    class Unservable:
+        def __init__(self, model_name, options):
+            self.model_id = model_name
+
+    class Plugin:
+        @hookimpl
+        def register_backends(self, register):
+            register("unservable", Unservable)
+
+    register_plugin(Plugin(), "third-party")
+    serve = SimpleNamespace(model="unservable:{checkpoint}", options={})
+    assert launch_problems(serve, "c.yaml: 'student.serve.model'") == [
+        "c.yaml: 'student.serve.model': student.serve.launch starts a server, but backend 'unservable' "
+        "(third-party) of 'unservable:{checkpoint}' cannot be sent to one (it has no served_at capability): serve "
+        "an OpenAI-compatible model id, e.g. openai/NAME, or drop launch"]
+    assert launch_problems(SimpleNamespace(model="openai/student", options={}), "w") == []
+    assert launch_problems(SimpleNamespace(model="nosuch:thing", options={}), "w") == []  # reported with the model
 
 
 def _section(name, **options):

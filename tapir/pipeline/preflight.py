@@ -190,6 +190,8 @@ def model_problems(config: PipelineConfig, source: str) -> list[str]:
         if student.serve is not None:  # placeholders ({checkpoint}, {port}) are text of the right type
             problems += backend_option_problems(student.serve.model, student.serve.options,
                                                 f"{source}: '{key}.serve.options'", f"{key}.generation")
+            if student.serve.launch:
+                problems += launch_problems(student.serve, f"{source}: '{key}.serve.model'")
         problems += folder_problems(student.model, student.options, f"{source}: '{key}.model'")
         if not backend_flag(spec.backend, "trainable"):
             hint = ""
@@ -200,6 +202,26 @@ def model_problems(config: PipelineConfig, source: str) -> list[str]:
                 f"student is trained here: it must be a local transformers model (a folder, a named local model, "
                 f"or hf:org/name for a hub id).{hint}")
     return problems
+
+
+def launch_problems(serve: Any, where: str) -> list[str]:
+    """A launched server needs a backend that can be sent to it (its
+    ``served_at`` capability); an unknown model or backend is reported with
+    the model id."""
+    from tapir.models import resolve
+    from tapir.pipeline.serving import served_component
+    from tapir.plugins import registry
+
+    try:
+        if resolve(serve.model, serve.options).backend not in registry().by_role["backends"]:
+            return []
+    except TapirError:
+        return []
+    try:
+        served_component(serve.model, serve.options)
+    except TapirError as exc:
+        return [f"{where}: {exc}"]
+    return []
 
 
 def backend_option_problems(model_id: str, options: dict[str, Any], where: str, generation_key: str) -> list[str]:
