@@ -390,6 +390,17 @@ class Servable(Protocol):
         ...
 
 
+class Tokenized(Protocol):
+    """A local-weights backend that can point at its model's tokenizer."""
+
+    @classmethod
+    def tokenizer_file(cls, model_name: str, options: Any) -> str | None:
+        """The model's ``tokenizer.json`` on this machine (its folder, a
+        download cache), None when there is none on disk; nothing is
+        downloaded or loaded."""
+        ...
+
+
 class Estimating(Protocol):
     """A judge or rewriter that says how many calls a stage of it makes."""
 
@@ -470,6 +481,7 @@ CAPABILITIES: dict[str, dict[str, tuple[type, tuple[str, ...]]]] = {
         "missing_credentials": (MissingCredentials, ("model_name", "options")),
         "price": (Priced, ("model_name", "tokens_in", "tokens_out")),
         "served_at": (Servable, ("options", "bases")),
+        "tokenizer_file": (Tokenized, ("model_name", "options")),
     },
     "judges": {
         "estimate": (Estimating, ("stage", "n", "prompt_tokens", "options")),

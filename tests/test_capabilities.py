@@ -115,6 +115,7 @@ def test_builtin_capabilities(pm):
     offered = {(role, name): registry.get(role, name).capabilities
                for role in CAPABILITIES for name in registry.names(role)}
     assert offered[("backends", "litellm")] == {"missing_credentials", "price", "served_at"}
+    assert offered[("backends", "hf")] == {"tokenizer_file"} and offered[("backends", "vllm")] == frozenset()
     assert offered[("judges", "pairwise")] == {"estimate", "generation"}
     assert offered[("judges", "mtbench-single")] == offered[("judges", "preference")] == {"generation"}
     assert offered[("judges", "reference-similarity")] == offered[("judges", "student-loss")] == frozenset()
@@ -361,6 +362,38 @@ def test_a_launched_student_server_is_named_to_the_backend_by_its_capability(reg
         "an OpenAI-compatible model id, e.g. openai/NAME, or drop launch"]
     assert launch_problems(SimpleNamespace(model="openai/student", options={}), "w") == []
     assert launch_problems(SimpleNamespace(model="nosuch:thing", options={}), "w") == []  # reported with the model
+
+
+def test_the_student_tokenizer_is_found_by_its_backends_capability(register_plugin, pm, tmp_path):
+    """The row-length check counts tokens with the tokenizer.json the
+    student's backend points at (the hf backend: its folder, or the hub
+    cache at options.revision), never reading a backend option itself."""
+    from tapir.pipeline.rowfit import token_counter, tokenizer_file
+
+    folder = tmp_path / "student"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    assert tokenizer_file(f"hf:{folder}", {}) is None  # no tokenizer.json: the bytes bound
+    assert token_counter(f"hf:{folder}", {})[1] == "bytes"
+    (folder / "tokenizer.json").write_text("{}")
+    assert tokenizer_file(f"hf:{folder}", {}) == folder / "tokenizer.json"
+    assert tokenizer_file("hf:org-not-cached/model-not-cached", {"revision": "main"}) is None
+
+    class Opaque:  # a third-party local backend that does not say where its tokenizer is
+        local_weights = True
+        trainable = True
+
+        def __init__(self, model_name, options):
+            self.model_id = model_name
+
+    class Plugin:
+        @hookimpl
+        def register_backends(self, register):
+            register("opaque", Opaque)
+
+    register_plugin(Plugin(), "third-party")
+    assert tokenizer_file(f"opaque:{folder}", {}) is None
+    assert token_counter(f"opaque:{folder}", {})[1] == "bytes"
 
 
 def _section(name, **options):

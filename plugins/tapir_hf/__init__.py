@@ -19,7 +19,7 @@ def register_backends(register):
         requires=_TORCH,
         extra="local",
         flags={"local_weights": True, "trainable": True},  # as HFBackend says (tests/test_capabilities.py)
-        capabilities=(),
+        capabilities="tapir_hf.capabilities",
     )
 
 

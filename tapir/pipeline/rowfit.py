@@ -4,7 +4,8 @@ The trainer drops an example whose prompt alone fills ``max_length`` tokens
 (nothing left to learn); found only at training time, such a row has
 already cost a teacher answer, and when every row is that long S0 fails.
 :func:`fit_rows` finds them first: each prompt (system turn and user turn)
-is counted with the student's own ``tokenizer.json`` (the ``tokenizers``
+is counted with the student's own ``tokenizer.json`` (found by its
+backend's ``tokenizer_file`` capability; read with the ``tokenizers``
 library: no transformers, no model load) when one is on disk, else bounded
 from below by its UTF-8 bytes / :data:`BYTES_PER_TOKEN`. Only rows whose
 bytes could reach ``max_length`` are tokenised, so this is cheap at the
@@ -109,24 +110,21 @@ def token_counter(model_id: str, options: dict[str, Any]):
 
 
 def tokenizer_file(model_id: str, options: dict[str, Any]) -> Path | None:
-    from tapir.models import hub_org, resolve
+    """The student's ``tokenizer.json`` on disk: its backend's
+    ``tokenizer_file`` capability (tapir.roles.Tokenized); None when the
+    backend has none or finds none (the bytes bound is used)."""
+    from tapir.models import resolve
+    from tapir.plugins import registry
 
     try:
         spec = resolve(model_id, options)
+        component = registry().get("backends", spec.backend)
     except TapirError:
         return None
-    folder = Path(spec.name).expanduser()
-    if folder.is_dir():
-        candidate = folder / "tokenizer.json"
-        return candidate if candidate.is_file() else None
-    if hub_org(spec.name) is None:
+    if "tokenizer_file" not in component.capabilities:
         return None
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        return None
-    found = try_to_load_from_cache(spec.name, "tokenizer.json", revision=spec.options.get("revision"))
-    return Path(found) if isinstance(found, str) else None
+    found = component.capability("tokenizer_file")(spec.name, spec.options)
+    return Path(found) if found else None
 
 
 def _source(data, base_dir: Path) -> str:
