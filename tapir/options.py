@@ -90,6 +90,30 @@ CommaList = Annotated[list[str] | None, BeforeValidator(comma_list)]
 JsonDict = Annotated[dict[str, Any], BeforeValidator(json_object)]
 
 
+class _InputFile:
+    def __repr__(self) -> str:
+        return "InputFile"
+
+
+_INPUT_FILE = _InputFile()
+#: A file the component reads: preflight checks that it exists before
+#: anything runs (a relative path is read from the config's folder).
+InputFile = Annotated[str, _INPUT_FILE]
+
+
+def input_files(model: type[BaseModel]) -> list[str]:
+    """The options of ``model`` declared as :data:`InputFile` (or ``InputFile | None``)."""
+    import typing
+
+    def marked(annotation: Any) -> bool:
+        if typing.get_origin(annotation) is Annotated:
+            return any(m is _INPUT_FILE for m in typing.get_args(annotation)[1:])
+        return any(marked(a) for a in typing.get_args(annotation))
+
+    return [name for name, field in model.model_fields.items()
+            if marked(field.annotation) or any(m is _INPUT_FILE for m in field.metadata)]
+
+
 class GenerationOverrides(BaseModel):
     """The ``params`` option of judges and classifiers: generation
     parameters that replace the component's defaults (each unset one keeps

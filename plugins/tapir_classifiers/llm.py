@@ -25,7 +25,7 @@ import re
 from collections import Counter
 from typing import Any, Literal, Sequence
 
-from tapir.options import GenerationOverrides, Options, generation_params, option
+from tapir.options import GenerationOverrides, InputFile, Options, generation_params, option
 from tapir.roles import GenerationParams, GenerationRequest
 from tapir.tasks import TASK_TYPES
 
@@ -213,7 +213,7 @@ class LLMClassifier:
             0, "labelled examples of distinct types shown first as worked chat turns (label prompt only)", ge=0)
         examples: list[Any] | None = option(
             None, "in-process only: the labelled Example objects the few-shot turns come from")
-        labels_path: str | None = option(
+        labels_path: InputFile | None = option(
             None, "labelled JSONL the few-shot turns come from (default the shipped seed set)")
         params: GenerationOverrides | None = option(
             None, "generation overrides: max_new_tokens, temperature, top_p, stop, top_logprobs, seed "

@@ -86,6 +86,7 @@ def component_problems(config: PipelineConfig, base_dir: Path, source: str) -> l
     """Every component's options against its declared schema, and the model
     it needs."""
     from tapir.config.paths import resolve_path
+    from tapir.options import input_files
     from tapir.plugins import registry
 
     reg = registry()
@@ -115,7 +116,9 @@ def component_problems(config: PipelineConfig, base_dir: Path, source: str) -> l
     check_role("judges", "judge", cfg.judge.name, cfg.judge.options, cfg.judge.model)
     classifier_options = dict(cfg.classifier.options)
     check_role("classifiers", "classifier", cfg.classifier.name, classifier_options, cfg.classifier.model)
-    for key in ("labels_path",):
+    # The files a classifier reads (its options declared InputFile; the run reads them from the config's folder).
+    classifier = reg.by_role["classifiers"].get(cfg.classifier.name)
+    for key in input_files(classifier.options_model()) if classifier is not None else ():
         value = classifier_options.get(key)
         if value and not resolve_path(str(value), base_dir).exists():
             problems.append(f"{source}: 'classifier.options.{key}': file not found: {value} "
