@@ -14,15 +14,19 @@ unavailable with the reason.
 
     register(name: str, factory: Callable | str, *, description: str = "",
              requires: Sequence[str] = (), extra: str | None = None,
-             capabilities: object | str | None = None)
+             capabilities: object | str | tuple | None = None,
+             flags: dict[str, bool] | None = None)
 
 What each factory must build is described in :mod:`tapir.roles`, with the
 optional capabilities a role's factory may offer (``missing_credentials``,
-``price``, ``estimate``, ``steps_for``; flags such as ``needs_model``):
+``price``, ``estimate``, ``answered_by``, ``steps_for``, ``max_length``; flags such as
+``needs_model``):
 tapir checks them once, at registration, and refuses a component whose
 capability has the wrong shape (the plugin lists as broken, naming it).
 ``capabilities`` names where they live when not on the factory (an object,
-or a light ``"module"`` so that checking them imports no backend). Every
+or a light ``"module[:attr]"`` so that checking them imports no backend;
+``()``: none) and ``flags`` declares the flags; what is declared is not
+looked for on the factory, so registering imports nothing of it. Every
 ``options`` a factory is called with is the component's declared ``Options``
 model, already validated (:mod:`tapir.options`).
 """

@@ -18,14 +18,13 @@ models.
 
 from __future__ import annotations
 
-import difflib
 import json
-import re
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from tapir.errors import ConfigError
+from tapir.validation_messages import OPTIONS, problems
 
 
 class Options(BaseModel):
@@ -91,6 +90,30 @@ CommaList = Annotated[list[str] | None, BeforeValidator(comma_list)]
 JsonDict = Annotated[dict[str, Any], BeforeValidator(json_object)]
 
 
+class _InputFile:
+    def __repr__(self) -> str:
+        return "InputFile"
+
+
+_INPUT_FILE = _InputFile()
+#: A file the component reads: preflight checks that it exists before
+#: anything runs (a relative path is read from the config's folder).
+InputFile = Annotated[str, _INPUT_FILE]
+
+
+def input_files(model: type[BaseModel]) -> list[str]:
+    """The options of ``model`` declared as :data:`InputFile` (or ``InputFile | None``)."""
+    import typing
+
+    def marked(annotation: Any) -> bool:
+        if typing.get_origin(annotation) is Annotated:
+            return any(m is _INPUT_FILE for m in typing.get_args(annotation)[1:])
+        return any(marked(a) for a in typing.get_args(annotation))
+
+    return [name for name, field in model.model_fields.items()
+            if marked(field.annotation) or any(m is _INPUT_FILE for m in field.metadata)]
+
+
 class GenerationOverrides(BaseModel):
     """The ``params`` option of judges and classifiers: generation
     parameters that replace the component's defaults (each unset one keeps
@@ -141,7 +164,7 @@ def option_problems(model: type[BaseModel], values: dict[str, Any] | None, where
     try:
         model.model_validate(values or {})
     except ValidationError as exc:
-        return _format(exc, model, where)
+        return problems(exc, model, where, OPTIONS)
     return []
 
 
@@ -151,68 +174,6 @@ def validate(model: type[BaseModel], values: dict[str, Any] | None, where: str) 
     if problems:
         raise ConfigError("\n".join(problems))
     return model.model_validate(values or {})
-
-
-def _owner(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
-    """The model class whose key is the last part of ``loc`` (a nested option
-    such as ``params.temperatre`` belongs to the ``params`` model)."""
-    current: Any = model
-    for part in loc[:-1]:
-        if isinstance(part, int) or _is_tag(part):
-            continue
-        field = current.model_fields.get(part) if isinstance(current, type) else None
-        if field is None:
-            return None
-        annotation = field.annotation
-        candidates = [annotation, *getattr(annotation, "__args__", ())]
-        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
-        if current is None:
-            return None
-    return current
-
-
-def _is_tag(part: Any) -> bool:
-    return isinstance(part, str) and (part.startswith("function-") or "[" in part)
-
-
-# Option names that hold a credential (``api_key``, ``hf_token``; not ``api_key_env`` or ``max_new_token``).
-_SECRET = re.compile(r"^(?:(?:\w+_)?(?:api_?key|secret|password)|(?:hf_|api_|access_|auth_|bearer_)?token)$")
-
-
-def _is_secret(key: str) -> bool:
-    low = key.lower()
-    return bool(_SECRET.match(low)) and not low.startswith(("max_", "min_", "top_"))
-
-
-def _format(exc: ValidationError, model: type[BaseModel], where: str) -> list[str]:
-    lines = []
-    for err in exc.errors():
-        parts = tuple(p for p in err["loc"] if not _is_tag(p))
-        loc = ".".join(str(p) for p in parts)
-        if err["type"] == "extra_forbidden":
-            owner = _owner(model, parts) or model
-            allowed = sorted(owner.model_fields)
-            key = str(parts[-1])
-            if _is_secret(key):
-                env_hint = (" with api_key_env naming the variable (e.g. api_key_env: MY_KEY)"
-                            if "api_key_env" in allowed else "")
-                lines.append(f"{where}: '{loc}' holds a credential: keys never go into a config (it is stored "
-                             f"with the run). Remove it and export the key as an environment variable instead"
-                             f"{env_hint}")
-                continue
-            close = difflib.get_close_matches(key, allowed, n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
-            lines.append(f"{where}: unknown option '{loc}'.{hint} Allowed: {', '.join(allowed) or 'none'}")
-        elif err["type"] == "missing":
-            doc = model.model_fields[str(err["loc"][0])].description if err["loc"] else ""
-            lines.append(f"{where}: missing required option '{loc}'" + (f" ({doc})" if doc else ""))
-        else:
-            got = err.get("input")
-            got_text = f" (got {got!r:.60})" if got is not None and not isinstance(got, dict) else ""
-            if any(_is_secret(str(p)) for p in parts):
-                got_text = ""  # never echo a credential
-            lines.append(f"{where}: option '{loc}': {err['msg']}{got_text}")
-    return lines
 
 
 def describe(model: type[BaseModel]) -> list[dict[str, str]]:

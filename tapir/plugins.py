@@ -83,7 +83,8 @@ class Component:
     flags: dict[str, bool] = field(default_factory=dict)
     # Where the capabilities live when not on the factory: an object or a
     # "module[:attr]" the plugin names with register(..., capabilities=...),
-    # so checking them imports a small module, not the component.
+    # so checking them imports a small module, not the component; NONE: the
+    # plugin says the component offers none (capabilities=()).
     provider: Any = None
 
     @property
@@ -120,6 +121,8 @@ class Component:
     def _capability_source(self) -> Any:
         if self.provider is None:
             return self.load(even_unavailable=True)
+        if self.provider is NONE:
+            return None
         return _imported(self.provider) if isinstance(self.provider, str) else self.provider
 
     def options_model(self):
@@ -149,28 +152,57 @@ class Component:
         return factory(*args, validate(self.options_model(), options, where))
 
 
-def _offered(comp: Component) -> tuple[frozenset[str], dict[str, bool]]:
-    """The capabilities and flags ``comp``'s factory offers (tapir.roles
-    CAPABILITIES and FLAGS for its role). This is the one place that looks
-    at a factory's attributes; the core reads the result from the registry.
-    A capability or flag of the wrong shape raises :class:`TapirError`
-    naming the plugin. A factory that cannot be imported offers nothing
-    (using it reports the import error)."""
+class _NoCapabilities:
+    def __repr__(self) -> str:
+        return "NONE"
+
+
+# A component's provider when the plugin registered it with capabilities=():
+# it offers no capability.
+NONE = _NoCapabilities()
+
+
+def _offered(comp: Component, declared_flags: dict[str, Any] | None = None
+             ) -> tuple[frozenset[str], dict[str, bool]]:
+    """The capabilities and flags ``comp`` offers (tapir.roles CAPABILITIES
+    and FLAGS for its role). This is the one place that looks at a factory's
+    attributes; the core reads the result from the registry.
+
+    What the plugin declared in its register(...) call is not looked for on
+    the factory: ``flags={...}`` are its flags, ``capabilities="module[:attr]"``
+    names where its capabilities are (only that small module is imported),
+    ``capabilities=()`` says it has none. The factory is imported only for
+    what was not declared (the shape check of a third-party component that
+    declares nothing). A capability or flag of the wrong shape raises
+    :class:`TapirError` naming the plugin. A factory or provider that cannot
+    be imported offers nothing (using it reports the import error)."""
     import inspect
 
     from tapir.roles import CAPABILITIES, FLAGS
 
     wanted, flag_names = CAPABILITIES.get(comp.role, {}), FLAGS.get(comp.role, ())
-    if not wanted and not flag_names:
-        return frozenset(), {}
-    try:
-        source = comp._capability_source()
-        factory = comp.load(even_unavailable=True) if flag_names else None
-    except Exception:  # noqa: BLE001 - reported when the component is used
-        return frozenset(), {}
     what = f"plugin '{comp.plugin}' registered {comp.role[:-1]} '{comp.name}'"
+    flags: dict[str, bool] = {}
+    if declared_flags is not None:
+        for name, value in declared_flags.items():
+            if name not in flag_names:
+                known = ", ".join(flag_names) or "none"
+                raise TapirError(f"{what} with an unknown flag '{name}' (flags of {comp.role}: {known}; "
+                                 f"tapir.roles.FLAGS); fix the plugin")
+            flags[name] = _flag(what, name, value, "a flag declared True or False")
+    if comp.provider is not None and comp.provider is not NONE and not wanted:
+        raise TapirError(f"{what} with capabilities, but {comp.role} have none (tapir.roles.CAPABILITIES); "
+                         f"fix the plugin")
+    look_for_flags = declared_flags is None and bool(flag_names)
+    if not (wanted and comp.provider is not NONE) and not look_for_flags:
+        return frozenset(), flags
+    try:
+        source = comp._capability_source() if wanted else None
+        factory = comp.load(even_unavailable=True) if look_for_flags else None
+    except Exception:  # noqa: BLE001 - reported when the component is used
+        return frozenset(), flags
     offered = set()
-    for name, (protocol, params) in wanted.items():
+    for name, (protocol, params) in wanted.items() if source is not None else ():
         if not hasattr(source, name):
             continue
         method = getattr(source, name)
@@ -185,16 +217,17 @@ def _offered(comp: Component) -> tuple[frozenset[str], dict[str, bool]]:
             raise TapirError(f"{what} with a capability of the wrong shape: {name} must be a classmethod or "
                              f"staticmethod called as {shape} (tapir.roles.{protocol.__name__}); fix the plugin")
         offered.add(name)
-    flags = {}
-    for name in flag_names:
-        if not hasattr(factory, name):
-            continue
-        value = getattr(factory, name)
-        if not isinstance(value, bool):
-            raise TapirError(f"{what} whose '{name}' is {type(value).__name__} {value!r}: it must be a class "
-                             f"attribute True or False (tapir.roles); fix the plugin")
-        flags[name] = value
+    for name in flag_names if look_for_flags else ():
+        if hasattr(factory, name):
+            flags[name] = _flag(what, name, getattr(factory, name), "a class attribute True or False")
     return frozenset(offered), flags
+
+
+def _flag(what: str, name: str, value: Any, shape: str) -> bool:
+    if not isinstance(value, bool):
+        raise TapirError(f"{what} whose '{name}' is {type(value).__name__} {value!r}: it must be {shape} "
+                         f"(tapir.roles); fix the plugin")
+    return value
 
 
 class Registry:
@@ -223,7 +256,8 @@ class Registry:
                     self.errors.setdefault(plugin_name, f"{hook_name}: {type(exc).__name__}: {exc}")
 
     def _register_fn(self, role: str, plugin_name: str):
-        def register(name, factory=None, *, description="", requires=(), extra=None, capabilities=None, **options):
+        def register(name, factory=None, *, description="", requires=(), extra=None, capabilities=None, flags=None,
+                     **options):
             if role == "models":
                 # register(model_id, backend=..., model=..., description=..., options=...)
                 comp = Component(role, name, plugin_name, factory or "", description,
@@ -232,9 +266,11 @@ class Registry:
                 if factory is None:
                     raise TapirError(f"plugin {plugin_name} registered {role[:-1]} '{name}' without a factory")
                 comp = Component(role, name, plugin_name, factory, description,
-                                 tuple(requires), extra, options, provider=capabilities)
+                                 tuple(requires), extra, options,
+                                 provider=NONE if isinstance(capabilities, (tuple, list)) and not capabilities
+                                 else capabilities)
             try:
-                comp.capabilities, comp.flags = _offered(comp)
+                comp.capabilities, comp.flags = _offered(comp, flags)
             except TapirError as exc:  # refused: the plugin's other components still register
                 problem = f"register_{role}: {exc}"
                 previous_error = self.errors.get(plugin_name)

@@ -378,6 +378,29 @@ class Priced(Protocol):
         ...
 
 
+class Servable(Protocol):
+    """A backend that can send its calls to OpenAI-compatible servers tapir
+    starts (``student.serve.launch``)."""
+
+    @classmethod
+    def served_at(cls, options: dict[str, Any], bases: list[str]) -> dict[str, Any]:
+        """``options`` (the config's mapping) made to send the calls to the
+        servers at ``bases`` (``http://127.0.0.1:PORT/v1``, one per replica);
+        a server the options already name wins."""
+        ...
+
+
+class Tokenized(Protocol):
+    """A local-weights backend that can point at its model's tokenizer."""
+
+    @classmethod
+    def tokenizer_file(cls, model_name: str, options: Any) -> str | None:
+        """The model's ``tokenizer.json`` on this machine (its folder, a
+        download cache), None when there is none on disk; nothing is
+        downloaded or loaded."""
+        ...
+
+
 class Estimating(Protocol):
     """A judge or rewriter that says how many calls a stage of it makes."""
 
@@ -399,6 +422,46 @@ class Stepping(Protocol):
         ...
 
 
+class Sampling(Protocol):
+    """A judge or classifier that says how it samples its replies."""
+
+    @classmethod
+    def generation(cls, options: Any) -> GenerationParams:
+        """The :class:`GenerationParams` of the component's calls with its
+        validated ``options`` (its defaults, then what ``options`` override).
+        Without this capability the core assumes greedy replies and does not
+        know their length (the dry run says so)."""
+        ...
+
+
+class Answering(Protocol):
+    """A rewriter that says whose model answers a rewritten item."""
+
+    @classmethod
+    def answered_by(cls, options: Any) -> str:
+        """``"teacher"`` when the teacher answers the refined instruction (its
+        model's replies become the training answer), ``"rewriter"`` when the
+        rewriter's own model writes the answer, for the rewriter's validated
+        ``options``. Without this capability the core assumes ``"teacher"``
+        (what :class:`Rewriter` describes: the teacher answers it)."""
+        ...
+
+
+class Bounded(Protocol):
+    """A trainer whose examples have a longest length."""
+
+    @classmethod
+    def max_length(cls, options: Any) -> int | None:
+        """Tokens per example with the trainer's validated ``options``: a
+        prompt this long leaves nothing to learn, so the trainer drops it
+        (None: no limit). Without this capability the core checks no data
+        row's length before the run (the trainer reports it at training)."""
+        ...
+
+
+# The roles an ``answered_by`` capability may name.
+ANSWERED_BY = ("teacher", "rewriter")
+
 # Declared booleans (class attributes) a component may carry; the core reads
 # them from the registry's record (``Component.flags``).
 FLAGS = {
@@ -417,8 +480,20 @@ CAPABILITIES: dict[str, dict[str, tuple[type, tuple[str, ...]]]] = {
     "backends": {
         "missing_credentials": (MissingCredentials, ("model_name", "options")),
         "price": (Priced, ("model_name", "tokens_in", "tokens_out")),
+        "served_at": (Servable, ("options", "bases")),
+        "tokenizer_file": (Tokenized, ("model_name", "options")),
     },
-    "judges": {"estimate": (Estimating, ("stage", "n", "prompt_tokens", "options"))},
-    "rewriters": {"estimate": (Estimating, ("stage", "n", "prompt_tokens", "options"))},
-    "trainers": {"steps_for": (Stepping, ("options", "n_examples"))},
+    "judges": {
+        "estimate": (Estimating, ("stage", "n", "prompt_tokens", "options")),
+        "generation": (Sampling, ("options",)),
+    },
+    "classifiers": {"generation": (Sampling, ("options",))},
+    "rewriters": {
+        "estimate": (Estimating, ("stage", "n", "prompt_tokens", "options")),
+        "answered_by": (Answering, ("options",)),
+    },
+    "trainers": {
+        "steps_for": (Stepping, ("options", "n_examples")),
+        "max_length": (Bounded, ("options",)),
+    },
 }

@@ -90,6 +90,10 @@ class SpyTrainer:
     seen: list = []
     Options = _hf_trainer_class().Options
 
+    @classmethod
+    def max_length(cls, options):  # the real trainer's capability (tapir.roles.Bounded): rows are checked
+        return _hf_trainer_class().max_length(options)
+
     def __init__(self, options):
         self.inner = _hf_trainer_class()(options)
 

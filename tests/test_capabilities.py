@@ -114,10 +114,14 @@ def test_builtin_capabilities(pm):
     registry = pm.registry
     offered = {(role, name): registry.get(role, name).capabilities
                for role in CAPABILITIES for name in registry.names(role)}
-    assert offered[("backends", "litellm")] == {"missing_credentials", "price"}
-    assert offered[("judges", "pairwise")] == {"estimate"}
-    assert offered[("rewriters", "task-aware")] == {"estimate"}
-    assert offered[("trainers", "hf")] == offered[("trainers", "trl")] == {"steps_for"}
+    assert offered[("backends", "litellm")] == {"missing_credentials", "price", "served_at"}
+    assert offered[("backends", "hf")] == {"tokenizer_file"} and offered[("backends", "vllm")] == frozenset()
+    assert offered[("judges", "pairwise")] == {"estimate", "generation"}
+    assert offered[("judges", "mtbench-single")] == offered[("judges", "preference")] == {"generation"}
+    assert offered[("judges", "reference-similarity")] == offered[("judges", "student-loss")] == frozenset()
+    assert offered[("classifiers", "llm")] == {"generation"}
+    assert offered[("rewriters", "task-aware")] == {"estimate", "answered_by"}
+    assert offered[("trainers", "hf")] == offered[("trainers", "trl")] == {"steps_for", "max_length"}
     assert registry.get("backends", "hf").flags == {"local_weights": True, "trainable": True}
     assert registry.get("backends", "vllm").flags == {"local_weights": True, "trainable": False}
     for name in registry.names("judges"):
@@ -169,6 +173,306 @@ def test_trainer_steps_for(pm):
     assert steps_for(options(total_batch_size=32, num_train_epochs=1.5, max_steps=7), 100) == 7
     assert steps_for(options(per_device_train_batch_size=4, gradient_accumulation_steps=2,
                              num_train_epochs=1), 20) == 3
+
+
+# --- start-up: registering the built-ins imports none of their modules ----------------------------
+
+
+def test_building_the_registry_imports_no_builtin_factory_module(tmp_path):
+    """The built-ins declare their flags and name a small capabilities module
+    in register(...), so the check at registration imports no factory."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import json, sys\n"
+        "import tapir.plugins as p\n"
+        "r = p.registry()\n"
+        "comps = [c for t in r.by_role.values() for c in t.values() if c.role != 'models']\n"
+        "modules = {c.factory.partition(':')[0] for c in comps if isinstance(c.factory, str)}\n"
+        "print(json.dumps({'factories': sorted(modules), 'imported': sorted(modules & set(sys.modules)),\n"
+        "                  'plugin_modules': sorted(m for m in sys.modules if m.startswith('tapir_')),\n"
+        "                  'offered': sorted(f'{c.role}/{c.name}' for c in comps if c.capabilities or c.flags),\n"
+        "                  'errors': r.errors}))\n")
+    env = {k: v for k, v in os.environ.items() if k != "TAPIR_PLUGINS"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path,
+                         timeout=120, check=True)
+    found = json.loads(out.stdout)
+    assert {"tapir_judges.pairwise", "tapir_hf.backend", "tapir_trainers.hf_trainer",
+            "tapir_teachers.rewriter", "tapir_litellm.backend"} <= set(found["factories"])
+    assert found["imported"] == []
+    assert found["errors"] == {}
+    # Only the plugins' own packages and their capabilities modules.
+    assert all(m.count(".") == 0 or m.endswith(".capabilities") for m in found["plugin_modules"]), found
+    # Not vacuous: what the registry knows came from the declarations.
+    assert {"judges/pairwise", "trainers/hf", "rewriters/task-aware", "backends/hf", "classifiers/llm"} <= set(
+        found["offered"])
+
+
+def test_the_builtins_declarations_say_what_their_classes_offer(pm):
+    """A declaration must not drift from its class: the shape check of the
+    factory itself (as for a plugin that declares nothing) finds the same
+    flags, and no capability the declaration leaves out."""
+    from dataclasses import replace
+
+    from tapir.plugins import _offered
+
+    checked = 0
+    for role, table in pm.registry.by_role.items():
+        for name, component in table.items():
+            if role == "models" or not component.plugin.startswith(("hf", "litellm", "vllm", "judges",
+                                                                     "classifiers", "teachers", "trainers")):
+                continue
+            on_class, flags = _offered(replace(component, provider=None))
+            assert flags == component.flags, (role, name)
+            # The declaration hides nothing the class has (litellm's price lives in its module only).
+            assert on_class <= component.capabilities, (role, name)
+            checked += 1
+    assert checked >= 14
+
+
+class Unimportable:
+    """A factory that must not be imported: a lazy reference to a module that does not exist."""
+
+    ref = "tapir_no_such_module.judge:Judge"
+
+
+def test_declared_flags_and_no_capabilities_import_nothing(register_plugin, pm):
+    class Plugin:
+        @hookimpl
+        def register_judges(self, register):
+            register("declared", Unimportable.ref, flags={"needs_model": False, "reads_student_answer": True},
+                     capabilities=())
+            register("undeclared", Unimportable.ref)  # its shape check cannot import it: it offers nothing
+
+    register_plugin(Plugin(), "lazy-plugin")
+    registry = pm.registry
+    assert registry.get("judges", "declared").flags == {"needs_model": False, "reads_student_answer": True}
+    assert registry.get("judges", "declared").capabilities == frozenset()
+    assert registry.get("judges", "undeclared").flags == {}
+    assert registry.errors == {}
+
+
+@pytest.mark.parametrize("declared, wanted", [
+    ({"flags": {"needs_modle": True}}, "registered judge 'bad' with an unknown flag 'needs_modle' (flags of judges: "
+                                       "needs_model, needs_student, reads_student_answer; tapir.roles.FLAGS)"),
+    ({"flags": {"needs_model": "yes"}}, "registered judge 'bad' whose 'needs_model' is str 'yes': it must be a flag "
+                                        "declared True or False"),
+    ({"flags": {}, "capabilities": "tests_no_such_provider"}, None),  # a provider that cannot be imported: nothing
+    ({"flags": {}, "capabilities": TooFewParameters}, None),  # judges' estimate: a backend's price is not looked at
+])
+def test_a_wrong_declaration_is_refused_naming_the_plugin(register_plugin, pm, declared, wanted):
+    class Plugin:
+        @hookimpl
+        def register_judges(self, register):
+            register("bad", Unimportable.ref, **declared)
+
+    register_plugin(Plugin(), "declaring-plugin")
+    registry = pm.registry
+    if wanted is None:
+        assert registry.get("judges", "bad").capabilities == frozenset() and registry.errors == {}
+        return
+    assert "bad" not in registry.by_role["judges"]
+    assert registry.errors["declaring-plugin"].startswith("register_judges: plugin 'declaring-plugin' ")
+    assert wanted in registry.errors["declaring-plugin"]
+
+
+def test_a_named_provider_is_shape_checked_like_a_factory(register_plugin, pm):
+    class Plugin:
+        @hookimpl
+        def register_backends(self, register):
+            register("bad-provider", Unimportable.ref, flags={}, capabilities=TooFewParameters)
+            register("good-provider", Unimportable.ref, flags={"local_weights": True}, capabilities=GoodBackend)
+
+        @hookimpl
+        def register_teachers(self, register):
+            register("teacher", Unimportable.ref, capabilities=GoodBackend)  # teachers have no capabilities
+
+    register_plugin(Plugin(), "provider-plugin")
+    registry = pm.registry
+    assert "bad-provider" not in registry.by_role["backends"]
+    assert "price must be a classmethod or staticmethod" in registry.errors["provider-plugin"]
+    assert "registered teacher 'teacher' with capabilities, but teachers have none" in registry.errors[
+        "provider-plugin"]
+    good = registry.get("backends", "good-provider")
+    assert good.capabilities == {"missing_credentials", "price"} and good.flags == {"local_weights": True}
+
+
+def test_how_a_judge_or_classifier_samples_is_its_generation_capability(register_plugin, pm):
+    """The dry run's reply lengths and the judge stage's 'greedy replies
+    repeat' read the component's generation with its options, instead of
+    reading a 'params' option by name."""
+    from tapir.pipeline.preflight import generation
+
+    pairwise = generation("judges", "pairwise", {})
+    assert (pairwise.max_new_tokens, pairwise.temperature, pairwise.top_logprobs) == (512, 0.0, 0)
+    assert generation("judges", "pairwise", {"score_only": True}).max_new_tokens == 24
+    sampled = generation("judges", "pairwise", {"judge_repeats": 3, "params": {"temperature": 0.7}})
+    assert sampled.temperature == 0.7 and sampled.max_new_tokens == 512
+    assert generation("judges", "mtbench-single", {"judge_mode": "reference"}).max_new_tokens == 2048
+    assert generation("judges", "preference", {}).max_new_tokens == 1
+    assert generation("classifiers", "llm", {"prompt": "table6"}).max_new_tokens == 256
+    assert generation("judges", "pairwise", {"params": {"temprature": 1}}) is None  # preflight reports the typo
+    assert generation("judges", "reference-similarity", {}) is None  # makes no call
+
+    class Silent:  # a third-party judge that does not say: planned at its model's length, taken as greedy
+        needs_model = True
+
+    class Plugin:
+        @hookimpl
+        def register_judges(self, register):
+            register("silent", Silent)
+
+    register_plugin(Plugin(), "third-party")
+    assert pm.registry.get("judges", "silent").capabilities == frozenset()
+    assert generation("judges", "silent", {}) is None
+
+
+def test_a_launched_student_server_is_named_to_the_backend_by_its_capability(register_plugin, pm):
+    """student.serve.launch: the backend is told where the servers are by its
+    served_at capability (the litellm backend: api_base / api_bases), not by
+    the core writing litellm's option names; a backend without it is refused
+    before anything runs."""
+    from types import SimpleNamespace
+
+    from tapir.pipeline.preflight import launch_problems
+    from tapir.pipeline.serving import served_component
+
+    served_at = served_component("openai/student", {}).capability("served_at")
+    assert served_at({"concurrency": 2}, ["http://a/v1"]) == {"concurrency": 2, "api_base": "http://a/v1"}
+    assert served_at({}, ["http://a/v1", "http://b/v1"]) == {"api_bases": ["http://a/v1", "http://b/v1"]}
+    assert served_at({"api_base": "http://mine/v1"}, ["http://a/v1"]) == {"api_base": "http://mine/v1"}
+
+    class Unservable:
+        def __init__(self, model_name, options):
+            self.model_id = model_name
+
+    class Plugin:
+        @hookimpl
+        def register_backends(self, register):
+            register("unservable", Unservable)
+
+    register_plugin(Plugin(), "third-party")
+    serve = SimpleNamespace(model="unservable:{checkpoint}", options={})
+    assert launch_problems(serve, "c.yaml: 'student.serve.model'") == [
+        "c.yaml: 'student.serve.model': student.serve.launch starts a server, but backend 'unservable' "
+        "(third-party) of 'unservable:{checkpoint}' cannot be sent to one (it has no served_at capability): serve "
+        "an OpenAI-compatible model id, e.g. openai/NAME, or drop launch"]
+    assert launch_problems(SimpleNamespace(model="openai/student", options={}), "w") == []
+    assert launch_problems(SimpleNamespace(model="nosuch:thing", options={}), "w") == []  # reported with the model
+
+
+def test_the_student_tokenizer_is_found_by_its_backends_capability(register_plugin, pm, tmp_path):
+    """The row-length check counts tokens with the tokenizer.json the
+    student's backend points at (the hf backend: its folder, or the hub
+    cache at options.revision), never reading a backend option itself."""
+    from tapir.pipeline.rowfit import token_counter, tokenizer_file
+
+    folder = tmp_path / "student"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    assert tokenizer_file(f"hf:{folder}", {}) is None  # no tokenizer.json: the bytes bound
+    assert token_counter(f"hf:{folder}", {})[1] == "bytes"
+    (folder / "tokenizer.json").write_text("{}")
+    assert tokenizer_file(f"hf:{folder}", {}) == folder / "tokenizer.json"
+    assert tokenizer_file("hf:org-not-cached/model-not-cached", {"revision": "main"}) is None
+
+    class Opaque:  # a third-party local backend that does not say where its tokenizer is
+        local_weights = True
+        trainable = True
+
+        def __init__(self, model_name, options):
+            self.model_id = model_name
+
+    class Plugin:
+        @hookimpl
+        def register_backends(self, register):
+            register("opaque", Opaque)
+
+    register_plugin(Plugin(), "third-party")
+    assert tokenizer_file(f"opaque:{folder}", {}) is None
+    assert token_counter(f"opaque:{folder}", {})[1] == "bytes"
+
+
+def _section(name, **options):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(name=name, options=options)
+
+
+def test_who_answers_a_rewritten_item_is_the_rewriters_capability(register_plugin, pm):
+    """The rewrite stage asks the rewriter whose model answers (it decides
+    which model's greedy replies repeat), instead of reading its 'mode'."""
+    from tapir.errors import TapirError
+    from tapir.pipeline.stages.rewrite import answered_by
+
+    assert answered_by(_section("task-aware")) == "teacher"
+    assert answered_by(_section("task-aware", mode="refine-instruction")) == "teacher"
+    assert answered_by(_section("task-aware", mode="polish-answer")) == "rewriter"
+
+    class Plain:  # a third-party rewriter that says nothing: the teacher answers (tapir.roles.Answering)
+        pass
+
+    class SelfAnswering:
+        @staticmethod
+        def answered_by(options):
+            return "rewriter"
+
+    class Confused:
+        @classmethod
+        def answered_by(cls, options):
+            return "the judge"
+
+    class Plugin:
+        @hookimpl
+        def register_rewriters(self, register):
+            register("plain", Plain)
+            register("self-answering", SelfAnswering)
+            register("confused", Confused)
+
+    register_plugin(Plugin(), "third-party")
+    assert pm.registry.get("rewriters", "plain").capabilities == frozenset()
+    assert answered_by(_section("plain", mode="polish-answer")) == "teacher"  # its options are its own
+    assert answered_by(_section("self-answering")) == "rewriter"
+    with pytest.raises(TapirError, match="rewriter 'confused' \\(third-party\\) says its items are answered by "
+                                         "'the judge'; answered_by must return one of teacher, rewriter"):
+        answered_by(_section("confused"))
+
+
+def test_the_rows_length_check_reads_the_trainers_max_length_capability(register_plugin, pm):
+    from types import SimpleNamespace
+
+    from tapir.pipeline.rowfit import trainer_max_length
+
+    def config(name, **options):
+        return SimpleNamespace(trainer=_section(name, **options))
+
+    assert trainer_max_length(config("hf")) == 2048  # the built-ins' default
+    assert trainer_max_length(config("hf", max_length=64)) == 64
+    assert trainer_max_length(config("trl", max_length=96)) == 96
+    assert trainer_max_length(config("hf", max_length="many")) is None  # preflight reports the option
+
+    class Unbounded:  # a third-party trainer without the capability: no row is checked before the run
+        pass
+
+    class Bounded:
+        @classmethod
+        def max_length(cls, options):
+            return 10
+
+    class Plugin:
+        @hookimpl
+        def register_trainers(self, register):
+            register("unbounded", Unbounded)
+            register("bounded", Bounded)
+
+    register_plugin(Plugin(), "third-party")
+    assert pm.registry.get("trainers", "unbounded").capabilities == frozenset()
+    assert trainer_max_length(config("unbounded")) is None
+    assert trainer_max_length(config("bounded")) == 10
+    assert trainer_max_length(config("no-such-trainer")) is None
 
 
 # --- the core names no built-in plugin ------------------------------------------------------------

@@ -179,12 +179,14 @@ def test_section_of_wrong_type(write):
 
 def test_missing_required_key(write):
     path = write(edit("judge:\n  name: fake-judge\n  model:\n    model: \"fake:judge-model\"\n", ""))
-    assert one_error(path) == f"{path}: missing required key 'judge'"
+    # The key's one-line doc follows (one formatter with components' options, tapir.validation_messages).
+    assert one_error(path) == (f"{path}: missing required key 'judge' (the judge of the MFD (teacher vs student "
+                               "answers); its decoding is options.params (`tapir plugins NAME`), not model.generation)")
 
 
 def test_missing_required_nested_key(write):
     path = write(edit("student:\n  model: \"fake:student-model\"\n", "student:\n  options: {}\n"))
-    assert one_error(path) == f"{path}: missing required key 'student.model'"
+    assert one_error(path).startswith(f"{path}: missing required key 'student.model' (a model id: ")
 
 
 def test_invalid_yaml_names_the_line(write):

@@ -71,3 +71,18 @@ def test_a_credential_is_refused_without_echoing_it(pm):
                         "Remove it and export the key as an environment variable instead with api_key_env naming "
                         "the variable (e.g. api_key_env: MY_KEY)"]
     assert registry().get("backends", "litellm").check_options({"api_key_env": "MY_KEY"}, "w") == []
+
+
+def test_input_files_are_found_by_their_declared_type(pm):
+    """Preflight checks a classifier's files by the option type InputFile,
+    not by an option name the core knows."""
+    from tapir.options import InputFile, Options, input_files, option
+
+    class Opts(Options):
+        labels: InputFile | None = option(None, "a file")
+        required_file: InputFile = option("x.jsonl", "another")
+        name: str | None = option(None, "not a file")
+
+    assert input_files(Opts) == ["labels", "required_file"]
+    for name in ("llm", "encoder", "centroid"):
+        assert input_files(pm.registry.get("classifiers", name).options_model()) == ["labels_path"], name

@@ -286,8 +286,9 @@ def test_dry_run_counts_no_zero_weight_examples_and_the_matched_steps(tmp_path, 
 
 
 def test_dry_run_reads_the_judges_reply_length_from_its_params(tmp_path, cli, monkeypatch):
-    """The judge's replies are as long as judge.options.params.max_new_tokens
-    says (what the run passes to the judge), not its model's generation."""
+    """The judge's replies are as long as its generation capability says with
+    its options (judge.options.params.max_new_tokens, else its own default:
+    what the run passes to the judge), not its model's generation."""
     from tapir.pipeline.preflight import check, plan
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key-000000000")
@@ -298,11 +299,13 @@ def test_dry_run_reads_the_judges_reply_length_from_its_params(tmp_path, cli, mo
         p = plan(check(cfg, db, overrides=[f"judge.options.params={{max_new_tokens: {length}}}"]))
         (key,) = [k for k in p.tokens if k[0] == "judge"]
         judge_out[length] = p.tokens[key][1]
-        assert f"the judge's replies: its options.params.max_new_tokens = {length}" in p.assumptions
+        assert f"the judge's replies: up to {length} tokens, as it asks with its options" in p.assumptions
     assert judge_out[100] == 104004 * 60 and judge_out[1000] == 104004 * 600
+    # Unset: the judge's own default, which its generation capability says (the pairwise judge's 512).
     p = plan(check(cfg, db))
-    assert any(a.startswith("the judge's replies: its own default length, not known before it is built; assumed 256")
-               for a in p.assumptions), p.assumptions
+    assert "the judge's replies: up to 512 tokens, as it asks with its options" in p.assumptions, p.assumptions
+    (key,) = [k for k in p.tokens if k[0] == "judge"]
+    assert p.tokens[key][1] == 104004 * int(512 * 0.6)
 
 
 def test_an_unknown_model_is_reported_once(tmp_path, tiny_model, cli):

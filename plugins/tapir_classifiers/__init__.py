@@ -21,6 +21,8 @@ def register_classifiers(register):
         "llm",
         "tapir_classifiers.llm:LLMClassifier",
         description="a chat model picks one task type from the list (lenient parsing, one nudge, else Others)",
+        flags={"needs_model": True},  # as the class says (tests/test_capabilities.py compares them)
+        capabilities="tapir_classifiers.capabilities:LLM",
     )
     register(
         "encoder",
@@ -28,6 +30,8 @@ def register_classifiers(register):
         description="MiniLM (or any encoder) fine-tuned with a classification head on labelled instructions",
         requires=_TORCH,
         extra="local",
+        flags={"needs_model": False},
+        capabilities=(),
     )
     register(
         "centroid",
@@ -35,6 +39,8 @@ def register_classifiers(register):
         description="nearest centroid of labelled examples on MiniLM sentence embeddings; no training",
         requires=_TORCH,
         extra="local",
+        flags={"needs_model": False},
+        capabilities=(),
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from tapir.options import Options, option
+from tapir.options import InputFile, Options, option
 from tapir_classifiers.labelled import Example, load_labelled, present_labels
 
 DEFAULT_TEMPERATURE = 0.05
@@ -23,7 +23,7 @@ class CentroidClassifier:
     needs_model = False
 
     class Options(Options):
-        labels_path: str | None = option(
+        labels_path: InputFile | None = option(
             None, "labelled JSONL the centroids are built from (default the shipped seed set)")
         examples: list[Any] | None = option(
             None, "in-process only: labelled Example objects to build the centroids from, instead of labels_path")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from tapir.errors import TapirError
-from tapir.options import Options, option
+from tapir.options import InputFile, Options, option
 from tapir_classifiers.labelled import Example, evaluate, load_labelled, present_labels, stratified_split
 
 META_FILE = "tapir_classifier.json"
@@ -169,7 +169,7 @@ class EncoderClassifier:
 
     class Options(Options):
         model_dir: str | None = option(None, "a trained classifier folder (trained into when it holds none)")
-        labels_path: str | None = option(
+        labels_path: InputFile | None = option(
             None, "labelled JSONL to train from when model_dir holds no model (default the shipped seed set)")
         base: str = option("minilm", "encoder to fine-tune: 'minilm' (embedded) or an encoder folder / hub id")
         epochs: int = option(DEFAULTS["epochs"], "training epochs", ge=1)

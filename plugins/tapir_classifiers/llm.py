@@ -25,7 +25,7 @@ import re
 from collections import Counter
 from typing import Any, Literal, Sequence
 
-from tapir.options import GenerationOverrides, Options, generation_params, option
+from tapir.options import GenerationOverrides, InputFile, Options, generation_params, option
 from tapir.roles import GenerationParams, GenerationRequest
 from tapir.tasks import TASK_TYPES
 
@@ -213,11 +213,18 @@ class LLMClassifier:
             0, "labelled examples of distinct types shown first as worked chat turns (label prompt only)", ge=0)
         examples: list[Any] | None = option(
             None, "in-process only: the labelled Example objects the few-shot turns come from")
-        labels_path: str | None = option(
+        labels_path: InputFile | None = option(
             None, "labelled JSONL the few-shot turns come from (default the shipped seed set)")
         params: GenerationOverrides | None = option(
             None, "generation overrides: max_new_tokens, temperature, top_p, stop, top_logprobs, seed "
                   "(default: greedy, 256 new tokens for table6, 16 for label)")
+
+    @staticmethod
+    def generation(options: "LLMClassifier.Options") -> GenerationParams:
+        """The classifier's generation parameters (tapir.roles.Sampling): room
+        for Table 6's reasoning, else a label's few tokens; greedy; ``params`` override."""
+        defaults = {"max_new_tokens": 256 if options.prompt == "table6" else 16, "temperature": 0.0}
+        return generation_params(defaults, options.params)
 
     def __init__(self, backend: Any, options: "LLMClassifier.Options"):
         if backend is None:
@@ -231,8 +238,7 @@ class LLMClassifier:
         if FALLBACK not in self.labels:
             self.labels.append(FALLBACK)
         self.parser = LabelParser(self.labels)
-        defaults = {"max_new_tokens": 256 if options.prompt == "table6" else 16, "temperature": 0.0}
-        self.params: GenerationParams = generation_params(defaults, options.params)
+        self.params: GenerationParams = self.generation(options)
         self.retry = options.retry
         self.shots = self._pick_shots(options.few_shot if options.prompt == "label" else 0,
                                       options.examples, options.labels_path)

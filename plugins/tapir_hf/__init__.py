@@ -18,6 +18,8 @@ def register_backends(register):
         description="local transformers causal LM (folder or hub id), batched, with logprob scoring",
         requires=_TORCH,
         extra="local",
+        flags={"local_weights": True, "trainable": True},  # as HFBackend says (tests/test_capabilities.py)
+        capabilities="tapir_hf.capabilities",
     )
 
 

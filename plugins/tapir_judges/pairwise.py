@@ -50,7 +50,7 @@ from tapir.judging import (
     weakest_read,
 )
 from tapir.options import GenerationOverrides, Options, generation_params, option
-from tapir.roles import CallEstimate, Completion, JudgeRequest, Judgment
+from tapir.roles import CallEstimate, Completion, GenerationParams, JudgeRequest, Judgment
 
 from tapir_judges.prompts import PAIRWISE_PROMPTS
 
@@ -146,10 +146,16 @@ class PairwiseJudge:
         self.score_only = options.score_only
         self.repeats = options.judge_repeats
         self._messages, self._nudge = PAIRWISE_PROMPTS[options.prompt]
+        self.params = self.generation(options)
+
+    @staticmethod
+    def generation(options: "PairwiseJudge.Options") -> GenerationParams:
+        """The judge's generation parameters (tapir.roles.Sampling): short
+        replies with score_only, else 512 tokens; greedy; ``params`` override."""
         defaults: dict[str, Any] = {"max_new_tokens": 24 if options.score_only else 512, "temperature": 0.0}
         if options.use_logprobs:
             defaults["top_logprobs"] = options.top_logprobs
-        self.params = generation_params(defaults, options.params)
+        return generation_params(defaults, options.params)
 
     def find(self, text: str) -> tuple[tuple[Found, Found] | None, str]:
         """The two scores and which parser read them: Table 8's format first

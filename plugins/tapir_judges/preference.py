@@ -124,10 +124,16 @@ class PreferenceJudge:
         self.options = options
         self.use_logprobs = options.use_logprobs
         self.order = options.order
+        self.params = self.generation(options)
+
+    @staticmethod
+    def generation(options: "PreferenceJudge.Options") -> Any:
+        """The judge's generation parameters (tapir.roles.Sampling): one new
+        token, greedy, its logprobs; ``params`` override."""
         defaults: dict[str, Any] = {"max_new_tokens": 1, "temperature": 0.0}
         if options.use_logprobs:
             defaults["top_logprobs"] = options.top_logprobs
-        self.params = tapir.options.generation_params(defaults, options.params)
+        return tapir.options.generation_params(defaults, options.params)
 
     def parse(self, completion: Completion) -> _Verdict | None:
         if self.use_logprobs:

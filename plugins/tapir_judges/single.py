@@ -104,13 +104,19 @@ class MTBenchSingleJudge:
         self.use_logprobs = options.use_logprobs
         self.score_only = options.score_only
         self.prompts = mp.load_prompts(options.prompts_path)
-        if self.reference:
-            self.params = GenerationParams(**REFERENCE_PARAMS)
-        else:
-            defaults: dict[str, Any] = {"max_new_tokens": 16 if self.score_only else 512, "temperature": 0.0}
-            if self.use_logprobs:
-                defaults["top_logprobs"] = options.top_logprobs
-            self.params = opt.generation_params(defaults, options.params)
+        self.params = self.generation(options)
+
+    @staticmethod
+    def generation(options: "MTBenchSingleJudge.Options") -> GenerationParams:
+        """The judge's generation parameters (tapir.roles.Sampling): FastChat's
+        for reference answers, else short replies with score_only or 512
+        tokens, greedy, ``params`` overriding."""
+        if options.judge_mode == "reference":
+            return GenerationParams(**REFERENCE_PARAMS)
+        defaults: dict[str, Any] = {"max_new_tokens": 16 if options.score_only else 512, "temperature": 0.0}
+        if options.use_logprobs:
+            defaults["top_logprobs"] = options.top_logprobs
+        return opt.generation_params(defaults, options.params)
 
     # -- prompts ---------------------------------------------------------
 

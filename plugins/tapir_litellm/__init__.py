@@ -15,6 +15,7 @@ def register_backends(register):
         requires=("litellm",),
         extra="api",
         capabilities="tapir_litellm.capabilities",
+        flags={},
     )
 
 

@@ -20,6 +20,15 @@ def missing_credentials(model_name: str, options: Any) -> list[str]:
     return LiteLLMBackend.missing_credentials(model_name, options)  # the one check generate() makes too
 
 
+def served_at(options: dict[str, Any], bases: list[str]) -> dict[str, Any]:
+    """``options`` with the servers tapir started: ``api_base`` for one,
+    ``api_bases`` (the backend's server pool) for several; unchanged when
+    the config names a server already."""
+    if options.get("api_base") or options.get("api_bases"):
+        return dict(options)
+    return {**options, **({"api_base": bases[0]} if len(bases) == 1 else {"api_bases": list(bases)})}
+
+
 def price(model_name: str, tokens_in: int, tokens_out: int) -> float | None:
     """Estimated USD from litellm's local price map (the one installed with
     litellm; nothing is downloaded). None when the model has no price there."""

@@ -25,6 +25,7 @@ def register_rewriters(register):
         "tapir_teachers.rewriter:TaskAwareRewriter",
         description="refines the instruction, the teacher answers it task-aware (step by step for math/reasoning, "
         "explained code for coding); or polishes the teacher's answer",
+        capabilities="tapir_teachers.capabilities:TaskAware",
     )
 
 

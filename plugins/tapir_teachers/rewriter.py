@@ -102,6 +102,12 @@ class TaskAwareRewriter:
             return [CallEstimate("rewriter", n, prompt_tokens + 600), CallEstimate("teacher", n, prompt_tokens + 80)]
         return [CallEstimate("rewriter", n, 2 * prompt_tokens)]
 
+    @staticmethod
+    def answered_by(options: "TaskAwareRewriter.Options") -> str:
+        """Whose model answers a rewritten item (tapir.roles.Answering): the
+        teacher in refine-instruction mode, the rewriter's own in polish-answer."""
+        return "teacher" if options.mode == "refine-instruction" else "rewriter"
+
     def __init__(self, backend, options: "TaskAwareRewriter.Options"):
         if backend is None:
             raise TapirError("the rewriter needs a model: set rewriter.model in the config")

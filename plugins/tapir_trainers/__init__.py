@@ -17,6 +17,7 @@ def register_trainers(register):
         "or weighted sampling, packing; launches itself under torchrun / accelerate (DeepSpeed, FSDP)",
         requires=("torch", "transformers"),
         extra="local",
+        capabilities="tapir_trainers.capabilities:HF",
     )
     register(
         "trl",
@@ -25,4 +26,5 @@ def register_trainers(register):
         "same options and launchers as hf (no packing or weighted sampling)",
         requires=("torch", "transformers", "trl"),
         extra="trl",
+        capabilities="tapir_trainers.capabilities:TRL",
     )

@@ -73,6 +73,12 @@ class BaseTrainer:
             per_step = max(1, micro * grad_accum)
         return math.ceil(n_examples / per_step) * math.ceil(float(options.num_train_epochs))
 
+    @classmethod
+    def max_length(cls, options: TrainOptions) -> int | None:
+        """Tokens per example (the ``max_length`` capability,
+        tapir.roles.Bounded): a prompt this long is dropped."""
+        return int(options.max_length)
+
     def train(self, base_model: str, examples: Sequence[Any], output_dir: str, *, progress=None,
               callbacks: Sequence[Any] = (), **overrides: Any) -> dict[str, Any]:
         """Fine-tune ``base_model`` on ``examples``; save a loadable folder in ``output_dir``.

@@ -13,4 +13,6 @@ def register_backends(register):
         description="vLLM LLM.generate in-process (GPU), tensor parallel",
         requires=("vllm",),
         extra="vllm",
+        flags={"local_weights": True, "trainable": False},  # as VLLMBackend says (tests/test_capabilities.py)
+        capabilities=(),
     )

@@ -86,6 +86,7 @@ def component_problems(config: PipelineConfig, base_dir: Path, source: str) -> l
     """Every component's options against its declared schema, and the model
     it needs."""
     from tapir.config.paths import resolve_path
+    from tapir.options import input_files
     from tapir.plugins import registry
 
     reg = registry()
@@ -115,7 +116,9 @@ def component_problems(config: PipelineConfig, base_dir: Path, source: str) -> l
     check_role("judges", "judge", cfg.judge.name, cfg.judge.options, cfg.judge.model)
     classifier_options = dict(cfg.classifier.options)
     check_role("classifiers", "classifier", cfg.classifier.name, classifier_options, cfg.classifier.model)
-    for key in ("labels_path",):
+    # The files a classifier reads (its options declared InputFile; the run reads them from the config's folder).
+    classifier = reg.by_role["classifiers"].get(cfg.classifier.name)
+    for key in input_files(classifier.options_model()) if classifier is not None else ():
         value = classifier_options.get(key)
         if value and not resolve_path(str(value), base_dir).exists():
             problems.append(f"{source}: 'classifier.options.{key}': file not found: {value} "
@@ -190,6 +193,8 @@ def model_problems(config: PipelineConfig, source: str) -> list[str]:
         if student.serve is not None:  # placeholders ({checkpoint}, {port}) are text of the right type
             problems += backend_option_problems(student.serve.model, student.serve.options,
                                                 f"{source}: '{key}.serve.options'", f"{key}.generation")
+            if student.serve.launch:
+                problems += launch_problems(student.serve, f"{source}: '{key}.serve.model'")
         problems += folder_problems(student.model, student.options, f"{source}: '{key}.model'")
         if not backend_flag(spec.backend, "trainable"):
             hint = ""
@@ -200,6 +205,26 @@ def model_problems(config: PipelineConfig, source: str) -> list[str]:
                 f"student is trained here: it must be a local transformers model (a folder, a named local model, "
                 f"or hf:org/name for a hub id).{hint}")
     return problems
+
+
+def launch_problems(serve: Any, where: str) -> list[str]:
+    """A launched server needs a backend that can be sent to it (its
+    ``served_at`` capability); an unknown model or backend is reported with
+    the model id."""
+    from tapir.models import resolve
+    from tapir.pipeline.serving import served_component
+    from tapir.plugins import registry
+
+    try:
+        if resolve(serve.model, serve.options).backend not in registry().by_role["backends"]:
+            return []
+    except TapirError:
+        return []
+    try:
+        served_component(serve.model, serve.options)
+    except TapirError as exc:
+        return [f"{where}: {exc}"]
+    return []
 
 
 def backend_option_problems(model_id: str, options: dict[str, Any], where: str, generation_key: str) -> list[str]:
@@ -374,18 +399,22 @@ def plan(checked: Checked, retry: bool = True, known: frozenset[str] | set[str] 
     tokens: dict[tuple[str, str], tuple[int, int]] = {}
     stages: list[PlannedStage] = []
 
-    # A judge and a classifier take their reply length from options.params (the
-    # run passes it to the component; their model's generation is refused).
-    reply_length = {role: (role_cfg.options.get("params") or {}).get("max_new_tokens")
-                    for role, role_cfg in (("judge", cfg.judge), ("classifier", cfg.classifier))}
-    for role, length in reply_length.items():
-        ref = cfg.judge.model if role == "judge" else cfg.classifier.model
-        if length is not None:
-            assumptions.append(f"the {role}'s replies: its options.params.max_new_tokens = {length}")
-        elif ref is not None:
-            assumptions.append(f"the {role}'s replies: its own default length, not known before it is built; "
-                               f"assumed {ref.generation.max_new_tokens} (set {role}.options.params.max_new_tokens "
-                               f"to plan with the real one)")
+    # A judge and a classifier sample as their generation capability says with
+    # their options (what the run passes to the component; their model's
+    # generation is refused).
+    reply_length: dict[str, int | None] = {}
+    for role, role_cfg in (("judge", cfg.judge), ("classifier", cfg.classifier)):
+        params = generation(f"{role}s", role_cfg.name, role_cfg.options)
+        reply_length[role] = params.max_new_tokens if params is not None else None
+        if role_cfg.model is None:
+            continue
+        if params is not None:
+            assumptions.append(f"the {role}'s replies: up to {params.max_new_tokens} tokens, as it asks with its "
+                               f"options")
+        else:
+            assumptions.append(f"the {role}'s replies: their length is not known before it is built ({role} "
+                               f"'{role_cfg.name}' does not say: tapir.roles.Sampling); assumed "
+                               f"{role_cfg.model.generation.max_new_tokens}")
 
     def add(role: str, ref: ModelRef | None, count: int, prompt_tokens: int, planned: PlannedStage,
             per_item: int | float = 1, reply_tokens: int | None = None):
@@ -485,6 +514,23 @@ def estimate(role: str, name: str, options: dict[str, Any], stage: str, n: int, 
         return [default]
     validated = component.options_model().model_validate(options)
     return list(component.capability("estimate")(stage, n, prompt_tokens, validated))
+
+
+def generation(role: str, name: str, options: dict[str, Any]) -> "GenerationParams | None":
+    """The generation parameters component ``name`` of ``role`` (judges,
+    classifiers) samples with, given its ``options``: its ``generation``
+    capability (None when it has none, is unknown, or its options are wrong:
+    preflight reports those)."""
+    from tapir.plugins import registry
+
+    try:
+        component = registry().get(role, name)
+        validated = component.options_model().model_validate(options)
+    except Exception:  # noqa: BLE001 - reported by preflight already
+        return None
+    if "generation" not in component.capabilities:
+        return None
+    return component.capability("generation")(validated)
 
 
 def steps_for(config: PipelineConfig, examples: int) -> int | None:

@@ -4,7 +4,8 @@ The trainer drops an example whose prompt alone fills ``max_length`` tokens
 (nothing left to learn); found only at training time, such a row has
 already cost a teacher answer, and when every row is that long S0 fails.
 :func:`fit_rows` finds them first: each prompt (system turn and user turn)
-is counted with the student's own ``tokenizer.json`` (the ``tokenizers``
+is counted with the student's own ``tokenizer.json`` (found by its
+backend's ``tokenizer_file`` capability; read with the ``tokenizers``
 library: no transformers, no model load) when one is on disk, else bounded
 from below by its UTF-8 bytes / :data:`BYTES_PER_TOKEN`. Only rows whose
 bytes could reach ``max_length`` are tokenised, so this is cheap at the
@@ -75,19 +76,22 @@ _HOW = {"tokenizer": "the student's tokenizer, without the chat template",
 
 
 def trainer_max_length(config) -> int | None:
-    """The trainer's validated ``max_length`` option (None: it has none, or its options are wrong: reported
-    elsewhere)."""
+    """The trainer's ``max_length`` capability with its validated options
+    (tapir.roles.Bounded). None: the trainer has no such capability (no row
+    is checked before the run), says no limit, or its options are wrong
+    (reported elsewhere)."""
     from tapir.plugins import registry
 
     table = registry().by_role["trainers"]
-    if config.trainer.name not in table:
+    component = table.get(config.trainer.name)
+    if component is None or "max_length" not in component.capabilities:
         return None
     try:
-        options = table[config.trainer.name].options_model().model_validate(config.trainer.options)
+        options = component.options_model().model_validate(config.trainer.options)
     except Exception:  # noqa: BLE001 - preflight reports the options' problems
         return None
-    value = getattr(options, "max_length", None) if "max_length" in type(options).model_fields else None
-    return int(value) if isinstance(value, int) else None
+    value = component.capability("max_length")(options)
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def token_counter(model_id: str, options: dict[str, Any]):
@@ -106,24 +110,21 @@ def token_counter(model_id: str, options: dict[str, Any]):
 
 
 def tokenizer_file(model_id: str, options: dict[str, Any]) -> Path | None:
-    from tapir.models import hub_org, resolve
+    """The student's ``tokenizer.json`` on disk: its backend's
+    ``tokenizer_file`` capability (tapir.roles.Tokenized); None when the
+    backend has none or finds none (the bytes bound is used)."""
+    from tapir.models import resolve
+    from tapir.plugins import registry
 
     try:
         spec = resolve(model_id, options)
+        component = registry().get("backends", spec.backend)
     except TapirError:
         return None
-    folder = Path(spec.name).expanduser()
-    if folder.is_dir():
-        candidate = folder / "tokenizer.json"
-        return candidate if candidate.is_file() else None
-    if hub_org(spec.name) is None:
+    if "tokenizer_file" not in component.capabilities:
         return None
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        return None
-    found = try_to_load_from_cache(spec.name, "tokenizer.json", revision=spec.options.get("revision"))
-    return Path(found) if isinstance(found, str) else None
+    found = component.capability("tokenizer_file")(spec.name, spec.options)
+    return Path(found) if found else None
 
 
 def _source(data, base_dir: Path) -> str:

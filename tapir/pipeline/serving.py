@@ -75,6 +75,21 @@ def _served(ctx, model: str, options: dict, checkpoint: str):
     return backend
 
 
+def served_component(model: str, options: dict[str, Any]):
+    """The backend component of ``student.serve.model``; one that cannot be
+    pointed at the servers tapir launches (no ``served_at`` capability,
+    tapir.roles.Servable) is a :class:`TapirError` (preflight says it first)."""
+    from tapir.models import resolve
+    from tapir.plugins import registry
+
+    component = registry().get("backends", resolve(model, options).backend)
+    if "served_at" not in component.capabilities:
+        raise TapirError(f"student.serve.launch starts a server, but backend '{component.name}' "
+                         f"({component.plugin}) of '{model}' cannot be sent to one (it has no served_at "
+                         f"capability): serve an OpenAI-compatible model id, e.g. openai/NAME, or drop launch")
+    return component
+
+
 @contextmanager
 def student_backend(ctx, checkpoint: str) -> Iterator[Any]:
     """A cached backend answering as the checkpoint, for the time of a stage;
@@ -99,11 +114,7 @@ def student_backend(ctx, checkpoint: str) -> Iterator[Any]:
             for replica, port in enumerate(ports):
                 procs.append(_launch(serve, checkpoint, port, replica))
             bases = [f"http://127.0.0.1:{port}/v1" for port in ports]
-            if not options.get("api_base") and not options.get("api_bases"):
-                if len(bases) == 1:
-                    options["api_base"] = bases[0]
-                else:
-                    options["api_bases"] = bases
+            options = served_component(model, options).capability("served_at")(options, bases)
             for proc, base in zip(procs, bases):
                 _wait_ready(base, proc, serve.ready_timeout_s)
         backend = _served(ctx, model, options, checkpoint)

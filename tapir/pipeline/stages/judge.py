@@ -50,8 +50,12 @@ class JudgeMFD:
         accept_one = ctx.config.mfd.one_order_failed == "accept"
         from tapir.pipeline.draws import reproduces
 
-        # The judges built in take their sampling from options.params (temperature 0 unless set there).
-        temperature = float((cfg.options.get("params") or {}).get("temperature", 0.0))
+        # The judge's generation capability says how it samples with its options; one that does not
+        # say is taken as greedy (tapir.roles.Sampling).
+        from tapir.pipeline.preflight import generation
+
+        params = generation("judges", cfg.name, cfg.options)
+        temperature = params.temperature if params is not None else 0.0
         same_again = cfg.model is not None and reproduces(cfg.model.model, temperature)
         with progress.bar(f"judging MFD (S{job.round})", len(todo)) as bar:
             for start in range(0, len(todo), CHUNK):

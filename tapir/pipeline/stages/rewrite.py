@@ -56,7 +56,7 @@ class Rewrite:
         same_again = {
             "refinement": reproduces(rewriter_model.model if rewriter_model else None, params.temperature),
             "answer": (reproduces(teacher_model.model if teacher_model else None, teacher_params.temperature)
-                       if ctx.config.rewriter.options.get("mode", "refine-instruction") == "refine-instruction"
+                       if answered_by(ctx.config.rewriter) == "teacher"
                        else reproduces(rewriter_model.model if rewriter_model else None, params.temperature)),
         }
         with progress.bar(f"rewriting (round {job.round})", len(todo)) as bar:
@@ -84,6 +84,25 @@ class Rewrite:
             ctx.rewriter.rewrite(todo, ctx.teacher, params, on_result=on_result, teacher_params=teacher_params,
                                  samples=[job.draw(it.id) for it in todo])
         job.info.update(items=len(items), asked=len(todo))
+
+
+def answered_by(rewriter_config) -> str:
+    """Whose model answers a rewritten item, ``"teacher"`` or ``"rewriter"``:
+    the rewriter's ``answered_by`` capability with its validated options
+    (tapir.roles.Answering), ``"teacher"`` for a rewriter without it."""
+    from tapir.errors import TapirError
+    from tapir.plugins import registry
+    from tapir.roles import ANSWERED_BY
+
+    component = registry().get("rewriters", rewriter_config.name)
+    if "answered_by" not in component.capabilities:
+        return "teacher"
+    options = component.options_model().model_validate(rewriter_config.options)
+    who = component.capability("answered_by")(options)
+    if who not in ANSWERED_BY:
+        raise TapirError(f"rewriter '{component.name}' ({component.plugin}) says its items are answered by "
+                         f"{who!r}; answered_by must return one of {', '.join(ANSWERED_BY)}: fix the plugin")
+    return who
 
 
 def rewritten(job: Job, round: int) -> dict[str, object]:
