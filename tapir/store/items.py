@@ -64,6 +64,18 @@ def uids_of(store: Store, scope: str, item_ids: Iterable[str]) -> dict[str, str]
     return found
 
 
+# The rule of :func:`uids_of` for one row, in one statement (?1 scope, ?2 item id).
+_UID_OF = ("select coalesce((select uid from items where scope = ?1 and id = ?2), "
+           "(select uid from items where id = ?2 and scope in (select other.key from stages mine join stages other "
+           "on other.run_id = mine.run_id where mine.key = ?1 and other.key is not null) order by rowid desc limit 1))")
+
+
+def uid_of(store: Store, scope: str, item_id: str) -> str | None:
+    """``items.uid`` of the item row (``scope``, ``item_id``) is about (the
+    rule of :func:`uids_of`, in one query: a writer of one row at a time), or None."""
+    return store.db.conn.execute(_UID_OF, [scope, item_id]).fetchone()[0]
+
+
 def item_rows(store: Store, scope: str) -> Sequence[tuple]:
     """``(id, instruction, input, output, task_type, meta, origin, round)``
     of the items under ``scope``, in the order they were written."""
