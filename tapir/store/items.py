@@ -6,10 +6,11 @@ or a benchmark run's id) with its own id (``seed-0001``, ``q81``); its
 ``uid`` is the digest of the row's content (scope, id, instruction, input,
 output), the one column the rows about it (responses, judgments, scores,
 classifications, rewrites, outcomes) point at with their ``item_uid``
-foreign key. The database fills ``item_uid`` when such a row is written
-(see :data:`tapir.store.migrations.ITEM_LINK_TRIGGERS`): from the row's
-scope and ``item_id``, the item of that id in the same scope, else in a
-scope of the same run.
+foreign key: the item of that id in the row's scope, else in a scope of
+the same run (:func:`uids_of`). The store's own writers pass it
+(:func:`uids_of` for many rows, :func:`uid_of` for one); a trigger per
+table (see :func:`tapir.store.migrations.item_link_trigger`) fills it by
+the same rule for a row written without it (a writer outside the store).
 """
 
 from __future__ import annotations
