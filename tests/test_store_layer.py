@@ -213,7 +213,8 @@ def test_writers_that_know_the_item_carry_its_item_uid(store, table, write):
         got = dict(store.execute(f"select t.item_id, i.instruction from {table} t left join items i "
                                  f"on i.uid = t.item_uid where t.scope = 'judge-a'"))
         assert got == expected
-    linked = dict(store.execute(f"select item_id, item_uid from {table} where scope = 'judge-a' and item_uid is not null"))
+    linked = dict(store.execute(f"select item_id, item_uid from {table} "
+                                f"where scope = 'judge-a' and item_uid is not null"))
     assert linked == uids_of(store, "judge-a", ids)
     assert store.execute("pragma foreign_key_check").fetchall() == []
 
