@@ -53,6 +53,8 @@ from tapir.errors import ConfigError, TapirError
 from tapir.runs import Run, run_id_for
 from tapir.store import benchmarks
 from tapir.store.db import Store, utcnow
+from tapir.store.runs import run_status
+from tapir.store.stages import stage_done
 
 # What every evaluator row's meta carries (the contract between evaluators and bench/compare).
 META_KEYS = ("judge", "judge_mode", "failures", "failure_reasons", "failure_example", "data_version", "subset")
@@ -160,23 +162,10 @@ def missing_credentials(backend: str, name: str, options: dict[str, Any]) -> lis
 # --------------------------------------------------------------------------- rows
 
 
-def _decode(row: dict[str, Any]) -> dict[str, Any]:
-    row = dict(row)
-    row["meta"] = benchmarks.decode_meta(row.get("meta"))
-    return row
-
-
 def stored_rows(store: Store, *, run_id: str | None = None, benchmark: str | None = None,
                 model: str | None = None) -> list[dict[str, Any]]:
     """Rows of ``benchmark_results`` (meta decoded), filtered by what is given."""
-    where, params = [], []
-    for column, value in (("run_id", run_id), ("benchmark", benchmark), ("model", model)):
-        if value is not None:
-            where.append(f"{column} = ?")
-            params.append(value)
-    table = store["benchmark_results"]
-    rows = table.rows_where(" and ".join(where) or None, params, order_by="id")
-    return [_decode(r) for r in rows]
+    return benchmarks.result_rows(store, run_id=run_id, benchmark=benchmark, model=model)
 
 
 def _number(value: Any) -> float | None:
@@ -292,10 +281,8 @@ def is_done(store: Store, benchmark: str, model: str, options: dict[str, Any] | 
     """True when this (benchmark, model with its current weights, options)
     ran to the end without too many failures and its rows are stored."""
     run_id = bench_run_id(benchmark, model, options)
-    if not store["runs"].count_where("id = ? and status = 'done'", [run_id]):
-        return False
-    stage = store["stages"].count_where("run_id = ? and name = ? and status = 'done'", [run_id, f"bench:{benchmark}"])
-    return bool(stage) and bool(store["benchmark_results"].count_where("run_id = ?", [run_id]))
+    return (run_status(store, run_id) == "done" and stage_done(store, run_id, f"bench:{benchmark}")
+            and benchmarks.run_has_results(store, run_id))
 
 
 def forget_run(store: Store, run_id: str) -> dict[str, int]:

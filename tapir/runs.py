@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator
 from tapir import __version__
 from tapir.errors import ConfigError
 from tapir.store import runs as run_rows
+from tapir.store import stages as stage_table
 from tapir.store.db import Store, dumps, utcnow
 from tapir.store.stages import calls_by_role, decode_info, encode_info, failures_by_kind, run_stages
 
@@ -133,34 +134,17 @@ class Run:
         digest = config_hash(config)
         run_id = run_id_for(config)
         now = utcnow()
-        table = store["runs"]
         with store.db.conn:
-            if table.count_where("id = ?", [run_id]):
-                # (the config as run now: it differs from the first one in its budget at most)
-                table.update(run_id, {"status": "running", "updated_at": now, "config": dumps(redact(config)),
-                                      "config_hash": digest})
-            else:
-                table.insert(
-                    {
-                        "id": run_id,
-                        "name": name or run_id,
-                        "config": dumps(redact(config)),
-                        "config_hash": digest,
-                        "tapir_version": __version__,
-                        "status": "running",
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                )
+            # (an existing run gets the config as run now: it differs from the first one in its budget at most)
+            run_rows.start_run(store, run_id, name or run_id, dumps(redact(config)), digest, __version__, now)
         return cls(store, run_id, name or run_id)
 
     def finish(self, status: str = "done") -> None:
         with self.store.db.conn:
-            self.store["runs"].update(self.id, {"status": status, "updated_at": utcnow()})
+            run_rows.set_run_status(self.store, self.id, status, utcnow())
 
     def _row(self, name: str, round: int) -> dict | None:
-        rows = list(self.store["stages"].rows_where("run_id = ? and name = ? and round = ?", [self.id, name, round]))
-        return rows[0] if rows else None
+        return stage_table.stage_row(self.store, self.id, name, round)
 
     def is_done(self, name: str, round: int = 0) -> bool:
         row = self._row(name, round)
@@ -172,7 +156,7 @@ class Run:
         return decode_info(row["info"]) if row else {}
 
     def stages(self) -> list[dict]:
-        return list(self.store["stages"].rows_where("run_id = ?", [self.id], order_by="id"))
+        return stage_table.stored_stages(self.store, self.id)
 
     @contextmanager
     def stage(self, name: str, round: int = 0) -> Iterator[dict[str, Any]]:
@@ -180,28 +164,26 @@ class Run:
         stored as the stage's ``info`` (counts, figures)."""
         info: dict[str, Any] = {}
         started = time.perf_counter()
-        table = self.store["stages"]
         row = self._row(name, round)
         with self.store.db.conn:
             if row is None:
-                table.insert(
-                    {"run_id": self.id, "name": name, "round": round, "status": "running", "started_at": utcnow()}
-                )
+                stage_table.add_stage(self.store, {"run_id": self.id, "name": name, "round": round,
+                                                  "status": "running", "started_at": utcnow()})
             else:
-                table.update(row["id"], {"status": "running", "started_at": utcnow()})
+                stage_table.update_stage(self.store, row["id"], {"status": "running", "started_at": utcnow()})
         row = self._row(name, round)
         try:
             yield info
         except BaseException as exc:
             with self.store.db.conn:
-                table.update(
-                    row["id"],
+                stage_table.update_stage(
+                    self.store, row["id"],
                     {"status": "failed", "finished_at": utcnow(), "info": encode_info({**info, "error": repr(exc)})},
                 )
             raise
         with self.store.db.conn:
-            table.update(
-                row["id"],
+            stage_table.update_stage(
+                self.store, row["id"],
                 {
                     "status": "done",
                     "finished_at": utcnow(),
@@ -221,14 +203,13 @@ class Run:
         else:
             values.update(finished_at=now, seconds=None if seconds is None else float(f"{seconds:.3f}"),
                           info=encode_info(info))
-        table = self.store["stages"]
         with self.store.db.conn:
             row = self._row(name, round)
             if row is None:
-                table.insert({"run_id": self.id, "name": name, "round": round,
-                              "started_at": now, **values})
+                stage_table.add_stage(self.store, {"run_id": self.id, "name": name, "round": round,
+                                                  "started_at": now, **values})
             else:
-                table.update(row["id"], values)
+                stage_table.update_stage(self.store, row["id"], values)
 
     def step(self, name: str, fn: Callable[[dict[str, Any]], Any], round: int = 0) -> bool:
         """Run ``fn(info)`` as stage (name, round) unless it is done already.

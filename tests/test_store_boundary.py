@@ -11,6 +11,15 @@ table|index|view|trigger``, ``alter table``, ``pragma <name>``, a bare
 ``begin``/``commit``/``rollback``), so that help text such as "create the
 repos private" or a docstring opening with "Delete what ..." is not SQL.
 Docstrings are not read.
+
+The sqlite-utils table API is the store's too: outside it the test flags
+subscripting a store or database with a table name (``store["runs"]``,
+``self.store["stages"]``, ``ctx.store.db["items"]``: a string subscript of a
+name or attribute called ``store``, ``db`` or ending in ``_store``/``_db``)
+and the attributes only sqlite-utils tables and databases have
+(``rows_where``, ``count_where``, ``insert_all``, ``upsert_all``,
+``delete_where``, ``columns_dict``, ``table_names``, ``create_table``, a
+``.table(...)`` call, ...), called or not.
 """
 
 from __future__ import annotations
@@ -22,6 +31,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 STORE = "tapir/store/"
 CALLS = frozenset({"execute", "executemany", "executescript"})
+# Attributes only a sqlite-utils Table or Database has (``insert``, ``update``,
+# ``delete``, ``lookup`` are left out: dicts, lists and sets have them too;
+# ``table[...]`` of a store is flagged as the subscript).
+TABLE_API = frozenset({"rows_where", "count_where", "insert_all", "upsert_all", "delete_where", "columns_dict",
+                       "table_names", "view_names", "create_table", "create_view", "add_column", "add_foreign_key",
+                       "create_index", "enable_fts", "pks", "use_rowid"})
+STORE_NAMES = ("store", "db", "database")
 _STATEMENT = re.compile(
     r"""\s*(?:
         select\b.*\bfrom\b | select\s+[\d('?*] |
@@ -53,6 +69,20 @@ def _text(node: ast.JoinedStr) -> str:
     return "".join(v.value if isinstance(v, ast.Constant) else "{}" for v in node.values)
 
 
+def _holder(node: ast.AST) -> str | None:
+    """The name a subscripted expression ends in (``ctx.store`` -> ``store``)."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    return None
+
+
+def _is_store(node: ast.AST) -> bool:
+    name = (_holder(node) or "").lower()
+    return name in STORE_NAMES or name.endswith(("_store", "_db"))
+
+
 def violations(source: str, name: str) -> list[str]:
     """``name:line what`` for each raw SQL use in ``source``."""
     tree = ast.parse(source, name)
@@ -62,6 +92,15 @@ def violations(source: str, name: str) -> list[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in CALLS:
             found.append((node.lineno, f"call of .{node.func.attr}()"))
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "table"
+              and node.args and isinstance(node.args[0], (ast.Constant, ast.JoinedStr))):
+            found.append((node.lineno, "call of .table()"))
+        elif isinstance(node, ast.Attribute) and node.attr in TABLE_API:
+            found.append((node.lineno, f"sqlite-utils .{node.attr}"))
+        elif (isinstance(node, ast.Subscript) and _is_store(node.value)
+              and isinstance(node.slice, (ast.Constant, ast.JoinedStr))
+              and (not isinstance(node.slice, ast.Constant) or isinstance(node.slice.value, str))):
+            found.append((node.lineno, f"table {ast.unparse(node)[:60]}"))
         elif isinstance(node, ast.JoinedStr) and is_sql(_text(node)):
             found.append((node.lineno, f"SQL f-string {_text(node)[:60]!r}"))
         elif (isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skip
@@ -77,7 +116,8 @@ def sources() -> list[Path]:
 
 def test_no_sql_outside_the_store():
     found = [v for p in sources() for v in violations(p.read_text(encoding="utf-8"), p.relative_to(ROOT).as_posix())]
-    assert not found, ("raw SQL outside tapir/store/ (move it into a typed function of the table's module there):\n"
+    assert not found, ("raw SQL or sqlite-utils table use outside tapir/store/ (move it into a typed function of "
+                       "the table's module there):\n"
                        + "\n".join(found))
 
 
@@ -107,3 +147,30 @@ def f(conn):
     assert lines == [5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 17, 18, 19], found
     assert "m.py:17 call of .execute()" in found
     assert not is_sql("Select the runs to compare") and not is_sql("update the stage's info")
+
+
+def test_the_scan_finds_each_use_of_the_table_api():
+    source = '''
+def f(store, ctx, self, cfg, rows, items):
+    store["runs"].update(run_id, {"status": "done"})
+    n = ctx.store["stages"].count_where("run_id = ?", [rid])
+    table = self.store.db["items"]
+    out = list(store.db[f"{name}_rows"].rows_where(order_by="id"))
+    if "key" in store["stages"].columns_dict:
+        pass
+    names = self.store.db.table_names()
+    results_db["benchmark_results"].insert_all(rows)
+    store.db.table("llm_calls", pk="id")
+    cfg["runs"].update(x=1)
+    rows["items"].insert(0, 1)
+    items.update({"a": 1}); items.insert(0, 2)
+    self.lookup(keys)
+    store[key]
+'''
+    found = violations(source, "m.py")
+    lines = sorted({int(v.split(":")[1].split()[0]) for v in found})
+    assert lines == [3, 4, 5, 6, 7, 9, 10, 11], found
+    assert "m.py:3 table store['runs']" in found
+    assert "m.py:4 sqlite-utils .count_where" in found
+    assert "m.py:9 sqlite-utils .table_names" in found
+    assert "m.py:11 call of .table()" in found

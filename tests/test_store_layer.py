@@ -118,6 +118,107 @@ def test_no_cycles_through_the_store_locks_or_the_cli():
     assert not {m for m in report_imports if m.startswith("tapir.cli")}
 
 
+def _linked_items(store):
+    """Runs, stages and items whose ids a row under scope ``judge-a`` may be
+    about (see the outcomes test below); returns the ids written and what
+    the trigger's rule links each to (the item's instruction, or None)."""
+    from tapir.store import items
+
+    with store.db.conn:
+        store["runs"].insert_all([{"id": "run-a"}, {"id": "run-b"}])
+        store["stages"].insert_all([
+            {"run_id": "run-a", "name": "ingest", "round": 0, "key": "ingest-a"},
+            {"run_id": "run-a", "name": "rewrite", "round": 1, "key": "rewrite-a"},
+            {"run_id": "run-a", "name": "judge", "round": 1, "key": "judge-a"},
+            {"run_id": "run-b", "name": "ingest", "round": 0, "key": "ingest-b"}])
+        items.add_items(store, "ingest-a", [{"id": "x", "instruction": "A's x"}, {"id": "y", "instruction": "A's y"}])
+        items.add_items(store, "rewrite-a", [{"id": "y", "instruction": "A's y, rewritten"}])
+        items.add_items(store, "ingest-b", [{"id": "z", "instruction": "B's z"}])
+        items.add_items(store, "judge-a", [{"id": "own", "instruction": "in the row's own scope"}])
+    return ["x", "y", "z", "own", "draw-1"], {"x": "A's x", "y": "A's y, rewritten", "z": None,
+                                              "own": "in the row's own scope", "draw-1": None}
+
+
+def _write_responses(store, ids):
+    from tapir.store.responses import add_response
+
+    with store.db.conn:
+        for i in ids:
+            add_response(store, "judge-a", i, "teacher", "m", 0, f"answer to {i}", None)
+
+
+def _save_responses(store, ids):
+    from tapir.store.records import save_responses
+
+    save_responses(store, "judge-a", "answer", "m", [(i, 0, f"answer to {i}", None) for i in ids])
+
+
+def _write_judgments(store, ids):
+    from tapir.store.judgments import save_stage_judgment
+
+    with store.db.conn:
+        for i in ids:
+            save_stage_judgment(store, "judge-a", i, "j", "m", "single", "a", 1, None, None, 7.0, None, None,
+                                ["[[7]]"], None, None, "text")
+
+
+def _save_judgments(store, ids):
+    from tapir.roles import Judgment
+    from tapir.store.records import JudgmentRow, save_judgments
+
+    save_judgments(store, "judge-a", "j", "m", "single", [JudgmentRow(i, "a", 0, Judgment(score_a=7.0)) for i in ids])
+
+
+def _write_scores(store, ids):
+    from tapir.store.scores import set_scores
+
+    with store.db.conn:
+        set_scores(store, "judge-a", [(i, "mfd", 1, 0.5) for i in ids])
+
+
+def _write_classifications(store, ids):
+    from tapir.store.classifications import set_labels
+
+    with store.db.conn:
+        set_labels(store, "judge-a", "c", iter([(i, "coding", 0.9) for i in ids]))
+
+
+def _write_rewrites(store, ids):
+    from tapir.store.rewrites import add_rewrite
+
+    with store.db.conn:
+        for i in ids:
+            add_rewrite(store, "judge-a", i, f"{i}-r", "rw", 1, f"instruction {i}", f"refined {i}")
+
+
+@pytest.mark.parametrize("table, write", [
+    ("responses", _write_responses), ("responses", _save_responses), ("judgments", _write_judgments),
+    ("judgments", _save_judgments), ("scores", _write_scores), ("classifications", _write_classifications),
+    ("rewrites", _write_rewrites)],
+    ids=["responses.add_response", "records.save_responses", "judgments.save_stage_judgment",
+         "records.save_judgments", "scores.set_scores", "classifications.set_labels", "rewrites.add_rewrite"])
+def test_writers_that_know_the_item_carry_its_item_uid(store, table, write):
+    """Each store writer of an item's row passes its item_uid itself (the
+    trigger's rule, :func:`tapir.store.items.uids_of`): with the m009
+    trigger dropped the rows are linked all the same, a row about no item
+    keeps NULL, and writing them again (an upsert, or an insert that keeps
+    the row) links them the same."""
+    from tapir.store.items import uids_of
+
+    ids, expected = _linked_items(store)
+    with store.db.conn:
+        store.db.conn.execute(f"drop trigger {table}_item_uid")
+    for _ in range(2):
+        write(store, ids)
+        got = dict(store.execute(f"select t.item_id, i.instruction from {table} t left join items i "
+                                 f"on i.uid = t.item_uid where t.scope = 'judge-a'"))
+        assert got == expected
+    linked = dict(store.execute(f"select item_id, item_uid from {table} "
+                                f"where scope = 'judge-a' and item_uid is not null"))
+    assert linked == uids_of(store, "judge-a", ids)
+    assert store.execute("pragma foreign_key_check").fetchall() == []
+
+
 def test_outcomes_carry_the_item_uid_the_trigger_would_give(store):
     """save_outcomes looks up each row's item_uid itself (all rows of a scope
     at once), by the trigger's rule: the item in the row's own scope, else in

@@ -24,9 +24,10 @@ from tapir.bench import model_key
 from tapir.compare.rows import NOT_MODEL_BENCHMARKS, SEP, ModelRow, UnknownReference, label_for, short_name
 from tapir.errors import TapirError
 from tapir.store.benchmarks import scored_models, unscored_models
+from tapir.store.checkpoints import all_checkpoints
 from tapir.store.db import Store
 from tapir.store.runs import runs_in_order
-from tapir.store.stages import train_stage_keys
+from tapir.store.stages import has_keys, train_stage_keys
 
 # ``NAME/KIND:LABEL``: a variant run of ``tapir ablate`` (kind ablation) or of ``students:`` (kind student).
 _VARIANT = re.compile(r"^(?P<name>.+?)/(?P<kind>[a-z]+):(?P<label>.+)$")
@@ -62,13 +63,12 @@ class _Runs:
             self.rows[rid] = {"id": rid, "name": name, "config": config, "created_at": created}
         # a pipeline run's checkpoints are stored under its train stages' keys
         self.by_stage_key: dict[str, list[str]] = {}
-        if "key" in store["stages"].columns_dict:  # an old schema read as it is has no stage keys
+        if has_keys(store):  # an old schema read as it is has no stage keys
             for rid, key in train_stage_keys(store):
                 self.by_stage_key.setdefault(key, [])
                 if rid not in self.by_stage_key[key]:
                     self.by_stage_key[key].append(rid)
-        self.checkpoints = (list(store["checkpoints"].rows_where(order_by="scope, round"))
-                            if "checkpoints" in store.db.table_names() else [])
+        self.checkpoints = all_checkpoints(store)
 
     def trained_by(self, key: str) -> list[str]:
         """Runs whose checkpoint rows carry ``key`` (their train stage key, or their id)."""

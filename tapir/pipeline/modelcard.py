@@ -232,10 +232,11 @@ def eval_rows(store, checkpoint: str | Path) -> list[dict[str, Any]]:
     """The latest headline benchmark row per (benchmark, task, metric,
     subset, judge, mode) stored for ``checkpoint`` (its resolved path), from
     runs that did not fail."""
-    if "benchmark_results" not in store.db.table_names():
+    from tapir.store.benchmarks import has_results_table, model_results
+
+    if not has_results_table(store):
         return []
     key = str(Path(checkpoint).resolve())
-    from tapir.store.benchmarks import model_results
 
     rows = model_results(store, key)
     latest: dict[tuple, dict[str, Any]] = {}

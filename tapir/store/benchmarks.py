@@ -124,3 +124,27 @@ def forget_run_rows(store: Store, run_id: str) -> dict[str, int]:
             if table in tables:
                 deleted[table] = conn.execute(f"delete from {table} where {column} = ?", [run_id]).rowcount
     return deleted
+
+
+def result_rows(store: Store, *, run_id: str | None = None, benchmark: str | None = None,
+                model: str | None = None) -> list[dict[str, Any]]:
+    """Every column of the ``benchmark_results`` rows of ``run_id``,
+    ``benchmark`` and ``model`` (each one left out when None), oldest first,
+    ``meta`` decoded."""
+    where, params = [], []
+    for column, value in (("run_id", run_id), ("benchmark", benchmark), ("model", model)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    sql = f"select * from benchmark_results{' where ' + ' and '.join(where) if where else ''} order by id"
+    return [{**row, "meta": decode_meta(row["meta"])} for row in store.db.query(sql, params)]
+
+
+def run_has_results(store: Store, run_id: str) -> bool:
+    """Has run ``run_id`` at least one result row?"""
+    return store.execute("select 1 from benchmark_results where run_id = ? limit 1", [run_id]).fetchone() is not None
+
+
+def has_results_table(store: Store) -> bool:
+    """Has the database a ``benchmark_results`` table (an old one read as it is may not)?"""
+    return store["benchmark_results"].exists()

@@ -6,10 +6,11 @@ or a benchmark run's id) with its own id (``seed-0001``, ``q81``); its
 ``uid`` is the digest of the row's content (scope, id, instruction, input,
 output), the one column the rows about it (responses, judgments, scores,
 classifications, rewrites, outcomes) point at with their ``item_uid``
-foreign key. The database fills ``item_uid`` when such a row is written
-(see :data:`tapir.store.migrations.ITEM_LINK_TRIGGERS`): from the row's
-scope and ``item_id``, the item of that id in the same scope, else in a
-scope of the same run.
+foreign key: the item of that id in the row's scope, else in a scope of
+the same run (:func:`uids_of`). The store's own writers pass it
+(:func:`uids_of` for many rows, :func:`uid_of` for one); a trigger per
+table (see :func:`tapir.store.migrations.item_link_trigger`) fills it by
+the same rule for a row written without it (a writer outside the store).
 """
 
 from __future__ import annotations
@@ -62,6 +63,18 @@ def uids_of(store: Store, scope: str, item_ids: Iterable[str]) -> dict[str, str]
             "select other.key from stages mine join stages other on other.run_id = mine.run_id "
             "where mine.key = ? and other.key is not null) order by rowid", [*chunk, scope]).fetchall())
     return found
+
+
+# The rule of :func:`uids_of` for one row, in one statement (?1 scope, ?2 item id).
+_UID_OF = ("select coalesce((select uid from items where scope = ?1 and id = ?2), "
+           "(select uid from items where id = ?2 and scope in (select other.key from stages mine join stages other "
+           "on other.run_id = mine.run_id where mine.key = ?1 and other.key is not null) order by rowid desc limit 1))")
+
+
+def uid_of(store: Store, scope: str, item_id: str) -> str | None:
+    """``items.uid`` of the item row (``scope``, ``item_id``) is about (the
+    rule of :func:`uids_of`, in one query: a writer of one row at a time), or None."""
+    return store.db.conn.execute(_UID_OF, [scope, item_id]).fetchone()[0]
 
 
 def item_rows(store: Store, scope: str) -> Sequence[tuple]:

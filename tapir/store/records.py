@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 from tapir.roles import Judgment
 from tapir.store.db import Store, utcnow
-from tapir.store.items import add_items
+from tapir.store.items import add_items, uids_of
 from tapir.store.judgments import decode_raw, encode_raw
 
 ORIGIN = "benchmark"
@@ -77,7 +77,8 @@ def save_responses(
     ]
     if records:
         with store.db.conn:
-            store["responses"].insert_all(records, ignore=True)
+            uids = uids_of(store, run_id, [r["item_id"] for r in records])
+            store["responses"].insert_all([{**r, "item_uid": uids.get(r["item_id"])} for r in records], ignore=True)
 
 
 def load_judgments(store: Store, run_id: str, judge: str) -> dict[tuple[str, str, int], StoredJudgment]:
@@ -97,11 +98,12 @@ def load_judgments(store: Store, run_id: str, judge: str) -> dict[tuple[str, str
 
 _UPSERT = (
     "insert into judgments (scope, item_id, judge, model, kind, position, round, response_a_id, response_b_id, "
-    "score_a, score_b, preference, raw, error, created_at) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "score_a, score_b, preference, raw, error, created_at, item_uid) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+    "?, ?) "
     "on conflict (scope, item_id, judge, position, round) do update set model = excluded.model, "
     "kind = excluded.kind, response_a_id = excluded.response_a_id, response_b_id = excluded.response_b_id, "
     "score_a = excluded.score_a, score_b = excluded.score_b, preference = excluded.preference, "
-    "raw = excluded.raw, error = excluded.error, created_at = excluded.created_at"
+    "raw = excluded.raw, error = excluded.error, created_at = excluded.created_at, item_uid = excluded.item_uid"
 )
 
 
@@ -131,7 +133,8 @@ def save_judgments(store: Store, run_id: str, judge: str, judge_model: str, kind
     ]
     if params:
         with store.db.conn:
-            store.db.conn.executemany(_UPSERT, params)
+            uids = uids_of(store, run_id, [p[1] for p in params])
+            store.db.conn.executemany(_UPSERT, [(*p, uids.get(p[1])) for p in params])
 
 
 def forget_responses(store: Store, scope: str, role: str) -> int:

@@ -115,3 +115,22 @@ def statuses_and_configs(store: Store, run_ids: list[str]) -> dict[str, tuple[st
     marks = ",".join("?" * len(run_ids))
     return {rid: (status, decode_config(config)) for rid, status, config in store.execute(
         f"select id, status, config from runs where id in ({marks})", run_ids)}
+
+
+def start_run(store: Store, run_id: str, name: str, config_text: str, config_hash: str, version: str,
+              now: str) -> None:
+    """Mark run ``run_id`` running with its (redacted, encoded) config: a new
+    row, or the existing one's status, config and hash (its name and
+    ``created_at`` kept). The caller holds the transaction."""
+    conn = store.db.conn
+    updated = conn.execute("update runs set status = 'running', updated_at = ?, config = ?, config_hash = ? "
+                           "where id = ?", [now, config_text, config_hash, run_id]).rowcount
+    if not updated:
+        conn.execute("insert into runs (id, name, config, config_hash, tapir_version, status, created_at, updated_at) "
+                     "values (?, ?, ?, ?, ?, 'running', ?, ?)", [run_id, name, config_text, config_hash, version,
+                                                                   now, now])
+
+
+def set_run_status(store: Store, run_id: str, status: str, now: str) -> None:
+    """Set run ``run_id``'s status. The caller holds the transaction."""
+    store.db.conn.execute("update runs set status = ?, updated_at = ? where id = ?", [status, now, run_id])

@@ -110,3 +110,58 @@ def stage_names(store: Store, run_id: str | None = None) -> list[str]:
     scope, params = (" where run_id = ?", [run_id]) if run_id else ("", [])
     return [str(r[0]) for r in store.execute(f"select distinct name from stages{scope} order by name", params)
             if r[0] is not None]
+
+
+# Columns a run writes on its stage rows (``id`` is the database's).
+STAGE_COLUMNS = frozenset({"run_id", "name", "round", "key", "status", "started_at", "finished_at", "seconds",
+                           "info", "reused_from"})
+
+
+def _checked(values: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(values) - STAGE_COLUMNS)
+    if unknown:
+        raise ValueError(f"stages has no column {', '.join(unknown)} (columns: {', '.join(sorted(STAGE_COLUMNS))})")
+    return values
+
+
+def stage_row(store: Store, run_id: str, name: str, round: int) -> dict[str, Any] | None:
+    """The stage row (name, round) of run ``run_id`` as stored (``info``
+    text), or None."""
+    rows = list(store.db.query("select * from stages where run_id = ? and name = ? and round = ? order by id limit 1",
+                               [run_id, name, round]))
+    return rows[0] if rows else None
+
+
+def add_stage(store: Store, values: dict[str, Any]) -> None:
+    """Insert a stage row of :data:`STAGE_COLUMNS` values (``info`` encoded
+    by :func:`encode_info`). The caller holds the transaction."""
+    values = _checked(values)
+    store.db.conn.execute(f"insert into stages ({', '.join(values)}) values ({', '.join('?' * len(values))})",
+                          list(values.values()))
+
+
+def update_stage(store: Store, stage_id: int, values: dict[str, Any]) -> None:
+    """Set the given :data:`STAGE_COLUMNS` of stage row ``stage_id``. The
+    caller holds the transaction."""
+    values = _checked(values)
+    if values:
+        store.db.conn.execute(f"update stages set {', '.join(f'[{c}] = ?' for c in values)} where id = ?",
+                              [*values.values(), stage_id])
+
+
+def stage_done(store: Store, run_id: str, name: str) -> bool:
+    """Has run ``run_id`` a done stage named ``name`` (any round)?"""
+    return store.execute("select 1 from stages where run_id = ? and name = ? and status = 'done' limit 1",
+                         [run_id, name]).fetchone() is not None
+
+
+def has_keys(store: Store) -> bool:
+    """Do stage rows have a ``key`` column (not in a database from before
+    stage keys, read as it is)?"""
+    return store["stages"].exists() and "key" in store["stages"].columns_dict
+
+
+def stored_stages(store: Store, run_id: str) -> list[dict[str, Any]]:
+    """The stage rows of run ``run_id`` as stored (``info`` text), in the
+    order they were written."""
+    return list(store.db.query("select * from stages where run_id = ? order by id", [run_id]))
