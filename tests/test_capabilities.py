@@ -131,7 +131,7 @@ def test_builtin_capabilities(pm):
 
 def test_litellm_price_and_credentials_come_from_the_plugin(pm, monkeypatch):
     from tapir.bench import missing_credentials
-    from tapir.pipeline.preflight import price
+    from tapir.capabilities import price
 
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("MY_KEY", raising=False)
@@ -149,7 +149,7 @@ def test_litellm_price_and_credentials_come_from_the_plugin(pm, monkeypatch):
 
 
 def test_estimates_of_the_pairwise_judge_and_the_rewriter(pm):
-    from tapir.pipeline.preflight import estimate
+    from tapir.capabilities import estimate
 
     default = CallEstimate("judge", 10, 0)
     assert estimate("judges", "pairwise", {}, "judge", 10, 50, default) == [CallEstimate("judge", 20, 400)]
@@ -304,7 +304,7 @@ def test_how_a_judge_or_classifier_samples_is_its_generation_capability(register
     """The dry run's reply lengths and the judge stage's 'greedy replies
     repeat' read the component's generation with its options, instead of
     reading a 'params' option by name."""
-    from tapir.pipeline.preflight import generation
+    from tapir.capabilities import generation
 
     pairwise = generation("judges", "pairwise", {})
     assert (pairwise.max_new_tokens, pairwise.temperature, pairwise.top_logprobs) == (512, 0.0, 0)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tapir.capabilities import estimate, generation, price, steps_for
 from tapir.config.loading import load_config
 from tapir.config.schema import ModelRef, PipelineConfig
 from tapir.errors import ConfigError, TapirError
@@ -501,68 +502,6 @@ def _per_item(calls: int, n: int) -> int | float:
 
 def _model_options(ref: ModelRef | None) -> dict[str, Any]:
     return dict(ref.options) if ref is not None else {}
-
-
-def estimate(role: str, name: str, options: dict[str, Any], stage: str, n: int, prompt_tokens: int,
-             default: "CallEstimate") -> list["CallEstimate"]:
-    """The calls component ``name`` of ``role`` makes in ``stage`` for ``n``
-    items: its ``estimate`` capability, else ``default`` (one call per item)."""
-    from tapir.plugins import registry
-
-    component = registry().get(role, name)
-    if "estimate" not in component.capabilities:
-        return [default]
-    validated = component.options_model().model_validate(options)
-    return list(component.capability("estimate")(stage, n, prompt_tokens, validated))
-
-
-def generation(role: str, name: str, options: dict[str, Any]) -> "GenerationParams | None":
-    """The generation parameters component ``name`` of ``role`` (judges,
-    classifiers) samples with, given its ``options``: its ``generation``
-    capability (None when it has none, is unknown, or its options are wrong:
-    preflight reports those)."""
-    from tapir.plugins import registry
-
-    try:
-        component = registry().get(role, name)
-        validated = component.options_model().model_validate(options)
-    except Exception:  # noqa: BLE001 - reported by preflight already
-        return None
-    if "generation" not in component.capabilities:
-        return None
-    return component.capability("generation")(validated)
-
-
-def steps_for(config: PipelineConfig, examples: int) -> int | None:
-    """Optimizer steps of one training round: the trainer's ``steps_for``
-    capability with its own options (None when it has none)."""
-    from tapir.plugins import registry
-
-    try:
-        component = registry().get("trainers", config.trainer.name)
-        options = component.options_model().model_validate(config.trainer.options)
-    except Exception:  # noqa: BLE001 - reported by preflight already
-        return None
-    if "steps_for" not in component.capabilities:
-        return None
-    return component.capability("steps_for")(options, examples)
-
-
-def price(model: str, input_tokens: int, output_tokens: int, *, options: dict[str, Any] | None = None
-          ) -> float | None:
-    """Estimated $ for ``model``: its backend's ``price`` capability (None
-    when the backend has none or the model has no known price)."""
-    from tapir.models import resolve
-    from tapir.plugins import registry
-
-    try:
-        spec = resolve(model, options)
-        component = registry().get("backends", spec.backend)
-    except TapirError:
-        return None
-    if "price" not in component.capabilities:
-        return None
-    return component.capability("price")(spec.name, input_tokens, output_tokens)
 
 
 BATCH_DISCOUNT = 0.5  # OpenAI-style batch endpoints cost half

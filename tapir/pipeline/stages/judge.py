@@ -52,7 +52,7 @@ class JudgeMFD:
 
         # The judge's generation capability says how it samples with its options; one that does not
         # say is taken as greedy (tapir.roles.Sampling).
-        from tapir.pipeline.preflight import generation
+        from tapir.capabilities import generation
 
         params = generation("judges", cfg.name, cfg.options)
         temperature = params.temperature if params is not None else 0.0
