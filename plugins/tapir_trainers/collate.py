@@ -179,16 +179,29 @@ def encode_examples(tokenizer, examples: Sequence[Any], max_length: int,
     return encode_responses(tokenizer, examples, prompts, prompts.kept, row_weights), prompts.dropped
 
 
+class RowsOnRead:
+    """Rows that may be tokenised when first read (implemented by
+    :class:`~tapir_trainers.train_rows.TrainRows`): ``many(indices)`` gives
+    several rows at once, so a micro-batch is one tokeniser call."""
+
+    def many(self, indices: Sequence[int]) -> list[Encoded]:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def __getitem__(self, j: int) -> Encoded:
+        raise NotImplementedError
+
+
 class TrainDataset:
     """A map-style dataset of :class:`Encoded` rows as dicts the collators
-    read. ``rows`` is a list, or a :class:`~tapir_trainers.train_rows.TrainRows`
-    that tokenises a micro-batch's rows when the data loader fetches them
-    (``__getitems__``: one call per micro-batch)."""
+    read. ``rows`` is a list, or :class:`RowsOnRead` whose rows of a
+    micro-batch are fetched together (``__getitems__``, which torch's data
+    loader calls with a micro-batch's indices)."""
 
-    def __init__(self, rows: Sequence[Encoded]):
-        from .train_rows import TrainRows
-
-        self.on_read = rows if isinstance(rows, TrainRows) else None
+    def __init__(self, rows: Sequence[Encoded] | RowsOnRead):
+        self.on_read = rows if isinstance(rows, RowsOnRead) else None
         self.rows = rows if self.on_read is not None else list(rows)
 
     def __len__(self) -> int:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator, Sequence
 
-from .collate import Encoded, PromptPass, encode_prompts, encode_responses
+from .collate import Encoded, PromptPass, RowsOnRead, encode_prompts, encode_responses
 
 
 def sampler_reads(*, group_by_length: bool, packing: bool) -> str | None:
@@ -50,7 +50,7 @@ def read_all_reason(opts, *, needed: int, available: int) -> str | None:
     return None
 
 
-class TrainRows:
+class TrainRows(RowsOnRead):
     """The kept examples (``PromptPass.kept``) as rows ``0..n-1``: a row is
     tokenised when first read (:meth:`many` takes a whole micro-batch in one
     tokeniser call) or all at once (:meth:`tokenize_all`)."""
