@@ -1,5 +1,5 @@
 """Issue 20 item 7 ("Scale"): the rehearsal (bench_rehearsal.py) BEFORE and
-AFTER side by side, at each N, with ratios.
+AFTER side by side (at the same time), at each N, with ratios.
 
 BEFORE is another checkout of the project (e.g. main:
 ``git -C /work/main worktree add --detach /work/wt/base main``), AFTER is this
@@ -12,6 +12,7 @@ costs nothing, more than wall time).
     python benchmarks/bench_scale.py --compare results/scale/before-1000.json results/scale/after-1000.json
     python benchmarks/bench_scale.py --dedup 52000      # the de-dup filter per round: built again vs kept
     python benchmarks/bench_scale.py --classify 2000    # centroid classify: given order vs length order
+    python benchmarks/bench_scale.py --tokenize 52000    # trainer tokenisation: every row vs rows max_steps reads
 
 Per stage it prints CPU ms/item before and after and their ratio (after /
 before: below 1 is faster), then the totals: wall, CPU, peak RSS, database.
@@ -32,15 +33,26 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 
-def run_one(checkout: Path, n: int, out: Path, extra: list[str]) -> dict:
+def start_one(checkout: Path, n: int, out: Path, extra: list[str]) -> subprocess.Popen | None:
+    """Start the rehearsal at ``n`` with ``checkout``'s code (None: its JSON is there already)."""
     if out.exists():
-        return json.loads(out.read_text())
+        return None
     env = dict(os.environ, PYTHONPATH=f"{checkout}:{checkout / 'plugins'}", HF_HUB_OFFLINE="1",
                HF_DATASETS_OFFLINE="1", LITELLM_LOCAL_MODEL_COST_MAP="True")
     # This checkout's bench_rehearsal.py measures both codes: the same measuring script.
-    subprocess.run([sys.executable, str(HERE / "bench_rehearsal.py"), "--n", str(n), "--json", str(out), *extra],
-                   env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return json.loads(out.read_text())
+    return subprocess.Popen([sys.executable, str(HERE / "bench_rehearsal.py"), "--n", str(n), "--json", str(out),
+                             *extra], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def run_pair(before: Path, n: int, out: Path, extra: list[str]) -> tuple[dict, dict]:
+    """BEFORE and AFTER at ``n``, run at the same time (each its own process),
+    so that both see the same load on a shared machine."""
+    paths = (out / f"before-{n}.json", out / f"after-{n}.json")
+    procs = [start_one(before, n, paths[0], extra), start_one(ROOT, n, paths[1], extra)]
+    for proc in procs:
+        if proc is not None and proc.wait() != 0:
+            raise SystemExit(f"rehearsal {proc.args} exited {proc.returncode}")
+    return tuple(json.loads(p.read_text()) for p in paths)
 
 
 def ratio(a: float, b: float) -> str:
@@ -119,6 +131,45 @@ def bench_classify(n: int) -> None:
           f"(ratio {after_ms / before_ms:.2f}); same label for {same:.2%}")
 
 
+def bench_tokenize(n: int, max_steps: int, batch: int = 8, max_length: int = 64) -> None:
+    """The trainer's tokenisation of ``n`` rehearsal examples (the tiny
+    model's tokenizer, the rehearsal's batch 8 and max_length 64): every row
+    up front (before; still so when the sampler reads lengths) and only the
+    rows ``max_steps`` steps read, in a sampler's random order, a micro-batch
+    per call plus the one micro-batch the loader reads ahead (after)."""
+    import tempfile
+    import time
+
+    import _support  # noqa: F401
+    import torch
+    from bench_rehearsal import synthetic_rows
+    from tapir_testing.models import build_tiny_model
+    from transformers import AutoTokenizer
+
+    from tapir.roles import TrainExample
+    from tapir_trainers.train_rows import TrainRows
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = AutoTokenizer.from_pretrained(build_tiny_model(Path(tmp) / "tiny"))
+    examples = [TrainExample([{"role": "user", "content": r["instruction"]}], "An answer about " + r["instruction"], 1.0)
+                for r in synthetic_rows(n, seed=11)]
+    TrainRows.of(tokenizer, examples[:8], max_length).tokenize_all()  # the template installed, warm
+    t = time.process_time()
+    full = TrainRows.of(tokenizer, examples, max_length).tokenize_all()
+    full_s = time.process_time() - t
+    t = time.process_time()
+    lazy = TrainRows.of(tokenizer, examples, max_length)
+    prompts_s = time.process_time() - t
+    order = torch.randperm(len(lazy), generator=torch.Generator().manual_seed(0)).tolist()
+    read = order[:(max_steps + 1) * batch]
+    for at in range(0, len(read), batch):
+        lazy.many(read[at:at + batch])
+    lazy_s = time.process_time() - t
+    print(f"tokenise {n} examples, max_steps {max_steps} x batch {batch}: every row {full_s:.2f} s CPU "
+          f"({full.tokenized} rows); on read {lazy_s:.2f} s ({lazy.tokenized} rows; prompts of all {prompts_s:.2f} s) "
+          f"ratio {lazy_s / full_s:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--before", type=Path, help="the BEFORE checkout (its root)")
@@ -128,7 +179,13 @@ def main() -> None:
                         help="print the comparison of two rehearsal JSON files and exit")
     parser.add_argument("--dedup", type=int, metavar="N", help="time the de-dup filter per round at pool N and exit")
     parser.add_argument("--classify", type=int, metavar="N", help="time centroid classification of N texts and exit")
+    parser.add_argument("--tokenize", type=int, metavar="N",
+                        help="time the trainer's tokenisation of N examples (every row / rows max_steps reads) and exit")
+    parser.add_argument("--tokenize-steps", type=int, default=2, metavar="S", help="max_steps for --tokenize")
     args, extra = parser.parse_known_args()
+    if args.tokenize:
+        bench_tokenize(args.tokenize, args.tokenize_steps)
+        return
     if args.dedup:
         bench_dedup(args.dedup)
         return
@@ -142,9 +199,7 @@ def main() -> None:
         parser.error("--before CHECKOUT is needed (or --compare)")
     args.out.mkdir(parents=True, exist_ok=True)
     for n in args.n:
-        before = run_one(args.before.resolve(), n, args.out / f"before-{n}.json", extra)
-        after = run_one(ROOT, n, args.out / f"after-{n}.json", extra)
-        compare(before, after)
+        compare(*run_pair(args.before.resolve(), n, args.out, extra))
 
 
 if __name__ == "__main__":

@@ -61,7 +61,9 @@ def test_template_rendered_in_two_calls_with_the_same_tokens(tokenizer, monkeypa
     monkeypatch.setattr(cls, "__call__", call)
     encoded, dropped = encode_examples(tokenizer, examples, 48)
     monkeypatch.undo()
-    assert renders == [40, 40]  # one call for the prompts, one for the full conversations
+    # one call for the prompts, one for the full conversations of the kept ones (a dropped
+    # example's prompt fills max_length: its response is not rendered)
+    assert renders == [40, 40 - len(dropped)]
     assert len(encodes) == 2 and all(k.get("return_attention_mask") is False for k in encodes)
     want = [_one_by_one(tokenizer, ex, 48) for ex in examples]
     assert dropped == [i for i, w in enumerate(want) if w[0]]

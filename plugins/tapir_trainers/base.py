@@ -33,7 +33,7 @@ class Job:
     out: Path
     model_path: str
     tokenizer: Any
-    encoded: list
+    encoded: Any  # TrainRows: the kept examples, tokenised up front or when read
     dropped: list
     weights: list[float]
     world_size: int
@@ -106,11 +106,21 @@ class BaseTrainer:
         """Train in this process (one rank); each trainer (HFTrainer, TRLTrainer) supplies its own."""
         raise NotImplementedError(f"{type(self).__name__} does not implement _train_here")
 
-    def _prepare(self, base_model: str, examples: Sequence[Any], output_dir: str, opts) -> Job:
+    def _prepare(self, base_model: str, examples: Sequence[Any], output_dir: str, opts, *,
+                 sampler_reads: str | None) -> Job:
         """The set-up every job does first: the base model's folder, the seed,
-        the examples tokenised (with their weights), the batch arithmetic for
-        this world size, and whether ``output_dir`` is this job's already."""
+        the examples' prompts tokenised (which decides the kept ones, with
+        their weights), the batch arithmetic for this world size, and whether
+        ``output_dir`` is this job's already.
+
+        The responses are tokenised here too, unless the trainer's sampler
+        only draws indices (``sampler_reads`` None; else why it reads every
+        row) and ``max_steps`` reads fewer rows than the set holds: then each
+        row is tokenised when the data loader first fetches it
+        (:mod:`tapir_trainers.train_rows`)."""
         from transformers import set_seed
+
+        from .train_rows import read_all_reason
 
         out = Path(output_dir)
         model_path = resolve_base_model(base_model)
@@ -118,6 +128,10 @@ class BaseTrainer:
         tokenizer, encoded, dropped, weights = prepare_examples(model_path, examples, opts)
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
         micro, grad_accum = opts.batch_arithmetic(world_size)
+        needed = int(opts.max_steps) * micro * grad_accum * world_size
+        encoded.read_all_reason = sampler_reads or read_all_reason(opts, needed=needed, available=len(encoded))
+        if encoded.read_all_reason is not None:
+            encoded.tokenize_all()
         same_job = _same_job_before_init(self.name, out, model_path, examples, opts)
         return Job(out, model_path, tokenizer, encoded, dropped, weights, world_size, micro, grad_accum, same_job)
 
@@ -163,12 +177,14 @@ def _resolve(options, overrides: dict[str, Any]):
 
 
 def prepare_examples(model_path: str, examples: Sequence[Any], opts):
-    """``(tokenizer, encoded, dropped, weights)``: the examples tokenised with
-    response-only labels, and the weights of the kept ones as the loss sees
-    them (as given, or rescaled to mean 1 with ``normalize_weights``)."""
+    """``(tokenizer, rows, dropped, weights)``: the examples as
+    :class:`~tapir_trainers.train_rows.TrainRows` (prompts tokenised; the
+    responses, with response-only labels, when asked or read), and the
+    weights of the kept ones as the loss sees them (as given, or rescaled to
+    mean 1 with ``normalize_weights``)."""
     from transformers import AutoTokenizer
 
-    from .collate import encode_examples
+    from .train_rows import TrainRows
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if tokenizer.pad_token_id is None:
@@ -177,15 +193,15 @@ def prepare_examples(model_path: str, examples: Sequence[Any], opts):
         raise TapirError(f"tokenizer of {model_path} has neither a pad nor an EOS token; set one in its "
                          f"tokenizer_config.json")
     validate_weights([float(getattr(e, "weight", 1.0)) for e in examples])  # before tokenising
-    encoded, dropped = encode_examples(tokenizer, examples, int(opts.max_length))
-    if not encoded:
+    rows = TrainRows.of(tokenizer, examples, int(opts.max_length))
+    if not len(rows):
         raise TapirError(f"all {len(examples)} examples have prompts of max_length={opts.max_length} "
                          f"tokens or more; raise max_length or shorten the prompts")
-    weights = [row.weight for row in encoded]
+    weights = list(rows.weights)
     validate_weights(weights)
     if opts.normalize_weights:
         weights = normalise_weights(weights)
-    return tokenizer, encoded, dropped, weights
+    return tokenizer, rows, rows.dropped, weights
 
 
 def training_arguments(opts, out: Path, micro: int, grad_accum: int, world_size: int,
@@ -306,7 +322,9 @@ def job_metrics(trainer, result, metrics_cb, opts, encoded, dropped, examples, r
         "epochs": float(trainer.state.epoch or 0.0),
         "examples": len(encoded),
         "dropped": len(dropped),
-        "truncated": sum(1 for r in encoded if r.truncated),
+        "truncated": encoded.truncated,  # of the rows tokenised
+        "tokenized_rows": encoded.tokenized,
+        "tokenized_all_because": encoded.read_all_reason or "",
         "weight_sum": float(sum(float(getattr(e, "weight", 1.0)) for e in examples)),
         "normalize_weights": bool(opts.normalize_weights),
         "tokens": int(real),

@@ -94,15 +94,22 @@ def _render(tokenizer, conversations: list[list[dict]], add_generation_prompt: b
                                               tokenize=False))
 
 
-def encode_examples(tokenizer, examples: Sequence[Any], max_length: int,
-                    weights: Sequence[float] | None = None) -> tuple[list[Encoded], list[int]]:
-    """Tokenise ``examples`` (objects with ``prompt``, ``response``, ``weight``).
+@dataclass
+class PromptPass:
+    """Every example's prompt rendered and tokenised: what decides which
+    examples are dropped (a prompt of ``max_length`` tokens or more), so the
+    kept examples, and their count, are known before any response is."""
 
-    Returns ``(encoded, dropped)``: ``dropped`` lists the indices of examples
-    whose prompt alone fills ``max_length`` (nothing left to learn). Longer
-    examples are truncated to ``max_length`` (the response is cut).
-    ``weights`` overrides the examples' own weights (already normalised).
-    """
+    conversations: list[list[dict]]
+    prompts: list[str]
+    prompt_ids: list[list[int]]
+    kept: list[int]  # example indices, in order
+    dropped: list[int]
+    max_length: int
+
+
+def encode_prompts(tokenizer, examples: Sequence[Any], max_length: int) -> PromptPass:
+    """Render and tokenise the prompts of ``examples`` (first half of :func:`encode_examples`)."""
     if max_length < 2:
         raise TapirError(f"max_length must be at least 2, got {max_length}")
     ensure_chat_template(tokenizer)
@@ -115,51 +122,101 @@ def encode_examples(tokenizer, examples: Sequence[Any], max_length: int,
             )
         conversations.append(prompt)
     prompts = _render(tokenizer, conversations, add_generation_prompt=True)
-    fulls = _render(tokenizer, [c + [{"role": "assistant", "content": str(ex.response)}]
-                                for c, ex in zip(conversations, examples)], add_generation_prompt=False)
+    prompt_ids = _ids(tokenizer, prompts)
+    kept = [i for i, p in enumerate(prompt_ids) if len(p) < max_length]
+    dropped = [i for i, p in enumerate(prompt_ids) if len(p) >= max_length]
+    return PromptPass(conversations, prompts, prompt_ids, kept, dropped, max_length)
+
+
+def encode_responses(tokenizer, examples: Sequence[Any], prompts: PromptPass, indices: Sequence[int],
+                     weights: Sequence[float]) -> list[Encoded]:
+    """The :class:`Encoded` rows of the kept examples ``indices`` (example
+    indices), with ``weights`` (one per index), in one render and one
+    tokeniser call (second half of :func:`encode_examples`)."""
+    if not indices:
+        return []
+    fulls = _render(tokenizer, [prompts.conversations[i] + [{"role": "assistant", "content": str(examples[i].response)}]
+                                for i in indices], add_generation_prompt=False)
     eos_text = tokenizer.eos_token or ""
     responses = []
-    for ex, p, f in zip(examples, prompts, fulls):
+    for i, f in zip(indices, fulls):
+        p = prompts.prompts[i]
         # Templates that render the assistant turn right after the generation prompt
         # (nearly all) give the response text as the suffix; otherwise fall back to
         # response + EOS.
-        responses.append(f[len(p):] if f.startswith(p) and len(f) > len(p) else str(ex.response) + eos_text)
-    prompt_ids = _ids(tokenizer, prompts)
+        responses.append(f[len(p):] if f.startswith(p) and len(f) > len(p) else str(examples[i].response) + eos_text)
     response_ids = _ids(tokenizer, responses)
     stops = end_of_turn_ids(tokenizer)
     eos_id = tokenizer.eos_token_id if isinstance(tokenizer.eos_token_id, int) else None
-
+    max_length = prompts.max_length
     encoded: list[Encoded] = []
-    dropped: list[int] = []
-    for i, (p_ids, r_ids) in enumerate(zip(prompt_ids, response_ids)):
+    for i, r_ids, weight in zip(indices, response_ids, weights):
+        p_ids = prompts.prompt_ids[i]
         cut = next((k for k, t in enumerate(r_ids) if t in stops), None)
         if cut is not None:
             r_ids = r_ids[: cut + 1]
         elif eos_id is not None:
             r_ids = list(r_ids) + [eos_id]
-        if len(p_ids) >= max_length:
-            dropped.append(i)
-            continue
         ids = list(p_ids) + list(r_ids)
         labels = [IGNORE] * len(p_ids) + list(r_ids)
         truncated = len(ids) > max_length
-        weight = float(weights[i]) if weights is not None else float(getattr(examples[i], "weight", 1.0))
-        encoded.append(Encoded(ids[:max_length], labels[:max_length], weight, i, truncated))
-    return encoded, dropped
+        encoded.append(Encoded(ids[:max_length], labels[:max_length], float(weight), i, truncated))
+    return encoded
+
+
+def encode_examples(tokenizer, examples: Sequence[Any], max_length: int,
+                    weights: Sequence[float] | None = None) -> tuple[list[Encoded], list[int]]:
+    """Tokenise ``examples`` (objects with ``prompt``, ``response``, ``weight``).
+
+    Returns ``(encoded, dropped)``: ``dropped`` lists the indices of examples
+    whose prompt alone fills ``max_length`` (nothing left to learn). Longer
+    examples are truncated to ``max_length`` (the response is cut).
+    ``weights`` overrides the examples' own weights (already normalised).
+    """
+    prompts = encode_prompts(tokenizer, examples, max_length)
+    row_weights = [float(weights[i]) if weights is not None else float(getattr(examples[i], "weight", 1.0))
+                   for i in prompts.kept]
+    return encode_responses(tokenizer, examples, prompts, prompts.kept, row_weights), prompts.dropped
+
+
+class RowsOnRead:
+    """Rows that may be tokenised when first read (implemented by
+    :class:`~tapir_trainers.train_rows.TrainRows`): ``many(indices)`` gives
+    several rows at once, so a micro-batch is one tokeniser call."""
+
+    def many(self, indices: Sequence[int]) -> list[Encoded]:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def __getitem__(self, j: int) -> Encoded:
+        raise NotImplementedError
 
 
 class TrainDataset:
-    """A map-style dataset of :class:`Encoded` rows as dicts the collators read."""
+    """A map-style dataset of :class:`Encoded` rows as dicts the collators
+    read. ``rows`` is a list, or :class:`RowsOnRead` whose rows of a
+    micro-batch are fetched together (``__getitems__``, which torch's data
+    loader calls with a micro-batch's indices)."""
 
-    def __init__(self, rows: Sequence[Encoded]):
-        self.rows = list(rows)
+    def __init__(self, rows: Sequence[Encoded] | RowsOnRead):
+        self.on_read = rows if isinstance(rows, RowsOnRead) else None
+        self.rows = rows if self.on_read is not None else list(rows)
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        row = self.rows[i]
+    @staticmethod
+    def _feature(row: Encoded) -> dict[str, Any]:
         return {"input_ids": row.input_ids, "labels": row.labels, "weight": row.weight}
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self._feature(self.rows[i])
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
+        rows = self.on_read.many(indices) if self.on_read is not None else [self.rows[i] for i in indices]
+        return [self._feature(r) for r in rows]
 
 
 class PadCollator:

@@ -58,17 +58,18 @@ class HFTrainer(BaseTrainer):
         from .collate import PackCollator, PadCollator, TrainDataset
         from .length_groups import LengthGroupedEpochSampler
         from .packing import EpochPermutationSampler, PackedBatchSampler
+        from .train_rows import sampler_reads
         from .trainer_core import EpochCallback, MetricsCallback, WeightedLossTrainer
         from .weighting import WeightedEpochSampler
 
-        job = self._prepare(base_model, examples, output_dir, opts)
-        encoded, weights, micro, grad_accum = job.encoded, job.weights, job.micro, job.grad_accum
-        for row, weight in zip(encoded, weights):
-            row.weight = weight if opts.weighting == "loss" else 1.0
-        dataset = TrainDataset(encoded)
         group_by_length = opts.group_by_length
         if group_by_length is None:
             group_by_length = not opts.packing and opts.weighting != "sampling"
+        job = self._prepare(base_model, examples, output_dir, opts,
+                            sampler_reads=sampler_reads(group_by_length=group_by_length, packing=opts.packing))
+        encoded, weights, micro, grad_accum = job.encoded, job.weights, job.micro, job.grad_accum
+        encoded.set_weights(weights if opts.weighting == "loss" else [1.0] * len(weights))
+        dataset = TrainDataset(encoded)
         args = TrainingArguments(**training_arguments(opts, job.out, micro, grad_accum, job.world_size,
                                                       group_by_length))
         resumed_from, model = self._claim_and_load(job, examples, opts, args)

@@ -41,7 +41,9 @@ class TRLTrainer(BaseTrainer):
 
         from .trainer_core import MetricsCallback
 
-        job = self._prepare(base_model, examples, output_dir, opts)
+        # Every row goes into a datasets.Dataset before training.
+        job = self._prepare(base_model, examples, output_dir, opts,
+                            sampler_reads="trl's trainer takes a datasets.Dataset of every row")
         group_by_length = True if opts.group_by_length is None else opts.group_by_length
         kwargs = training_arguments(opts, job.out, job.micro, job.grad_accum, job.world_size, group_by_length)
         kwargs.update(

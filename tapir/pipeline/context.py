@@ -53,11 +53,15 @@ class Context:
     _tags: dict[str, Any] = field(default_factory=dict)
     loaded: Any = None  # the data's LoadReport, read before anything was written
     _roles: dict[str, Any] = field(default_factory=dict)  # built once, shared by every stage's context
+    # A stage's context keeps the items it read, by scope, for the stage run (None: not a stage's context).
+    _item_reads: dict[str, list[Item]] | None = None
+    store_item_reads: int = 0  # scopes read from the store by this context (not from _item_reads)
 
     def for_stage(self, config) -> "Context":
         """This context as a stage sees it: ``config`` (the stage's view)
-        instead of the whole config; backends, roles and tags are shared."""
-        return replace(self, config=config)
+        instead of the whole config; backends, roles and tags are shared;
+        the items it reads are its own (read once per scope, see :meth:`items`)."""
+        return replace(self, config=config, _item_reads={}, store_item_reads=0)
 
     def _cached_role(self, role: str, build: Callable[[], Any]) -> Any:
         if role not in self._roles:
@@ -197,10 +201,27 @@ class Context:
                  "output": it.output, "task_type": it.task_type, "meta": it.meta} for it in items]
         with self.store.db.conn:
             store_items.add_items(self.store, scope, rows)
+        if self._item_reads is not None:
+            self._item_reads.pop(scope, None)
 
     def items(self, scope: str | None) -> list[Item]:
+        """The items written under ``scope``, in store order. A stage's
+        context reads a scope from the store once per stage run and answers
+        later calls from what it read, until it writes to that scope
+        (:meth:`add_items`). Rows under another key's scope are that key's,
+        written before this stage ran (see :mod:`tapir.pipeline.engine`).
+        The :class:`Item` objects are shared between calls: treat them as
+        read-only (``dataclasses.replace`` for a changed copy)."""
         if scope is None:
             return []
+        if self._item_reads is None:
+            return self._read_items(scope)
+        if scope not in self._item_reads:
+            self._item_reads[scope] = self._read_items(scope)
+        return list(self._item_reads[scope])
+
+    def _read_items(self, scope: str) -> list[Item]:
+        self.store_item_reads += 1
         out = []
         for iid, instruction, input_text, output, task_type, meta, origin, rnd in store_items.item_rows(self.store, scope):
             m = json.loads(meta) if meta else {}
