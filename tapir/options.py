@@ -101,17 +101,38 @@ _INPUT_FILE = _InputFile()
 InputFile = Annotated[str, _INPUT_FILE]
 
 
-def input_files(model: type[BaseModel]) -> list[str]:
-    """The options of ``model`` declared as :data:`InputFile` (or ``InputFile | None``)."""
+class _OutputFolder:
+    def __repr__(self) -> str:
+        return "OutputFolder"
+
+
+_OUTPUT_FOLDER = _OutputFolder()
+#: A folder the component writes what it makes into (a trained classifier):
+#: a relative path is read from the config's folder; unset, the pipeline
+#: gives it a folder among the run's outputs.
+OutputFolder = Annotated[str, _OUTPUT_FOLDER]
+
+
+def _declared(model: type[BaseModel], marker: Any) -> list[str]:
     import typing
 
     def marked(annotation: Any) -> bool:
         if typing.get_origin(annotation) is Annotated:
-            return any(m is _INPUT_FILE for m in typing.get_args(annotation)[1:])
+            return any(m is marker for m in typing.get_args(annotation)[1:])
         return any(marked(a) for a in typing.get_args(annotation))
 
     return [name for name, field in model.model_fields.items()
-            if marked(field.annotation) or any(m is _INPUT_FILE for m in field.metadata)]
+            if marked(field.annotation) or any(m is marker for m in field.metadata)]
+
+
+def input_files(model: type[BaseModel]) -> list[str]:
+    """The options of ``model`` declared as :data:`InputFile` (or ``InputFile | None``)."""
+    return _declared(model, _INPUT_FILE)
+
+
+def output_folders(model: type[BaseModel]) -> list[str]:
+    """The options of ``model`` declared as :data:`OutputFolder` (or ``OutputFolder | None``)."""
+    return _declared(model, _OUTPUT_FOLDER)
 
 
 class GenerationOverrides(BaseModel):

@@ -86,3 +86,27 @@ def test_input_files_are_found_by_their_declared_type(pm):
     assert input_files(Opts) == ["labels", "required_file"]
     for name in ("llm", "encoder", "centroid"):
         assert input_files(pm.registry.get("classifiers", name).options_model()) == ["labels_path"], name
+
+
+def test_output_folders_are_found_by_their_declared_type():
+    from tapir.options import OutputFolder, input_files, output_folders
+
+    class Opts(Options):
+        model_dir: OutputFolder | None = option(None, "where the trained model goes")
+        cache: str | None = option(None, "a plain string")
+
+    assert output_folders(Opts) == ["model_dir"]
+    assert input_files(Opts) == []
+
+
+def test_the_pipeline_gives_a_classifiers_output_folder_a_place_among_the_runs_outputs(tmp_path):
+    from tapir.config.schema import RoleConfig
+    from tapir.pipeline.context import Context
+
+    ctx = Context.__new__(Context)
+    ctx.base_dir, ctx.out_dir = tmp_path / "cfg", tmp_path / "out"
+    captured = {}
+    ctx._role = lambda role, name, model, options: captured.update(options) or "built"
+    assert ctx._classifier(RoleConfig(name="encoder", options={"labels_path": "labels.jsonl"})) == "built"
+    assert captured == {"labels_path": str(tmp_path / "cfg" / "labels.jsonl"),
+                        "model_dir": str(tmp_path / "out" / "classifier")}

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from tapir.errors import TapirError
-from tapir.options import InputFile, Options, option
+from tapir.options import InputFile, Options, OutputFolder, option
 from tapir_classifiers.labelled import Example, evaluate, load_labelled, present_labels, stratified_split
 
 META_FILE = "tapir_classifier.json"
@@ -168,7 +168,7 @@ class EncoderClassifier:
     needs_model = False
 
     class Options(Options):
-        model_dir: str | None = option(None, "a trained classifier folder (trained into when it holds none)")
+        model_dir: OutputFolder | None = option(None, "a trained classifier folder (trained into when it holds none)")
         labels_path: InputFile | None = option(
             None, "labelled JSONL to train from when model_dir holds no model (default the shipped seed set)")
         base: str = option("minilm", "encoder to fine-tune: 'minilm' (embedded) or an encoder folder / hub id")

@@ -125,14 +125,17 @@ class Context:
         return self._cached_role("classifier", lambda: self._classifier(cfg))
 
     def _classifier(self, cfg):
+        from tapir.options import input_files, output_folders
+
         options = dict(cfg.options)
-        for key in ("labels_path", "model_dir"):
+        model = registry().get("classifiers", cfg.name).options_model()
+        for key in input_files(model) + output_folders(model):
             if options.get(key):
                 options[key] = str(self.path(options[key]))
-        component = registry().get("classifiers", cfg.name)
-        if "model_dir" in component.options_model().model_fields:
-            # A trained classifier lives with the run's outputs unless the config says where.
-            options.setdefault("model_dir", str(self.out_dir / "classifier"))
+        folders = output_folders(model)
+        for key in folders:
+            # What the classifier trains lives with the run's outputs unless the config says where.
+            options.setdefault(key, str(self.out_dir / "classifier" / (key if len(folders) > 1 else "")))
         return self._role("classifiers", cfg.name, cfg.model, options)
 
     def judge_needs_student(self) -> bool:
@@ -223,7 +226,8 @@ class Context:
     def _read_items(self, scope: str) -> list[Item]:
         self.store_item_reads += 1
         out = []
-        for iid, instruction, input_text, output, task_type, meta, origin, rnd in store_items.item_rows(self.store, scope):
+        rows = store_items.item_rows(self.store, scope)
+        for iid, instruction, input_text, output, task_type, meta, origin, rnd in rows:
             m = json.loads(meta) if meta else {}
             m.update({"origin": origin, "round": rnd})
             out.append(Item(iid, instruction, input_text or "", output, task_type, m))
