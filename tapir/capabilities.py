@@ -60,10 +60,10 @@ def steps_for(config: PipelineConfig, examples: int) -> int | None:
     return component.capability("steps_for")(options, examples)
 
 
-def price(model: str, input_tokens: int, output_tokens: int, *, options: dict[str, Any] | None = None
-          ) -> float | None:
-    """Estimated $ for ``model``: its backend's ``price`` capability (None
-    when the backend has none or the model has no known price)."""
+def backend_capability(model: str, options: dict[str, Any] | None, name: str):
+    """``(spec, capability)`` for the backend that serves ``model``: its
+    capability ``name`` (tapir.roles.CAPABILITIES) and the resolved model
+    spec; None when the model does not resolve or its backend lacks it."""
     from tapir.models import resolve
     from tapir.plugins import registry
 
@@ -72,6 +72,17 @@ def price(model: str, input_tokens: int, output_tokens: int, *, options: dict[st
         component = registry().get("backends", spec.backend)
     except TapirError:
         return None
-    if "price" not in component.capabilities:
+    if name not in component.capabilities:
         return None
-    return component.capability("price")(spec.name, input_tokens, output_tokens)
+    return spec, component.capability(name)
+
+
+def price(model: str, input_tokens: int, output_tokens: int, *, options: dict[str, Any] | None = None
+          ) -> float | None:
+    """Estimated $ for ``model``: its backend's ``price`` capability (None
+    when the backend has none or the model has no known price)."""
+    found = backend_capability(model, options, "price")
+    if found is None:
+        return None
+    spec, price_of = found
+    return price_of(spec.name, input_tokens, output_tokens)

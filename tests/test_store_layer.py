@@ -225,21 +225,10 @@ def test_outcomes_carry_the_item_uid_the_trigger_would_give(store):
     a scope of a run that has the row's scope as a stage, the latest written;
     a row about no item keeps NULL. The same rows inserted without item_uid
     (the trigger fills it) get the same values."""
-    from tapir.store import items, outcomes
+    from tapir.store import outcomes
     from tapir.store.items import uids_of
 
-    with store.db.conn:
-        store["runs"].insert_all([{"id": "run-a"}, {"id": "run-b"}])
-        store["stages"].insert_all([
-            {"run_id": "run-a", "name": "ingest", "round": 0, "key": "ingest-a"},
-            {"run_id": "run-a", "name": "rewrite", "round": 1, "key": "rewrite-a"},
-            {"run_id": "run-a", "name": "judge", "round": 1, "key": "judge-a"},
-            {"run_id": "run-b", "name": "ingest", "round": 0, "key": "ingest-b"}])
-        items.add_items(store, "ingest-a", [{"id": "x", "instruction": "A's x"}, {"id": "y", "instruction": "A's y"}])
-        items.add_items(store, "rewrite-a", [{"id": "y", "instruction": "A's y, rewritten"}])  # later: wins
-        items.add_items(store, "ingest-b", [{"id": "z", "instruction": "B's z"}])  # another run: not ours
-        items.add_items(store, "judge-a", [{"id": "own", "instruction": "in the row's own scope"}])
-    ids = ["x", "y", "z", "own", "draw-1"]
+    ids, _ = _linked_items(store)  # y's later rewrite wins; z is another run's item, not ours
     rows = [("judge-a", i, "ok", None, None, None, None, 1, "now", 1, 0) for i in ids]
     outcomes.save_outcomes(store, rows)
     got = dict(store.execute("select item_id, i.instruction from outcomes o left join items i on i.uid = o.item_uid "

@@ -23,7 +23,6 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from tapir.errors import TapirError
 
 # A token covers at most this many UTF-8 bytes in the bound used without a
 # tokenizer (English averages ~4.5; long whitespace or repeated runs can be more).
@@ -113,18 +112,14 @@ def tokenizer_file(model_id: str, options: dict[str, Any]) -> Path | None:
     """The student's ``tokenizer.json`` on disk: its backend's
     ``tokenizer_file`` capability (tapir.roles.Tokenized); None when the
     backend has none or finds none (the bytes bound is used)."""
-    from tapir.models import resolve
-    from tapir.plugins import registry
+    from tapir.capabilities import backend_capability
 
-    try:
-        spec = resolve(model_id, options)
-        component = registry().get("backends", spec.backend)
-    except TapirError:
+    found = backend_capability(model_id, options, "tokenizer_file")
+    if found is None:
         return None
-    if "tokenizer_file" not in component.capabilities:
-        return None
-    found = component.capability("tokenizer_file")(spec.name, spec.options)
-    return Path(found) if found else None
+    spec, tokenizer_file_of = found
+    path = tokenizer_file_of(spec.name, spec.options)
+    return Path(path) if path else None
 
 
 def _source(data, base_dir: Path) -> str:
