@@ -525,6 +525,6 @@ def test_logits_of_prompt_positions_are_left_out_with_the_same_loss_and_gradient
         loss = trainer.compute_loss(model, batch, num_items_in_batch=100)
         loss.backward()
         grad = next(p.grad.clone() for p in model.parameters() if p.grad is not None)
-        results.append((float(loss), grad))
+        results.append((float(loss.detach()), grad))
     assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)
     assert torch.allclose(results[0][1], results[1][1], rtol=1e-4, atol=1e-6)
