@@ -175,3 +175,95 @@ def test_with_several_servers_the_one_that_queues_gets_fewer(store):
     assert gates[small.base_url]["lowered"] >= 1 and gates[small.base_url]["limit"] <= 3
     assert to_small < to_big
     assert gates[big.base_url]["limit"] == 8
+
+
+def test_a_release_wakes_only_as_many_waiters_as_there_are_free_slots():
+    """2,000 requests queued on a gate of 4: each waits about once (before:
+    every release woke every waiter, O(waiting) per release, and a 52K
+    stage spent its time re-queueing waiters)."""
+    import asyncio
+
+    from tapir_litellm.adaptive import ServerGate
+
+    loop = asyncio.new_event_loop()
+    created = 0
+    create_future = loop.create_future
+
+    def counted():
+        nonlocal created
+        created += 1
+        return create_future()
+
+    loop.create_future = counted  # each wait for a slot is one future
+    gate = ServerGate(4, timeout=60, adaptive=False)
+    order = []
+
+    async def one(i):
+        ticket = await gate.acquire()
+        order.append(i)
+        await asyncio.sleep(0)
+        gate.release(ticket, "answered", 0.001)
+
+    async def main():
+        await asyncio.gather(*(one(i) for i in range(2000)))
+
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+    assert sorted(order) == list(range(2000)) and gate.peak == 4 and not gate.in_flight
+    assert created <= 2 * 2000, created  # before: about 2000 x 2000 / 4
+    assert order[:100] == list(range(100))  # first come, first served
+
+
+def test_a_cancelled_waiter_that_was_woken_passes_its_slot_on():
+    import asyncio
+
+    from tapir_litellm.adaptive import ServerGate
+
+    async def main():
+        gate = ServerGate(1, timeout=60, adaptive=False)
+        held = await gate.acquire()
+        first = asyncio.ensure_future(gate.acquire())
+        second = asyncio.ensure_future(gate.acquire())
+        await asyncio.sleep(0)
+        gate.release(held, "answered", 0.01)  # wakes `first` only
+        first.cancel()  # ... which is cancelled before it runs
+        ticket = await asyncio.wait_for(second, 1)  # the slot went on to `second`
+        gate.release(ticket, "answered", 0.01)
+        return gate
+
+    gate = asyncio.run(main())
+    assert not gate.in_flight and not gate._waiters
+
+
+def test_a_pool_release_wakes_about_as_many_waiters_as_there_are_free_slots():
+    import asyncio
+
+    from tapir_litellm.pool import ServerPool
+
+    async def main():
+        pool = ServerPool([("http://a", 2), ("http://b", 2)])
+        waits = 0
+        wait = pool.cond.wait
+
+        async def counted_wait():
+            nonlocal waits
+            waits += 1
+            return await wait()
+
+        pool.cond.wait = counted_wait
+        done = []
+
+        async def one(i):
+            server = await pool.acquire()
+            await asyncio.sleep(0)
+            done.append(i)
+            await pool.release(server, None)
+
+        await asyncio.gather(*(one(i) for i in range(2000)))
+        return pool, done, waits
+
+    pool, done, waits = asyncio.run(main())
+    assert sorted(done) == list(range(2000)) and all(s.in_flight == 0 for s in pool.servers)
+    assert waits <= 3 * 2000, waits  # notify_all on every release: about 2000 x 2000 / 2

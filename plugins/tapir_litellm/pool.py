@@ -96,7 +96,10 @@ class ServerPool:
                     server.failures_in_a_row += 1
                     wait = min(self.cooldown_cap, self.cooldown_base * 2 ** (server.failures_in_a_row - 1))
                     server.down_until = max(server.down_until, time.monotonic() + wait)
-            self.cond.notify_all()
+            # Wake as many waiters as there are free slots, not all of them: a
+            # 52K stage would otherwise re-check every waiter on every release.
+            free = sum(max(0, self._limit(s) - s.in_flight) for s in self.servers)
+            self.cond.notify(max(1, free))
 
     def other_server_up(self, server: Server) -> bool:
         return any(s is not server for s in self.healthy())
