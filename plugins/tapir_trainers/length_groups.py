@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Iterator, Sequence
 
+from .weighting import epoch_generator
+
 
 class LengthGroupedEpochSampler:
     """A random permutation of the examples, cut into groups of
@@ -39,7 +41,7 @@ class LengthGroupedEpochSampler:
     def order(self) -> list[int]:
         import torch
 
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        generator = epoch_generator(self.seed, self.epoch)
         shuffled = torch.randperm(len(self.lengths), generator=generator).tolist()
         groups = [sorted(shuffled[i: i + self.group_size], key=lambda k: self.lengths[k], reverse=True)
                   for i in range(0, len(shuffled), self.group_size)]

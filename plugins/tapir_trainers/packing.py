@@ -17,6 +17,7 @@ import math
 from typing import Iterator, Sequence
 
 from .collate import pack_rows
+from .weighting import epoch_generator
 
 
 
@@ -37,7 +38,7 @@ class EpochPermutationSampler:
     def __iter__(self) -> Iterator[int]:
         import torch
 
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        generator = epoch_generator(self.seed, self.epoch)
         return iter(torch.randperm(self.n, generator=generator).tolist())
 
 

@@ -43,6 +43,14 @@ def normalise_weights(weights: Sequence[float]) -> list[float]:
     return [w / mean for w in values]
 
 
+def epoch_generator(seed: int, epoch: int):
+    """The torch generator of ``(seed, epoch)``: the trainers' samplers draw
+    from it, so every rank and a resumed run draw the same order."""
+    import torch
+
+    return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
+
+
 class WeightedEpochSampler:
     """Draws ``num_samples`` indices with replacement, with probability ∝ weight.
 
@@ -67,7 +75,7 @@ class WeightedEpochSampler:
     def __iter__(self) -> Iterator[int]:
         import torch
 
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        generator = epoch_generator(self.seed, self.epoch)
         weights = torch.tensor(self.weights, dtype=torch.double)
         drawn = torch.multinomial(weights, self.num_samples, replacement=True, generator=generator)
         return iter(drawn.tolist())
