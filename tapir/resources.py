@@ -19,3 +19,11 @@ def package_dir(module: str) -> Path | None:
     if spec is None or not spec.submodule_search_locations:
         return None
     return Path(list(spec.submodule_search_locations)[0])
+
+
+def cache_dir() -> Path:
+    """tapir's cache folder: ``$TAPIR_CACHE_DIR``, default ``~/.cache/tapir``
+    (embedded models, trained classifiers, classifier centroids)."""
+    import os
+
+    return Path(os.environ.get("TAPIR_CACHE_DIR") or "~/.cache/tapir").expanduser()

@@ -322,6 +322,64 @@ def test_centroid_reads_labels_path(tmp_path):
     assert clf.classify(["Who composed this symphony?"])[0][0] == "Music"
 
 
+def test_centroids_are_read_back_for_the_same_examples_and_weights(tmp_path, monkeypatch):
+    """Fitting embeds every labelled example; the same examples with the same
+    encoder weights read the centroids from the cache (no embedding), and a
+    changed label, changed weights or a damaged file compute them again."""
+    import os
+    import shutil
+
+    import numpy as np
+    import tapir_hf.encoder as enc
+    from tapir_classifiers.centroid import CentroidClassifier
+
+    monkeypatch.setenv("TAPIR_CACHE_DIR", str(tmp_path / "cache"))
+    embedded = []
+    real_embed = enc.embed
+
+    def counting_embed(texts, *args, **kwargs):
+        embedded.append(len(texts))
+        return real_embed(texts, *args, **kwargs)
+
+    monkeypatch.setattr(enc, "embed", counting_embed)
+    exs = _subset(load_labelled(SEED), {"Math", "Music", "Code Debug"}, 5)
+    first = CentroidClassifier(None, CentroidClassifier.Options(examples=exs))
+    assert embedded == [15]
+    files = list((tmp_path / "cache" / "centroids").glob("*.npz"))
+    assert len(files) == 1
+
+    again = CentroidClassifier(None, CentroidClassifier.Options(examples=exs))
+    assert embedded == [15]  # read back: nothing embedded
+    assert again.labels == first.labels and set(first.labels) == {"Math", "Music", "Code Debug"}
+    assert np.array_equal(again.centroids, first.centroids)
+    texts = ["Who composed this symphony?", "What is 17 * 23?"]
+    assert again.classify(texts) == first.classify(texts)
+    del embedded[1:]  # the two classify calls embedded their own texts
+
+    other = "Music" if exs[-1].label != "Music" else "Math"
+    relabelled = [*exs[:-1], Example(exs[-1].id, exs[-1].instruction, exs[-1].input, other)]
+    CentroidClassifier(None, CentroidClassifier.Options(examples=relabelled))
+    assert embedded == [15, 15]
+
+    files[0].write_bytes(b"not a numpy file")
+    repaired = CentroidClassifier(None, CentroidClassifier.Options(examples=exs))
+    assert embedded == [15, 15, 15] and np.array_equal(repaired.centroids, first.centroids)
+
+    # The same weights elsewhere (a copy keeps names, sizes and times): read back, as the path does not matter.
+    folder = tmp_path / "encoder"
+    shutil.copytree(enc.encoder_path("minilm"), folder)
+    CentroidClassifier(None, CentroidClassifier.Options(examples=exs, encoder=str(folder)))
+    assert embedded == [15, 15, 15]
+    # Weights written again (another modification time): computed again.
+    weights = next(p for p in folder.rglob("*.safetensors"))
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    CentroidClassifier(None, CentroidClassifier.Options(examples=exs, encoder=str(folder)))
+    assert embedded == [15, 15, 15, 15]
+
+    # A hub id is not a folder: never cached.
+    assert enc.encoder_fingerprint("org/some-encoder") is None
+
+
 def test_encoder_trains_saves_and_reloads(tmp_path):
     from tapir_classifiers.encoder import META_FILE, EncoderClassifier
 

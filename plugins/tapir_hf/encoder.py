@@ -31,6 +31,27 @@ def encoder_path(name: str = EMBEDDED_ENCODER) -> str:
     return str(root / "model")
 
 
+def encoder_fingerprint(name: str = EMBEDDED_ENCODER) -> str | None:
+    """What identifies the weights of encoder ``name`` without reading them:
+    each file of its folder by name, size and modification time, and the
+    text of its config. ``None`` for a hub id (not a local folder): the
+    caller does not reuse anything computed with it."""
+    import hashlib
+    from pathlib import Path
+
+    folder = Path(encoder_path(name))
+    if not folder.is_dir():
+        return None
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(folder)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    config = folder / "config.json"
+    if config.is_file():
+        digest.update(config.read_bytes())
+    return digest.hexdigest()
+
+
 @lru_cache(maxsize=4)
 def load_encoder(name: str = EMBEDDED_ENCODER):
     import torch
