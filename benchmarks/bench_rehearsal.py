@@ -13,8 +13,11 @@ of 52K, 3 rounds.
 
 Per stage it prints the items handled, wall time, tapir's own CPU time per
 item (this process's CPU time during the stage: time blocked on the server
-costs no CPU, and the server runs in another process), the peak RSS so far
-and the database size after the stage. Stages that run a model (train,
+costs no CPU, and the server runs in another process), the stand-in
+server's CPU seconds during the stage (it shares the machine's cores with
+tapir, so on 2 cores it lengthens the wall time of every API stage; a real
+API or inference server runs elsewhere), the peak RSS so far and the
+database size after the stage. Stages that run a model (train,
 student_answers, classify: torch and the sentence encoder) are marked
 ``model``: their CPU is mostly the model's, not tapir's. ``--table`` reads
 the JSON of several runs and prints per stage the CPU per item at each N
@@ -176,6 +179,17 @@ def db_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.parent.glob(path.name + "*") if p.is_file())
 
 
+def process_cpu_s(pid: int | None) -> float:
+    """CPU seconds (user + system) of process ``pid`` so far, from /proc (0 when unknown)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -196,9 +210,11 @@ def run(args) -> dict:
     db = tmp / "rehearsal.db"
     stages: list[dict] = []
     original = engine_mod.Engine.run_step
+    server_pid: list[int | None] = [None]
 
     def timed_step(self, step):
         cpu, wall = time.process_time(), time.perf_counter()
+        server_cpu = process_cpu_s(server_pid[0])
         try:
             return original(self, step)
         finally:
@@ -212,6 +228,7 @@ def run(args) -> dict:
                 "stage": step.stage, "round": step.round, "ok": ok, "failed": failed,
                 "calls": result.calls if result else 0, "wall_s": round(time.perf_counter() - wall, 3),
                 "cpu_s": round(cpu_s, 3), "cpu_ms_per_item": round(1000 * cpu_s / items, 3),
+                "server_cpu_s": round(process_cpu_s(server_pid[0]) - server_cpu, 3),
                 "rss_mb": round(rss_mb(), 1), "db_mb": round(db_bytes(db) / 2**20, 1),
                 "items": items, "status": result.status if result else "?", "model": step.stage in MODEL_STAGES and not (step.stage == "student_answers" and args.student == "server"),
             })
@@ -225,6 +242,8 @@ def run(args) -> dict:
 
         profiler = cProfile.Profile()
     with OpenAIServer(reply=reply, latency=args.latency, process=True) as server:
+        server_pid[0] = server._child.pid  # the stand-in server's CPU is counted apart from tapir's
+        server_cpu0 = process_cpu_s(server_pid[0])
         config = write_config(tmp, args.n, data, model, server.base_url, args.concurrency, args.max_steps,
                               args.expansion_prompt, args.student)
         cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -238,7 +257,7 @@ def run(args) -> dict:
                 profiler.dump_stats(args.profile)
             engine_mod.Engine.run_step = original
         total = {"wall_s": round(time.perf_counter() - wall0, 1), "cpu_s": round(time.process_time() - cpu0, 1),
-                 "requests": server.requests}
+                 "server_cpu_s": round(process_cpu_s(server_pid[0]) - server_cpu0, 1), "requests": server.requests}
     total.update(n=args.n, student=args.student, latency=args.latency, concurrency=args.concurrency, rss_mb=round(rss_mb(), 1),
                  db_mb=round(db_bytes(db) / 2**20, 1), cores=os.cpu_count())
     return {"total": total, "stages": stages, "dir": str(tmp)}
@@ -247,13 +266,15 @@ def run(args) -> dict:
 def print_run(result: dict) -> None:
     t = result["total"]
     print(f"rehearsal N={t['n']} latency={t['latency']}s concurrency={t['concurrency']}: wall {t['wall_s']} s, "
-          f"CPU {t['cpu_s']} s, {t['requests']} server requests, peak RSS {t['rss_mb']} MB, db {t['db_mb']} MB")
+          f"CPU {t['cpu_s']} s (the stand-in server's: {t.get('server_cpu_s', '?')} s), {t['requests']} server "
+          f"requests, peak RSS {t['rss_mb']} MB, db {t['db_mb']} MB")
     print(f"{'stage':<18}{'rnd':>4}{'items':>8}{'calls':>8}{'wall s':>9}{'cpu s':>8}{'cpu ms/item':>13}"
-          f"{'rss MB':>8}{'db MB':>7}")
+          f"{'server s':>10}{'rss MB':>8}{'db MB':>7}")
     for s in result["stages"]:
         mark = "  model" if s["model"] else ""
         print(f"{s['stage']:<18}{s['round']:>4}{s.get('items', s['ok'] + s['failed']):>8}{s['calls']:>8}{s['wall_s']:>9.1f}"
-              f"{s['cpu_s']:>8.1f}{s['cpu_ms_per_item']:>13.3f}{s['rss_mb']:>8.0f}{s['db_mb']:>7.1f}{mark}")
+              f"{s['cpu_s']:>8.1f}{s['cpu_ms_per_item']:>13.3f}{s.get('server_cpu_s', 0.0):>10.1f}"
+              f"{s['rss_mb']:>8.0f}{s['db_mb']:>7.1f}{mark}")
 
 
 def print_table(paths: list[str]) -> None:
