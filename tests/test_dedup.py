@@ -221,3 +221,109 @@ def test_empty_and_tokenless_texts():
     for method in ("rouge", "minhash"):
         f = NearDuplicateFilter(method, 0.7, pool=["???", ""])
         assert f.accept_many(["!!!", "???", "hello there"]) == [True, False, True], method
+
+
+def _datasketch_candidates(bands, rows, pool_minhashes, queries):
+    from datasketch import MinHashLSH
+
+    lsh = MinHashLSH(num_perm=256, params=(bands, rows))
+    for i, m in enumerate(pool_minhashes):
+        lsh.insert(i, m)
+    return [set(lsh.query(q)) for q in queries]
+
+
+def test_band_index_finds_datasketchs_candidates_in_bulk_and_one_at_a_time(monkeypatch):
+    """tapir.dedup_bands gives, for every query, exactly the pool texts
+    datasketch's MinHashLSH gives with the same bands and rows: after a bulk
+    addition, after texts added one at a time (waiting in the dict), and
+    after those are merged into the arrays."""
+    import numpy as np
+    from datasketch import MinHash
+
+    import tapir.dedup_bands as bands_mod
+    from tapir.dedup_bands import BandIndex
+
+    pool, cands = _corpus(600, 400, seed=3)
+    pool_sets = [set(tokenize(t)) for t in pool]
+    cand_sets = [set(tokenize(t)) for t in cands]
+    pool_mh = list(MinHash.generator(({w.encode() for w in s} for s in pool_sets), num_perm=256, seed=1))
+    cand_mh = list(MinHash.generator(({w.encode() for w in s} for s in cand_sets), num_perm=256, seed=1))
+    for b, r in ((51, 5), (16, 8), (128, 2)):
+        expected = _datasketch_candidates(b, r, pool_mh, cand_mh)
+        assert sum(len(e) for e in expected) > 50  # the corpus has candidates to find
+
+        bulk = BandIndex(b, r)
+        bulk.add_many(list(range(len(pool))), np.stack([m.hashvalues for m in pool_mh]))
+        assert [bulk.query(m.hashvalues) for m in cand_mh] == expected, (b, r)
+
+        monkeypatch.setattr(bands_mod, "_PENDING_LIMIT", 97)  # some merged, the rest waiting
+        mixed = BandIndex(b, r)
+        mixed.add_many(list(range(300)), np.stack([m.hashvalues for m in pool_mh[:300]]))
+        for i in range(300, len(pool)):
+            mixed.add(i, mixed.band_numbers(pool_mh[i].hashvalues)[0])
+            mixed.settle()
+        assert 0 < mixed._pending_texts < 97 and len(mixed) == len(pool)
+        assert [mixed.query(m.hashvalues) for m in cand_mh] == expected, (b, r)
+        mixed.add_many([], np.zeros((0, 256), dtype=np.uint64))
+        mixed.add_many([len(pool)], np.stack([cand_mh[0].hashvalues]))  # merges what waited
+        assert mixed._pending_texts == 0
+        assert mixed.query(cand_mh[1].hashvalues) == expected[1] | (
+            {len(pool)} if any(np.array_equal(cand_mh[0].hashvalues[k * r:(k + 1) * r],
+                                              cand_mh[1].hashvalues[k * r:(k + 1) * r]) for k in range(b))
+            else set())
+
+
+def test_minhash_filter_verdicts_equal_datasketchs_index(monkeypatch):
+    """The filter's verdicts with its band index equal those of the same
+    filter querying a datasketch MinHashLSH (the index tapir used before),
+    over several chunks of searches, with accepted texts merged between them."""
+    from datasketch import MinHashLSH
+
+    import tapir.dedup as dedup_mod
+    import tapir.dedup_bands as bands_mod
+
+    monkeypatch.setattr(dedup_mod, "_QUERY_CHUNK", 64)
+    monkeypatch.setattr(bands_mod, "_PENDING_LIMIT", 50)
+
+    pool, cands = _corpus(800, 500, seed=5)
+    for verify in (True, False):
+        ours = NearDuplicateFilter("minhash", 0.7, pool, verify=verify)
+        theirs = NearDuplicateFilter("minhash", 0.7, pool, verify=verify)
+        lsh = MinHashLSH(num_perm=256, params=(theirs.bands, theirs.rows))
+        scheme = next(iter(theirs._minhashes([["word"]]))).scheme
+
+        class DatasketchBands:  # the same calls, answered by datasketch
+            def __init__(self):
+                self.n = 0
+
+            def add_many(self, keys, values):
+                raise AssertionError("not used after construction")
+
+            def band_numbers(self, hashvalues):  # the MinHash values themselves stand for their bands here
+                return hashvalues
+
+            def add(self, key, hashvalues):
+                from datasketch import MinHash
+
+                lsh.insert(key, MinHash(num_perm=256, hashvalues=hashvalues, scheme=scheme))
+
+            def stored_candidates(self, rows):  # asked per text below, when it is checked
+                return [set() for _ in rows]
+
+            def waiting_candidates(self, row):
+                from datasketch import MinHash
+
+                return set(lsh.query(MinHash(num_perm=256, hashvalues=row, scheme=scheme)))
+
+            def settle(self):
+                pass
+
+        # The other filter's pool, in datasketch's index.
+        for key, toks in enumerate(theirs._tokens):
+            if toks:
+                lsh.insert(key, next(iter(theirs._minhashes([toks]))))
+        theirs._bands = DatasketchBands()
+        assert ours.accept_many(cands) == theirs.accept_many(cands)
+        assert ours.stats == theirs.stats
+        assert 0 < ours.stats["rejected"] < len(cands)
+
