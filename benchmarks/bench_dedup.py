@@ -23,7 +23,7 @@ both sides of the threshold. Run::
     .venv/bin/python benchmarks/bench_dedup.py --sizes 1000 --sample 500
 
 The ``minhash`` method is datasketch's (``MinHash.generator`` signatures,
-``MinHashLSH`` with bands and rows of its own choosing, see tapir/dedup.py);
+bands and rows of datasketch's ``MinHashLSH`` choosing, indexed by tapir/dedup_bands.py, see tapir/dedup.py);
 ``--num-perm`` sets its permutations.
 
 Measured (2 CPU cores shared with other jobs, load average 4.03 at the start,
