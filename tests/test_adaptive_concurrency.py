@@ -267,3 +267,25 @@ def test_a_pool_release_wakes_about_as_many_waiters_as_there_are_free_slots():
     pool, done, waits = asyncio.run(main())
     assert sorted(done) == list(range(2000)) and all(s.in_flight == 0 for s in pool.servers)
     assert waits <= 3 * 2000, waits  # notify_all on every release: about 2000 x 2000 / 2
+
+
+def test_a_large_batch_runs_on_a_fixed_set_of_workers_not_a_task_per_request():
+    """400 requests at concurrency 4: the event loop holds about twice the
+    slots in tasks (not 400), every request is answered once, in any order,
+    and the server still sees 4 at a time."""
+    import asyncio
+
+    from tapir_litellm.loop import get_loop
+
+    with OpenAIServer(latency=0.002) as srv:
+        backend = backend_for(srv.base_url, concurrency=4)
+        tasks = []
+
+        def sample(i, completion):
+            tasks.append(len(asyncio.all_tasks(get_loop())))
+
+        out = backend.generate(asks(400, "many"), on_result=sample)
+        assert [c.text for c in out] == [c.text for c in backend.generate(asks(400, "many"))]
+        assert all(c.ok for c in out) and len(tasks) == 400
+        assert srv.requests == 800 and srv.peak_in_flight == 4
+    assert max(tasks) <= 40  # 8 workers, the batch, aiohttp's own (one task per request before: about 400)

@@ -284,7 +284,18 @@ class LiteLLMBackend:
                 stop.setdefault("first", completion)
             done.put((i, completion))
 
-        await asyncio.gather(*(one(i, r) for i, r in enumerate(requests)))
+        # A fixed set of workers takes the requests in order, not one task per
+        # request: 52K parked tasks cost ~150 MB and the loop's time. Twice the
+        # servers' slots keeps every slot busy while some workers wait out a
+        # retry's backoff; the gates still decide what is sent when.
+        queued = iter(enumerate(requests))
+
+        async def worker() -> None:
+            for i, request in queued:  # one event loop: taking the next one is atomic
+                await one(i, request)
+
+        workers = min(len(requests), 2 * sum(cap for _, cap in self.servers) if self.servers else 2 * self.concurrency)
+        await asyncio.gather(*(worker() for _ in range(max(1, workers))))
 
     def _not_sent(self, stop: dict[str, Completion], attempts: list[dict]) -> Completion:
         """A request left unsent because an earlier one failed permanently (the same cause would fail it)."""
