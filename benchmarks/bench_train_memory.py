@@ -104,6 +104,14 @@ def main() -> None:
         report["train_wall_s"] = round(time.perf_counter() - wall, 2)
         gc.collect()
         report["after_train_rss_mb"] = round(rss_now_mb(), 1)
+        # what of the training is still alive once train() has returned
+        kinds = ("TrainRows", "Encoded", "WeightedLossTrainer", "LlamaForCausalLM", "DataLoader")
+        alive = {k: 0 for k in kinds}
+        for o in gc.get_objects():
+            name = type(o).__name__
+            if name in alive:
+                alive[name] += 1
+        report["alive_after_train"] = alive
     report["peak_rss_mb"] = round(peak_mb(), 1)
     print(json.dumps(report, indent=1))
 

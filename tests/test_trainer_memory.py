@@ -169,3 +169,18 @@ def test_training_runs_with_the_set_up_frozen_out_of_gc(tiny_model, tmp_path):
     assert metrics["steps"] == 2 and len(seen) == 2
     assert all(n > 10_000 for n in seen)  # the heap so far is frozen: gc.collect() does not walk it
     assert gc.get_freeze_count() == before  # and thawed again after training
+
+
+def test_an_up_sampled_items_examples_share_its_messages():
+    from tapir.pipeline.stages.train import weighted_examples
+    from tapir.roles import Item
+
+    a = Item(id="a", instruction="Explain tides.", output="The moon.", meta={"system": "Be brief."})
+    b = Item(id="b", instruction="Sum 2 and 2.", output="4")
+    examples = weighted_examples([a, a, b, a], [b], 0.7)
+    assert [(e.prompt, e.response) for e in examples] == [(a.messages, "The moon."), (a.messages, "The moon."),
+                                                          (b.messages, "4"), (a.messages, "The moon."),
+                                                          (b.messages, "4")]
+    assert examples[0].prompt is examples[1].prompt is examples[3].prompt  # one list, not one per repeat
+    assert examples[2].prompt is examples[4].prompt
+    assert [e.weight for e in examples] == [0.7] * 4 + [pytest.approx(0.3)]
