@@ -60,9 +60,10 @@ class TrainRows(RowsOnRead):
         self.examples = examples
         self.prompts = prompts
         self.weights = [float(w) for w in weights]  # one per kept row
-        self._rows: dict[int, Encoded] = {}
+        self._rows: list[Encoded | None] = [None] * len(prompts.kept)
+        self._tokenized = 0
         self.read_all_reason: str | None = None  # why every row was tokenised up front, if it was
-        self.tokenizer_calls = 0  # response passes (each: one render, one tokeniser call)
+        self.tokenizer_calls = 0  # response passes (each: one render, one tokeniser call a chunk)
 
     @classmethod
     def of(cls, tokenizer, examples: Sequence[Any], max_length: int) -> "TrainRows":
@@ -77,31 +78,38 @@ class TrainRows(RowsOnRead):
     @property
     def tokenized(self) -> int:
         """Rows whose responses were tokenised so far."""
-        return len(self._rows)
+        return self._tokenized
 
     @property
     def truncated(self) -> int:
         """Truncated rows among those tokenised."""
-        return sum(1 for r in self._rows.values() if r.truncated)
+        return sum(1 for r in self._rows if r is not None and r.truncated)
 
     def set_weights(self, weights: Sequence[float]) -> None:
         """The weight each row carries into the loss (rows read before included)."""
         self.weights = [float(w) for w in weights]
-        for j, row in self._rows.items():
-            row.weight = self.weights[j]
+        for j, row in enumerate(self._rows):
+            if row is not None:
+                row.weight = self.weights[j]
 
     def tokenize_all(self) -> "TrainRows":
+        """Every row tokenised now; what only tokenising more would read (the
+        rendered prompts, the examples) is let go."""
         self.many(range(len(self)))
+        self.prompts.release()
+        self.examples = ()
         return self
 
     def many(self, rows: Sequence[int] | range) -> list[Encoded]:
-        missing = sorted({j for j in rows if j not in self._rows})
+        missing = sorted({j for j in rows if self._rows[j] is None})
         if missing:
             kept = self.prompts.kept
             encoded = encode_responses(self.tokenizer, self.examples, self.prompts, [kept[j] for j in missing],
                                        [self.weights[j] for j in missing])
             self.tokenizer_calls += 1
-            self._rows.update(zip(missing, encoded))
+            for j, row in zip(missing, encoded):
+                self._rows[j] = row
+            self._tokenized += len(missing)
         return [self._rows[j] for j in rows]
 
     def __len__(self) -> int:

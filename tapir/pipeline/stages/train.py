@@ -43,8 +43,16 @@ def weighted_examples(hard: list[Item], easy: list[Item], alpha: float, scheme: 
     they add nothing to the loss but would still take optimizer steps and
     count in the per-token divisor."""
     w_hard, w_easy = group_weights(len(hard), len(easy), alpha, scheme)
-    return ([TrainExample(it.messages, it.output, w_hard) for it in hard if w_hard > 0]
-            + [TrainExample(it.messages, it.output, w_easy) for it in easy if w_easy > 0])
+    shared: dict[int, list[dict[str, str]]] = {}  # an up-sampled item's examples share one messages list
+
+    def messages(it: Item) -> list[dict[str, str]]:
+        m = shared.get(id(it))
+        if m is None:
+            m = shared[id(it)] = it.messages
+        return m
+
+    return ([TrainExample(messages(it), it.output, w_hard) for it in hard if w_hard > 0]
+            + [TrainExample(messages(it), it.output, w_easy) for it in easy if w_easy > 0])
 
 
 def hard_pool(job: Job, round: int) -> list[Item]:
