@@ -75,35 +75,36 @@ class CachedBackend:
 
     def _record(self, key: str, request: GenerationRequest, completion: Completion, unclaim: bool = False) -> None:
         """Store one call; with ``unclaim`` its claim is released in the same
-        commit (one transaction per call instead of two)."""
+        commit. Inside the caller's :meth:`~tapir.store.db.Store.transaction`,
+        the row commits with it."""
+        row = {
+            "key": key,
+            "model": self.model_id,
+            "params": dumps(request.params.resolved()),
+            "messages": dumps(request.messages),
+            "sample": request.sample,
+            "response": None if completion.error else completion.text,
+            "logprobs": calls.encode_logprobs(completion.logprobs),
+            "prompt_tokens": completion.prompt_tokens,
+            "completion_tokens": completion.completion_tokens,
+            "cost": completion.cost,
+            "latency_s": completion.latency_s,
+            "error": completion.error,
+            "run_id": self.run_id,
+            "created_at": utcnow(),
+            "finish_reason": completion.finish_reason,
+            "provider_model": completion.provider_model,
+            "system_fingerprint": completion.system_fingerprint,
+            "attempts": len(completion.attempts) if completion.attempts is not None else None,
+            "attempt_log": dumps(completion.attempts) if completion.attempts else None,
+            "failure_kind": completion.failure_kind,
+            **{k: request.meta.get(k, self.tags.get(k)) for k in _META},
+        }
+        # A prepared INSERT is ~10x cheaper than table.insert(); the store's
+        # transaction serialises threads, self._lock only the counters.
+        release = "call:" + key if unclaim and self.store.path is not None else None
+        completion.call_id = calls.record_call(self.store, row, release)
         with self._lock:
-            row = {
-                "key": key,
-                "model": self.model_id,
-                "params": dumps(request.params.resolved()),
-                "messages": dumps(request.messages),
-                "sample": request.sample,
-                "response": None if completion.error else completion.text,
-                "logprobs": calls.encode_logprobs(completion.logprobs),
-                "prompt_tokens": completion.prompt_tokens,
-                "completion_tokens": completion.completion_tokens,
-                "cost": completion.cost,
-                "latency_s": completion.latency_s,
-                "error": completion.error,
-                "run_id": self.run_id,
-                "created_at": utcnow(),
-                "finish_reason": completion.finish_reason,
-                "provider_model": completion.provider_model,
-                "system_fingerprint": completion.system_fingerprint,
-                "attempts": len(completion.attempts) if completion.attempts is not None else None,
-                "attempt_log": dumps(completion.attempts) if completion.attempts else None,
-                "failure_kind": completion.failure_kind,
-                **{k: request.meta.get(k, self.tags.get(k)) for k in _META},
-            }
-            # One committed row per call, so a crash loses nothing already
-            # paid for; a prepared INSERT is ~10x cheaper than table.insert().
-            release = "call:" + key if unclaim and self.store.path is not None else None
-            completion.call_id = calls.record_call(self.store, row, release)
             self.calls_made += 1
 
     def generate(self, requests: Sequence[GenerationRequest], on_result: OnResult | None = None) -> list[Completion]:
@@ -150,8 +151,19 @@ class CachedBackend:
                 # the sum over a batch is the batch's time, not n times it.
                 completion.latency_s = now - last[0]
             last[0] = now
-            self._record(key, miss_requests[j], completion, unclaim=True)
-            self._deliver(results, todo[key], completion, on_result)
+            # One transaction per call: its llm_calls row, its claim's release
+            # and what the stage writes for it (its response, outcome rows)
+            # commit together, so a crash loses at most the result in hand.
+            failure = None
+            with self.store.transaction():
+                self._record(key, miss_requests[j], completion, unclaim=True)
+                try:
+                    self._deliver(results, todo[key], completion, on_result)
+                except BaseException as exc:
+                    # The call is paid for: its row commits, with what the stage wrote before it raised.
+                    failure = exc
+            if failure is not None:
+                raise failure
 
         try:
             returned = self.backend.generate(miss_requests, on_result=record)

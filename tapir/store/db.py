@@ -14,10 +14,12 @@ import json
 import os
 import sqlite3
 import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import sqlite_utils
 
@@ -65,6 +67,40 @@ class Store:
         self.db = db
         self.path = path
         self.readonly = readonly
+        self._depth = 0  # transaction scopes open (see :meth:`transaction`)
+        self._tx_lock = threading.RLock()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that nests: only the outermost scope commits
+        (or rolls back, when an exception leaves it); an inner scope joins
+        it. The writers of per-call rows use it instead of ``with conn:``
+        (which commits at every exit), so the cache's llm_calls row, the
+        stage's response row and its outcome rows of one call commit
+        together. Other threads wait for the outermost scope to end."""
+        conn = self.db.conn
+        with self._tx_lock:
+            outer = self._depth == 0
+            self._depth += 1
+            try:
+                yield conn
+            except BaseException:
+                self._depth -= 1
+                if outer:
+                    conn.rollback()
+                raise
+            self._depth -= 1
+            if outer:
+                try:
+                    conn.commit()
+                except BaseException:
+                    conn.rollback()  # a failed commit (the database locked too long) leaves nothing open
+                    raise
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a :meth:`transaction` scope is open."""
+        return self._depth > 0
 
     def __getitem__(self, table: str):
         return self.db[table]

@@ -35,7 +35,7 @@ def save_outcomes(store: Store, rows: Sequence[tuple]) -> None:
     by_scope: dict[str, list[str]] = {}
     for row in rows:
         by_scope.setdefault(row[0], []).append(row[1])
-    with store.db.conn:
+    with store.transaction():
         uids = {scope: uids_of(store, scope, ids) for scope, ids in by_scope.items()}
         store.db.conn.executemany(
             f"insert or replace into outcomes ({', '.join(_WITH_UID)}) values ({', '.join('?' * len(_WITH_UID))})",
