@@ -69,6 +69,8 @@ class Store:
         self.readonly = readonly
         self._depth = 0  # transaction scopes open (see :meth:`transaction`)
         self._tx_lock = threading.RLock()
+        # The uid maps of tapir.store.items (an item row's item_uid without a query per row); None: not read.
+        self.item_uids: Any = None
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -88,6 +90,7 @@ class Store:
                 self._depth -= 1
                 if outer:
                     conn.rollback()
+                    self.item_uids = None  # they may hold items the rollback took back
                 raise
             self._depth -= 1
             if outer:
@@ -95,6 +98,7 @@ class Store:
                     conn.commit()
                 except BaseException:
                     conn.rollback()  # a failed commit (the database locked too long) leaves nothing open
+                    self.item_uids = None
                     raise
 
     @property

@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 from tapir.roles import Judgment
 from tapir.store.db import Store, utcnow
-from tapir.store.items import add_items, uids_of
+from tapir.store.items import add_items, cached_uids
 from tapir.store.judgments import decode_raw, encode_raw
 
 ORIGIN = "benchmark"
@@ -64,7 +64,7 @@ def save_responses(
     rows = list(rows)
     if rows:
         with store.transaction() as conn:
-            uids = uids_of(store, run_id, [row[0] for row in rows])
+            uids = cached_uids(store, run_id, [row[0] for row in rows])
             # (a prepared statement, not table.insert_all: that one commits on its own, inside a caller's transaction)
             conn.executemany(
                 "insert or ignore into responses (scope, item_id, role, model, round, sample, text, llm_call_id, "
@@ -125,7 +125,7 @@ def save_judgments(store: Store, run_id: str, judge: str, judge_model: str, kind
     ]
     if params:
         with store.transaction():
-            uids = uids_of(store, run_id, [p[1] for p in params])
+            uids = cached_uids(store, run_id, [p[1] for p in params])
             store.db.conn.executemany(_UPSERT, [(*p, uids.get(p[1])) for p in params])
 
 
