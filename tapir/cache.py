@@ -24,7 +24,7 @@ import time
 from dataclasses import replace
 from typing import Sequence
 
-from tapir.roles import Backend, Closable, Completion, GenerationRequest, OnResult
+from tapir.roles import Backend, Closable, Completion, GenerationParams, GenerationRequest, OnResult
 from tapir.store import calls, locks
 from tapir.store.db import Store, dumps, utcnow
 
@@ -33,13 +33,42 @@ _WAIT_POLL_S = 0.2
 
 
 def cache_key(model_id: str, request: GenerationRequest) -> str:
-    payload = {
-        "model": model_id,
-        "params": request.params.resolved(),
-        "messages": request.messages,
-        "sample": request.sample,
-    }
-    return hashlib.sha256(dumps(payload).encode()).hexdigest()
+    """The cache key of ``request`` to ``model_id``: the SHA-256 of
+    ``dumps({"model", "params", "messages", "sample"})``."""
+    return encode_request(model_id, request)[0]
+
+
+_PARAMS_JSON: dict[tuple, str] = {}  # a parameter set's fields (with their types) -> dumps(resolved())
+_PARAMS_JSON_MAX = 1024
+
+
+def params_json(params: GenerationParams) -> str:
+    """``dumps(params.resolved())``, encoded once per distinct parameter
+    set (a stage sends thousands of calls with the same one)."""
+    values = tuple(vars(params).values())
+    try:
+        shape = (type(params), values, tuple(map(type, values)))  # 1 and True, 0 and 0.0 are different parameters
+        text = _PARAMS_JSON.get(shape)
+    except TypeError:  # a field holds a list (stop): not hashable, encoded each time
+        return dumps(params.resolved())
+    if text is None:
+        if len(_PARAMS_JSON) >= _PARAMS_JSON_MAX:
+            _PARAMS_JSON.clear()
+        text = _PARAMS_JSON[shape] = dumps(params.resolved())
+    return text
+
+
+def encode_request(model_id: str, request: GenerationRequest) -> tuple[str, str, str]:
+    """(cache key, params JSON, messages JSON) of ``request``: the JSON
+    texts are the ``llm_calls`` columns, and the key's payload is built
+    from them, byte for byte the text ``dumps`` gives for the payload dict
+    (sorted keys: messages, model, params, sample), so each part is
+    encoded once per call."""
+    params = params_json(request.params)
+    messages = dumps(request.messages)
+    sample = dumps(request.sample)
+    payload = f'{{"messages": {messages}, "model": {dumps(model_id)}, "params": {params}, "sample": {sample}}}'
+    return hashlib.sha256(payload.encode()).hexdigest(), params, messages
 
 
 class CachedBackend:
@@ -73,15 +102,19 @@ class CachedBackend:
                                 system_fingerprint=a.system_fingerprint)
                 for key, a in calls.first_answers(self.store, keys).items()}
 
-    def _record(self, key: str, request: GenerationRequest, completion: Completion, unclaim: bool = False) -> None:
+    def _record(self, key: str, request: GenerationRequest, completion: Completion, unclaim: bool = False,
+                encoded: tuple[str, str] | None = None) -> None:
         """Store one call; with ``unclaim`` its claim is released in the same
-        commit. Inside the caller's :meth:`~tapir.store.db.Store.transaction`,
-        the row commits with it."""
+        commit. ``encoded``: the request's (params, messages) JSON, when
+        :func:`encode_request` made them already. Inside the caller's
+        :meth:`~tapir.store.db.Store.transaction`, the row commits with it."""
+        params, messages = encoded if encoded is not None else encode_request(self.model_id, request)[1:]
+        meta, tags = request.meta, self.tags
         row = {
             "key": key,
             "model": self.model_id,
-            "params": dumps(request.params.resolved()),
-            "messages": dumps(request.messages),
+            "params": params,
+            "messages": messages,
             "sample": request.sample,
             "response": None if completion.error else completion.text,
             "logprobs": calls.encode_logprobs(completion.logprobs),
@@ -98,7 +131,7 @@ class CachedBackend:
             "attempts": len(completion.attempts) if completion.attempts is not None else None,
             "attempt_log": dumps(completion.attempts) if completion.attempts else None,
             "failure_kind": completion.failure_kind,
-            **{k: request.meta.get(k, self.tags.get(k)) for k in _META},
+            **{k: meta.get(k, tags.get(k)) for k in _META},
         }
         # A prepared INSERT is ~10x cheaper than table.insert(); the store's
         # transaction serialises threads, self._lock only the counters.
@@ -108,7 +141,8 @@ class CachedBackend:
             self.calls_made += 1
 
     def generate(self, requests: Sequence[GenerationRequest], on_result: OnResult | None = None) -> list[Completion]:
-        keys = [cache_key(self.model_id, r) for r in requests]
+        encoded = [encode_request(self.model_id, r) for r in requests]
+        keys = [e[0] for e in encoded]
         hits = {} if self.refresh else self.lookup(keys)
         results: list[Completion | None] = [None] * len(requests)
         todo: dict[str, list[int]] = {}
@@ -121,7 +155,7 @@ class CachedBackend:
         while todo:
             mine, theirs = self._claim(list(todo))
             if mine:
-                self._send(requests, todo, mine, results, on_result)
+                self._send(requests, encoded, todo, mine, results, on_result)
             for key in mine:
                 del todo[key]
             if theirs:
@@ -135,7 +169,7 @@ class CachedBackend:
             if on_result:
                 on_result(i, completion)
 
-    def _send(self, requests, todo, keys, results, on_result) -> None:
+    def _send(self, requests, encoded, todo, keys, results, on_result) -> None:
         role = self.tags.get("role")
         # The backend learns who asks (a budget per role is checked before each call).
         miss_requests = [r if role is None or "role" in r.meta else replace(r, meta={**r.meta, "role": role})
@@ -156,7 +190,7 @@ class CachedBackend:
             # commit together, so a crash loses at most the result in hand.
             failure = None
             with self.store.transaction():
-                self._record(key, miss_requests[j], completion, unclaim=True)
+                self._record(key, miss_requests[j], completion, unclaim=True, encoded=encoded[todo[key][0]][1:])
                 try:
                     self._deliver(results, todo[key], completion, on_result)
                 except BaseException as exc:

@@ -17,7 +17,6 @@ import tempfile
 import threading
 import time
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -52,8 +51,20 @@ def resolve_db_path(path: str | os.PathLike | None = None) -> Path:
     return Path(path or os.environ.get("TAPIR_DB") or DEFAULT_DB)
 
 
+_stamped: tuple[int, str] = (-1, "")  # the last whole second stamped and its "YYYY-MM-DDTHH:MM:SS" text
+
+
 def utcnow() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """Now in UTC as ``2026-12-07T20:29:14.123Z`` (ISO 8601, milliseconds,
+    truncated as ``datetime.isoformat(timespec="milliseconds")`` does).
+    The date and time of day are formatted once per second: a store writes
+    several stamps per LLM call."""
+    global _stamped
+    seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
+    stamped = _stamped  # one read: a pair another thread replaces whole
+    if stamped[0] != seconds:
+        stamped = _stamped = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
+    return f"{stamped[1]}.{nanos // 1_000_000:03d}Z"
 
 
 def dumps(value: Any) -> str:
