@@ -18,6 +18,7 @@ the first failed or died.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
 import time
@@ -58,6 +59,11 @@ def params_json(params: GenerationParams) -> str:
     return text
 
 
+@functools.lru_cache(maxsize=256)
+def _model_json(model_id: str) -> str:
+    return dumps(model_id)
+
+
 def encode_request(model_id: str, request: GenerationRequest) -> tuple[str, str, str]:
     """(cache key, params JSON, messages JSON) of ``request``: the JSON
     texts are the ``llm_calls`` columns, and the key's payload is built
@@ -66,8 +72,9 @@ def encode_request(model_id: str, request: GenerationRequest) -> tuple[str, str,
     encoded once per call."""
     params = params_json(request.params)
     messages = dumps(request.messages)
-    sample = dumps(request.sample)
-    payload = f'{{"messages": {messages}, "model": {dumps(model_id)}, "params": {params}, "sample": {sample}}}'
+    sample = str(request.sample) if type(request.sample) is int else dumps(request.sample)  # an int's JSON is its str
+    model = _model_json(model_id)
+    payload = f'{{"messages": {messages}, "model": {model}, "params": {params}, "sample": {sample}}}'
     return hashlib.sha256(payload.encode()).hexdigest(), params, messages
 
 
