@@ -18,13 +18,14 @@ the first failed or died.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
 import time
 from dataclasses import replace
 from typing import Sequence
 
-from tapir.roles import Backend, Closable, Completion, GenerationRequest, OnResult
+from tapir.roles import Backend, Closable, Completion, GenerationParams, GenerationRequest, OnResult
 from tapir.store import calls, locks
 from tapir.store.db import Store, dumps, utcnow
 
@@ -33,13 +34,48 @@ _WAIT_POLL_S = 0.2
 
 
 def cache_key(model_id: str, request: GenerationRequest) -> str:
-    payload = {
-        "model": model_id,
-        "params": request.params.resolved(),
-        "messages": request.messages,
-        "sample": request.sample,
-    }
-    return hashlib.sha256(dumps(payload).encode()).hexdigest()
+    """The cache key of ``request`` to ``model_id``: the SHA-256 of
+    ``dumps({"model", "params", "messages", "sample"})``."""
+    return encode_request(model_id, request)[0]
+
+
+_PARAMS_JSON: dict[tuple, str] = {}  # a parameter set's fields (with their types) -> dumps(resolved())
+_PARAMS_JSON_MAX = 1024
+
+
+def params_json(params: GenerationParams) -> str:
+    """``dumps(params.resolved())``, encoded once per distinct parameter
+    set (a stage sends thousands of calls with the same one)."""
+    values = tuple(vars(params).values())
+    try:
+        shape = (type(params), values, tuple(map(type, values)))  # 1 and True, 0 and 0.0 are different parameters
+        text = _PARAMS_JSON.get(shape)
+    except TypeError:  # a field holds a list (stop): not hashable, encoded each time
+        return dumps(params.resolved())
+    if text is None:
+        if len(_PARAMS_JSON) >= _PARAMS_JSON_MAX:
+            _PARAMS_JSON.clear()
+        text = _PARAMS_JSON[shape] = dumps(params.resolved())
+    return text
+
+
+@functools.lru_cache(maxsize=256)
+def _model_json(model_id: str) -> str:
+    return dumps(model_id)
+
+
+def encode_request(model_id: str, request: GenerationRequest) -> tuple[str, str, str]:
+    """(cache key, params JSON, messages JSON) of ``request``: the JSON
+    texts are the ``llm_calls`` columns, and the key's payload is built
+    from them, byte for byte the text ``dumps`` gives for the payload dict
+    (sorted keys: messages, model, params, sample), so each part is
+    encoded once per call."""
+    params = params_json(request.params)
+    messages = dumps(request.messages)
+    sample = str(request.sample) if type(request.sample) is int else dumps(request.sample)  # an int's JSON is its str
+    model = _model_json(model_id)
+    payload = f'{{"messages": {messages}, "model": {model}, "params": {params}, "sample": {sample}}}'
+    return hashlib.sha256(payload.encode()).hexdigest(), params, messages
 
 
 class CachedBackend:
@@ -73,41 +109,47 @@ class CachedBackend:
                                 system_fingerprint=a.system_fingerprint)
                 for key, a in calls.first_answers(self.store, keys).items()}
 
-    def _record(self, key: str, request: GenerationRequest, completion: Completion, unclaim: bool = False) -> None:
+    def _record(self, key: str, request: GenerationRequest, completion: Completion, unclaim: bool = False,
+                encoded: tuple[str, str] | None = None) -> None:
         """Store one call; with ``unclaim`` its claim is released in the same
-        commit (one transaction per call instead of two)."""
+        commit. ``encoded``: the request's (params, messages) JSON, when
+        :func:`encode_request` made them already. Inside the caller's
+        :meth:`~tapir.store.db.Store.transaction`, the row commits with it."""
+        params, messages = encoded if encoded is not None else encode_request(self.model_id, request)[1:]
+        meta, tags = request.meta, self.tags
+        row = {
+            "key": key,
+            "model": self.model_id,
+            "params": params,
+            "messages": messages,
+            "sample": request.sample,
+            "response": None if completion.error else completion.text,
+            "logprobs": calls.encode_logprobs(completion.logprobs),
+            "prompt_tokens": completion.prompt_tokens,
+            "completion_tokens": completion.completion_tokens,
+            "cost": completion.cost,
+            "latency_s": completion.latency_s,
+            "error": completion.error,
+            "run_id": self.run_id,
+            "created_at": utcnow(),
+            "finish_reason": completion.finish_reason,
+            "provider_model": completion.provider_model,
+            "system_fingerprint": completion.system_fingerprint,
+            "attempts": len(completion.attempts) if completion.attempts is not None else None,
+            "attempt_log": dumps(completion.attempts) if completion.attempts else None,
+            "failure_kind": completion.failure_kind,
+            **{k: meta.get(k, tags.get(k)) for k in _META},
+        }
+        # A prepared INSERT is ~10x cheaper than table.insert(); the store's
+        # transaction serialises threads, self._lock only the counters.
+        release = "call:" + key if unclaim and self.store.path is not None else None
+        completion.call_id = calls.record_call(self.store, row, release)
         with self._lock:
-            row = {
-                "key": key,
-                "model": self.model_id,
-                "params": dumps(request.params.resolved()),
-                "messages": dumps(request.messages),
-                "sample": request.sample,
-                "response": None if completion.error else completion.text,
-                "logprobs": calls.encode_logprobs(completion.logprobs),
-                "prompt_tokens": completion.prompt_tokens,
-                "completion_tokens": completion.completion_tokens,
-                "cost": completion.cost,
-                "latency_s": completion.latency_s,
-                "error": completion.error,
-                "run_id": self.run_id,
-                "created_at": utcnow(),
-                "finish_reason": completion.finish_reason,
-                "provider_model": completion.provider_model,
-                "system_fingerprint": completion.system_fingerprint,
-                "attempts": len(completion.attempts) if completion.attempts is not None else None,
-                "attempt_log": dumps(completion.attempts) if completion.attempts else None,
-                "failure_kind": completion.failure_kind,
-                **{k: request.meta.get(k, self.tags.get(k)) for k in _META},
-            }
-            # One committed row per call, so a crash loses nothing already
-            # paid for; a prepared INSERT is ~10x cheaper than table.insert().
-            release = "call:" + key if unclaim and self.store.path is not None else None
-            completion.call_id = calls.record_call(self.store, row, release)
             self.calls_made += 1
 
     def generate(self, requests: Sequence[GenerationRequest], on_result: OnResult | None = None) -> list[Completion]:
-        keys = [cache_key(self.model_id, r) for r in requests]
+        encoded = [encode_request(self.model_id, r) for r in requests]
+        keys = [e[0] for e in encoded]
         hits = {} if self.refresh else self.lookup(keys)
         results: list[Completion | None] = [None] * len(requests)
         todo: dict[str, list[int]] = {}
@@ -120,7 +162,7 @@ class CachedBackend:
         while todo:
             mine, theirs = self._claim(list(todo))
             if mine:
-                self._send(requests, todo, mine, results, on_result)
+                self._send(requests, encoded, todo, mine, results, on_result)
             for key in mine:
                 del todo[key]
             if theirs:
@@ -134,7 +176,7 @@ class CachedBackend:
             if on_result:
                 on_result(i, completion)
 
-    def _send(self, requests, todo, keys, results, on_result) -> None:
+    def _send(self, requests, encoded, todo, keys, results, on_result) -> None:
         role = self.tags.get("role")
         # The backend learns who asks (a budget per role is checked before each call).
         miss_requests = [r if role is None or "role" in r.meta else replace(r, meta={**r.meta, "role": role})
@@ -150,8 +192,19 @@ class CachedBackend:
                 # the sum over a batch is the batch's time, not n times it.
                 completion.latency_s = now - last[0]
             last[0] = now
-            self._record(key, miss_requests[j], completion, unclaim=True)
-            self._deliver(results, todo[key], completion, on_result)
+            # One transaction per call: its llm_calls row, its claim's release
+            # and what the stage writes for it (its response, outcome rows)
+            # commit together, so a crash loses at most the result in hand.
+            failure = None
+            with self.store.transaction():
+                self._record(key, miss_requests[j], completion, unclaim=True, encoded=encoded[todo[key][0]][1:])
+                try:
+                    self._deliver(results, todo[key], completion, on_result)
+                except BaseException as exc:
+                    # The call is paid for: its row commits, with what the stage wrote before it raised.
+                    failure = exc
+            if failure is not None:
+                raise failure
 
         try:
             returned = self.backend.generate(miss_requests, on_result=record)

@@ -134,13 +134,13 @@ class Run:
         digest = config_hash(config)
         run_id = run_id_for(config)
         now = utcnow()
-        with store.db.conn:
+        with store.transaction():
             # (an existing run gets the config as run now: it differs from the first one in its budget at most)
             run_rows.start_run(store, run_id, name or run_id, dumps(redact(config)), digest, __version__, now)
         return cls(store, run_id, name or run_id)
 
     def finish(self, status: str = "done") -> None:
-        with self.store.db.conn:
+        with self.store.transaction():
             run_rows.set_run_status(self.store, self.id, status, utcnow())
 
     def _row(self, name: str, round: int) -> dict | None:
@@ -165,7 +165,7 @@ class Run:
         info: dict[str, Any] = {}
         started = time.perf_counter()
         row = self._row(name, round)
-        with self.store.db.conn:
+        with self.store.transaction():
             if row is None:
                 stage_table.add_stage(self.store, {"run_id": self.id, "name": name, "round": round,
                                                   "status": "running", "started_at": utcnow()})
@@ -175,13 +175,13 @@ class Run:
         try:
             yield info
         except BaseException as exc:
-            with self.store.db.conn:
+            with self.store.transaction():
                 stage_table.update_stage(
                     self.store, row["id"],
                     {"status": "failed", "finished_at": utcnow(), "info": encode_info({**info, "error": repr(exc)})},
                 )
             raise
-        with self.store.db.conn:
+        with self.store.transaction():
             stage_table.update_stage(
                 self.store, row["id"],
                 {
@@ -203,7 +203,7 @@ class Run:
         else:
             values.update(finished_at=now, seconds=None if seconds is None else float(f"{seconds:.3f}"),
                           info=encode_info(info))
-        with self.store.db.conn:
+        with self.store.transaction():
             row = self._row(name, round)
             if row is None:
                 stage_table.add_stage(self.store, {"run_id": self.id, "name": name, "round": round,

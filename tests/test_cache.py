@@ -272,3 +272,75 @@ def test_large_batch_lookup_in_chunks():
     assert second.requests == []
     assert all(c.cached for c in again)
     assert [c.text for c in again] == [c.text for c in out] == [f"answer to q{i}" for i in range(1234)]
+
+
+# --- encoding each call once ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("request_", [
+    req(),
+    req("Ünïcode — 数学 \"quoted\" \\ back\nslash", sample=3, temperature=0.7, top_p=0.9, seed=11, stop=("\n\n",)),
+    GenerationRequest([{"role": "system", "content": "sys"}, {"role": "user", "content": "u", "name": "x"}],
+                      GenerationParams(max_new_tokens=7, top_logprobs=5)),
+    GenerationRequest([{"role": "user", "content": "list stop"}], GenerationParams(stop=["a", "b"])),
+])
+def test_the_key_is_the_digest_of_the_payload_it_always_was(request_):
+    """encode_request builds the key's JSON from the column texts it
+    returns; byte for byte the dumps of the payload dict, so every cached
+    answer of an existing database is found again."""
+    import hashlib
+
+    from tapir.cache import encode_request
+    from tapir.store.db import dumps
+
+    payload = {"model": "prov/m-ü", "params": request_.params.resolved(), "messages": request_.messages,
+               "sample": request_.sample}
+    key, params, messages = encode_request("prov/m-ü", request_)
+    assert key == hashlib.sha256(dumps(payload).encode()).hexdigest() == cache_key("prov/m-ü", request_)
+    assert (params, messages) == (dumps(request_.params.resolved()), dumps(request_.messages))
+
+
+def test_parameter_sets_that_compare_equal_keep_their_own_encoding():
+    from tapir.cache import params_json
+    from tapir.store.db import dumps
+
+    for p in (GenerationParams(temperature=0), GenerationParams(temperature=0.0), GenerationParams(max_new_tokens=True),
+              GenerationParams(max_new_tokens=1), GenerationParams(temperature=0.5, seed=1)):
+        assert params_json(p) == dumps(p.resolved())
+
+
+def test_a_call_encodes_its_messages_once_and_its_params_once_per_set(store, monkeypatch):
+    """Per call one JSON encoding of its messages (for the key and the
+    llm_calls row alike); the parameters once for the whole batch."""
+    import tapir.cache as cache_module
+
+    encoded = []
+    real = cache_module.dumps
+
+    def counting(value):
+        if isinstance(value, (dict, list)):
+            encoded.append(type(value).__name__)
+        return real(value)
+
+    monkeypatch.setattr(cache_module, "dumps", counting)
+    cache_module._PARAMS_JSON.clear()
+    requests = [req(f"q{i}", max_new_tokens=33) for i in range(20)]
+    CachedBackend(ScriptedBackend(echo, model_id="m"), store).generate(requests)
+    assert sorted(encoded) == ["dict"] + ["list"] * 20
+    rows = llm_calls(store)
+    assert [json.loads(r["messages"]) for r in rows] == [r.messages for r in requests]
+    assert {r["params"] for r in rows} == {real(GenerationParams(max_new_tokens=33).resolved())}
+
+
+def test_utcnow_is_the_iso_text_datetime_gives(monkeypatch):
+    """utcnow formats the date and time once per second; its text is
+    datetime's ISO format in milliseconds (truncated), with a Z."""
+    from datetime import datetime, timezone
+
+    from tapir.store import db
+
+    for ns in (1_796_600_000_123_456_789, 1_796_600_000_999_999_999, 1_796_600_001_000_000_000,
+               1_796_600_001_000_999_999, 946_684_799_999_000_000):
+        monkeypatch.setattr(db.time, "time_ns", lambda ns=ns: ns)
+        when = datetime.fromtimestamp(ns // 1000 / 1e6, timezone.utc)
+        assert db.utcnow() == when.isoformat(timespec="milliseconds").replace("+00:00", "Z")

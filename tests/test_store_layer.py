@@ -242,3 +242,80 @@ def test_outcomes_carry_the_item_uid_the_trigger_would_give(store):
                                   f"({', '.join('?' * len(outcomes.COLUMNS))})", rows)
     assert dict(store.execute("select item_id, item_uid from outcomes where scope = 'judge-a'")) == explicit
     assert store.execute("pragma foreign_key_check").fetchall() == []
+
+
+def _item_queries(store) -> list[str]:
+    log: list[str] = []
+    store.db.conn.set_trace_callback(lambda sql: log.append(sql) if "from items" in sql.lower() else None)
+    return log
+
+
+@pytest.mark.parametrize("table, write", [
+    ("responses", _write_responses), ("judgments", _write_judgments), ("rewrites", _write_rewrites),
+    ("scores", _write_scores)],
+    ids=["responses.add_response", "judgments.save_stage_judgment", "rewrites.add_rewrite", "scores.set_scores"])
+def test_writers_read_item_uids_without_a_query_per_row(store, table, write):
+    """The uid of a row's item comes from maps the store reads once per
+    scope (its own items, then the latest item of each id in its run), not
+    from a query per row: 200 rows ask items at most twice, and writing
+    them again asks nothing."""
+    from tapir.store.items import add_items, uids_of
+
+    ids, expected = _linked_items(store)
+    with store.transaction():
+        add_items(store, "ingest-a", [{"id": f"n{i}", "instruction": f"item {i}"} for i in range(200)])
+    ids = ids + [f"n{i}" for i in range(200)]
+    asked = _item_queries(store)
+    write(store, ids)
+    first = len(asked)
+    write(store, ids)
+    store.db.conn.set_trace_callback(None)
+    assert first <= 2 and len(asked) == first, asked
+    linked = dict(store.execute(f"select item_id, item_uid from {table} where scope = 'judge-a' and item_uid is not null"))
+    assert linked == uids_of(store, "judge-a", ids)
+    assert len(linked) == 203  # x, y, own and the 200 new ones
+
+
+def test_the_uid_maps_follow_every_write_by_the_triggers_rule(store):
+    """Items added under the row's own scope, under another scope of its
+    run (the latest written wins), under another run's scope, a stage added
+    to the run, a rolled-back transaction: after each, the uid a writer
+    gives (the kept maps) is the one the SQL rule gives."""
+    from tapir.store import items, stages
+    from tapir.store.items import cached_uids, uids_of
+
+    ids, _ = _linked_items(store)
+    ids += ["late", "moved"]
+
+    def agree():
+        assert cached_uids(store, "judge-a", ids) == uids_of(store, "judge-a", ids)
+        assert cached_uids(store, "rewrite-a", ids) == uids_of(store, "rewrite-a", ids)
+        assert cached_uids(store, "ingest-b", ids) == uids_of(store, "ingest-b", ids)
+
+    agree()  # the maps are read here
+    steps = [
+        lambda: items.add_items(store, "judge-a", [{"id": "late", "instruction": "own, added after the read"}]),
+        lambda: items.add_items(store, "ingest-a", [{"id": "moved", "instruction": "in the run"}]),
+        lambda: items.add_items(store, "rewrite-a", [{"id": "moved", "instruction": "in the run, later"},
+                                                     {"id": "x", "instruction": "x rewritten"}]),
+        lambda: items.add_items(store, "rewrite-a", [{"id": "x", "instruction": "kept: insert or ignore"}]),
+        lambda: items.add_items(store, "ingest-b", [{"id": "moved", "instruction": "another run's"}]),
+        lambda: stages.add_stage(store, {"run_id": "run-b", "name": "judge", "round": 1, "key": "judge-a"}),
+        lambda: items.add_items(store, "ingest-b", [{"id": "b-only", "instruction": "now a sibling"}]),
+        lambda: items.add_items(store, "elsewhere", [{"id": "z", "instruction": "a scope of no run"}]),
+    ]
+    ids.append("b-only")
+    for step in steps:
+        with store.transaction():
+            step()
+        agree()
+    assert cached_uids(store, "judge-a", ["x", "moved", "b-only"]) == uids_of(store, "judge-a", ["x", "moved", "b-only"])
+    assert len(cached_uids(store, "judge-a", ["x", "moved", "b-only"])) == 3
+    with pytest.raises(RuntimeError):
+        with store.transaction():
+            items.add_items(store, "judge-a", [{"id": "gone", "instruction": "rolled back"}])
+            assert cached_uids(store, "judge-a", ["gone"])  # seen inside the transaction
+            raise RuntimeError
+    ids.append("gone")
+    agree()
+    assert cached_uids(store, "judge-a", ["gone"]) == {}

@@ -202,7 +202,7 @@ class Context:
     def add_items(self, scope: str, items: Iterable[Item], origin: str, round: int) -> None:
         rows = [{"id": it.id, "origin": origin, "round": round, "instruction": it.instruction, "input": it.input,
                  "output": it.output, "task_type": it.task_type, "meta": it.meta} for it in items]
-        with self.store.db.conn:
+        with self.store.transaction():
             store_items.add_items(self.store, scope, rows)
         if self._item_reads is not None:
             self._item_reads.pop(scope, None)
@@ -240,13 +240,13 @@ class Context:
 
     def save_response(self, scope: str, item_id: str, role: str, model: str, round: int,
                       completion: Completion) -> None:
-        with self.store.db.conn:
+        with self.store.transaction():
             store_responses.add_response(self.store, scope, item_id, role, model, round, completion.text,
                                          completion.call_id)
 
     def set_scores(self, scope: str, rows: Sequence[tuple[str, str, int, float]]) -> None:
         """Upsert (item_id, name, round, value) scores under ``scope``."""
-        with self.store.db.conn:
+        with self.store.transaction():
             store_scores.set_scores(self.store, scope, rows)
 
     def scores(self, scope: str | None, name: str) -> dict[str, float]:

@@ -18,8 +18,7 @@ UPDATABLE = frozenset({"provider_batch_id", "input_file_id", "output_file_id", "
 def add_batch(store: Store, batch_id: str, model: str, keys: Sequence[str], now: str) -> None:
     """Record batch ``batch_id`` of ``model`` (status ``submitting``) and the
     requests it carries, in one commit."""
-    conn = store.db.conn
-    with conn:
+    with store.transaction() as conn:
         conn.execute("insert into api_batches (id, model, status, n_requests, created_at, updated_at) "
                      "values (?, ?, 'submitting', ?, ?, ?)", [batch_id, model, len(keys), now, now])
         conn.executemany("insert into api_batch_requests (batch_id, request_key) values (?, ?)",
@@ -33,8 +32,7 @@ def update_batch(store: Store, batch_id: str, fields: Mapping[str, Any]) -> None
         raise ValueError(f"api_batches has no updatable column {', '.join(unknown)} "
                          f"(one of {', '.join(sorted(UPDATABLE))})")
     sets = ", ".join(f"{k} = ?" for k in fields)
-    conn = store.db.conn
-    with conn:
+    with store.transaction() as conn:
         conn.execute(f"update api_batches set {sets} where id = ?", [*fields.values(), batch_id])
 
 

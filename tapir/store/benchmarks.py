@@ -94,8 +94,7 @@ def replace_run_rows(store: Store, run_id: str, benchmark: str, model: str, rows
     """Replace the rows of (run ``run_id``, ``benchmark``, ``model``) with
     ``rows`` ((benchmark, model, task, metric, value, stderr, n, run_id,
     meta text, created_at) each), in one commit."""
-    conn = store.db.conn
-    with conn:
+    with store.transaction() as conn:
         conn.execute("delete from benchmark_results where run_id = ? and benchmark = ? and model = ?",
                      [run_id, benchmark, model])
         conn.executemany(_INSERT, rows)
@@ -105,8 +104,7 @@ def replace_row(store: Store, benchmark: str, model: str, task: str, metric: str
                 stderr: float | None, n: int | None, meta: dict[str, Any], created_at: str) -> None:
     """Replace the one (benchmark, model, task, metric) row kept without a
     run (a classifier evaluation), in one commit."""
-    conn = store.db.conn
-    with conn:
+    with store.transaction() as conn:
         conn.execute("delete from benchmark_results where benchmark = ? and model = ? and task = ? and metric = ?",
                      [benchmark, model, task, metric])
         conn.execute(_INSERT, [benchmark, model, task, metric, value, stderr, n, None, encode_meta(meta), created_at])
@@ -118,8 +116,7 @@ def forget_run_rows(store: Store, run_id: str) -> dict[str, int]:
     deleted per table (tables this database lacks left out)."""
     deleted = {}
     tables = set(store.db.table_names())
-    conn = store.db.conn
-    with conn:
+    with store.transaction() as conn:
         for table, column in (*((t, "scope") for t in EVALUATOR_TABLES), ("benchmark_results", "run_id")):
             if table in tables:
                 deleted[table] = conn.execute(f"delete from {table} where {column} = ?", [run_id]).rowcount

@@ -104,11 +104,11 @@ def first_answers(store: Store, keys: Sequence[str]) -> dict[str, Answer]:
 
 def record_call(store: Store, row: dict[str, Any], release: str | None = None) -> int:
     """Store one call (``row`` has every column of :data:`CALL_COLUMNS`,
-    already encoded) in its own commit, so a crash loses nothing already
-    paid for; with ``release``, this process's lock of that name is let go
-    in the same commit. Returns the call's id."""
-    conn = store.db.conn
-    with conn:
+    already encoded) in the caller's :meth:`~tapir.store.db.Store.transaction`,
+    or in its own commit, so a crash loses nothing already paid for; with
+    ``release``, this process's lock of that name is let go in the same
+    commit. Returns the call's id."""
+    with store.transaction() as conn:
         cursor = conn.execute(_INSERT_CALL, [row[c] for c in CALL_COLUMNS])
         if release is not None:
             drop_in_transaction(conn, release)

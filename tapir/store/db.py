@@ -14,10 +14,11 @@ import json
 import os
 import sqlite3
 import tempfile
+import threading
 import time
-from datetime import datetime, timezone
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import sqlite_utils
 
@@ -50,8 +51,20 @@ def resolve_db_path(path: str | os.PathLike | None = None) -> Path:
     return Path(path or os.environ.get("TAPIR_DB") or DEFAULT_DB)
 
 
+_stamped: tuple[int, str] = (-1, "")  # the last whole second stamped and its "YYYY-MM-DDTHH:MM:SS" text
+
+
 def utcnow() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """Now in UTC as ``2026-12-07T20:29:14.123Z`` (ISO 8601, milliseconds,
+    truncated as ``datetime.isoformat(timespec="milliseconds")`` does).
+    The date and time of day are formatted once per second: a store writes
+    several stamps per LLM call."""
+    global _stamped
+    seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
+    stamped = _stamped  # one read: a pair another thread replaces whole
+    if stamped[0] != seconds:
+        stamped = _stamped = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
+    return f"{stamped[1]}.{nanos // 1_000_000:03d}Z"
 
 
 def dumps(value: Any) -> str:
@@ -65,6 +78,44 @@ class Store:
         self.db = db
         self.path = path
         self.readonly = readonly
+        self._depth = 0  # transaction scopes open (see :meth:`transaction`)
+        self._tx_lock = threading.RLock()
+        # The uid maps of tapir.store.items (an item row's item_uid without a query per row); None: not read.
+        self.item_uids: Any = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that nests: only the outermost scope commits
+        (or rolls back, when an exception leaves it); an inner scope joins
+        it. The writers of per-call rows use it instead of ``with conn:``
+        (which commits at every exit), so the cache's llm_calls row, the
+        stage's response row and its outcome rows of one call commit
+        together. Other threads wait for the outermost scope to end."""
+        conn = self.db.conn
+        with self._tx_lock:
+            outer = self._depth == 0
+            self._depth += 1
+            try:
+                yield conn
+            except BaseException:
+                self._depth -= 1
+                if outer:
+                    conn.rollback()
+                    self.item_uids = None  # they may hold items the rollback took back
+                raise
+            self._depth -= 1
+            if outer:
+                try:
+                    conn.commit()
+                except BaseException:
+                    conn.rollback()  # a failed commit (the database locked too long) leaves nothing open
+                    self.item_uids = None
+                    raise
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a :meth:`transaction` scope is open."""
+        return self._depth > 0
 
     def __getitem__(self, table: str):
         return self.db[table]

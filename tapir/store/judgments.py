@@ -10,7 +10,7 @@ import json
 from typing import Any, Sequence
 
 from tapir.store.db import Store, dumps, utcnow
-from tapir.store.items import uid_of
+from tapir.store.items import cached_uid
 
 
 def encode_raw(texts: Sequence[str]) -> str:
@@ -30,14 +30,14 @@ def save_stage_judgment(store: Store, scope: str, item_id: str, judge: str, mode
                         read_by: str | None) -> None:
     """Write (or replace) the judgment of (scope, item, judge, position,
     round). The caller holds the transaction. Its ``item_uid`` is looked up
-    here (:func:`tapir.store.items.uid_of`)."""
+    here (:func:`tapir.store.items.cached_uid`)."""
     store.db.conn.execute(
         "insert or replace into judgments (scope, item_id, judge, model, kind, position, round, response_a_id, "
         "response_b_id, score_a, score_b, preference, raw, details, error, read_by, created_at, item_uid) "
         "values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [scope, item_id, judge, model, kind, position, round, response_a_id, response_b_id, score_a, score_b,
          preference, encode_raw(raw), dumps(details) if details else None, error, read_by, utcnow(),
-         uid_of(store, scope, item_id)])
+         cached_uid(store, scope, item_id)])
 
 
 def provenance_rows(store: Any, scope: str) -> list[tuple]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from tapir.store.db import Store
-from tapir.store.items import uids_of
+from tapir.store.items import cached_uids
 
 COLUMNS = ("scope", "item_id", "status", "reason", "error_kind", "http_status", "llm_call_id", "attempts",
            "updated_at", "draws", "reproduces")
@@ -30,13 +30,13 @@ _WITH_UID = (*COLUMNS, "item_uid")
 def save_outcomes(store: Store, rows: Sequence[tuple]) -> None:
     """Upsert outcome rows, tuples in :data:`COLUMNS` order, in one
     transaction. Each row's ``item_uid`` is looked up here, for all rows of
-    a scope at once (:func:`tapir.store.items.uids_of`), so the per-row
+    a scope at once (:func:`tapir.store.items.cached_uids`), so the per-row
     ``item_uid`` trigger only runs for a row about no stored item."""
     by_scope: dict[str, list[str]] = {}
     for row in rows:
         by_scope.setdefault(row[0], []).append(row[1])
-    with store.db.conn:
-        uids = {scope: uids_of(store, scope, ids) for scope, ids in by_scope.items()}
+    with store.transaction():
+        uids = {scope: cached_uids(store, scope, ids) for scope, ids in by_scope.items()}
         store.db.conn.executemany(
             f"insert or replace into outcomes ({', '.join(_WITH_UID)}) values ({', '.join('?' * len(_WITH_UID))})",
             [(*row, uids[row[0]].get(row[1])) for row in rows])

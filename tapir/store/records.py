@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 from tapir.roles import Judgment
 from tapir.store.db import Store, utcnow
-from tapir.store.items import add_items, uids_of
+from tapir.store.items import add_items, cached_uids
 from tapir.store.judgments import decode_raw, encode_raw
 
 ORIGIN = "benchmark"
@@ -42,7 +42,7 @@ def save_items(store: Store, run_id: str, items: Iterable[dict[str, Any]]) -> No
     """Insert the benchmark's items (``id``, ``instruction``, ``output``,
     ``task_type``, ``meta``) under ``run_id``; existing ones are kept."""
     rows = [{**item, "origin": ORIGIN, "round": 0} for item in items]
-    with store.db.conn:
+    with store.transaction():
         add_items(store, run_id, rows)
 
 
@@ -61,24 +61,16 @@ def save_responses(
     """Insert responses ``(item_id, round, text, llm_call_id)``; an existing
     (run, item, role, model, round, sample 0) row is kept as it is."""
     now = utcnow()
-    records = [
-        {
-            "scope": run_id,
-            "item_id": item_id,
-            "role": role,
-            "model": model,
-            "round": rnd,
-            "sample": 0,
-            "text": text,
-            "llm_call_id": call_id,
-            "created_at": now,
-        }
-        for item_id, rnd, text, call_id in rows
-    ]
-    if records:
-        with store.db.conn:
-            uids = uids_of(store, run_id, [r["item_id"] for r in records])
-            store["responses"].insert_all([{**r, "item_uid": uids.get(r["item_id"])} for r in records], ignore=True)
+    rows = list(rows)
+    if rows:
+        with store.transaction() as conn:
+            uids = cached_uids(store, run_id, [row[0] for row in rows])
+            # (a prepared statement, not table.insert_all: that one commits on its own, inside a caller's transaction)
+            conn.executemany(
+                "insert or ignore into responses (scope, item_id, role, model, round, sample, text, llm_call_id, "
+                "created_at, item_uid) values (?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
+                [(run_id, item_id, role, model, rnd, text, call_id, now, uids.get(item_id))
+                 for item_id, rnd, text, call_id in rows])
 
 
 def load_judgments(store: Store, run_id: str, judge: str) -> dict[tuple[str, str, int], StoredJudgment]:
@@ -132,15 +124,15 @@ def save_judgments(store: Store, run_id: str, judge: str, judge_model: str, kind
         for r in rows
     ]
     if params:
-        with store.db.conn:
-            uids = uids_of(store, run_id, [p[1] for p in params])
+        with store.transaction():
+            uids = cached_uids(store, run_id, [p[1] for p in params])
             store.db.conn.executemany(_UPSERT, [(*p, uids.get(p[1])) for p in params])
 
 
 def forget_responses(store: Store, scope: str, role: str) -> int:
     """Delete the ``role`` answers under ``scope`` (a forced re-run
     regenerates them); returns how many."""
-    with store.db.conn:
+    with store.transaction():
         return store.db.conn.execute("delete from responses where scope = ? and role = ?", [scope, role]).rowcount
 
 

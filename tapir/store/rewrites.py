@@ -5,19 +5,19 @@ from __future__ import annotations
 from typing import Sequence
 
 from tapir.store.db import Store, utcnow
-from tapir.store.items import uid_of
+from tapir.store.items import cached_uid
 
 
 def add_rewrite(store: Store, scope: str, item_id: str, new_item_id: str | None, rewriter: str, round: int,
                 instruction: str, refined_instruction: str | None, error: str | None = None) -> None:
     """Upsert one rewrite on (scope, item, rewriter, round). The caller
     holds the transaction. Its ``item_uid`` is looked up here
-    (:func:`tapir.store.items.uid_of`)."""
+    (:func:`tapir.store.items.cached_uid`)."""
     store.db.conn.execute(
         "insert or replace into rewrites (scope, item_id, new_item_id, rewriter, round, instruction, "
         "refined_instruction, error, created_at, item_uid) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [scope, item_id, new_item_id, rewriter, round, instruction, refined_instruction, error, utcnow(),
-         uid_of(store, scope, item_id)])
+         cached_uid(store, scope, item_id)])
 
 
 def columns(store: Store) -> set[str]:

@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from tapir.store.db import Store, dumps
+from tapir.store.items import forget_uid_maps
 
 
 def encode_info(info: dict[str, Any] | None) -> str:
@@ -138,6 +139,7 @@ def add_stage(store: Store, values: dict[str, Any]) -> None:
     values = _checked(values)
     store.db.conn.execute(f"insert into stages ({', '.join(values)}) values ({', '.join('?' * len(values))})",
                           list(values.values()))
+    forget_uid_maps(store)  # a run's stage keys are the scopes an item row's uid is looked up in
 
 
 def update_stage(store: Store, stage_id: int, values: dict[str, Any]) -> None:
@@ -147,6 +149,8 @@ def update_stage(store: Store, stage_id: int, values: dict[str, Any]) -> None:
     if values:
         store.db.conn.execute(f"update stages set {', '.join(f'[{c}] = ?' for c in values)} where id = ?",
                               [*values.values(), stage_id])
+        if "key" in values or "run_id" in values:
+            forget_uid_maps(store)
 
 
 def stage_done(store: Store, run_id: str, name: str) -> bool:

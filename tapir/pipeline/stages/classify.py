@@ -32,7 +32,7 @@ class Classify:
                 else:
                     labels = ctx.classifier.classify(texts)
                 bar.update(len(todo))
-            with ctx.store.db.conn:
+            with ctx.store.transaction():
                 set_labels(ctx.store, job.key, name,
                            [(it.id, label, confidence) for it, (label, confidence) in zip(todo, labels)])
             for it, (label, _) in zip(todo, labels):

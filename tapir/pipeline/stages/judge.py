@@ -68,7 +68,7 @@ class JudgeMFD:
                 ]
                 judgments = judge.judge(requests)
                 scores = []
-                with ctx.store.db.conn:
+                with ctx.store.transaction():
                     for it, j in zip(chunk, judgments):
                         # Scored, but one of the asked orders failed (pairwise).
                         partial = j.error is None and bool(j.details.get("order_errors"))

@@ -77,7 +77,7 @@ class Rewrite:
                 new = replace(it, id=f"{it.id}~rw{job.round}", output=rw.answer,
                               meta={**it.meta, "source_id": it.id, "refined_instruction": rw.instruction})
                 ctx.add_items(job.key, [new], "rewritten", job.round)
-                with ctx.store.db.conn:
+                with ctx.store.transaction():
                     add_rewrite(ctx.store, job.key, it.id, new.id, name, job.round, it.instruction, rw.instruction)
                 job.ok(it.id, call)
 
