@@ -154,7 +154,7 @@ class Train:
                      f"alpha {alpha:.2f}{left_out}) from {base}")
         ctx.close_backends()  # models loaded for earlier stages give their (GPU) memory to training
         metrics = trainer_for(job).train(base, examples, str(out))
-        with ctx.store.db.conn:
+        with ctx.store.transaction():
             save_checkpoint(ctx.store, job.key, r, str(out.resolve()), ctx.config.student.model,
                             ctx.config.trainer.name, metrics)
         # The trainer's "tokens" (tokens trained on) would be taken for the stage's LLM tokens: train_tokens.
