@@ -14,6 +14,30 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def uids_of(store, scope: str, item_ids) -> dict[str, str]:
+    """The oracle of the tests below: item id -> ``items.uid`` of the item
+    a row (``scope``, item id) is about, for those of ``item_ids`` that have
+    one, by the rule of the ``item_uid`` triggers (m009), in SQL: the item
+    of that id in ``scope`` itself, else in a scope of a run that has
+    ``scope`` as a stage (the latest written when several). The writers read
+    the same rule from the store's kept maps (:func:`tapir.store.items.cached_uids`)."""
+    ids = list(dict.fromkeys(item_ids))
+    found: dict[str, str] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        found.update(store.db.conn.execute(f"select id, uid from items where scope = ? and id in ({','.join('?' * len(chunk))})",
+                                   [scope, *chunk]).fetchall())
+    rest = [i for i in ids if i not in found]
+    for start in range(0, len(rest), 500):
+        chunk = rest[start:start + 500]
+        # ascending rowid: the latest written item of an id is the one kept
+        found.update(store.db.conn.execute(
+            f"select id, uid from items where id in ({','.join('?' * len(chunk))}) and scope in ("
+            "select other.key from stages mine join stages other on other.run_id = mine.run_id "
+            "where mine.key = ? and other.key is not null) order by rowid", [*chunk, scope]).fetchall())
+    return found
+
+
 def test_stage_info_has_one_decoder():
     from tapir.store.stages import decode_info, encode_info
 
@@ -199,12 +223,11 @@ def _write_rewrites(store, ids):
          "records.save_judgments", "scores.set_scores", "classifications.set_labels", "rewrites.add_rewrite"])
 def test_writers_that_know_the_item_carry_its_item_uid(store, table, write):
     """Each store writer of an item's row passes its item_uid itself (the
-    trigger's rule, :func:`tapir.store.items.uids_of`): with the m009
+    trigger's rule, :func:`uids_of` above): with the m009
     trigger dropped the rows are linked all the same, a row about no item
     keeps NULL, and writing them again (an upsert, or an insert that keeps
     the row) links them the same."""
-    from tapir.store.items import uids_of
-
+    
     ids, expected = _linked_items(store)
     with store.db.conn:
         store.db.conn.execute(f"drop trigger {table}_item_uid")
@@ -226,8 +249,7 @@ def test_outcomes_carry_the_item_uid_the_trigger_would_give(store):
     a row about no item keeps NULL. The same rows inserted without item_uid
     (the trigger fills it) get the same values."""
     from tapir.store import outcomes
-    from tapir.store.items import uids_of
-
+    
     ids, _ = _linked_items(store)  # y's later rewrite wins; z is another run's item, not ours
     rows = [("judge-a", i, "ok", None, None, None, None, 1, "now", 1, 0) for i in ids]
     outcomes.save_outcomes(store, rows)
@@ -259,7 +281,7 @@ def test_writers_read_item_uids_without_a_query_per_row(store, table, write):
     scope (its own items, then the latest item of each id in its run), not
     from a query per row: 200 rows ask items at most twice, and writing
     them again asks nothing."""
-    from tapir.store.items import add_items, uids_of
+    from tapir.store.items import add_items
 
     ids, expected = _linked_items(store)
     with store.transaction():
@@ -282,7 +304,7 @@ def test_the_uid_maps_follow_every_write_by_the_triggers_rule(store):
     to the run, a rolled-back transaction: after each, the uid a writer
     gives (the kept maps) is the one the SQL rule gives."""
     from tapir.store import items, stages
-    from tapir.store.items import cached_uids, uids_of
+    from tapir.store.items import cached_uids
 
     ids, _ = _linked_items(store)
     ids += ["late", "moved"]

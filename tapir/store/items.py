@@ -7,7 +7,7 @@ or a benchmark run's id) with its own id (``seed-0001``, ``q81``); its
 output), the one column the rows about it (responses, judgments, scores,
 classifications, rewrites, outcomes) point at with their ``item_uid``
 foreign key: the item of that id in the row's scope, else in a scope of
-the same run (:func:`uids_of`, the rule in SQL). The store's own writers
+the same run (the rule of the m009 trigger). The store's own writers
 pass it, read from per-scope maps the store keeps (:func:`cached_uid`,
 :func:`cached_uids`: no query per row); a trigger per table (see
 :func:`tapir.store.migrations.item_link_trigger`) fills it by the same rule
@@ -29,8 +29,6 @@ from typing import Any, Iterable, Sequence
 
 from tapir.store.db import Store, dumps
 from tapir.store.uids import item_uid
-
-_CHUNK = 500
 
 _INSERT = ("insert or ignore into items (uid, scope, id, origin, round, instruction, input, output, task_type, "
            "meta) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
@@ -134,7 +132,7 @@ def _added(store: Store, scope: str, params: list[tuple]) -> None:
 
 def cached_uid(store: Store, scope: str, item_id: str) -> str | None:
     """``items.uid`` of the item a row (``scope``, ``item_id``) is about
-    (the rule of :func:`uids_of`), or None, from the store's uid maps: a
+    (the rule of the m009 trigger), or None, from the store's uid maps: a
     writer of one row at a time asks no query once the maps are read."""
     maps = _maps(store)
     uid = _own(store, maps, scope).get(item_id)
@@ -145,36 +143,12 @@ def cached_uid(store: Store, scope: str, item_id: str) -> str | None:
 
 def cached_uids(store: Store, scope: str, item_ids: Iterable[str]) -> dict[str, str]:
     """item id -> ``items.uid`` for those of ``item_ids`` that have one:
-    :func:`uids_of` from the store's uid maps (:func:`cached_uid`)."""
+    from the store's uid maps (:func:`cached_uid`)."""
     found = {}
     for item_id in item_ids:
         uid = cached_uid(store, scope, item_id)
         if uid is not None:
             found[item_id] = uid
-    return found
-
-
-def uids_of(store: Store, scope: str, item_ids: Iterable[str]) -> dict[str, str]:
-    """item id -> ``items.uid`` of the item a row (``scope``, item id) is
-    about, for those of ``item_ids`` that have one: the rule of the
-    ``item_uid`` triggers (m009), in SQL, for many rows in two queries
-    (the writers read :func:`cached_uids`, the same rule from kept maps): the item of
-    that id in ``scope`` itself, else in a scope of a run that has ``scope``
-    as a stage (the latest written when several)."""
-    ids = list(dict.fromkeys(item_ids))
-    found: dict[str, str] = {}
-    for start in range(0, len(ids), _CHUNK):
-        chunk = ids[start:start + _CHUNK]
-        found.update(store.execute(f"select id, uid from items where scope = ? and id in ({','.join('?' * len(chunk))})",
-                                   [scope, *chunk]).fetchall())
-    rest = [i for i in ids if i not in found]
-    for start in range(0, len(rest), _CHUNK):
-        chunk = rest[start:start + _CHUNK]
-        # ascending rowid: the latest written item of an id is the one kept
-        found.update(store.execute(
-            f"select id, uid from items where id in ({','.join('?' * len(chunk))}) and scope in ("
-            "select other.key from stages mine join stages other on other.run_id = mine.run_id "
-            "where mine.key = ? and other.key is not null) order by rowid", [*chunk, scope]).fetchall())
     return found
 
 
