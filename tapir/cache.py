@@ -109,13 +109,13 @@ class CachedBackend:
                                 system_fingerprint=a.system_fingerprint)
                 for key, a in calls.first_answers(self.store, keys).items()}
 
-    def _record(self, key: str, request: GenerationRequest, completion: Completion, unclaim: bool = False,
-                encoded: tuple[str, str] | None = None) -> None:
+    def _record(self, key: str, request: GenerationRequest, encoded: tuple[str, str], completion: Completion,
+                unclaim: bool = False) -> None:
         """Store one call; with ``unclaim`` its claim is released in the same
-        commit. ``encoded``: the request's (params, messages) JSON, when
-        :func:`encode_request` made them already. Inside the caller's
+        commit. ``encoded``: the request's (params, messages) JSON, as
+        :func:`encode_request` made them. Inside the caller's
         :meth:`~tapir.store.db.Store.transaction`, the row commits with it."""
-        params, messages = encoded if encoded is not None else encode_request(self.model_id, request)[1:]
+        params, messages = encoded
         meta, tags = request.meta, self.tags
         row = {
             "key": key,
@@ -197,7 +197,7 @@ class CachedBackend:
             # commit together, so a crash loses at most the result in hand.
             failure = None
             with self.store.transaction():
-                self._record(key, miss_requests[j], completion, unclaim=True, encoded=encoded[todo[key][0]][1:])
+                self._record(key, miss_requests[j], encoded[todo[key][0]][1:], completion, unclaim=True)
                 try:
                     self._deliver(results, todo[key], completion, on_result)
                 except BaseException as exc:
