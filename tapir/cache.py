@@ -22,8 +22,9 @@ import functools
 import hashlib
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import replace
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from tapir.roles import Backend, Closable, Completion, GenerationParams, GenerationRequest, OnResult
 from tapir.store import calls, locks
@@ -181,31 +182,7 @@ class CachedBackend:
         # The backend learns who asks (a budget per role is checked before each call).
         miss_requests = [r if role is None or "role" in r.meta else replace(r, meta={**r.meta, "role": role})
                          for r in (requests[todo[k][0]] for k in keys)]
-        last = [time.perf_counter()]
-
-        def record(j: int, completion: Completion) -> None:
-            key = keys[j]
-            now = time.perf_counter()
-            if completion.latency_s is None:
-                # A backend that times nothing: the time since the previous
-                # result (or the start), so a call's latency is its own and
-                # the sum over a batch is the batch's time, not n times it.
-                completion.latency_s = now - last[0]
-            last[0] = now
-            # One transaction per call: its llm_calls row, its claim's release
-            # and what the stage writes for it (its response, outcome rows)
-            # commit together, so a crash loses at most the result in hand.
-            failure = None
-            with self.store.transaction():
-                self._record(key, miss_requests[j], encoded[todo[key][0]][1:], completion, unclaim=True)
-                try:
-                    self._deliver(results, todo[key], completion, on_result)
-                except BaseException as exc:
-                    # The call is paid for: its row commits, with what the stage wrote before it raised.
-                    failure = exc
-            if failure is not None:
-                raise failure
-
+        record = _Recorder(self, keys, miss_requests, encoded, todo, results, on_result)
         try:
             returned = self.backend.generate(miss_requests, on_result=record)
             # Backends must call on_result; tolerate ones that only return.
@@ -214,6 +191,24 @@ class CachedBackend:
                     record(j, completion)
         finally:
             self._unclaim(keys)
+
+    def _record_one(self, key: str, request: GenerationRequest, encoded: tuple[str, str], completion: Completion,
+                    indices: list[int], results, on_result) -> None:
+        """Record a paid call and hand it to the stage, in one transaction
+        (joined by a group's, see :class:`_Recorder`): its llm_calls row, its
+        claim's release and what the stage writes for it (its response,
+        outcome rows) commit together, so a crash loses at most the results
+        in hand."""
+        failure = None
+        with self.store.savepoint():
+            self._record(key, request, encoded, completion, unclaim=True)
+            try:
+                self._deliver(results, indices, completion, on_result)
+            except BaseException as exc:
+                # The call is paid for: its row commits, with what the stage wrote before it raised.
+                failure = exc
+        if failure is not None:
+            raise failure
 
     # -- claims: one process pays for a call at a time ---------------------------
 
@@ -248,3 +243,42 @@ class CachedBackend:
             still = {name[5:] for name in locks.live_of(self.store.db.conn, ["call:" + k for k in pending])}
             # Released without an answer (their call failed) or holder died: ours to send.
             pending &= still
+
+
+class _Recorder:
+    """The ``on_result`` the cache gives its backend: records each paid call
+    and hands it to the stage. It is :class:`~tapir.roles.GroupedResults`:
+    the results a backend delivers together (:func:`tapir.roles.deliver`)
+    share one transaction, one commit per burst instead of one per call."""
+
+    def __init__(self, cache: CachedBackend, keys, requests, encoded, todo, results, on_result):
+        self.cache, self.keys, self.requests, self.encoded = cache, keys, requests, encoded
+        self.todo, self.results, self.on_result = todo, results, on_result
+        self.last = time.perf_counter()
+
+    def __call__(self, j: int, completion: Completion) -> None:
+        key = self.keys[j]
+        now = time.perf_counter()
+        if completion.latency_s is None:
+            # A backend that times nothing: the time since the previous
+            # result (or the start), so a call's latency is its own and
+            # the sum over a batch is the batch's time, not n times it.
+            completion.latency_s = now - self.last
+        self.last = now
+        indices = self.todo[key]
+        self.cache._record_one(key, self.requests[j], self.encoded[indices[0]][1:], completion, indices,
+                               self.results, self.on_result)
+
+    @contextmanager
+    def group(self) -> Iterator[None]:
+        """One transaction for the results delivered inside; an exception
+        (the stage's, or an interrupt) still commits the calls recorded
+        before it: they are paid for."""
+        failure = None
+        with self.cache.store.transaction():
+            try:
+                yield
+            except BaseException as exc:
+                failure = exc
+        if failure is not None:
+            raise failure

@@ -10,7 +10,7 @@ an API.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, ContextManager, Iterable, Protocol, Sequence, runtime_checkable
 
 Message = dict[str, str]  # {"role": "user" | "assistant" | "system", "content": "..."}
 
@@ -108,6 +108,36 @@ OnResult = Callable[[int, Completion], None]
 
 
 @runtime_checkable
+class GroupedResults(Protocol):
+    """An ``on_result`` that can take several results in one write: the LLM
+    cache's, whose ``group()`` is one store transaction, so the results a
+    backend has in hand at once (a burst of answers, a vLLM chunk) commit
+    together instead of one commit each. Backends hand results over with
+    :func:`deliver`, which uses the group when there is one."""
+
+    def __call__(self, index: int, completion: Completion) -> None: ...
+
+    def group(self) -> ContextManager[None]:
+        """A scope the results delivered inside are written in together;
+        what was delivered before an exception inside it is still kept."""
+        ...
+
+
+def deliver(on_result: OnResult | None, results: Iterable[tuple[int, Completion]]) -> None:
+    """Hand ``results`` (index, completion), all in hand now, to
+    ``on_result`` in order; in one group when it is :class:`GroupedResults`."""
+    if on_result is None:
+        return
+    if isinstance(on_result, GroupedResults):
+        with on_result.group():
+            for i, completion in results:
+                on_result(i, completion)
+    else:
+        for i, completion in results:
+            on_result(i, completion)
+
+
+@runtime_checkable
 class Backend(Protocol):
     """A model that answers chat requests.
 
@@ -119,7 +149,8 @@ class Backend(Protocol):
 
     def generate(self, requests: Sequence[GenerationRequest], on_result: OnResult | None = None) -> list[Completion]:
         """Answer every request. Call ``on_result(index, completion)`` as each
-        finishes (so a crash mid-batch loses nothing already paid for).
+        finishes (so a crash mid-batch loses nothing already paid for);
+        results that are in hand together go through :func:`deliver`.
         Failures are returned as completions with ``error`` set, never raised,
         except a permanent one that every other request would share (out of
         quota, key refused, no such model, over the budget): then a backend

@@ -9,7 +9,7 @@ import pytest
 
 from fakes import ScriptedBackend
 from tapir.cache import CachedBackend
-from tapir.roles import GenerationParams, GenerationRequest
+from tapir.roles import Completion, GenerationParams, GenerationRequest
 from tapir.store import locks
 from tapir.store.responses import add_response
 
@@ -124,3 +124,87 @@ def test_a_failed_record_writes_nothing_of_that_call(store, monkeypatch):
     with pytest.raises(sqlite3.OperationalError):
         CachedBackend(ScriptedBackend(lambda m: "x", model_id="m"), store).generate([req("q")])
     assert _count(_other(store), "scores") == 0 and not store.db.conn.in_transaction
+
+
+class BurstBackend(ScriptedBackend):
+    """Delivers its answers in bursts of ``burst`` through tapir.roles.deliver,
+    as the API backend hands over the answers it has in hand at once."""
+
+    def __init__(self, reply, burst: int, model_id: str = "m"):
+        super().__init__(reply, model_id=model_id)
+        self.burst = burst
+
+    def generate(self, requests, on_result=None):
+        from tapir.roles import deliver
+
+        out = [Completion(text=self.reply(r.messages)) for r in requests]
+        self.requests.extend(requests)
+        for start in range(0, len(out), self.burst):
+            deliver(on_result, [(i, out[i]) for i in range(start, min(start + self.burst, len(out)))])
+        return out
+
+
+def test_a_burst_of_calls_commits_once(store):
+    """The answers a backend has in hand together (tapir.roles.deliver) are
+    recorded and handed to the stage in one transaction: 10 calls in bursts
+    of 4 make 3 commits, not 10, and every call's rows are there."""
+    other = _other(store)
+    seen_inside = []
+
+    def on_result(i, completion):
+        seen_inside.append(_count(other, "llm_calls"))
+        with store.transaction():
+            add_response(store, "stage-k", f"q{i}", "teacher", "m", 0, completion.text, completion.call_id)
+
+    commits = _commits(store)
+    out = CachedBackend(BurstBackend(lambda m: "answer " + m[-1]["content"], burst=4), store).generate(
+        [req(f"q{i}") for i in range(10)], on_result=on_result)
+    store.db.conn.set_trace_callback(None)
+    assert [c.text for c in out] == [f"answer q{i}" for i in range(10)]
+    assert len(commits) - 2 == 3, commits  # less the batch's claim and the final release
+    assert seen_inside == [0, 0, 0, 0, 4, 4, 4, 4, 8, 8]  # a burst becomes visible whole, after it
+    assert _count(other, "llm_calls") == _count(other, "responses") == 10
+    assert _count(other, "locks") == 0
+
+
+def test_a_stage_raising_mid_burst_keeps_the_bursts_paid_calls(store):
+    """The stage raising on the third answer of a burst: the two before it
+    and the third (paid for) are stored and served next time."""
+    other = _other(store)
+
+    def on_result(i, completion):
+        if i == 2:
+            raise KeyboardInterrupt
+
+    backend = BurstBackend(lambda m: "paid " + m[-1]["content"], burst=4)
+    with pytest.raises(KeyboardInterrupt):
+        CachedBackend(backend, store).generate([req(f"q{i}") for i in range(4)], on_result=on_result)
+    assert not store.db.conn.in_transaction
+    assert sorted(r[0] for r in other.execute("select response from llm_calls")) == ["paid q0", "paid q1", "paid q2"]
+    again = CachedBackend(backend, store).generate([req(f"q{i}") for i in range(3)])
+    assert all(c.cached for c in again) and len(backend.requests) == 4
+
+
+def test_a_call_that_fails_to_be_stored_mid_burst_leaves_nothing_of_itself(store, monkeypatch):
+    """In a burst, a call whose record fails is undone alone (a savepoint):
+    the calls before it in the burst commit, none of its rows do."""
+    from tapir.store import calls
+
+    real = calls.record_call
+    seen = []
+
+    def flaky(store_, row, release=None):
+        seen.append(row["key"])
+        if len(seen) == 2:
+            with store_.transaction() as conn:
+                conn.execute("insert into scores (scope, item_id, name, round, value) values ('s', 'a', 'x', 0, 1)")
+                raise sqlite3.OperationalError("disk I/O error")
+        return real(store_, row, release)
+
+    monkeypatch.setattr(calls, "record_call", flaky)
+    with pytest.raises(sqlite3.OperationalError):
+        CachedBackend(BurstBackend(lambda m: "x " + m[-1]["content"], burst=3), store).generate(
+            [req(f"q{i}") for i in range(3)])
+    other = _other(store)
+    assert [r[0] for r in other.execute("select response from llm_calls")] == ["x q0"]
+    assert _count(other, "scores") == 0 and not store.db.conn.in_transaction

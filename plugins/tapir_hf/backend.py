@@ -33,7 +33,7 @@ from typing import Literal
 
 from tapir.errors import TapirError
 from tapir.options import Options, option
-from tapir.roles import Completion, GenerationRequest, Message, OnResult, TokenLogprob
+from tapir.roles import Completion, GenerationRequest, Message, OnResult, TokenLogprob, deliver
 
 from tapir_hf import embedded
 from tapir_hf.quiet import quiet_transformers
@@ -312,8 +312,10 @@ class HFBackend:
             prepared.sort(key=lambda p: (p[2], len(p[1])), reverse=True)
             for start in range(0, len(prepared), self.batch_size):
                 batch = prepared[start : start + self.batch_size]
-                for i, completion in self._generate_safely(requests, batch):
-                    finish(i, completion)
+                done = self._generate_safely(requests, batch)
+                for i, completion in done:
+                    results[i] = completion
+                deliver(on_result, done)  # a batch's answers: one write
         return results  # type: ignore[return-value]
 
     def _generate_safely(self, requests, batch):

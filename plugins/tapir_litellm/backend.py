@@ -24,7 +24,7 @@ from tapir.budget import OverBudget
 from tapir.errors import TapirError, permanent_failure
 from tapir.options import Options as _Options
 from tapir.options import option
-from tapir.roles import Completion, GenerationRequest, OnResult, TokenLogprob
+from tapir.roles import Completion, GenerationRequest, OnResult, TokenLogprob, deliver
 
 from tapir_litellm import adaptive, direct, endpoints, ratelimit
 from tapir_litellm.adaptive import QUEUE_CAP, ServerGate
@@ -33,6 +33,9 @@ from tapir_litellm.library import import_litellm
 from tapir_litellm.loop import get_loop
 from tapir_litellm.pool import SERVER_FAILURES, ServerPool
 from tapir_litellm.retry import PERMANENT, MalformedResponse, RetryPolicy, classify, failure_of, retry_after_of
+
+# At most this many answers in hand are written in one commit (a crash loses at most these).
+BURST_MAX = 64
 
 _no_cost_models: set[str] = set()  # models litellm has no price for (skip the look-up)
 _pools: dict[tuple, ServerPool] = {}
@@ -234,20 +237,27 @@ class LiteLLMBackend:
             permanent: Completion | None = None
             while received < len(requests):
                 try:
-                    i, completion = done.get(timeout=1.0)  # a timeout keeps Ctrl-C responsive
+                    burst = [done.get(timeout=1.0)]  # a timeout keeps Ctrl-C responsive
                 except queue.Empty:
                     if future.done():
                         future.result()  # re-raises a crash of the loop side
                         break
                     continue
-                received += 1
-                if completion.failure_kind == PERMANENT:
-                    permanent = permanent or completion
-                    if not completion.attempts:
-                        continue  # never sent (over budget, or an earlier call failed permanently): no record
-                results[i] = completion
-                if on_result is not None:
-                    on_result(i, completion)
+                while len(burst) < BURST_MAX:  # the answers already in hand: one write for them all
+                    try:
+                        burst.append(done.get_nowait())
+                    except queue.Empty:
+                        break
+                received += len(burst)
+                kept = []
+                for i, completion in burst:
+                    if completion.failure_kind == PERMANENT:
+                        permanent = permanent or completion
+                        if not completion.attempts:
+                            continue  # never sent (over budget, or an earlier call failed permanently): no record
+                    results[i] = completion
+                    kept.append((i, completion))
+                deliver(on_result, kept)
             future.result()
         except BaseException:
             future.cancel()

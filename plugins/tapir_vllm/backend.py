@@ -24,7 +24,7 @@ import time
 from typing import Any, Sequence
 
 from tapir.options import Options, option
-from tapir.roles import Completion, GenerationRequest, OnResult
+from tapir.roles import Completion, GenerationRequest, OnResult, deliver
 
 from tapir_hf.backend import prompt_ids, resolve_name, weights_id
 from tapir_vllm.mapping import to_completion, to_sampling_kwargs
@@ -110,9 +110,7 @@ class VLLMBackend:
                 chunk = list(requests[start : start + size])
                 done = self._generate_chunk(chunk)
                 results.extend(done)
-                if on_result:
-                    for i, completion in enumerate(done, start):
-                        on_result(i, completion)
+                deliver(on_result, enumerate(done, start))  # a chunk's answers: one write
         return results
 
     def _generate_chunk(self, requests: list[GenerationRequest]) -> list[Completion]:
