@@ -193,15 +193,19 @@ class CachedBackend:
             self._unclaim(keys)
 
     def _record_one(self, key: str, request: GenerationRequest, encoded: tuple[str, str], completion: Completion,
-                    indices: list[int], results, on_result) -> None:
+                    indices: list[int], results, on_result, unclaim: bool = True) -> None:
         """Record a paid call and hand it to the stage, in one transaction
         (joined by a group's, see :class:`_Recorder`): its llm_calls row, its
         claim's release and what the stage writes for it (its response,
         outcome rows) commit together, so a crash loses at most the results
-        in hand."""
+        in hand. ``unclaim=False``: the caller releases the claim in the same
+        transaction (a burst releases its calls' claims at once)."""
         failure = None
-        with self.store.savepoint():
-            self._record(key, request, encoded, completion, unclaim=True)
+        # In a burst's transaction a failing record is not undone alone: its
+        # row is one INSERT (all or nothing), and the claim's release after it
+        # is repeated by _unclaim; the burst's other calls are kept.
+        with self.store.transaction():
+            self._record(key, request, encoded, completion, unclaim=unclaim)
             try:
                 self._deliver(results, indices, completion, on_result)
             except BaseException as exc:
@@ -255,6 +259,7 @@ class _Recorder:
         self.cache, self.keys, self.requests, self.encoded = cache, keys, requests, encoded
         self.todo, self.results, self.on_result = todo, results, on_result
         self.last = time.perf_counter()
+        self.released: list[str] | None = None  # in a group: the claims its recorded calls let go of at its end
 
     def __call__(self, j: int, completion: Completion) -> None:
         key = self.keys[j]
@@ -266,8 +271,11 @@ class _Recorder:
             completion.latency_s = now - self.last
         self.last = now
         indices = self.todo[key]
+        released = self.released
+        if released is not None and self.cache.store.path is not None:
+            released.append("call:" + key)  # before the record: a stage raising still releases it
         self.cache._record_one(key, self.requests[j], self.encoded[indices[0]][1:], completion, indices,
-                               self.results, self.on_result)
+                               self.results, self.on_result, unclaim=released is None)
 
     @contextmanager
     def group(self) -> Iterator[None]:
@@ -275,10 +283,15 @@ class _Recorder:
         (the stage's, or an interrupt) still commits the calls recorded
         before it: they are paid for."""
         failure = None
-        with self.cache.store.transaction():
-            try:
-                yield
-            except BaseException as exc:
-                failure = exc
+        self.released = []
+        try:
+            with self.cache.store.transaction() as conn:
+                try:
+                    yield
+                except BaseException as exc:
+                    failure = exc
+                locks.drop_many_in_transaction(conn, self.released)
+        finally:
+            self.released = None
         if failure is not None:
             raise failure

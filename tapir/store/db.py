@@ -112,29 +112,6 @@ class Store:
                     self.item_uids = None
                     raise
 
-    @contextmanager
-    def savepoint(self) -> Iterator[sqlite3.Connection]:
-        """A :meth:`transaction` scope that, when it is nested, undoes only
-        its own writes if an exception leaves it (an SQL savepoint); the
-        outer scope goes on and commits the rest. The cache records each
-        call of a burst in one, so a call that fails to be stored leaves
-        nothing half-written while the burst's other calls are kept."""
-        with self.transaction() as conn:
-            if self._depth == 1:
-                yield conn  # the outermost scope: its rollback is the savepoint's
-                return
-            if not conn.in_transaction:
-                conn.execute("BEGIN")  # else the savepoint would open (and its release commit) the transaction
-            conn.execute("SAVEPOINT call")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK TO call")
-                conn.execute("RELEASE call")
-                self.item_uids = None  # they may hold items the rollback took back
-                raise
-            conn.execute("RELEASE call")
-
     @property
     def in_transaction(self) -> bool:
         """Whether a :meth:`transaction` scope is open."""

@@ -137,6 +137,14 @@ def drop_many(conn: sqlite3.Connection, names: list[str]) -> None:
                          [(name, os.getpid(), HOST) for name in names])
 
 
+def drop_many_in_transaction(conn: sqlite3.Connection, names: list[str]) -> None:
+    """Let go of those of ``names`` this process holds, inside the caller's transaction."""
+    if names:
+        pid = os.getpid()
+        conn.executemany("delete from locks where name = ? and pid = ? and host = ?",
+                         [(name, pid, HOST) for name in names])
+
+
 def drop_in_transaction(conn: sqlite3.Connection, name: str) -> None:
     """Let go of ``name`` if this process holds it, inside the caller's
     transaction (committed with the caller's write)."""
