@@ -24,7 +24,7 @@ from tapir.budget import OverBudget
 from tapir.errors import TapirError, permanent_failure
 from tapir.options import Options as _Options
 from tapir.options import option
-from tapir.roles import Completion, GenerationRequest, OnResult, TokenLogprob, deliver
+from tapir.roles import Completion, GenerationRequest, OnResult, deliver
 
 from tapir_litellm import adaptive, direct, endpoints, ratelimit
 from tapir_litellm.adaptive import QUEUE_CAP, ServerGate
@@ -32,12 +32,13 @@ from tapir_litellm.batch import BATCH_PRICE_FACTOR
 from tapir_litellm.library import import_litellm
 from tapir_litellm.loop import get_loop
 from tapir_litellm.pool import SERVER_FAILURES, ServerPool
-from tapir_litellm.retry import PERMANENT, MalformedResponse, RetryPolicy, classify, failure_of, retry_after_of
+from tapir_litellm.pricing import Pricing
+from tapir_litellm.replies import completion_of
+from tapir_litellm.retry import PERMANENT, RetryPolicy, classify, failure_of, retry_after_of
 
 # At most this many answers in hand are written in one commit (a crash loses at most these).
 BURST_MAX = 64
 
-_no_cost_models: set[str] = set()  # models litellm has no price for (skip the look-up)
 _pools: dict[tuple, ServerPool] = {}
 
 
@@ -167,6 +168,7 @@ class LiteLLMBackend:
         self._pool_key = (model_id, tuple(self.servers)) if len(self.servers) > 1 else None
         self._rng = random.Random()
         self._store = None
+        self.pricing = Pricing(model_name, options, self.transport, self.price_factor)
         from tapir_litellm import batch as _batch
 
         problems = _batch.problems(model_name, options.model_dump())
@@ -344,7 +346,7 @@ class LiteLLMBackend:
         tokens = ratelimit.estimate_tokens(request.messages, kwargs.get("max_tokens")) if limiter else 0
         spending = _budget.active()
         role = request.meta.get("role")
-        estimate = self._estimate_cost(request.messages, kwargs.get("max_tokens")) if spending is not None else 0.0
+        estimate = self.pricing.estimate(request.messages, kwargs.get("max_tokens")) if spending is not None else 0.0
         waited = 0.0
         attempt = 0
         history: list[str] = []
@@ -524,72 +526,8 @@ class LiteLLMBackend:
         return self._clean(f"{prefix} after {attempt + 1} attempt(s){earlier}: {text}")
 
     def _to_completion(self, response: Any) -> Completion:
-        choices = _get(response, "choices")
-        if not choices:
-            raise MalformedResponse("response has no choices")
-        choice = choices[0]
-        message = _get(choice, "message")
-        text = _get(message, "content")
-        if not isinstance(text, str):
-            raise MalformedResponse("response message has no text content")
-        usage = _get(response, "usage")
-        return Completion(
-            text=text,
-            logprobs=_logprobs(_get(choice, "logprobs")),
-            prompt_tokens=_get(usage, "prompt_tokens"),
-            completion_tokens=_get(usage, "completion_tokens"),
-            cost=self._cost(response),
-            finish_reason=_get(choice, "finish_reason"),
-            provider_model=_text_or_none(_get(response, "model")),
-            system_fingerprint=_text_or_none(_get(response, "system_fingerprint")),
-        )
-
-    def _prices(self) -> tuple[float, float] | None:
-        """USD per prompt token and per completion token: the options' prices,
-        else litellm's map (through litellm only: a self-hosted server has none)."""
-        o = self.options
-        if o.input_usd_per_million is not None or o.output_usd_per_million is not None:
-            return (o.input_usd_per_million or 0.0) / 1e6, (o.output_usd_per_million or 0.0) / 1e6
-        if self.transport != "litellm" or self.model_name in _no_cost_models:
-            return None
-        table = import_litellm().model_cost
-        entry = table.get(self.model_name) or table.get(self.model_name.partition("/")[2])
-        if not entry:
-            return None
-        return float(entry.get("input_cost_per_token") or 0.0), float(entry.get("output_cost_per_token") or 0.0)
-
-    def _estimate_cost(self, messages: list[dict[str, Any]], max_tokens: int | None) -> float:
-        """The most a request should cost: its prompt (about 4 characters a
-        token) and ``max_tokens`` of answer at the model's price (0 without one)."""
-        prices = self._prices()
-        if prices is None:
-            return 0.0
-        prompt = ratelimit.estimate_tokens(messages, 0)
-        return (prompt * prices[0] + int(max_tokens or 0) * prices[1]) * self.price_factor
-
-    def _cost(self, response: Any) -> float | None:
-        """USD cost: from the usage at the options' prices when they are set,
-        else from litellm's price map (litellm stamps it on the response);
-        None for models it has no price for and on the direct
-        OpenAI-compatible path (self-hosted servers have no price)."""
-        o = self.options
-        if o.input_usd_per_million is not None or o.output_usd_per_million is not None:
-            usage = _get(response, "usage")
-            prompt, completion = _get(usage, "prompt_tokens") or 0, _get(usage, "completion_tokens") or 0
-            return (prompt * (o.input_usd_per_million or 0.0) + completion * (o.output_usd_per_million or 0.0)) / 1e6
-        hidden = getattr(response, "_hidden_params", None)
-        if not isinstance(hidden, dict):
-            return None
-        if "response_cost" in hidden:
-            cost = hidden["response_cost"]
-            return float(cost) if cost is not None else None
-        if self.model_name in _no_cost_models:
-            return None
-        try:
-            return float(import_litellm().completion_cost(completion_response=response))
-        except Exception:
-            _no_cost_models.add(self.model_name)
-            return None
+        """The reply (a dict or litellm's object) as a Completion, with its cost."""
+        return completion_of(response, self.pricing.cost(response))
 
 
 _query_clients: dict[tuple, Any] = {}
@@ -627,26 +565,3 @@ def _gate_outcome(exc: BaseException) -> str:
 def _attempt(n: int, outcome: str, status: int | None, seconds: float, billed: str) -> dict[str, Any]:
     """One attempt of a call, as kept in ``llm_calls.attempt_log``."""
     return {"n": n + 1, "outcome": outcome, "http_status": status, "seconds": round(seconds, 3), "billed": billed}
-
-
-def _get(obj: Any, name: str, default: Any = None) -> Any:
-    if isinstance(obj, dict):
-        return obj.get(name, default)
-    return getattr(obj, name, default)
-
-
-def _text_or_none(value: Any) -> str | None:
-    """A provenance field as the provider sent it (a non-empty string), else None."""
-    return value if isinstance(value, str) and value else None
-
-
-def _logprobs(raw: Any) -> list[TokenLogprob] | None:
-    """OpenAI-format ``choice.logprobs`` -> our TokenLogprob list (None if absent)."""
-    content = _get(raw, "content") if raw is not None else None
-    if not content:
-        return None
-    out = []
-    for entry in content:
-        top = [(_get(t, "token"), float(_get(t, "logprob"))) for t in (_get(entry, "top_logprobs") or [])]
-        out.append(TokenLogprob(_get(entry, "token"), float(_get(entry, "logprob")), top))
-    return out

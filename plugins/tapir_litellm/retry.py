@@ -194,7 +194,6 @@ def classify(exc: BaseException) -> tuple[str, int | None]:
 
     name = type(exc).__name__
     lname = name.lower()
-    text = str(exc).lower()
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)) or "timeout" in lname:
         return "Timeout", None
     if isinstance(exc, (MalformedResponse, json.JSONDecodeError)):
