@@ -4,10 +4,13 @@ response and an outcome row (flushed every 64, as Job does), with an
 instant in-process backend, so no HTTP client and no event loop are
 counted. The part of the rehearsal's per-item CPU that the store costs.
 
-    python benchmarks/bench_call_store.py [--n 5000] [--repeat 3]
+    python benchmarks/bench_call_store.py [--n 5000] [--repeat 3] [--bursts 1,16]
 
-Prints CPU ms per call (process time) per repeat. To compare two
-checkouts, run it with each one's PYTHONPATH, alternating.
+Prints CPU ms per call (process time) per repeat, for each burst size side
+by side: the backend hands over its answers one at a time (1), or in
+bursts through ``tapir.roles.deliver`` as the API backend does with the
+answers it has in hand (one commit per burst). To compare two checkouts,
+run it with each one's PYTHONPATH, alternating.
 """
 
 from __future__ import annotations
@@ -25,19 +28,25 @@ from tapir.store.db import open_store, utcnow
 
 
 class Instant:
-    """Answers at once, calling on_result per request as an API backend does."""
+    """Answers at once, handing them to on_result in bursts of ``burst``
+    (tapir.roles.deliver), as the API backend hands over what it has in hand."""
 
     model_id = "openai/teacher"
 
+    def __init__(self, burst: int):
+        self.burst = burst
+
     def generate(self, requests, on_result=None):
+        from tapir.roles import deliver
+
         out = []
         for i, r in enumerate(requests):
             c = Completion(text="An answer about " + r.messages[-1]["content"][:60], prompt_tokens=20,
                            completion_tokens=12, cost=0.0, latency_s=0.01, finish_reason="stop",
                            attempts=[{"try": 1, "status": 200}])
             out.append(c)
-            if on_result:
-                on_result(i, c)
+        for start in range(0, len(out), self.burst):
+            deliver(on_result, [(i, out[i]) for i in range(start, min(start + self.burst, len(out)))])
         return out
 
 
@@ -48,7 +57,7 @@ class _StageContext:
         self.store = store
 
 
-def one_run(n: int, folder: Path) -> float:
+def one_run(n: int, folder: Path, burst: int) -> float:
     store = open_store(folder / "bench.db")
     conn = store.db.conn
     with conn:
@@ -59,7 +68,7 @@ def one_run(n: int, folder: Path) -> float:
         items.add_items(store, "ing", [{"id": f"i{k}", "instruction": f"Write about topic {k} " * 6}
                                        for k in range(n)])
     ctx = _StageContext(store)
-    cached = CachedBackend(Instant(), store, run_id="r")
+    cached = CachedBackend(Instant(burst), store, run_id="r")
     cached.tags = {"role": "teacher", "stage_key": "ta", "round": 0}
     requests = [GenerationRequest([{"role": "user", "content": f"Write about topic {k} " * 6}],
                                   GenerationParams(max_new_tokens=512), meta={"item_id": f"i{k}"}) for k in range(n)]
@@ -90,10 +99,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=5000, help="calls per repeat")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--bursts", default="1,16", help="burst sizes to compare, comma-separated")
     args = parser.parse_args()
+    bursts = [int(b) for b in args.bursts.split(",")]
     for _ in range(args.repeat):
-        with tempfile.TemporaryDirectory(prefix="tapir-call-store-") as tmp:
-            print(f"{one_run(args.n, Path(tmp)):.3f} ms CPU per call ({args.n} calls)", flush=True)
+        line = []
+        for burst in bursts:
+            with tempfile.TemporaryDirectory(prefix="tapir-call-store-") as tmp:
+                line.append((burst, one_run(args.n, Path(tmp), burst)))
+        base = line[0][1]
+        print("  ".join(f"burst {b}: {ms:.3f} ms CPU per call ({ms / base:.2f}x)" for b, ms in line)
+              + f"  ({args.n} calls)", flush=True)
 
 
 if __name__ == "__main__":
