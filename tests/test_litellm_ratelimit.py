@@ -43,8 +43,14 @@ def test_rpm_paces_requests_at_the_limit():
         arrivals = srv.arrivals
     assert all(c.ok for c in out)
     achieved = rate(arrivals)  # 300 rpm = 5 per second
-    assert 4.5 <= achieved <= 5.05, achieved
-    assert srv.max_in_window(1.0) <= 5
+    # The limiter lets one request go every 0.2 s; the server sees each
+    # arrival a send later, and on a loaded machine a send can lag by tens of
+    # milliseconds: six arrivals then fit in a second (the last on time, the
+    # first late), though no two were let go less than 0.2 s apart. The
+    # bounds allow 100 ms of such lag; a limiter with a burst (a bucket of 5,
+    # full at the start, lets 9 through in the first second) fails both.
+    assert 4.5 <= achieved <= 5.2, achieved
+    assert srv.max_in_window(0.9) <= 5, srv.arrivals
 
 
 def test_rpm_is_shared_by_threads_backends_and_servers_of_a_model():
