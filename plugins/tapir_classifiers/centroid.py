@@ -14,6 +14,10 @@ from tapir.options import InputFile, Options, option
 from tapir_classifiers.labelled import Example, load_labelled, present_labels
 
 DEFAULT_TEMPERATURE = 0.05
+# Texts embedded at a time. A multiple of embed's batch (64): the chunks cut the
+# length-ordered texts where the batches are cut anyway, so every batch, and
+# every embedding, is the one the whole list would give.
+CHUNK = 2048
 
 
 class CentroidClassifier:
@@ -67,8 +71,10 @@ class CentroidClassifier:
         norms = np.linalg.norm(sums, axis=1, keepdims=True)
         return labels, sums / np.maximum(norms, 1e-9)
 
-    def similarities(self, texts: Sequence[str]):
-        """Cosine similarity of each text to each centroid (rows: texts)."""
+    def similarities(self, texts: Sequence[str], chunk: int | None = None):
+        """Cosine similarity of each text to each centroid (rows: texts),
+        embedded ``chunk`` texts at a time: only one chunk's embeddings are
+        held (384 floats a text for MiniLM), not every text's (default :data:`CHUNK`)."""
         import numpy as np
         from tapir_hf.encoder import embed
 
@@ -77,8 +83,10 @@ class CentroidClassifier:
         texts = list(texts)
         order = length_order(texts)  # batches of alike lengths pad less
         sims = np.empty((len(texts), len(self.centroids)), dtype="float32")
-        if texts:
-            sims[order] = embed([texts[i] for i in order], self.encoder) @ self.centroids.T
+        chunk = chunk or CHUNK
+        for start in range(0, len(order), chunk):
+            part = order[start : start + chunk]
+            sims[part] = embed([texts[i] for i in part], self.encoder) @ self.centroids.T
         return sims
 
     def classify(self, texts: Sequence[str]) -> list[tuple[str, float]]:

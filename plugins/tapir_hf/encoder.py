@@ -81,7 +81,7 @@ def embed(texts: Sequence[str], name: str = EMBEDDED_ENCODER, batch_size: int = 
             out.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
     if not out:
         return np.zeros((0, model.config.hidden_size), dtype="float32")
-    return np.concatenate(out).astype("float32")
+    return np.concatenate(out).astype("float32", copy=False)  # no second copy when float32 already
 
 
 class MiniLMEncoder:
