@@ -68,3 +68,46 @@ def test_only_a_chunk_of_texts_is_embedded_at_once(clf, monkeypatch):
     assert clf.similarities(texts(700)).shape == (700, len(clf.labels))
     assert sizes == [256, 256, 188]
 
+
+def test_the_classifier_owns_its_encoder_and_frees_it_with_itself():
+    """The centroid classifier runs its own encoder, not the process-wide
+    cache of tapir_hf.encoder.load_encoder, so dropping the classifier frees
+    the model (about 90 MB for MiniLM)."""
+    import gc
+    import weakref
+
+    from tapir_hf.encoder import load_encoder
+
+    load_encoder.cache_clear()
+    own = CentroidClassifier(None, CentroidClassifier.Options(examples=load_labelled(SEED)))
+    assert own.classify(["Write a short poem about the sea."])[0][0]
+    assert load_encoder.cache_info().currsize == 0  # nothing kept for the process
+    model = weakref.ref(own.model()[1])
+    assert own.model()[1] is model()  # loaded once, for every later call
+    del own
+    gc.collect()
+    assert model() is None
+
+
+def test_the_classify_stage_drops_the_classifier_when_done(monkeypatch):
+    import contextlib
+    from types import SimpleNamespace
+
+    from tapir.pipeline.context import Context
+    from tapir.pipeline.stages import classify as classify_stage
+    from tapir.roles import Item
+
+    monkeypatch.setattr(classify_stage, "set_labels", lambda store, key, name, rows: None)
+    ctx = Context.__new__(Context)  # only the roles and the reads the stage makes
+    ctx._roles = {"classifier": SimpleNamespace(needs_model=False, classify=lambda texts: [("Math", 0.9)] * len(texts))}
+    ctx.config = SimpleNamespace(classifier=SimpleNamespace(name="fake"))
+    ctx.store = SimpleNamespace(transaction=contextlib.nullcontext)
+    ctx.items = lambda scope: [Item("a", "2+2?"), Item("b", "3+3?")]
+    ctx.labels = lambda key: {"a": "Math", "b": "Math"}
+    done: list[str] = []
+    job = SimpleNamespace(ctx=ctx, key="k", info={}, scope=lambda stage: "s", todo=lambda ids: list(ids),
+                          ok=done.append, fail=lambda *a, **k: None)
+    classify_stage.Classify().run(job)
+    assert done == ["a", "b"] and job.info["counts"] == {"Math": 2}
+    assert "classifier" not in ctx._roles  # freed: no later stage classifies
+    ctx.drop_role("classifier")  # dropping what is not there is fine

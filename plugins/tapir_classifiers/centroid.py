@@ -37,6 +37,7 @@ class CentroidClassifier:
     def __init__(self, backend: Any, options: "CentroidClassifier.Options"):
         self.options = options
         self.encoder = options.encoder
+        self._model = None  # (tokenizer, model), loaded at the first embedding; freed with this classifier
         self.temperature = float(options.temperature)
         examples = options.examples
         self.fit(list(examples) if examples is not None else load_labelled(options.labels_path))
@@ -63,7 +64,7 @@ class CentroidClassifier:
         from tapir_hf.encoder import embed
 
         labels = present_labels(examples)
-        vectors = embed([ex.text for ex in examples], self.encoder)
+        vectors = embed([ex.text for ex in examples], self.encoder, encoder=self.model())
         index = {label: i for i, label in enumerate(labels)}
         sums = np.zeros((len(labels), vectors.shape[1]), dtype="float32")
         for ex, vec in zip(examples, vectors):
@@ -86,8 +87,18 @@ class CentroidClassifier:
         chunk = chunk or CHUNK
         for start in range(0, len(order), chunk):
             part = order[start : start + chunk]
-            sims[part] = embed([texts[i] for i in part], self.encoder) @ self.centroids.T
+            sims[part] = embed([texts[i] for i in part], self.encoder, encoder=self.model()) @ self.centroids.T
         return sims
+
+    def model(self):
+        """This classifier's own encoder (tokenizer, model), not the process's
+        cached one: it lives as long as the classifier (the pipeline drops the
+        classifier after the classify stage, and with it the encoder)."""
+        if self._model is None:
+            from tapir_hf.encoder import open_encoder
+
+            self._model = open_encoder(self.encoder)
+        return self._model
 
     def classify(self, texts: Sequence[str]) -> list[tuple[str, float]]:
         import numpy as np
