@@ -95,3 +95,33 @@ def test_dataset_rows_is_a_generator():
     assert iter(got) is got
     assert next(got) == {"id": "a", "instruction": "i", "input": "", "output": "r", "task_type": "Math",
                          "origin": "seed", "round": None, "refined_instruction": None, "weight": 0.5}
+
+
+def test_the_training_set_is_freed_once_its_rows_are_written(tmp_path, monkeypatch):
+    """export builds the last round's training set for the dataset; the model
+    cards then build each round's again: the first one is gone by then."""
+    import gc
+    import weakref
+
+    from tapir.pipeline.stages import train
+    from tapir.roles import Item
+
+    class Items(list):  # a list that can be weakly referenced
+        pass
+
+    built: list[weakref.ref] = []
+
+    def training_set(job, round):
+        hard = Items(Item(f"h{i}", f"hard {i}", "", f"answer {i}", "Math", {"origin": "seed"}) for i in range(5))
+        built.append(weakref.ref(hard))
+        return hard, [], 1.0
+
+    monkeypatch.setattr(train, "training_set", training_set)
+    config = SimpleNamespace(curriculum=SimpleNamespace(weighting="eq4"))
+    job = SimpleNamespace(ctx=SimpleNamespace(out_dir=tmp_path, config=config), info={})
+    export.write_dataset(job, export.training_rows(job, 3))
+    assert job.info["rows"] == 5
+    gc.collect()
+    assert len(built) == 1 and built[0]() is None
+    lines = (tmp_path / "dataset.jsonl").read_text().splitlines()
+    assert [json.loads(line)["output"] for line in lines] == [f"answer {i}" for i in range(5)]

@@ -31,14 +31,9 @@ class Export:
     max_failure_rate = 0.0
 
     def run(self, job: Job) -> None:
-        from tapir.pipeline.stages.train import training_set, weighted_examples
-
         ctx = job.ctx
-        cfg = ctx.config
         last = max(r for (name, r) in job.engine.by_node if name == "train")
-        hard, easy, alpha = training_set(job, last)
-        examples = weighted_examples(hard, easy, alpha, cfg.curriculum.weighting)
-        write_dataset(job, dataset_rows(examples, hard + easy))
+        write_dataset(job, training_rows(job, last))  # the training set is freed once written
         paths = {r: job.upstream_info("train", r).get("path") for (name, r) in sorted(job.engine.by_node)
                  if name == "train"}
         links, missing = link_checkpoints(ctx.out_dir, {r: p for r, p in paths.items() if p})
@@ -139,6 +134,17 @@ class ArrowColumns:
                 parts = [a if a.type == kind else pa.nulls(len(a), type=kind) for a in parts]
             out[name] = pa.chunked_array(parts, type=parts[0].type if parts else None)
         return out
+
+
+def training_rows(job: Job, round: int) -> Iterator[dict]:
+    """The dataset rows of round ``round``'s training set. A generator: the
+    training set (items, teacher answers, examples) lives while the rows are
+    written, and is freed before the model cards build each round's again."""
+    from tapir.pipeline.stages.train import training_set, weighted_examples
+
+    hard, easy, alpha = training_set(job, round)
+    examples = weighted_examples(hard, easy, alpha, job.ctx.config.curriculum.weighting)
+    yield from dataset_rows(examples, hard + easy)
 
 
 def dataset_rows(examples, items) -> Iterator[dict]:
