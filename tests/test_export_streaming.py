@@ -117,11 +117,21 @@ def test_the_training_set_is_freed_once_its_rows_are_written(tmp_path, monkeypat
         return hard, [], 1.0
 
     monkeypatch.setattr(train, "training_set", training_set)
+    alive_for_arrow: list[bool] = []
+    columns = export.jsonl_columns
+
+    def jsonl_columns(path):  # the Arrow columns (and datasets) come after the training set is gone
+        gc.collect()
+        alive_for_arrow.append(built[0]() is not None)
+        return columns(path)
+
+    monkeypatch.setattr(export, "jsonl_columns", jsonl_columns)
     config = SimpleNamespace(curriculum=SimpleNamespace(weighting="eq4"))
     job = SimpleNamespace(ctx=SimpleNamespace(out_dir=tmp_path, config=config), info={})
     export.write_dataset(job, export.training_rows(job, 3))
     assert job.info["rows"] == 5
     gc.collect()
     assert len(built) == 1 and built[0]() is None
+    assert alive_for_arrow == [False]
     lines = (tmp_path / "dataset.jsonl").read_text().splitlines()
     assert [json.loads(line)["output"] for line in lines] == [f"answer {i}" for i in range(5)]

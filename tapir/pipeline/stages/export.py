@@ -7,6 +7,7 @@ run id): the files in ``output_dir`` are this run's."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from tapir import progress
@@ -62,32 +63,41 @@ ROWS_PER_CHUNK = 4096  # rows turned into Arrow columns at a time
 
 def write_dataset(job: Job, rows: Iterable[dict]) -> None:
     """``dataset.jsonl`` and the ``dataset`` folder (``datasets``' save_to_disk)
-    from ``rows``, streamed: each row is written as it comes and turned into
-    Arrow columns a chunk at a time, so only the compact columns are held,
-    never every row as a dict (the files are those of writing the whole list)."""
+    from ``rows``, streamed: each row is written as it comes (``rows`` may be
+    a generator holding the training set: it is freed once the JSONL is
+    written), then the JSONL is read back into Arrow columns a chunk at a
+    time, so no list of every row as a dict is built, and the training set
+    and ``datasets`` (about 86 MB once imported) are never held together.
+    The files are those of writing the whole list at once."""
     out = job.ctx.out_dir / "dataset.jsonl"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".jsonl.tmp")
-    try:
-        import datasets
-    except ImportError:  # pragma: no cover - datasets is part of the local extra
-        datasets = None
-    columns = ArrowColumns() if datasets is not None else None
     n = 0
     with tmp.open("w", encoding="utf-8") as f:
-        for chunk in chunked(rows, ROWS_PER_CHUNK):
-            f.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in chunk))
-            if columns is not None:
-                columns.add(chunk)
-            n += len(chunk)
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            n += 1
     tmp.replace(out)
     job.info["jsonl"] = str(out)
     job.info["rows"] = n
-    if datasets is None:
+    try:
+        import datasets
+    except ImportError:  # pragma: no cover - datasets is part of the local extra
         return
     folder = job.ctx.out_dir / "dataset"
-    datasets.Dataset.from_dict(columns.arrays()).save_to_disk(str(folder))
+    datasets.Dataset.from_dict(jsonl_columns(out)).save_to_disk(str(folder))
     job.info["datasets_folder"] = str(folder)
+
+
+def jsonl_columns(path: Path) -> dict[str, Any]:
+    """The rows of a JSONL file as one Arrow array per column (:class:`ArrowColumns`),
+    read ``ROWS_PER_CHUNK`` lines at a time. JSON gives back the values written
+    (str, int, float, None), so the columns are those of the rows themselves."""
+    columns = ArrowColumns()
+    with path.open(encoding="utf-8") as f:
+        for chunk in chunked((json.loads(line) for line in f), ROWS_PER_CHUNK):
+            columns.add(chunk)
+    return columns.arrays()
 
 
 def chunked(rows: Iterable[dict], size: int) -> Iterator[list[dict]]:
