@@ -194,6 +194,18 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def vmrss_mb() -> float:
+    """The current resident set (VmRSS of /proc/self/status), MB; 0 where there is no /proc.
+    ru_maxrss only grows: this shows what a stage gave back."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0.0
+
+
 def run(args) -> dict:
     from tapir.pipeline import engine as engine_mod
     from tapir.pipeline.runner import distill
@@ -214,6 +226,7 @@ def run(args) -> dict:
 
     def timed_step(self, step):
         cpu, wall = time.process_time(), time.perf_counter()
+        rss_before = vmrss_mb()
         server_cpu = process_cpu_s(server_pid[0])
         try:
             return original(self, step)
@@ -229,7 +242,8 @@ def run(args) -> dict:
                 "calls": result.calls if result else 0, "wall_s": round(time.perf_counter() - wall, 3),
                 "cpu_s": round(cpu_s, 3), "cpu_ms_per_item": round(1000 * cpu_s / items, 3),
                 "server_cpu_s": round(process_cpu_s(server_pid[0]) - server_cpu, 3),
-                "rss_mb": round(rss_mb(), 1), "db_mb": round(db_bytes(db) / 2**20, 1),
+                "rss_mb": round(rss_mb(), 1), "vmrss_before_mb": round(rss_before, 1),
+                "vmrss_mb": round(vmrss_mb(), 1), "db_mb": round(db_bytes(db) / 2**20, 1),
                 "items": items, "status": result.status if result else "?", "model": step.stage in MODEL_STAGES and not (step.stage == "student_answers" and args.student == "server"),
             })
             if args.verbose:

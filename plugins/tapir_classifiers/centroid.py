@@ -14,6 +14,10 @@ from tapir.options import InputFile, Options, option
 from tapir_classifiers.labelled import Example, load_labelled, present_labels
 
 DEFAULT_TEMPERATURE = 0.05
+# Texts embedded at a time. A multiple of embed's batch (64): the chunks cut the
+# length-ordered texts where the batches are cut anyway, so every batch, and
+# every embedding, is the one the whole list would give.
+CHUNK = 2048
 
 
 class CentroidClassifier:
@@ -33,6 +37,7 @@ class CentroidClassifier:
     def __init__(self, backend: Any, options: "CentroidClassifier.Options"):
         self.options = options
         self.encoder = options.encoder
+        self._model = None  # (tokenizer, model), loaded at the first embedding; freed with this classifier
         self.temperature = float(options.temperature)
         examples = options.examples
         self.fit(list(examples) if examples is not None else load_labelled(options.labels_path))
@@ -59,7 +64,7 @@ class CentroidClassifier:
         from tapir_hf.encoder import embed
 
         labels = present_labels(examples)
-        vectors = embed([ex.text for ex in examples], self.encoder)
+        vectors = embed([ex.text for ex in examples], self.encoder, encoder=self.model())
         index = {label: i for i, label in enumerate(labels)}
         sums = np.zeros((len(labels), vectors.shape[1]), dtype="float32")
         for ex, vec in zip(examples, vectors):
@@ -67,8 +72,10 @@ class CentroidClassifier:
         norms = np.linalg.norm(sums, axis=1, keepdims=True)
         return labels, sums / np.maximum(norms, 1e-9)
 
-    def similarities(self, texts: Sequence[str]):
-        """Cosine similarity of each text to each centroid (rows: texts)."""
+    def similarities(self, texts: Sequence[str], chunk: int | None = None):
+        """Cosine similarity of each text to each centroid (rows: texts),
+        embedded ``chunk`` texts at a time: only one chunk's embeddings are
+        held (384 floats a text for MiniLM), not every text's (default :data:`CHUNK`)."""
         import numpy as np
         from tapir_hf.encoder import embed
 
@@ -77,9 +84,21 @@ class CentroidClassifier:
         texts = list(texts)
         order = length_order(texts)  # batches of alike lengths pad less
         sims = np.empty((len(texts), len(self.centroids)), dtype="float32")
-        if texts:
-            sims[order] = embed([texts[i] for i in order], self.encoder) @ self.centroids.T
+        chunk = chunk or CHUNK
+        for start in range(0, len(order), chunk):
+            part = order[start : start + chunk]
+            sims[part] = embed([texts[i] for i in part], self.encoder, encoder=self.model()) @ self.centroids.T
         return sims
+
+    def model(self):
+        """This classifier's own encoder (tokenizer, model), not the process's
+        cached one: it lives as long as the classifier (the pipeline drops the
+        classifier after the classify stage, and with it the encoder)."""
+        if self._model is None:
+            from tapir_hf.encoder import open_encoder
+
+            self._model = open_encoder(self.encoder)
+        return self._model
 
     def classify(self, texts: Sequence[str]) -> list[tuple[str, float]]:
         import numpy as np

@@ -52,8 +52,9 @@ def encoder_fingerprint(name: str = EMBEDDED_ENCODER) -> str | None:
     return digest.hexdigest()
 
 
-@lru_cache(maxsize=4)
-def load_encoder(name: str = EMBEDDED_ENCODER):
+def open_encoder(name: str = EMBEDDED_ENCODER):
+    """(tokenizer, model) of encoder ``name``, loaded for the caller alone:
+    freed when the caller drops it (about 90 MB for MiniLM)."""
     import torch
     from transformers import AutoModel, AutoTokenizer
 
@@ -64,12 +65,22 @@ def load_encoder(name: str = EMBEDDED_ENCODER):
     return tokenizer, model
 
 
-def embed(texts: Sequence[str], name: str = EMBEDDED_ENCODER, batch_size: int = 64, max_length: int = 256):
-    """L2-normalised embeddings, one row per text, as a float32 numpy array."""
+@lru_cache(maxsize=4)
+def load_encoder(name: str = EMBEDDED_ENCODER):
+    """:func:`open_encoder`'s, kept for the rest of the process (for callers
+    that embed a few texts at a time, e.g. the reference-similarity judge)."""
+    return open_encoder(name)
+
+
+def embed(texts: Sequence[str], name: str = EMBEDDED_ENCODER, batch_size: int = 64, max_length: int = 256,
+          encoder=None):
+    """L2-normalised embeddings, one row per text, as a float32 numpy array.
+    ``encoder``: the (tokenizer, model) of :func:`open_encoder` to run, instead
+    of the process's cached one (:func:`load_encoder`)."""
     import numpy as np
     import torch
 
-    tokenizer, model = load_encoder(name)
+    tokenizer, model = encoder if encoder is not None else load_encoder(name)
     out = []
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
@@ -81,7 +92,7 @@ def embed(texts: Sequence[str], name: str = EMBEDDED_ENCODER, batch_size: int = 
             out.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
     if not out:
         return np.zeros((0, model.config.hidden_size), dtype="float32")
-    return np.concatenate(out).astype("float32")
+    return np.concatenate(out).astype("float32", copy=False)  # no second copy when float32 already
 
 
 class MiniLMEncoder:

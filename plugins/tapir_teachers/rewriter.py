@@ -186,9 +186,11 @@ class TaskAwareRewriter:
                     for it, sample in zip(items, samples)]
         completions = self.backend.generate(requests, on_result=refinement_done)
         # A backend that does not call on_result still returns every completion.
-        for i, c in enumerate(completions):
+        for i in range(len(completions)):
             if results[i] is None and i not in refined:
-                refinement_done(i, c)
+                refinement_done(i, completions[i])
+        # The refinements' requests and completions are done with: not held while the teacher answers.
+        del requests, completions
 
         todo = sorted(refined)
         asks = [Item(items[i].id, self.answer_prompt(items[i], refined[i][0]), "", None, items[i].task_type,

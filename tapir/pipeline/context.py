@@ -68,6 +68,11 @@ class Context:
             self._roles[role] = build()
         return self._roles[role]
 
+    def drop_role(self, role: str) -> None:
+        """Forget the built ``role`` (e.g. ``"classifier"``), so that what it
+        holds (an encoder model) is freed; it is built again if read again."""
+        self._roles.pop(role, None)
+
     # --- models and roles ------------------------------------------------
 
     def backend(self, role: str, model_id: str, options: dict[str, Any] | None = None):

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol, Sequence
 
-from tapir import progress
+from tapir import heap, progress
 from tapir.errors import PermanentFailure, TapirError
 from tapir.pipeline.counts import handled
 from tapir.pipeline.reads import ConfigView, UndeclaredRead, config_value
@@ -513,6 +513,7 @@ class Engine:
             try:
                 try:
                     stage.run(job)
+                    heap.trim()  # what the stage freed goes back to the OS: the next stages start lower
                     if job.redrawn:
                         progress.say(f"   {step.label}: {len(job.redrawn)} item(s) retried with a fresh draw ("
                                      + ", ".join(f"{n} x draw {d + 1} of {self.max_draws}" for d, n in

@@ -7,7 +7,8 @@ run id): the files in ``output_dir`` are this run's."""
 from __future__ import annotations
 
 import json
-from typing import Sequence
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
 
 from tapir import progress
 from tapir.pipeline.engine import Job
@@ -31,14 +32,9 @@ class Export:
     max_failure_rate = 0.0
 
     def run(self, job: Job) -> None:
-        from tapir.pipeline.stages.train import training_set, weighted_examples
-
         ctx = job.ctx
-        cfg = ctx.config
         last = max(r for (name, r) in job.engine.by_node if name == "train")
-        hard, easy, alpha = training_set(job, last)
-        examples = weighted_examples(hard, easy, alpha, cfg.curriculum.weighting)
-        write_dataset(job, dataset_rows(examples, hard + easy))
+        write_dataset(job, training_rows(job, last))  # the training set is freed once written
         paths = {r: job.upstream_info("train", r).get("path") for (name, r) in sorted(job.engine.by_node)
                  if name == "train"}
         links, missing = link_checkpoints(ctx.out_dir, {r: p for r, p in paths.items() if p})
@@ -62,42 +58,118 @@ class Export:
             job.info["mfd_plot"] = plot
 
 
-def write_dataset(job: Job, rows: Sequence[dict]) -> None:
+ROWS_PER_CHUNK = 4096  # rows turned into Arrow columns at a time
+
+
+def write_dataset(job: Job, rows: Iterable[dict]) -> None:
+    """``dataset.jsonl`` and the ``dataset`` folder (``datasets``' save_to_disk)
+    from ``rows``, streamed: each row is written as it comes (``rows`` may be
+    a generator holding the training set: it is freed once the JSONL is
+    written), then the JSONL is read back into Arrow columns a chunk at a
+    time, so no list of every row as a dict is built, and the training set
+    and ``datasets`` (about 86 MB once imported) are never held together.
+    The files are those of writing the whole list at once."""
     out = job.ctx.out_dir / "dataset.jsonl"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".jsonl.tmp")
+    n = 0
     with tmp.open("w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            n += 1
     tmp.replace(out)
     job.info["jsonl"] = str(out)
-    job.info["rows"] = len(rows)
+    job.info["rows"] = n
     try:
         import datasets
     except ImportError:  # pragma: no cover - datasets is part of the local extra
         return
     folder = job.ctx.out_dir / "dataset"
-    datasets.Dataset.from_list(list(rows)).save_to_disk(str(folder))
+    datasets.Dataset.from_dict(jsonl_columns(out)).save_to_disk(str(folder))
     job.info["datasets_folder"] = str(folder)
 
 
-def dataset_rows(examples, items) -> list[dict]:
-    rows = []
+def jsonl_columns(path: Path) -> dict[str, Any]:
+    """The rows of a JSONL file as one Arrow array per column (:class:`ArrowColumns`),
+    read ``ROWS_PER_CHUNK`` lines at a time. JSON gives back the values written
+    (str, int, float, None), so the columns are those of the rows themselves."""
+    columns = ArrowColumns()
+    with path.open(encoding="utf-8") as f:
+        for chunk in chunked((json.loads(line) for line in f), ROWS_PER_CHUNK):
+            columns.add(chunk)
+    return columns.arrays()
+
+
+def chunked(rows: Iterable[dict], size: int) -> Iterator[list[dict]]:
+    chunk: list[dict] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+class ArrowColumns:
+    """Rows (dicts) gathered into one Arrow array per column, a chunk at a
+    time; the columns are those of the first row and their types the ones
+    ``datasets.Dataset.from_list`` infers from the whole list (a chunk whose
+    values are all None takes the column's type)."""
+
+    def __init__(self) -> None:
+        self.names: list[str] | None = None
+        self.chunks: dict[str, list[Any]] = {}
+
+    def add(self, rows: Sequence[dict]) -> None:
+        import pyarrow as pa
+
+        if self.names is None:
+            self.names = list(rows[0])
+            self.chunks = {name: [] for name in self.names}
+        for name in self.names:
+            self.chunks[name].append(pa.array([row.get(name) for row in rows]))
+
+    def arrays(self) -> dict[str, Any]:
+        import pyarrow as pa
+
+        out = {}
+        for name in self.names or []:
+            parts = self.chunks[name]
+            types = {a.type for a in parts if a.type != pa.null()}
+            if len(types) > 1:  # e.g. ints in one chunk, floats in another: infer over the whole column
+                parts = [pa.array([v for a in parts for v in a.to_pylist()])]
+            elif types:
+                (kind,) = types
+                parts = [a if a.type == kind else pa.nulls(len(a), type=kind) for a in parts]
+            out[name] = pa.chunked_array(parts, type=parts[0].type if parts else None)
+        return out
+
+
+def training_rows(job: Job, round: int) -> Iterator[dict]:
+    """The dataset rows of round ``round``'s training set. A generator: the
+    training set (items, teacher answers, examples) lives while the rows are
+    written, and is freed before the model cards build each round's again."""
+    from tapir.pipeline.stages.train import training_set, weighted_examples
+
+    hard, easy, alpha = training_set(job, round)
+    examples = weighted_examples(hard, easy, alpha, job.ctx.config.curriculum.weighting)
+    yield from dataset_rows(examples, hard + easy)
+
+
+def dataset_rows(examples, items) -> Iterator[dict]:
     for ex, it in zip(examples, items):
-        rows.append(
-            {
-                "id": it.id,
-                "instruction": it.instruction,
-                "input": it.input,
-                "output": ex.response,
-                "task_type": it.task_type,
-                "origin": it.meta.get("origin"),
-                "round": it.meta.get("round"),
-                "refined_instruction": it.meta.get("refined_instruction"),
-                "weight": round(ex.weight, 6),
-            }
-        )
-    return rows
+        yield {
+            "id": it.id,
+            "instruction": it.instruction,
+            "input": it.input,
+            "output": ex.response,
+            "task_type": it.task_type,
+            "origin": it.meta.get("origin"),
+            "round": it.meta.get("round"),
+            "refined_instruction": it.meta.get("refined_instruction"),
+            "weight": round(ex.weight, 6),
+        }
 
 
 def plot_mfd(job: Job, rounds: Sequence[int], cut: tuple[float, str] | None = None) -> str | None:

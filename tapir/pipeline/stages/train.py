@@ -79,15 +79,16 @@ def sampled(items: list[Item], sampling: str, weights: dict[str, float], seed: i
     return list(items)
 
 
-def training_set(job: Job, round: int) -> tuple[list[Item], list[Item], float]:
-    """(hard items, easy items, alpha) of round ``round``; round 0: (all, [], 1)."""
+def training_set(job: Job, round: int, pool: list[Item] | None = None) -> tuple[list[Item], list[Item], float]:
+    """(hard items, easy items, alpha) of round ``round``; round 0: (all, [], 1).
+    ``pool``: the round's :func:`hard_pool` when the caller has it already."""
     cfg = job.config
     if round == 0:
         answers = teacher_answers_upto(job, 0)
         return with_answers(job.ctx.items(job.scope("ingest")), answers), [], 1.0
     cur = cfg.curriculum
-    hard = sampled(hard_pool(job, round), cur.sampling, task_weights(cfg.resample.weights), cfg.seed * 100 + round,
-                   cur.upsample_limit)
+    hard = sampled(hard_pool(job, round) if pool is None else pool, cur.sampling, task_weights(cfg.resample.weights),
+                   cfg.seed * 100 + round, cur.upsample_limit)
     easy = with_answers(easy_seed(job), teacher_answers_upto(job, 0))
     return hard, easy, alpha_for(round, cur.alpha, cur.alpha_step)
 
@@ -133,7 +134,10 @@ class Train:
     def run(self, job: Job) -> None:
         ctx = job.ctx
         r = job.round
-        hard, easy, alpha = training_set(job, r)
+        # The pool is built once: its coverage is reported below (building it again made a second copy of
+        # every pool item and read every teacher answer once more).
+        pool = hard_pool(job, r) if r > 0 else None
+        hard, easy, alpha = training_set(job, r, pool)
         if not hard:
             raise TapirError(f"round {r} has no training examples (hard set empty): every teacher answer "
                              f"or judgment failed? See `tapir runs show`")
@@ -162,18 +166,20 @@ class Train:
                          if isinstance(v, (int, float, str))})
         hard_w = sum(e.weight for e in examples[:n_hard])
         total_w = sum(e.weight for e in examples) or 1.0
+        n_examples = len(examples)
+        del examples  # the training examples are done with
         trained_hard = hard if n_hard else []
         mix: dict[str, int] = {}
         for it in trained_hard:
             mix[it.task_type or "Others"] = mix.get(it.task_type or "Others", 0) + 1
-        job.info.update(path=str(out.resolve()), examples=len(examples), hard_examples=n_hard,
+        job.info.update(path=str(out.resolve()), examples=n_examples, hard_examples=n_hard,
                         task_mix=dict(sorted(mix.items(), key=lambda kv: -kv[1])),
                         easy_examples=n_easy, zero_weight_left_out=(len(hard) - n_hard) + (len(easy) - n_easy),
                         alpha=alpha, hard_weight_share=round(hard_w / total_w, 4), pin=job.key)
         if r > 0:
             cfg = ctx.config
             job.info["sampling"] = cfg.curriculum.sampling
-            job.info["coverage"] = coverage(hard_pool(job, r), trained_hard, task_weights(cfg.resample.weights),
+            job.info["coverage"] = coverage(pool, trained_hard, task_weights(cfg.resample.weights),
                                             {it.id for it in hard_seed(job)})
         # The model card describes the run (teacher, judge, benchmarks), not what this key trained:
         # the export stage writes every round's card, each run.
