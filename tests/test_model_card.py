@@ -230,3 +230,46 @@ def _check_dataset_push(calls, result, tmp_path):
     assert str(tmp_path) not in card and "/work" not in card  # no local folder on the Hub
     assert "path: seed_instructions.jsonl" in card  # files named by their name
     assert result.stage("export").info["pushed_dataset"]["repo"] == "https://huggingface.co/datasets/me/tiny"
+
+
+def test_cards_read_the_training_counts_the_train_stage_recorded(tmp_path, tiny_model, register_plugin, monkeypatch):
+    """The export stage builds only the last round's training set (for the
+    dataset rows): each round's card takes its counts from what its train
+    stage recorded (``card_data``). A train stage from before it recorded
+    them is counted from the set built again, with the same card."""
+    import sqlite3
+
+    import tapir
+    import tapir.pipeline.stages.train as train_stage
+
+    register_plugin(ScriptPlugin(), "test-script")
+    register_plugin(SpyPlugin(), "test-spy")
+    register_plugin(CardPlugin(tiny_model), "test-cards")
+    monkeypatch.setenv("TAPIR_QUIET", "1")
+    config = yaml.safe_load(write_config(tmp_path, tiny_model).read_text())
+    config["data"]["limit"] = 8
+    config["classifier"] = {"name": "scripted"}
+    config["curriculum"] = {"rounds": 1, "expand_per_round": [4]}
+    db = tmp_path / "counts.db"
+    built: list[int] = []
+    real = train_stage.training_set
+    monkeypatch.setattr(train_stage, "training_set", lambda job, r, *a: built.append(r) or real(job, r, *a))
+    result = tapir.distill(config, db=db)
+    s0, s1 = result.checkpoints[0], result.checkpoints[1]
+    counts = result.stage("train", 1).info["card_data"]
+    assert counts["examples"] == result.stage("train", 1).info["examples"] and counts["hard"] > 0
+    assert built == [0, 1, 1]  # each train stage once, then the export's dataset rows; none for the cards
+    cards = {s: _card(s)[1] for s in (s0, s1)}
+
+    conn = sqlite3.connect(db)  # train stages recorded by an older tapir: no card_data
+    for (key, info) in conn.execute("select key, info from stages where name = 'train'").fetchall():
+        old = json.loads(info)
+        old.pop("card_data")
+        conn.execute("update stages set info = ? where key = ?", [json.dumps(old), key])
+    conn.execute("delete from stages where name = 'export'")  # so the re-run exports again
+    conn.commit()
+    conn.close()
+    built.clear()
+    tapir.distill(config, db=db)
+    assert built == [1, 0, 1]  # the dataset rows, then each card's set built again
+    assert {s: _card(s)[1] for s in (s0, s1)} == cards

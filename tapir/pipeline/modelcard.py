@@ -196,31 +196,42 @@ def _relative_values(value: Any, folder: Path) -> Any:
 
 
 def training_summary(job, round: int) -> dict[str, Any]:
-    """Examples, hard / easy, weights and task mix of round ``round``'s training set."""
-    from tapir.pipeline.stages.train import training_set, weighted_examples
-
+    """Examples, hard / easy, weights and task mix of round ``round``'s
+    training set: as its train stage recorded them (``card_data`` in its
+    info), else counted from the set built again (a train stage from before
+    it recorded them)."""
     cfg = job.config
-    hard, easy, alpha = training_set(job, round)
-    examples = weighted_examples(hard, easy, alpha, cfg.curriculum.weighting)
+    counts = job.upstream_info("train", round).get("card_data")
+    if not isinstance(counts, dict):
+        from tapir.pipeline.stages.train import training_set, weighted_examples
+
+        hard, easy, alpha = training_set(job, round)
+        counts = training_counts(round, hard, easy, alpha, cfg.curriculum.weighting,
+                                 weighted_examples(hard, easy, alpha, cfg.curriculum.weighting))
+    data = cfg.data
+    source = data.hf_dataset or (Path(data.path).name if data.path else None)
+    return {**counts, "weighting": counts.get("weighting") or cfg.curriculum.weighting, "source": source,
+            "limit": data.limit}
+
+
+def training_counts(round: int, hard, easy, alpha: float, weighting: str | None, examples) -> dict[str, Any]:
+    """What a model card says of a training set (JSON values): the train
+    stage records them, so the export stage need not build every round's set again."""
     items = hard + easy
     mix = Counter(it.task_type for it in items if it.task_type)
     origins = Counter(it.meta.get("origin") or "seed" for it in items)
     hard_w = sum(e.weight for e in examples[: len(hard)])
     total_w = sum(e.weight for e in examples) or 1.0
-    data = cfg.data
-    source = data.hf_dataset or (Path(data.path).name if data.path else None)
     return {
         "examples": len(examples),
         "hard": len(hard) if round else None,
         "easy": len(easy) if round else None,
         "alpha": None if round == 0 else alpha,
-        "weighting": cfg.curriculum.weighting,
+        "weighting": weighting,
         "hard_weight_share": round_(hard_w / total_w) if round else None,
         "task_mix": dict(mix.most_common()),
         "unlabelled": len(items) - sum(mix.values()),
         "origins": dict(origins.most_common()),
-        "source": source,
-        "limit": data.limit,
     }
 
 

@@ -167,6 +167,11 @@ class Train:
         hard_w = sum(e.weight for e in examples[:n_hard])
         total_w = sum(e.weight for e in examples) or 1.0
         n_examples = len(examples)
+        from tapir.pipeline.modelcard import training_counts
+
+        # What the model card says of this set (the export stage reads it instead of building the set again).
+        # S0 reads no weighting (one group: weight 1 under either scheme); its card names the run's.
+        job.info["card_data"] = training_counts(r, hard, easy, alpha, scheme if r else None, examples)
         del examples  # the training examples are done with
         trained_hard = hard if n_hard else []
         mix: dict[str, int] = {}
