@@ -135,3 +135,40 @@ def test_the_training_set_is_freed_once_its_rows_are_written(tmp_path, monkeypat
     assert alive_for_arrow == [False]
     lines = (tmp_path / "dataset.jsonl").read_text().splitlines()
     assert [json.loads(line)["output"] for line in lines] == [f"answer {i}" for i in range(5)]
+
+
+def test_on_written_runs_between_the_jsonl_and_the_arrow_part(tmp_path, monkeypatch):
+    """export frees what built the rows (the context's items) once the JSONL
+    is written and before pyarrow allocates the columns: ``on_written`` runs
+    when every row is in the file and no column has been built yet."""
+    seen = []
+    real = export.jsonl_columns
+    monkeypatch.setattr(export, "jsonl_columns", lambda path: seen.append("columns") or real(path))
+
+    def on_written():
+        lines = (tmp_path / "dataset.jsonl").read_text(encoding="utf-8").splitlines()
+        seen.append(("written", len(lines)))
+
+    job = SimpleNamespace(ctx=SimpleNamespace(out_dir=tmp_path), info={})
+    export.write_dataset(job, iter(rows(10)), on_written=on_written)
+    assert seen == [("written", 10), "columns"]
+
+
+def test_forget_items_makes_the_context_read_again(tmp_path):
+    """Context.forget_items lets go of the items a stage run read; asking
+    again reads them from the store (the same items)."""
+    from tapir.pipeline.context import Context
+    from tapir.store.db import open_store
+
+    store = open_store(tmp_path / "t.db")
+    with store.transaction() as conn:
+        conn.execute("insert into runs (id, name, status, created_at) values ('r', 'r', 'running', 'now')")
+        conn.execute("insert into stages (run_id, name, round, key, status) values ('r', 'ingest', 0, 'k', 'done')")
+    ctx = Context(config=None, store=store, run=None, base_dir=tmp_path, out_dir=tmp_path, _item_reads={})
+    from tapir.roles import Item
+
+    ctx.add_items("k", [Item(id="a", instruction="Say hi")], "seed", 0)
+    first = ctx.items("k")
+    assert [it.id for it in first] == ["a"] and ctx.items("k") == first and ctx.store_item_reads == 1
+    ctx.forget_items()
+    assert ctx.items("k") == first and ctx.store_item_reads == 2

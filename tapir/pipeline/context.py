@@ -212,6 +212,13 @@ class Context:
         if self._item_reads is not None:
             self._item_reads.pop(scope, None)
 
+    def forget_items(self) -> None:
+        """Let go of the items this stage run has read (a later :meth:`items`
+        reads them again): a stage done with them frees their memory before
+        its next step."""
+        if self._item_reads is not None:
+            self._item_reads.clear()
+
     def items(self, scope: str | None) -> list[Item]:
         """The items written under ``scope``, in store order. A stage's
         context reads a scope from the store once per stage run and answers
