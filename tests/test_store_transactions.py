@@ -29,6 +29,18 @@ def _commits(store) -> list[str]:
     return log
 
 
+def saving(store, seen: list, probe):
+    """A stage's on_result: notes ``probe()`` (what another connection sees
+    then), then saves the answer as a response, as save_response does."""
+
+    def on_result(i, completion):
+        seen.append(probe())
+        with store.transaction():
+            add_response(store, "stage-k", f"q{i}", "teacher", "m", 0, completion.text, completion.call_id)
+
+    return on_result
+
+
 def req(content: str) -> GenerationRequest:
     return GenerationRequest([{"role": "user", "content": content}], GenerationParams(), meta={"item_id": content})
 
@@ -65,13 +77,8 @@ def test_a_call_its_response_and_its_claims_release_commit_together(store):
     on_result writes (a response, as a stage's save_response does). While
     on_result runs, another connection sees none of them yet."""
     other = _other(store)
-    seen_inside = []
-
-    def on_result(i, completion):
-        seen_inside.append((_count(other, "llm_calls"), _count(other, "responses")))
-        with store.transaction():
-            add_response(store, "stage-k", f"q{i}", "teacher", "m", 0, completion.text, completion.call_id)
-
+    seen_inside: list = []
+    on_result = saving(store, seen_inside, lambda: (_count(other, "llm_calls"), _count(other, "responses")))
     commits = _commits(store)
     cached = CachedBackend(ScriptedBackend(lambda m: "answer " + m[-1]["content"], model_id="m"), store)
     out = cached.generate([req(f"q{i}") for i in range(5)], on_result=on_result)
@@ -149,13 +156,8 @@ def test_a_burst_of_calls_commits_once(store):
     recorded and handed to the stage in one transaction: 10 calls in bursts
     of 4 make 3 commits, not 10, and every call's rows are there."""
     other = _other(store)
-    seen_inside = []
-
-    def on_result(i, completion):
-        seen_inside.append((_count(other, "llm_calls"), _count(other, "locks")))
-        with store.transaction():
-            add_response(store, "stage-k", f"q{i}", "teacher", "m", 0, completion.text, completion.call_id)
-
+    seen_inside: list = []
+    on_result = saving(store, seen_inside, lambda: (_count(other, "llm_calls"), _count(other, "locks")))
     commits = _commits(store)
     out = CachedBackend(BurstBackend(lambda m: "answer " + m[-1]["content"], burst=4), store).generate(
         [req(f"q{i}") for i in range(10)], on_result=on_result)
