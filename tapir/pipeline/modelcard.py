@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -203,7 +202,7 @@ def training_summary(job, round: int) -> dict[str, Any]:
     cfg = job.config
     counts = job.upstream_info("train", round).get("card_data")
     if not isinstance(counts, dict):
-        from tapir.pipeline.stages.train import training_set, weighted_examples
+        from tapir.pipeline.stages.train import training_counts, training_set, weighted_examples
 
         hard, easy, alpha = training_set(job, round)
         counts = training_counts(round, hard, easy, alpha, cfg.curriculum.weighting,
@@ -212,27 +211,6 @@ def training_summary(job, round: int) -> dict[str, Any]:
     source = data.hf_dataset or (Path(data.path).name if data.path else None)
     return {**counts, "weighting": counts.get("weighting") or cfg.curriculum.weighting, "source": source,
             "limit": data.limit}
-
-
-def training_counts(round: int, hard, easy, alpha: float, weighting: str | None, examples) -> dict[str, Any]:
-    """What a model card says of a training set (JSON values): the train
-    stage records them, so the export stage need not build every round's set again."""
-    items = hard + easy
-    mix = Counter(it.task_type for it in items if it.task_type)
-    origins = Counter(it.meta.get("origin") or "seed" for it in items)
-    hard_w = sum(e.weight for e in examples[: len(hard)])
-    total_w = sum(e.weight for e in examples) or 1.0
-    return {
-        "examples": len(examples),
-        "hard": len(hard) if round else None,
-        "easy": len(easy) if round else None,
-        "alpha": None if round == 0 else alpha,
-        "weighting": weighting,
-        "hard_weight_share": round_(hard_w / total_w) if round else None,
-        "task_mix": dict(mix.most_common()),
-        "unlabelled": len(items) - sum(mix.values()),
-        "origins": dict(origins.most_common()),
-    }
 
 
 def round_(x: float, n: int = 4) -> float:

@@ -8,6 +8,8 @@ run's output_dir owns it."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from tapir import progress
 from tapir.errors import TapirError
 from tapir.pipeline.engine import Job
@@ -53,6 +55,29 @@ def weighted_examples(hard: list[Item], easy: list[Item], alpha: float, scheme: 
 
     return ([TrainExample(messages(it), it.output, w_hard) for it in hard if w_hard > 0]
             + [TrainExample(messages(it), it.output, w_easy) for it in easy if w_easy > 0])
+
+
+def training_counts(rnd: int, hard, easy, alpha: float, weighting: str | None, examples) -> dict[str, Any]:
+    """What a model card says of a training set (JSON values): the train
+    stage records them, so the export stage need not build every round's set again."""
+    from collections import Counter
+
+    items = hard + easy
+    mix = Counter(it.task_type for it in items if it.task_type)
+    origins = Counter(it.meta.get("origin") or "seed" for it in items)
+    hard_w = sum(e.weight for e in examples[: len(hard)])
+    total_w = sum(e.weight for e in examples) or 1.0
+    return {
+        "examples": len(examples),
+        "hard": len(hard) if rnd else None,
+        "easy": len(easy) if rnd else None,
+        "alpha": None if rnd == 0 else alpha,
+        "weighting": weighting,
+        "hard_weight_share": round(hard_w / total_w, 4) if rnd else None,
+        "task_mix": dict(mix.most_common()),
+        "unlabelled": len(items) - sum(mix.values()),
+        "origins": dict(origins.most_common()),
+    }
 
 
 def hard_pool(job: Job, round: int) -> list[Item]:
@@ -167,8 +192,6 @@ class Train:
         hard_w = sum(e.weight for e in examples[:n_hard])
         total_w = sum(e.weight for e in examples) or 1.0
         n_examples = len(examples)
-        from tapir.pipeline.modelcard import training_counts
-
         # What the model card says of this set (the export stage reads it instead of building the set again).
         # S0 reads no weighting (one group: weight 1 under either scheme); its card names the run's.
         job.info["card_data"] = training_counts(r, hard, easy, alpha, scheme if r else None, examples)
