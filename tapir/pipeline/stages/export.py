@@ -164,7 +164,8 @@ class ArrowColumns:
 def training_rows(job: Job, round: int) -> Iterator[dict]:
     """The dataset rows of round ``round``'s training set. A generator: the
     training set (items, teacher answers, examples) lives while the rows are
-    written, and is freed before the model cards build each round's again."""
+    written, and is freed once they are (the model cards read the counts the
+    train stages recorded, not the sets)."""
     from tapir.pipeline.stages.train import training_set, weighted_examples
 
     hard, easy, alpha = training_set(job, round)
