@@ -133,8 +133,7 @@ def claim_many(conn: sqlite3.Connection, names: list[str],
 def drop_many(conn: sqlite3.Connection, names: list[str]) -> None:
     """Let go of those of ``names`` this process holds, in one commit."""
     with conn:
-        conn.executemany("delete from locks where name = ? and pid = ? and host = ?",
-                         [(name, os.getpid(), HOST) for name in names])
+        drop_many_in_transaction(conn, names)
 
 
 def drop_many_in_transaction(conn: sqlite3.Connection, names: list[str]) -> None:
