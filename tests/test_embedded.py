@@ -5,7 +5,7 @@ default ~/.cache/tapir, then loads it in about a second)."""
 from __future__ import annotations
 
 import importlib.util
-import time
+from pathlib import Path
 
 import pytest
 
@@ -17,15 +17,22 @@ pytestmark = [
 QUESTION = "What is the capital of France?"
 
 
-def test_embedded_converts_loads_and_answers():
+def test_embedded_converts_loads_and_answers(monkeypatch):
     from tapir.roles import GenerationParams, GenerationRequest
+    from tapir_hf import embedded
     from tapir_hf.backend import HFBackend
     from tapir_hf.embedded import embedded_model_path
 
     path = embedded_model_path()
-    started = time.perf_counter()
-    assert embedded_model_path() == path  # already converted: a stat, no work
-    assert time.perf_counter() - started < 1.0
+    folder_state = sorted((p.name, p.stat().st_mtime_ns) for p in Path(path).iterdir())
+
+    def no_second_conversion(*args):
+        raise AssertionError("the embedded model was converted again")
+
+    with monkeypatch.context() as m:  # already converted: file stats only, no work
+        m.setattr(embedded, "_convert", no_second_conversion)
+        assert embedded_model_path() == path
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in Path(path).iterdir()) == folder_state
 
     backend = HFBackend("embedded:smollm2-135m-instruct")
     params = GenerationParams(max_new_tokens=24, top_logprobs=3)
