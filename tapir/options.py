@@ -30,7 +30,8 @@ from tapir.validation_messages import OPTIONS, problems
 class Options(BaseModel):
     """Base of every component's options: unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, arbitrary_types_allowed=True,
+                              protected_namespaces=())
 
 
 def option(default: Any = ..., doc: str = "", *, factory: bool = False, **constraints: Any) -> Any:
@@ -140,7 +141,7 @@ class GenerationOverrides(BaseModel):
     parameters that replace the component's defaults (each unset one keeps
     the default). The names are :class:`tapir.roles.GenerationParams`'."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     max_new_tokens: int | None = Field(None, ge=1, description="most new tokens of a reply")
     temperature: float | None = Field(None, ge=0.0, description="sampling temperature (0: greedy)")

@@ -153,6 +153,16 @@ def test_out_of_range(write):
     assert one_error(path) == f"{path}: 'curriculum.alpha': Input should be less than or equal to 1 (got 1.5)"
 
 
+@pytest.mark.parametrize("key, value", [("curriculum:\n  alpha_step", ".inf"), ("budget:\n  max_cost_usd", ".inf"),
+                                        ("budget:\n  per_role: {judge: .inf}\n  max_cost_usd", "1"),
+                                        ("mfd:\n  delta", "-.inf"), ("budget:\n  max_cost_usd", ".nan")])
+def test_infinity_and_nan_are_refused(write, key, value):
+    """YAML's .inf passes a ``ge=0`` bound: a budget, a delta or a step of
+    infinity is a typo, not a setting, and is refused like any bad value."""
+    msg = one_error(write(VALID + f"{key}: {value}\n"))
+    assert "Input should be a finite number" in msg
+
+
 def test_wrong_choice_lists_the_choices(write):
     path = write(VALID + "expansion:\n  dedup: fuzzy\n")
     assert one_error(path) == (f"{path}: 'expansion.dedup': Input should be 'minhash', 'rouge', 'embedding' or 'none' "

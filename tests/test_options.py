@@ -110,3 +110,14 @@ def test_the_pipeline_gives_a_classifiers_output_folder_a_place_among_the_runs_o
     assert ctx._classifier(RoleConfig(name="encoder", options={"labels_path": "labels.jsonl"})) == "built"
     assert captured == {"labels_path": str(tmp_path / "cfg" / "labels.jsonl"),
                         "model_dir": str(tmp_path / "out" / "classifier")}
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+def test_component_options_refuse_infinity_and_nan(value):
+    """A rate limit, a timeout, a price or a learning rate of infinity would
+    reach the first paid call (or the first training step) unnoticed."""
+    from tapir_litellm.backend import LiteLLMBackend
+
+    for key in ("rpm", "timeout", "input_usd_per_million"):
+        with pytest.raises(ConfigError, match="finite number"):
+            validate(LiteLLMBackend.Options, {key: value}, "teacher.model.options")
