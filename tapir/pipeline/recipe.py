@@ -23,7 +23,8 @@ from __future__ import annotations
 import hashlib
 
 from tapir.errors import TapirError
-from tapir.pipeline.engine import Node, Stage, Step
+from tapir.pipeline.job import Stage
+from tapir.pipeline.steps import Node, Step
 from tapir.store.db import dumps
 
 

@@ -8,7 +8,7 @@ from typing import Sequence
 from tapir import progress
 from tapir.errors import TapirError
 from tapir.pipeline.context import params_of
-from tapir.pipeline.engine import Job
+from tapir.pipeline.job import Job
 from tapir.roles import Completion, GenerationParams, GenerationRequest, Item
 from tapir.textchecks import repeats_itself
 

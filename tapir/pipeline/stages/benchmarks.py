@@ -17,7 +17,7 @@ from typing import Any
 
 from tapir import progress
 from tapir.errors import TapirError
-from tapir.pipeline.engine import Job
+from tapir.pipeline.job import Job
 
 
 class Benchmarks:

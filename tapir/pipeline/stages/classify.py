@@ -4,7 +4,7 @@ table, under this stage's key; the ingested rows are never changed)."""
 from __future__ import annotations
 
 from tapir import progress
-from tapir.pipeline.engine import Job
+from tapir.pipeline.job import Job
 from tapir.store.classifications import set_labels
 
 

@@ -15,7 +15,7 @@ from dataclasses import replace
 from tapir import progress
 from tapir.errors import TapirError
 from tapir.pipeline.context import params_of
-from tapir.pipeline.engine import Job
+from tapir.pipeline.job import Job
 from tapir.roles import Completion
 
 BENCHMARK = "heldout-loss"

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from tapir import progress
 from tapir.pipeline.data import item_id
-from tapir.pipeline.engine import Job
+from tapir.pipeline.job import Job
 from tapir.pipeline.stages.resample import draws_for, expanded_before, pool_for
 from tapir.roles import GenerationParams, Item
 

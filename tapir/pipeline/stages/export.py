@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from tapir import progress
-from tapir.pipeline.engine import Job
+from tapir.pipeline.job import Job
 from tapir.pipeline.stagedirs import link_checkpoints
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tapir.pipeline.engine import Job
+from tapir.pipeline.job import Job
 
 
 class Ingest:

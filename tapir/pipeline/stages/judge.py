@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from tapir import progress
 from tapir.judging import judgment_provenance
-from tapir.pipeline.engine import Job
+from tapir.pipeline.job import Job
 from tapir.pipeline.stages.answers import student_path
 from tapir.roles import JudgeRequest
 from tapir.store.judgments import save_stage_judgment

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from tapir.pipeline.engine import Job
+from tapir.pipeline.job import Job
 from tapir.pipeline.stages.classify import with_labels
 from tapir.pipeline.taskmix import resample, task_weights
 from tapir.roles import Item

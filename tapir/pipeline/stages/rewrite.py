@@ -15,7 +15,7 @@ from dataclasses import replace
 
 from tapir import progress
 from tapir.pipeline.context import params_of
-from tapir.pipeline.engine import Job
+from tapir.pipeline.job import Job
 from tapir.pipeline.stages.answers import teacher_answers_upto, with_answers
 from tapir.pipeline.stages.resample import hard_seed
 from tapir.store.rewrites import add_rewrite

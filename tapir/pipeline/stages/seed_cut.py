@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from tapir import progress
 from tapir.errors import TapirError
-from tapir.pipeline.engine import Job
+from tapir.pipeline.job import Job
 from tapir.config.schema import MFDConfig
 from tapir.pipeline.mfd import Cut, describe_cut, select_hard
 

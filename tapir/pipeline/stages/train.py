@@ -12,7 +12,7 @@ from typing import Any
 
 from tapir import progress
 from tapir.errors import TapirError
-from tapir.pipeline.engine import Job
+from tapir.pipeline.job import Job
 from tapir.pipeline.stages.answers import teacher_answers_upto, with_answers
 from tapir.pipeline.stages.resample import easy_seed, hard_seed
 from tapir.pipeline.stages.rewrite import rewritten
