@@ -57,9 +57,8 @@ def test_a_server_without_a_fingerprint_leaves_it_null(store, transport):
 
 # ---------------------------------------------------------------- how judgments are read
 
-from tapir import judging  # noqa: E402
-from tapir.errors import TapirError  # noqa: E402
-from tapir.judging import count_read_by, judgment_provenance  # noqa: E402
+from tapir import judge_reads  # noqa: E402
+from tapir.judge_reads import count_read_by, judgment_provenance  # noqa: E402
 from tapir.roles import JudgeRequest, Judgment  # noqa: E402
 from tapir_testing.openai_server import token_distribution  # noqa: E402
 
@@ -76,9 +75,9 @@ def pair_request(i: int = 0) -> JudgeRequest:
 
 @pytest.fixture
 def fresh_warnings():
-    judging._warned_missing_logprobs.clear()
+    judge_reads._warned_missing_logprobs.clear()
     yield
-    judging._warned_missing_logprobs.clear()
+    judge_reads._warned_missing_logprobs.clear()
 
 
 def test_count_read_by_over_judgments_rows_and_strings():
@@ -99,7 +98,7 @@ def test_logprob_judge_without_logprobs_reads_the_text_says_so_and_warns_once(st
 
     with OpenAIServer(reply=reply) as srv:
         judge = make("pairwise", CachedBackend(backend(srv, "auto"), store), prompt="tapir", use_logprobs=True)
-        with caplog.at_level("WARNING", logger="tapir.judging"):
+        with caplog.at_level("WARNING", logger="tapir.judge_reads"):
             first = judge.judge([pair_request(0), pair_request(1)])
             second = judge.judge([pair_request(2)])
     assert [(j.score_a, j.score_b) for j in first + second] == [(6.5, 6.5)] * 3  # (8, 5) and (5, 8) averaged
@@ -117,7 +116,7 @@ def test_logprob_judge_with_logprobs_reads_them_and_does_not_warn(store, caplog,
     with OpenAIServer(reply=reply) as srv:
         judge = make("mtbench-single", CachedBackend(backend(srv, "auto"), store), judge_mode="robust",
                      use_logprobs=True, score_only=True)
-        with caplog.at_level("WARNING", logger="tapir.judging"):
+        with caplog.at_level("WARNING", logger="tapir.judge_reads"):
             [j] = judge.judge([JudgeRequest(question="q", answer_a="a", item_id="x")])
     assert j.score_a == pytest.approx(7.0) and j.details["read_by"] == "logprobs"
     assert not [r for r in caplog.records if "without logprobs" in r.getMessage()]

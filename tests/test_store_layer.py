@@ -66,7 +66,7 @@ def test_judgments_raw_is_a_list_and_details_an_object(store):
     rows = store.execute("select item_id, raw, details from judgments order by item_id").fetchall()
     assert [(i, decode_raw(r)) for i, r, _ in rows] == [("i1", ["Score 8", "Score 6"]), ("i2", [])]
     assert json.loads(rows[0][2]) == {"read_by": "logprobs", "spread": {"mfd": 0.5}} and rows[1][2] is None
-    from tapir.judging import judgment_provenance
+    from tapir.judge_reads import judgment_provenance
 
     assert judgment_provenance(store, "k1") == {"read_by": {"logprobs": 1}, "mean_mfd_spread": 0.5}
 

@@ -31,12 +31,16 @@ from typing import Any, Literal, Sequence
 from pydantic import model_validator
 
 from tapir.errors import TapirError
-from tapir.judging import (
-    DENOMINATOR,
+from tapir.judge_reads import (
     READ_FALLBACK,
     READ_LENIENT,
     READ_LOGPROBS,
     READ_REFERENCE,
+    warn_missing_logprobs,
+    weakest_read,
+)
+from tapir.judging import (
+    DENOMINATOR,
     RATING_NUM,
     Found,
     average_orders,
@@ -46,8 +50,6 @@ from tapir.judging import (
     parse_pair,
     run_with_retry,
     scores_from_logprobs,
-    warn_missing_logprobs,
-    weakest_read,
 )
 from tapir.options import GenerationOverrides, Options, generation_params, option
 from tapir.roles import CallEstimate, Completion, GenerationParams, JudgeRequest, Judgment
@@ -90,7 +92,7 @@ class _Pair:
     parsed: tuple[float, float]  # the numbers in the text
     from_logprobs: bool
     parsed_by: str  # "table8" | "lenient"
-    read_by: str  # tapir.judging.READ_METHODS
+    read_by: str  # tapir.judge_reads.READ_METHODS
 
 
 class PairwiseJudge:

@@ -23,16 +23,12 @@ from typing import Any, Literal, Sequence
 
 import tapir.options
 from tapir.errors import TapirError
+from tapir.judge_reads import READ_FALLBACK, READ_LENIENT, READ_LOGPROBS, warn_missing_logprobs, weakest_read
 from tapir.judging import (
-    READ_FALLBACK,
-    READ_LENIENT,
-    READ_LOGPROBS,
     clean_token,
     combine_errors,
     judge_meta,
     run_with_retry,
-    warn_missing_logprobs,
-    weakest_read,
 )
 from tapir.roles import Completion, JudgeRequest, Judgment
 

@@ -29,18 +29,14 @@ from pydantic import model_validator
 
 import tapir.options as opt
 from tapir.errors import TapirError
+from tapir.judge_reads import READ_FALLBACK, READ_LENIENT, READ_LOGPROBS, READ_REFERENCE, warn_missing_logprobs
 from tapir.judging import (
-    READ_FALLBACK,
-    READ_LENIENT,
-    READ_LOGPROBS,
-    READ_REFERENCE,
     digit_distribution,
     expected_value,
     judge_meta,
     parse_rating,
     run_with_retry,
     scores_from_logprobs,
-    warn_missing_logprobs,
 )
 from tapir.roles import Completion, GenerationParams, GenerationRequest, JudgeRequest, Judgment, Message, OnResult
 
@@ -54,7 +50,7 @@ class _Rating:
     parsed: float | None  # the number in the text (None when read from the first token's digits)
     from_logprobs: bool
     digit_mass: float | None = None  # set when the score was read from the first token's digits
-    read_by: str = READ_LENIENT  # tapir.judging.READ_METHODS
+    read_by: str = READ_LENIENT  # tapir.judge_reads.READ_METHODS
 
 
 REFERENCE_PARAMS = {"max_new_tokens": 2048, "temperature": 0.0}  # run_judge_single's OpenAI call

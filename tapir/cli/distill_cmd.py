@@ -67,7 +67,7 @@ def _summary(outcome) -> str:
         lines += ["", *outcome.budget.lines()]
     lines += ["", f"database:    {ctx.store.path}   (details: tapir runs show {ctx.run.id})",
               f"outputs:     {ctx.out_dir}"]
-    from tapir.judging import provenance_text
+    from tapir.judge_reads import provenance_text
     from tapir.pipeline.curriculum_notes import curriculum_lines
 
     notes = curriculum_lines((r.step.stage, r.step.round, r.info) for r in results)

@@ -68,7 +68,7 @@ def register(cli):
         click.echo("")
         for line in stage_table(details["stages"]):
             click.echo(line)
-        from tapir.judging import provenance_text
+        from tapir.judge_reads import provenance_text
 
         judged = [(s["round"], provenance_text(s["info"])) for s in details["stages"] if s["name"] == "judge"]
         if any(text for _, text in judged):

@@ -296,7 +296,7 @@ def mfd_distribution(store: Store, stages: list[dict[str, Any]]) -> Section:
                                     [[rule, cut.get("judged", ""), cut.get("hard", ""), _num(threshold),
                                       cut.get("at_cut", ""), cut.get("taken_at_cut", ""),
                                       cut.get("tie_break", ""), cut.get("excluded_nonpositive", "")]]))
-    from tapir.judging import provenance_text
+    from tapir.judge_reads import provenance_text
 
     for s in judges:
         text = provenance_text(s.get("info") or {})

@@ -8,7 +8,7 @@ to failures.max_draws."""
 from __future__ import annotations
 
 from tapir import progress
-from tapir.judging import judgment_provenance
+from tapir.judge_reads import judgment_provenance
 from tapir.pipeline.job import Job
 from tapir.pipeline.stages.answers import student_path
 from tapir.roles import JudgeRequest
