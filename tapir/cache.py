@@ -260,6 +260,7 @@ class _Recorder:
         self.todo, self.results, self.on_result = todo, results, on_result
         self.last = time.perf_counter()
         self.released: list[str] | None = None  # in a group: the claims its recorded calls let go of at its end
+        self.failure: BaseException | None = None  # in a group: the first exception, raised at its end
 
     def __call__(self, j: int, completion: Completion) -> None:
         key = self.keys[j]
@@ -272,18 +273,31 @@ class _Recorder:
         self.last = now
         indices = self.todo[key]
         released = self.released
-        if released is not None and self.cache.store.path is not None:
+        if released is None:  # delivered alone: recorded and handed over in its own commit
+            self.cache._record_one(key, self.requests[j], self.encoded[indices[0]][1:], completion, indices,
+                                   self.results, self.on_result)
+            return
+        if self.cache.store.path is not None:
             released.append("call:" + key)  # before the record: a stage raising still releases it
-        self.cache._record_one(key, self.requests[j], self.encoded[indices[0]][1:], completion, indices,
-                               self.results, self.on_result, unclaim=released is None)
+        # Once the stage (or a record) has raised in this group, the rest of the
+        # answers in hand are still recorded (they are paid for: a re-run is served
+        # them from the cache), no longer handed to the stage.
+        on_result = self.on_result if self.failure is None else None
+        try:
+            self.cache._record_one(key, self.requests[j], self.encoded[indices[0]][1:], completion, indices,
+                                   self.results, on_result, unclaim=False)
+        except BaseException as exc:
+            if self.failure is None:
+                self.failure = exc
 
     @contextmanager
     def group(self) -> Iterator[None]:
-        """One transaction for the results delivered inside; an exception
-        (the stage's, or an interrupt) still commits the calls recorded
-        before it: they are paid for."""
+        """One transaction for the results delivered inside. An exception (the
+        stage's, an interrupt, a row that failed to store) does not lose the
+        group's paid calls: those before it and those after it in the group are
+        recorded and committed, and the first exception is raised at the end."""
         failure = None
-        self.released = []
+        self.released, self.failure = [], None
         try:
             with self.cache.store.transaction() as conn:
                 try:
@@ -293,5 +307,7 @@ class _Recorder:
                 locks.drop_many_in_transaction(conn, self.released)
         finally:
             self.released = None
+            first, self.failure = self.failure, None
+        failure = first or failure
         if failure is not None:
             raise failure

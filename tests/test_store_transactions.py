@@ -170,28 +170,34 @@ def test_a_burst_of_calls_commits_once(store):
     assert _count(other, "locks") == 0
 
 
-def test_a_stage_raising_mid_burst_keeps_the_bursts_paid_calls(store):
-    """The stage raising on the third answer of a burst: the two before it
-    and the third (paid for) are stored and served next time."""
+@pytest.mark.parametrize("error", [KeyboardInterrupt, RuntimeError])
+def test_a_stage_raising_mid_burst_keeps_the_bursts_paid_calls(store, error):
+    """The stage raising on the third answer of a burst of four: every answer
+    of the burst is paid for, so all four are stored (the fourth no longer
+    handed to the stage) and served next time; the stage's exception comes
+    out once the burst is stored."""
     other = _other(store)
+    handed: list[int] = []
 
     def on_result(i, completion):
+        handed.append(i)
         if i == 2:
-            raise KeyboardInterrupt
+            raise error("stage broke")
 
     backend = BurstBackend(lambda m: "paid " + m[-1]["content"], burst=4)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(error, match="stage broke"):
         CachedBackend(backend, store).generate([req(f"q{i}") for i in range(4)], on_result=on_result)
-    assert not store.db.conn.in_transaction
-    assert sorted(r[0] for r in other.execute("select response from llm_calls")) == ["paid q0", "paid q1", "paid q2"]
-    again = CachedBackend(backend, store).generate([req(f"q{i}") for i in range(3)])
+    assert handed == [0, 1, 2]
+    assert not store.db.conn.in_transaction and _count(other, "locks") == 0
+    assert sorted(r[0] for r in other.execute("select response from llm_calls")) == [f"paid q{i}" for i in range(4)]
+    again = CachedBackend(backend, store).generate([req(f"q{i}") for i in range(4)])
     assert all(c.cached for c in again) and len(backend.requests) == 4
 
 
 def test_a_call_that_fails_to_be_stored_mid_burst_keeps_the_others(store, monkeypatch):
     """In a burst, a call whose row cannot be stored (the insert fails)
-    leaves no row of itself, and the calls before it in the burst commit;
-    the failure reaches the caller and no claim is left behind."""
+    leaves no row of itself, and the other calls of the burst, before and
+    after it, commit; the failure reaches the caller and no claim is left behind."""
     from tapir.store import calls
 
     real = calls.record_call
@@ -208,5 +214,5 @@ def test_a_call_that_fails_to_be_stored_mid_burst_keeps_the_others(store, monkey
         CachedBackend(BurstBackend(lambda m: "x " + m[-1]["content"], burst=3), store).generate(
             [req(f"q{i}") for i in range(3)])
     other = _other(store)
-    assert [r[0] for r in other.execute("select response from llm_calls")] == ["x q0"]
+    assert [r[0] for r in other.execute("select response from llm_calls")] == ["x q0", "x q2"]
     assert _count(other, "locks") == 0 and not store.db.conn.in_transaction
