@@ -261,6 +261,7 @@ class _Recorder:
         self.last = time.perf_counter()
         self.released: list[str] | None = None  # in a group: the claims its recorded calls let go of at its end
         self.failure: BaseException | None = None  # in a group: the first exception, raised at its end
+        self.stopped = False  # an exception came out: later results are recorded, not handed to the stage
 
     def __call__(self, j: int, completion: Completion) -> None:
         key = self.keys[j]
@@ -273,20 +274,25 @@ class _Recorder:
         self.last = now
         indices = self.todo[key]
         released = self.released
+        # Once the stage (or a record) has raised, the answers still coming are
+        # recorded (they are paid for: a re-run is served them from the cache),
+        # no longer handed to the stage.
+        on_result = None if self.stopped else self.on_result
         if released is None:  # delivered alone: recorded and handed over in its own commit
-            self.cache._record_one(key, self.requests[j], self.encoded[indices[0]][1:], completion, indices,
-                                   self.results, self.on_result)
+            try:
+                self.cache._record_one(key, self.requests[j], self.encoded[indices[0]][1:], completion, indices,
+                                       self.results, on_result)
+            except BaseException:
+                self.stopped = True
+                raise
             return
         if self.cache.store.path is not None:
             released.append("call:" + key)  # before the record: a stage raising still releases it
-        # Once the stage (or a record) has raised in this group, the rest of the
-        # answers in hand are still recorded (they are paid for: a re-run is served
-        # them from the cache), no longer handed to the stage.
-        on_result = self.on_result if self.failure is None else None
         try:
             self.cache._record_one(key, self.requests[j], self.encoded[indices[0]][1:], completion, indices,
                                    self.results, on_result, unclaim=False)
         except BaseException as exc:
+            self.stopped = True
             if self.failure is None:
                 self.failure = exc
 
@@ -303,7 +309,7 @@ class _Recorder:
                 try:
                     yield
                 except BaseException as exc:
-                    failure = exc
+                    failure, self.stopped = exc, True
                 locks.drop_many_in_transaction(conn, self.released)
         finally:
             self.released = None

@@ -119,7 +119,10 @@ class GroupedResults(Protocol):
 
     def group(self) -> ContextManager[None]:
         """A scope the results delivered inside are written in together;
-        what was delivered before an exception inside it is still kept."""
+        what was delivered before an exception inside it is still kept.
+        Once an exception has come out of it (the stage raised), it keeps
+        taking results without handing them to the stage: they are
+        recorded, so a re-run is served them (:func:`deliver_after_failure`)."""
         ...
 
 
@@ -135,6 +138,14 @@ def deliver(on_result: OnResult | None, results: Iterable[tuple[int, Completion]
     else:
         for i, completion in results:
             on_result(i, completion)
+
+
+def deliver_after_failure(on_result: OnResult | None, results: Iterable[tuple[int, Completion]]) -> None:
+    """Hand over the answers that came in after ``on_result`` raised (the
+    requests that were in flight): a :class:`GroupedResults` records them
+    without handing them to the stage again; a plain callback gets none."""
+    if isinstance(on_result, GroupedResults):
+        deliver(on_result, results)
 
 
 @runtime_checkable
@@ -155,7 +166,10 @@ class Backend(Protocol):
         except a permanent one that every other request would share (out of
         quota, key refused, no such model, over the budget): then a backend
         may send nothing more and raise :class:`tapir.errors.PermanentFailure`
-        after delivering what was in flight.
+        after delivering what was in flight. When ``on_result`` raises, a
+        backend sends nothing more and raises it; one with requests in flight
+        may first wait for them and pass them to :func:`deliver_after_failure`
+        (they are paid for).
         """
         ...
 

@@ -212,8 +212,11 @@ def test_circuit_breaker_stops_a_stage_failing_the_same_way(tmp_path, tiny_model
     assert "stage teacher_answers stopped: 3 calls in a row failed the same way (transient/server)" in message
     store = sqlite_utils.Database(tmp_path / "t.db")
     assert store.execute("select count(*) from outcomes where status = 'failed'").fetchone()[0] == 3
-    attempts = store.execute("select sum(attempts) from llm_calls").fetchone()[0]
-    assert attempts == 9  # the three failed items' attempts are recorded, 3 each
+    # Every attempt the server saw is recorded: the three failed items' 3 each, and those of the
+    # items waiting to retry when the stage stopped (sent nothing more, kept as failed calls).
+    assert store.execute("select sum(attempts) from llm_calls").fetchone()[0] == sent
+    stopped = store.execute("select error from llm_calls where error like 'not sent again%'").fetchall()
+    assert all("the stage stopped" in e for (e,) in stopped)
 
 
 def test_circuit_breaker_off_fails_item_by_item(tmp_path, tiny_model):

@@ -24,7 +24,7 @@ from tapir.budget import OverBudget
 from tapir.errors import TapirError, permanent_failure
 from tapir.options import Options as _Options
 from tapir.options import option
-from tapir.roles import Completion, GenerationRequest, OnResult, deliver
+from tapir.roles import Completion, GenerationRequest, OnResult, deliver, deliver_after_failure
 
 from tapir_litellm import adaptive, direct, endpoints, ratelimit
 from tapir_litellm.adaptive import QUEUE_CAP, ServerGate
@@ -35,6 +35,7 @@ from tapir_litellm.pool import SERVER_FAILURES, ServerPool
 from tapir_litellm.pricing import Pricing
 from tapir_litellm.replies import completion_of
 from tapir_litellm.retry import PERMANENT, RetryPolicy, classify, failure_of, retry_after_of
+from tapir_litellm.stop import StopSignal
 
 # At most this many answers in hand are written in one commit (a crash loses at most these).
 BURST_MAX = 64
@@ -233,7 +234,8 @@ class LiteLLMBackend:
         if self.transport == "litellm":
             import_litellm()
         done: queue.SimpleQueue = queue.SimpleQueue()
-        future = asyncio.run_coroutine_threadsafe(self._run_all(list(requests), done), get_loop())
+        stop = StopSignal()  # the first permanent failure, or the caller's stop: nothing more is sent
+        future = asyncio.run_coroutine_threadsafe(self._run_all(list(requests), done, stop), get_loop())
         try:
             received = 0
             permanent: Completion | None = None
@@ -261,7 +263,12 @@ class LiteLLMBackend:
                     kept.append((i, completion))
                 deliver(on_result, kept)
             future.result()
-        except BaseException:
+        except Exception:
+            # on_result raised (the stage: its circuit breaker, a bug). Nothing more is
+            # sent; the requests in flight are paid for: wait for them and have them recorded.
+            self._drain(future, done, stop, on_result)
+            raise
+        except BaseException:  # Ctrl-C: stop now (a re-run asks again what was in flight)
             future.cancel()
             raise
         if permanent is not None:
@@ -279,10 +286,33 @@ class LiteLLMBackend:
             pool = _pools[self._pool_key] = ServerPool(self.servers, limit_of=lambda url: self._gate(url).allowed)
         return pool
 
-    async def _run_all(self, requests: list[GenerationRequest], done: queue.SimpleQueue) -> None:
+    def _drain(self, future, done: queue.SimpleQueue, stop: StopSignal, on_result: OnResult | None) -> None:
+        """After ``on_result`` raised: send nothing more, wait (at most one
+        attempt's timeout) for the requests in flight, and hand the answers
+        that were sent to :func:`~tapir.roles.deliver_after_failure` (the
+        cache records them without handing them to the stage again)."""
+        if future.done():
+            return
+        get_loop().call_soon_threadsafe(stop.set, Completion(
+            error="the caller stopped", failure_kind=PERMANENT, failure_cause="stopped"))
+        try:
+            future.result(timeout=self.timeout + 1.0)
+        except BaseException:  # the wait ran out, or Ctrl-C: give up on what is still in flight
+            future.cancel()
+        sent = []
+        while True:
+            try:
+                i, completion = done.get_nowait()
+            except queue.Empty:
+                break
+            if completion.attempts:  # sent at least once (never-sent ones have no attempt to record)
+                sent.append((i, completion))
+        deliver_after_failure(on_result, sent)
+
+    async def _run_all(self, requests: list[GenerationRequest], done: queue.SimpleQueue,
+                       stop: StopSignal) -> None:
         pool = self._pool()
         sem = None if pool else self._gate(self.api_base)
-        stop: dict[str, Completion] = {}  # the first permanent failure: nothing more is sent
 
         async def one(i: int, request: GenerationRequest) -> None:
             try:
@@ -293,7 +323,7 @@ class LiteLLMBackend:
                 completion = Completion(error=self._clean(f"{type(exc).__name__}: {exc}"), failure_kind="content",
                                         failure_cause="error")
             if completion.failure_kind == PERMANENT:
-                stop.setdefault("first", completion)
+                stop.set(completion)
             done.put((i, completion))
 
         # A fixed set of workers takes the requests in order, not one task per
@@ -309,9 +339,13 @@ class LiteLLMBackend:
         workers = min(len(requests), 2 * sum(cap for _, cap in self.servers) if self.servers else 2 * self.concurrency)
         await asyncio.gather(*(worker() for _ in range(max(1, workers))))
 
-    def _not_sent(self, stop: dict[str, Completion], attempts: list[dict]) -> Completion:
-        """A request left unsent because an earlier one failed permanently (the same cause would fail it)."""
-        first = stop["first"]
+    def _not_sent(self, stop: StopSignal, attempts: list[dict]) -> Completion:
+        """A request left unsent because an earlier one failed permanently (the same cause would fail it),
+        or because the caller stopped (its earlier attempts, if any, are still recorded)."""
+        first = stop.first
+        if first.failure_cause == "stopped":
+            return Completion(error="not sent again: the stage stopped while this request waited to retry",
+                              failure_kind="transient", failure_cause="stopped", attempts=attempts)
         return Completion(error=f"not sent: an earlier request failed permanently ({first.error})",
                           failure_kind=PERMANENT, failure_cause=first.failure_cause, http_status=first.http_status,
                           attempts=attempts)
@@ -327,7 +361,7 @@ class LiteLLMBackend:
         return {url: g.stats() for url, g in adaptive.gates_of(self.model_id).items()}
 
     async def _call_with_retries(self, request: GenerationRequest, sem: ServerGate | None,
-                                 pool: ServerPool | None, stop: dict[str, Completion] | None = None) -> Completion:
+                                 pool: ServerPool | None, stop: StopSignal | None = None) -> Completion:
         """One request, retried while its failures are transient. Every attempt
         is listed in ``Completion.attempts``; ``latency_s`` is the last
         attempt's own time (the timeout is per attempt)."""
@@ -340,7 +374,7 @@ class LiteLLMBackend:
                     kw = _with_query_client(kw)  # litellm would put the URL's query into the body
                 return await litellm.acompletion(**kw)
 
-        stop = {} if stop is None else stop
+        stop = StopSignal() if stop is None else stop
         kwargs = self._kwargs(request)
         limiter = ratelimit.limiter(self.model_name, self.options.rpm, self.options.tpm)
         tokens = ratelimit.estimate_tokens(request.messages, kwargs.get("max_tokens")) if limiter else 0
@@ -366,7 +400,7 @@ class LiteLLMBackend:
                     except OverBudget as exc:
                         refused = Completion(error=f"OverBudget: {exc}; not sent", failure_kind=PERMANENT,
                                              failure_cause="budget", attempts=attempts)
-                        stop.setdefault("first", refused)
+                        stop.set(refused)
                         return refused
                     reserved = estimate
                 if pool is not None:
@@ -445,7 +479,7 @@ class LiteLLMBackend:
                 waited += delay
                 attempt += 1
                 if delay:
-                    await asyncio.sleep(delay)
+                    await stop.sleep(delay)  # a stop ends the wait: the loop's top then sends nothing
 
     # -- helpers ------------------------------------------------------------
     def _kwargs(self, request: GenerationRequest) -> dict[str, Any]:
