@@ -24,7 +24,7 @@ from tapir.budget import OverBudget
 from tapir.errors import TapirError, permanent_failure
 from tapir.options import Options as _Options
 from tapir.options import option
-from tapir.roles import Completion, GenerationRequest, OnResult, deliver, deliver_after_failure
+from tapir.roles import Completion, GenerationRequest, OnResult, deliver
 
 from tapir_litellm import adaptive, direct, endpoints, ratelimit
 from tapir_litellm.adaptive import QUEUE_CAP, ServerGate
@@ -35,7 +35,7 @@ from tapir_litellm.pool import SERVER_FAILURES, ServerPool
 from tapir_litellm.pricing import Pricing
 from tapir_litellm.replies import completion_of
 from tapir_litellm.retry import PERMANENT, RetryPolicy, classify, failure_of, retry_after_of
-from tapir_litellm.stop import StopSignal
+from tapir_litellm.stop import StopSignal, drain_after_failure
 
 # At most this many answers in hand are written in one commit (a crash loses at most these).
 BURST_MAX = 64
@@ -266,7 +266,7 @@ class LiteLLMBackend:
         except Exception:
             # on_result raised (the stage: its circuit breaker, a bug). Nothing more is
             # sent; the requests in flight are paid for: wait for them and have them recorded.
-            self._drain(future, done, stop, on_result)
+            drain_after_failure(future, done, stop, on_result, self.timeout, self.model_name)
             raise
         except BaseException:  # Ctrl-C: stop now (a re-run asks again what was in flight)
             future.cancel()
@@ -285,29 +285,6 @@ class LiteLLMBackend:
         if pool is None:
             pool = _pools[self._pool_key] = ServerPool(self.servers, limit_of=lambda url: self._gate(url).allowed)
         return pool
-
-    def _drain(self, future, done: queue.SimpleQueue, stop: StopSignal, on_result: OnResult | None) -> None:
-        """After ``on_result`` raised: send nothing more, wait (at most one
-        attempt's timeout) for the requests in flight, and hand the answers
-        that were sent to :func:`~tapir.roles.deliver_after_failure` (the
-        cache records them without handing them to the stage again)."""
-        if future.done():
-            return
-        get_loop().call_soon_threadsafe(stop.set, Completion(
-            error="the caller stopped", failure_kind=PERMANENT, failure_cause="stopped"))
-        try:
-            future.result(timeout=self.timeout + 1.0)
-        except BaseException:  # the wait ran out, or Ctrl-C: give up on what is still in flight
-            future.cancel()
-        sent = []
-        while True:
-            try:
-                i, completion = done.get_nowait()
-            except queue.Empty:
-                break
-            if completion.attempts:  # sent at least once (never-sent ones have no attempt to record)
-                sent.append((i, completion))
-        deliver_after_failure(on_result, sent)
 
     async def _run_all(self, requests: list[GenerationRequest], done: queue.SimpleQueue,
                        stop: StopSignal) -> None:
