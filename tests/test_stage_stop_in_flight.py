@@ -10,6 +10,7 @@ Against the local OpenAI-compatible server, each answer taking 0.3 s.
 from __future__ import annotations
 
 import sqlite3
+import time
 
 import pytest
 from tapir_testing.openai_server import OpenAIServer
@@ -64,8 +65,6 @@ def test_answers_in_flight_when_the_stage_raises_are_recorded_not_handed_over(st
 
 
 def test_ctrl_c_does_not_wait_for_requests_in_flight(store):
-    import time
-
     def on_result(i, completion):
         raise KeyboardInterrupt
 
