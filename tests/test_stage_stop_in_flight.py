@@ -75,3 +75,27 @@ def test_ctrl_c_does_not_wait_for_requests_in_flight(store):
         waited = time.monotonic() - started
     assert len(recorded(store)) == 1  # the answer the stage raised on
     assert waited < 2.5  # not the 3 s answers still in flight
+
+
+def test_a_failure_to_record_the_answers_in_flight_does_not_hide_the_stages_error(store, monkeypatch, caplog):
+    """The stage's exception is the one that comes out; a record that fails
+    while the requests in flight are stored is said on the log."""
+    from tapir.store import calls
+
+    real, stored = calls.record_call, []
+
+    def full_disk_after_the_first(store_, row, release=None):
+        stored.append(row["key"])
+        if len(stored) > 1:
+            raise sqlite3.OperationalError("database or disk is full")
+        return real(store_, row, release)
+
+    def on_result(i, completion):
+        raise RuntimeError("stage broke")
+
+    monkeypatch.setattr(calls, "record_call", full_disk_after_the_first)
+    with OpenAIServer(latency=0.3) as srv, caplog.at_level("WARNING", logger="tapir_litellm.stop"):
+        with pytest.raises(RuntimeError, match="stage broke"):
+            CachedBackend(backend_for(srv.base_url), store).generate(asks(12), on_result=on_result)
+    assert len(recorded(store)) == 1
+    assert "could not be recorded (OperationalError: database or disk is full)" in caplog.text

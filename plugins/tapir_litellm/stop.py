@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import queue
 
 from tapir import progress
@@ -21,6 +22,8 @@ from tapir.roles import Completion, OnResult, deliver_after_failure
 
 from tapir_litellm.loop import get_loop
 from tapir_litellm.retry import PERMANENT
+
+_log = logging.getLogger("tapir_litellm.stop")
 
 
 class StopSignal:
@@ -79,4 +82,8 @@ def drain_after_failure(future: concurrent.futures.Future, done: queue.SimpleQue
             break
         if completion.attempts:  # sent at least once (never-sent ones have no attempt to record)
             sent.append((i, completion))
-    deliver_after_failure(on_result, sent)
+    try:
+        deliver_after_failure(on_result, sent)
+    except Exception as exc:  # the caller's exception is the one raised; this one is said
+        _log.warning("%s: of %d answer(s) that were in flight, some could not be recorded (%s: %s); "
+                     "a re-run asks those again", model, len(sent), type(exc).__name__, exc)
