@@ -273,3 +273,20 @@ def test_cards_read_the_training_counts_the_train_stage_recorded(tmp_path, tiny_
     tapir.distill(config, db=db)
     assert built == [1, 0, 1]  # the dataset rows, then each card's set built again
     assert {s: _card(s)[1] for s in (s0, s1)} == cards
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.3, 1.0])
+def test_hard_weight_share_counts_only_the_hard_examples_trained(alpha):
+    """Examples of weight 0 are left out, so with alpha 0 the set holds only
+    easy examples: none of its weight is hard (the card once counted the
+    first len(hard) examples, easy ones, as hard). Under ``share`` the
+    hard examples carry alpha of the weight."""
+    from tapir.pipeline.stages.train import training_counts, weighted_examples
+    from tapir.roles import Item
+
+    hard = [Item(f"h{i}", "q", output="a", task_type="Math") for i in range(3)]
+    easy = [Item(f"e{i}", "q", output="a", task_type="Writing") for i in range(7)]
+    examples = weighted_examples(hard, easy, alpha, "share")
+    counts = training_counts(1, hard, easy, alpha, "share", examples)
+    assert counts["hard_weight_share"] == pytest.approx(alpha)
+    assert counts["examples"] == len(examples)

@@ -57,6 +57,12 @@ def weighted_examples(hard: list[Item], easy: list[Item], alpha: float, scheme: 
             + [TrainExample(messages(it), it.output, w_easy) for it in easy if w_easy > 0])
 
 
+def hard_weight_share(examples: list[TrainExample], n_hard: int) -> float:
+    """The share of the total weight on the hard examples (the first ``n_hard``)."""
+    total = sum(e.weight for e in examples) or 1.0
+    return round(sum(e.weight for e in examples[:n_hard]) / total, 4)
+
+
 def training_counts(rnd: int, hard, easy, alpha: float, weighting: str | None, examples) -> dict[str, Any]:
     """What a model card says of a training set (JSON values): the train
     stage records them, so the export stage need not build every round's set again."""
@@ -65,15 +71,15 @@ def training_counts(rnd: int, hard, easy, alpha: float, weighting: str | None, e
     items = hard + easy
     mix = Counter(it.task_type for it in items if it.task_type)
     origins = Counter(it.meta.get("origin") or "seed" for it in items)
-    hard_w = sum(e.weight for e in examples[: len(hard)])
-    total_w = sum(e.weight for e in examples) or 1.0
+    # The hard examples lead ``examples`` unless their weight is 0 (then they were left out).
+    w_hard, _ = group_weights(len(hard), len(easy), alpha, weighting or "eq4")
     return {
         "examples": len(examples),
         "hard": len(hard) if rnd else None,
         "easy": len(easy) if rnd else None,
         "alpha": None if rnd == 0 else alpha,
         "weighting": weighting,
-        "hard_weight_share": round(hard_w / total_w, 4) if rnd else None,
+        "hard_weight_share": hard_weight_share(examples, len(hard) if w_hard > 0 else 0) if rnd else None,
         "task_mix": dict(mix.most_common()),
         "unlabelled": len(items) - sum(mix.values()),
         "origins": dict(origins.most_common()),
@@ -189,8 +195,7 @@ class Train:
         # The trainer's "tokens" (tokens trained on) would be taken for the stage's LLM tokens: train_tokens.
         job.info.update({("train_tokens" if k == "tokens" else k): v for k, v in metrics.items()
                          if isinstance(v, (int, float, str))})
-        hard_w = sum(e.weight for e in examples[:n_hard])
-        total_w = sum(e.weight for e in examples) or 1.0
+        share = hard_weight_share(examples, n_hard)
         n_examples = len(examples)
         # What the model card says of this set (the export stage reads it instead of building the set again).
         # S0 reads no weighting (one group: weight 1 under either scheme); its card names the run's.
@@ -203,7 +208,7 @@ class Train:
         job.info.update(path=str(out.resolve()), examples=n_examples, hard_examples=n_hard,
                         task_mix=dict(sorted(mix.items(), key=lambda kv: -kv[1])),
                         easy_examples=n_easy, zero_weight_left_out=(len(hard) - n_hard) + (len(easy) - n_easy),
-                        alpha=alpha, hard_weight_share=round(hard_w / total_w, 4), pin=job.key)
+                        alpha=alpha, hard_weight_share=share, pin=job.key)
         if r > 0:
             cfg = ctx.config
             job.info["sampling"] = cfg.curriculum.sampling
