@@ -278,22 +278,17 @@ class _Recorder:
         # recorded (they are paid for: a re-run is served them from the cache),
         # no longer handed to the stage.
         on_result = None if self.stopped else self.on_result
-        if released is None:  # delivered alone: recorded and handed over in its own commit
-            try:
-                self.cache._record_one(key, self.requests[j], self.encoded[indices[0]][1:], completion, indices,
-                                       self.results, on_result)
-            except BaseException:
-                self.stopped = True
-                raise
-            return
-        if self.cache.store.path is not None:
+        # Delivered alone (no group): recorded, handed over and its claim released in its own commit.
+        if released is not None and self.cache.store.path is not None:
             released.append("call:" + key)  # before the record: a stage raising still releases it
         try:
             self.cache._record_one(key, self.requests[j], self.encoded[indices[0]][1:], completion, indices,
-                                   self.results, on_result, unclaim=False)
+                                   self.results, on_result, unclaim=released is None)
         except BaseException as exc:
             self.stopped = True
-            if self.failure is None:
+            if released is None:
+                raise
+            if self.failure is None:  # in a group: the rest is still recorded, the first failure raised at its end
                 self.failure = exc
 
     @contextmanager
