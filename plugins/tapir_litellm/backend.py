@@ -34,8 +34,8 @@ from tapir_litellm.loop import get_loop
 from tapir_litellm.pool import SERVER_FAILURES, ServerPool
 from tapir_litellm.pricing import Pricing
 from tapir_litellm.replies import completion_of
-from tapir_litellm.retry import PERMANENT, RetryPolicy, classify, failure_of, retry_after_of
-from tapir_litellm.stop import StopSignal, drain_after_failure
+from tapir_litellm.retry import PERMANENT, TRANSIENT, RetryPolicy, classify, failure_of, retry_after_of
+from tapir_litellm.stop import STOPPED, StopSignal, drain_after_failure
 
 # At most this many answers in hand are written in one commit (a crash loses at most these).
 BURST_MAX = 64
@@ -320,9 +320,9 @@ class LiteLLMBackend:
         """A request left unsent because an earlier one failed permanently (the same cause would fail it),
         or because the caller stopped (its earlier attempts, if any, are still recorded)."""
         first = stop.first
-        if first.failure_cause == "stopped":
+        if first.failure_cause == STOPPED:
             return Completion(error="not sent again: the stage stopped while this request waited to retry",
-                              failure_kind="transient", failure_cause="stopped", attempts=attempts)
+                              failure_kind=TRANSIENT, failure_cause=STOPPED, attempts=attempts)
         return Completion(error=f"not sent: an earlier request failed permanently ({first.error})",
                           failure_kind=PERMANENT, failure_cause=first.failure_cause, http_status=first.http_status,
                           attempts=attempts)
@@ -338,7 +338,7 @@ class LiteLLMBackend:
         return {url: g.stats() for url, g in adaptive.gates_of(self.model_id).items()}
 
     async def _call_with_retries(self, request: GenerationRequest, sem: ServerGate | None,
-                                 pool: ServerPool | None, stop: StopSignal | None = None) -> Completion:
+                                 pool: ServerPool | None, stop: StopSignal) -> Completion:
         """One request, retried while its failures are transient. Every attempt
         is listed in ``Completion.attempts``; ``latency_s`` is the last
         attempt's own time (the timeout is per attempt)."""
@@ -351,7 +351,6 @@ class LiteLLMBackend:
                     kw = _with_query_client(kw)  # litellm would put the URL's query into the body
                 return await litellm.acompletion(**kw)
 
-        stop = StopSignal() if stop is None else stop
         kwargs = self._kwargs(request)
         limiter = ratelimit.limiter(self.model_name, self.options.rpm, self.options.tpm)
         tokens = ratelimit.estimate_tokens(request.messages, kwargs.get("max_tokens")) if limiter else 0

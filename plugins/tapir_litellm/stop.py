@@ -24,6 +24,7 @@ from tapir_litellm.loop import get_loop
 from tapir_litellm.retry import PERMANENT
 
 _log = logging.getLogger("tapir_litellm.stop")
+STOPPED = "stopped"  # the failure cause of the caller's stop (and of a request it left unsent)
 
 
 class StopSignal:
@@ -60,7 +61,7 @@ def drain_after_failure(future: concurrent.futures.Future, done: queue.SimpleQue
     if future.done():
         return
     get_loop().call_soon_threadsafe(stop.set, Completion(
-        error="the caller stopped", failure_kind=PERMANENT, failure_cause="stopped"))
+        error="the caller stopped", failure_kind=PERMANENT, failure_cause=STOPPED))
     for wait in (1.0, timeout):
         try:
             future.result(timeout=wait)
