@@ -52,6 +52,7 @@ class StepRunner(Protocol):
 
     ctx: Any
     stages: dict[str, Stage]
+    by_node: dict[Node, Step]  # the recipe's steps (stages read which rounds it holds)
     results: dict[Node, StageResult]
     max_draws: int  # draws an item whose reply fails on its content gets in all
     circuit_breaker: int  # failures of one kind in a row that stop a stage (0: never)
