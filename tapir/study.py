@@ -166,7 +166,7 @@ def plan_study(config: str | Path | dict, db: str | None = None, settings: Seque
     """The dry run of a study: every run checked, then planned in order, a
     stage that an earlier run of the study computes counted once. Nothing
     written, nothing called."""
-    from tapir.pipeline.preflight import plan
+    from tapir.pipeline.dryrun import plan
 
     data, base_dir = _load(config, overrides)
     runs = study_runs(data, parse_settings(settings))
@@ -209,7 +209,7 @@ def over_budget(plans: list[RunPlan]) -> list[str]:
 
 def render_plan(plans: list[RunPlan]) -> str:
     """The study's dry run: one row per student and setting, and a total."""
-    from tapir.pipeline.preflight import BATCH_DISCOUNT
+    from tapir.pipeline.dryrun import BATCH_DISCOUNT
 
     if not plans:
         return "an empty study"

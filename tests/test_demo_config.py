@@ -54,7 +54,8 @@ def test_the_heldout_rows_are_never_trained_on():
 
 
 def test_the_demo_plan_stays_within_its_generation_and_training_budget(tmp_path, monkeypatch):
-    from tapir.pipeline.preflight import check, plan
+    from tapir.pipeline.dryrun import plan
+    from tapir.pipeline.preflight import check
 
     monkeypatch.chdir(ROOT)  # the lm-eval include_path is relative to the repo root, as make demo runs it
     p = plan(check(CONFIG, db=str(tmp_path / "plan.db")))

@@ -46,7 +46,8 @@ def distill(cfg, db, **kw):
 
 def planned_calls(cfg, db) -> dict[str, dict[str, int]]:
     """The dry run's calls per stage label and role (nothing written)."""
-    from tapir.pipeline.preflight import check, plan
+    from tapir.pipeline.dryrun import plan
+    from tapir.pipeline.preflight import check
 
     return {s.label: dict(s.calls) for s in plan(check(str(cfg), str(db), [])).stages if s.calls}
 

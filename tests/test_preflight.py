@@ -289,7 +289,8 @@ def test_dry_run_reads_the_judges_reply_length_from_its_params(tmp_path, cli, mo
     """The judge's replies are as long as its generation capability says with
     its options (judge.options.params.max_new_tokens, else its own default:
     what the run passes to the judge), not its model's generation."""
-    from tapir.pipeline.preflight import check, plan
+    from tapir.pipeline.dryrun import plan
+    from tapir.pipeline.preflight import check
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key-000000000")
     cfg = _paper_with_local_data(tmp_path)
@@ -320,7 +321,8 @@ def test_an_unknown_model_is_reported_once(tmp_path, tiny_model, cli):
 
 def test_dry_run_plans_expansion_calls_with_the_expansion_reply_length(tmp_path, cli, monkeypatch):
     """Expansion asks the teacher with expansion.generation, not the teacher's own generation."""
-    from tapir.pipeline.preflight import check, plan
+    from tapir.pipeline.dryrun import plan
+    from tapir.pipeline.preflight import check
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key-000000000")
     cfg = _paper_with_local_data(tmp_path)

@@ -128,7 +128,8 @@ def register(cli):
                 run_and_print(config, obj["db"], None, sets, False if no_retry else None)
             return
         if dry_run:
-            from tapir.pipeline.preflight import check, plan, render
+            from tapir.pipeline.dryrun import plan, render
+            from tapir.pipeline.preflight import check
 
             from tapir.budget import plan_over
             from tapir.errors import ConfigError

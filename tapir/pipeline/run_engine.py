@@ -1,7 +1,7 @@
 """A run's engine: its recipe built from the config over the stage table
 (:func:`engine_for`), and the read-only one the dry run plans with
 (:func:`planning_engine`). ``tapir distill`` (:mod:`tapir.pipeline.runner`)
-and the preflight's plan (:mod:`tapir.pipeline.preflight`) both use it."""
+and the dry run's plan (:mod:`tapir.pipeline.dryrun`) both use it."""
 
 from __future__ import annotations
 
