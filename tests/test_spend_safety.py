@@ -60,6 +60,15 @@ def backend(srv: OpenAIServer, **options):
     (400, None, "Invalid value for 'temperature'", "content", "bad_request"),
     (500, None, "internal error", "transient", "server"),
     (503, None, "overloaded", "transient", "server"),
+    # FastChat's openai_api_server: HTTP 400 for every error, its own code in the body
+    (400, "40301", "Only vicuna-7b allowed now, your model gpt-4", "permanent", "model_not_found"),
+    (400, "40303", "This model's maximum context length is 2048 tokens. However, your messages resulted in 2100 "
+     "tokens. Please reduce the length of the messages.", "permanent", "context_length"),
+    (400, "40302", "-1 is less than the minimum of 0 - 'temperature'", "content", "bad_request"),
+    (400, "42903", "engine overloaded", "transient", "server"),
+    (400, "50001", "**NETWORK ERROR DUE TO HIGH TRAFFIC. PLEASE REGENERATE OR REFRESH THIS PAGE.**", "transient",
+     "server"),
+    (400, "50002", "CUDA out of memory", "transient", "server"),
 ])
 def test_failure_kind_says_what_helps(status, code, message, kind, cause):
     from tapir_litellm.direct import HTTPStatusError

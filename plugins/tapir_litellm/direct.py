@@ -148,9 +148,11 @@ async def acompletion(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _error_code(raw: bytes) -> str | None:
-    """OpenAI's ``error.code`` (or ``error.type``) of an error body, if any."""
+    """OpenAI's ``error.code`` (or ``error.type``) of an error body, or the
+    body's own ``code`` (FastChat's ``{"object": "error", "code": 40301}``), if any."""
     try:
-        error = json.loads(raw).get("error")
+        data = json.loads(raw)
+        error = data.get("error", data)
     except (ValueError, AttributeError):
         return None
     if isinstance(error, dict):

@@ -15,6 +15,10 @@ Every failure has a *kind*, by what helps:
 * ``content``: this request's reply or request is unusable (a malformed
   reply, a request rejected as invalid). Only this item fails (a malformed
   reply is still asked again: a new sample often parses).
+
+FastChat's openai_api_server answers every error with HTTP 400 and one of
+its own codes in the body (``fastchat.constants.ErrorCode``): the code, not
+the status, says which of these it is (:data:`FASTCHAT_CODES`).
 """
 
 from __future__ import annotations
@@ -38,6 +42,17 @@ _QUOTA_HINTS = ("insufficient_quota", "exceeded your current quota", "check your
 _CONTEXT_HINTS = ("context_length_exceeded", "maximum context length", "context length", "context window",
                   "prompt is too long", "input is too long", "too many input tokens")
 _MODEL_HINTS = ("model_not_found", "does not exist", "no such model", "unknown model", "model not found")
+
+# FastChat's error codes (fastchat/constants.py, fschat 0.2.36), all sent with
+# HTTP 400. Those left out (40001 validation, 40302 a parameter out of range)
+# are this request's fault: a bad request, as the status says.
+FASTCHAT_CODES = {
+    "40101": (PERMANENT, "auth"), "40102": (PERMANENT, "auth"), "40103": (PERMANENT, "forbidden"),
+    "40301": (PERMANENT, "model_not_found"), "40303": (PERMANENT, "context_length"),
+    "42901": (TRANSIENT, "rate_limit"), "42902": (PERMANENT, "quota"), "42903": (TRANSIENT, "server"),
+    # internal error, CUDA out of memory, gradio errors, no worker, worker timeout
+    **{str(code): (TRANSIENT, "server") for code in range(50001, 50007)},
+}
 
 
 @dataclass(frozen=True)
@@ -65,6 +80,9 @@ def failure_of(exc: BaseException) -> Failure:
     if isinstance(exc, (MalformedResponse, json.JSONDecodeError)):
         return Failure(CONTENT, "malformed")
     name, status = classify(exc)
+    coded = _fastchat_code(exc, status)
+    if coded is not None:
+        return Failure(*FASTCHAT_CODES[coded], status)
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)) or name == "Timeout":
         return Failure(TRANSIENT, "timeout")
     if name in ("ConnectionRefused", "ConnectionError"):
@@ -105,8 +123,8 @@ def _error_code(exc: BaseException) -> str:
     for e in _chain(exc):
         for attr in ("code", "type"):
             value = getattr(e, attr, None)
-            if isinstance(value, str):
-                out.append(value.lower())
+            if isinstance(value, (str, int)) and not isinstance(value, bool):
+                out.append(str(value).lower())
         body = getattr(e, "body", None)
         if isinstance(body, dict):
             error = body.get("error", body)
@@ -216,6 +234,9 @@ def classify(exc: BaseException) -> tuple[str, int | None]:
         return "PermissionDenied", status
     if status == 404:
         return "NotFound", status
+    coded = _fastchat_code(exc, status)
+    if coded is not None:
+        return _KIND_OF_CAUSE.get(FASTCHAT_CODES[coded][1], "BadRequest"), status
     if status in (400, 413, 422):
         return "BadRequest", status
     if status == 429:
@@ -223,6 +244,17 @@ def classify(exc: BaseException) -> tuple[str, int | None]:
     if status >= 500:
         return "ServerError", status
     return "HTTPError", status
+
+
+_KIND_OF_CAUSE = {"auth": "AuthenticationError", "forbidden": "PermissionDenied", "model_not_found": "NotFound",
+                  "rate_limit": "RateLimited", "server": "ServerError"}
+
+
+def _fastchat_code(exc: BaseException, status: int | None) -> str | None:
+    """FastChat's error code of an HTTP 400 answer, when it carries one."""
+    if status != 400:
+        return None
+    return next((c for c in _error_code(exc).split() if c in FASTCHAT_CODES), None)
 
 
 def _chain(exc: BaseException, limit: int = 8) -> list[BaseException]:

@@ -1,0 +1,112 @@
+"""tapir against FastChat's own server (fschat 0.2.36: controller,
+model_worker and openai_api_server, started as a user starts them).
+
+The worker serves a GPT-2 whose reply is known (tapir_testing.fastchat_stack),
+so what tapir reads can be checked exactly. FastChat's worker generates
+``--limit-worker-concurrency`` requests at once and queues the rest, ignores
+``logprobs``, and answers every error with HTTP 400 and a code of its own in
+the body.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+pytest.importorskip("fastchat")
+
+from tapir.cache import CachedBackend  # noqa: E402
+from tapir.errors import PermanentFailure  # noqa: E402
+from tapir.roles import GenerationParams, GenerationRequest, JudgeRequest  # noqa: E402
+
+MODEL = "tapir-reply"
+REPLY = ["Rating:", "[[8]]", *(f"w{i}" for i in range(200))]
+K = 2  # FastChat's --limit-worker-concurrency
+
+
+@pytest.fixture(scope="module")
+def fastchat(tmp_path_factory):
+    from tapir_testing.fastchat_stack import FastChatStack, build_reply_model
+
+    root = tmp_path_factory.mktemp("fastchat")
+    model = build_reply_model(root / MODEL, REPLY)
+    with FastChatStack(model, MODEL, limit_worker_concurrency=K, log_dir=root / "logs") as stack:
+        yield stack
+
+
+def backend_for(stack, model: str = MODEL, **options):
+    from tapir_litellm.backend import LiteLLMBackend
+
+    opts = {"api_base": stack.base_url, "concurrency": 4, "timeout": 30.0, "max_retries": 2,
+            "retry_base_seconds": 0.05, **options}
+    return LiteLLMBackend(f"openai/{model}", LiteLLMBackend.Options(**opts))
+
+
+def asks(n: int, tag: str, tokens: int = 8) -> list[GenerationRequest]:
+    return [GenerationRequest([{"role": "user", "content": f"{tag} question {i}"}],
+                              GenerationParams(max_new_tokens=tokens, temperature=0.7)) for i in range(n)]
+
+
+def test_replies_are_read_exactly_with_and_without_litellm(fastchat, store):
+    for transport in ("auto", "litellm"):
+        results = CachedBackend(backend_for(fastchat, transport=transport), store).generate(asks(3, transport))
+        assert [r.text for r in results] == ["Rating: [[8]] w0 w1 w2 w3 w4 w5"] * 3, transport
+        assert all(r.ok and r.logprobs is None for r in results)
+        assert all(r.finish_reason == "length" and r.completion_tokens for r in results)  # FastChat counts 7 of 8
+
+
+@pytest.mark.parametrize("transport", ["auto", "litellm"])
+def test_a_model_fastchat_does_not_serve_stops_at_once(fastchat, transport):
+    """FastChat says so with HTTP 400 and its code 40301 (INVALID_MODEL): no
+    retry fixes it, so the stage stops instead of failing every item."""
+    backend = backend_for(fastchat, model="no-such-model", transport=transport, concurrency=1)
+    before = fastchat.requests()
+    with pytest.raises(PermanentFailure) as err:
+        backend.generate(asks(6, "wrong model"))
+    text = str(err.value)
+    assert "model_not_found" in text and "Only tapir-reply allowed now, your model no-such-model" in text
+    assert fastchat.requests() - before == 1
+
+
+def test_a_prompt_over_fastchats_context_stops_at_once(fastchat):
+    backend = backend_for(fastchat, concurrency=1)
+    long = [GenerationRequest([{"role": "user", "content": "word " * 5000}], GenerationParams(max_new_tokens=8))]
+    with pytest.raises(PermanentFailure, match="context_length") as err:
+        backend.generate(long + asks(3, "after the long one"))
+    assert "maximum context length is 4096 tokens" in str(err.value)
+
+
+def test_small_queue_every_generation_is_one_recorded_call(fastchat, store):
+    """tapir sends 16 at a worker that generates 2 at a time: the queued
+    requests wait longer than one attempt's timeout, yet none is given up
+    and sent again (FastChat would generate it twice, a paid API bill it)."""
+    backend = backend_for(fastchat, concurrency=16, timeout=3.0)
+    cached = CachedBackend(backend, store)
+    cached.generate(asks(1, "warm-up", tokens=60))  # the process's first call pays the client's start-up
+    before = fastchat.generations()
+    store.execute("delete from llm_calls")
+    results = cached.generate(asks(40, "queue", tokens=60))
+    generated = fastchat.generations() - before
+    calls, attempts, errors = store.execute(
+        "select count(*), sum(attempts), sum(error is not null) from llm_calls").fetchone()
+    gate = backend.concurrency_stats()[fastchat.base_url]
+    print(f"FastChat K={K}: {generated} generations, {calls} calls recorded, {attempts} attempts, "
+          f"{errors} errors; limit {gate['ceiling']} -> {gate['limit']} (lowest {gate['lowest']})")
+    assert all(r.ok and r.text.startswith("Rating: [[8]] w0") for r in results)
+    assert [len(r.text.split()) for r in results] == [60] * 40
+    assert generated == calls == attempts == 40 and errors == 0
+    assert gate["lowered"] >= 1 and gate["limit"] < 16
+
+
+def test_a_logprob_judge_reads_fastchats_text_and_says_the_logprobs_did_not_come(fastchat, store, caplog):
+    from tapir.plugins import registry
+
+    judge = registry().get("judges", "mtbench-single").create(
+        CachedBackend(backend_for(fastchat), store), options={"judge_mode": "robust", "use_logprobs": True})
+    with caplog.at_level(logging.WARNING, logger="tapir.judge_reads"):
+        judgments = judge.judge([JudgeRequest(f"Question {i}?", f"Answer {i}.") for i in range(3)])
+    assert [j.score_a for j in judgments] == [8.0] * 3
+    assert all(j.details["logprobs"] is False for j in judgments)
+    warned = [r.getMessage() for r in caplog.records if "without logprobs" in r.getMessage()]
+    assert len(warned) == 1 and "3 of 3 replies" in warned[0]
