@@ -110,3 +110,30 @@ def test_a_logprob_judge_reads_fastchats_text_and_says_the_logprobs_did_not_come
     assert all(j.details["logprobs"] is False for j in judgments)
     warned = [r.getMessage() for r in caplog.records if "without logprobs" in r.getMessage()]
     assert len(warned) == 1 and "3 of 3 replies" in warned[0]
+
+
+def test_mtbench_from_the_command_line_answered_and_judged_by_fastchat(fastchat, tmp_path):
+    """``tapir bench mtbench`` as a user runs it, the model under test and the
+    judge both served by FastChat: every reply is "Rating: [[8]] ...", so
+    every judgment reads 8 through FastChat's own parser; each answer and
+    judgment is one generation; a re-run asks nothing."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    data = Path(__file__).parent / "data" / "mtbench_small"
+    served = f"{{api_base: {fastchat.base_url}, concurrency: 8}}"
+    cmd = [sys.executable, "-m", "tapir", "--db", str(tmp_path / "mt.db"), "bench", "mtbench", "--json",
+           "--model", f"openai/{MODEL}", "-o", f"model_options={served}", "-o", f"judge_model=openai/{MODEL}",
+           "-o", f"judge_options={served}", "-o", f"data_dir={data}", "-o", "max_new_tokens=6"]
+    before = fastchat.generations(), fastchat.requests()
+    first = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    rows = {(r["task"], r["metric"]): r for r in json.loads(first.stdout)}
+    assert (rows[("overall", "score")]["value"], rows[("overall", "score")]["n"]) == (8.0, 16)
+    assert rows[("judge", "failures")]["value"] == 0 and rows[("generation", "failures")]["value"] == 0
+    assert fastchat.generations() - before[0] == fastchat.requests() - before[1] == 32  # 16 answers, 16 judgments
+    again = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert fastchat.requests() - before[1] == 32
