@@ -21,7 +21,9 @@ from tapir.errors import PermanentFailure  # noqa: E402
 from tapir.roles import GenerationParams, GenerationRequest, JudgeRequest  # noqa: E402
 
 MODEL = "tapir-reply"
-REPLY = ["Rating:", "[[8]]", *(f"w{i}" for i in range(200))]
+# MT-Bench's parser reads [[8]]; the pairwise judge reads [[8, 6]] (Assistant 1: 8, Assistant 2: 6).
+REPLY = ["Rating:", "[[8]]", "[[8,", "6]]", *(f"w{i}" for i in range(200))]
+TEXT = " ".join(REPLY)
 K = 2  # FastChat's --limit-worker-concurrency
 
 
@@ -31,7 +33,8 @@ def fastchat(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("fastchat")
     model = build_reply_model(root / MODEL, REPLY)
-    with FastChatStack(model, MODEL, limit_worker_concurrency=K, log_dir=root / "logs") as stack:
+    with FastChatStack(model, MODEL, limit_worker_concurrency=K, log_dir=root / "logs",
+                       aliases=("teacher", "judge", "rewriter")) as stack:
         yield stack
 
 
@@ -51,7 +54,7 @@ def asks(n: int, tag: str, tokens: int = 8) -> list[GenerationRequest]:
 def test_replies_are_read_exactly_with_and_without_litellm(fastchat, store):
     for transport in ("auto", "litellm"):
         results = CachedBackend(backend_for(fastchat, transport=transport), store).generate(asks(3, transport))
-        assert [r.text for r in results] == ["Rating: [[8]] w0 w1 w2 w3 w4 w5"] * 3, transport
+        assert [r.text for r in results] == ["Rating: [[8]] [[8, 6]] w0 w1 w2 w3"] * 3, transport
         assert all(r.ok and r.logprobs is None for r in results)
         assert all(r.finish_reason == "length" and r.completion_tokens for r in results)  # FastChat counts 7 of 8
 
@@ -65,7 +68,7 @@ def test_a_model_fastchat_does_not_serve_stops_at_once(fastchat, transport):
     with pytest.raises(PermanentFailure) as err:
         backend.generate(asks(6, "wrong model"))
     text = str(err.value)
-    assert "model_not_found" in text and "Only tapir-reply allowed now, your model no-such-model" in text
+    assert "model_not_found" in text and "allowed now, your model no-such-model" in text
     assert fastchat.requests() - before == 1
 
 
@@ -93,7 +96,7 @@ def test_small_queue_every_generation_is_one_recorded_call(fastchat, store):
     gate = backend.concurrency_stats()[fastchat.base_url]
     print(f"FastChat K={K}: {generated} generations, {calls} calls recorded, {attempts} attempts, "
           f"{errors} errors; limit {gate['ceiling']} -> {gate['limit']} (lowest {gate['lowest']})")
-    assert all(r.ok and r.text.startswith("Rating: [[8]] w0") for r in results)
+    assert all(r.ok and TEXT.startswith(r.text) for r in results)
     assert [len(r.text.split()) for r in results] == [60] * 40
     assert generated == calls == attempts == 40 and errors == 0
     assert gate["lowered"] >= 1 and gate["limit"] < 16
@@ -137,3 +140,45 @@ def test_mtbench_from_the_command_line_answered_and_judged_by_fastchat(fastchat,
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     assert fastchat.requests() - before[1] == 32
+
+
+def test_distill_with_teacher_judge_and_rewriter_on_fastchat(fastchat, tmp_path, tiny_model, monkeypatch):
+    """``tapir distill`` whose API roles are FastChat's: the pairwise judge's
+    logprobs do not come, so it reads the text ([[8, 6]] in one order); each
+    call recorded is one generation; a re-run sends nothing."""
+    import json
+    import subprocess
+    import sys
+
+    import sqlite_utils
+    import yaml
+    from pipeline_helpers import api_config
+
+    monkeypatch.setenv("TAPIR_TEST_KEY", "sk-test-not-a-real-key-000000")
+    cfg = api_config(tmp_path, tiny_model, fastchat.base_url)
+    config = yaml.safe_load(cfg.read_text())
+    # One order: this model's verdict does not depend on the answers, so both orders would cancel to MFD 0.
+    config["judge"]["options"] = {"both_orders": False}
+    # Its expansions are all the same text, and its refinements read as answers: failed, with their reasons.
+    config["failures"] = {"max_failure_rate": {"expand": 1.0, "rewrite": 1.0}}
+    cfg.write_text(yaml.safe_dump(config))
+    cmd = [sys.executable, "-m", "tapir", "--db", str(tmp_path / "t.db"), "distill", str(cfg)]
+    before = fastchat.generations(), fastchat.requests()
+    first = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    db = sqlite_utils.Database(tmp_path / "t.db")
+    judged = [(r["score_a"], r["score_b"], json.loads(r["details"])) for r in db["judgments"].rows]
+    assert len(judged) == 8 and {(a, b) for a, b, _ in judged} == {(8.0, 6.0)}
+    assert all(d["logprobs"] is False and d["parsed_by"] == {"ab": "lenient"} for _, _, d in judged)
+    calls, attempts = db.execute("select count(*), sum(attempts) from llm_calls where model like 'litellm:%'"
+                                 ).fetchone()
+    generated, sent = fastchat.generations() - before[0], fastchat.requests() - before[1]
+    assert generated == sent == calls == attempts and calls >= 8 + 8 + 3
+    # The re-run asks only the failed expansions and refinements again (fresh draws); every request is recorded.
+    again = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    calls, attempts = db.execute("select count(*), sum(attempts) from llm_calls where model like 'litellm:%'"
+                                 ).fetchone()
+    assert fastchat.generations() - before[0] == fastchat.requests() - before[1] == calls == attempts
+    asked = dict(db.execute("select role, count(*) from llm_calls where round = 0 group by role").fetchall())
+    assert asked["teacher"] == 8 and asked["judge"] == 8

@@ -76,11 +76,12 @@ def free_port() -> int:
 
 class FastChatStack:
     """``with FastChatStack(model_dir, "name", limit_worker_concurrency=2) as fc:``
-    ``fc.base_url`` is the OpenAI-compatible ``.../v1``."""
+    ``fc.base_url`` is the OpenAI-compatible ``.../v1``; ``aliases``: more
+    names the worker serves the same model under."""
 
     def __init__(self, model_dir: str | Path, model_name: str, *, limit_worker_concurrency: int = 5,
-                 log_dir: str | Path, start_timeout: float = 180.0):
-        self.model_dir, self.model_name = str(model_dir), model_name
+                 log_dir: str | Path, aliases: tuple[str, ...] = (), start_timeout: float = 180.0):
+        self.model_dir, self.model_name, self.aliases = str(model_dir), model_name, tuple(aliases)
         self.limit = limit_worker_concurrency
         self.log_dir = Path(log_dir)
         self.start_timeout = start_timeout
@@ -104,7 +105,7 @@ class FastChatStack:
             self._start("model_worker", "--port", str(self.ports["worker"]),
                         "--worker-address", f"http://127.0.0.1:{self.ports['worker']}",
                         "--controller-address", controller, "--model-path", self.model_dir,
-                        "--model-names", self.model_name, "--device", "cpu",
+                        "--model-names", ",".join((self.model_name, *self.aliases)), "--device", "cpu",
                         "--limit-worker-concurrency", str(self.limit))
             self._start("openai_api_server", "--port", str(self.ports["api"]), "--controller-address", controller)
             self._wait_ready()
