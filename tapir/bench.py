@@ -248,7 +248,9 @@ def failure_message(benchmark: str, model: str, summary: FailureSummary, max_rat
         lines += [f"  {count} x {reason}" for reason, count in top]
     if summary.example:
         lines.append(f"Example: {summary.example}")
-    lines.append("Fix, then re-run: only the failures are retried.")
+    lines.append("Fix, then re-run: the calls that failed (API errors, timeouts) are sent again; replies that came "
+                 "but could not be scored are read again from the cache and fail the same way until the judge, its "
+                 "options or its server change (--force asks everything again).")
     return "\n".join(lines)
 
 

@@ -216,7 +216,9 @@ def test_failures_fail_the_run_rows_flagged_rerun_retries_only_failures(store, f
     assert message.splitlines()[0].startswith("judged on m1: 2 of 6 items could not be scored (33.3%, allowed 0.0%)")
     assert "  2 x AuthenticationError: no API key for fake/judge" in message
     assert "Example: q1: AuthenticationError: no API key for fake/judge" in message
-    assert message.endswith("Fix, then re-run: only the failures are retried.")
+    assert message.splitlines()[-1].startswith("Fix, then re-run: the calls that failed (API errors, timeouts) are "
+                                               "sent again; replies that came but could not be scored are read "
+                                               "again from the cache")
     run_id = bench_run_id("judged", "m1", {})
     assert store["runs"].get(run_id)["status"] == "failed"
     stage = list(store["stages"].rows_where("run_id = ?", [run_id]))[0]
@@ -383,7 +385,9 @@ def test_cli_judge_failures_exit_1_then_fixed_rerun(cli, fake, tmp_path):
         "Most common reasons:",
         "  2 x AuthenticationError: no API key for fake/judge",
         "Example: q1: AuthenticationError: no API key for fake/judge",
-        "Fix, then re-run: only the failures are retried.",
+        "Fix, then re-run: the calls that failed (API errors, timeouts) are sent again; replies that came but "
+        "could not be scored are read again from the cache and fail the same way until the judge, its options or "
+        "its server change (--force asks everything again).",
     ]
     store = open_store(db)
     assert store["runs"].get(bench_run_id("judged", "m1", {}))["status"] == "failed"

@@ -182,3 +182,31 @@ def test_distill_with_teacher_judge_and_rewriter_on_fastchat(fastchat, tmp_path,
     assert fastchat.generations() - before[0] == fastchat.requests() - before[1] == calls == attempts
     asked = dict(db.execute("select role, count(*) from llm_calls where round = 0 group by role").fetchall())
     assert asked["teacher"] == 8 and asked["judge"] == 8
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_alpacaeval_judged_on_fastchat_says_its_logprobs_did_not_come(fastchat, tmp_path):
+    """alpaca_eval's judge reads only logprobs, which FastChat does not send:
+    every judgment fails as no_logprobs, the command exits 1 and says what
+    helps; a re-run reads the same replies from the cache and sends nothing."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("alpaca_eval.main")
+    data = Path(__file__).parent / "data" / "alpacaeval_small" / "alpaca_eval_small.json"
+    served = f"{{api_base: {fastchat.base_url}, concurrency: 8}}"
+    cmd = [sys.executable, "-m", "tapir", "--db", str(tmp_path / "ae.db"), "bench", "alpacaeval",
+           "--model", f"openai/{MODEL}", "-o", f"model_options={served}", "-o", f"judge_model=openai/{MODEL}",
+           "-o", f"judge_options={served}", "-o", f"data_path={data}", "-o", "max_new_tokens=6", "-o", "limit=4"]
+    before = fastchat.requests()
+    first = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert first.returncode == 1, first.stderr[-2000:]
+    assert "4 of 4 items could not be scored" in first.stderr and "  4 x no_logprobs" in first.stderr
+    assert "set judge_mode: robust" in first.stderr and "returned none in 4 of 4 replies" in first.stderr
+    assert "read again from the cache and fail the same way" in first.stderr
+    sent = fastchat.requests() - before
+    assert sent == 8  # 4 answers, 4 judgments
+    again = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert again.returncode == 1 and "  4 x no_logprobs" in again.stderr
+    assert fastchat.requests() - before == sent

@@ -258,7 +258,9 @@ class ReferenceAnnotator:
             [value], _ = self.single._parse_completions([self.openai_choice(completion)])
         if value is None:
             if not completion.logprobs:
-                return Verdict(None, "no_logprobs: the judge's reply has no logprobs (alpaca_eval's parser needs them)")
+                return Verdict(None, "no_logprobs: the judge's reply has no logprobs (alpaca_eval's parser needs "
+                                    "them): serve the judge where logprobs work (OpenAI, vLLM), or set judge_mode: "
+                                    "robust to read verdicts from the text")
             return Verdict(None, "parser_error: alpaca_eval's parser rejected the reply")
         value = float(value)
         if math.isnan(value):
