@@ -90,7 +90,8 @@ class FastChatStack:
         self.base_url = f"http://127.0.0.1:{self.ports['api']}/v1"
 
     def _start(self, name: str, *args: str) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": ""}
+        # FastChat also writes log files of its own (LOGDIR), some under the names used here.
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": "", "LOGDIR": str(self.log_dir / "own")}
         log = open(self.log_dir / f"{name}.log", "wb")
         self.procs.append(subprocess.Popen([sys.executable, "-m", f"fastchat.serve.{name}", "--host", "127.0.0.1",
                                             *args], stdout=log, stderr=subprocess.STDOUT, env=env,
