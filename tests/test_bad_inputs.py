@@ -761,3 +761,26 @@ def test_rows_too_long_are_left_out_under_skip_before_any_call(env):
     wider = env.root / "wider.yaml"
     wider.write_text(yaml.safe_dump(base))
     assert len(check(wider, str(env.existing)).loaded.items) == 3
+
+
+# --------------------------------------------------------------------------- files read late, checked first
+
+
+def test_missing_heldout_file_is_found_before_any_call(env):
+    """evaluation.heldout.path is read by heldout_answers, after S0 is paid
+    for: a missing file is a preflight problem, like data.path."""
+    out = env.distill(env.config(evaluation={"heldout": {"path": "nosuch-heldout.jsonl"}}))
+    assert "'evaluation.heldout.path': file not found: nosuch-heldout.jsonl" in out
+    assert "Fix evaluation.heldout.path" in out
+
+
+def test_heldout_file_that_is_not_valid_is_found_before_any_call(env):
+    f = data_file(env.root, "heldout.jsonl", "not json\n")
+    out = env.distill(env.config(evaluation={"heldout": {"path": str(f)}}))
+    assert "'evaluation.heldout.path'" in out and f"{f} line 1: not valid JSON" in out
+
+
+def test_heldout_skip_past_every_row(env):
+    f = data_file(env.root, "heldout.jsonl", jsonl({"instruction": "Name a colour."}, {"instruction": "Name a fruit."}))
+    out = env.distill(env.config(evaluation={"heldout": {"path": str(f), "skip": 5}}))
+    assert f"'evaluation.heldout.path': {f} has 2 usable row(s), and evaluation.heldout.skip: 5 skips them all" in out

@@ -66,6 +66,7 @@ def check(config_path: str | Path | dict, db: str | None = None, overrides: list
         else:
             loaded, too_long = fit_rows(config, loaded, base_dir)  # rows the trainer could not train on
             problems += too_long
+    problems += heldout_problems(config, base_dir, source)
     problems += output_problems(config, source)
     db_path = resolve_db_path(db or config.db)
     problems += store_problems(db_path)
@@ -315,6 +316,32 @@ def folder_problems(model_id: str, options: dict[str, Any], where: str) -> list[
             more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
             return [f"{where}: {folder} is missing weight file {missing[0]}{more} (listed in {index_name}); "
                     f"copy the missing shard(s) into the folder"]
+    return []
+
+
+def heldout_problems(config: PipelineConfig, base_dir: Path, source: str) -> list[str]:
+    """``evaluation.heldout``: its file is read as the heldout_answers stage
+    reads it (after S0 is trained and paid for), so a missing or unreadable
+    file, or one with no row left after ``skip``, is found here."""
+    from tapir.config.paths import resolve_path
+    from tapir.config.schema import DataConfig
+    from tapir.pipeline.data import load_items
+
+    heldout = config.evaluation.heldout
+    if heldout is None:
+        return []
+    where = f"{source}: 'evaluation.heldout.path'"
+    path = resolve_path(heldout.path, base_dir)
+    if not path.exists():
+        return [f"{where}: file not found: {heldout.path} (relative paths are read from {base_dir}). "
+                f"Fix evaluation.heldout.path, or remove evaluation.heldout"]
+    try:
+        report = load_items(DataConfig(path=heldout.path, limit=heldout.skip + heldout.limit), base_dir)
+    except TapirError as exc:
+        return [f"{where}: {exc}"]
+    if len(report.items) <= heldout.skip:
+        return [f"{where}: {path} has {len(report.items)} usable row(s), and evaluation.heldout.skip: "
+                f"{heldout.skip} skips them all. Lower evaluation.heldout.skip, or give a longer file"]
     return []
 
 
