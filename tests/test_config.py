@@ -359,3 +359,24 @@ def test_named_model_resolves_to_its_backend_and_options():
     assert (spec.model_id, spec.backend, spec.name) == ("fake-alias", "fake", "weights-v1")
     assert spec.options == {"dtype": "float32", "device": "cpu"}
     assert resolve("fake-alias", {"dtype": "float16"}).options == {"dtype": "float16"}  # the caller wins
+
+
+@pytest.mark.parametrize("mfd, given, used", [
+    ("  delta: 1.5\n  top_fraction: 0.5\n", "delta: 1.5 and top_fraction: 0.5", "top_fraction"),
+    ("  delta: null\n  top_fraction: 0.5\n  quantile: 0.9\n", "top_fraction: 0.5 and quantile: 0.9", "top_fraction"),
+    ("  delta: 2.0\n  quantile: 0.9\n", "delta: 2.0 and quantile: 0.9", "quantile"),
+])
+def test_two_seed_cuts_are_refused(write, mfd, given, used):
+    """The cut reads top_fraction, else quantile, else delta: a second one
+    given was ignored without a word."""
+    path = write(VALID.replace("mfd:\n  delta: 2.0\n", "") + "mfd:\n" + mfd)
+    first, last = given.split(" and ")[0].split(":")[0], given.split(" and ")[-1].split(":")[0]
+    assert one_error(path) == (f"{path}: 'mfd': Value error, give one seed cut, not {given}: only {used} would be "
+                               f"used. Keep one and set the other(s) to null (e.g. --set mfd.{first}=null to use "
+                               f"{last})")
+
+
+def test_top_fraction_with_the_default_delta_is_one_cut(write):
+    path = write(VALID.replace("mfd:\n  delta: 2.0\n", "") + "mfd:\n  top_fraction: 0.5\n")
+    assert load_config(path).mfd.top_fraction == 0.5
+

@@ -110,6 +110,20 @@ class MFDConfig(Section):
         False, description="let the seed cut take items with MFD <= 0 (student as good as the teacher or better); "
                            "off: no cut, relative or absolute, calls them hard")
 
+    @model_validator(mode="after")
+    def _one_cut(self):
+        # The cut reads top_fraction, else quantile, else delta: a second one given would be ignored.
+        # delta counts only when written (its default 2.0 gives way to top_fraction or quantile).
+        given = [f"{k}: {getattr(self, k)}" for k in ("delta", "top_fraction", "quantile")
+                 if getattr(self, k) is not None and (k != "delta" or "delta" in self.model_fields_set)]
+        if len(given) > 1:
+            used = "top_fraction" if self.top_fraction is not None else "quantile"
+            names = [g.split(":")[0] for g in given]
+            raise ValueError(f"give one seed cut, not {' and '.join(given)}: only {used} would be used. Keep one "
+                             f"and set the other(s) to null (e.g. --set mfd.{names[0]}=null to use "
+                             f"{names[-1]})")
+        return self
+
 
 class ResampleConfig(Section):
     weights: Literal["paper", "uniform"] | dict[str, float] = Field(
