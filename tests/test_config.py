@@ -380,3 +380,18 @@ def test_top_fraction_with_the_default_delta_is_one_cut(write):
     path = write(VALID.replace("mfd:\n  delta: 2.0\n", "") + "mfd:\n  top_fraction: 0.5\n")
     assert load_config(path).mfd.top_fraction == 0.5
 
+
+def test_data_path_and_hf_dataset_together_are_refused(write):
+    path = write(edit("  path: data.jsonl\n", "  path: data.jsonl\n  hf_dataset: tatsu-lab/alpaca\n"))
+    assert one_error(path) == (f"{path}: 'data': Value error, give 'path' or 'hf_dataset', not both (path: "
+                               f"data.jsonl, hf_dataset: tatsu-lab/alpaca): only path would be read. Remove one")
+
+
+def test_data_fields_key_that_tapir_does_not_read(write):
+    """data.fields maps tapir's names to the data's columns: a misspelt (or
+    reversed) key mapped nothing, silently."""
+    path = write(edit("  path: data.jsonl\n", "  path: data.jsonl\n  fields: {instrucion: question}\n"))
+    msg = one_error(path)
+    assert msg.startswith(f"{path}: 'data.fields': Value error, unknown field 'instrucion' (the keys are tapir's "
+                          f"field names, the values your columns, e.g. {{instruction: question}}). Did you mean "
+                          f"'instruction'? Fields: id, instruction, input, output")

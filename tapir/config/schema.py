@@ -77,7 +77,7 @@ class DataConfig(Section):
     hf_config: str | None = Field(None, description="the hub dataset's config (subset) name")
     split: str = Field("train", description="the hub dataset's split")
     fields: dict[str, str] = Field(default_factory=dict, description="column names: tapir's field name -> the "
-                                                                     "data's column (e.g. {prompt: question})")
+                                                                     "data's column (e.g. {instruction: question})")
     limit: int | None = Field(None, ge=1, description="use the first N usable rows; null: all")
     sample: int | None = Field(None, ge=1, description="use a seeded random subset of N rows (the config's seed), "
                                                        "stratified by task_type; null: all")
@@ -85,6 +85,31 @@ class DataConfig(Section):
                                                                      "(counted) or stop with an error")
     use_dataset_answers: bool = Field(False, description="train S0 on the data's own answers instead of asking "
                                                          "the teacher for them")
+
+    @field_validator("fields")
+    @classmethod
+    def _known_fields(cls, v: dict[str, str]) -> dict[str, str]:
+        # The keys are tapir's names (the values are the data's columns): a key tapir does not read
+        # would leave its column unmapped, silently.
+        import difflib
+
+        from tapir.pipeline.data import DEFAULT_FIELDS
+
+        for key in v:
+            if key not in DEFAULT_FIELDS:
+                close = difflib.get_close_matches(key, list(DEFAULT_FIELDS), n=1)
+                hint = f" Did you mean '{close[0]}'?" if close else ""
+                raise ValueError(f"unknown field '{key}' (the keys are tapir's field names, the values your "
+                                 f"columns, e.g. {{instruction: question}}).{hint} Fields: "
+                                 f"{', '.join(DEFAULT_FIELDS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if self.path and self.hf_dataset:
+            raise ValueError(f"give 'path' or 'hf_dataset', not both (path: {self.path}, hf_dataset: "
+                             f"{self.hf_dataset}): only path would be read. Remove one")
+        return self
 
 
 class RoleConfig(Section):
