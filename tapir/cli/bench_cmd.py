@@ -185,14 +185,29 @@ def register(cli):
     def suite_cmd(obj, suite, models, pairs, force, fail_fast, max_failure_rate, verbose):
         """Run SUITE (a built-in name or a YAML list of {benchmark, options})
         on every --model, skipping pairs already in the store."""
-        from tapir.bench import load_suite, run_suite
+        from tapir.bench import create_evaluator, load_suite, preflight, run_suite
         from tapir.errors import ConfigError
+        from tapir.store import resolve_db_path
 
         _verbose(verbose)
-        entries = load_suite(suite)
-        extra = parse_options(pairs)
-        for entry in entries:
-            entry.options = {**entry.options, **extra}
+        try:  # a wrong suite, name or option: exit 2 before the database is opened
+            entries = load_suite(suite)
+            extra = parse_options(pairs)
+            for entry in entries:
+                entry.options = {**entry.options, **extra}
+            evaluators = [create_evaluator(entry.benchmark, entry.options) for entry in entries]
+            if not resolve_db_path(obj["db"]).exists():  # nothing can be stored yet: check every pair first
+                problems = []
+                for model in models:
+                    for entry, evaluator in zip(entries, evaluators):
+                        try:
+                            preflight(evaluator, entry.benchmark, model)
+                        except ConfigError as exc:
+                            problems.append(str(exc))
+                if problems:
+                    raise ConfigError("\n".join(problems))
+        except ConfigError as exc:
+            _exit_on(exc, 2)
         store = _store(obj)
 
         def progress(i, total, result, benchmark, model):

@@ -67,6 +67,16 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}. Pass the path of a YAML file (see configs/ for examples).")
+    data = read_yaml_document(p)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: the top level must be a mapping of keys (name:, data:, teacher:, ...)")
+    return data
+
+
+def read_yaml_document(p: Path) -> Any:
+    """The YAML document in file ``p``, whatever its top level, read as a
+    config is: UTF-8, a key given twice in one mapping refused, errors as
+    one :class:`ConfigError` naming the line."""
     try:
         text = p.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -84,8 +94,6 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(f"{p}{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p}: the top level must be a mapping of keys (name:, data:, teacher:, ...)")
     return data
 
 
