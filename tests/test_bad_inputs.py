@@ -784,3 +784,14 @@ def test_heldout_skip_past_every_row(env):
     f = data_file(env.root, "heldout.jsonl", jsonl({"instruction": "Name a colour."}, {"instruction": "Name a fruit."}))
     out = env.distill(env.config(evaluation={"heldout": {"path": str(f), "skip": 5}}))
     assert f"'evaluation.heldout.path': {f} has 2 usable row(s), and evaluation.heldout.skip: 5 skips them all" in out
+
+
+@pytest.mark.parametrize("command", ["distill", "study"])
+def test_student_and_students_together_are_refused_by_a_study(env, command):
+    """A config with 'students' runs as a study, whose runs each replace
+    'students' with one 'student': the config's own 'student' was dropped
+    without a word and the study ran."""
+    config = env.config(students=[f"hf:{env.student}"])
+    out = env.invoke(["--db", str(env.existing), command, str(config)])
+    assert (f"{config}: '': Value error, give either 'student' (one model) or 'students' (a list of models), "
+            f"not both or none") in out
