@@ -795,3 +795,10 @@ def test_student_and_students_together_are_refused_by_a_study(env, command):
     out = env.invoke(["--db", str(env.existing), command, str(config)])
     assert (f"{config}: '': Value error, give either 'student' (one model) or 'students' (a list of models), "
             f"not both or none") in out
+
+
+def test_output_dir_where_no_folder_can_be_made(env):
+    """os.access says yes to root in /proc: the run wrote the database and
+    then failed on the folder (exit 1, FileNotFoundError)."""
+    out = env.distill(env.config(output_dir="/proc/tapir-out", data={"path": str(SEED_DATA), "limit": 16}))
+    assert "'output_dir': /proc is not writable; choose another output_dir" in out

@@ -16,7 +16,6 @@ The dry run's plan of a checked config is :mod:`tapir.pipeline.dryrun`.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -354,7 +353,11 @@ def output_problems(config: PipelineConfig, source: str) -> list[str]:
         probe = probe.parent
     if probe.exists() and not probe.is_dir():
         return [f"{source}: 'output_dir': {probe} is a file, not a folder; choose another output_dir"]
-    if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
+    from tapir.store.db import _writable_folder
+
+    # Asked of the file system (a probe file, removed at once): os.access says yes to root on a
+    # read-only mount or in /proc, and the run failed after the database was written.
+    if probe.exists() and not _writable_folder(probe):
         return [f"{source}: 'output_dir': {probe} is not writable; choose another output_dir"]
     return []
 
