@@ -802,3 +802,11 @@ def test_output_dir_where_no_folder_can_be_made(env):
     then failed on the folder (exit 1, FileNotFoundError)."""
     out = env.distill(env.config(output_dir="/proc/tapir-out", data={"path": str(SEED_DATA), "limit": 16}))
     assert "'output_dir': /proc is not writable; choose another output_dir" in out
+
+
+def test_dry_run_on_an_existing_database_leaves_no_file_beside_it(env):
+    """The dry run reads the database for what it would reuse: its mode=ro
+    connection, never closed, left existing.db-wal and existing.db-shm."""
+    out = env.invoke(["--db", str(env.existing), "distill", str(_good_data(env)), "--dry-run"], code=0)
+    assert "teacher_answers" in out
+    assert sorted(p.name for p in env.root.iterdir() if p.name.startswith("existing.db")) == ["existing.db"]
