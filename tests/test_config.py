@@ -395,3 +395,22 @@ def test_data_fields_key_that_tapir_does_not_read(write):
     assert msg.startswith(f"{path}: 'data.fields': Value error, unknown field 'instrucion' (the keys are tapir's "
                           f"field names, the values your columns, e.g. {{instruction: question}}). Did you mean "
                           f"'instruction'? Fields: id, instruction, input, output")
+
+
+@pytest.mark.parametrize("repo_id, message", [
+    ("not a repo id!!", "not a Hugging Face repo id: write 'user/name'"),
+    ("me/a/b", "not a Hugging Face repo id"),
+    ("me/-student", "not a Hugging Face repo id"),
+    ("me/student-{r}", "only '{round}' may appear in braces, e.g. me/student-r{round}"),
+])
+def test_push_to_hub_repo_id_the_hub_would_refuse(write, repo_id, message):
+    """The upload runs last, after every paid call: a repo id the hub
+    refuses failed the run there."""
+    path = write(VALID + f"export:\n  push_to_hub:\n    repo_id: '{repo_id}'\n")
+    msg = one_error(path)
+    assert msg.startswith(f"{path}: 'export.push_to_hub.repo_id': Value error, {message}"), msg
+
+
+@pytest.mark.parametrize("repo_id", ["me/tiny", "me/tiny-r{round}", "tiny", "Org_1/my.model-v2"])
+def test_push_to_hub_repo_ids_the_hub_takes(write, repo_id):
+    assert load_config(write(VALID + f"export:\n  push_to_hub:\n    repo_id: '{repo_id}'\n")).export.push_to_hub

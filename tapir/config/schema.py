@@ -8,6 +8,7 @@ errors and references checked against what is installed are
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
@@ -268,6 +269,9 @@ class TrainerConfig(Section):
                                                                       "NAME`): learning rate, epochs, LoRA, ...")
 
 
+_HUB_NAME = re.compile(r"[A-Za-z0-9_](?:[\w.-]*[A-Za-z0-9_])?")
+
+
 class PushToHub(Section):
     """Upload each round's checkpoint folder to the Hugging Face Hub (export stage)."""
 
@@ -278,6 +282,23 @@ class PushToHub(Section):
     dataset: bool = Field(True, description="also upload every round's training set (chat messages, one split a "
                                             "round) with a dataset card, as a dataset repo")
     dataset_repo_id: str | None = Field(None, description="the dataset repo; null: repo_id without '{round}'")
+
+    @field_validator("repo_id", "dataset_repo_id")
+    @classmethod
+    def _hub_repo_id(cls, v: str | None) -> str | None:
+        # Uploads run last, after every paid call: a repo id the hub refuses is found here.
+        if v is None:
+            return v
+        try:
+            name = v.format(round=1)
+        except (KeyError, IndexError, ValueError):
+            raise ValueError("only '{round}' may appear in braces, e.g. me/student-r{round}") from None
+        parts = name.split("/")
+        if len(parts) > 2 or not all(_HUB_NAME.fullmatch(p) and ".." not in p and "--" not in p and len(p) <= 96
+                                     for p in parts):
+            raise ValueError("not a Hugging Face repo id: write 'user/name' (letters, digits, '-', '_' and '.'; "
+                             "not starting or ending with '-' or '.')")
+        return v
 
 
 class ExportConfig(Section):
