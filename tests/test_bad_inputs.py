@@ -810,3 +810,31 @@ def test_dry_run_on_an_existing_database_leaves_no_file_beside_it(env):
     out = env.invoke(["--db", str(env.existing), "distill", str(_good_data(env)), "--dry-run"], code=0)
     assert "teacher_answers" in out
     assert sorted(p.name for p in env.root.iterdir() if p.name.startswith("existing.db")) == ["existing.db"]
+
+
+LABEL_CASES = [
+    ("folder", None, "labelled file not found: {f}"),
+    ("empty", "", "{f}: no labelled instructions"),
+    ("no-task-type", jsonl({"instruction": "a"}), "{f}:1: missing 'task_type'"),
+    ("not-json", "hello\n", "{f}:1: not valid JSON"),
+    ("unknown-task-type", jsonl({"instruction": "a", "task_type": "Cooking"}),
+     "{f}:1: unknown task type 'Cooking'. Allowed: "),
+]
+
+
+@pytest.mark.parametrize("name,content,fragment", LABEL_CASES, ids=[c[0] for c in LABEL_CASES])
+def test_bad_classifier_labels_file_is_found_before_any_call(env, name, content, fragment):
+    """The centroid classifier reads labels_path in the classify stage,
+    after the teacher's answers and S0 are paid for: a folder, an empty
+    file or a bad row there was found only then."""
+    if content is None:
+        f = env.root / "labels"
+        f.mkdir()
+    else:
+        f = data_file(env.root, "labels.jsonl", content)
+    config = env.config(data={"path": str(SEED_DATA), "limit": 16},
+                        classifier={"name": "centroid", "options": {"labels_path": str(f)}})
+    out = env.distill(config)
+    assert f"{config}: 'classifier.options': " in out
+    assert fragment.replace("{f}", str(f)) in out, out
+    assert "Fix the file (JSONL rows with instruction, input, task_type), or point labels_path at another" in out

@@ -111,11 +111,21 @@ def component_problems(config: PipelineConfig, base_dir: Path, source: str) -> l
     check_role("classifiers", "classifier", cfg.classifier.name, classifier_options, cfg.classifier.model)
     # The files a classifier reads (its options declared InputFile; the run reads them from the config's folder).
     classifier = reg.by_role["classifiers"].get(cfg.classifier.name)
+    resolved = dict(classifier_options)
+    missing = False
     for key in input_files(classifier.options_model()) if classifier is not None else ():
         value = classifier_options.get(key)
         if value and not resolve_path(str(value), base_dir).exists():
+            missing = True
             problems.append(f"{source}: 'classifier.options.{key}': file not found: {value} "
                             f"(relative paths are read from {base_dir})")
+        elif value:
+            resolved[key] = str(resolve_path(str(value), base_dir))
+    if classifier is not None and not missing:  # the files' content, as the classify stage reads them
+        from tapir.capabilities import input_problems
+
+        problems += [f"{source}: 'classifier.options': {p}"
+                     for p in input_problems("classifiers", cfg.classifier.name, resolved)]
     if cfg.rewriter is not None:
         check_role("rewriters", "rewriter", cfg.rewriter.name, cfg.rewriter.options, cfg.rewriter.model)
     if cfg.trainer.name in reg.by_role["trainers"] and reg.by_role["trainers"][cfg.trainer.name].available:
