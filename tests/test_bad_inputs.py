@@ -838,3 +838,24 @@ def test_bad_classifier_labels_file_is_found_before_any_call(env, name, content,
     assert f"{config}: 'classifier.options': " in out
     assert fragment.replace("{f}", str(f)) in out, out
     assert "Fix the file (JSONL rows with instruction, input, task_type), or point labels_path at another" in out
+
+
+SERVE_CASES = [
+    ("unknown-backend", {"model": "nosuch:{checkpoint}"}, "'student.serve.model': unknown model 'nosuch:/checkpoint'"),
+    ("placeholder-typo", {"model": "openai/student", "options": {"api_base": "http://127.0.0.1:9/v1"},
+                          "launch": "vllm serve {chekpoint} --port {port}"},
+     "'student.serve.launch': 'chekpoint' is not a placeholder tapir fills (only {checkpoint}, {port} and {replica})"),
+    ("unclosed-quote", {"model": "openai/student", "options": {"api_base": "http://127.0.0.1:9/v1"},
+                        "launch": "vllm serve '{checkpoint}"},
+     "'student.serve.launch': not a command line (No closing quotation); close the quote"),
+]
+
+
+@pytest.mark.parametrize("name,serve,fragment", SERVE_CASES, ids=[c[0] for c in SERVE_CASES])
+def test_student_serve_mistakes_are_found_before_any_call(env, key, name, serve, fragment):
+    """student.serve is used when the first checkpoint answers, after the
+    teacher's answers and S0 are paid for: an unknown backend or a
+    placeholder the serving code does not fill failed the run there."""
+    student = {"model": f"hf:{env.student}", "serve": serve}
+    out = env.distill(env.config(data={"path": str(SEED_DATA), "limit": 16}, student=student))
+    assert fragment in out, out

@@ -194,6 +194,10 @@ def model_problems(config: PipelineConfig, source: str) -> list[str]:
         problems += backend_option_problems(student.model, student.options, f"{source}: '{key}.options'",
                                             f"{key}.generation")
         if student.serve is not None:  # placeholders ({checkpoint}, {port}) are text of the right type
+            serve_errors = serve_problems(student.serve, f"{source}: '{key}.serve")
+            problems += serve_errors
+            if serve_errors:
+                continue
             problems += backend_option_problems(student.serve.model, student.serve.options,
                                                 f"{source}: '{key}.serve.options'", f"{key}.generation")
             if student.serve.launch:
@@ -208,6 +212,49 @@ def model_problems(config: PipelineConfig, source: str) -> list[str]:
                 f"student is trained here: it must be a local transformers model (a folder, a named local model, "
                 f"or hf:org/name for a hub id).{hint}")
     return problems
+
+
+def serve_problems(serve: Any, where: str) -> list[str]:
+    """``student.serve``: only the placeholders the serving code fills
+    ({checkpoint}, {port}; {replica} in launch), a model id that resolves to
+    an installed backend, a launch command that splits into words. Each
+    was found when the first checkpoint was served, after S0 was trained."""
+    import shlex
+
+    from tapir.models import resolve
+    from tapir.pipeline.serving import _fill
+    from tapir.plugins import registry
+
+    names = {"checkpoint": "/checkpoint", "port": 8000}
+    problems: list[str] = []
+    for key, value, extra in (("model", serve.model, {}), ("options", serve.options, {}),
+                              ("launch", serve.launch, {"replica": 0})):
+        try:
+            filled = _fill(value, **names, **extra)
+        except (KeyError, IndexError, ValueError) as exc:
+            allowed = "{checkpoint}, {port}" + (" and {replica}" if key == "launch" else "")
+            problems.append(f"{where}.{key}': {exc} is not a placeholder tapir fills (only {allowed}); "
+                            f"write {{{{ and }}}} for a literal brace")
+            continue
+        if key == "launch" and filled is not None:
+            try:
+                shlex.split(filled)
+            except ValueError as exc:
+                problems.append(f"{where}.launch': not a command line ({exc}); close the quote")
+    if problems:
+        return problems
+    model = _fill(serve.model, **names)
+    try:
+        spec = resolve(model, _fill(serve.options, **names))
+    except TapirError as exc:
+        return [f"{where}.model': {exc}"]
+    table = registry().by_role["backends"]
+    if spec.backend not in table:
+        return [f"{where}.model': '{serve.model}' names backend '{spec.backend}', which is not installed. "
+                f"Available: {', '.join(sorted(table)) or 'none'}"]
+    if not table[spec.backend].available:
+        return [f"{where}.model': backend '{spec.backend}' is unavailable: {table[spec.backend].reason}"]
+    return []
 
 
 def launch_problems(serve: Any, where: str) -> list[str]:
