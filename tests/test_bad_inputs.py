@@ -177,13 +177,24 @@ DATA_CASES = [
     ("blank-lines-only", "d.jsonl", "\n \n\n", ["{f}: no rows"]),
     ("unknown-suffix", "d.txt", "hello\n", ["data.path: {f}: unknown file type '.txt'", ".jsonl"]),
     ("gzip", "d.jsonl.gz", b"\x1f\x8b\x08\x00", ["data.path: {f}: compressed files are not read", "gunzip"]),
+    # a CSV row keeps the last of two columns of one name: the other's text was lost without a word
+    ("csv-column-twice", "d.csv", "instruction,output,instruction\na,b,c\n",
+     ["{f} line 1: the header row names column(s) 'instruction' more than once; only the last would be read"]),
+    # an id given for two different instructions: the second was dropped as a "duplicate"
+    ("id-twice", "d.jsonl", jsonl({"id": "x", "instruction": "A?"}, {"id": "x", "instruction": "B?"}),
+     ["{f}: 1 bad row(s); nothing was loaded",
+      "{f} line 2: 'id' 'x' is already the id of a different instruction (line 1); give each row its own id"]),
+    ("id-not-text", "d.jsonl", jsonl({"id": {"a": 1}, "instruction": "a"}),
+     ["{f} line 1: 'id' is an object, not text or a whole number"]),
+    ("nul-in-instruction", "d.jsonl", jsonl({"instruction": "a\u0000b"}),
+     ["{f} line 1: 'instruction' holds a NUL character (\\u0000): a binary or damaged file? Remove it"]),
 ]
 
 
 @pytest.mark.parametrize("name,filename,content,fragments", DATA_CASES, ids=[c[0] for c in DATA_CASES])
 def test_bad_data_file(env, name, filename, content, fragments):
     f = data_file(env.root, filename, content)
-    on_bad_row = "error" if name in ("on-bad-row-error", "json-bad-record-line") else "skip"
+    on_bad_row = "error" if name in ("on-bad-row-error", "json-bad-record-line", "id-twice") else "skip"
     out = env.distill(env.config(data={"path": str(f), "limit": 16, "on_bad_row": on_bad_row}))
     for fragment in fragments:
         assert fragment.replace("{f}", str(f)) in out, (fragment, out)
@@ -859,3 +870,11 @@ def test_student_serve_mistakes_are_found_before_any_call(env, key, name, serve,
     student = {"model": f"hf:{env.student}", "serve": serve}
     out = env.distill(env.config(data={"path": str(SEED_DATA), "limit": 16}, student=student))
     assert fragment in out, out
+
+
+def test_an_id_given_again_for_the_same_instruction_is_a_duplicate(tmp_path):
+    f = data_file(tmp_path, "d.jsonl", jsonl({"id": "x", "instruction": "A?"}, {"id": "x", "instruction": "A?"},
+                                            {"id": 7, "instruction": "B?"}))
+    report = load_items(DataConfig(path=str(f), on_bad_row="error"), tmp_path)
+    assert [(i.id, i.instruction) for i in report.items] == [("x", "A?"), ("7", "B?")]
+    assert report.duplicates == 1 and report.bad_rows == []
