@@ -878,3 +878,15 @@ def test_an_id_given_again_for_the_same_instruction_is_a_duplicate(tmp_path):
     report = load_items(DataConfig(path=str(f), on_bad_row="error"), tmp_path)
     assert [(i.id, i.instruction) for i in report.items] == [("x", "A?"), ("7", "B?")]
     assert report.duplicates == 1 and report.bad_rows == []
+
+
+def test_ablate_names_the_config_file_in_its_messages(env):
+    """ablate checks each setting as a dict: its messages began 'config:'
+    and named neither the file nor the setting."""
+    config = env.config(data={"path": str(SEED_DATA), "limit": 16}, curriculm={})
+    out = env.invoke(["--db", str(env.existing), "ablate", str(config)])
+    assert out.startswith(f"Error: {config}: unknown key 'curriculm'. Did you mean 'curriculum'?"), out
+    config = env.config(data={"path": str(SEED_DATA), "limit": 16}, judge={"name": "nosuch-judge"})
+    out = env.invoke(["--db", str(env.existing), "ablate", str(config)])
+    assert out.startswith(f"Error: {config}, ablation setting full-alpaca:\nconfig: 'judge.name': unknown judge "
+                          f"'nosuch-judge'"), out
