@@ -890,3 +890,13 @@ def test_ablate_names_the_config_file_in_its_messages(env):
     out = env.invoke(["--db", str(env.existing), "ablate", str(config)])
     assert out.startswith(f"Error: {config}, ablation setting full-alpaca:\nconfig: 'judge.name': unknown judge "
                           f"'nosuch-judge'"), out
+
+
+def test_classifier_output_folder_that_is_a_file(env):
+    """The encoder classifier trains into model_dir in the classify stage,
+    after the teacher and S0 are paid for: a file there failed the run."""
+    f = data_file(env.root, "model.txt", "not a folder")
+    config = env.config(data={"path": str(SEED_DATA), "limit": 16},
+                        classifier={"name": "encoder", "options": {"model_dir": str(f)}})
+    out = env.distill(config)
+    assert f"{config}: 'classifier.options.model_dir': {f} is a file, not a folder" in out

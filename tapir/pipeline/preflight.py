@@ -79,7 +79,7 @@ def component_problems(config: PipelineConfig, base_dir: Path, source: str) -> l
     """Every component's options against its declared schema, and the model
     it needs."""
     from tapir.config.paths import resolve_path
-    from tapir.options import input_files
+    from tapir.options import input_files, output_folders
     from tapir.plugins import registry
 
     reg = registry()
@@ -121,6 +121,12 @@ def component_problems(config: PipelineConfig, base_dir: Path, source: str) -> l
                             f"(relative paths are read from {base_dir})")
         elif value:
             resolved[key] = str(resolve_path(str(value), base_dir))
+    for key in output_folders(classifier.options_model()) if classifier is not None else ():
+        value = classifier_options.get(key)
+        folder = resolve_path(str(value), base_dir) if value else None
+        if folder is not None and folder.exists() and not folder.is_dir():
+            problems.append(f"{source}: 'classifier.options.{key}': {value} is a file, not a folder; point it at "
+                            f"a folder (a trained classifier's, or a new one to train into)")
     if classifier is not None and not missing:  # the files' content, as the classify stage reads them
         from tapir.capabilities import input_problems
 
