@@ -414,3 +414,9 @@ def test_push_to_hub_repo_id_the_hub_would_refuse(write, repo_id, message):
 @pytest.mark.parametrize("repo_id", ["me/tiny", "me/tiny-r{round}", "tiny", "Org_1/my.model-v2"])
 def test_push_to_hub_repo_ids_the_hub_takes(write, repo_id):
     assert load_config(write(VALID + f"export:\n  push_to_hub:\n    repo_id: '{repo_id}'\n")).export.push_to_hub
+
+
+def test_empty_output_dir_is_refused(write):
+    """An empty output_dir wrote checkpoints and exports into the working directory."""
+    path = write(VALID + "output_dir: ''\n")
+    assert one_error(path) == f"{path}: 'output_dir': Value error, must not be empty (got '')"

@@ -412,7 +412,7 @@ class PipelineConfig(Section):
             raise ValueError("give either 'student' (one model) or 'students' (a list of models), not both or none")
         return self
 
-    @field_validator("name")
+    @field_validator("name", "output_dir")
     @classmethod
     def _name(cls, v: str) -> str:
         if not v.strip():
