@@ -420,3 +420,15 @@ def test_empty_output_dir_is_refused(write):
     """An empty output_dir wrote checkpoints and exports into the working directory."""
     path = write(VALID + "output_dir: ''\n")
     assert one_error(path) == f"{path}: 'output_dir': Value error, must not be empty (got '')"
+
+
+@pytest.mark.parametrize("weights, message", [
+    ("{Math: 0.0}", "give at least one task type a weight above 0 (the weights are divided by their sum)"),
+    ("{}", "give at least one task type a weight above 0 (the weights are divided by their sum)"),
+    ("{Math: 1.0, Reasoning: -0.5}", "weights must be 0 or more, got Reasoning: -0.5"),
+])
+def test_resample_weights_that_eq3_cannot_use(write, weights, message):
+    """Eq. 3 divides by the weights' sum: all zero failed the resample stage
+    (ZeroDivisionError) after the paid stages before it."""
+    path = write(VALID + f"resample:\n  weights: {weights}\n")
+    assert one_error(path) == f"{path}: 'resample.weights': Value error, {message}"

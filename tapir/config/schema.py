@@ -157,6 +157,20 @@ class ResampleConfig(Section):
                              "(Math and Reasoning 1/6 each, Code Generation and Code Debug 1/12 each, the other "
                              "task types share 1/2), uniform, or a mapping task type -> weight")
 
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, v: Any) -> Any:
+        # Eq. 3 divides by their sum: a negative weight or none above 0 failed the resample stage,
+        # after the teacher, S0 and the judge were paid for.
+        if isinstance(v, dict):
+            negative = [f"{k}: {w:g}" for k, w in v.items() if w < 0]
+            if negative:
+                raise ValueError(f"weights must be 0 or more, got {', '.join(negative)}")
+            if not any(w > 0 for w in v.values()):
+                raise ValueError("give at least one task type a weight above 0 (the weights are divided by "
+                                 "their sum)")
+        return v
+
 
 class CurriculumConfig(Section):
     rounds: int = Field(3, ge=1, description="curriculum rounds after S0 (the paper: 3)")
