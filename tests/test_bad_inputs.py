@@ -900,3 +900,13 @@ def test_classifier_output_folder_that_is_a_file(env):
                         classifier={"name": "encoder", "options": {"model_dir": str(f)}})
     out = env.distill(config)
     assert f"{config}: 'classifier.options.model_dir': {f} is a file, not a folder" in out
+
+
+@pytest.mark.parametrize("device", ["gpu0", "cuda:x", "CUDA"])
+def test_student_device_that_torch_does_not_know(env, device):
+    """The student's device is used when it is first loaded, after the
+    teacher's answers are paid for: torch refused 'gpu0' there."""
+    student = {"model": f"hf:{env.student}", "options": {"device": device}}
+    out = env.distill(env.config(data={"path": str(SEED_DATA), "limit": 16}, student=student))
+    assert ("'student.options': option 'device': Value error, not a torch device: write auto, cpu, cuda, cuda:N "
+            f"(N a GPU index) or mps (got '{device}')") in out, out
