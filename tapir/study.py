@@ -100,6 +100,12 @@ def study_runs(data: dict[str, Any], settings: Sequence[str]) -> list[StudyRun]:
     students = _students(data)
     if not students:
         raise ConfigError("a study needs 'student' or 'students' in the config")
+    for i, student in enumerate(students):  # the same backbone twice: a second run of the same study row
+        first = next(j for j, other in enumerate(students) if other == student)
+        if first != i:
+            raise ConfigError(f"'students[{i}]' is the same as 'students[{first}]' ({student.get('model')!r}, "
+                              f"the same options): each student once. Remove one, or give them different "
+                              f"options")
     by_label = {v.label: v for v in ablations(data)}
     labels = student_labels([s.get("model", "") for s in students])
     out_root = Path(data.get("output_dir", "tapir-out")) / f"study-{_safe(name)}"

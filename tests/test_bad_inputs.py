@@ -910,3 +910,13 @@ def test_student_device_that_torch_does_not_know(env, device):
     out = env.distill(env.config(data={"path": str(SEED_DATA), "limit": 16}, student=student))
     assert ("'student.options': option 'device': Value error, not a torch device: write auto, cpu, cuda, cuda:N "
             f"(N a GPU index) or mps (got '{device}')") in out, out
+
+
+def test_the_same_student_twice_in_a_study(env):
+    """Two identical students ran the same study row twice (labels
+    student-1 and student-2), training the same backbone again."""
+    config = env.config(data={"path": str(SEED_DATA), "limit": 16}, student=None,
+                        students=[f"hf:{env.student}", {"model": f"hf:{env.student}"}])
+    out = env.invoke(["--db", str(env.existing), "study", str(config)])
+    assert f"'students[1]' is the same as 'students[0]' ('hf:{env.student}', the same options): each student once" \
+        in out
