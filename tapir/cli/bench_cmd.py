@@ -89,6 +89,9 @@ class BenchGroup(click.Group):
 
 _OPTION_HELP = "Benchmark option key=value (value read as YAML); repeatable."
 
+# The image formats matplotlib writes (savefig picks one from the file's suffix).
+_PLOT_FORMATS = {"png", "pdf", "svg", "svgz", "jpg", "jpeg", "eps", "ps", "tif", "tiff", "webp", "gif", "pgf"}
+
 
 def _store(obj):
     from tapir.store import open_store
@@ -257,6 +260,17 @@ def register(cli):
         if full and fmt == "latex":
             _exit_on(click.UsageError("--format latex is for the compact table: leave out --full, or use "
                                       "--format markdown|table|csv|json with --full"), 2)
+        if plot_path:  # checked before the table is printed: the chart was the part that failed, at the end
+            from pathlib import Path
+
+            plot = Path(plot_path)
+            if plot.suffix.lower().lstrip(".") not in _PLOT_FORMATS:
+                others = ", .".join(sorted(_PLOT_FORMATS - {"png", "pdf", "svg"}))
+                _exit_on(click.UsageError(f"--plot {plot_path}: give an image file name ending in "
+                                          f".png, .pdf or .svg (or .{others})"), 2)
+            if not (plot.parent if str(plot.parent) else Path(".")).is_dir():
+                _exit_on(click.UsageError(f"--plot {plot_path}: no folder {plot.parent}; create it first, or "
+                                          f"give a path in an existing folder"), 2)
         from tapir.store import open_store
 
         store = open_store(obj["db"], readonly=True)  # reads only: a missing --db is an error, never created
