@@ -920,3 +920,18 @@ def test_the_same_student_twice_in_a_study(env):
     out = env.invoke(["--db", str(env.existing), "study", str(config)])
     assert f"'students[1]' is the same as 'students[0]' ('hf:{env.student}', the same options): each student once" \
         in out
+
+
+@pytest.mark.parametrize("role, section", [
+    ("judge", {"name": "reference-similarity", "options": {"method": "rouge"}, "model": {"model": "script:judge"}}),
+    ("judge", {"name": "student-loss", "model": {"model": "script:judge"}}),
+    ("classifier", {"name": "centroid", "options": {"labels_path": str(SEED_DATA)}, "model": {"model": "script:c"}}),
+])
+def test_a_model_given_to_a_component_that_calls_none(env, role, section):
+    """A judge or classifier that calls no model was built without the
+    model given to it: the model the user meant to judge with was ignored
+    without a word (student-loss scores with the student)."""
+    config = env.config(data={"path": str(SEED_DATA), "limit": 16}, **{role: section})
+    out = env.distill(config)
+    assert (f"{config}: '{role}.model': {role} '{section['name']}' calls no model, so {role}.model "
+            f"({section['model']['model']}) would be ignored. Remove {role}.model") in out, out

@@ -98,6 +98,11 @@ def component_problems(config: PipelineConfig, base_dir: Path, source: str) -> l
         if model is None and (role in _NEEDS_MODEL or component.flags["needs_model"]):
             problems.append(f"{source}: '{key}': {role[:-1]} '{name}' needs a model: add {key}.model "
                             f"(e.g. model: openai/gpt-4o-mini, or a local folder)")
+        elif model is not None and role not in _NEEDS_MODEL and not component.flags["needs_model"]:
+            # The component is built without it: the model the user meant to use was ignored.
+            problems.append(f"{source}: '{key}.model': {role[:-1]} '{name}' calls no model, so {key}.model "
+                            f"({model.model}) would be ignored. Remove {key}.model, or pick a {role[:-1]} that "
+                            f"calls one (`tapir plugins` lists them)")
 
     cfg = config
     for key, ref in (("judge", cfg.judge.model), ("classifier", cfg.classifier.model)):
