@@ -935,3 +935,12 @@ def test_a_model_given_to_a_component_that_calls_none(env, role, section):
     out = env.distill(config)
     assert (f"{config}: '{role}.model': {role} '{section['name']}' calls no model, so {role}.model "
             f"({section['model']['model']}) would be ignored. Remove {role}.model") in out, out
+
+
+@pytest.mark.parametrize("command", [["report", "r-old"], ["study-report", "old"]])
+def test_report_output_that_is_the_database(env, command):
+    """`tapir report RUN -o tapir.db` wrote the HTML over the database the
+    report was read from (exit 0): every run, call and result was gone."""
+    out = env.invoke(["--db", str(env.existing), *command, "-o", str(env.existing)])
+    assert (f"-o {env.existing} is the database the report is read from ({env.existing.resolve()}); writing the "
+            f"HTML there would replace it") in out
