@@ -432,3 +432,10 @@ def test_resample_weights_that_eq3_cannot_use(write, weights, message):
     (ZeroDivisionError) after the paid stages before it."""
     path = write(VALID + f"resample:\n  weights: {weights}\n")
     assert one_error(path) == f"{path}: 'resample.weights': Value error, {message}"
+
+
+def test_a_control_character_in_the_config_names_its_line(write):
+    """PyYAML names a NUL byte by its position in the text only."""
+    path = write(VALID.replace("name: demo", "name: de\x00mo"))
+    assert one_error(path) == (f"{path} at line 1, column 9: not valid YAML: the control character U+0000 is not "
+                               f"allowed (a binary or damaged file?). Remove it")

@@ -90,6 +90,11 @@ def read_yaml_document(p: Path) -> Any:
             f"{p} line {again}: duplicate key '{key}' (first given at line {first}); YAML would keep only "
             f"the last one, silently. Merge the two into one" for key, first, again in found
         )) from None
+    except yaml.reader.ReaderError as exc:  # a control character: PyYAML says only "position N" of the text
+        before = text[: exc.position]
+        line, column = before.count("\n") + 1, exc.position - (before.rfind("\n") + 1) + 1
+        raise ConfigError(f"{p} at line {line}, column {column}: not valid YAML: the control character "
+                          f"U+{exc.character:04X} is not allowed (a binary or damaged file?). Remove it") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
