@@ -804,7 +804,7 @@ def test_student_and_students_together_are_refused_by_a_study(env, command):
     without a word and the study ran."""
     config = env.config(students=[f"hf:{env.student}"])
     out = env.invoke(["--db", str(env.existing), command, str(config)])
-    assert (f"{config}: '': Value error, give either 'student' (one model) or 'students' (a list of models), "
+    assert (f"{config}: Value error, give either 'student' (one model) or 'students' (a list of models), "
             f"not both or none") in out
 
 
