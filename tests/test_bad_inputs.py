@@ -186,6 +186,11 @@ DATA_CASES = [
       "{f} line 2: 'id' 'x' is already the id of a different instruction (line 1); give each row its own id"]),
     ("id-not-text", "d.jsonl", jsonl({"id": {"a": 1}, "instruction": "a"}),
      ["{f} line 1: 'id' is an object, not text or a whole number"]),
+    # Python's JSON parser raised RecursionError (exit 1, "Error: RecursionError: ...")
+    ("jsonl-nested-too-deep", "d.jsonl", "[" * 100000 + "]" * 100000 + "\n",
+     ["{f} line 1: arrays or objects nested too deeply to read (a record is one object of text fields)"]),
+    ("json-nested-too-deep", "d.json", "[" * 100000 + "]" * 100000,
+     ["{f}: not usable JSON: arrays or objects nested too deeply to read"]),
     ("nul-in-instruction", "d.jsonl", jsonl({"instruction": "a\u0000b"}),
      ["{f} line 1: 'instruction' holds a NUL character (\\u0000): a binary or damaged file? Remove it"]),
 ]
@@ -828,6 +833,7 @@ LABEL_CASES = [
     ("empty", "", "{f}: no labelled instructions"),
     ("no-task-type", jsonl({"instruction": "a"}), "{f}:1: missing 'task_type'"),
     ("not-json", "hello\n", "{f}:1: not valid JSON"),
+    ("nested-too-deep", "[" * 100000 + "]" * 100000 + "\n", "{f}:1: not usable JSON (nested too deeply to read)"),
     ("unknown-task-type", jsonl({"instruction": "a", "task_type": "Cooking"}),
      "{f}:1: unknown task type 'Cooking'. Allowed: "),
 ]

@@ -124,6 +124,9 @@ def _kind(value: Any) -> str:
     return type(value).__name__
 
 
+_TOO_DEEP = "arrays or objects nested too deeply to read (a record is one object of text fields). Fix the file"
+
+
 def _jsonl_rows(path: Path) -> Iterator[tuple[str, Any]]:
     for n, line in _decoded_lines(path):
         if not line.strip():
@@ -132,6 +135,9 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[str, Any]]:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
             yield f"line {n}", _BadRow(f"not valid JSON ({exc.msg} at column {exc.colno})")
+            continue
+        except RecursionError:  # Python's parser gives up on arrays or objects nested a thousand deep
+            yield f"line {n}", _BadRow(_TOO_DEEP)
             continue
         if not isinstance(row, dict):
             row = _BadRow(f"expected a JSON object {{...}}, got {_kind(row)}")
@@ -142,6 +148,8 @@ def _json_rows(path: Path) -> Iterator[tuple[str, Any]]:
     text = _read_text(path)
     try:
         data = json.loads(text)
+    except RecursionError:
+        raise ConfigError(f"{path}: not usable JSON: {_TOO_DEEP}") from None
     except json.JSONDecodeError as exc:
         hint = " (one JSON object per line? name the file .jsonl)" if exc.msg == "Extra data" else ""
         raise ConfigError(f"{path} line {exc.lineno}: not valid JSON: {exc.msg} at column {exc.colno}{hint}. "
