@@ -439,3 +439,12 @@ def test_a_control_character_in_the_config_names_its_line(write):
     path = write(VALID.replace("name: demo", "name: de\x00mo"))
     assert one_error(path) == (f"{path} at line 1, column 9: not valid YAML: the control character U+0000 is not "
                                f"allowed (a binary or damaged file?). Remove it")
+
+
+def test_yaml_nested_too_deeply_is_one_message(write):
+    """PyYAML's composer recursed until Python gave up: 'Error: RecursionError' (exit 1)."""
+    path = write("name: " + "[" * 100000 + "]" * 100000 + "\n")
+    assert one_error(path) == (f"{path}: not usable YAML: lists or mappings nested too deeply to read. Fix the file "
+                               f"(a config nests a few levels: section, key, value)")
+    with pytest.raises(ConfigError, match="the value nests lists or mappings too deeply to read"):
+        load_config(write(VALID), overrides=["name=" + "[" * 100000 + "]" * 100000])

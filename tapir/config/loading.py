@@ -90,6 +90,9 @@ def read_yaml_document(p: Path) -> Any:
             f"{p} line {again}: duplicate key '{key}' (first given at line {first}); YAML would keep only "
             f"the last one, silently. Merge the two into one" for key, first, again in found
         )) from None
+    except RecursionError:  # the parser (and the duplicate-key check) give up a thousand levels deep
+        raise ConfigError(f"{p}: not usable YAML: lists or mappings nested too deeply to read. Fix the file "
+                          f"(a config nests a few levels: section, key, value)") from None
     except yaml.reader.ReaderError as exc:  # a control character: PyYAML says only "position N" of the text
         before = text[: exc.position]
         line, column = before.count("\n") + 1, exc.position - (before.rfind("\n") + 1) + 1
@@ -122,6 +125,8 @@ def _set_parts(item: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {item}: the value is not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    except RecursionError:
+        raise ConfigError(f"--set {item:.60}: the value nests lists or mappings too deeply to read") from None
     if isinstance(value, str) and _FLOAT.fullmatch(raw.strip()):
         value = float(value)  # PyYAML reads 1e-4 (no dot) as a string
     return parts, value
