@@ -950,3 +950,15 @@ def test_report_output_that_is_the_database(env, command):
     out = env.invoke(["--db", str(env.existing), *command, "-o", str(env.existing)])
     assert (f"-o {env.existing} is the database the report is read from ({env.existing.resolve()}); writing the "
             f"HTML there would replace it") in out
+
+
+def test_option_values_and_ablation_files_nested_too_deeply(env):
+    """-o KEY=VALUE and --ablation's JSON raised RecursionError past their
+    own error handling ('Error: RecursionError', exit 1)."""
+    from tapir.cli.options import parse_options
+
+    deep = "[" * 100000 + "]" * 100000
+    assert parse_options([f"tasks={deep}"]) == {"tasks": deep}  # kept as text, then refused by the option's type
+    f = data_file(env.root, "ablation.json", deep)
+    out = env.invoke(["--db", str(env.existing), "report", "r-old", "--ablation", str(f)], code=1)
+    assert f"cannot read the ablation file {f}: maximum recursion depth exceeded" in out
