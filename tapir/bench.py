@@ -412,7 +412,7 @@ def load_suite(name_or_path: str) -> list[SuiteEntry]:
     ``{benchmark: NAME, options: {...}}`` (or a mapping with ``benchmarks:``)."""
     path = Path(name_or_path).expanduser()
     if path.is_file():
-        from tapir.config.loading import read_yaml_document
+        from tapir.config.yamlfile import read_yaml_document
 
         return _suite_from_data(read_yaml_document(path), str(path))
     if name_or_path in BUILTIN_SUITES:
