@@ -267,6 +267,10 @@ def create_evaluator(benchmark: str, options: dict[str, Any] | None):
     """The evaluator with validated options (unknown names list the available ones)."""
     from tapir.plugins import registry
 
+    known = registry().by_role["evaluators"]
+    if benchmark not in known:  # a name on the command line or in a suite: nothing has run
+        raise ConfigError(f"unknown evaluator '{benchmark}'. Available: {', '.join(sorted(known)) or 'none installed'} "
+                          f"(`tapir bench list`)")
     component = registry().get("evaluators", benchmark)
     return component.create(options=dict(options or {}), where=f"benchmark '{benchmark}' options")
 
@@ -387,20 +391,20 @@ def _suite_from_data(data: Any, source: str) -> list[SuiteEntry]:
     if isinstance(data, dict) and set(data) <= {"benchmarks", "name", "description"} and "benchmarks" in data:
         data = data["benchmarks"]
     if not isinstance(data, list) or not data:
-        raise TapirError(f"{source}: a suite is a non-empty list of {{benchmark: NAME, options: {{...}}}}")
+        raise ConfigError(f"{source}: a suite is a non-empty list of {{benchmark: NAME, options: {{...}}}}")
     entries = []
     for i, item in enumerate(data):
         if isinstance(item, str):
             item = {"benchmark": item}
         if not isinstance(item, dict) or "benchmark" not in item:
-            raise TapirError(f"{source}: entry {i + 1} needs a 'benchmark' key, got {item!r:.100}")
+            raise ConfigError(f"{source}: entry {i + 1} needs a 'benchmark' key, got {item!r:.100}")
         extra = sorted(set(item) - {"benchmark", "options"})
         if extra:
-            raise TapirError(f"{source}: entry {i + 1} has unknown key(s) {', '.join(extra)} "
+            raise ConfigError(f"{source}: entry {i + 1} has unknown key(s) {', '.join(extra)} "
                              f"(allowed: benchmark, options)")
         options = item.get("options") or {}
         if not isinstance(options, dict):
-            raise TapirError(f"{source}: entry {i + 1} options must be a mapping")
+            raise ConfigError(f"{source}: entry {i + 1} options must be a mapping")
         entries.append(SuiteEntry(str(item["benchmark"]), dict(options)))
     return entries
 
@@ -410,16 +414,12 @@ def load_suite(name_or_path: str) -> list[SuiteEntry]:
     ``{benchmark: NAME, options: {...}}`` (or a mapping with ``benchmarks:``)."""
     path = Path(name_or_path).expanduser()
     if path.is_file():
-        import yaml
+        from tapir.config.yamlfile import read_yaml_document
 
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise TapirError(f"{path}: not valid YAML: {exc}") from None
-        return _suite_from_data(data, str(path))
+        return _suite_from_data(read_yaml_document(path), str(path))
     if name_or_path in BUILTIN_SUITES:
         return [SuiteEntry(e.benchmark, dict(e.options)) for e in BUILTIN_SUITES[name_or_path]]
-    raise TapirError(
+    raise ConfigError(
         f"unknown suite '{name_or_path}': not a file, nor a built-in suite "
         f"({', '.join(sorted(BUILTIN_SUITES))})"
     )

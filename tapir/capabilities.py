@@ -45,6 +45,23 @@ def generation(role: str, name: str, options: dict[str, Any]) -> "GenerationPara
     return component.capability("generation")(validated)
 
 
+def input_problems(role: str, name: str, options: dict[str, Any]) -> list[str]:
+    """What component ``name`` of ``role`` finds wrong with the files its
+    ``options`` name (paths resolved by the caller): its ``input_problems``
+    capability ([] when it has none, is unknown, or its options are wrong:
+    preflight reports those)."""
+    from tapir.plugins import registry
+
+    try:
+        component = registry().get(role, name)
+        validated = component.options_model().model_validate(options)
+    except Exception:  # noqa: BLE001 - reported by preflight already
+        return []
+    if "input_problems" not in component.capabilities:
+        return []
+    return list(component.capability("input_problems")(validated))
+
+
 def steps_for(config: PipelineConfig, examples: int) -> int | None:
     """Optimizer steps of one training round: the trainer's ``steps_for``
     capability with its own options (None when it has none)."""

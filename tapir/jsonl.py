@@ -23,4 +23,6 @@ def read_jsonl(path: str | Path) -> list[tuple[int, Any]]:
                 rows.append((lineno, json.loads(line)))
             except json.JSONDecodeError as exc:
                 raise TapirError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+            except RecursionError:  # Python's parser gives up a thousand levels deep
+                raise TapirError(f"{path}:{lineno}: not usable JSON (nested too deeply to read)") from None
     return rows

@@ -479,6 +479,19 @@ class Sampling(Protocol):
         ...
 
 
+class InputChecking(Protocol):
+    """A classifier that reads files its options name (``InputFile``) and
+    can say what is wrong with their content before the run."""
+
+    @classmethod
+    def input_problems(cls, options: Any) -> list[str]:
+        """What is wrong with the files its validated ``options`` name (their
+        paths already resolved from the config's folder), one line each;
+        empty: fine. Only the files are read: nothing is built or loaded.
+        Without this capability preflight checks only that the files exist."""
+        ...
+
+
 class Answering(Protocol):
     """A rewriter that says whose model answers a rewritten item."""
 
@@ -532,7 +545,7 @@ CAPABILITIES: dict[str, dict[str, tuple[type, tuple[str, ...]]]] = {
         "estimate": (Estimating, ("stage", "n", "prompt_tokens", "options")),
         "generation": (Sampling, ("options",)),
     },
-    "classifiers": {"generation": (Sampling, ("options",))},
+    "classifiers": {"generation": (Sampling, ("options",)), "input_problems": (InputChecking, ("options",))},
     "rewriters": {
         "estimate": (Estimating, ("stage", "n", "prompt_tokens", "options")),
         "answered_by": (Answering, ("options",)),

@@ -100,6 +100,12 @@ def study_runs(data: dict[str, Any], settings: Sequence[str]) -> list[StudyRun]:
     students = _students(data)
     if not students:
         raise ConfigError("a study needs 'student' or 'students' in the config")
+    for i, student in enumerate(students):  # the same backbone twice: a second run of the same study row
+        first = next(j for j, other in enumerate(students) if other == student)
+        if first != i:
+            raise ConfigError(f"'students[{i}]' is the same as 'students[{first}]' ({student.get('model')!r}, "
+                              f"the same options): each student once. Remove one, or give them different "
+                              f"options")
     by_label = {v.label: v for v in ablations(data)}
     labels = student_labels([s.get("model", "") for s in students])
     out_root = Path(data.get("output_dir", "tapir-out")) / f"study-{_safe(name)}"
@@ -122,9 +128,16 @@ def study_runs(data: dict[str, Any], settings: Sequence[str]) -> list[StudyRun]:
 def _load(config: str | Path | dict, overrides: Sequence[str] | None) -> tuple[dict[str, Any], Path]:
     from tapir.config import apply_overrides, config_base, read_yaml
 
+    from tapir.config.loading import parse
+
     data = copy.deepcopy(config) if isinstance(config, dict) else read_yaml(config)
+    source = "config" if isinstance(config, dict) else str(config)
     if overrides:
         data = apply_overrides(data, list(overrides))
+        source += " (with --set " + " ".join(overrides) + ")"
+    # The config as written, before each run's copy replaces 'students' with its one 'student':
+    # a key the runs' configs no longer have (student and students together) is checked here.
+    parse(data, source=source)
     return data, config_base(config)
 
 

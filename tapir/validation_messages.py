@@ -83,6 +83,9 @@ def problems(exc: ValidationError, model: type[BaseModel], where: str, wording: 
             got = err.get("input")
             shown = got is not None and not isinstance(got, dict) and not any(is_secret(str(p)) for p in parts)
             got_text = f" (got {got!r:.60})" if shown else ""  # never echo a credential
+            if not loc:  # the whole config (or component options) is wrong: no key to name
+                lines.append(f"{where}: {err['msg']}{got_text}")
+                continue
             lines.append(f"{where}: " + wording.invalid.format(loc=loc, msg=err["msg"], got=got_text))
     return lines
 

@@ -177,13 +177,29 @@ DATA_CASES = [
     ("blank-lines-only", "d.jsonl", "\n \n\n", ["{f}: no rows"]),
     ("unknown-suffix", "d.txt", "hello\n", ["data.path: {f}: unknown file type '.txt'", ".jsonl"]),
     ("gzip", "d.jsonl.gz", b"\x1f\x8b\x08\x00", ["data.path: {f}: compressed files are not read", "gunzip"]),
+    # a CSV row keeps the last of two columns of one name: the other's text was lost without a word
+    ("csv-column-twice", "d.csv", "instruction,output,instruction\na,b,c\n",
+     ["{f} line 1: the header row names column(s) 'instruction' more than once; only the last would be read"]),
+    # an id given for two different instructions: the second was dropped as a "duplicate"
+    ("id-twice", "d.jsonl", jsonl({"id": "x", "instruction": "A?"}, {"id": "x", "instruction": "B?"}),
+     ["{f}: 1 bad row(s); nothing was loaded",
+      "{f} line 2: 'id' 'x' is already the id of a different instruction (line 1); give each row its own id"]),
+    ("id-not-text", "d.jsonl", jsonl({"id": {"a": 1}, "instruction": "a"}),
+     ["{f} line 1: 'id' is an object, not text or a whole number"]),
+    # Python's JSON parser raised RecursionError (exit 1, "Error: RecursionError: ...")
+    ("jsonl-nested-too-deep", "d.jsonl", "[" * 100000 + "]" * 100000 + "\n",
+     ["{f} line 1: arrays or objects nested too deeply to read (a record is one object of text fields)"]),
+    ("json-nested-too-deep", "d.json", "[" * 100000 + "]" * 100000,
+     ["{f}: not usable JSON: arrays or objects nested too deeply to read"]),
+    ("nul-in-instruction", "d.jsonl", jsonl({"instruction": "a\u0000b"}),
+     ["{f} line 1: 'instruction' holds a NUL character (\\u0000): a binary or damaged file? Remove it"]),
 ]
 
 
 @pytest.mark.parametrize("name,filename,content,fragments", DATA_CASES, ids=[c[0] for c in DATA_CASES])
 def test_bad_data_file(env, name, filename, content, fragments):
     f = data_file(env.root, filename, content)
-    on_bad_row = "error" if name in ("on-bad-row-error", "json-bad-record-line") else "skip"
+    on_bad_row = "error" if name in ("on-bad-row-error", "json-bad-record-line", "id-twice") else "skip"
     out = env.distill(env.config(data={"path": str(f), "limit": 16, "on_bad_row": on_bad_row}))
     for fragment in fragments:
         assert fragment.replace("{f}", str(f)) in out, (fragment, out)
@@ -761,3 +777,188 @@ def test_rows_too_long_are_left_out_under_skip_before_any_call(env):
     wider = env.root / "wider.yaml"
     wider.write_text(yaml.safe_dump(base))
     assert len(check(wider, str(env.existing)).loaded.items) == 3
+
+
+# --------------------------------------------------------------------------- files read late, checked first
+
+
+def test_missing_heldout_file_is_found_before_any_call(env):
+    """evaluation.heldout.path is read by heldout_answers, after S0 is paid
+    for: a missing file is a preflight problem, like data.path."""
+    out = env.distill(env.config(evaluation={"heldout": {"path": "nosuch-heldout.jsonl"}}))
+    assert "'evaluation.heldout.path': file not found: nosuch-heldout.jsonl" in out
+    assert "Fix evaluation.heldout.path" in out
+
+
+def test_heldout_file_that_is_not_valid_is_found_before_any_call(env):
+    f = data_file(env.root, "heldout.jsonl", "not json\n")
+    out = env.distill(env.config(evaluation={"heldout": {"path": str(f)}}))
+    assert "'evaluation.heldout.path'" in out and f"{f} line 1: not valid JSON" in out
+
+
+def test_heldout_skip_past_every_row(env):
+    f = data_file(env.root, "heldout.jsonl", jsonl({"instruction": "Name a colour."}, {"instruction": "Name a fruit."}))
+    out = env.distill(env.config(evaluation={"heldout": {"path": str(f), "skip": 5}}))
+    assert f"'evaluation.heldout.path': {f} has 2 usable row(s), and evaluation.heldout.skip: 5 skips them all" in out
+
+
+@pytest.mark.parametrize("command", ["distill", "study"])
+def test_student_and_students_together_are_refused_by_a_study(env, command):
+    """A config with 'students' runs as a study, whose runs each replace
+    'students' with one 'student': the config's own 'student' was dropped
+    without a word and the study ran."""
+    config = env.config(students=[f"hf:{env.student}"])
+    out = env.invoke(["--db", str(env.existing), command, str(config)])
+    assert (f"{config}: Value error, give either 'student' (one model) or 'students' (a list of models), "
+            f"not both or none") in out
+
+
+def test_output_dir_where_no_folder_can_be_made(env):
+    """os.access says yes to root in /proc: the run wrote the database and
+    then failed on the folder (exit 1, FileNotFoundError)."""
+    out = env.distill(env.config(output_dir="/proc/tapir-out", data={"path": str(SEED_DATA), "limit": 16}))
+    assert "'output_dir': /proc is not writable; choose another output_dir" in out
+
+
+def test_dry_run_on_an_existing_database_leaves_no_file_beside_it(env):
+    """The dry run reads the database for what it would reuse: its mode=ro
+    connection, never closed, left existing.db-wal and existing.db-shm."""
+    out = env.invoke(["--db", str(env.existing), "distill", str(_good_data(env)), "--dry-run"], code=0)
+    assert "teacher_answers" in out
+    assert sorted(p.name for p in env.root.iterdir() if p.name.startswith("existing.db")) == ["existing.db"]
+
+
+LABEL_CASES = [
+    ("folder", None, "labelled file not found: {f}"),
+    ("empty", "", "{f}: no labelled instructions"),
+    ("no-task-type", jsonl({"instruction": "a"}), "{f}:1: missing 'task_type'"),
+    ("not-json", "hello\n", "{f}:1: not valid JSON"),
+    ("nested-too-deep", "[" * 100000 + "]" * 100000 + "\n", "{f}:1: not usable JSON (nested too deeply to read)"),
+    ("unknown-task-type", jsonl({"instruction": "a", "task_type": "Cooking"}),
+     "{f}:1: unknown task type 'Cooking'. Allowed: "),
+]
+
+
+@pytest.mark.parametrize("name,content,fragment", LABEL_CASES, ids=[c[0] for c in LABEL_CASES])
+def test_bad_classifier_labels_file_is_found_before_any_call(env, name, content, fragment):
+    """The centroid classifier reads labels_path in the classify stage,
+    after the teacher's answers and S0 are paid for: a folder, an empty
+    file or a bad row there was found only then."""
+    if content is None:
+        f = env.root / "labels"
+        f.mkdir()
+    else:
+        f = data_file(env.root, "labels.jsonl", content)
+    config = env.config(data={"path": str(SEED_DATA), "limit": 16},
+                        classifier={"name": "centroid", "options": {"labels_path": str(f)}})
+    out = env.distill(config)
+    assert f"{config}: 'classifier.options': " in out
+    assert fragment.replace("{f}", str(f)) in out, out
+    assert "Fix the file (JSONL rows with instruction, input, task_type), or point labels_path at another" in out
+
+
+SERVE_CASES = [
+    ("unknown-backend", {"model": "nosuch:{checkpoint}"}, "'student.serve.model': unknown model 'nosuch:/checkpoint'"),
+    ("placeholder-typo", {"model": "openai/student", "options": {"api_base": "http://127.0.0.1:9/v1"},
+                          "launch": "vllm serve {chekpoint} --port {port}"},
+     "'student.serve.launch': 'chekpoint' is not a placeholder tapir fills (only {checkpoint}, {port} and {replica})"),
+    ("unclosed-quote", {"model": "openai/student", "options": {"api_base": "http://127.0.0.1:9/v1"},
+                        "launch": "vllm serve '{checkpoint}"},
+     "'student.serve.launch': not a command line (No closing quotation); close the quote"),
+]
+
+
+@pytest.mark.parametrize("name,serve,fragment", SERVE_CASES, ids=[c[0] for c in SERVE_CASES])
+def test_student_serve_mistakes_are_found_before_any_call(env, key, name, serve, fragment):
+    """student.serve is used when the first checkpoint answers, after the
+    teacher's answers and S0 are paid for: an unknown backend or a
+    placeholder the serving code does not fill failed the run there."""
+    student = {"model": f"hf:{env.student}", "serve": serve}
+    out = env.distill(env.config(data={"path": str(SEED_DATA), "limit": 16}, student=student))
+    assert fragment in out, out
+
+
+def test_an_id_given_again_for_the_same_instruction_is_a_duplicate(tmp_path):
+    f = data_file(tmp_path, "d.jsonl", jsonl({"id": "x", "instruction": "A?"}, {"id": "x", "instruction": "A?"},
+                                            {"id": 7, "instruction": "B?"}))
+    report = load_items(DataConfig(path=str(f), on_bad_row="error"), tmp_path)
+    assert [(i.id, i.instruction) for i in report.items] == [("x", "A?"), ("7", "B?")]
+    assert report.duplicates == 1 and report.bad_rows == []
+
+
+def test_ablate_names_the_config_file_in_its_messages(env):
+    """ablate checks each setting as a dict: its messages began 'config:'
+    and named neither the file nor the setting."""
+    config = env.config(data={"path": str(SEED_DATA), "limit": 16}, curriculm={})
+    out = env.invoke(["--db", str(env.existing), "ablate", str(config)])
+    assert out.startswith(f"Error: {config}: unknown key 'curriculm'. Did you mean 'curriculum'?"), out
+    config = env.config(data={"path": str(SEED_DATA), "limit": 16}, judge={"name": "nosuch-judge"})
+    out = env.invoke(["--db", str(env.existing), "ablate", str(config)])
+    assert out.startswith(f"Error: {config}, ablation setting full-alpaca:\nconfig: 'judge.name': unknown judge "
+                          f"'nosuch-judge'"), out
+
+
+def test_classifier_output_folder_that_is_a_file(env):
+    """The encoder classifier trains into model_dir in the classify stage,
+    after the teacher and S0 are paid for: a file there failed the run."""
+    f = data_file(env.root, "model.txt", "not a folder")
+    config = env.config(data={"path": str(SEED_DATA), "limit": 16},
+                        classifier={"name": "encoder", "options": {"model_dir": str(f)}})
+    out = env.distill(config)
+    assert f"{config}: 'classifier.options.model_dir': {f} is a file, not a folder" in out
+
+
+@pytest.mark.parametrize("device", ["gpu0", "cuda:x", "CUDA"])
+def test_student_device_that_torch_does_not_know(env, device):
+    """The student's device is used when it is first loaded, after the
+    teacher's answers are paid for: torch refused 'gpu0' there."""
+    student = {"model": f"hf:{env.student}", "options": {"device": device}}
+    out = env.distill(env.config(data={"path": str(SEED_DATA), "limit": 16}, student=student))
+    assert ("'student.options': option 'device': Value error, not a torch device: write auto, cpu, cuda, cuda:N "
+            f"(N a GPU index) or mps (got '{device}')") in out, out
+
+
+def test_the_same_student_twice_in_a_study(env):
+    """Two identical students ran the same study row twice (labels
+    student-1 and student-2), training the same backbone again."""
+    config = env.config(data={"path": str(SEED_DATA), "limit": 16}, student=None,
+                        students=[f"hf:{env.student}", {"model": f"hf:{env.student}"}])
+    out = env.invoke(["--db", str(env.existing), "study", str(config)])
+    assert f"'students[1]' is the same as 'students[0]' ('hf:{env.student}', the same options): each student once" \
+        in out
+
+
+@pytest.mark.parametrize("role, section", [
+    ("judge", {"name": "reference-similarity", "options": {"method": "rouge"}, "model": {"model": "script:judge"}}),
+    ("judge", {"name": "student-loss", "model": {"model": "script:judge"}}),
+    ("classifier", {"name": "centroid", "options": {"labels_path": str(SEED_DATA)}, "model": {"model": "script:c"}}),
+])
+def test_a_model_given_to_a_component_that_calls_none(env, role, section):
+    """A judge or classifier that calls no model was built without the
+    model given to it: the model the user meant to judge with was ignored
+    without a word (student-loss scores with the student)."""
+    config = env.config(data={"path": str(SEED_DATA), "limit": 16}, **{role: section})
+    out = env.distill(config)
+    assert (f"{config}: '{role}.model': {role} '{section['name']}' calls no model, so {role}.model "
+            f"({section['model']['model']}) would be ignored. Remove {role}.model") in out, out
+
+
+@pytest.mark.parametrize("command", [["report", "r-old"], ["study-report", "old"]])
+def test_report_output_that_is_the_database(env, command):
+    """`tapir report RUN -o tapir.db` wrote the HTML over the database the
+    report was read from (exit 0): every run, call and result was gone."""
+    out = env.invoke(["--db", str(env.existing), *command, "-o", str(env.existing)])
+    assert (f"-o {env.existing} is the database the report is read from ({env.existing.resolve()}); writing the "
+            f"HTML there would replace it") in out
+
+
+def test_option_values_and_ablation_files_nested_too_deeply(env):
+    """-o KEY=VALUE and --ablation's JSON raised RecursionError past their
+    own error handling ('Error: RecursionError', exit 1)."""
+    from tapir.cli.options import parse_options
+
+    deep = "[" * 100000 + "]" * 100000
+    assert parse_options([f"tasks={deep}"]) == {"tasks": deep}  # kept as text, then refused by the option's type
+    f = data_file(env.root, "ablation.json", deep)
+    out = env.invoke(["--db", str(env.existing), "report", "r-old", "--ablation", str(f)], code=1)
+    assert f"cannot read the ablation file {f}: maximum recursion depth exceeded" in out

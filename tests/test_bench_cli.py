@@ -400,3 +400,39 @@ def test_cli_judge_failures_exit_1_then_fixed_rerun(cli, fake, tmp_path):
     result = runner.invoke(cli, ["--db", db, "bench", "judged", "-m", "m1", "--force"])
     assert result.exit_code == 0 and _requests() == 14  # forced: all six again
     assert result.stdout.splitlines()[1] == "overall  score   6.0000          6         0"
+
+
+def test_cli_suite_mistakes_exit_2_before_the_database_is_created(cli, fake, tmp_path):
+    """A suite's unknown benchmark, a key given twice in its file, or a
+    model no pair can run (on a new database) were found after the database
+    was created (exit 1), or not at all (YAML kept the last key)."""
+    runner = CliRunner()
+    fresh = tmp_path / "fresh.db"
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("- benchmark: fake\n- benchmark: nosuch\n")
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("- benchmark: fake\n  benchmark: fake2\n")
+    good = tmp_path / "good.yaml"
+    good.write_text("- benchmark: fake\n")
+    cases = [
+        ([str(unknown), "-m", "m1"], "unknown evaluator 'nosuch'. Available: "),
+        ([str(twice), "-m", "m1"], f"{twice} line 2: duplicate key '[0].benchmark' (first given at line 1)"),
+        ([str(good), "-m", "m1", "-m", "nosuch-model"],
+         "fake on nosuch-model: nothing was run or written:\n  model 'nosuch-model': unknown model"),
+    ]
+    for args, message in cases:
+        result = runner.invoke(cli, ["--db", str(fresh), "bench", "suite", *args])
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.output
+        assert not fresh.exists(), args
+    assert fake.calls == []
+
+
+def test_cli_bench_run_unknown_name_exits_2(cli, fake, tmp_path):
+    """An unknown benchmark is a command-line mistake (exit 2, as the
+    module says), not a failed run (exit 1)."""
+    fresh = tmp_path / "fresh.db"
+    result = CliRunner().invoke(cli, ["--db", str(fresh), "bench", "run", "nosuch", "-m", "m1"])
+    assert result.exit_code == 2 and "unknown evaluator 'nosuch'. Available: " in result.stderr
+    assert not fresh.exists() and fake.calls == []

@@ -119,7 +119,8 @@ def test_builtin_capabilities(pm):
     assert offered[("judges", "pairwise")] == {"estimate", "generation"}
     assert offered[("judges", "mtbench-single")] == offered[("judges", "preference")] == {"generation"}
     assert offered[("judges", "reference-similarity")] == offered[("judges", "student-loss")] == frozenset()
-    assert offered[("classifiers", "llm")] == {"generation"}
+    assert offered[("classifiers", "llm")] == {"generation", "input_problems"}
+    assert offered[("classifiers", "centroid")] == offered[("classifiers", "encoder")] == {"input_problems"}
     assert offered[("rewriters", "task-aware")] == {"estimate", "answered_by"}
     assert offered[("trainers", "hf")] == offered[("trainers", "trl")] == {"steps_for", "max_length"}
     assert registry.get("backends", "hf").flags == {"local_weights": True, "trainable": True}

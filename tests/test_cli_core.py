@@ -317,3 +317,21 @@ def test_startup_imports_nothing_heavy(tmp_path):
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert BUILTINS <= set(result["plugins"])  # all plugins were loaded
     assert result["heavy"] == [], f"imported at start-up: {result['heavy']}"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["", "-m", "scripted:x"], "the question is empty"),
+    (["  \n", "-m", "scripted:x"], "the question is empty"),
+    (["hi", "-m", "scripted:x", "--max-new-tokens", "0"],
+     "Invalid value for '--max-new-tokens': 0 is not in the range x>=1"),
+    (["hi", "-m", "scripted:x", "--temperature", "-1"],
+     "Invalid value for '--temperature': -1.0 is not in the range x>=0.0"),
+    (["hi", "-m", "scripted:x", "--sample", "-2"], "Invalid value for '--sample': -2 is not in the range x>=0"),
+])
+def test_prompt_bad_question_or_sampling_is_refused_before_any_call(register_plugin, cli, tmp_path, args, message):
+    """An empty question or a negative length, temperature or sample index
+    was sent to the model (and the call recorded)."""
+    register_plugin(ScriptedPlugin(), "scripted-plugin")
+    result = invoke(cli, ["--db", str(tmp_path / "x.db"), "prompt", *args], code=2)
+    assert message in result.stderr and "Traceback" not in result.output
+    assert not (tmp_path / "x.db").exists()

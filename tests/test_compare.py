@@ -239,3 +239,25 @@ def test_cli_compare(cli, scored, tmp_path):
     open_store(empty).close()
     result = runner.invoke(cli, ["--db", str(empty), "compare"])
     assert result.exit_code == 1 and "nothing to compare" in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--plot", "{tmp}/nodir/p.png"], "--plot {tmp}/nodir/p.png: no folder {tmp}/nodir; create it first"),
+    (["--plot", "{tmp}/cmp.db"], "--plot {tmp}/cmp.db: give an image file name ending in .png, .pdf or .svg"),
+    (["--base", "=m1"], "--base '=m1': give BASE (for every model) or MODEL=BASE, both names non-empty"),
+    (["--base", "m2="], "--base 'm2=': give BASE (for every model) or MODEL=BASE, both names non-empty"),
+])
+def test_cli_compare_bad_plot_path_or_base_exits_2_before_the_table(cli, scored, tmp_path, args, message):
+    """A --plot path in a missing folder or with no image suffix failed
+    after the table was printed (exit 1, FileNotFoundError / ValueError);
+    '--base =m1' was ignored and '--base m2=' made the working directory
+    a base model."""
+    db = str(tmp_path / "cli.db")
+    runner = CliRunner()
+    assert runner.invoke(cli, ["--db", db, "bench", "scored", "-m", "m1"]).exit_code == 0
+    before = (tmp_path / "cli.db").read_bytes()
+    result = runner.invoke(cli, ["--db", db, "compare", *[a.replace("{tmp}", str(tmp_path)) for a in args]])
+    assert result.exit_code == 2, result.output
+    assert message.replace("{tmp}", str(tmp_path)) in result.stderr
+    assert result.stdout == "" and "Traceback" not in result.output
+    assert (tmp_path / "cli.db").read_bytes() == before and not (tmp_path / "nodir").exists()

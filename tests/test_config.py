@@ -359,3 +359,92 @@ def test_named_model_resolves_to_its_backend_and_options():
     assert (spec.model_id, spec.backend, spec.name) == ("fake-alias", "fake", "weights-v1")
     assert spec.options == {"dtype": "float32", "device": "cpu"}
     assert resolve("fake-alias", {"dtype": "float16"}).options == {"dtype": "float16"}  # the caller wins
+
+
+@pytest.mark.parametrize("mfd, given, used", [
+    ("  delta: 1.5\n  top_fraction: 0.5\n", "delta: 1.5 and top_fraction: 0.5", "top_fraction"),
+    ("  delta: null\n  top_fraction: 0.5\n  quantile: 0.9\n", "top_fraction: 0.5 and quantile: 0.9", "top_fraction"),
+    ("  delta: 2.0\n  quantile: 0.9\n", "delta: 2.0 and quantile: 0.9", "quantile"),
+])
+def test_two_seed_cuts_are_refused(write, mfd, given, used):
+    """The cut reads top_fraction, else quantile, else delta: a second one
+    given was ignored without a word."""
+    path = write(VALID.replace("mfd:\n  delta: 2.0\n", "") + "mfd:\n" + mfd)
+    first, last = given.split(" and ")[0].split(":")[0], given.split(" and ")[-1].split(":")[0]
+    assert one_error(path) == (f"{path}: 'mfd': Value error, give one seed cut, not {given}: only {used} would be "
+                               f"used. Keep one and set the other(s) to null (e.g. --set mfd.{first}=null to use "
+                               f"{last})")
+
+
+def test_top_fraction_with_the_default_delta_is_one_cut(write):
+    path = write(VALID.replace("mfd:\n  delta: 2.0\n", "") + "mfd:\n  top_fraction: 0.5\n")
+    assert load_config(path).mfd.top_fraction == 0.5
+
+
+def test_data_path_and_hf_dataset_together_are_refused(write):
+    path = write(edit("  path: data.jsonl\n", "  path: data.jsonl\n  hf_dataset: tatsu-lab/alpaca\n"))
+    assert one_error(path) == (f"{path}: 'data': Value error, give 'path' or 'hf_dataset', not both (path: "
+                               f"data.jsonl, hf_dataset: tatsu-lab/alpaca): only path would be read. Remove one")
+
+
+def test_data_fields_key_that_tapir_does_not_read(write):
+    """data.fields maps tapir's names to the data's columns: a misspelt (or
+    reversed) key mapped nothing, silently."""
+    path = write(edit("  path: data.jsonl\n", "  path: data.jsonl\n  fields: {instrucion: question}\n"))
+    msg = one_error(path)
+    assert msg.startswith(f"{path}: 'data.fields': Value error, unknown field 'instrucion' (the keys are tapir's "
+                          f"field names, the values your columns, e.g. {{instruction: question}}). Did you mean "
+                          f"'instruction'? Fields: id, instruction, input, output")
+
+
+@pytest.mark.parametrize("repo_id, message", [
+    ("not a repo id!!", "not a Hugging Face repo id: write 'user/name'"),
+    ("me/a/b", "not a Hugging Face repo id"),
+    ("me/-student", "not a Hugging Face repo id"),
+    ("me/student-{r}", "only '{round}' may appear in braces, e.g. me/student-r{round}"),
+])
+def test_push_to_hub_repo_id_the_hub_would_refuse(write, repo_id, message):
+    """The upload runs last, after every paid call: a repo id the hub
+    refuses failed the run there."""
+    path = write(VALID + f"export:\n  push_to_hub:\n    repo_id: '{repo_id}'\n")
+    msg = one_error(path)
+    assert msg.startswith(f"{path}: 'export.push_to_hub.repo_id': Value error, {message}"), msg
+
+
+@pytest.mark.parametrize("repo_id", ["me/tiny", "me/tiny-r{round}", "tiny", "Org_1/my.model-v2"])
+def test_push_to_hub_repo_ids_the_hub_takes(write, repo_id):
+    assert load_config(write(VALID + f"export:\n  push_to_hub:\n    repo_id: '{repo_id}'\n")).export.push_to_hub
+
+
+def test_empty_output_dir_is_refused(write):
+    """An empty output_dir wrote checkpoints and exports into the working directory."""
+    path = write(VALID + "output_dir: ''\n")
+    assert one_error(path) == f"{path}: 'output_dir': Value error, must not be empty (got '')"
+
+
+@pytest.mark.parametrize("weights, message", [
+    ("{Math: 0.0}", "give at least one task type a weight above 0 (the weights are divided by their sum)"),
+    ("{}", "give at least one task type a weight above 0 (the weights are divided by their sum)"),
+    ("{Math: 1.0, Reasoning: -0.5}", "weights must be 0 or more, got Reasoning: -0.5"),
+])
+def test_resample_weights_that_eq3_cannot_use(write, weights, message):
+    """Eq. 3 divides by the weights' sum: all zero failed the resample stage
+    (ZeroDivisionError) after the paid stages before it."""
+    path = write(VALID + f"resample:\n  weights: {weights}\n")
+    assert one_error(path) == f"{path}: 'resample.weights': Value error, {message}"
+
+
+def test_a_control_character_in_the_config_names_its_line(write):
+    """PyYAML names a NUL byte by its position in the text only."""
+    path = write(VALID.replace("name: demo", "name: de\x00mo"))
+    assert one_error(path) == (f"{path} at line 1, column 9: not valid YAML: the control character U+0000 is not "
+                               f"allowed (a binary or damaged file?). Remove it")
+
+
+def test_yaml_nested_too_deeply_is_one_message(write):
+    """PyYAML's composer recursed until Python gave up: 'Error: RecursionError' (exit 1)."""
+    path = write("name: " + "[" * 100000 + "]" * 100000 + "\n")
+    assert one_error(path) == (f"{path}: not usable YAML: lists or mappings nested too deeply to read. Fix the file "
+                               f"(a config nests a few levels: section, key, value)")
+    with pytest.raises(ConfigError, match="the value nests lists or mappings too deeply to read"):
+        load_config(write(VALID), overrides=["name=" + "[" * 100000 + "]" * 100000])

@@ -392,3 +392,14 @@ def test_retrained_checkpoint_is_scored_again_even_in_a_shared_output_dir(store,
     third = run_benchmark(store, "lmeval", str(copy), options)
     assert seen == [16, 16]  # every request from the first weights' cache, found by their fingerprint
     assert third[0]["value"] == first[0]["value"]
+
+
+def test_a_missing_include_path_is_named_by_preflight(store, tiny_model, tmp_path):
+    """A task named through include_path, whose folder is missing, was
+    reported as an unknown lm-eval task with a list of a thousand others."""
+    from tapir.bench import PreflightFailed
+
+    missing = tmp_path / "no-such-tasks"
+    with pytest.raises(PreflightFailed, match=f"lmeval: include_path: no folder {missing} "):
+        run_benchmark(store, "lmeval", str(tiny_model), {"tasks": ["tapir_demo_qa40"], "include_path": str(missing)})
+    assert store["runs"].count == 0

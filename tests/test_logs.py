@@ -302,3 +302,13 @@ def test_truncation_config_rejects_unknown_choice():
 
     with pytest.raises(ValidationError):
         TruncationConfig(teacher="shorten")
+
+
+@pytest.mark.parametrize("width", ["0", "-5"])
+def test_a_width_below_one_is_refused(invoke, logs_db, width):
+    """A negative --width cut every message at its last characters
+    (text[:-5]) and printed on, exit 0."""
+    before = logs_db.read_bytes()
+    out = invoke(["--db", str(logs_db), "logs", "--width", width], code=2).output
+    assert f"Invalid value for '--width': {width} is not in the range x>=1" in out
+    assert logs_db.read_bytes() == before

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from tapir.config.validation import format_validation_error
@@ -83,3 +84,18 @@ def test_a_credential_is_refused_and_never_echoed_in_both():
     assert options == ["w: 'hf_token' holds a credential: keys never go into a config (it is stored with the run). "
                        "Remove it and export the key as an environment variable instead with api_key_env naming "
                        "the variable (e.g. api_key_env: MY_KEY)"]
+
+
+def test_an_error_of_the_whole_config_names_no_empty_key(tmp_path):
+    """A check across keys (student and students) was shown under the key
+    '' ("c.yaml: '': Value error, ...")."""
+    from tapir.config import load_config
+    from tapir.errors import ConfigError
+
+    path = tmp_path / "c.yaml"
+    path.write_text("name: x\ndata: {path: d.jsonl}\nteacher: {name: default}\njudge: {name: pairwise}\n"
+                    "classifier: {name: llm}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, check_references=False)
+    assert str(err.value) == (f"{path}: Value error, give either 'student' (one model) or 'students' (a list of "
+                              f"models), not both or none")

@@ -31,7 +31,7 @@ def register_classifiers(register):
         requires=_TORCH,
         extra="local",
         flags={"needs_model": False},
-        capabilities=(),
+        capabilities="tapir_classifiers.capabilities:Labelled",
     )
     register(
         "centroid",
@@ -40,7 +40,7 @@ def register_classifiers(register):
         requires=_TORCH,
         extra="local",
         flags={"needs_model": False},
-        capabilities=(),
+        capabilities="tapir_classifiers.capabilities:Labelled",
     )
 
 

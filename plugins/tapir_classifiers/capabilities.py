@@ -1,11 +1,29 @@
-"""The llm classifier's capabilities (tapir.roles.CAPABILITIES), named in
-its register(...) call with ``capabilities="tapir_classifiers.capabilities:LLM"``
-so that registering it imports this module, not the classifier's. Each
-answers through the class, imported only when asked."""
+"""The classifiers' capabilities (tapir.roles.CAPABILITIES), named in
+their register(...) calls with ``capabilities="tapir_classifiers.capabilities:LLM"``
+(llm) or ``...:Labelled`` (centroid, encoder) so that registering them
+imports this module, not the classifiers'. Each answers through the class
+or the labelled-file reader, imported only when asked."""
 
 from __future__ import annotations
 
 from typing import Any
+
+
+def _labels_problems(options: Any) -> list[str]:
+    """The labelled file ``options.labels_path`` read as the classifier reads
+    it (a bad line, an unknown task type, no rows): found before the run."""
+    path = getattr(options, "labels_path", None)
+    if not path:
+        return []
+    from tapir.errors import TapirError
+    from tapir_classifiers.labelled import load_labelled
+
+    try:
+        load_labelled(path)
+    except TapirError as exc:
+        return [f"{exc}. Fix the file (JSONL rows with instruction, input, task_type), or point labels_path "
+                f"at another"]
+    return []
 
 
 class LLM:
@@ -14,3 +32,15 @@ class LLM:
         from tapir_classifiers.llm import LLMClassifier
 
         return LLMClassifier.generation(options)
+
+    @staticmethod
+    def input_problems(options: Any) -> list[str]:
+        return _labels_problems(options)
+
+
+class Labelled:
+    """The centroid and encoder classifiers' capabilities."""
+
+    @staticmethod
+    def input_problems(options: Any) -> list[str]:
+        return _labels_problems(options)

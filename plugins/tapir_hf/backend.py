@@ -24,12 +24,15 @@ backend and reading its ``model_id`` (all a cache hit needs) stays cheap.
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
 from typing import Literal
+
+from pydantic import field_validator
 
 from tapir.errors import TapirError
 from tapir.options import Options, option
@@ -192,6 +195,9 @@ def prompt_ids(tokenizer, messages: list[Message], chat_template: bool = True) -
 
 
 
+_DEVICE = re.compile(r"(cpu|mps|meta|cuda|xpu|npu|hpu|xla|ipu|mtia)(:\d+)?")
+
+
 class HFBackend:
     """A local causal LM. ``model_name`` is a folder, a hub id or
     ``embedded:smollm2-135m-instruct``; options: :class:`HFBackend.Options`."""
@@ -210,6 +216,15 @@ class HFBackend:
         trust_remote_code: bool = option(False, "let transformers run code shipped with the model")
         revision: str | None = option(None, "hub revision (hub ids only)")
         ignore_eos: bool = option(False, "keep generating past EOS up to max_new_tokens (benchmarks)")
+
+        @field_validator("device")
+        @classmethod
+        def _torch_device(cls, v: str) -> str:
+            # model.to(device) is called when the model is first loaded: for the student, after the
+            # teacher's answers are paid for.
+            if v != "auto" and not _DEVICE.fullmatch(v):
+                raise ValueError("not a torch device: write auto, cpu, cuda, cuda:N (N a GPU index) or mps")
+            return v
 
     def __init__(self, model_name: str, options: "HFBackend.Options | None" = None):
         options = options if options is not None else self.Options()

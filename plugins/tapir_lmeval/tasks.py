@@ -77,6 +77,10 @@ def build_tasks(specs: list[TaskSpec], include_path: Any = None, metadata: dict 
     indexes the YAML folders (and extra include paths) only; lm-eval's
     built-in tasks are indexed too when some name is not found there."""
     paths = sorted({str(s.path.parent) for s in specs if s.path})
+    for p in _as_list(include_path):
+        if not Path(p).expanduser().is_dir():  # else its tasks were reported as unknown lm-eval tasks
+            raise TapirError(f"include_path: no folder {p} (relative paths are read from {Path.cwd()}); give the "
+                             f"folder that holds your task YAMLs")
     paths += [str(Path(p).expanduser().resolve()) for p in _as_list(include_path)]
     if paths:
         tm = _task_manager(paths, False, metadata)

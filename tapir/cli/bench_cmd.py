@@ -89,6 +89,9 @@ class BenchGroup(click.Group):
 
 _OPTION_HELP = "Benchmark option key=value (value read as YAML); repeatable."
 
+# The image formats matplotlib writes (savefig picks one from the file's suffix).
+_PLOT_FORMATS = {"png", "pdf", "svg", "svgz", "jpg", "jpeg", "eps", "ps", "tif", "tiff", "webp", "gif", "pgf"}
+
 
 def _store(obj):
     from tapir.store import open_store
@@ -185,14 +188,29 @@ def register(cli):
     def suite_cmd(obj, suite, models, pairs, force, fail_fast, max_failure_rate, verbose):
         """Run SUITE (a built-in name or a YAML list of {benchmark, options})
         on every --model, skipping pairs already in the store."""
-        from tapir.bench import load_suite, run_suite
+        from tapir.bench import create_evaluator, load_suite, preflight, run_suite
         from tapir.errors import ConfigError
+        from tapir.store import resolve_db_path
 
         _verbose(verbose)
-        entries = load_suite(suite)
-        extra = parse_options(pairs)
-        for entry in entries:
-            entry.options = {**entry.options, **extra}
+        try:  # a wrong suite, name or option: exit 2 before the database is opened
+            entries = load_suite(suite)
+            extra = parse_options(pairs)
+            for entry in entries:
+                entry.options = {**entry.options, **extra}
+            evaluators = [create_evaluator(entry.benchmark, entry.options) for entry in entries]
+            if not resolve_db_path(obj["db"]).exists():  # nothing can be stored yet: check every pair first
+                problems = []
+                for model in models:
+                    for entry, evaluator in zip(entries, evaluators):
+                        try:
+                            preflight(evaluator, entry.benchmark, model)
+                        except ConfigError as exc:
+                            problems.append(str(exc))
+                if problems:
+                    raise ConfigError("\n".join(problems))
+        except ConfigError as exc:
+            _exit_on(exc, 2)
         store = _store(obj)
 
         def progress(i, total, result, benchmark, model):
@@ -242,6 +260,17 @@ def register(cli):
         if full and fmt == "latex":
             _exit_on(click.UsageError("--format latex is for the compact table: leave out --full, or use "
                                       "--format markdown|table|csv|json with --full"), 2)
+        if plot_path:  # checked before the table is printed: the chart was the part that failed, at the end
+            from pathlib import Path
+
+            plot = Path(plot_path)
+            if plot.suffix.lower().lstrip(".") not in _PLOT_FORMATS:
+                others = ", .".join(sorted(_PLOT_FORMATS - {"png", "pdf", "svg"}))
+                _exit_on(click.UsageError(f"--plot {plot_path}: give an image file name ending in "
+                                          f".png, .pdf or .svg (or .{others})"), 2)
+            if not (plot.parent if str(plot.parent) else Path(".")).is_dir():
+                _exit_on(click.UsageError(f"--plot {plot_path}: no folder {plot.parent}; create it first, or "
+                                          f"give a path in an existing folder"), 2)
         from tapir.store import open_store
 
         store = open_store(obj["db"], readonly=True)  # reads only: a missing --db is an error, never created

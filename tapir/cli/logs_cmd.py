@@ -133,7 +133,8 @@ def register(cli):
     @click.option("--round", "round_", type=int, default=None, help="A curriculum round.")
     @click.option("-n", "--count", default=3, show_default=True, help="How many calls, newest first (0: all).")
     @click.option("--full", is_flag=True, help="Do not cut long prompts and responses.")
-    @click.option("--width", default=500, show_default=True, help="Characters shown per message unless --full.")
+    @click.option("--width", default=500, show_default=True, type=click.IntRange(min=1),
+                  help="Characters shown per message unless --full.")
     @click.option("--json", "as_json", is_flag=True, help="The calls as a JSON list (messages and params parsed).")
     @click.pass_obj
     def logs(obj, run, stage, role, model, status, item, round_, count, full, width, as_json):

@@ -21,7 +21,7 @@ def parse_options(pairs: tuple[str, ...] | list[str]) -> dict[str, Any]:
             raise TapirError(f"option '{pair}' is not KEY=VALUE")
         try:
             parsed = yaml.safe_load(value) if value.strip() else ""
-        except yaml.YAMLError:
+        except (yaml.YAMLError, RecursionError):  # not YAML (or nested past the parser): kept as text
             parsed = value
         options[key.strip()] = parsed
     return options

@@ -12,9 +12,10 @@ def register(cli):
     @click.argument("text")
     @click.option("-m", "--model", "model_id", default="smollm2-135m-instruct", show_default=True)
     @click.option("--system", default=None, help="System message.")
-    @click.option("--max-new-tokens", default=128, show_default=True)
-    @click.option("--temperature", default=0.0, show_default=True)
-    @click.option("--sample", default=0, show_default=True, help="Sample index (distinct samples at temperature > 0).")
+    @click.option("--max-new-tokens", default=128, show_default=True, type=click.IntRange(min=1))
+    @click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(min=0.0))
+    @click.option("--sample", default=0, show_default=True, type=click.IntRange(min=0),
+                  help="Sample index (distinct samples at temperature > 0).")
     @click.option("-o", "--option", "options", multiple=True, help="Backend option KEY=VALUE (repeatable).")
     @click.pass_obj
     def prompt(obj, text, model_id, system, max_new_tokens, temperature, sample, options):
@@ -25,6 +26,9 @@ def register(cli):
         from tapir.roles import GenerationParams, GenerationRequest
         from tapir.store import open_store
 
+        if not text.strip():  # nothing to ask: refused before the model is loaded or the database touched
+            raise click.BadParameter("the question is empty; give the text to ask, e.g. tapir prompt "
+                                     "\"What is 12*12?\"", param_hint="TEXT")
         opts = parse_options(options)
         raw = load_backend(model_id, opts)  # an unknown model fails before the database is touched
         store = open_store(obj["db"])

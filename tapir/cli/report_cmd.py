@@ -7,6 +7,22 @@ from __future__ import annotations
 import click
 
 
+def check_output(output: str | None, db: str | None) -> None:
+    """``-o`` must not name the database being read: the HTML replaced it."""
+    from pathlib import Path
+
+    from tapir.errors import ConfigError
+    from tapir.store.db import resolve_db_path
+
+    if output is None:
+        return
+    database = resolve_db_path(db).resolve()
+    target = Path(output).expanduser().resolve()
+    if target in (database, Path(f"{database}-wal"), Path(f"{database}-shm")):
+        raise ConfigError(f"-o {output} is the database the report is read from ({database}); writing the HTML "
+                          f"there would replace it. Give another file name, e.g. -o report.html")
+
+
 def register(cli):
     @cli.command()
     @click.argument("run_id", metavar="RUN")
@@ -24,6 +40,7 @@ def register(cli):
         failures."""
         from tapir.report import load_ablation, open_readonly, write_report
 
+        check_output(output, obj["db"])
         store = open_readonly(obj["db"])
         try:
             pairs = load_ablation(ablation_file) if ablation_file else None

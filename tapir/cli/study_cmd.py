@@ -72,9 +72,11 @@ def register(cli):
         scores per round per backbone (Fig. 3), each run's task and MFD
         figures (Figs. 5, 6), the template and judge behind every number,
         and what failed."""
+        from tapir.cli.report_cmd import check_output
         from tapir.report import open_readonly
         from tapir.studyreport import write_study_report
 
+        check_output(output, obj["db"])
         store = open_readonly(obj["db"])
         try:
             path = write_study_report(store, name, output)

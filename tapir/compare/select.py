@@ -99,6 +99,10 @@ def _parse_bases(bases: list[str]) -> tuple[str | None, dict[str, str]]:
     default, specific = None, {}
     for item in bases:
         model, sep, base = item.partition("=")
+        if sep and not (model.strip() and base.strip()) or not item.strip():
+            # "=x" was ignored and "m1=" made the working directory the base model
+            raise UnknownReference(f"--base {item!r}: give BASE (for every model) or MODEL=BASE, both names "
+                                   f"non-empty, e.g. --base hf:org/base or --base my-student=hf:org/base")
         if sep:
             specific[model_key(model)] = model_key(base)
         elif default is None:

@@ -14,76 +14,15 @@ from pydantic import BaseModel, ValidationError
 from tapir.config.paths import config_base
 from tapir.config.schema import PipelineConfig
 from tapir.config.validation import check_pipeline_references, format_validation_error
+from tapir.config.yamlfile import read_yaml_document
 from tapir.errors import ConfigError
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses a key given twice in one mapping
-    anywhere in the document (plain YAML keeps the last one silently: a
-    second ``curriculum:`` would replace the first section). Keys brought in
-    by a merge (``<<: *anchor``) may be overridden."""
-
-    def get_single_data(self):
-        node = self.get_single_node()
-        if node is None:
-            return None
-        duplicates = _duplicate_keys(node)
-        if duplicates:
-            raise _DuplicateKeys(duplicates)
-        return self.construct_document(node)
-
-
-class _DuplicateKeys(Exception):
-    def __init__(self, found: list[tuple[str, int, int]]):
-        self.found = found  # (dotted key, first line, repeated line), 1-based
-
-
-def _duplicate_keys(node, path: tuple[str, ...] = (),
-                    visited: set[int] | None = None) -> list[tuple[str, int, int]]:
-    visited = set() if visited is None else visited
-    if id(node) in visited:  # an alias: already checked where its anchor is
-        return []
-    visited.add(id(node))
-    found: list[tuple[str, int, int]] = []
-    if isinstance(node, yaml.MappingNode):
-        seen: dict[tuple[str, str], int] = {}
-        for key_node, value_node in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
-                continue
-            key = (key_node.tag, key_node.value)
-            line = key_node.start_mark.line + 1
-            if key in seen:
-                found.append((".".join([*path, key_node.value]), seen[key], line))
-            else:
-                seen[key] = line
-            found += _duplicate_keys(value_node, (*path, key_node.value), visited)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            found += _duplicate_keys(item, (*path[:-1], f"{path[-1]}[{i}]") if path else (f"[{i}]",), visited)
-    return found
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}. Pass the path of a YAML file (see configs/ for examples).")
-    try:
-        text = p.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{p}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}). "
-                          f"Save the config as UTF-8") from None
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except _DuplicateKeys as dup:
-        found = sorted(dup.found, key=lambda d: d[2])
-        raise ConfigError("\n".join(
-            f"{p} line {again}: duplicate key '{key}' (first given at line {first}); YAML would keep only "
-            f"the last one, silently. Merge the two into one" for key, first, again in found
-        )) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{p}{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    data = read_yaml_document(p)
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: the top level must be a mapping of keys (name:, data:, teacher:, ...)")
     return data
@@ -109,6 +48,8 @@ def _set_parts(item: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {item}: the value is not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    except RecursionError:
+        raise ConfigError(f"--set {item:.60}: the value nests lists or mappings too deeply to read") from None
     if isinstance(value, str) and _FLOAT.fullmatch(raw.strip()):
         value = float(value)  # PyYAML reads 1e-4 (no dot) as a string
     return parts, value

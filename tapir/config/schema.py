@@ -8,6 +8,7 @@ errors and references checked against what is installed are
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
@@ -77,7 +78,7 @@ class DataConfig(Section):
     hf_config: str | None = Field(None, description="the hub dataset's config (subset) name")
     split: str = Field("train", description="the hub dataset's split")
     fields: dict[str, str] = Field(default_factory=dict, description="column names: tapir's field name -> the "
-                                                                     "data's column (e.g. {prompt: question})")
+                                                                     "data's column (e.g. {instruction: question})")
     limit: int | None = Field(None, ge=1, description="use the first N usable rows; null: all")
     sample: int | None = Field(None, ge=1, description="use a seeded random subset of N rows (the config's seed), "
                                                        "stratified by task_type; null: all")
@@ -85,6 +86,31 @@ class DataConfig(Section):
                                                                      "(counted) or stop with an error")
     use_dataset_answers: bool = Field(False, description="train S0 on the data's own answers instead of asking "
                                                          "the teacher for them")
+
+    @field_validator("fields")
+    @classmethod
+    def _known_fields(cls, v: dict[str, str]) -> dict[str, str]:
+        # The keys are tapir's names (the values are the data's columns): a key tapir does not read
+        # would leave its column unmapped, silently.
+        import difflib
+
+        from tapir.pipeline.data import DEFAULT_FIELDS
+
+        for key in v:
+            if key not in DEFAULT_FIELDS:
+                close = difflib.get_close_matches(key, list(DEFAULT_FIELDS), n=1)
+                hint = f" Did you mean '{close[0]}'?" if close else ""
+                raise ValueError(f"unknown field '{key}' (the keys are tapir's field names, the values your "
+                                 f"columns, e.g. {{instruction: question}}).{hint} Fields: "
+                                 f"{', '.join(DEFAULT_FIELDS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if self.path and self.hf_dataset:
+            raise ValueError(f"give 'path' or 'hf_dataset', not both (path: {self.path}, hf_dataset: "
+                             f"{self.hf_dataset}): only path would be read. Remove one")
+        return self
 
 
 class RoleConfig(Section):
@@ -110,12 +136,40 @@ class MFDConfig(Section):
         False, description="let the seed cut take items with MFD <= 0 (student as good as the teacher or better); "
                            "off: no cut, relative or absolute, calls them hard")
 
+    @model_validator(mode="after")
+    def _one_cut(self):
+        # The cut reads top_fraction, else quantile, else delta: a second one given would be ignored.
+        # delta counts only when written (its default 2.0 gives way to top_fraction or quantile).
+        given = [f"{k}: {getattr(self, k)}" for k in ("delta", "top_fraction", "quantile")
+                 if getattr(self, k) is not None and (k != "delta" or "delta" in self.model_fields_set)]
+        if len(given) > 1:
+            used = "top_fraction" if self.top_fraction is not None else "quantile"
+            names = [g.split(":")[0] for g in given]
+            raise ValueError(f"give one seed cut, not {' and '.join(given)}: only {used} would be used. Keep one "
+                             f"and set the other(s) to null (e.g. --set mfd.{names[0]}=null to use "
+                             f"{names[-1]})")
+        return self
+
 
 class ResampleConfig(Section):
     weights: Literal["paper", "uniform"] | dict[str, float] = Field(
         "paper", description="task probabilities of the re-sampled seed set and each round's hard pairs: paper "
                              "(Math and Reasoning 1/6 each, Code Generation and Code Debug 1/12 each, the other "
                              "task types share 1/2), uniform, or a mapping task type -> weight")
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, v: Any) -> Any:
+        # Eq. 3 divides by their sum: a negative weight or none above 0 failed the resample stage,
+        # after the teacher, S0 and the judge were paid for.
+        if isinstance(v, dict):
+            negative = [f"{k}: {w:g}" for k, w in v.items() if w < 0]
+            if negative:
+                raise ValueError(f"weights must be 0 or more, got {', '.join(negative)}")
+            if not any(w > 0 for w in v.values()):
+                raise ValueError("give at least one task type a weight above 0 (the weights are divided by "
+                                 "their sum)")
+        return v
 
 
 class CurriculumConfig(Section):
@@ -229,6 +283,9 @@ class TrainerConfig(Section):
                                                                       "NAME`): learning rate, epochs, LoRA, ...")
 
 
+_HUB_NAME = re.compile(r"[A-Za-z0-9_](?:[\w.-]*[A-Za-z0-9_])?")
+
+
 class PushToHub(Section):
     """Upload each round's checkpoint folder to the Hugging Face Hub (export stage)."""
 
@@ -239,6 +296,23 @@ class PushToHub(Section):
     dataset: bool = Field(True, description="also upload every round's training set (chat messages, one split a "
                                             "round) with a dataset card, as a dataset repo")
     dataset_repo_id: str | None = Field(None, description="the dataset repo; null: repo_id without '{round}'")
+
+    @field_validator("repo_id", "dataset_repo_id")
+    @classmethod
+    def _hub_repo_id(cls, v: str | None) -> str | None:
+        # Uploads run last, after every paid call: a repo id the hub refuses is found here.
+        if v is None:
+            return v
+        try:
+            name = v.format(round=1)
+        except (KeyError, IndexError, ValueError):
+            raise ValueError("only '{round}' may appear in braces, e.g. me/student-r{round}") from None
+        parts = name.split("/")
+        if len(parts) > 2 or not all(_HUB_NAME.fullmatch(p) and ".." not in p and "--" not in p and len(p) <= 96
+                                     for p in parts):
+            raise ValueError("not a Hugging Face repo id: write 'user/name' (letters, digits, '-', '_' and '.'; "
+                             "not starting or ending with '-' or '.')")
+        return v
 
 
 class ExportConfig(Section):
@@ -352,7 +426,7 @@ class PipelineConfig(Section):
             raise ValueError("give either 'student' (one model) or 'students' (a list of models), not both or none")
         return self
 
-    @field_validator("name")
+    @field_validator("name", "output_dir")
     @classmethod
     def _name(cls, v: str) -> str:
         if not v.strip():

@@ -124,6 +124,9 @@ def _kind(value: Any) -> str:
     return type(value).__name__
 
 
+_TOO_DEEP = "arrays or objects nested too deeply to read (a record is one object of text fields). Fix the file"
+
+
 def _jsonl_rows(path: Path) -> Iterator[tuple[str, Any]]:
     for n, line in _decoded_lines(path):
         if not line.strip():
@@ -132,6 +135,9 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[str, Any]]:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
             yield f"line {n}", _BadRow(f"not valid JSON ({exc.msg} at column {exc.colno})")
+            continue
+        except RecursionError:  # Python's parser gives up on arrays or objects nested a thousand deep
+            yield f"line {n}", _BadRow(_TOO_DEEP)
             continue
         if not isinstance(row, dict):
             row = _BadRow(f"expected a JSON object {{...}}, got {_kind(row)}")
@@ -142,6 +148,8 @@ def _json_rows(path: Path) -> Iterator[tuple[str, Any]]:
     text = _read_text(path)
     try:
         data = json.loads(text)
+    except RecursionError:
+        raise ConfigError(f"{path}: not usable JSON: {_TOO_DEEP}") from None
     except json.JSONDecodeError as exc:
         hint = " (one JSON object per line? name the file .jsonl)" if exc.msg == "Extra data" else ""
         raise ConfigError(f"{path} line {exc.lineno}: not valid JSON: {exc.msg} at column {exc.colno}{hint}. "
@@ -200,6 +208,12 @@ def _csv_rows(path: Path, names: dict[str, str]) -> Iterator[tuple[str, Any]]:
                     f"{path} line {first}: the header row names no '{names['instruction']}' column "
                     f"(it reads {shown}). The first line of a CSV file must name the columns, e.g. "
                     f"instruction,input,output; or map yours with data.fields: {{instruction: COLUMN}}"
+                )
+            twice = sorted({c for c in header if c and header.count(c) > 1})
+            if twice:  # a row keeps the last column of a name: the other one's text would be lost
+                raise ConfigError(
+                    f"{path} line {first}: the header row names column(s) {', '.join(repr(c) for c in twice)} "
+                    f"more than once; only the last would be read. Give each column its own name"
                 )
             continue
         if len(record) > len(header):
@@ -384,7 +398,7 @@ def rows_to_items(rows: Iterable[tuple[Any, Any]], fields: dict[str, str], sourc
                   limit: int | None = None) -> LoadReport:
     names = {**DEFAULT_FIELDS, **fields}
     report = LoadReport()
-    seen: set[str] = set()
+    seen: dict[str, tuple[str, tuple[str, str]]] = {}  # id -> (where first, its instruction and input)
     for where, row in rows:
         if limit is not None and len(report.items) >= limit:
             break
@@ -406,14 +420,30 @@ def rows_to_items(rows: Iterable[tuple[Any, Any]], fields: dict[str, str], sourc
             task_type = row.get(names["task_type"]) or None
             if task_type is not None and not isinstance(task_type, str):
                 raise _BadRow(f"'{names['task_type']}' is {_kind(task_type)}, not text")
+            for name, text in ((names["instruction"], instruction), (names["input"], input_text),
+                               (names["output"], answer)):
+                if isinstance(text, str) and "\x00" in text:  # a binary or damaged file, not an instruction
+                    raise _BadRow(f"'{name}' holds a NUL character (\\u0000): a binary or damaged file? "
+                                  f"Remove it")
         except _BadRow as exc:
             report.bad_rows.append(f"{source} {where}: {exc}")
             continue
-        iid = str(row.get(names["id"]) or item_id(instruction.strip(), input_text.strip()))
+        given_id = row.get(names["id"])
+        if given_id not in (None, "") and not isinstance(given_id, (str, int)) or isinstance(given_id, bool):
+            report.bad_rows.append(f"{source} {where}: '{names['id']}' is {_kind(given_id)}, not text or a "
+                                   f"whole number")
+            continue
+        iid = str(given_id if given_id not in (None, "") else item_id(instruction.strip(), input_text.strip()))
         if iid in seen:
+            first_where, first_text = seen[iid]
+            if first_text != (instruction.strip(), input_text.strip()):
+                # An id given twice for two instructions: the second one was dropped as a duplicate.
+                report.bad_rows.append(f"{source} {where}: '{names['id']}' {iid!r} is already the id of a "
+                                       f"different instruction ({first_where}); give each row its own id")
+                continue
             report.duplicates += 1
             continue
-        seen.add(iid)
+        seen[iid] = (where, (instruction.strip(), input_text.strip()))
         report.items.append(
             Item(iid, instruction.strip(), input_text.strip(), answer.strip() if answer else None, task_type,
                  {"system": system} if system else {})

@@ -156,6 +156,7 @@ def plan(checked: Checked, retry: bool = True, known: frozenset[str] | set[str] 
                            "after classify; the train stage records it): the counts above take each pair once"
                            + (f", the real count is at most {cfg.curriculum.upsample_limit:g}x"
                               if cfg.curriculum.upsample_limit else ""))
+    engine.ctx.store.close()  # read-only: closing it as the last reader removes SQLite's -wal/-shm files
     prices = {key: price(key[1], *tokens.get(key, (0, 0)), options=_model_options(refs.get(key[0])))
               for key in calls}
     return Plan(stages, calls, tokens, prices, assumptions, sizes)

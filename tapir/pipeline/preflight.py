@@ -16,7 +16,6 @@ The dry run's plan of a checked config is :mod:`tapir.pipeline.dryrun`.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +65,7 @@ def check(config_path: str | Path | dict, db: str | None = None, overrides: list
         else:
             loaded, too_long = fit_rows(config, loaded, base_dir)  # rows the trainer could not train on
             problems += too_long
+    problems += heldout_problems(config, base_dir, source)
     problems += output_problems(config, source)
     db_path = resolve_db_path(db or config.db)
     problems += store_problems(db_path)
@@ -79,7 +79,7 @@ def component_problems(config: PipelineConfig, base_dir: Path, source: str) -> l
     """Every component's options against its declared schema, and the model
     it needs."""
     from tapir.config.paths import resolve_path
-    from tapir.options import input_files
+    from tapir.options import input_files, output_folders
     from tapir.plugins import registry
 
     reg = registry()
@@ -98,6 +98,11 @@ def component_problems(config: PipelineConfig, base_dir: Path, source: str) -> l
         if model is None and (role in _NEEDS_MODEL or component.flags["needs_model"]):
             problems.append(f"{source}: '{key}': {role[:-1]} '{name}' needs a model: add {key}.model "
                             f"(e.g. model: openai/gpt-4o-mini, or a local folder)")
+        elif model is not None and role not in _NEEDS_MODEL and not component.flags["needs_model"]:
+            # The component is built without it: the model the user meant to use was ignored.
+            problems.append(f"{source}: '{key}.model': {role[:-1]} '{name}' calls no model, so {key}.model "
+                            f"({model.model}) would be ignored. Remove {key}.model, or pick a {role[:-1]} that "
+                            f"calls one (`tapir plugins` lists them)")
 
     cfg = config
     for key, ref in (("judge", cfg.judge.model), ("classifier", cfg.classifier.model)):
@@ -111,11 +116,27 @@ def component_problems(config: PipelineConfig, base_dir: Path, source: str) -> l
     check_role("classifiers", "classifier", cfg.classifier.name, classifier_options, cfg.classifier.model)
     # The files a classifier reads (its options declared InputFile; the run reads them from the config's folder).
     classifier = reg.by_role["classifiers"].get(cfg.classifier.name)
+    resolved = dict(classifier_options)
+    missing = False
     for key in input_files(classifier.options_model()) if classifier is not None else ():
         value = classifier_options.get(key)
         if value and not resolve_path(str(value), base_dir).exists():
+            missing = True
             problems.append(f"{source}: 'classifier.options.{key}': file not found: {value} "
                             f"(relative paths are read from {base_dir})")
+        elif value:
+            resolved[key] = str(resolve_path(str(value), base_dir))
+    for key in output_folders(classifier.options_model()) if classifier is not None else ():
+        value = classifier_options.get(key)
+        folder = resolve_path(str(value), base_dir) if value else None
+        if folder is not None and folder.exists() and not folder.is_dir():
+            problems.append(f"{source}: 'classifier.options.{key}': {value} is a file, not a folder; point it at "
+                            f"a folder (a trained classifier's, or a new one to train into)")
+    if classifier is not None and not missing:  # the files' content, as the classify stage reads them
+        from tapir.capabilities import input_problems
+
+        problems += [f"{source}: 'classifier.options': {p}"
+                     for p in input_problems("classifiers", cfg.classifier.name, resolved)]
     if cfg.rewriter is not None:
         check_role("rewriters", "rewriter", cfg.rewriter.name, cfg.rewriter.options, cfg.rewriter.model)
     if cfg.trainer.name in reg.by_role["trainers"] and reg.by_role["trainers"][cfg.trainer.name].available:
@@ -184,6 +205,10 @@ def model_problems(config: PipelineConfig, source: str) -> list[str]:
         problems += backend_option_problems(student.model, student.options, f"{source}: '{key}.options'",
                                             f"{key}.generation")
         if student.serve is not None:  # placeholders ({checkpoint}, {port}) are text of the right type
+            serve_errors = serve_problems(student.serve, f"{source}: '{key}.serve")
+            problems += serve_errors
+            if serve_errors:
+                continue
             problems += backend_option_problems(student.serve.model, student.serve.options,
                                                 f"{source}: '{key}.serve.options'", f"{key}.generation")
             if student.serve.launch:
@@ -198,6 +223,49 @@ def model_problems(config: PipelineConfig, source: str) -> list[str]:
                 f"student is trained here: it must be a local transformers model (a folder, a named local model, "
                 f"or hf:org/name for a hub id).{hint}")
     return problems
+
+
+def serve_problems(serve: Any, where: str) -> list[str]:
+    """``student.serve``: only the placeholders the serving code fills
+    ({checkpoint}, {port}; {replica} in launch), a model id that resolves to
+    an installed backend, a launch command that splits into words. Each
+    was found when the first checkpoint was served, after S0 was trained."""
+    import shlex
+
+    from tapir.models import resolve
+    from tapir.pipeline.serving import _fill
+    from tapir.plugins import registry
+
+    names = {"checkpoint": "/checkpoint", "port": 8000}
+    problems: list[str] = []
+    for key, value, extra in (("model", serve.model, {}), ("options", serve.options, {}),
+                              ("launch", serve.launch, {"replica": 0})):
+        try:
+            filled = _fill(value, **names, **extra)
+        except (KeyError, IndexError, ValueError) as exc:
+            allowed = "{checkpoint}, {port}" + (" and {replica}" if key == "launch" else "")
+            problems.append(f"{where}.{key}': {exc} is not a placeholder tapir fills (only {allowed}); "
+                            f"write {{{{ and }}}} for a literal brace")
+            continue
+        if key == "launch" and filled is not None:
+            try:
+                shlex.split(filled)
+            except ValueError as exc:
+                problems.append(f"{where}.launch': not a command line ({exc}); close the quote")
+    if problems:
+        return problems
+    model = _fill(serve.model, **names)
+    try:
+        spec = resolve(model, _fill(serve.options, **names))
+    except TapirError as exc:
+        return [f"{where}.model': {exc}"]
+    table = registry().by_role["backends"]
+    if spec.backend not in table:
+        return [f"{where}.model': '{serve.model}' names backend '{spec.backend}', which is not installed. "
+                f"Available: {', '.join(sorted(table)) or 'none'}"]
+    if not table[spec.backend].available:
+        return [f"{where}.model': backend '{spec.backend}' is unavailable: {table[spec.backend].reason}"]
+    return []
 
 
 def launch_problems(serve: Any, where: str) -> list[str]:
@@ -318,6 +386,32 @@ def folder_problems(model_id: str, options: dict[str, Any], where: str) -> list[
     return []
 
 
+def heldout_problems(config: PipelineConfig, base_dir: Path, source: str) -> list[str]:
+    """``evaluation.heldout``: its file is read as the heldout_answers stage
+    reads it (after S0 is trained and paid for), so a missing or unreadable
+    file, or one with no row left after ``skip``, is found here."""
+    from tapir.config.paths import resolve_path
+    from tapir.config.schema import DataConfig
+    from tapir.pipeline.data import load_items
+
+    heldout = config.evaluation.heldout
+    if heldout is None:
+        return []
+    where = f"{source}: 'evaluation.heldout.path'"
+    path = resolve_path(heldout.path, base_dir)
+    if not path.exists():
+        return [f"{where}: file not found: {heldout.path} (relative paths are read from {base_dir}). "
+                f"Fix evaluation.heldout.path, or remove evaluation.heldout"]
+    try:
+        report = load_items(DataConfig(path=heldout.path, limit=heldout.skip + heldout.limit), base_dir)
+    except TapirError as exc:
+        return [f"{where}: {exc}"]
+    if len(report.items) <= heldout.skip:
+        return [f"{where}: {path} has {len(report.items)} usable row(s), and evaluation.heldout.skip: "
+                f"{heldout.skip} skips them all. Lower evaluation.heldout.skip, or give a longer file"]
+    return []
+
+
 def output_problems(config: PipelineConfig, source: str) -> list[str]:
     out = Path(config.output_dir).expanduser()
     probe = out
@@ -327,7 +421,11 @@ def output_problems(config: PipelineConfig, source: str) -> list[str]:
         probe = probe.parent
     if probe.exists() and not probe.is_dir():
         return [f"{source}: 'output_dir': {probe} is a file, not a folder; choose another output_dir"]
-    if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
+    from tapir.store.db import _writable_folder
+
+    # Asked of the file system (a probe file, removed at once): os.access says yes to root on a
+    # read-only mount or in /proc, and the run failed after the database was written.
+    if probe.exists() and not _writable_folder(probe):
         return [f"{source}: 'output_dir': {probe} is not writable; choose another output_dir"]
     return []
 

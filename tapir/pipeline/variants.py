@@ -149,7 +149,8 @@ def run_variants(config_path: str | Path, variants: list[Variant], kind: str, db
     setting whose result is a curriculum round gets ``curriculum.max_steps``
     so that its rounds take as many optimizer steps as the full setting's
     (full-alpaca, S0 itself, is shared and not re-trained)."""
-    from tapir.config.loading import apply_overrides, read_yaml
+    from tapir.config.loading import apply_overrides, parse, read_yaml
+    from tapir.errors import ConfigError
     from tapir.pipeline.preflight import check
     from tapir.pipeline.runner import distill
 
@@ -158,17 +159,20 @@ def run_variants(config_path: str | Path, variants: list[Variant], kind: str, db
     data = read_yaml(path)
     if overrides:
         data = apply_overrides(data, list(overrides))
+    # The config as written first: its mistakes named with its file (each variant is a dict, 'config').
+    parse(data, source=str(path) + (" (with --set " + " ".join(overrides) + ")" if overrides else ""))
     configs = [(v, variant_config(data, v, kind)) for v in variants]
     matched = {v.label for v, _ in configs if match_steps and v.label != "full" and v.final_stage is None}
     if match_steps:
         check_match_steps(data)
         if "full" not in {v.label for v, _ in configs}:
-            from tapir.errors import ConfigError
-
             raise ConfigError("--match-steps matches every setting to the full setting's steps: no 'full' setting")
     for v, cfg in configs:  # every variant passes preflight before the first one runs
-        check({**cfg, "curriculum": {**cfg.get("curriculum", {}), "max_steps": 1}} if v.label in matched else cfg,
-              db, base_dir=base_dir)
+        try:
+            check({**cfg, "curriculum": {**cfg.get("curriculum", {}), "max_steps": 1}} if v.label in matched
+                  else cfg, db, base_dir=base_dir)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}, {kind} setting {v.label}:\n{exc}") from None
     order = sorted(configs, key=lambda vc: vc[0].label != "full") if match_steps else configs
     done: dict[str, VariantResult] = {}
     for v, cfg in order:

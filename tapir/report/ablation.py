@@ -51,7 +51,7 @@ def load_ablation(path: str | Path) -> list[tuple[str, str]]:
     """(setting, run id) pairs from an ablation JSON file."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise TapirError(f"cannot read the ablation file {path}: {exc}") from None
     if isinstance(data, dict) and isinstance(data.get("runs", data.get("settings")), list):
         data = data.get("runs", data.get("settings"))

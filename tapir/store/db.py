@@ -415,7 +415,7 @@ def open_current_for_reading(path: Path) -> Store | None:
     older or foreign database (nothing in it can be reused). Nothing is
     created, migrated or written."""
     try:
-        conn = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True)
+        conn = _reading_connection(path)  # not mode=ro: its -wal/-shm files would stay behind
     except sqlite3.Error:
         return None
     try:
