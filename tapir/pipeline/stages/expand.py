@@ -18,6 +18,10 @@ from tapir.pipeline.stages.resample import draws_for, expanded_before, pool_for
 from tapir.roles import GenerationParams, Item
 
 
+# Accepted new instructions written per transaction (one each before: a commit per item).
+_STORE_EVERY = 64
+
+
 class _Without(Sequence):
     """``[x for i, x in enumerate(items) if i not in skip]`` without building
     it: ``random.sample`` draws the same elements from it as from the list."""
@@ -100,6 +104,18 @@ class Expand:
         g = cfg.generation
         params = GenerationParams(max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p,
                                   seed=ctx.config.seed)
+        accepted: list[tuple[int, Item, object]] = []
+
+        def store_accepted() -> None:
+            # The accepted texts are written together (one transaction), then marked ok in the
+            # order they came: before any failure is recorded, so the outcomes keep their order.
+            if accepted:
+                ctx.add_items(job.key, [new for _, new, _ in accepted], "expanded", r)
+                for j, _, completion in accepted:
+                    job.ok(f"draw-{j}", completion.call_id, attempts[j])
+                    bar.update()
+                accepted.clear()
+
         with progress.bar(f"expanding (round {r})", len(pending)) as bar:
             while pending:
                 completions = ctx.teacher.create_instructions(
@@ -114,6 +130,7 @@ class Expand:
                 for j, completion, text in zip(pending, completions, cleaned):
                     if not completion.ok:
                         stats["call_errors"] += 1
+                        store_accepted()
                         job.fail_completion(f"draw-{j}", completion, "new instruction")
                         bar.update()
                         continue
@@ -129,16 +146,18 @@ class Expand:
                         task_type, examples = groups[j]
                         new = Item(item_id(text), text, "", None, task_type,
                                    {"draw": j, "seed_id": examples[0].id, "examples": [e.id for e in examples]})
-                        ctx.add_items(job.key, [new], "expanded", r)
-                        job.ok(f"draw-{j}", completion.call_id, attempts[j])
-                        bar.update()
+                        accepted.append((j, new, completion))
+                        if len(accepted) >= _STORE_EVERY:
+                            store_accepted()
                     elif attempts[j] < max_attempts:
                         retry.append(j)
                     else:
+                        store_accepted()
                         job.fail(f"draw-{j}", f"{problem[1]} after {attempts[j]} tries", problem[0],
                                  call_id=completion.call_id, attempts=attempts[j], content=True,
                                  reproduces=same_again)
                         bar.update()
+                store_accepted()
                 pending = retry
         job.info.update(requested=len(draws), accepted=len(ctx.items(job.key)), **stats)
 
