@@ -22,7 +22,7 @@ Target: ratio <= 1.05.
 
 from __future__ import annotations
 
-import _support  # noqa: F401  (puts tests/support, the tapir_testing helpers, on sys.path)
+import _support  # puts tests/support (the tapir_testing helpers) on sys.path; _support.timed
 
 import argparse
 import json
@@ -116,13 +116,7 @@ def measure(args: argparse.Namespace, work: Path) -> None:
     inside: list[float] = []
     outside: list[float] = []
     real_evaluate = lm_eval.simple_evaluate
-
-    def timed_evaluate(*a, **kw):
-        t0 = time.perf_counter()
-        try:
-            return real_evaluate(*a, **kw)
-        finally:
-            inside.append(time.perf_counter() - t0)
+    timed_evaluate = _support.timed(real_evaluate, inside.append)
 
     def ours() -> tuple[float, float]:
         where = fresh("tapir")
