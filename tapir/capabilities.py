@@ -33,16 +33,8 @@ def generation(role: str, name: str, options: dict[str, Any]) -> "GenerationPara
     classifiers) samples with, given its ``options``: its ``generation``
     capability (None when it has none, is unknown, or its options are wrong:
     preflight reports those)."""
-    from tapir.plugins import registry
-
-    try:
-        component = registry().get(role, name)
-        validated = component.options_model().model_validate(options)
-    except Exception:  # noqa: BLE001 - reported by preflight already
-        return None
-    if "generation" not in component.capabilities:
-        return None
-    return component.capability("generation")(validated)
+    found = _checked_capability(role, name, options, "generation")
+    return None if found is None else found[0](found[1])
 
 
 def input_problems(role: str, name: str, options: dict[str, Any]) -> list[str]:
@@ -50,16 +42,24 @@ def input_problems(role: str, name: str, options: dict[str, Any]) -> list[str]:
     ``options`` name (paths resolved by the caller): its ``input_problems``
     capability ([] when it has none, is unknown, or its options are wrong:
     preflight reports those)."""
+    found = _checked_capability(role, name, options, "input_problems")
+    return [] if found is None else list(found[0](found[1]))
+
+
+def _checked_capability(role: str, name: str, options: dict[str, Any], capability: str) -> tuple[Any, Any] | None:
+    """(``capability`` of component ``name`` of ``role``, its validated
+    ``options``); None when it lacks the capability, is unknown, or its
+    options are wrong (preflight reports those)."""
     from tapir.plugins import registry
 
     try:
         component = registry().get(role, name)
         validated = component.options_model().model_validate(options)
     except Exception:  # noqa: BLE001 - reported by preflight already
-        return []
-    if "input_problems" not in component.capabilities:
-        return []
-    return list(component.capability("input_problems")(validated))
+        return None
+    if capability not in component.capabilities:
+        return None
+    return component.capability(capability), validated
 
 
 def steps_for(config: PipelineConfig, examples: int) -> int | None:

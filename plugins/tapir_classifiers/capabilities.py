@@ -10,37 +10,33 @@ from typing import Any
 
 
 def _labels_problems(options: Any) -> list[str]:
-    """The labelled file ``options.labels_path`` read as the classifier reads
-    it (a bad line, an unknown task type, no rows): found before the run."""
-    path = getattr(options, "labels_path", None)
-    if not path:
+    """The labelled file ``options.labels_path`` (every classifier here has
+    the option) read as the classifier reads it (a bad line, an unknown task
+    type, no rows): found before the run."""
+    if not options.labels_path:
         return []
     from tapir.errors import TapirError
     from tapir_classifiers.labelled import load_labelled
 
     try:
-        load_labelled(path)
+        load_labelled(options.labels_path)
     except TapirError as exc:
         return [f"{exc}. Fix the file (JSONL rows with instruction, input, task_type), or point labels_path "
                 f"at another"]
     return []
 
 
-class LLM:
+class Labelled:
+    """The centroid and encoder classifiers' capabilities (the llm one's too)."""
+
+    @staticmethod
+    def input_problems(options: Any) -> list[str]:
+        return _labels_problems(options)
+
+
+class LLM(Labelled):
     @staticmethod
     def generation(options: Any) -> Any:
         from tapir_classifiers.llm import LLMClassifier
 
         return LLMClassifier.generation(options)
-
-    @staticmethod
-    def input_problems(options: Any) -> list[str]:
-        return _labels_problems(options)
-
-
-class Labelled:
-    """The centroid and encoder classifiers' capabilities."""
-
-    @staticmethod
-    def input_problems(options: Any) -> list[str]:
-        return _labels_problems(options)
