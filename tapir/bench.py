@@ -267,11 +267,10 @@ def create_evaluator(benchmark: str, options: dict[str, Any] | None):
     """The evaluator with validated options (unknown names list the available ones)."""
     from tapir.plugins import registry
 
-    known = registry().by_role["evaluators"]
-    if benchmark not in known:  # a name on the command line or in a suite: nothing has run
-        raise ConfigError(f"unknown evaluator '{benchmark}'. Available: {', '.join(sorted(known)) or 'none installed'} "
-                          f"(`tapir bench list`)")
-    component = registry().get("evaluators", benchmark)
+    try:
+        component = registry().get("evaluators", benchmark)
+    except TapirError as exc:  # an unknown name on the command line or in a suite: nothing has run
+        raise ConfigError(f"{exc} (`tapir bench list`)") from None
     return component.create(options=dict(options or {}), where=f"benchmark '{benchmark}' options")
 
 
