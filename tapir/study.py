@@ -127,17 +127,14 @@ def study_runs(data: dict[str, Any], settings: Sequence[str]) -> list[StudyRun]:
 
 def _load(config: str | Path | dict, overrides: Sequence[str] | None) -> tuple[dict[str, Any], Path]:
     from tapir.config import apply_overrides, config_base, read_yaml
-
-    from tapir.config.loading import parse
+    from tapir.config.loading import config_source, parse
 
     data = copy.deepcopy(config) if isinstance(config, dict) else read_yaml(config)
-    source = "config" if isinstance(config, dict) else str(config)
     if overrides:
         data = apply_overrides(data, list(overrides))
-        source += " (with --set " + " ".join(overrides) + ")"
     # The config as written, before each run's copy replaces 'students' with its one 'student':
     # a key the runs' configs no longer have (student and students together) is checked here.
-    parse(data, source=source)
+    parse(data, source=config_source(config, overrides))
     return data, config_base(config)
 
 

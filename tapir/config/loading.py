@@ -28,6 +28,13 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def config_source(config: str | Path | dict[str, Any], overrides: list[str] | tuple[str, ...] | None = None) -> str:
+    """How messages name a config: its file ('config' for a dict), and the
+    ``--set`` overrides applied to it."""
+    source = "config" if isinstance(config, dict) else str(config)
+    return source + (" (with --set " + " ".join(overrides) + ")" if overrides else "")
+
+
 def parse(data: dict[str, Any], model: type[BaseModel] = PipelineConfig, source: str = "config"):
     try:
         return model.model_validate(data)
@@ -148,13 +155,10 @@ def load_config(path: str | Path | dict[str, Any], check_references: bool = True
     """The validated config of a YAML file (or of a dict: relative paths are
     then read from the working directory), with ``--set`` ``overrides``
     applied before validation."""
-    if isinstance(path, dict):
-        data, source = dict(path), "config"
-    else:
-        data, source = read_yaml(path), str(path)
+    data = dict(path) if isinstance(path, dict) else read_yaml(path)
     if overrides:
         data = apply_overrides(data, list(overrides))
-        source += " (with --set " + " ".join(overrides) + ")"
+    source = config_source(path, overrides)
     config = parse(data, PipelineConfig, source)
     if check_references:
         problems = check_pipeline_references(config, config_base(path), source)

@@ -149,7 +149,7 @@ def run_variants(config_path: str | Path, variants: list[Variant], kind: str, db
     setting whose result is a curriculum round gets ``curriculum.max_steps``
     so that its rounds take as many optimizer steps as the full setting's
     (full-alpaca, S0 itself, is shared and not re-trained)."""
-    from tapir.config.loading import apply_overrides, parse, read_yaml
+    from tapir.config.loading import apply_overrides, config_source, parse, read_yaml
     from tapir.errors import ConfigError
     from tapir.pipeline.preflight import check
     from tapir.pipeline.runner import distill
@@ -160,7 +160,7 @@ def run_variants(config_path: str | Path, variants: list[Variant], kind: str, db
     if overrides:
         data = apply_overrides(data, list(overrides))
     # The config as written first: its mistakes named with its file (each variant is a dict, 'config').
-    parse(data, source=str(path) + (" (with --set " + " ".join(overrides) + ")" if overrides else ""))
+    parse(data, source=config_source(path, overrides))
     configs = [(v, variant_config(data, v, kind)) for v in variants]
     matched = {v.label for v, _ in configs if match_steps and v.label != "full" and v.final_stage is None}
     if match_steps:
