@@ -428,24 +428,25 @@ def rows_to_items(rows: Iterable[tuple[Any, Any]], fields: dict[str, str], sourc
         except _BadRow as exc:
             report.bad_rows.append(f"{source} {where}: {exc}")
             continue
+        instruction, input_text = instruction.strip(), input_text.strip()
         given_id = row.get(names["id"])
-        if given_id not in (None, "") and not isinstance(given_id, (str, int)) or isinstance(given_id, bool):
+        if (given_id not in (None, "") and not isinstance(given_id, (str, int))) or isinstance(given_id, bool):
             report.bad_rows.append(f"{source} {where}: '{names['id']}' is {_kind(given_id)}, not text or a "
                                    f"whole number")
             continue
-        iid = str(given_id if given_id not in (None, "") else item_id(instruction.strip(), input_text.strip()))
+        iid = str(given_id if given_id not in (None, "") else item_id(instruction, input_text))
         if iid in seen:
             first_where, first_text = seen[iid]
-            if first_text != (instruction.strip(), input_text.strip()):
+            if first_text != (instruction, input_text):
                 # An id given twice for two instructions: the second one was dropped as a duplicate.
                 report.bad_rows.append(f"{source} {where}: '{names['id']}' {iid!r} is already the id of a "
                                        f"different instruction ({first_where}); give each row its own id")
                 continue
             report.duplicates += 1
             continue
-        seen[iid] = (where, (instruction.strip(), input_text.strip()))
+        seen[iid] = (where, (instruction, input_text))
         report.items.append(
-            Item(iid, instruction.strip(), input_text.strip(), answer.strip() if answer else None, task_type,
+            Item(iid, instruction, input_text, answer.strip() if answer else None, task_type,
                  {"system": system} if system else {})
         )
     return report
