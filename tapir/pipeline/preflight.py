@@ -233,30 +233,30 @@ def serve_problems(serve: Any, where: str) -> list[str]:
     import shlex
 
     from tapir.models import resolve
-    from tapir.pipeline.serving import _fill
+    from tapir.pipeline.serving import fill_placeholders
     from tapir.plugins import registry
 
     names = {"checkpoint": "/checkpoint", "port": 8000}
     problems: list[str] = []
+    filled: dict[str, Any] = {}
     for key, value, extra in (("model", serve.model, {}), ("options", serve.options, {}),
                               ("launch", serve.launch, {"replica": 0})):
         try:
-            filled = _fill(value, **names, **extra)
+            filled[key] = fill_placeholders(value, **names, **extra)
         except (KeyError, IndexError, ValueError) as exc:
             allowed = "{checkpoint}, {port}" + (" and {replica}" if key == "launch" else "")
             problems.append(f"{where}.{key}': {exc} is not a placeholder tapir fills (only {allowed}); "
                             f"write {{{{ and }}}} for a literal brace")
             continue
-        if key == "launch" and filled is not None:
+        if key == "launch" and filled[key] is not None:
             try:
-                shlex.split(filled)
+                shlex.split(filled[key])
             except ValueError as exc:
                 problems.append(f"{where}.launch': not a command line ({exc}); close the quote")
     if problems:
         return problems
-    model = _fill(serve.model, **names)
     try:
-        spec = resolve(model, _fill(serve.options, **names))
+        spec = resolve(filled["model"], filled["options"])
     except TapirError as exc:
         return [f"{where}.model': {exc}"]
     table = registry().by_role["backends"]
@@ -421,11 +421,11 @@ def output_problems(config: PipelineConfig, source: str) -> list[str]:
         probe = probe.parent
     if probe.exists() and not probe.is_dir():
         return [f"{source}: 'output_dir': {probe} is a file, not a folder; choose another output_dir"]
-    from tapir.store.db import _writable_folder
+    from tapir.store.db import writable_folder
 
     # Asked of the file system (a probe file, removed at once): os.access says yes to root on a
     # read-only mount or in /proc, and the run failed after the database was written.
-    if probe.exists() and not _writable_folder(probe):
+    if probe.exists() and not writable_folder(probe):
         return [f"{source}: 'output_dir': {probe} is not writable; choose another output_dir"]
     return []
 

@@ -24,13 +24,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _fill(value: Any, **names: Any) -> Any:
+def fill_placeholders(value: Any, **names: Any) -> Any:
+    """``value`` (text, or a mapping or list of them) with its {placeholders} filled from ``names``."""
     if isinstance(value, str):
         return value.format(**names)
     if isinstance(value, dict):
-        return {k: _fill(v, **names) for k, v in value.items()}
+        return {k: fill_placeholders(v, **names) for k, v in value.items()}
     if isinstance(value, list):
-        return [_fill(v, **names) for v in value]
+        return [fill_placeholders(v, **names) for v in value]
     return value
 
 
@@ -106,8 +107,8 @@ def student_backend(ctx, checkpoint: str) -> Iterator[Any]:
     ports = [serve.port + i for i in range(serve.replicas)] if serve.port else [_free_port() for _ in
                                                                                  range(serve.replicas)]
     names = {"checkpoint": checkpoint, "port": ports[0]}
-    model = _fill(serve.model, **names)
-    options = _fill(serve.options, **names)
+    model = fill_placeholders(serve.model, **names)
+    options = fill_placeholders(serve.options, **names)
     procs: list[subprocess.Popen] = []
     try:
         if serve.launch:
@@ -132,7 +133,7 @@ def _launch(serve, checkpoint: str, port: int, replica: int) -> subprocess.Popen
     [i * gpus_per_replica, (i + 1) * gpus_per_replica) (CUDA_VISIBLE_DEVICES)."""
     import os
 
-    cmd = shlex.split(_fill(serve.launch, checkpoint=checkpoint, port=port, replica=replica))
+    cmd = shlex.split(fill_placeholders(serve.launch, checkpoint=checkpoint, port=port, replica=replica))
     env = None
     if serve.replicas > 1:
         first = replica * serve.gpus_per_replica

@@ -143,7 +143,7 @@ def _schema_label(names: list[str]) -> str:
     return f"schema version {len(names)} ({names[-1]})" if names else "no schema"
 
 
-def _writable_folder(folder: Path) -> bool:
+def writable_folder(folder: Path) -> bool:
     """Can files be created in ``folder``? Asked of the file system itself
     (a probe file, removed at once): ``os.access`` says yes to root on a
     read-only mount."""
@@ -292,7 +292,7 @@ def check_store(path: str | os.PathLike | None = None, *, must_exist: bool = Fal
         if not folder.is_dir():
             return [f"cannot create database {resolved}: {folder} is a file, not a folder. Pass --db with "
                     f"another path"]
-        if not _writable_folder(folder):
+        if not writable_folder(folder):
             return [f"cannot create database {resolved}: folder {folder} is not writable. Pass --db with a "
                     f"path in a writable folder, or set TAPIR_DB"]
         return []
@@ -300,7 +300,7 @@ def check_store(path: str | os.PathLike | None = None, *, must_exist: bool = Fal
     if problems:
         return problems
     folder = resolved.parent if str(resolved.parent) else Path(".")
-    if not os.access(resolved, os.W_OK) or not _writable_folder(folder):
+    if not os.access(resolved, os.W_OK) or not writable_folder(folder):
         return [f"database {resolved} cannot be written: {'the file' if not os.access(resolved, os.W_OK) else 'its folder ' + str(folder)} "
                 f"is read-only (SQLite also writes {resolved.name}-wal next to it). Fix the permissions, or "
                 f"pass --db with a path in a writable folder"]
