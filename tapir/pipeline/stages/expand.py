@@ -15,7 +15,7 @@ from tapir import progress
 from tapir.pipeline.data import item_id
 from tapir.pipeline.job import Job
 from tapir.pipeline.stages.resample import draws_for, expanded_before, pool_for
-from tapir.roles import GenerationParams, Item
+from tapir.roles import Completion, GenerationParams, Item
 
 
 # Accepted new instructions written per transaction (one each before: a commit per item).
@@ -104,7 +104,7 @@ class Expand:
         g = cfg.generation
         params = GenerationParams(max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p,
                                   seed=ctx.config.seed)
-        accepted: list[tuple[int, Item, object]] = []
+        accepted: list[tuple[int, Item, Completion]] = []
 
         def store_accepted() -> None:
             # The accepted texts are written together (one transaction), then marked ok in the
